@@ -1,0 +1,118 @@
+//! Small filesystem operations with the durability Cordon promises:
+//! atomic replacement and private directories.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same
+/// directory, fsync, rename, fsync of the directory. A crash leaves either
+/// the old file or the new one, never a torn one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    let result = f.write_all(bytes).and_then(|_| f.sync_all()).and_then(|_| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    sync_dir(dir)
+}
+
+/// Writes `bytes` to a new file at `path`, failing if it exists; durable
+/// like [`write_atomic`]. Used for records, which are never overwritten.
+pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    let result = f
+        .write_all(bytes)
+        .and_then(|_| f.sync_all())
+        // A hard link fails if `path` exists, unlike rename, which replaces.
+        .and_then(|_| fs::hard_link(&tmp, path));
+    let _ = fs::remove_file(&tmp);
+    result?;
+    sync_dir(dir)
+}
+
+/// fsyncs a directory so a rename in it is durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `path` (and missing parents) with mode 0700 for the directories
+/// it creates.
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
+/// The absolute form of `path` with every existing ancestor canonicalised
+/// (symlinks in the existing part resolved), the missing rest appended.
+pub fn resolve(path: &Path) -> io::Result<PathBuf> {
+    let abs = std::path::absolute(path)?;
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        match existing.canonicalize() {
+            Ok(c) => {
+                let mut out = c;
+                for part in rest.iter().rev() {
+                    out.push(part);
+                }
+                return Ok(out);
+            }
+            Err(_) => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_os_string());
+                    existing = parent;
+                }
+                _ => return Ok(abs),
+            },
+        }
+    }
+}
+
+/// Copies a tree of regular files and directories (the caller has checked
+/// there is nothing else in it).
+pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    fs::create_dir(to)?;
+    for item in fs::read_dir(from)? {
+        let item = item?;
+        let ft = item.file_type()?;
+        let dest = to.join(item.file_name());
+        if ft.is_dir() {
+            copy_tree(&item.path(), &dest)?;
+        } else if ft.is_file() {
+            fs::copy(item.path(), &dest)?;
+        } else {
+            return Err(io::Error::other(format!("refusing to copy {}: not a regular file", item.path().display())));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_new_never_overwrites() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("r.json");
+        write_new(&p, b"one").unwrap();
+        assert!(write_new(&p, b"two").is_err());
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn resolve_handles_missing_tails() {
+        let d = tempfile::tempdir().unwrap();
+        let r = resolve(&d.path().join("a/b")).unwrap();
+        assert_eq!(r, d.path().canonicalize().unwrap().join("a/b"));
+    }
+}

@@ -1,0 +1,29 @@
+//! Cordon runs each step of a deployment or ML pipeline as a WebAssembly
+//! component inside a cordon: the step can touch only the directories,
+//! secrets, environment variables and arguments its reviewed capability
+//! manifest grants, and every run leaves an execution record.
+//!
+//! Data flows one way, one module per concern:
+//!
+//! ```text
+//! manifest  (TOML → validated Manifest, errors with file:line)
+//!   → plan     (paths resolved, component read and digest-checked)
+//!   → sandbox  (wasmtime engine, grants → WASI context, limits)
+//!   → record   (digests of everything that went in and came out)
+//! ```
+//!
+//! [`exec`] drives one step through that flow; [`outputs`] stages and
+//! publishes written mounts; [`secrets`] owns secret values and redaction;
+//! [`digest`] hashes files and trees without following links.
+
+pub mod cli;
+pub mod digest;
+pub mod exec;
+pub mod fsutil;
+pub mod manifest;
+pub mod outputs;
+pub mod plan;
+pub mod record;
+pub mod sandbox;
+pub mod secrets;
+pub mod units;

@@ -1,0 +1,707 @@
+//! Capability manifests: parsing and validation.
+//!
+//! This module owns the TOML format a reviewer reads (see the README's
+//! "Manifest reference"). It turns a file into a [`Manifest`]: typed, checked,
+//! with the source position of every value a later phase may need to blame.
+//! Nobody else reads manifest TOML.
+//!
+//! Parsing happens in two phases, as in cargo-deny's config handling: serde
+//! (with `deny_unknown_fields`, so a misspelt key is an error and never a
+//! silently ignored grant) into raw structs, then validation that collects
+//! *every* problem instead of stopping at the first. Each [`Problem`] names the
+//! file, line and column, says what is wrong and how to fix it.
+//!
+//! This module never touches the component or the mounted directories; that
+//! is the plan's job.
+
+use crate::units::{parse_duration, parse_size};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// The only manifest format version this runner understands.
+pub const FORMAT_VERSION: i64 = 1;
+
+/// One thing wrong with a manifest, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line, or 0 when the problem concerns the whole file.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it, when there is one obvious fix.
+    pub fix: Option<String>,
+}
+
+/// Everything wrong with one manifest file.
+#[derive(Debug, thiserror::Error)]
+pub struct ManifestError {
+    /// The manifest file as the user named it.
+    pub path: PathBuf,
+    /// At least one problem, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if p.line == 0 {
+                write!(f, "{}: {}", self.path.display(), p.message)?;
+            } else {
+                write!(f, "{}:{}:{}: {}", self.path.display(), p.line, p.column, p.message)?;
+            }
+            if let Some(fix) = &p.fix {
+                write!(f, "\n  fix: {fix}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A position in the manifest source, kept so that later phases (the plan,
+/// which checks digests and directories) can point at the offending line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Location {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+}
+
+impl Location {
+    /// Makes a [`Problem`] at this location.
+    pub fn problem(self, message: impl Into<String>, fix: Option<String>) -> Problem {
+        Problem { line: self.line, column: self.column, message: message.into(), fix }
+    }
+}
+
+/// How a step may use a mounted directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// A read-only view of the host directory.
+    Read,
+    /// A fresh, empty directory; its contents are published to the host path
+    /// only when the step succeeds.
+    Write,
+    /// The host directory itself, read and written in place. Changes are not
+    /// staged and survive a failed step; the record marks such mounts.
+    ReadWrite,
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::ReadWrite => "read-write",
+        })
+    }
+}
+
+/// How sensitive the data behind a mount is, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Classification {
+    /// Anyone may see it.
+    Public,
+    /// Inside the organisation.
+    Internal,
+    /// A need-to-know group.
+    Confidential,
+    /// The most sensitive class; policy restricts what may touch it.
+    Restricted,
+}
+
+/// Something a step may do with a secret without necessarily seeing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretUse {
+    /// HMAC-SHA256 keyed with the secret.
+    Hmac,
+    /// Ed25519 signatures with the secret as seed.
+    Sign,
+    /// Sent as an HTTP header to hosts the manifest binds it to.
+    HttpHeader,
+    /// The value itself handed to the step.
+    Reveal,
+}
+
+/// A sha256 content digest, stored as 64 lowercase hex characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sha256Digest(String);
+
+impl Sha256Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Sha256Digest(hex::encode(Sha256::digest(bytes)))
+    }
+
+    /// Wraps an already computed digest.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Sha256Digest(hex::encode(bytes))
+    }
+
+    /// Parses the manifest form `sha256:<64 lowercase hex>`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let hex = text.strip_prefix("sha256:").ok_or_else(|| {
+            format!("digest `{text}` must start with `sha256:`")
+        })?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(format!(
+                "digest `{text}` must be `sha256:` followed by 64 lowercase hex characters"
+            ));
+        }
+        Ok(Sha256Digest(hex.to_string()))
+    }
+
+    /// The 64 hex characters.
+    pub fn hex(&self) -> &str {
+        &self.0
+    }
+}
+
+impl serde::Serialize for Sha256Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.0)
+    }
+}
+
+/// A directory grant, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mount {
+    /// Absolute, normalised guest path.
+    pub guest: String,
+    /// The host path as written (relative paths are relative to the manifest).
+    pub host: PathBuf,
+    /// Where `host` is written in the manifest.
+    pub host_at: Location,
+    /// Read, write (staged) or read-write (in place).
+    pub access: Access,
+    /// Why the step needs it; goes into the record.
+    pub purpose: String,
+    /// Data classification, when the manifest gives one.
+    pub classification: Option<Classification>,
+}
+
+/// A secret grant, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretGrant {
+    /// The name the step asks for.
+    pub name: String,
+    /// What the step may do with it.
+    pub uses: BTreeSet<SecretUse>,
+    /// Where the grant is written.
+    pub at: Location,
+}
+
+/// Resource limits, with defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Limits {
+    /// Wasm fuel (roughly, instructions) the step may consume.
+    pub fuel: u64,
+    /// Bytes of linear memory the step may grow to, over all its memories.
+    pub memory: u64,
+    /// Wall-clock time the step may run.
+    #[serde(serialize_with = "serialize_duration_ms", rename = "timeout_ms")]
+    pub timeout: Duration,
+    /// Bytes the step may write to its output mounts, in total.
+    pub output: u64,
+    /// Bytes of stdout and of stderr captured per stream; the rest is cut.
+    pub stdout: u64,
+}
+
+fn serialize_duration_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+impl Default for Limits {
+    /// Defaults meant for an ordinary data step: generous enough that a
+    /// real job rarely needs to raise them, small enough that a runaway step
+    /// is stopped before it hurts the machine.
+    fn default() -> Self {
+        Limits {
+            fuel: 50_000_000_000,
+            memory: 512 << 20,
+            timeout: Duration::from_secs(300),
+            output: 1 << 30,
+            stdout: 16 << 20,
+        }
+    }
+}
+
+/// A validated capability manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The manifest file as the user named it.
+    pub path: PathBuf,
+    /// The directory relative paths are resolved against.
+    pub dir: PathBuf,
+    /// sha256 of the manifest file's bytes.
+    pub sha256: Sha256Digest,
+    /// Step name: lowercase letters, digits and `-`.
+    pub name: String,
+    /// Component path as written.
+    pub component: PathBuf,
+    /// Where `component` is written.
+    pub component_at: Location,
+    /// The pinned component digest.
+    pub digest: Sha256Digest,
+    /// Where `digest` is written.
+    pub digest_at: Location,
+    /// Arguments after argv[0] (which is the step name).
+    pub args: Vec<String>,
+    /// The only environment variables the step sees.
+    pub env: BTreeMap<String, String>,
+    /// Directory grants.
+    pub mounts: Vec<Mount>,
+    /// Secret grants.
+    pub secrets: Vec<SecretGrant>,
+    /// Limits, defaults filled in.
+    pub limits: Limits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    version: Option<Spanned<i64>>,
+    step: RawStep,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default, rename = "mount")]
+    mounts: Vec<RawMount>,
+    #[serde(default, rename = "secret")]
+    secrets: Vec<RawSecret>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    name: Spanned<String>,
+    component: Spanned<String>,
+    digest: Spanned<String>,
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMount {
+    guest: Spanned<String>,
+    host: Spanned<String>,
+    access: Spanned<Access>,
+    purpose: Spanned<String>,
+    classification: Option<Spanned<Classification>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    name: Spanned<String>,
+    uses: Spanned<Vec<Spanned<SecretUse>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    fuel: Option<Spanned<i64>>,
+    memory: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    output: Option<Spanned<String>>,
+    stdout: Option<Spanned<String>>,
+}
+
+/// Maps byte offsets to 1-based line and column.
+struct Lines<'a>(&'a str);
+
+impl Lines<'_> {
+    fn at(&self, offset: usize) -> Location {
+        let before = &self.0[..offset.min(self.0.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Location { line, column }
+    }
+
+    fn of<T>(&self, s: &Spanned<T>) -> Location {
+        self.at(s.span().start)
+    }
+}
+
+/// Whether `name` is a valid step or secret name: lowercase ASCII letters,
+/// digits and `-`, starting with a letter, at most 63 characters.
+pub fn is_valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_lowercase()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+fn is_valid_env_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+/// Normalises an absolute guest path: it must start with `/`, and contain no
+/// `.`/`..` components, empty components or NUL. Returns the path without a
+/// trailing slash.
+fn normalize_guest(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err(format!("guest path `{path}` must be absolute (start with `/`)"));
+    }
+    if path.contains('\0') {
+        return Err("guest path contains a NUL byte".into());
+    }
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok("/".into());
+    }
+    for comp in trimmed[1..].split('/') {
+        match comp {
+            "" => return Err(format!("guest path `{path}` has an empty component (`//`)")),
+            "." | ".." => {
+                return Err(format!("guest path `{path}` may not contain `.` or `..`"));
+            }
+            _ => {}
+        }
+    }
+    Ok(trimmed.to_string())
+}
+
+fn guest_nested(a: &str, b: &str) -> bool {
+    a == "/" || b == "/" || b.starts_with(&format!("{a}/")) || a.starts_with(&format!("{b}/"))
+}
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let source = std::fs::read_to_string(path).map_err(|e| ManifestError {
+            path: path.to_path_buf(),
+            problems: vec![Problem {
+                line: 0,
+                column: 0,
+                message: format!("cannot read the manifest: {e}"),
+                fix: Some("check the path; a manifest is a TOML file such as `step.toml`".into()),
+            }],
+        })?;
+        Manifest::parse(path, &source)
+    }
+
+    /// Validates `source` as the manifest at `path` (used for relative paths
+    /// and in error messages; the file itself is not read).
+    pub fn parse(path: &Path, source: &str) -> Result<Manifest, ManifestError> {
+        let lines = Lines(source);
+        let fail = |problems: Vec<Problem>| ManifestError { path: path.to_path_buf(), problems };
+        let raw: RawManifest = toml::from_str(source).map_err(|e| {
+            let at = e.span().map(|s| lines.at(s.start)).unwrap_or_default();
+            let message = e.message().trim().to_string();
+            let fix = fix_for_parse_error(&message);
+            fail(vec![at.problem(message, fix)])
+        })?;
+
+        let mut problems = Vec::new();
+
+        if let Some(v) = &raw.version
+            && *v.get_ref() != FORMAT_VERSION
+        {
+            problems.push(lines.of(v).problem(
+                format!("manifest format version {} is not supported by this runner", v.get_ref()),
+                Some(format!("use `version = {FORMAT_VERSION}`, or a runner that supports this version")),
+            ));
+        }
+
+        let name = raw.step.name.get_ref().clone();
+        if !is_valid_name(&name) {
+            problems.push(lines.of(&raw.step.name).problem(
+                format!("step name `{name}` is invalid"),
+                Some("use lowercase letters, digits and `-`, starting with a letter (at most 63 characters)".into()),
+            ));
+        }
+
+        let component = PathBuf::from(raw.step.component.get_ref());
+        if raw.step.component.get_ref().is_empty() {
+            problems.push(lines.of(&raw.step.component).problem(
+                "component path is empty",
+                Some("give the path of the step's .wasm file, relative to this manifest".into()),
+            ));
+        }
+
+        let digest = match Sha256Digest::parse(raw.step.digest.get_ref()) {
+            Ok(d) => d,
+            Err(msg) => {
+                problems.push(lines.of(&raw.step.digest).problem(
+                    msg,
+                    Some("run `cordon pin <manifest>` to write the component's current digest".into()),
+                ));
+                Sha256Digest(String::new())
+            }
+        };
+
+        let mut env = BTreeMap::new();
+        for (k, v) in &raw.env {
+            if !is_valid_env_name(k.get_ref()) {
+                problems.push(lines.of(k).problem(
+                    format!("environment variable name `{}` is invalid", k.get_ref()),
+                    Some("use letters, digits and `_`, not starting with a digit".into()),
+                ));
+            } else if v.get_ref().contains('\0') {
+                problems.push(lines.of(v).problem("environment value contains a NUL byte", None));
+            } else {
+                env.insert(k.get_ref().clone(), v.get_ref().clone());
+            }
+        }
+
+        let mut mounts: Vec<Mount> = Vec::new();
+        let mut guest_seen: Vec<(String, Location)> = Vec::new();
+        for m in &raw.mounts {
+            let guest_at = lines.of(&m.guest);
+            let guest = match normalize_guest(m.guest.get_ref()) {
+                Ok(g) => g,
+                Err(msg) => {
+                    problems.push(guest_at.problem(msg, Some("write it like `/data` or `/out/model`".into())));
+                    continue;
+                }
+            };
+            if let Some((_, first)) = guest_seen.iter().find(|(g, _)| *g == guest) {
+                problems.push(guest_at.problem(
+                    format!("guest path `{guest}` is mounted twice (first at line {})", first.line),
+                    Some("give each mount its own guest path".into()),
+                ));
+                continue;
+            }
+            if let Some((other, first)) = guest_seen.iter().find(|(g, _)| guest_nested(g, &guest)) {
+                problems.push(guest_at.problem(
+                    format!("guest path `{guest}` is nested with `{other}` (line {})", first.line),
+                    Some("mount directories side by side, e.g. `/in` and `/out`, not one inside the other".into()),
+                ));
+                continue;
+            }
+            guest_seen.push((guest.clone(), guest_at));
+            let host_at = lines.of(&m.host);
+            if m.host.get_ref().is_empty() {
+                problems.push(host_at.problem("host path is empty", Some("use `.` for the manifest's own directory".into())));
+                continue;
+            }
+            if m.purpose.get_ref().trim().is_empty() {
+                problems.push(lines.of(&m.purpose).problem(
+                    "purpose is empty",
+                    Some("say why the step needs this directory; reviewers and records read it".into()),
+                ));
+            }
+            mounts.push(Mount {
+                guest,
+                host: PathBuf::from(m.host.get_ref()),
+                host_at,
+                access: *m.access.get_ref(),
+                purpose: m.purpose.get_ref().clone(),
+                classification: m.classification.as_ref().map(|c| *c.get_ref()),
+            });
+        }
+
+        let mut secrets: Vec<SecretGrant> = Vec::new();
+        for s in &raw.secrets {
+            let at = lines.of(&s.name);
+            let sname = s.name.get_ref();
+            if !is_valid_name(sname) {
+                problems.push(at.problem(
+                    format!("secret name `{sname}` is invalid"),
+                    Some("use lowercase letters, digits and `-`, starting with a letter".into()),
+                ));
+                continue;
+            }
+            if let Some(first) = secrets.iter().find(|g| g.name == *sname) {
+                problems.push(at.problem(
+                    format!("secret `{sname}` is granted twice (first at line {})", first.at.line),
+                    Some("list all its uses in one `[[secret]]` table".into()),
+                ));
+                continue;
+            }
+            let mut uses = BTreeSet::new();
+            for u in s.uses.get_ref() {
+                if !uses.insert(*u.get_ref()) {
+                    problems.push(lines.of(u).problem("use listed twice", None));
+                }
+            }
+            if uses.is_empty() {
+                problems.push(lines.of(&s.uses).problem(
+                    format!("secret `{sname}` grants no uses"),
+                    Some("list what the step may do with it, e.g. `uses = [\"hmac\"]`, or remove the grant".into()),
+                ));
+            }
+            secrets.push(SecretGrant { name: sname.clone(), uses, at });
+        }
+
+        let mut limits = Limits::default();
+        if let Some(l) = &raw.limits {
+            if let Some(f) = &l.fuel {
+                if *f.get_ref() <= 0 {
+                    problems.push(lines.of(f).problem("fuel must be positive", None));
+                } else {
+                    limits.fuel = *f.get_ref() as u64;
+                }
+            }
+            let mut size = |v: &Option<Spanned<String>>, slot: &mut u64, what: &str| {
+                if let Some(v) = v {
+                    match parse_size(v.get_ref()) {
+                        Ok(0) => problems.push(lines.of(v).problem(format!("{what} limit must be more than zero"), None)),
+                        Ok(n) => *slot = n,
+                        Err(msg) => problems.push(lines.of(v).problem(msg, None)),
+                    }
+                }
+            };
+            size(&l.memory, &mut limits.memory, "memory");
+            size(&l.output, &mut limits.output, "output");
+            size(&l.stdout, &mut limits.stdout, "stdout");
+            if let Some(t) = &l.timeout {
+                match parse_duration(t.get_ref()) {
+                    Ok(d) if d.is_zero() => problems.push(lines.of(t).problem("timeout must be more than zero", None)),
+                    Ok(d) => limits.timeout = d,
+                    Err(msg) => problems.push(lines.of(t).problem(msg, None)),
+                }
+            }
+        }
+        if limits.memory > 4 << 30 {
+            problems.push(Problem {
+                line: 0,
+                column: 0,
+                message: "memory limit above 4GiB: a wasm32 step cannot address more".into(),
+                fix: Some("use at most `memory = \"4GiB\"`".into()),
+            });
+        }
+
+        problems.sort_by_key(|p| (p.line, p.column));
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Ok(Manifest {
+            path: path.to_path_buf(),
+            dir,
+            sha256: Sha256Digest::of(source.as_bytes()),
+            name,
+            component,
+            component_at: lines.of(&raw.step.component),
+            digest,
+            digest_at: lines.of(&raw.step.digest),
+            args: raw.step.args,
+            env,
+            mounts,
+            secrets,
+            limits,
+        })
+    }
+}
+
+/// A hint for the serde/TOML errors users hit most often.
+fn fix_for_parse_error(message: &str) -> Option<String> {
+    if message.starts_with("unknown field") {
+        Some("remove the key or correct its spelling; the README's manifest reference lists every key".into())
+    } else if message.starts_with("missing field") {
+        Some("add the key; the README's manifest reference shows an example".into())
+    } else if message.starts_with("unknown variant") {
+        Some("use one of the values listed".into())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+    fn parse(src: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(Path::new("dir/step.toml"), src)
+    }
+
+    fn minimal(extra: &str) -> String {
+        format!("[step]\nname = \"s\"\ncomponent = \"s.wasm\"\ndigest = \"{DIGEST}\"\n{extra}")
+    }
+
+    #[test]
+    fn minimal_manifest_gets_defaults() {
+        let m = parse(&minimal("")).unwrap();
+        assert_eq!(m.name, "s");
+        assert_eq!(m.dir, PathBuf::from("dir"));
+        assert_eq!(m.limits, Limits::default());
+        assert!(m.mounts.is_empty() && m.env.is_empty() && m.secrets.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let err = parse(&minimal("[limits]\nfule = 3\n")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("dir/step.toml:6:1: unknown field `fule`"), "{text}");
+        assert!(text.contains("fix:"), "{text}");
+    }
+
+    #[test]
+    fn collects_every_problem() {
+        let src = format!(
+            "[step]\nname = \"Bad_Name\"\ncomponent = \"s.wasm\"\ndigest = \"sha256:xyz\"\n\
+             [[mount]]\nguest = \"rel\"\nhost = \"a\"\naccess = \"read\"\npurpose = \"p\"\n"
+        );
+        let err = parse(&src).unwrap_err();
+        assert_eq!(err.problems.len(), 3, "{err}");
+        assert_eq!(err.problems[0].line, 2);
+        assert_eq!(err.problems[1].line, 4);
+        assert_eq!(err.problems[2].line, 6);
+    }
+
+    #[test]
+    fn guest_paths_are_normalised_and_unique() {
+        assert_eq!(normalize_guest("/data/").unwrap(), "/data");
+        assert!(normalize_guest("/data/../etc").is_err());
+        assert!(normalize_guest("/a//b").is_err());
+        let mount = |g: &str| format!("[[mount]]\nguest = \"{g}\"\nhost = \"h\"\naccess = \"read\"\npurpose = \"p\"\n");
+        let err = parse(&minimal(&(mount("/in") + &mount("/in/")))).unwrap_err();
+        assert!(err.to_string().contains("mounted twice"), "{err}");
+        let err = parse(&minimal(&(mount("/in") + &mount("/in/sub")))).unwrap_err();
+        assert!(err.to_string().contains("nested"), "{err}");
+    }
+
+    #[test]
+    fn limits_parse_and_reject_nonsense() {
+        let m = parse(&minimal("[limits]\nfuel = 1_000\nmemory = \"64MiB\"\ntimeout = \"2s\"\n")).unwrap();
+        assert_eq!(m.limits.fuel, 1000);
+        assert_eq!(m.limits.memory, 64 << 20);
+        assert_eq!(m.limits.timeout, Duration::from_secs(2));
+        let err = parse(&minimal("[limits]\nmemory = \"lots\"\n")).unwrap_err();
+        assert!(err.to_string().contains("dir/step.toml:6:10"), "{err}");
+    }
+
+    #[test]
+    fn version_is_checked() {
+        let err = parse(&format!("version = 2\n{}", minimal(""))).unwrap_err();
+        assert!(err.to_string().contains("version 2 is not supported"), "{err}");
+        assert!(parse(&format!("version = 1\n{}", minimal(""))).is_ok());
+    }
+
+    #[test]
+    fn secret_uses_must_be_known() {
+        let err = parse(&minimal("[[secret]]\nname = \"k\"\nuses = [\"exfiltrate\"]\n")).unwrap_err();
+        assert!(err.to_string().contains("unknown variant `exfiltrate`"), "{err}");
+    }
+}

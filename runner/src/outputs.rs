@@ -1,0 +1,216 @@
+//! Staged outputs: a `write` mount is a fresh directory the step fills;
+//! its contents replace the host directory only when the step succeeds.
+//!
+//! Before publishing, every staged tree is walked without following links.
+//! A symbolic link (or a FIFO, socket or device) in an output **fails the
+//! step**: a link planted by a step can point anywhere on the host, so
+//! publishing it, hashing through it or caching it could leak the target's
+//! bytes. The partial output is then kept under the state directory for
+//! inspection, exactly like the output of any failed step.
+//!
+//! Publishing one mount is atomic: the old directory is renamed aside, the
+//! new one renamed in, the old one removed. On a different filesystem the
+//! new tree is first copied next to the destination, then renamed.
+
+use crate::digest::{self, EntryKind, Tree};
+use crate::fsutil;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// One staged write mount.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    /// Guest path.
+    pub guest: String,
+    /// Where the contents are published.
+    pub dest: PathBuf,
+    /// The staging directory the guest writes into.
+    pub dir: PathBuf,
+}
+
+/// The staging area of one run.
+#[derive(Debug)]
+pub struct Staging {
+    root: PathBuf,
+    /// Staged mounts, in manifest order.
+    pub mounts: Vec<Staged>,
+}
+
+/// Why staged outputs cannot be published.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The step left a link or special file in an output.
+    #[error("output mount {guest} contains {what} `{path}`{detail}; outputs must be regular files and directories")]
+    NotPlain {
+        /// Guest mount path.
+        guest: String,
+        /// Path inside the mount.
+        path: String,
+        /// `a symbolic link` or `a special file`.
+        what: &'static str,
+        /// ` -> target` for links.
+        detail: String,
+    },
+    /// Hashing or moving failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> OutputError {
+    let what = what.into();
+    move |source| OutputError::Io { what, source }
+}
+
+/// A name for a guest path usable as a directory name: `/out/model` → `out_model`.
+fn slug(guest: &str) -> String {
+    let s: String = guest.trim_start_matches('/').chars().map(|c| if c == '/' { '_' } else { c }).collect();
+    if s.is_empty() { "root".into() } else { s }
+}
+
+impl Staging {
+    /// Creates empty staging directories under `root` for `(guest, dest)`
+    /// write mounts.
+    pub fn create(root: PathBuf, mounts: &[(String, PathBuf)]) -> io::Result<Staging> {
+        fsutil::create_private_dir(&root)?;
+        let mut staged = Vec::new();
+        for (i, (guest, dest)) in mounts.iter().enumerate() {
+            let dir = root.join(format!("{i}-{}", slug(guest)));
+            std::fs::create_dir(&dir)?;
+            staged.push(Staged { guest: guest.clone(), dest: dest.clone(), dir });
+        }
+        Ok(Staging { root, mounts: staged })
+    }
+
+    /// Digests every staged tree and refuses links and special files.
+    pub fn verify(&self) -> Result<Vec<Tree>, OutputError> {
+        let mut trees = Vec::new();
+        for m in &self.mounts {
+            let tree = digest::tree(&m.dir).map_err(io_err(format!("cannot hash output {}", m.guest)))?;
+            for e in &tree.entries {
+                match &e.kind {
+                    EntryKind::Symlink { target } => {
+                        return Err(OutputError::NotPlain {
+                            guest: m.guest.clone(),
+                            path: e.path.clone(),
+                            what: "a symbolic link",
+                            detail: format!(" -> {target}"),
+                        });
+                    }
+                    EntryKind::Other => {
+                        return Err(OutputError::NotPlain {
+                            guest: m.guest.clone(),
+                            path: e.path.clone(),
+                            what: "a special file",
+                            detail: String::new(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            trees.push(tree);
+        }
+        Ok(trees)
+    }
+
+    /// Publishes every staged mount to its destination and removes the
+    /// staging area.
+    pub fn publish(self) -> Result<(), OutputError> {
+        for m in &self.mounts {
+            publish_one(&m.dir, &m.dest).map_err(io_err(format!("cannot publish {} to {}", m.guest, m.dest.display())))?;
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+        Ok(())
+    }
+
+    /// Moves the staging area to `keep` (for a failed run) and returns it.
+    pub fn keep(self, keep: &Path) -> io::Result<PathBuf> {
+        if let Some(parent) = keep.parent() {
+            fsutil::create_private_dir(parent)?;
+        }
+        std::fs::rename(&self.root, keep)?;
+        Ok(keep.to_path_buf())
+    }
+
+    /// Removes the staging area.
+    pub fn discard(self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn publish_one(staged: &Path, dest: &Path) -> io::Result<()> {
+    let parent = dest.parent().ok_or_else(|| io::Error::other("output path has no parent"))?;
+    std::fs::create_dir_all(parent)?;
+    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tag = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+    // Bring the new tree onto the destination's filesystem first.
+    let incoming = parent.join(format!(".{name}.cordon-new-{tag}"));
+    match std::fs::rename(staged, &incoming) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            if let Err(e) = fsutil::copy_tree(staged, &incoming) {
+                let _ = std::fs::remove_dir_all(&incoming);
+                return Err(e);
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    let old = parent.join(format!(".{name}.cordon-old-{tag}"));
+    let had_old = match std::fs::rename(dest, &old) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&incoming);
+            return Err(e);
+        }
+    };
+    if let Err(e) = std::fs::rename(&incoming, dest) {
+        // Put the previous outputs back: nothing lost.
+        if had_old {
+            let _ = std::fs::rename(&old, dest);
+        }
+        let _ = std::fs::remove_dir_all(&incoming);
+        return Err(e);
+    }
+    fsutil::sync_dir(parent)?;
+    if had_old {
+        std::fs::remove_dir_all(&old)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_replaces_previous_output_atomically() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("out");
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::write(dest.join("old.txt"), b"old").unwrap();
+        let st = Staging::create(d.path().join("stage"), &[("/out".into(), dest.clone())]).unwrap();
+        std::fs::write(st.mounts[0].dir.join("new.txt"), b"new").unwrap();
+        let trees = st.verify().unwrap();
+        assert_eq!(trees[0].file_count(), 1);
+        st.publish().unwrap();
+        assert!(!dest.join("old.txt").exists());
+        assert_eq!(std::fs::read(dest.join("new.txt")).unwrap(), b"new");
+        let leftovers: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("out")]);
+    }
+
+    #[test]
+    fn symlink_in_output_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let st = Staging::create(d.path().join("stage"), &[("/out".into(), d.path().join("out"))]).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", st.mounts[0].dir.join("leak")).unwrap();
+        let err = st.verify().unwrap_err().to_string();
+        assert!(err.contains("symbolic link `leak` -> /etc/passwd"), "{err}");
+    }
+}

@@ -1,0 +1,201 @@
+//! The plan: a validated manifest resolved against the machine.
+//!
+//! This module reads the component and checks its digest, resolves every
+//! host path to an absolute canonical one, and checks that the grants make
+//! sense together (no mount overlapping a written mount, none exposing the
+//! state directory). What comes out is exactly what the sandbox will be
+//! given; nothing downstream resolves a path again.
+//!
+//! Errors are [`ManifestError`]s pointing at the manifest line to change.
+
+use crate::fsutil::resolve;
+use crate::manifest::{Access, Classification, Limits, Manifest, ManifestError, Problem, SecretGrant, Sha256Digest};
+use std::path::{Path, PathBuf};
+
+/// A mount with its host path resolved.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlannedMount {
+    /// Absolute guest path.
+    pub guest: String,
+    /// Absolute, canonical host path. For `write` mounts the directory may
+    /// not exist yet; it is created when outputs are published.
+    pub host: PathBuf,
+    /// Access.
+    pub access: Access,
+    /// Why the step needs it.
+    pub purpose: String,
+    /// Data classification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
+}
+
+/// One step, ready to run.
+#[derive(Debug, Clone)]
+pub struct StepPlan {
+    /// Step name.
+    pub name: String,
+    /// Canonical manifest path.
+    pub manifest_path: PathBuf,
+    /// sha256 of the manifest bytes.
+    pub manifest_sha256: Sha256Digest,
+    /// Canonical component path.
+    pub component_path: PathBuf,
+    /// The verified component digest.
+    pub component_digest: Sha256Digest,
+    /// The component bytes that were verified (never re-read, so the file
+    /// cannot change between the check and the run).
+    pub component_bytes: Vec<u8>,
+    /// argv: the step name, then the granted arguments.
+    pub argv: Vec<String>,
+    /// The granted environment.
+    pub env: Vec<(String, String)>,
+    /// Mounts in manifest order.
+    pub mounts: Vec<PlannedMount>,
+    /// Secret grants (names and uses; values are resolved later).
+    pub secrets: Vec<SecretGrant>,
+    /// Limits.
+    pub limits: Limits,
+    /// The state directory (absolute).
+    pub state_dir: PathBuf,
+}
+
+fn nested(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// Resolves `manifest` for a run whose state lives in `state_dir`.
+pub fn plan_step(manifest: &Manifest, state_dir: &Path) -> Result<StepPlan, ManifestError> {
+    let mut problems: Vec<Problem> = Vec::new();
+    let fail = |problems: Vec<Problem>| ManifestError { path: manifest.path.clone(), problems };
+    let io_problem = |what: String| Problem { line: 0, column: 0, message: what, fix: None };
+
+    let state_dir = resolve(state_dir).map_err(|e| fail(vec![io_problem(format!("cannot resolve the state directory: {e}"))]))?;
+    let manifest_path = resolve(&manifest.path).map_err(|e| fail(vec![io_problem(format!("cannot resolve the manifest path: {e}"))]))?;
+
+    let component_rel = manifest.dir.join(&manifest.component);
+    let mut component_path = component_rel.clone();
+    let mut component_bytes = Vec::new();
+    match std::fs::read(&component_rel) {
+        Err(e) => problems.push(manifest.component_at.problem(
+            format!("cannot read component {}: {e}", component_rel.display()),
+            Some("build the step (`cargo build --release --target wasm32-wasip2`) or correct the path; it is relative to the manifest".into()),
+        )),
+        Ok(bytes) => {
+            let actual = Sha256Digest::of(&bytes);
+            if actual != manifest.digest {
+                problems.push(manifest.digest_at.problem(
+                    format!(
+                        "component {} has digest {actual}, but the manifest pins {}; refusing to run an unreviewed component",
+                        component_rel.display(),
+                        manifest.digest
+                    ),
+                    Some(format!(
+                        "if this build is the one you reviewed, pin it: digest = \"{actual}\" (or run `cordon pin {}`)",
+                        manifest.path.display()
+                    )),
+                ));
+            }
+            component_bytes = bytes;
+            component_path = resolve(&component_rel).unwrap_or(component_rel);
+        }
+    }
+
+    let mut mounts = Vec::new();
+    for m in &manifest.mounts {
+        let raw = manifest.dir.join(&m.host);
+        let host = match resolve(&raw) {
+            Ok(h) => h,
+            Err(e) => {
+                problems.push(m.host_at.problem(format!("cannot resolve host path {}: {e}", raw.display()), None));
+                continue;
+            }
+        };
+        match (m.access, std::fs::symlink_metadata(&raw)) {
+            (Access::Read | Access::ReadWrite, Err(_)) => {
+                problems.push(m.host_at.problem(
+                    format!("host directory {} for {} mount {} does not exist", raw.display(), m.access, m.guest),
+                    Some("create it or correct the path (relative to the manifest); only `write` mounts are created for the step".into()),
+                ));
+                continue;
+            }
+            (Access::Read | Access::ReadWrite, Ok(_)) if !host.is_dir() => {
+                problems.push(m.host_at.problem(
+                    format!("host path {} for mount {} is not a directory", raw.display(), m.guest),
+                    Some("mounts are directories; mount the directory that contains the file".into()),
+                ));
+                continue;
+            }
+            (Access::Write, Ok(meta)) if meta.file_type().is_symlink() || !meta.is_dir() => {
+                problems.push(m.host_at.problem(
+                    format!("output path {} for write mount {} exists and is not a plain directory", raw.display(), m.guest),
+                    Some("outputs are published by replacing a directory; point the mount at a directory (or a path that does not exist yet)".into()),
+                ));
+                continue;
+            }
+            _ => {}
+        }
+        mounts.push((m, host));
+    }
+
+    // Grants must not overlap in ways that would make a write escape its
+    // mount or expose the runner's own state.
+    for (i, (m, host)) in mounts.iter().enumerate() {
+        if nested(host, &state_dir) {
+            problems.push(m.host_at.problem(
+                format!(
+                    "mount {} ({}) overlaps the state directory {}, which holds records and compiled code the step must not touch",
+                    m.guest,
+                    host.display(),
+                    state_dir.display()
+                ),
+                Some("mount a narrower directory, or move the state with `--state DIR`".into()),
+            ));
+        }
+        for (other, other_host) in &mounts[..i] {
+            let writes = m.access != Access::Read || other.access != Access::Read;
+            if writes && nested(host, other_host) {
+                problems.push(m.host_at.problem(
+                    format!(
+                        "host path {} of mount {} overlaps {} of mount {}, and one of them is written",
+                        host.display(),
+                        m.guest,
+                        other_host.display(),
+                        other.guest
+                    ),
+                    Some("written mounts need host directories of their own, outside every other mount".into()),
+                ));
+            }
+        }
+    }
+
+    problems.sort_by_key(|p| (p.line, p.column));
+    if !problems.is_empty() {
+        return Err(fail(problems));
+    }
+
+    let mut argv = vec![manifest.name.clone()];
+    argv.extend(manifest.args.iter().cloned());
+    Ok(StepPlan {
+        name: manifest.name.clone(),
+        manifest_path,
+        manifest_sha256: manifest.sha256.clone(),
+        component_path,
+        component_digest: manifest.digest.clone(),
+        component_bytes,
+        argv,
+        env: manifest.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        mounts: mounts
+            .into_iter()
+            .map(|(m, host)| PlannedMount {
+                guest: m.guest.clone(),
+                host,
+                access: m.access,
+                purpose: m.purpose.clone(),
+                classification: m.classification,
+            })
+            .collect(),
+        secrets: manifest.secrets.clone(),
+        limits: manifest.limits,
+        state_dir,
+    })
+}

@@ -1,0 +1,187 @@
+//! Execution records: what ran, on what, with which grants, what came out.
+//!
+//! One JSON document per step run, written once under
+//! `<state>/records/<run-id>.json` and never overwritten. The record holds
+//! names, digests and counts; it never sees a secret value (stdout and
+//! stderr digests are of the redacted streams).
+//!
+//! The document is designed to be wrapped later: its sha256 is what a hash
+//! chain links and a signature covers, and every field an in-toto/SLSA
+//! statement needs (subjects = output files, dependencies = component and
+//! input files) is already here.
+
+use crate::digest::Entry;
+use crate::manifest::{Access, Classification, Limits, Sha256Digest};
+use crate::sandbox::host::{Report, SecretAudit};
+use crate::sandbox::stdio::StreamSummary;
+use crate::sandbox::{Termination, Usage};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Format identifier of the record document.
+pub const RECORD_FORMAT: &str = "cordon.step-record/v1";
+
+/// A tree digest as the record stores it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TreeRecord {
+    /// Tree digest (see `digest`).
+    pub sha256: Sha256Digest,
+    /// Regular files.
+    pub files: u64,
+    /// Bytes of regular files.
+    pub bytes: u64,
+    /// Every entry with its digest (outputs only; inputs list only the
+    /// totals, the tree digest binds their contents).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entries: Option<Vec<Entry>>,
+}
+
+/// A mount as the record stores it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MountRecord {
+    /// Guest path.
+    pub guest: String,
+    /// Host path.
+    pub host: PathBuf,
+    /// Access; `read-write` mounts were changed in place, not staged.
+    pub access: Access,
+    /// Why the step needed it.
+    pub purpose: String,
+    /// Data classification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
+    /// Tree before the run (read and read-write mounts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<TreeRecord>,
+    /// Tree after the run (write and read-write mounts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<TreeRecord>,
+}
+
+/// What happened to the step's outputs.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Publication {
+    /// Outputs were published to their host paths.
+    Published,
+    /// Nothing was published; the partial output is kept at `kept_at`.
+    Withheld {
+        /// Why.
+        reason: String,
+        /// Where the partial output is, for inspection.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        kept_at: Option<PathBuf>,
+    },
+    /// The step has no write mounts.
+    NoOutputs,
+}
+
+/// The runner that produced a record.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunnerInfo {
+    /// `cordon`.
+    pub name: &'static str,
+    /// Runner version.
+    pub version: &'static str,
+    /// Sandbox semantics: engine and WASI version.
+    pub sandbox: &'static str,
+}
+
+impl Default for RunnerInfo {
+    fn default() -> Self {
+        RunnerInfo { name: "cordon", version: env!("CARGO_PKG_VERSION"), sandbox: "wasmtime-48 wasi-p2" }
+    }
+}
+
+/// A file reference with its digest.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FileRef {
+    /// Path on the host.
+    pub path: PathBuf,
+    /// Content digest.
+    pub sha256: Sha256Digest,
+}
+
+/// One step run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepRecord {
+    /// [`RECORD_FORMAT`].
+    pub format: &'static str,
+    /// Unique id of this run.
+    pub run_id: String,
+    /// Step name.
+    pub step: String,
+    /// Runner identity.
+    pub runner: RunnerInfo,
+    /// The manifest that granted the run.
+    pub manifest: FileRef,
+    /// The component that ran.
+    pub component: FileRef,
+    /// Whether the compiled component came from the cache.
+    pub compiled_from_cache: bool,
+    /// argv.
+    pub args: Vec<String>,
+    /// The environment the step saw.
+    pub env: BTreeMap<String, String>,
+    /// Mounts with their tree digests.
+    pub mounts: Vec<MountRecord>,
+    /// Granted secrets: provider, version, uses (never values).
+    pub secrets: BTreeMap<String, SecretAudit>,
+    /// Secret names the step asked for that were not granted.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets_not_granted: BTreeMap<String, u64>,
+    /// Limits granted.
+    pub limits: Limits,
+    /// Resources used.
+    pub usage: Usage,
+    /// The step's stdout.
+    pub stdout: StreamSummary,
+    /// The step's stderr.
+    pub stderr: StreamSummary,
+    /// Facts the step reported.
+    pub report: Report,
+    /// How the step ended.
+    pub termination: Termination,
+    /// Whether the run succeeded (exit 0 and outputs acceptable).
+    pub success: bool,
+    /// What happened to the outputs.
+    pub outputs: Publication,
+    /// RFC 3339 start time.
+    pub started_at: String,
+    /// RFC 3339 end time.
+    pub finished_at: String,
+}
+
+impl StepRecord {
+    /// The canonical bytes of the record (pretty JSON, stable field order).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("records serialize");
+        v.push(b'\n');
+        v
+    }
+
+    /// Writes the record under `records_dir`, never replacing an existing
+    /// one. Returns its path and digest.
+    pub fn write(&self, records_dir: &Path) -> std::io::Result<(PathBuf, Sha256Digest)> {
+        crate::fsutil::create_private_dir(records_dir)?;
+        let bytes = self.to_bytes();
+        let path = records_dir.join(format!("{}.json", self.run_id));
+        crate::fsutil::write_new(&path, &bytes)?;
+        Ok((path, Sha256Digest::of(&bytes)))
+    }
+}
+
+/// A new run id: UTC time, step name and random bits, so ids sort by time
+/// and two runners never collide.
+pub fn new_run_id(step: &str) -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    format!("{}-{step}-{:08x}", now.format(&fmt).unwrap_or_default(), rand::random::<u32>())
+}
+
+/// The current time in RFC 3339.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

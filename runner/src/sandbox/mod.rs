@@ -1,0 +1,710 @@
+//! The sandbox: a wasmtime engine, a linker that offers only what Cordon
+//! grants, and one store per step run.
+//!
+//! Resolved [`Grants`] go in, a [`RunOutcome`] comes out. This module never
+//! reads a manifest and never opens a path the plan did not resolve; like
+//! `WasiCtxBuilder`, nothing is available to the guest until a grant adds it:
+//!
+//! - **Filesystem**: one WASI preopen per mount, read-only or read-write. No
+//!   ambient filesystem, no current directory.
+//! - **Environment and arguments**: exactly the granted ones; nothing is
+//!   inherited from the runner.
+//! - **Network**: `wasi:sockets` is not linked at all. A component that
+//!   imports it still instantiates (Rust's standard library may import it
+//!   without using it), but every socket function is a stub that traps with
+//!   "not granted": there is no socket, no DNS, not even a denied one.
+//! - **Stdin** is empty; stdout/stderr go through [`stdio::Capture`].
+//! - **Limits**: fuel (instructions), linear memory (a [`ResourceLimiter`]),
+//!   wall time (epoch interruption plus an async timeout, so a step blocked in
+//!   a host call such as `sleep` is stopped too), and output bytes (a
+//!   watchdog thread that measures the output mounts while the step runs).
+//!
+//! The sandbox has the three moments of Spin's factors: once per engine
+//! ([`Sandbox::new`] builds the linker), once per component
+//! ([`Sandbox::load`] compiles or loads the cached artifact and
+//! pre-instantiates), once per run ([`Sandbox::run`] builds the store).
+
+pub mod host;
+pub mod stdio;
+
+use crate::digest::charged_bytes;
+use crate::manifest::{Limits, Sha256Digest};
+use crate::secrets::{Redactor, ResolvedSecret};
+use host::{CordonData, CordonHost, CordonView, Report, SecretAudit};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use stdio::{Capture, Forward, StreamSummary};
+use wasmtime::component::{Component, HasData, Linker, ResourceTable, ResourceType};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// How often the epoch ticks. A CPU-bound step yields to the runner's
+/// executor at every tick, which is how the wall-clock timeout and the output
+/// watchdog can stop a step that never calls the host. 10 ms keeps the
+/// stopping delay small at a negligible cost (one check per tick).
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How often the output watchdog measures the output mounts. The overshoot
+/// past the output limit is at most what the step can write in this time
+/// plus one measurement.
+pub const OUTPUT_POLL: Duration = Duration::from_millis(20);
+
+/// Most core instances, tables and memories one step may create. A
+/// component made by a normal toolchain needs a handful; the bound stops a
+/// crafted component from making the host allocate without limit.
+const MAX_INSTANCES: usize = 1_000;
+const MAX_TABLES: usize = 1_000;
+const MAX_MEMORIES: usize = 100;
+/// Most elements in one table (function references): 10M is far beyond any
+/// real program and bounds host memory spent on tables (~80 MB).
+const MAX_TABLE_ELEMENTS: usize = 10_000_000;
+
+/// Errors of the runner itself, or of a component that cannot run at all.
+/// A step that runs and fails is not an error: it is a [`Termination`].
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The engine could not be configured.
+    #[error("cannot set up the wasm engine: {0}")]
+    Engine(String),
+    /// The bytes are not a valid component, or it needs imports Cordon does
+    /// not provide.
+    #[error("{0}")]
+    InvalidComponent(String),
+    /// A filesystem problem while preparing the run.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn wasm_err(e: wasmtime::Error) -> String {
+    format!("{e:#}")
+}
+
+/// A directory the guest sees.
+#[derive(Debug, Clone)]
+pub struct Preopen {
+    /// Host directory (already resolved and checked by the plan).
+    pub host: PathBuf,
+    /// Absolute guest path.
+    pub guest: String,
+    /// Whether the guest may create, change and delete entries.
+    pub writable: bool,
+}
+
+/// A directory whose growth counts against the output limit.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    /// The directory.
+    pub path: PathBuf,
+    /// Its charged size when the run starts (not counted).
+    pub baseline: u64,
+}
+
+/// Everything the step is granted, resolved.
+#[derive(Debug, Clone)]
+pub struct Grants {
+    /// argv, starting with the step name.
+    pub argv: Vec<String>,
+    /// The environment, exactly.
+    pub env: Vec<(String, String)>,
+    /// Directories.
+    pub preopens: Vec<Preopen>,
+    /// Secrets with their values.
+    pub secrets: Vec<ResolvedSecret>,
+    /// Limits.
+    pub limits: Limits,
+    /// Directories the output limit applies to.
+    pub outputs: Vec<Watched>,
+}
+
+/// Where the step's stdout/stderr go.
+#[derive(Debug, Clone)]
+pub struct Stdio {
+    /// Prefix for forwarded lines, e.g. `[train] `.
+    pub prefix: String,
+    /// Where stdout is forwarded.
+    pub stdout: Forward,
+    /// Where stderr is forwarded.
+    pub stderr: Forward,
+    /// Capture files; `None` keeps only the digest.
+    pub stdout_log: Option<PathBuf>,
+    /// Capture file for stderr.
+    pub stderr_log: Option<PathBuf>,
+}
+
+/// Which limit stopped a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitKind {
+    /// Fuel ran out.
+    Fuel,
+    /// Linear memory would have grown beyond the limit.
+    Memory,
+    /// Wall-clock timeout.
+    Timeout,
+    /// Output mounts grew beyond the limit.
+    Output,
+}
+
+/// How a step run ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Termination {
+    /// `wasi:cli/run` returned or the step called `exit`; 0 is success.
+    Exited {
+        /// The exit code.
+        code: i32,
+    },
+    /// The step trapped: a panic, an out-of-bounds access, a stack overflow,
+    /// a call to an ungranted import.
+    Trapped {
+        /// The root cause, e.g. `wasm trap: call stack exhausted`.
+        message: String,
+        /// The full error with the guest's wasm backtrace.
+        detail: String,
+    },
+    /// A limit stopped the step.
+    LimitExceeded {
+        /// Which one.
+        limit: LimitKind,
+        /// Human-readable detail.
+        message: String,
+    },
+}
+
+impl Termination {
+    /// Whether the step succeeded.
+    pub fn success(&self) -> bool {
+        matches!(self, Termination::Exited { code: 0 })
+    }
+
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Termination::Exited { code: 0 } => "succeeded".into(),
+            Termination::Exited { code } => format!("exited with code {code}"),
+            Termination::Trapped { message, .. } => format!("trapped: {message}"),
+            Termination::LimitExceeded { message, .. } => message.clone(),
+        }
+    }
+}
+
+/// Resources a run consumed.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Usage {
+    /// Fuel consumed.
+    pub fuel: u64,
+    /// Peak linear memory, bytes, over all memories.
+    pub peak_memory: u64,
+    /// Wall time of instantiate + run, milliseconds.
+    pub wall_ms: u64,
+    /// Largest charged growth of the output mounts the watchdog saw.
+    pub output_bytes: u64,
+}
+
+/// What happened in one run.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// How it ended.
+    pub termination: Termination,
+    /// What it consumed.
+    pub usage: Usage,
+    /// The step's stdout.
+    pub stdout: StreamSummary,
+    /// The step's stderr.
+    pub stderr: StreamSummary,
+    /// Facts the step reported.
+    pub report: Report,
+    /// Per granted secret: uses and refusals.
+    pub secrets: BTreeMap<String, SecretAudit>,
+    /// Secret names requested but not granted, with counts.
+    pub secrets_not_granted: BTreeMap<String, u64>,
+}
+
+/// A compiled, pre-instantiated component.
+pub struct StepComponent {
+    pre: CommandPre<StepState>,
+    /// Whether the compiled artifact came from the on-disk cache.
+    pub from_cache: bool,
+}
+
+/// Tracks and bounds linear memory. Returning an error (not `false`) from
+/// `memory_growing` traps at once, so the run is reported as a memory-limit
+/// stop rather than as whatever the guest's allocator does on failure.
+struct MemoryLimiter {
+    limit: u64,
+    /// Bytes of all linear memories together.
+    total: u64,
+    peak: u64,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // The limiter is told one memory's sizes, not which memory; it is
+        // also called for each memory's initial allocation (current = 0), so
+        // charging every delta to one total bounds all memories together.
+        let total = self.total + desired.saturating_sub(current) as u64;
+        if total > self.limit {
+            self.exceeded = true;
+            wasmtime::bail!("memory limit of {} bytes exceeded (the step asked for {total})", self.limit);
+        }
+        self.total = total;
+        self.peak = self.peak.max(total);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+}
+
+/// Per-run store data.
+pub struct StepState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    cordon: CordonHost,
+    limiter: MemoryLimiter,
+}
+
+impl WasiView for StepState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+struct HasIo;
+
+impl HasData for HasIo {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// Ticks the engine's epoch until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The engine, the linker, and the compiled-component cache.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<StepState>,
+    cache_dir: Option<PathBuf>,
+    _ticker: EpochTicker,
+}
+
+impl Sandbox {
+    /// An engine with fuel and epoch interruption on, and a linker with WASI
+    /// (minus sockets) and the Cordon interfaces. Compiled components are
+    /// cached in `cache_dir` when given.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Sandbox, SandboxError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.consume_fuel(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(wasm_err(e)))?;
+        let linker = base_linker(&engine).map_err(|e| SandboxError::Engine(wasm_err(e)))?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            let engine = engine.clone();
+            std::thread::Builder::new()
+                .name("cordon-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| SandboxError::Io { what: "cannot start the epoch thread".into(), source: e })?
+        };
+        Ok(Sandbox { engine, linker, cache_dir, _ticker: EpochTicker { stop, thread: Some(thread) } })
+    }
+
+    /// The path the compiled form of `digest` is cached at. The name binds
+    /// the component digest and the engine's compatibility hash (wasmtime
+    /// version, compiler settings, CPU features), so a changed engine never
+    /// loads an artifact compiled for another.
+    fn cache_path(&self, digest: &Sha256Digest) -> Option<PathBuf> {
+        use std::hash::{Hash, Hasher};
+        let dir = self.cache_dir.as_ref()?;
+        let mut h = std::hash::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        Some(dir.join(format!("{}-{:016x}.cwasm", digest.hex(), h.finish())))
+    }
+
+    /// Compiles `bytes` (whose digest the plan has verified to be `digest`)
+    /// or loads the cached compilation, and pre-instantiates it.
+    pub fn load(&self, digest: &Sha256Digest, bytes: &[u8]) -> Result<StepComponent, SandboxError> {
+        let cache = self.cache_path(digest);
+        let mut from_cache = false;
+        let mut component = None;
+        if let Some(path) = &cache
+            && path.is_file()
+        {
+            // SAFETY: the cache directory lives in the state directory, which
+            // the runner creates 0700 and never mounts into a step (the plan
+            // refuses mounts that contain it). The artifact is native code, so
+            // whoever can write there can already run code as this user.
+            // A corrupt or incompatible file is rejected by wasmtime's own
+            // header checks and we recompile.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(c) => {
+                    component = Some(c);
+                    from_cache = true;
+                }
+                Err(e) => tracing::warn!("ignoring unusable compiled cache {}: {e}", path.display()),
+            }
+        }
+        let component = match component {
+            Some(c) => c,
+            None => {
+                let c = Component::new(&self.engine, bytes).map_err(|e| {
+                    SandboxError::InvalidComponent(format!("not a valid WebAssembly component: {}", wasm_err(e)))
+                })?;
+                if let Some(path) = &cache {
+                    self.store_compiled(&c, path);
+                }
+                c
+            }
+        };
+        let mut linker = self.linker.clone();
+        stub_absent_imports(&self.engine, &mut linker, &component).map_err(|e| SandboxError::InvalidComponent(wasm_err(e)))?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| {
+            SandboxError::InvalidComponent(format!(
+                "the component needs imports Cordon does not provide: {}\n  fix: a step may import WASI 0.2 cli, clocks, filesystem, io, random, and the cordon:step interfaces",
+                wasm_err(e)
+            ))
+        })?;
+        let pre = CommandPre::new(pre).map_err(|e| {
+            SandboxError::InvalidComponent(format!(
+                "the component is not a WASI command (it must export wasi:cli/run): {}\n  fix: build a binary crate for wasm32-wasip2 (`fn main`)",
+                wasm_err(e)
+            ))
+        })?;
+        Ok(StepComponent { pre, from_cache })
+    }
+
+    fn store_compiled(&self, component: &Component, path: &Path) {
+        let result = (|| -> std::io::Result<()> {
+            let bytes = component.serialize().map_err(|e| std::io::Error::other(wasm_err(e)))?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            crate::fsutil::write_atomic(path, &bytes)
+        })();
+        if let Err(e) = result {
+            // The cache is an optimisation: a failure costs a recompile next
+            // time, never the run.
+            tracing::warn!("cannot cache the compiled component at {}: {e}", path.display());
+        }
+    }
+
+    /// Runs the step once with exactly `grants`.
+    pub fn run(&self, component: &StepComponent, grants: Grants, stdio: Stdio) -> Result<RunOutcome, SandboxError> {
+        let redactor = Redactor::new(&grants.secrets);
+        let io = |what: &str, e| SandboxError::Io { what: what.into(), source: e };
+        let out = Capture::new(stdio.prefix.clone(), stdio.stdout, redactor.clone(), stdio.stdout_log.clone(), grants.limits.stdout)
+            .map_err(|e| io("cannot create the stdout capture file", e))?;
+        let err = Capture::new(stdio.prefix.clone(), stdio.stderr, redactor.clone(), stdio.stderr_log.clone(), grants.limits.stdout)
+            .map_err(|e| io("cannot create the stderr capture file", e))?;
+
+        let mut b = WasiCtxBuilder::new();
+        b.args(&grants.argv);
+        for (k, v) in &grants.env {
+            b.env(k, v);
+        }
+        for p in &grants.preopens {
+            let perms = if p.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            b.preopened_dir(&p.host, &p.guest, perms).map_err(|e| SandboxError::Io {
+                what: format!("cannot open {} for mount {}", p.host.display(), p.guest),
+                source: std::io::Error::other(wasm_err(e)),
+            })?;
+        }
+        b.stdout(out.clone());
+        b.stderr(err.clone());
+        // Belt and braces: sockets are not linked at all, but should a later
+        // change link them, the context still grants no address and no DNS.
+        b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+
+        let limits = grants.limits;
+        let state = StepState {
+            wasi: b.build(),
+            table: ResourceTable::new(),
+            cordon: CordonHost::new(grants.secrets),
+            limiter: MemoryLimiter { limit: limits.memory, total: 0, peak: 0, exceeded: false },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_fuel(limits.fuel).map_err(|e| SandboxError::Engine(wasm_err(e)))?;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+
+        let mut watchdog = OutputWatchdog::start(grants.outputs, limits.output);
+        let tripped = watchdog.tripped();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| io("cannot start the async runtime", e))?;
+
+        let started = Instant::now();
+        let result = rt.block_on(async {
+            let run = async {
+                let cmd = component.pre.instantiate_async(&mut store).await?;
+                cmd.wasi_cli_run().call_run(&mut store).await
+            };
+            tokio::select! {
+                r = run => Outcome::Finished(r),
+                _ = tokio::time::sleep(limits.timeout) => Outcome::TimedOut,
+                _ = tripped => Outcome::OutputExceeded,
+            }
+        });
+        let wall = started.elapsed();
+        let output_bytes = watchdog.stop();
+
+        let termination = match result {
+            Outcome::Finished(Ok(Ok(()))) => Termination::Exited { code: 0 },
+            Outcome::Finished(Ok(Err(()))) => Termination::Exited { code: 1 },
+            Outcome::Finished(Err(e)) => classify(e, &store, &limits),
+            Outcome::TimedOut => Termination::LimitExceeded {
+                limit: LimitKind::Timeout,
+                message: format!("stopped: wall-clock timeout of {} exceeded", humantime(limits.timeout)),
+            },
+            Outcome::OutputExceeded => Termination::LimitExceeded {
+                limit: LimitKind::Output,
+                message: format!(
+                    "stopped: output limit of {} exceeded (the step wrote at least {})",
+                    crate::units::format_size(limits.output),
+                    crate::units::format_size(output_bytes)
+                ),
+            },
+        };
+        let fuel_left = store.get_fuel().unwrap_or(0);
+        let state = store.into_data();
+        Ok(RunOutcome {
+            termination,
+            usage: Usage {
+                fuel: limits.fuel.saturating_sub(fuel_left),
+                peak_memory: state.limiter.peak,
+                wall_ms: wall.as_millis() as u64,
+                output_bytes,
+            },
+            stdout: out.finish(),
+            stderr: err.finish(),
+            report: state.cordon.report,
+            secrets: state.cordon.audit,
+            secrets_not_granted: state.cordon.not_granted,
+        })
+    }
+}
+
+enum Outcome {
+    Finished(wasmtime::Result<Result<(), ()>>),
+    TimedOut,
+    OutputExceeded,
+}
+
+fn humantime(d: Duration) -> String {
+    if d.as_millis() % 1000 == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+}
+
+/// Tells a guest exit from a limit from a trap.
+fn classify(e: wasmtime::Error, store: &Store<StepState>, limits: &Limits) -> Termination {
+    if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        return Termination::Exited { code: exit.0 };
+    }
+    if store.data().limiter.exceeded {
+        return Termination::LimitExceeded {
+            limit: LimitKind::Memory,
+            message: format!("stopped: memory limit of {} exceeded", crate::units::format_size(limits.memory)),
+        };
+    }
+    if let Some(Trap::OutOfFuel) = e.downcast_ref::<Trap>() {
+        return Termination::LimitExceeded {
+            limit: LimitKind::Fuel,
+            message: format!("stopped: fuel limit of {} exhausted", limits.fuel),
+        };
+    }
+    let message = e.chain().last().map(|c| c.to_string()).unwrap_or_default();
+    Termination::Trapped { message, detail: format!("{e:?}") }
+}
+
+/// WASI 0.2 without sockets, plus the Cordon interfaces. Mirrors
+/// `wasmtime_wasi::p2::add_to_linker_async` minus `wasi:sockets`.
+fn base_linker(engine: &Engine) -> wasmtime::Result<Linker<StepState>> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
+    use wasmtime_wasi::random::WasiRandom;
+    use wasmtime_wasi_io::bindings::wasi::io;
+
+    let mut linker = Linker::<StepState>::new(engine);
+    let l = &mut linker;
+    io::error::add_to_linker::<StepState, HasIo>(l, |t| &mut t.table)?;
+    io::poll::add_to_linker::<StepState, HasIo>(l, |t| &mut t.table)?;
+    io::streams::add_to_linker::<StepState, HasIo>(l, |t| &mut t.table)?;
+    clocks::wall_clock::add_to_linker::<StepState, WasiClocks>(l, StepState::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<StepState, WasiClocks>(l, StepState::clocks)?;
+    filesystem::types::add_to_linker::<StepState, WasiFilesystem>(l, StepState::filesystem)?;
+    filesystem::preopens::add_to_linker::<StepState, WasiFilesystem>(l, StepState::filesystem)?;
+    random::random::add_to_linker::<StepState, WasiRandom>(l, |t| t.wasi.random())?;
+    random::insecure::add_to_linker::<StepState, WasiRandom>(l, |t| t.wasi.random())?;
+    random::insecure_seed::add_to_linker::<StepState, WasiRandom>(l, |t| t.wasi.random())?;
+    cli::exit::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    cli::environment::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    cli::stdin::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    cli::stdout::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    cli::stderr::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    cli::terminal_input::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    cli::terminal_output::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    cli::terminal_stdin::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    cli::terminal_stdout::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    cli::terminal_stderr::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    host::bindings::HostApi::add_to_linker::<StepState, CordonData>(l, |s| CordonView { table: &mut s.table, host: &mut s.cordon })?;
+    Ok(linker)
+}
+
+/// Defines every function of every `wasi:sockets` interface the component
+/// imports as a trap that says the network is not granted. The component
+/// instantiates (toolchains import sockets even when a program never uses
+/// them), but no socket can ever be created.
+///
+/// Resources the interfaces *define* get fresh host types that nothing can
+/// construct; resources they merely `use` from another interface (such as
+/// `wasi:io/poll.pollable`) are aliases and are left for the linker to
+/// resolve to the real definition.
+fn stub_absent_imports(engine: &Engine, linker: &mut Linker<StepState>, component: &Component) -> wasmtime::Result<()> {
+    use wasmtime::component::types::ComponentItem;
+    let mut seen: Vec<wasmtime::component::ResourceType> = Vec::new();
+    let mut next_payload = 0u32;
+    for (name, item) in component.component_type().imports(engine) {
+        let ComponentItem::ComponentInstance(instance) = item.ty else { continue };
+        let stub = name.starts_with("wasi:sockets/");
+        let mut li = if stub { Some(linker.instance(name)?) } else { None };
+        for (export, ty) in instance.exports(engine) {
+            match ty.ty {
+                ComponentItem::Resource(rt) => {
+                    let alias = seen.contains(&rt);
+                    if !alias {
+                        seen.push(rt);
+                    }
+                    if let Some(li) = li.as_mut()
+                        && !alias
+                    {
+                        li.resource(export, ResourceType::host_dynamic(next_payload), |_, _| Ok(()))?;
+                        next_payload += 1;
+                    }
+                }
+                ComponentItem::ComponentFunc(_) => {
+                    if let Some(li) = li.as_mut() {
+                        let what = format!("{name}#{export}");
+                        li.func_new(export, move |_, _, _, _| {
+                            wasmtime::bail!("network access denied: the step called `{what}`, but its manifest grants no network access")
+                        })?;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Measures the output mounts on a thread while the step runs and trips
+/// when their growth passes the limit.
+struct OutputWatchdog {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    tripped: Option<tokio::sync::oneshot::Receiver<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OutputWatchdog {
+    fn start(dirs: Vec<Watched>, limit: u64) -> OutputWatchdog {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if dirs.is_empty() {
+            return OutputWatchdog { stop, peak, tripped: Some(rx), thread: None };
+        }
+        let thread = {
+            let stop = stop.clone();
+            let peak = peak.clone();
+            std::thread::Builder::new().name("cordon-output-watch".into()).spawn(move || {
+                let mut tx = Some(tx);
+                loop {
+                    let grown: u64 = dirs.iter().map(|d| charged_bytes(&d.path).saturating_sub(d.baseline)).sum();
+                    peak.fetch_max(grown, Ordering::Relaxed);
+                    if grown > limit {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(());
+                        }
+                        return;
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(OUTPUT_POLL);
+                }
+            })
+        };
+        OutputWatchdog { stop, peak, tripped: Some(rx), thread: thread.ok() }
+    }
+
+    /// A future that resolves when the limit is passed, and never if it is
+    /// not (or when nothing is watched).
+    fn tripped(&mut self) -> impl std::future::Future<Output = ()> + use<> {
+        let rx = self.tripped.take();
+        async move {
+            let tripped = match rx {
+                Some(rx) => rx.await.is_ok(),
+                None => false,
+            };
+            if !tripped {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Stops the thread; returns the largest growth seen (one last
+    /// measurement included).
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.peak.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,224 @@
+//! Shared helpers: a scratch workspace per test, manifests, running the
+//! binary, reading records.
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `cordon` binary under test.
+pub const CORDON: &str = env!("CARGO_BIN_EXE_cordon");
+
+/// A bound on any single runner invocation. It is not a performance
+/// assertion: a runner that fails to stop a step (sleep forever, spin) would
+/// otherwise hang the suite instead of failing it.
+const HANG_GUARD: Duration = Duration::from_secs(120);
+
+/// Compiled components are shared by all tests so each is compiled once.
+fn compile_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled")
+}
+
+/// sha256 hex of bytes.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// The outcome of one `cordon` invocation.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// Lines the probe printed for `op` (without the `[step] ` prefix).
+    pub fn probe_lines(&self, op: &str) -> Vec<String> {
+        self.stdout
+            .lines()
+            .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest))
+            .filter(|l| l.starts_with(&format!("{op}: ")))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// A scratch directory holding manifests, components and data.
+pub struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Workspace { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes a file, creating parent directories.
+    pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+
+    pub fn mkdir(&self, rel: &str) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// Copies a built component into the workspace; returns its digest.
+    pub fn component(&self, artifact: &str, name: &str) -> String {
+        let bytes = std::fs::read(artifact).expect("built component");
+        std::fs::write(self.path(name), &bytes).unwrap();
+        format!("sha256:{}", sha256_hex(&bytes))
+    }
+
+    /// Writes `step.toml` for `component` (an artifact path) with `args`
+    /// and the extra TOML `rest` (mounts, env, limits...).
+    pub fn step(&self, component: &str, args: &[&str], rest: &str) -> PathBuf {
+        let wasm = Path::new(component).file_name().unwrap().to_str().unwrap().to_string();
+        let digest = self.component(component, &wasm);
+        let name = wasm.trim_end_matches(".wasm");
+        let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+        let toml = format!(
+            "[step]\nname = \"{name}\"\ncomponent = \"{wasm}\"\ndigest = \"{digest}\"\nargs = [{}]\n\n{rest}",
+            args.join(", ")
+        );
+        self.write("step.toml", toml)
+    }
+
+    /// Runs `cordon ARGS` in the workspace with a clean environment plus
+    /// `env`.
+    pub fn cordon(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(CORDON);
+        cmd.args(args)
+            .current_dir(self.root())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CORDON_COMPILE_CACHE", compile_cache())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn cordon");
+        // Drain the pipes on threads so a chatty step cannot block the runner.
+        let mut out = child.stdout.take().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let t_out = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            std::io::Read::read_to_end(&mut out, &mut s).unwrap();
+            s
+        });
+        let t_err = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            std::io::Read::read_to_end(&mut err, &mut s).unwrap();
+            s
+        });
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if start.elapsed() > HANG_GUARD {
+                let _ = child.kill();
+                panic!("cordon {args:?} did not finish within {HANG_GUARD:?}: the step was not stopped");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Output {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&t_out.join().unwrap()).into_owned(),
+            stderr: String::from_utf8_lossy(&t_err.join().unwrap()).into_owned(),
+        }
+    }
+
+    /// `cordon run step.toml`.
+    pub fn run(&self, env: &[(&str, &str)]) -> Output {
+        self.cordon(&["run", "step.toml"], env)
+    }
+
+    /// Every record in the default state directory, oldest first.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        let dir = self.path(".cordon/records");
+        let mut paths: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect(),
+            Err(_) => return Vec::new(),
+        };
+        paths.sort();
+        paths.iter().map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()).collect()
+    }
+
+    /// The single record written so far.
+    pub fn record(&self) -> serde_json::Value {
+        let mut r = self.records();
+        assert_eq!(r.len(), 1, "expected exactly one record");
+        r.pop().unwrap()
+    }
+
+    /// Every byte under the state directory, for "never leaks" checks.
+    pub fn state_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        collect_bytes(&self.path(".cordon"), &mut all, &["compiled"]);
+        all
+    }
+}
+
+fn collect_bytes(dir: &Path, out: &mut Vec<u8>, skip: &[&str]) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let ft = e.file_type().unwrap();
+        if skip.iter().any(|s| e.file_name() == *s) {
+            continue;
+        }
+        if ft.is_dir() {
+            collect_bytes(&e.path(), out, skip);
+        } else if ft.is_file() {
+            out.extend(std::fs::read(e.path()).unwrap());
+        }
+    }
+}
+
+/// A listing of a host tree (path, content) for before/after comparisons.
+pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        let mut items: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+        items.sort_by_key(|e| e.file_name());
+        for e in items {
+            let rel = e.path().strip_prefix(base).unwrap().display().to_string();
+            let ft = e.file_type().unwrap();
+            if ft.is_symlink() {
+                out.push((rel, std::fs::read_link(e.path()).unwrap().display().to_string().into_bytes()));
+            } else if ft.is_dir() {
+                out.push((rel.clone() + "/", Vec::new()));
+                walk(base, &e.path(), out);
+            } else {
+                out.push((rel, std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// TOML for a mount.
+pub fn mount(guest: &str, host: &str, access: &str) -> String {
+    format!("[[mount]]\nguest = \"{guest}\"\nhost = \"{host}\"\naccess = \"{access}\"\npurpose = \"test\"\n\n")
+}
+
+/// Whether `haystack` contains `needle`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

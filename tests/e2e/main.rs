@@ -1,0 +1,10 @@
+//! End-to-end tests: real step components (built by `cordon-test-artifacts`)
+//! run by the real `cordon` binary. One test binary, one module per area.
+//! Test names read like the threat model: one attempted escape each.
+
+mod harness;
+
+mod escapes;
+mod limits;
+mod manifest_errors;
+mod runs;
