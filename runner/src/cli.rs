@@ -64,11 +64,17 @@ struct Failure {
 }
 
 fn bad_input(e: impl Into<anyhow::Error>) -> Failure {
-    Failure { code: 2, error: e.into() }
+    Failure {
+        code: 2,
+        error: e.into(),
+    }
 }
 
 fn runner_fault(e: impl Into<anyhow::Error>) -> Failure {
-    Failure { code: 3, error: e.into() }
+    Failure {
+        code: 3,
+        error: e.into(),
+    }
 }
 
 /// Parses the arguments, runs the command, returns the exit code.
@@ -80,12 +86,19 @@ pub fn main() -> ExitCode {
         _ => "debug",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CORDON_LOG").unwrap_or_else(|_| filter.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CORDON_LOG")
+                .unwrap_or_else(|_| filter.into()),
+        )
         .with_writer(std::io::stderr)
         .without_time()
         .init();
     let result = match cli.command {
-        Command::Run { manifest, state, quiet } => run(&manifest, state, quiet),
+        Command::Run {
+            manifest,
+            state,
+            quiet,
+        } => run(&manifest, state, quiet),
         Command::Pin { manifest } => pin(&manifest),
     };
     match result {
@@ -104,17 +117,34 @@ fn run(manifest_path: &Path, state: Option<PathBuf>, quiet: bool) -> Result<u8, 
     let secrets = crate::secrets::resolve_from_env(&plan.secrets).map_err(bad_input)?;
 
     crate::fsutil::create_private_dir(&plan.state_dir)
-        .with_context(|| format!("cannot create the state directory {}", plan.state_dir.display()))
+        .with_context(|| {
+            format!(
+                "cannot create the state directory {}",
+                plan.state_dir.display()
+            )
+        })
         .map_err(runner_fault)?;
-    let cache_dir = std::env::var_os("CORDON_COMPILE_CACHE").map(PathBuf::from).unwrap_or_else(|| plan.state_dir.join("compiled"));
+    let cache_dir = std::env::var_os("CORDON_COMPILE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| plan.state_dir.join("compiled"));
     let sandbox = Sandbox::new(Some(cache_dir)).map_err(runner_fault)?;
-    let component = sandbox.load(&plan.component_digest, &plan.component_bytes).map_err(|e| match e {
-        SandboxError::InvalidComponent(msg) => {
-            bad_input(anyhow::anyhow!("{}: component {}: {msg}", manifest.path.display(), plan.component_path.display()))
-        }
-        other => runner_fault(other),
-    })?;
-    let run = run_step(&plan, &sandbox, &component, secrets, &RunOptions { quiet }).map_err(runner_fault)?;
+    let component = sandbox
+        .load(&plan.component_digest, &plan.component_bytes)
+        .map_err(|e| match e {
+            SandboxError::InvalidComponent(msg) => {
+                let at = manifest.component_at;
+                bad_input(anyhow::anyhow!(
+                    "{}:{}:{}: component {}: {msg}",
+                    manifest.path.display(),
+                    at.line,
+                    at.column,
+                    plan.component_path.display()
+                ))
+            }
+            other => runner_fault(other),
+        })?;
+    let run = run_step(&plan, &sandbox, &component, secrets, &RunOptions { quiet })
+        .map_err(runner_fault)?;
 
     let r = &run.record;
     let record_path = run.record_path.display();
@@ -134,7 +164,10 @@ fn run(manifest_path: &Path, state: Option<PathBuf>, quiet: bool) -> Result<u8, 
         };
         eprintln!("cordon: step `{}` failed: {reason}", r.step);
         if let Some(k) = kept {
-            eprintln!("cordon: nothing was published; partial output kept at {}", k.display());
+            eprintln!(
+                "cordon: nothing was published; partial output kept at {}",
+                k.display()
+            );
         }
         eprintln!("cordon: record: {record_path}");
         Ok(1)
@@ -153,7 +186,12 @@ fn pin(manifest_path: &Path) -> Result<u8, Failure> {
         .get("step")
         .and_then(|s| s.get("component"))
         .and_then(|c| c.as_str())
-        .ok_or_else(|| bad_input(anyhow::anyhow!("{}: [step] has no `component`", manifest_path.display())))?
+        .ok_or_else(|| {
+            bad_input(anyhow::anyhow!(
+                "{}: [step] has no `component`",
+                manifest_path.display()
+            ))
+        })?
         .to_string();
     let dir = match manifest_path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -163,7 +201,10 @@ fn pin(manifest_path: &Path) -> Result<u8, Failure> {
         .with_context(|| format!("cannot read component {}", dir.join(&component).display()))
         .map_err(bad_input)?;
     let digest = Sha256Digest::of(&bytes).to_string();
-    let old = doc["step"].get("digest").and_then(|d| d.as_str()).map(str::to_string);
+    let old = doc["step"]
+        .get("digest")
+        .and_then(|d| d.as_str())
+        .map(str::to_string);
     if old.as_deref() == Some(digest.as_str()) {
         eprintln!("cordon: {} already pins {digest}", manifest_path.display());
         return Ok(0);

@@ -72,7 +72,10 @@ pub struct Tree {
 impl Tree {
     /// Number of regular files.
     pub fn file_count(&self) -> u64 {
-        self.entries.iter().filter(|e| e.kind == EntryKind::File).count() as u64
+        self.entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .count() as u64
     }
 
     /// Total bytes of regular files.
@@ -82,7 +85,9 @@ impl Tree {
 
     /// The entries that are symbolic links.
     pub fn symlinks(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.iter().filter(|e| matches!(e.kind, EntryKind::Symlink { .. }))
+        self.entries
+            .iter()
+            .filter(|e| matches!(e.kind, EntryKind::Symlink { .. }))
     }
 }
 
@@ -123,15 +128,28 @@ pub fn tree(root: &Path) -> io::Result<Tree> {
     for e in &entries {
         let line = match &e.kind {
             EntryKind::Dir => format!("D - - {}\n", e.path),
-            EntryKind::File => format!("F {} {} {}\n", e.size, e.sha256.as_deref().unwrap_or(""), e.path),
+            EntryKind::File => format!(
+                "F {} {} {}\n",
+                e.size,
+                e.sha256.as_deref().unwrap_or(""),
+                e.path
+            ),
             EntryKind::Symlink { target } => {
-                format!("L {} {} {}\n", target.len(), hex::encode(Sha256::digest(target.as_bytes())), e.path)
+                format!(
+                    "L {} {} {}\n",
+                    target.len(),
+                    hex::encode(Sha256::digest(target.as_bytes())),
+                    e.path
+                )
             }
             EntryKind::Other => format!("O - - {}\n", e.path),
         };
         hasher.update(line.as_bytes());
     }
-    Ok(Tree { digest: Sha256Digest::from_bytes(hasher.finalize().into()), entries })
+    Ok(Tree {
+        digest: Sha256Digest::from_bytes(hasher.finalize().into()),
+        entries,
+    })
 }
 
 fn walk(dir: &Path, prefix: &str, out: &mut Vec<Entry>) -> io::Result<()> {
@@ -142,9 +160,17 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<Entry>) -> io::Result<()> {
         // escaped form, so two different names never collide.
         let name = match name.to_str() {
             Some(s) => s.replace('\\', "\\\\").replace('\n', "\\n"),
-            None => name.as_bytes().iter().map(|b| format!("\\x{b:02x}")).collect(),
+            None => name
+                .as_bytes()
+                .iter()
+                .map(|b| format!("\\x{b:02x}"))
+                .collect(),
         };
-        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
         let path = item.path();
         // `DirEntry::file_type` does not follow symlinks.
         let ft = item.file_type()?;
@@ -152,18 +178,35 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<Entry>) -> io::Result<()> {
             let target = std::fs::read_link(&path)?;
             out.push(Entry {
                 path: rel,
-                kind: EntryKind::Symlink { target: target.to_string_lossy().into_owned() },
+                kind: EntryKind::Symlink {
+                    target: target.to_string_lossy().into_owned(),
+                },
                 size: 0,
                 sha256: None,
             });
         } else if ft.is_dir() {
-            out.push(Entry { path: rel.clone(), kind: EntryKind::Dir, size: 0, sha256: None });
+            out.push(Entry {
+                path: rel.clone(),
+                kind: EntryKind::Dir,
+                size: 0,
+                sha256: None,
+            });
             walk(&path, &rel, out)?;
         } else if ft.is_file() {
             let (digest, size) = file(&path)?;
-            out.push(Entry { path: rel, kind: EntryKind::File, size, sha256: Some(digest.hex().to_string()) });
+            out.push(Entry {
+                path: rel,
+                kind: EntryKind::File,
+                size,
+                sha256: Some(digest.hex().to_string()),
+            });
         } else {
-            out.push(Entry { path: rel, kind: EntryKind::Other, size: 0, sha256: None });
+            out.push(Entry {
+                path: rel,
+                kind: EntryKind::Other,
+                size: 0,
+                sha256: None,
+            });
         }
     }
     Ok(())
@@ -178,7 +221,9 @@ pub fn charged_bytes(root: &Path) -> u64 {
     let mut total = 0u64;
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for item in rd.flatten() {
             total = total.saturating_add(BLOCK);
             let Ok(ft) = item.file_type() else { continue };
@@ -209,7 +254,13 @@ mod tests {
         assert_eq!(t1, t2);
         assert_eq!(t1.file_count(), 2);
         assert_eq!(t1.total_bytes(), 10);
-        assert_eq!(t1.entries.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(), ["b.txt", "sub", "sub/a.txt"]);
+        assert_eq!(
+            t1.entries
+                .iter()
+                .map(|e| e.path.as_str())
+                .collect::<Vec<_>>(),
+            ["b.txt", "sub", "sub/a.txt"]
+        );
         std::fs::write(d.path().join("b.txt"), b"World").unwrap();
         assert_ne!(tree(d.path()).unwrap().digest, t1.digest);
     }

@@ -11,7 +11,7 @@ use crate::outputs::{OutputError, Staging};
 use crate::plan::StepPlan;
 use crate::record::{self, FileRef, MountRecord, Publication, RunnerInfo, StepRecord, TreeRecord};
 use crate::sandbox::stdio::Forward;
-use crate::sandbox::{Grants, Preopen, Sandbox, StepComponent, Stdio, Watched};
+use crate::sandbox::{Grants, Preopen, Sandbox, Stdio, StepComponent, Termination, Watched};
 use crate::secrets::{Redactor, ResolvedSecret};
 use std::path::PathBuf;
 
@@ -41,9 +41,14 @@ pub struct ExecError {
     source: Box<dyn std::error::Error + Send + Sync>,
 }
 
-fn fail<E: std::error::Error + Send + Sync + 'static>(what: impl Into<String>) -> impl FnOnce(E) -> ExecError {
+fn fail<E: std::error::Error + Send + Sync + 'static>(
+    what: impl Into<String>,
+) -> impl FnOnce(E) -> ExecError {
     let what = what.into();
-    move |e| ExecError { what, source: Box::new(e) }
+    move |e| ExecError {
+        what,
+        source: Box::new(e),
+    }
 }
 
 fn tree_record(t: &Tree, with_entries: bool) -> TreeRecord {
@@ -72,31 +77,54 @@ pub fn run_step(
     let mut before: Vec<Option<Tree>> = Vec::new();
     for m in &plan.mounts {
         before.push(match m.access {
-            Access::Read | Access::ReadWrite => {
-                Some(digest::tree(&m.host).map_err(fail(format!("cannot hash input mount {} ({})", m.guest, m.host.display())))?)
-            }
+            Access::Read | Access::ReadWrite => Some(digest::tree(&m.host).map_err(fail(
+                format!("cannot hash input mount {} ({})", m.guest, m.host.display()),
+            ))?),
             Access::Write => None,
         });
     }
 
-    let writes: Vec<(String, PathBuf)> =
-        plan.mounts.iter().filter(|m| m.access == Access::Write).map(|m| (m.guest.clone(), m.host.clone())).collect();
-    let staging = Staging::create(state.join("staging").join(&run_id), &writes).map_err(fail("cannot create the staging directory"))?;
+    let writes: Vec<(String, PathBuf)> = plan
+        .mounts
+        .iter()
+        .filter(|m| m.access == Access::Write)
+        .map(|m| (m.guest.clone(), m.host.clone()))
+        .collect();
+    let staging = Staging::create(state.join("staging").join(&run_id), &writes)
+        .map_err(fail("cannot create the staging directory"))?;
 
     let mut preopens = Vec::new();
     let mut watched = Vec::new();
     let mut staged = staging.mounts.iter();
     for m in &plan.mounts {
         match m.access {
-            Access::Read => preopens.push(Preopen { host: m.host.clone(), guest: m.guest.clone(), writable: false }),
+            Access::Read => preopens.push(Preopen {
+                host: m.host.clone(),
+                guest: m.guest.clone(),
+                writable: false,
+            }),
             Access::ReadWrite => {
-                watched.push(Watched { path: m.host.clone(), baseline: digest::charged_bytes(&m.host) });
-                preopens.push(Preopen { host: m.host.clone(), guest: m.guest.clone(), writable: true });
+                watched.push(Watched {
+                    path: m.host.clone(),
+                    baseline: digest::charged_bytes(&m.host),
+                });
+                preopens.push(Preopen {
+                    host: m.host.clone(),
+                    guest: m.guest.clone(),
+                    writable: true,
+                });
             }
             Access::Write => {
                 let s = staged.next().expect("one staging dir per write mount");
-                watched.push(Watched { path: s.dir.clone(), baseline: 0 });
-                preopens.push(Preopen { host: s.dir.clone(), guest: m.guest.clone(), writable: true });
+                watched.push(Watched {
+                    path: s.dir.clone(),
+                    baseline: 0,
+                });
+                preopens.push(Preopen {
+                    host: s.dir.clone(),
+                    guest: m.guest.clone(),
+                    writable: true,
+                });
             }
         }
     }
@@ -114,27 +142,51 @@ pub fn run_step(
     };
     let stdio = Stdio {
         prefix: format!("[{}] ", plan.name),
-        stdout: if opts.quiet { Forward::None } else { Forward::Stdout },
-        stderr: if opts.quiet { Forward::None } else { Forward::Stderr },
+        stdout: if opts.quiet {
+            Forward::None
+        } else {
+            Forward::Stdout
+        },
+        stderr: if opts.quiet {
+            Forward::None
+        } else {
+            Forward::Stderr
+        },
         stdout_log: Some(run_dir.join("stdout.log")),
         stderr_log: Some(run_dir.join("stderr.log")),
     };
-    let outcome = sandbox.run(component, grants, stdio).map_err(fail("cannot run the step"))?;
+    let outcome = sandbox
+        .run(component, grants, stdio)
+        .map_err(fail("cannot run the step"))?;
 
     // Outputs: publish only when the step succeeded and left plain files
     // free of secret values.
     let mut success = outcome.termination.success();
     let mut after_trees: Vec<Tree> = Vec::new();
     let publication = if writes.is_empty() {
-        if success { Publication::NoOutputs } else { Publication::Withheld { reason: outcome.termination.describe(), kept_at: None } }
+        if success {
+            Publication::NoOutputs
+        } else {
+            Publication::Withheld {
+                reason: outcome.termination.describe(),
+                kept_at: None,
+            }
+        }
     } else {
         let verdict = if success {
             match staging.verify() {
                 Ok(trees) => match find_secret_in_outputs(&staging, &trees, &redactor) {
-                    Some(path) => Err(format!("output file {path} contains a secret value; nothing was published")),
+                    Some(path) => Err(format!(
+                        "output file {path} contains a secret value; nothing was published"
+                    )),
                     None => Ok(trees),
                 },
-                Err(OutputError::Io { what, source }) => return Err(ExecError { what, source: Box::new(source) }),
+                Err(OutputError::Io { what, source }) => {
+                    return Err(ExecError {
+                        what,
+                        source: Box::new(source),
+                    });
+                }
                 Err(e) => Err(e.to_string()),
             }
         } else {
@@ -143,13 +195,20 @@ pub fn run_step(
         match verdict {
             Ok(trees) => {
                 after_trees = trees;
-                staging.publish().map_err(fail("publishing outputs failed; the previous outputs are still in place"))?;
+                staging.publish().map_err(fail(
+                    "publishing outputs failed; the previous outputs are still in place",
+                ))?;
                 Publication::Published
             }
             Err(reason) => {
                 success = false;
-                let kept = staging.keep(&state.join("failed").join(&run_id)).map_err(fail("cannot keep the partial output"))?;
-                Publication::Withheld { reason, kept_at: Some(kept) }
+                let kept = staging
+                    .keep(&state.join("failed").join(&run_id))
+                    .map_err(fail("cannot keep the partial output"))?;
+                Publication::Withheld {
+                    reason,
+                    kept_at: Some(kept),
+                }
             }
         }
     };
@@ -160,7 +219,8 @@ pub fn run_step(
         let after = match m.access {
             Access::Write => after_iter.next().map(|t| tree_record(t, true)),
             Access::ReadWrite => Some(tree_record(
-                &digest::tree(&m.host).map_err(fail(format!("cannot hash read-write mount {}", m.guest)))?,
+                &digest::tree(&m.host)
+                    .map_err(fail(format!("cannot hash read-write mount {}", m.guest)))?,
                 true,
             )),
             Access::Read => None,
@@ -178,17 +238,31 @@ pub fn run_step(
 
     let mut report = outcome.report;
     // The step's own words pass through the redactor like its logs do.
-    report.annotations = report.annotations.into_iter().map(|(k, v)| (redactor.redact_str(&k), redactor.redact_str(&v))).collect();
+    report.annotations = report
+        .annotations
+        .into_iter()
+        .map(|(k, v)| (redactor.redact_str(&k), redactor.redact_str(&v)))
+        .collect();
     let record = StepRecord {
         format: record::RECORD_FORMAT,
         run_id: run_id.clone(),
         step: plan.name.clone(),
         runner: RunnerInfo::default(),
-        manifest: FileRef { path: plan.manifest_path.clone(), sha256: plan.manifest_sha256.clone() },
-        component: FileRef { path: plan.component_path.clone(), sha256: plan.component_digest.clone() },
+        manifest: FileRef {
+            path: plan.manifest_path.clone(),
+            sha256: plan.manifest_sha256.clone(),
+        },
+        component: FileRef {
+            path: plan.component_path.clone(),
+            sha256: plan.component_digest.clone(),
+        },
         compiled_from_cache: component.from_cache,
-        args: plan.argv.clone(),
-        env: plan.env.iter().cloned().collect(),
+        args: plan.argv.iter().map(|a| redactor.redact_str(a)).collect(),
+        env: plan
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), redactor.redact_str(v)))
+            .collect(),
         mounts,
         secrets: outcome.secrets,
         secrets_not_granted: outcome.secrets_not_granted,
@@ -197,22 +271,45 @@ pub fn run_step(
         stdout: outcome.stdout,
         stderr: outcome.stderr,
         report,
-        termination: outcome.termination,
+        termination: redact_termination(outcome.termination, &redactor),
         success,
         outputs: publication,
         started_at,
         finished_at: record::now_rfc3339(),
     };
-    let (record_path, _) = record.write(&state.join("records")).map_err(fail("cannot write the execution record"))?;
-    Ok(StepRun { record, record_path })
+    let (record_path, _) = record
+        .write(&state.join("records"), &redactor)
+        .map_err(fail("cannot write the execution record"))?;
+    Ok(StepRun {
+        record,
+        record_path,
+    })
 }
 
-fn find_secret_in_outputs(staging: &Staging, trees: &[Tree], redactor: &Redactor) -> Option<String> {
+fn redact_termination(t: Termination, r: &Redactor) -> Termination {
+    match t {
+        Termination::Trapped { message, detail } => Termination::Trapped {
+            message: r.redact_str(&message),
+            detail: r.redact_str(&detail),
+        },
+        other => other,
+    }
+}
+
+fn find_secret_in_outputs(
+    staging: &Staging,
+    trees: &[Tree],
+    redactor: &Redactor,
+) -> Option<String> {
     if redactor.is_empty() {
         return None;
     }
     for (m, t) in staging.mounts.iter().zip(trees) {
-        for e in t.entries.iter().filter(|e| e.kind == digest::EntryKind::File) {
+        for e in t
+            .entries
+            .iter()
+            .filter(|e| e.kind == digest::EntryKind::File)
+        {
             let data = std::fs::read(m.dir.join(&e.path)).ok()?;
             if redactor.contains_secret(&data) {
                 return Some(format!("{}/{}", m.guest, e.path));

@@ -10,11 +10,22 @@ use std::path::{Path, PathBuf};
 /// directory, fsync, rename, fsync of the directory. A crash leaves either
 /// the old file or the new one, never a torn one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}-{:08x}", std::process::id(), rand::random::<u32>()));
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-    let result = f.write_all(bytes).and_then(|_| f.sync_all()).and_then(|_| fs::rename(&tmp, path));
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    let result = f
+        .write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .and_then(|_| fs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -25,10 +36,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Writes `bytes` to a new file at `path`, failing if it exists; durable
 /// like [`write_atomic`]. Used for records, which are never overwritten.
 pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}-{:08x}", std::process::id(), rand::random::<u32>()));
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
     let result = f
         .write_all(bytes)
         .and_then(|_| f.sync_all())
@@ -39,6 +58,14 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// The directory containing `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// fsyncs a directory so a rename in it is durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -47,7 +74,10 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Creates `path` (and missing parents) with mode 0700 for the directories
 /// it creates.
 pub fn create_private_dir(path: &Path) -> io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
 }
 
 /// The absolute form of `path` with every existing ancestor canonicalised
@@ -89,7 +119,10 @@ pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
         } else if ft.is_file() {
             fs::copy(item.path(), &dest)?;
         } else {
-            return Err(io::Error::other(format!("refusing to copy {}: not a regular file", item.path().display())));
+            return Err(io::Error::other(format!(
+                "refusing to copy {}: not a regular file",
+                item.path().display()
+            )));
         }
     }
     Ok(())
@@ -106,7 +139,11 @@ mod tests {
         write_new(&p, b"one").unwrap();
         assert!(write_new(&p, b"two").is_err());
         assert_eq!(fs::read(&p).unwrap(), b"one");
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "no temporary file left behind");
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temporary file left behind"
+        );
     }
 
     #[test]

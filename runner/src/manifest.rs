@@ -51,13 +51,22 @@ pub struct ManifestError {
 impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, p) in self.problems.iter().enumerate() {
+            // One problem per line, each an `error:` of its own when the
+            // caller prefixes the first one.
             if i > 0 {
-                writeln!(f)?;
+                write!(f, "\nerror: ")?;
             }
             if p.line == 0 {
                 write!(f, "{}: {}", self.path.display(), p.message)?;
             } else {
-                write!(f, "{}:{}:{}: {}", self.path.display(), p.line, p.column, p.message)?;
+                write!(
+                    f,
+                    "{}:{}:{}: {}",
+                    self.path.display(),
+                    p.line,
+                    p.column,
+                    p.message
+                )?;
             }
             if let Some(fix) = &p.fix {
                 write!(f, "\n  fix: {fix}")?;
@@ -80,12 +89,19 @@ pub struct Location {
 impl Location {
     /// Makes a [`Problem`] at this location.
     pub fn problem(self, message: impl Into<String>, fix: Option<String>) -> Problem {
-        Problem { line: self.line, column: self.column, message: message.into(), fix }
+        Problem {
+            line: self.line,
+            column: self.column,
+            message: message.into(),
+            fix,
+        }
     }
 }
 
 /// How a step may use a mounted directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Access {
     /// A read-only view of the host directory.
@@ -109,7 +125,9 @@ impl fmt::Display for Access {
 }
 
 /// How sensitive the data behind a mount is, lowest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Classification {
     /// Anyone may see it.
@@ -123,7 +141,9 @@ pub enum Classification {
 }
 
 /// Something a step may do with a secret without necessarily seeing it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum SecretUse {
     /// HMAC-SHA256 keyed with the secret.
@@ -153,10 +173,14 @@ impl Sha256Digest {
 
     /// Parses the manifest form `sha256:<64 lowercase hex>`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let hex = text.strip_prefix("sha256:").ok_or_else(|| {
-            format!("digest `{text}` must start with `sha256:`")
-        })?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        let hex = text
+            .strip_prefix("sha256:")
+            .ok_or_else(|| format!("digest `{text}` must start with `sha256:`"))?;
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(format!(
                 "digest `{text}` must be `sha256:` followed by 64 lowercase hex characters"
             ));
@@ -350,7 +374,8 @@ pub fn is_valid_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && b[0].is_ascii_lowercase()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 fn is_valid_env_name(name: &str) -> bool {
@@ -365,7 +390,9 @@ fn is_valid_env_name(name: &str) -> bool {
 /// trailing slash.
 fn normalize_guest(path: &str) -> Result<String, String> {
     if !path.starts_with('/') {
-        return Err(format!("guest path `{path}` must be absolute (start with `/`)"));
+        return Err(format!(
+            "guest path `{path}` must be absolute (start with `/`)"
+        ));
     }
     if path.contains('\0') {
         return Err("guest path contains a NUL byte".into());
@@ -409,7 +436,10 @@ impl Manifest {
     /// and in error messages; the file itself is not read).
     pub fn parse(path: &Path, source: &str) -> Result<Manifest, ManifestError> {
         let lines = Lines(source);
-        let fail = |problems: Vec<Problem>| ManifestError { path: path.to_path_buf(), problems };
+        let fail = |problems: Vec<Problem>| ManifestError {
+            path: path.to_path_buf(),
+            problems,
+        };
         let raw: RawManifest = toml::from_str(source).map_err(|e| {
             let at = e.span().map(|s| lines.at(s.start)).unwrap_or_default();
             let message = e.message().trim().to_string();
@@ -423,8 +453,13 @@ impl Manifest {
             && *v.get_ref() != FORMAT_VERSION
         {
             problems.push(lines.of(v).problem(
-                format!("manifest format version {} is not supported by this runner", v.get_ref()),
-                Some(format!("use `version = {FORMAT_VERSION}`, or a runner that supports this version")),
+                format!(
+                    "manifest format version {} is not supported by this runner",
+                    v.get_ref()
+                ),
+                Some(format!(
+                    "use `version = {FORMAT_VERSION}`, or a runner that supports this version"
+                )),
             ));
         }
 
@@ -447,10 +482,15 @@ impl Manifest {
         let digest = match Sha256Digest::parse(raw.step.digest.get_ref()) {
             Ok(d) => d,
             Err(msg) => {
-                problems.push(lines.of(&raw.step.digest).problem(
-                    msg,
-                    Some("run `cordon pin <manifest>` to write the component's current digest".into()),
-                ));
+                problems.push(
+                    lines.of(&raw.step.digest).problem(
+                        msg,
+                        Some(
+                            "run `cordon pin <manifest>` to write the component's current digest"
+                                .into(),
+                        ),
+                    ),
+                );
                 Sha256Digest(String::new())
             }
         };
@@ -463,7 +503,11 @@ impl Manifest {
                     Some("use letters, digits and `_`, not starting with a digit".into()),
                 ));
             } else if v.get_ref().contains('\0') {
-                problems.push(lines.of(v).problem("environment value contains a NUL byte", None));
+                problems.push(
+                    lines
+                        .of(v)
+                        .problem("environment value contains a NUL byte", None),
+                );
             } else {
                 env.insert(k.get_ref().clone(), v.get_ref().clone());
             }
@@ -476,13 +520,18 @@ impl Manifest {
             let guest = match normalize_guest(m.guest.get_ref()) {
                 Ok(g) => g,
                 Err(msg) => {
-                    problems.push(guest_at.problem(msg, Some("write it like `/data` or `/out/model`".into())));
+                    problems.push(
+                        guest_at.problem(msg, Some("write it like `/data` or `/out/model`".into())),
+                    );
                     continue;
                 }
             };
             if let Some((_, first)) = guest_seen.iter().find(|(g, _)| *g == guest) {
                 problems.push(guest_at.problem(
-                    format!("guest path `{guest}` is mounted twice (first at line {})", first.line),
+                    format!(
+                        "guest path `{guest}` is mounted twice (first at line {})",
+                        first.line
+                    ),
                     Some("give each mount its own guest path".into()),
                 ));
                 continue;
@@ -497,14 +546,22 @@ impl Manifest {
             guest_seen.push((guest.clone(), guest_at));
             let host_at = lines.of(&m.host);
             if m.host.get_ref().is_empty() {
-                problems.push(host_at.problem("host path is empty", Some("use `.` for the manifest's own directory".into())));
+                problems.push(host_at.problem(
+                    "host path is empty",
+                    Some("use `.` for the manifest's own directory".into()),
+                ));
                 continue;
             }
             if m.purpose.get_ref().trim().is_empty() {
-                problems.push(lines.of(&m.purpose).problem(
-                    "purpose is empty",
-                    Some("say why the step needs this directory; reviewers and records read it".into()),
-                ));
+                problems.push(
+                    lines.of(&m.purpose).problem(
+                        "purpose is empty",
+                        Some(
+                            "say why the step needs this directory; reviewers and records read it"
+                                .into(),
+                        ),
+                    ),
+                );
             }
             mounts.push(Mount {
                 guest,
@@ -529,7 +586,10 @@ impl Manifest {
             }
             if let Some(first) = secrets.iter().find(|g| g.name == *sname) {
                 problems.push(at.problem(
-                    format!("secret `{sname}` is granted twice (first at line {})", first.at.line),
+                    format!(
+                        "secret `{sname}` is granted twice (first at line {})",
+                        first.at.line
+                    ),
                     Some("list all its uses in one `[[secret]]` table".into()),
                 ));
                 continue;
@@ -546,7 +606,11 @@ impl Manifest {
                     Some("list what the step may do with it, e.g. `uses = [\"hmac\"]`, or remove the grant".into()),
                 ));
             }
-            secrets.push(SecretGrant { name: sname.clone(), uses, at });
+            secrets.push(SecretGrant {
+                name: sname.clone(),
+                uses,
+                at,
+            });
         }
 
         let mut limits = Limits::default();
@@ -561,7 +625,11 @@ impl Manifest {
             let mut size = |v: &Option<Spanned<String>>, slot: &mut u64, what: &str| {
                 if let Some(v) = v {
                     match parse_size(v.get_ref()) {
-                        Ok(0) => problems.push(lines.of(v).problem(format!("{what} limit must be more than zero"), None)),
+                        Ok(0) => problems.push(
+                            lines
+                                .of(v)
+                                .problem(format!("{what} limit must be more than zero"), None),
+                        ),
                         Ok(n) => *slot = n,
                         Err(msg) => problems.push(lines.of(v).problem(msg, None)),
                     }
@@ -572,7 +640,9 @@ impl Manifest {
             size(&l.stdout, &mut limits.stdout, "stdout");
             if let Some(t) = &l.timeout {
                 match parse_duration(t.get_ref()) {
-                    Ok(d) if d.is_zero() => problems.push(lines.of(t).problem("timeout must be more than zero", None)),
+                    Ok(d) if d.is_zero() => {
+                        problems.push(lines.of(t).problem("timeout must be more than zero", None))
+                    }
                     Ok(d) => limits.timeout = d,
                     Err(msg) => problems.push(lines.of(t).problem(msg, None)),
                 }
@@ -653,17 +723,18 @@ mod tests {
     fn unknown_key_is_located() {
         let err = parse(&minimal("[limits]\nfule = 3\n")).unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("dir/step.toml:6:1: unknown field `fule`"), "{text}");
+        assert!(
+            text.starts_with("dir/step.toml:6:1: unknown field `fule`"),
+            "{text}"
+        );
         assert!(text.contains("fix:"), "{text}");
     }
 
     #[test]
     fn collects_every_problem() {
-        let src = format!(
-            "[step]\nname = \"Bad_Name\"\ncomponent = \"s.wasm\"\ndigest = \"sha256:xyz\"\n\
-             [[mount]]\nguest = \"rel\"\nhost = \"a\"\naccess = \"read\"\npurpose = \"p\"\n"
-        );
-        let err = parse(&src).unwrap_err();
+        let src = "[step]\nname = \"Bad_Name\"\ncomponent = \"s.wasm\"\ndigest = \"sha256:xyz\"\n\
+             [[mount]]\nguest = \"rel\"\nhost = \"a\"\naccess = \"read\"\npurpose = \"p\"\n";
+        let err = parse(src).unwrap_err();
         assert_eq!(err.problems.len(), 3, "{err}");
         assert_eq!(err.problems[0].line, 2);
         assert_eq!(err.problems[1].line, 4);
@@ -675,7 +746,11 @@ mod tests {
         assert_eq!(normalize_guest("/data/").unwrap(), "/data");
         assert!(normalize_guest("/data/../etc").is_err());
         assert!(normalize_guest("/a//b").is_err());
-        let mount = |g: &str| format!("[[mount]]\nguest = \"{g}\"\nhost = \"h\"\naccess = \"read\"\npurpose = \"p\"\n");
+        let mount = |g: &str| {
+            format!(
+                "[[mount]]\nguest = \"{g}\"\nhost = \"h\"\naccess = \"read\"\npurpose = \"p\"\n"
+            )
+        };
         let err = parse(&minimal(&(mount("/in") + &mount("/in/")))).unwrap_err();
         assert!(err.to_string().contains("mounted twice"), "{err}");
         let err = parse(&minimal(&(mount("/in") + &mount("/in/sub")))).unwrap_err();
@@ -684,7 +759,10 @@ mod tests {
 
     #[test]
     fn limits_parse_and_reject_nonsense() {
-        let m = parse(&minimal("[limits]\nfuel = 1_000\nmemory = \"64MiB\"\ntimeout = \"2s\"\n")).unwrap();
+        let m = parse(&minimal(
+            "[limits]\nfuel = 1_000\nmemory = \"64MiB\"\ntimeout = \"2s\"\n",
+        ))
+        .unwrap();
         assert_eq!(m.limits.fuel, 1000);
         assert_eq!(m.limits.memory, 64 << 20);
         assert_eq!(m.limits.timeout, Duration::from_secs(2));
@@ -695,13 +773,22 @@ mod tests {
     #[test]
     fn version_is_checked() {
         let err = parse(&format!("version = 2\n{}", minimal(""))).unwrap_err();
-        assert!(err.to_string().contains("version 2 is not supported"), "{err}");
+        assert!(
+            err.to_string().contains("version 2 is not supported"),
+            "{err}"
+        );
         assert!(parse(&format!("version = 1\n{}", minimal(""))).is_ok());
     }
 
     #[test]
     fn secret_uses_must_be_known() {
-        let err = parse(&minimal("[[secret]]\nname = \"k\"\nuses = [\"exfiltrate\"]\n")).unwrap_err();
-        assert!(err.to_string().contains("unknown variant `exfiltrate`"), "{err}");
+        let err = parse(&minimal(
+            "[[secret]]\nname = \"k\"\nuses = [\"exfiltrate\"]\n",
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variant `exfiltrate`"),
+            "{err}"
+        );
     }
 }

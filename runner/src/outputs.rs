@@ -40,7 +40,9 @@ pub struct Staging {
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     /// The step left a link or special file in an output.
-    #[error("output mount {guest} contains {what} `{path}`{detail}; outputs must be regular files and directories")]
+    #[error(
+        "output mount {guest} contains {what} `{path}`{detail}; outputs must be regular files and directories"
+    )]
     NotPlain {
         /// Guest mount path.
         guest: String,
@@ -69,7 +71,11 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> OutputError {
 
 /// A name for a guest path usable as a directory name: `/out/model` → `out_model`.
 fn slug(guest: &str) -> String {
-    let s: String = guest.trim_start_matches('/').chars().map(|c| if c == '/' { '_' } else { c }).collect();
+    let s: String = guest
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| if c == '/' { '_' } else { c })
+        .collect();
     if s.is_empty() { "root".into() } else { s }
 }
 
@@ -82,16 +88,24 @@ impl Staging {
         for (i, (guest, dest)) in mounts.iter().enumerate() {
             let dir = root.join(format!("{i}-{}", slug(guest)));
             std::fs::create_dir(&dir)?;
-            staged.push(Staged { guest: guest.clone(), dest: dest.clone(), dir });
+            staged.push(Staged {
+                guest: guest.clone(),
+                dest: dest.clone(),
+                dir,
+            });
         }
-        Ok(Staging { root, mounts: staged })
+        Ok(Staging {
+            root,
+            mounts: staged,
+        })
     }
 
     /// Digests every staged tree and refuses links and special files.
     pub fn verify(&self) -> Result<Vec<Tree>, OutputError> {
         let mut trees = Vec::new();
         for m in &self.mounts {
-            let tree = digest::tree(&m.dir).map_err(io_err(format!("cannot hash output {}", m.guest)))?;
+            let tree =
+                digest::tree(&m.dir).map_err(io_err(format!("cannot hash output {}", m.guest)))?;
             for e in &tree.entries {
                 match &e.kind {
                     EntryKind::Symlink { target } => {
@@ -122,7 +136,11 @@ impl Staging {
     /// staging area.
     pub fn publish(self) -> Result<(), OutputError> {
         for m in &self.mounts {
-            publish_one(&m.dir, &m.dest).map_err(io_err(format!("cannot publish {} to {}", m.guest, m.dest.display())))?;
+            publish_one(&m.dir, &m.dest).map_err(io_err(format!(
+                "cannot publish {} to {}",
+                m.guest,
+                m.dest.display()
+            )))?;
         }
         let _ = std::fs::remove_dir_all(&self.root);
         Ok(())
@@ -144,7 +162,9 @@ impl Staging {
 }
 
 fn publish_one(staged: &Path, dest: &Path) -> io::Result<()> {
-    let parent = dest.parent().ok_or_else(|| io::Error::other("output path has no parent"))?;
+    let parent = dest
+        .parent()
+        .ok_or_else(|| io::Error::other("output path has no parent"))?;
     std::fs::create_dir_all(parent)?;
     let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tag = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
@@ -201,14 +221,21 @@ mod tests {
         st.publish().unwrap();
         assert!(!dest.join("old.txt").exists());
         assert_eq!(std::fs::read(dest.join("new.txt")).unwrap(), b"new");
-        let leftovers: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("out")]);
     }
 
     #[test]
     fn symlink_in_output_is_refused() {
         let d = tempfile::tempdir().unwrap();
-        let st = Staging::create(d.path().join("stage"), &[("/out".into(), d.path().join("out"))]).unwrap();
+        let st = Staging::create(
+            d.path().join("stage"),
+            &[("/out".into(), d.path().join("out"))],
+        )
+        .unwrap();
         std::os::unix::fs::symlink("/etc/passwd", st.mounts[0].dir.join("leak")).unwrap();
         let err = st.verify().unwrap_err().to_string();
         assert!(err.contains("symbolic link `leak` -> /etc/passwd"), "{err}");

@@ -9,7 +9,9 @@
 //! Errors are [`ManifestError`]s pointing at the manifest line to change.
 
 use crate::fsutil::resolve;
-use crate::manifest::{Access, Classification, Limits, Manifest, ManifestError, Problem, SecretGrant, Sha256Digest};
+use crate::manifest::{
+    Access, Classification, Limits, Manifest, ManifestError, Problem, SecretGrant, Sha256Digest,
+};
 use std::path::{Path, PathBuf};
 
 /// A mount with its host path resolved.
@@ -66,11 +68,27 @@ fn nested(a: &Path, b: &Path) -> bool {
 /// Resolves `manifest` for a run whose state lives in `state_dir`.
 pub fn plan_step(manifest: &Manifest, state_dir: &Path) -> Result<StepPlan, ManifestError> {
     let mut problems: Vec<Problem> = Vec::new();
-    let fail = |problems: Vec<Problem>| ManifestError { path: manifest.path.clone(), problems };
-    let io_problem = |what: String| Problem { line: 0, column: 0, message: what, fix: None };
+    let fail = |problems: Vec<Problem>| ManifestError {
+        path: manifest.path.clone(),
+        problems,
+    };
+    let io_problem = |what: String| Problem {
+        line: 0,
+        column: 0,
+        message: what,
+        fix: None,
+    };
 
-    let state_dir = resolve(state_dir).map_err(|e| fail(vec![io_problem(format!("cannot resolve the state directory: {e}"))]))?;
-    let manifest_path = resolve(&manifest.path).map_err(|e| fail(vec![io_problem(format!("cannot resolve the manifest path: {e}"))]))?;
+    let state_dir = resolve(state_dir).map_err(|e| {
+        fail(vec![io_problem(format!(
+            "cannot resolve the state directory: {e}"
+        ))])
+    })?;
+    let manifest_path = resolve(&manifest.path).map_err(|e| {
+        fail(vec![io_problem(format!(
+            "cannot resolve the manifest path: {e}"
+        ))])
+    })?;
 
     let component_rel = manifest.dir.join(&manifest.component);
     let mut component_path = component_rel.clone();
@@ -106,7 +124,10 @@ pub fn plan_step(manifest: &Manifest, state_dir: &Path) -> Result<StepPlan, Mani
         let host = match resolve(&raw) {
             Ok(h) => h,
             Err(e) => {
-                problems.push(m.host_at.problem(format!("cannot resolve host path {}: {e}", raw.display()), None));
+                problems.push(m.host_at.problem(
+                    format!("cannot resolve host path {}: {e}", raw.display()),
+                    None,
+                ));
                 continue;
             }
         };
@@ -120,8 +141,14 @@ pub fn plan_step(manifest: &Manifest, state_dir: &Path) -> Result<StepPlan, Mani
             }
             (Access::Read | Access::ReadWrite, Ok(_)) if !host.is_dir() => {
                 problems.push(m.host_at.problem(
-                    format!("host path {} for mount {} is not a directory", raw.display(), m.guest),
-                    Some("mounts are directories; mount the directory that contains the file".into()),
+                    format!(
+                        "host path {} for mount {} is not a directory",
+                        raw.display(),
+                        m.guest
+                    ),
+                    Some(
+                        "mounts are directories; mount the directory that contains the file".into(),
+                    ),
                 ));
                 continue;
             }
@@ -183,7 +210,11 @@ pub fn plan_step(manifest: &Manifest, state_dir: &Path) -> Result<StepPlan, Mani
         component_digest: manifest.digest.clone(),
         component_bytes,
         argv,
-        env: manifest.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        env: manifest
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         mounts: mounts
             .into_iter()
             .map(|(m, host)| PlannedMount {

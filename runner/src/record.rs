@@ -89,7 +89,11 @@ pub struct RunnerInfo {
 
 impl Default for RunnerInfo {
     fn default() -> Self {
-        RunnerInfo { name: "cordon", version: env!("CARGO_PKG_VERSION"), sandbox: "wasmtime-48 wasi-p2" }
+        RunnerInfo {
+            name: "cordon",
+            version: env!("CARGO_PKG_VERSION"),
+            sandbox: "wasmtime-48 wasi-p2",
+        }
     }
 }
 
@@ -160,11 +164,24 @@ impl StepRecord {
         v
     }
 
+    /// The record's bytes with every secret value replaced. Values should
+    /// never reach a record at all; this last pass makes sure that a value a
+    /// manifest author pasted into `args` or `env`, or that a step wrote
+    /// into a panic message, does not either. Replacements contain no JSON
+    /// metacharacters, so the document stays valid.
+    pub fn to_redacted_bytes(&self, redactor: &crate::secrets::Redactor) -> Vec<u8> {
+        redactor.redact(&self.to_bytes()).into_owned()
+    }
+
     /// Writes the record under `records_dir`, never replacing an existing
     /// one. Returns its path and digest.
-    pub fn write(&self, records_dir: &Path) -> std::io::Result<(PathBuf, Sha256Digest)> {
+    pub fn write(
+        &self,
+        records_dir: &Path,
+        redactor: &crate::secrets::Redactor,
+    ) -> std::io::Result<(PathBuf, Sha256Digest)> {
         crate::fsutil::create_private_dir(records_dir)?;
-        let bytes = self.to_bytes();
+        let bytes = self.to_redacted_bytes(redactor);
         let path = records_dir.join(format!("{}.json", self.run_id));
         crate::fsutil::write_new(&path, &bytes)?;
         Ok((path, Sha256Digest::of(&bytes)))
@@ -175,8 +192,15 @@ impl StepRecord {
 /// and two runners never collide.
 pub fn new_run_id(step: &str) -> String {
     let now = time::OffsetDateTime::now_utc();
-    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    format!("{}-{step}-{:08x}", now.format(&fmt).unwrap_or_default(), rand::random::<u32>())
+    // Microseconds, so that ids (and record file names) sort by start time.
+    let fmt = time::macros::format_description!(
+        "[year][month][day]T[hour][minute][second].[subsecond digits:6]Z"
+    );
+    format!(
+        "{}-{step}-{:08x}",
+        now.format(&fmt).unwrap_or_default(),
+        rand::random::<u32>()
+    )
 }
 
 /// The current time in RFC 3339.

@@ -83,7 +83,10 @@ pub struct ResolvedSecret {
 /// The environment variable the `env` provider reads for `name`:
 /// `signing-key` becomes `CORDON_SECRET_SIGNING_KEY`.
 pub fn env_var_for(name: &str) -> String {
-    format!("CORDON_SECRET_{}", name.to_ascii_uppercase().replace('-', "_"))
+    format!(
+        "CORDON_SECRET_{}",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
 }
 
 /// Resolves every grant from the runner's environment.
@@ -93,11 +96,22 @@ pub fn resolve_from_env(grants: &[SecretGrant]) -> Result<Vec<ResolvedSecret>, S
         .map(|g| {
             let var = env_var_for(&g.name);
             let value = match std::env::var_os(&var) {
-                None => return Err(SecretError::MissingEnv { name: g.name.clone(), var }),
-                Some(v) => v.into_string().map_err(|_| SecretError::BadEnv { name: g.name.clone(), var: var.clone() })?,
+                None => {
+                    return Err(SecretError::MissingEnv {
+                        name: g.name.clone(),
+                        var,
+                    });
+                }
+                Some(v) => v.into_string().map_err(|_| SecretError::BadEnv {
+                    name: g.name.clone(),
+                    var: var.clone(),
+                })?,
             };
             if value.is_empty() {
-                return Err(SecretError::BadEnv { name: g.name.clone(), var });
+                return Err(SecretError::BadEnv {
+                    name: g.name.clone(),
+                    var,
+                });
             }
             Ok(ResolvedSecret {
                 name: g.name.clone(),
@@ -131,10 +145,15 @@ impl Redactor {
         let mut needles: Vec<(Vec<u8>, Vec<u8>)> = secrets
             .iter()
             .filter(|s| !s.value.expose().is_empty())
-            .map(|s| (s.value.expose().to_vec(), format!("[REDACTED:{}]", s.name).into_bytes()))
+            .map(|s| {
+                (
+                    s.value.expose().to_vec(),
+                    format!("[REDACTED:{}]", s.name).into_bytes(),
+                )
+            })
             .collect();
         // Longest first, so a value that contains another is replaced whole.
-        needles.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        needles.sort_by_key(|n| std::cmp::Reverse(n.0.len()));
         Redactor { needles }
     }
 
@@ -159,12 +178,14 @@ impl Redactor {
         'again: loop {
             for (needle, _) in &self.needles {
                 let n = needle.len();
-                for p in c.saturating_sub(n.saturating_sub(1))..c {
+                let lo = c.saturating_sub(n.saturating_sub(1));
+                let straddler = (lo..c).find(|&p| {
                     let end = data.len().min(p + n);
-                    if p + n > c && data[p..end] == needle[..end - p] {
-                        c = p;
-                        continue 'again;
-                    }
+                    p + n > c && data[p..end] == needle[..end - p]
+                });
+                if let Some(p) = straddler {
+                    c = p;
+                    continue 'again;
                 }
             }
             return c;
@@ -234,7 +255,10 @@ mod tests {
     fn redacts_every_occurrence_longest_first() {
         let r = Redactor::new(&[secret("short", "abc"), secret("long", "xxabcxx")]);
         let out = r.redact(b"1 xxabcxx 2 abc 3 abcabc");
-        assert_eq!(&*out, b"1 [REDACTED:long] 2 [REDACTED:short] 3 [REDACTED:short][REDACTED:short]");
+        assert_eq!(
+            &*out,
+            b"1 [REDACTED:long] 2 [REDACTED:short] 3 [REDACTED:short][REDACTED:short]"
+        );
         assert!(r.contains_secret(b"..abc.."));
         assert!(!r.contains_secret(b"ab c"));
         assert_eq!(r.longest(), 7);

@@ -9,7 +9,9 @@ use std::time::Duration;
 /// `GB`, `TB`) suffixes are accepted; a bare number is bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '_').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '_')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let num: u64 = num
         .replace('_', "")
@@ -38,7 +40,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Parses a duration such as `"250ms"`, `"60s"`, `"5m"` or `"2h"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '_').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '_')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let num: u64 = num
         .replace('_', "")
@@ -50,7 +54,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => Duration::from_secs(num.saturating_mul(60)),
         "h" => Duration::from_secs(num.saturating_mul(3600)),
         "" => return Err(format!("duration `{text}` needs a unit: ms, s, m or h")),
-        other => return Err(format!("unknown duration unit `{other}` in `{text}`; use ms, s, m or h")),
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` in `{text}`; use ms, s, m or h"
+            ));
+        }
     };
     Ok(d)
 }
@@ -64,7 +72,11 @@ pub fn format_size(bytes: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    if i == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[i]) }
+    if i == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
 }
 
 #[cfg(test)]
@@ -79,9 +91,17 @@ mod tests {
         assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
         assert_eq!(parse_size("10MB").unwrap(), 10_000_000);
         assert_eq!(parse_size("1_000").unwrap(), 1000);
-        assert!(parse_size("12 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(
+            parse_size("12 parsecs")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
         assert!(parse_size("MiB").is_err());
-        assert!(parse_size("99999999999TiB").unwrap_err().contains("too large"));
+        assert!(
+            parse_size("99999999999TiB")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]
@@ -90,7 +110,11 @@ mod tests {
         assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert!(parse_duration("60").unwrap_err().contains("needs a unit"));
-        assert!(parse_duration("3d").unwrap_err().contains("unknown duration unit"));
+        assert!(
+            parse_duration("3d")
+                .unwrap_err()
+                .contains("unknown duration unit")
+        );
     }
 
     #[test]

@@ -16,7 +16,11 @@ const STEPS: &[(&str, &str, &str)] = &[
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
-    let root = manifest_dir.parent().and_then(Path::parent).expect("workspace root").to_path_buf();
+    let root = manifest_dir
+        .parent()
+        .and_then(Path::parent)
+        .expect("workspace root")
+        .to_path_buf();
     for dir in ["steps", "sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
@@ -43,14 +47,23 @@ fn main() {
         cmd.env_remove(var);
     }
     let status = cmd.status().expect("run cargo to build the wasm steps");
-    assert!(status.success(), "building the wasm32-wasip2 steps failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)");
+    assert!(
+        status.success(),
+        "building the wasm32-wasip2 steps failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)"
+    );
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let mut code = String::new();
     for (name, _, bin) in STEPS {
-        let path = target_dir.join("wasm32-wasip2").join("release").join(format!("{bin}.wasm"));
+        let path = target_dir
+            .join("wasm32-wasip2")
+            .join("release")
+            .join(format!("{bin}.wasm"));
         assert!(path.is_file(), "missing {}", path.display());
-        code.push_str(&format!("/// The `{bin}` step component.\npub const {name}: &str = {:?};\n", path.display().to_string()));
+        code.push_str(&format!(
+            "/// The `{bin}` step component.\npub const {name}: &str = {:?};\n",
+            path.display().to_string()
+        ));
     }
     std::fs::write(out_dir.join("artifacts.rs"), code).unwrap();
 }

@@ -51,7 +51,9 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn new() -> Self {
-        Workspace { dir: tempfile::tempdir().expect("tempdir") }
+        Workspace {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -86,7 +88,12 @@ impl Workspace {
     /// Writes `step.toml` for `component` (an artifact path) with `args`
     /// and the extra TOML `rest` (mounts, env, limits...).
     pub fn step(&self, component: &str, args: &[&str], rest: &str) -> PathBuf {
-        let wasm = Path::new(component).file_name().unwrap().to_str().unwrap().to_string();
+        let wasm = Path::new(component)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
         let digest = self.component(component, &wasm);
         let name = wasm.trim_end_matches(".wasm");
         let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
@@ -133,7 +140,9 @@ impl Workspace {
             }
             if start.elapsed() > HANG_GUARD {
                 let _ = child.kill();
-                panic!("cordon {args:?} did not finish within {HANG_GUARD:?}: the step was not stopped");
+                panic!(
+                    "cordon {args:?} did not finish within {HANG_GUARD:?}: the step was not stopped"
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -153,11 +162,17 @@ impl Workspace {
     pub fn records(&self) -> Vec<serde_json::Value> {
         let dir = self.path(".cordon/records");
         let mut paths: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect(),
+            Ok(rd) => rd
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect(),
             Err(_) => return Vec::new(),
         };
         paths.sort();
-        paths.iter().map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()).collect()
+        paths
+            .iter()
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+            .collect()
     }
 
     /// The single record written so far.
@@ -176,7 +191,9 @@ impl Workspace {
 }
 
 fn collect_bytes(dir: &Path, out: &mut Vec<u8>, skip: &[&str]) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let ft = e.file_type().unwrap();
         if skip.iter().any(|s| e.file_name() == *s) {
@@ -194,13 +211,23 @@ fn collect_bytes(dir: &Path, out: &mut Vec<u8>, skip: &[&str]) {
 pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
-        let mut items: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+        let mut items: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
         items.sort_by_key(|e| e.file_name());
         for e in items {
             let rel = e.path().strip_prefix(base).unwrap().display().to_string();
             let ft = e.file_type().unwrap();
             if ft.is_symlink() {
-                out.push((rel, std::fs::read_link(e.path()).unwrap().display().to_string().into_bytes()));
+                out.push((
+                    rel,
+                    std::fs::read_link(e.path())
+                        .unwrap()
+                        .display()
+                        .to_string()
+                        .into_bytes(),
+                ));
             } else if ft.is_dir() {
                 out.push((rel.clone() + "/", Vec::new()));
                 walk(base, &e.path(), out);
@@ -215,7 +242,9 @@ pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// TOML for a mount.
 pub fn mount(guest: &str, host: &str, access: &str) -> String {
-    format!("[[mount]]\nguest = \"{guest}\"\nhost = \"{host}\"\naccess = \"{access}\"\npurpose = \"test\"\n\n")
+    format!(
+        "[[mount]]\nguest = \"{guest}\"\nhost = \"{host}\"\naccess = \"{access}\"\npurpose = \"test\"\n\n"
+    )
 }
 
 /// Whether `haystack` contains `needle`.

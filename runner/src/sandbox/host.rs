@@ -96,12 +96,17 @@ impl CordonHost {
                 )
             })
             .collect();
-        CordonHost { secrets, audit, ..Default::default() }
+        CordonHost {
+            secrets,
+            audit,
+            ..Default::default()
+        }
     }
 
     fn fact_room(&mut self, key: &str) -> bool {
         let facts = self.report.metrics.len() + self.report.annotations.len();
-        let known = self.report.metrics.contains_key(key) || self.report.annotations.contains_key(key);
+        let known =
+            self.report.metrics.contains_key(key) || self.report.annotations.contains_key(key);
         if key.len() > MAX_KEY || (!known && facts >= MAX_FACTS) {
             self.report.dropped += 1;
             return false;
@@ -134,10 +139,18 @@ fn use_name(u: SecretUse) -> &'static str {
 
 impl CordonView<'_> {
     /// Checks that the handle's secret grants `u`, counting the attempt.
-    fn authorize(&mut self, handle: &Resource<SecretHandle>, u: SecretUse) -> wasmtime::Result<Result<usize, secrets::Error>> {
+    fn authorize(
+        &mut self,
+        handle: &Resource<SecretHandle>,
+        u: SecretUse,
+    ) -> wasmtime::Result<Result<usize, secrets::Error>> {
         let index = self.table.get(handle)?.index;
         let secret = &self.host.secrets[index];
-        let audit = self.host.audit.get_mut(&secret.name).expect("audit entry for every granted secret");
+        let audit = self
+            .host
+            .audit
+            .get_mut(&secret.name)
+            .expect("audit entry for every granted secret");
         if secret.uses.contains(&u) {
             *audit.used.entry(use_name(u).into()).or_default() += 1;
             Ok(Ok(index))
@@ -149,7 +162,10 @@ impl CordonView<'_> {
 }
 
 impl secrets::Host for CordonView<'_> {
-    fn get(&mut self, name: String) -> wasmtime::Result<Result<Resource<SecretHandle>, secrets::Error>> {
+    fn get(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<SecretHandle>, secrets::Error>> {
         match self.host.secrets.iter().position(|s| s.name == name) {
             Some(index) => {
                 if let Some(a) = self.host.audit.get_mut(&name) {
@@ -177,7 +193,11 @@ impl secrets::HostSecret for CordonView<'_> {
         Ok(self.host.secrets[index].name.clone())
     }
 
-    fn hmac_sha256(&mut self, handle: Resource<SecretHandle>, data: Vec<u8>) -> wasmtime::Result<Result<Vec<u8>, secrets::Error>> {
+    fn hmac_sha256(
+        &mut self,
+        handle: Resource<SecretHandle>,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Result<Vec<u8>, secrets::Error>> {
         let index = match self.authorize(&handle, SecretUse::Hmac)? {
             Ok(i) => i,
             Err(e) => return Ok(Err(e)),
@@ -213,4 +233,3 @@ impl report::Host for CordonView<'_> {
         Ok(())
     }
 }
-

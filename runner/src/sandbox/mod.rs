@@ -249,21 +249,34 @@ struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         // The limiter is told one memory's sizes, not which memory; it is
         // also called for each memory's initial allocation (current = 0), so
         // charging every delta to one total bounds all memories together.
         let total = self.total + desired.saturating_sub(current) as u64;
         if total > self.limit {
             self.exceeded = true;
-            wasmtime::bail!("memory limit of {} bytes exceeded (the step asked for {total})", self.limit);
+            wasmtime::bail!(
+                "memory limit of {} bytes exceeded (the step asked for {total})",
+                self.limit
+            );
         }
         self.total = total;
         self.peak = self.peak.max(total);
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 
@@ -290,7 +303,10 @@ pub struct StepState {
 
 impl WasiView for StepState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -347,9 +363,20 @@ impl Sandbox {
                         engine.increment_epoch();
                     }
                 })
-                .map_err(|e| SandboxError::Io { what: "cannot start the epoch thread".into(), source: e })?
+                .map_err(|e| SandboxError::Io {
+                    what: "cannot start the epoch thread".into(),
+                    source: e,
+                })?
         };
-        Ok(Sandbox { engine, linker, cache_dir, _ticker: EpochTicker { stop, thread: Some(thread) } })
+        Ok(Sandbox {
+            engine,
+            linker,
+            cache_dir,
+            _ticker: EpochTicker {
+                stop,
+                thread: Some(thread),
+            },
+        })
     }
 
     /// The path the compiled form of `digest` is cached at. The name binds
@@ -384,15 +411,16 @@ impl Sandbox {
                     component = Some(c);
                     from_cache = true;
                 }
-                Err(e) => tracing::warn!("ignoring unusable compiled cache {}: {e}", path.display()),
+                Err(e) => {
+                    tracing::warn!("ignoring unusable compiled cache {}: {e}", path.display())
+                }
             }
         }
         let component = match component {
             Some(c) => c,
             None => {
-                let c = Component::new(&self.engine, bytes).map_err(|e| {
-                    SandboxError::InvalidComponent(format!("not a valid WebAssembly component: {}", wasm_err(e)))
-                })?;
+                let c = Component::new(&self.engine, bytes)
+                    .map_err(|e| SandboxError::InvalidComponent(explain_invalid(bytes, e)))?;
                 if let Some(path) = &cache {
                     self.store_compiled(&c, path);
                 }
@@ -400,7 +428,8 @@ impl Sandbox {
             }
         };
         let mut linker = self.linker.clone();
-        stub_absent_imports(&self.engine, &mut linker, &component).map_err(|e| SandboxError::InvalidComponent(wasm_err(e)))?;
+        stub_absent_imports(&self.engine, &mut linker, &component)
+            .map_err(|e| SandboxError::InvalidComponent(wasm_err(e)))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             SandboxError::InvalidComponent(format!(
                 "the component needs imports Cordon does not provide: {}\n  fix: a step may import WASI 0.2 cli, clocks, filesystem, io, random, and the cordon:step interfaces",
@@ -418,7 +447,9 @@ impl Sandbox {
 
     fn store_compiled(&self, component: &Component, path: &Path) {
         let result = (|| -> std::io::Result<()> {
-            let bytes = component.serialize().map_err(|e| std::io::Error::other(wasm_err(e)))?;
+            let bytes = component
+                .serialize()
+                .map_err(|e| std::io::Error::other(wasm_err(e)))?;
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
@@ -427,18 +458,41 @@ impl Sandbox {
         if let Err(e) = result {
             // The cache is an optimisation: a failure costs a recompile next
             // time, never the run.
-            tracing::warn!("cannot cache the compiled component at {}: {e}", path.display());
+            tracing::warn!(
+                "cannot cache the compiled component at {}: {e}",
+                path.display()
+            );
         }
     }
 
     /// Runs the step once with exactly `grants`.
-    pub fn run(&self, component: &StepComponent, grants: Grants, stdio: Stdio) -> Result<RunOutcome, SandboxError> {
+    pub fn run(
+        &self,
+        component: &StepComponent,
+        grants: Grants,
+        stdio: Stdio,
+    ) -> Result<RunOutcome, SandboxError> {
         let redactor = Redactor::new(&grants.secrets);
-        let io = |what: &str, e| SandboxError::Io { what: what.into(), source: e };
-        let out = Capture::new(stdio.prefix.clone(), stdio.stdout, redactor.clone(), stdio.stdout_log.clone(), grants.limits.stdout)
-            .map_err(|e| io("cannot create the stdout capture file", e))?;
-        let err = Capture::new(stdio.prefix.clone(), stdio.stderr, redactor.clone(), stdio.stderr_log.clone(), grants.limits.stdout)
-            .map_err(|e| io("cannot create the stderr capture file", e))?;
+        let io = |what: &str, e| SandboxError::Io {
+            what: what.into(),
+            source: e,
+        };
+        let out = Capture::new(
+            stdio.prefix.clone(),
+            stdio.stdout,
+            redactor.clone(),
+            stdio.stdout_log.clone(),
+            grants.limits.stdout,
+        )
+        .map_err(|e| io("cannot create the stdout capture file", e))?;
+        let err = Capture::new(
+            stdio.prefix.clone(),
+            stdio.stderr,
+            redactor.clone(),
+            stdio.stderr_log.clone(),
+            grants.limits.stdout,
+        )
+        .map_err(|e| io("cannot create the stderr capture file", e))?;
 
         let mut b = WasiCtxBuilder::new();
         b.args(&grants.argv);
@@ -446,28 +500,42 @@ impl Sandbox {
             b.env(k, v);
         }
         for p in &grants.preopens {
-            let perms = if p.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
-            b.preopened_dir(&p.host, &p.guest, perms).map_err(|e| SandboxError::Io {
-                what: format!("cannot open {} for mount {}", p.host.display(), p.guest),
-                source: std::io::Error::other(wasm_err(e)),
-            })?;
+            let perms = if p.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            b.preopened_dir(&p.host, &p.guest, perms)
+                .map_err(|e| SandboxError::Io {
+                    what: format!("cannot open {} for mount {}", p.host.display(), p.guest),
+                    source: std::io::Error::other(wasm_err(e)),
+                })?;
         }
         b.stdout(out.clone());
         b.stderr(err.clone());
         // Belt and braces: sockets are not linked at all, but should a later
         // change link them, the context still grants no address and no DNS.
-        b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        b.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
 
         let limits = grants.limits;
         let state = StepState {
             wasi: b.build(),
             table: ResourceTable::new(),
             cordon: CordonHost::new(grants.secrets),
-            limiter: MemoryLimiter { limit: limits.memory, total: 0, peak: 0, exceeded: false },
+            limiter: MemoryLimiter {
+                limit: limits.memory,
+                total: 0,
+                peak: 0,
+                exceeded: false,
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.set_fuel(limits.fuel).map_err(|e| SandboxError::Engine(wasm_err(e)))?;
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| SandboxError::Engine(wasm_err(e)))?;
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
 
@@ -499,7 +567,10 @@ impl Sandbox {
             Outcome::Finished(Err(e)) => classify(e, &store, &limits),
             Outcome::TimedOut => Termination::LimitExceeded {
                 limit: LimitKind::Timeout,
-                message: format!("stopped: wall-clock timeout of {} exceeded", humantime(limits.timeout)),
+                message: format!(
+                    "stopped: wall-clock timeout of {} exceeded",
+                    humantime(limits.timeout)
+                ),
             },
             Outcome::OutputExceeded => Termination::LimitExceeded {
                 limit: LimitKind::Output,
@@ -529,6 +600,22 @@ impl Sandbox {
     }
 }
 
+/// A one-line reason a file is not a usable component, with the fix.
+fn explain_invalid(bytes: &[u8], e: wasmtime::Error) -> String {
+    if !bytes.starts_with(b"\0asm") {
+        return "not a WebAssembly file (it lacks the `\\0asm` header)\n  fix: point `component` at the .wasm file the build produced".into();
+    }
+    // Bytes 4..8: version and layer; layer 0 is a core module.
+    if bytes.get(6..8) == Some(&[0, 0]) {
+        return "a core WebAssembly module, not a component\n  fix: build for the wasm32-wasip2 target, which produces a component".into();
+    }
+    let root = e.chain().last().map(|c| c.to_string()).unwrap_or_default();
+    format!(
+        "not a valid WebAssembly component: {}",
+        root.lines().next().unwrap_or_default()
+    )
+}
+
 enum Outcome {
     Finished(wasmtime::Result<Result<(), ()>>),
     TimedOut,
@@ -536,7 +623,11 @@ enum Outcome {
 }
 
 fn humantime(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+    if d.as_millis().is_multiple_of(1000) {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }
 
 /// Tells a guest exit from a limit from a trap.
@@ -547,7 +638,10 @@ fn classify(e: wasmtime::Error, store: &Store<StepState>, limits: &Limits) -> Te
     if store.data().limiter.exceeded {
         return Termination::LimitExceeded {
             limit: LimitKind::Memory,
-            message: format!("stopped: memory limit of {} exceeded", crate::units::format_size(limits.memory)),
+            message: format!(
+                "stopped: memory limit of {} exceeded",
+                crate::units::format_size(limits.memory)
+            ),
         };
     }
     if let Some(Trap::OutOfFuel) = e.downcast_ref::<Trap>() {
@@ -557,7 +651,10 @@ fn classify(e: wasmtime::Error, store: &Store<StepState>, limits: &Limits) -> Te
         };
     }
     let message = e.chain().last().map(|c| c.to_string()).unwrap_or_default();
-    Termination::Trapped { message, detail: format!("{e:?}") }
+    Termination::Trapped {
+        message,
+        detail: format!("{e:?}"),
+    }
 }
 
 /// WASI 0.2 without sockets, plus the Cordon interfaces. Mirrors
@@ -592,7 +689,10 @@ fn base_linker(engine: &Engine) -> wasmtime::Result<Linker<StepState>> {
     cli::terminal_stdin::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
     cli::terminal_stdout::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
     cli::terminal_stderr::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
-    host::bindings::HostApi::add_to_linker::<StepState, CordonData>(l, |s| CordonView { table: &mut s.table, host: &mut s.cordon })?;
+    host::bindings::HostApi::add_to_linker::<StepState, CordonData>(l, |s| CordonView {
+        table: &mut s.table,
+        host: &mut s.cordon,
+    })?;
     Ok(linker)
 }
 
@@ -605,14 +705,24 @@ fn base_linker(engine: &Engine) -> wasmtime::Result<Linker<StepState>> {
 /// construct; resources they merely `use` from another interface (such as
 /// `wasi:io/poll.pollable`) are aliases and are left for the linker to
 /// resolve to the real definition.
-fn stub_absent_imports(engine: &Engine, linker: &mut Linker<StepState>, component: &Component) -> wasmtime::Result<()> {
+fn stub_absent_imports(
+    engine: &Engine,
+    linker: &mut Linker<StepState>,
+    component: &Component,
+) -> wasmtime::Result<()> {
     use wasmtime::component::types::ComponentItem;
     let mut seen: Vec<wasmtime::component::ResourceType> = Vec::new();
     let mut next_payload = 0u32;
     for (name, item) in component.component_type().imports(engine) {
-        let ComponentItem::ComponentInstance(instance) = item.ty else { continue };
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            continue;
+        };
         let stub = name.starts_with("wasi:sockets/");
-        let mut li = if stub { Some(linker.instance(name)?) } else { None };
+        let mut li = if stub {
+            Some(linker.instance(name)?)
+        } else {
+            None
+        };
         for (export, ty) in instance.exports(engine) {
             match ty.ty {
                 ComponentItem::Resource(rt) => {
@@ -623,7 +733,9 @@ fn stub_absent_imports(engine: &Engine, linker: &mut Linker<StepState>, componen
                     if let Some(li) = li.as_mut()
                         && !alias
                     {
-                        li.resource(export, ResourceType::host_dynamic(next_payload), |_, _| Ok(()))?;
+                        li.resource(export, ResourceType::host_dynamic(next_payload), |_, _| {
+                            Ok(())
+                        })?;
                         next_payload += 1;
                     }
                 }
@@ -657,30 +769,45 @@ impl OutputWatchdog {
         let peak = Arc::new(AtomicU64::new(0));
         let (tx, rx) = tokio::sync::oneshot::channel();
         if dirs.is_empty() {
-            return OutputWatchdog { stop, peak, tripped: Some(rx), thread: None };
+            return OutputWatchdog {
+                stop,
+                peak,
+                tripped: Some(rx),
+                thread: None,
+            };
         }
         let thread = {
             let stop = stop.clone();
             let peak = peak.clone();
-            std::thread::Builder::new().name("cordon-output-watch".into()).spawn(move || {
-                let mut tx = Some(tx);
-                loop {
-                    let grown: u64 = dirs.iter().map(|d| charged_bytes(&d.path).saturating_sub(d.baseline)).sum();
-                    peak.fetch_max(grown, Ordering::Relaxed);
-                    if grown > limit {
-                        if let Some(tx) = tx.take() {
-                            let _ = tx.send(());
+            std::thread::Builder::new()
+                .name("cordon-output-watch".into())
+                .spawn(move || {
+                    let mut tx = Some(tx);
+                    loop {
+                        let grown: u64 = dirs
+                            .iter()
+                            .map(|d| charged_bytes(&d.path).saturating_sub(d.baseline))
+                            .sum();
+                        peak.fetch_max(grown, Ordering::Relaxed);
+                        if grown > limit {
+                            if let Some(tx) = tx.take() {
+                                let _ = tx.send(());
+                            }
+                            return;
                         }
-                        return;
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        std::thread::sleep(OUTPUT_POLL);
                     }
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    std::thread::sleep(OUTPUT_POLL);
-                }
-            })
+                })
         };
-        OutputWatchdog { stop, peak, tripped: Some(rx), thread: thread.ok() }
+        OutputWatchdog {
+            stop,
+            peak,
+            tripped: Some(rx),
+            thread: thread.ok(),
+        }
     }
 
     /// A future that resolves when the limit is passed, and never if it is

@@ -78,7 +78,13 @@ pub struct Capture(Arc<Mutex<Inner>>);
 impl Capture {
     /// A stream labelled `prefix`, forwarded to `forward`, captured into
     /// `log` (when given) up to `cap` bytes.
-    pub fn new(prefix: String, forward: Forward, redactor: Redactor, log: Option<PathBuf>, cap: u64) -> std::io::Result<Self> {
+    pub fn new(
+        prefix: String,
+        forward: Forward,
+        redactor: Redactor,
+        log: Option<PathBuf>,
+        cap: u64,
+    ) -> std::io::Result<Self> {
         let file = match &log {
             Some(p) => Some(File::create(p)?),
             None => None,
@@ -137,7 +143,9 @@ impl Inner {
         // MAX_LINE bytes of it.
         let want = match self.pending.iter().rposition(|b| *b == b'\n') {
             Some(i) => i + 1,
-            None if self.pending.len() > MAX_LINE => self.pending.len() - self.redactor.longest().saturating_sub(1),
+            None if self.pending.len() > MAX_LINE => {
+                self.pending.len() - self.redactor.longest().saturating_sub(1)
+            }
             None => 0,
         };
         let cut = self.redactor.safe_cut(&self.pending, want);
@@ -218,7 +226,11 @@ impl OutputStream for CaptureStream {
 }
 
 impl tokio::io::AsyncWrite for CaptureStream {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.0.push(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -268,7 +280,14 @@ mod tests {
     fn caps_without_buffering_and_counts_everything() {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("out.log");
-        let c = Capture::new("[s] ".into(), Forward::None, Redactor::default(), Some(log.clone()), 10).unwrap();
+        let c = Capture::new(
+            "[s] ".into(),
+            Forward::None,
+            Redactor::default(),
+            Some(log.clone()),
+            10,
+        )
+        .unwrap();
         for _ in 0..1000 {
             c.push(b"0123456789\n");
         }
@@ -283,7 +302,14 @@ mod tests {
     fn redacts_values_split_across_writes() {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("out.log");
-        let c = Capture::new(String::new(), Forward::None, redactor("s3cr3t-v4lue"), Some(log.clone()), 1 << 20).unwrap();
+        let c = Capture::new(
+            String::new(),
+            Forward::None,
+            redactor("s3cr3t-v4lue"),
+            Some(log.clone()),
+            1 << 20,
+        )
+        .unwrap();
         c.push(b"token=s3cr");
         c.push(b"3t-v4");
         c.push(b"lue done\nno newline s3cr3t-");
@@ -299,7 +325,14 @@ mod tests {
     fn long_lines_are_flushed_but_redaction_holds() {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("out.log");
-        let c = Capture::new(String::new(), Forward::None, redactor("XYZSECRET"), Some(log.clone()), 1 << 30).unwrap();
+        let c = Capture::new(
+            String::new(),
+            Forward::None,
+            redactor("XYZSECRET"),
+            Some(log.clone()),
+            1 << 30,
+        )
+        .unwrap();
         let mut big = vec![b'a'; MAX_LINE + 3];
         big.extend_from_slice(b"XYZS");
         c.push(&big);

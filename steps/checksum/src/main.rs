@@ -21,7 +21,11 @@ struct Options {
 }
 
 fn parse_args() -> Result<Options, String> {
-    let mut opts = Options { input: "/in".into(), output: "/out".into(), hmac_key: None };
+    let mut opts = Options {
+        input: "/in".into(),
+        output: "/out".into(),
+        hmac_key: None,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or(format!("{a} needs a value"));
@@ -39,7 +43,11 @@ fn collect(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) -> std::io::
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let rel = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
         let ft = entry.file_type()?;
         if ft.is_dir() {
             collect(&entry.path(), &rel, out)?;
@@ -68,7 +76,8 @@ fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
 
 fn run(opts: &Options) -> Result<(), String> {
     let mut files = Vec::new();
-    collect(&opts.input, "", &mut files).map_err(|e| format!("cannot list {}: {e}", opts.input.display()))?;
+    collect(&opts.input, "", &mut files)
+        .map_err(|e| format!("cannot list {}: {e}", opts.input.display()))?;
     files.sort();
     let mut sums = String::new();
     let mut bytes = 0u64;
@@ -78,13 +87,19 @@ fn run(opts: &Options) -> Result<(), String> {
         sums.push_str(&format!("{digest}  {rel}\n"));
     }
     let sums_path = opts.output.join("SHA256SUMS");
-    std::fs::write(&sums_path, &sums).map_err(|e| format!("cannot write {}: {e}", sums_path.display()))?;
+    std::fs::write(&sums_path, &sums)
+        .map_err(|e| format!("cannot write {}: {e}", sums_path.display()))?;
     println!("hashed {} files, {bytes} bytes", files.len());
     if let Some(name) = &opts.hmac_key {
         let key = cordon_sdk::secrets::get(name).map_err(|e| format!("secret `{name}`: {e}"))?;
-        let tag = key.hmac_sha256(sums.as_bytes()).map_err(|e| format!("secret `{name}`: {e}"))?;
-        std::fs::write(opts.output.join("SHA256SUMS.hmac"), format!("{}\n", hex::encode(tag)))
-            .map_err(|e| format!("cannot write SHA256SUMS.hmac: {e}"))?;
+        let tag = key
+            .hmac_sha256(sums.as_bytes())
+            .map_err(|e| format!("secret `{name}`: {e}"))?;
+        std::fs::write(
+            opts.output.join("SHA256SUMS.hmac"),
+            format!("{}\n", hex::encode(tag)),
+        )
+        .map_err(|e| format!("cannot write SHA256SUMS.hmac: {e}"))?;
         println!("authenticated SHA256SUMS with secret `{name}`");
         cordon_sdk::report::annotate("hmac-key", name);
     }

@@ -22,15 +22,30 @@ struct Options {
 }
 
 fn parse_args() -> Result<Options, String> {
-    let mut o = Options { input: "/in".into(), output: "/out".into(), require: Vec::new(), max_invalid: 0 };
+    let mut o = Options {
+        input: "/in".into(),
+        output: "/out".into(),
+        require: Vec::new(),
+        max_invalid: 0,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or(format!("{a} needs a value"));
         match a.as_str() {
             "--input" => o.input = value()?.into(),
             "--output" => o.output = value()?.into(),
-            "--require" => o.require = value()?.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
-            "--max-invalid" => o.max_invalid = value()?.parse().map_err(|_| "--max-invalid needs a number".to_string())?,
+            "--require" => {
+                o.require = value()?
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            }
+            "--max-invalid" => {
+                o.max_invalid = value()?
+                    .parse()
+                    .map_err(|_| "--max-invalid needs a number".to_string())?
+            }
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -54,14 +69,24 @@ fn run(o: &Options) -> Result<bool, String> {
             .from_path(o.input.join(name))
             .map_err(|e| format!("{name}: {e}"))?;
         let header = rdr.headers().map_err(|e| format!("{name}: {e}"))?.clone();
-        let missing: Vec<&String> = o.require.iter().filter(|c| !header.iter().any(|h| h == c.as_str())).collect();
+        let missing: Vec<&String> = o
+            .require
+            .iter()
+            .filter(|c| !header.iter().any(|h| h == c.as_str()))
+            .collect();
         if !missing.is_empty() {
             eprintln!("{name}: missing required columns: {missing:?}");
             ok = false;
         }
-        let required: Vec<usize> = o.require.iter().filter_map(|c| header.iter().position(|h| h == c.as_str())).collect();
-        let mut w = csv::Writer::from_path(o.output.join(name)).map_err(|e| format!("{name}: {e}"))?;
-        w.write_record(&header).map_err(|e| format!("{name}: {e}"))?;
+        let required: Vec<usize> = o
+            .require
+            .iter()
+            .filter_map(|c| header.iter().position(|h| h == c.as_str()))
+            .collect();
+        let mut w =
+            csv::Writer::from_path(o.output.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        w.write_record(&header)
+            .map_err(|e| format!("{name}: {e}"))?;
         let mut rejected = Vec::new();
         let mut rows = 0u64;
         for (i, rec) in rdr.records().enumerate() {
@@ -89,13 +114,19 @@ fn run(o: &Options) -> Result<bool, String> {
         files.push(serde_json::json!({"file": name, "rows": rows, "rejected": rejected, "missing_columns": missing}));
     }
     let report = serde_json::json!({"files": files, "rows": total_rows, "rejected": total_bad, "max_invalid": o.max_invalid});
-    std::fs::write(o.output.join("report.json"), serde_json::to_string_pretty(&report).unwrap() + "\n")
-        .map_err(|e| format!("cannot write report.json: {e}"))?;
+    std::fs::write(
+        o.output.join("report.json"),
+        serde_json::to_string_pretty(&report).unwrap() + "\n",
+    )
+    .map_err(|e| format!("cannot write report.json: {e}"))?;
     cordon_sdk::report::metric("files", names.len() as f64);
     cordon_sdk::report::metric("rows", total_rows as f64);
     cordon_sdk::report::metric("rows_rejected", total_bad as f64);
     if total_bad > o.max_invalid {
-        eprintln!("{total_bad} rows rejected, more than --max-invalid {}", o.max_invalid);
+        eprintln!(
+            "{total_bad} rows rejected, more than --max-invalid {}",
+            o.max_invalid
+        );
         ok = false;
     }
     Ok(ok)

@@ -23,43 +23,83 @@ fn main() {
 }
 
 fn arg(args: &[String], i: usize) -> &str {
-    args.get(i).map(String::as_str).unwrap_or_else(|| panic!("missing argument {i}"))
+    args.get(i)
+        .map(String::as_str)
+        .unwrap_or_else(|| panic!("missing argument {i}"))
 }
 
 fn run(op: &str, a: &[String]) -> Result<String, String> {
     let e = |e: std::io::Error| e.to_string();
     match op {
-        "read" => std::fs::read(arg(a, 0)).map(|d| format!("{} bytes: {}", d.len(), String::from_utf8_lossy(&d[..d.len().min(64)]))).map_err(e),
-        "write" => std::fs::write(arg(a, 0), arg(a, 1)).map(|_| "written".into()).map_err(e),
+        "read" => std::fs::read(arg(a, 0))
+            .map(|d| {
+                format!(
+                    "{} bytes: {}",
+                    d.len(),
+                    String::from_utf8_lossy(&d[..d.len().min(64)])
+                )
+            })
+            .map_err(e),
+        "write" => std::fs::write(arg(a, 0), arg(a, 1))
+            .map(|_| "written".into())
+            .map_err(e),
         "append" => std::fs::OpenOptions::new()
             .append(true)
             .open(arg(a, 0))
             .and_then(|mut f| f.write_all(arg(a, 1).as_bytes()))
             .map(|_| "appended".into())
             .map_err(e),
-        "truncate" => std::fs::OpenOptions::new().write(true).open(arg(a, 0)).and_then(|f| f.set_len(0)).map(|_| "truncated".into()).map_err(e),
-        "mkdir" => std::fs::create_dir_all(arg(a, 0)).map(|_| "created".into()).map_err(e),
-        "rm" => std::fs::remove_file(arg(a, 0)).map(|_| "removed".into()).map_err(e),
-        "rmdir" => std::fs::remove_dir_all(arg(a, 0)).map(|_| "removed".into()).map_err(e),
-        "rename" => std::fs::rename(arg(a, 0), arg(a, 1)).map(|_| "renamed".into()).map_err(e),
-        "symlink" => symlink(arg(a, 0), arg(a, 1)).map(|_| "linked".into()).map_err(e),
-        "hardlink" => std::fs::hard_link(arg(a, 0), arg(a, 1)).map(|_| "linked".into()).map_err(e),
+        "truncate" => std::fs::OpenOptions::new()
+            .write(true)
+            .open(arg(a, 0))
+            .and_then(|f| f.set_len(0))
+            .map(|_| "truncated".into())
+            .map_err(e),
+        "mkdir" => std::fs::create_dir_all(arg(a, 0))
+            .map(|_| "created".into())
+            .map_err(e),
+        "rm" => std::fs::remove_file(arg(a, 0))
+            .map(|_| "removed".into())
+            .map_err(e),
+        "rmdir" => std::fs::remove_dir_all(arg(a, 0))
+            .map(|_| "removed".into())
+            .map_err(e),
+        "rename" => std::fs::rename(arg(a, 0), arg(a, 1))
+            .map(|_| "renamed".into())
+            .map_err(e),
+        "symlink" => symlink(arg(a, 0), arg(a, 1))
+            .map(|_| "linked".into())
+            .map_err(e),
+        "hardlink" => std::fs::hard_link(arg(a, 0), arg(a, 1))
+            .map(|_| "linked".into())
+            .map_err(e),
         "list" => std::fs::read_dir(arg(a, 0))
             .map(|rd| {
-                let mut names: Vec<String> = rd.filter_map(|x| x.ok()).map(|x| x.file_name().to_string_lossy().into_owned()).collect();
+                let mut names: Vec<String> = rd
+                    .filter_map(|x| x.ok())
+                    .map(|x| x.file_name().to_string_lossy().into_owned())
+                    .collect();
                 names.sort();
                 names.join(",")
             })
             .map_err(e),
         "env" => {
             let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
-            Ok(format!("vars=[{}] args={:?}", vars.join(";"), std::env::args().collect::<Vec<_>>()))
+            Ok(format!(
+                "vars=[{}] args={:?}",
+                vars.join(";"),
+                std::env::args().collect::<Vec<_>>()
+            ))
         }
-        "cwd" => std::env::current_dir().map(|p| p.display().to_string()).map_err(e),
+        "cwd" => std::env::current_dir()
+            .map(|p| p.display().to_string())
+            .map_err(e),
         "tcp" => net::tcp(arg(a, 0)),
         "udp" => net::udp(arg(a, 0)),
         "dns" => net::dns(arg(a, 0)),
-        "std-tcp" => std::net::TcpStream::connect(arg(a, 0)).map(|_| "connected".into()).map_err(e),
+        "std-tcp" => std::net::TcpStream::connect(arg(a, 0))
+            .map(|_| "connected".into())
+            .map_err(e),
         "spin" => {
             let mut x: u64 = 0;
             loop {
@@ -80,7 +120,11 @@ fn run(op: &str, a: &[String]) -> Result<String, String> {
             }
         }
         "recurse" => Ok(format!("{}", recurse(black_box(1)))),
-        "panic" => panic!("probe panicked on purpose: {}", a.first().map(String::as_str).unwrap_or("")),
+        "recurse-small" => Ok(format!("{}", recurse_small(black_box(1)))),
+        "panic" => panic!(
+            "probe panicked on purpose: {}",
+            a.first().map(String::as_str).unwrap_or("")
+        ),
         "exit" => std::process::exit(arg(a, 0).parse().unwrap()),
         "print" => {
             println!("{}", arg(a, 0));
@@ -119,10 +163,14 @@ fn run(op: &str, a: &[String]) -> Result<String, String> {
         }
         "secret-hmac" => {
             let s = cordon_sdk::secrets::get(arg(a, 0)).map_err(|e| e.to_string())?;
-            let tag = s.hmac_sha256(arg(a, 1).as_bytes()).map_err(|e| e.to_string())?;
+            let tag = s
+                .hmac_sha256(arg(a, 1).as_bytes())
+                .map_err(|e| e.to_string())?;
             Ok(tag.iter().map(|b| format!("{b:02x}")).collect())
         }
-        "secret-name" => cordon_sdk::secrets::get(arg(a, 0)).map(|s| s.name()).map_err(|e| e.to_string()),
+        "secret-name" => cordon_sdk::secrets::get(arg(a, 0))
+            .map(|s| s.name())
+            .map_err(|e| e.to_string()),
         "metric" => {
             cordon_sdk::report::metric(arg(a, 0), arg(a, 1).parse().unwrap());
             Ok("recorded".into())
@@ -138,7 +186,22 @@ fn run(op: &str, a: &[String]) -> Result<String, String> {
 #[inline(never)]
 fn recurse(n: u64) -> u64 {
     let buf = black_box([n; 64]);
-    if black_box(n) == 0 { 0 } else { recurse(n + 1) + buf[3] }
+    if black_box(n) == 0 {
+        0
+    } else {
+        recurse(n + 1) + buf[3]
+    }
+}
+
+/// Recursion without a frame in linear memory: exhausts the wasm call stack
+/// itself rather than the shadow stack.
+#[inline(never)]
+fn recurse_small(n: u64) -> u64 {
+    if black_box(n) == 0 {
+        0
+    } else {
+        recurse_small(n + 1).wrapping_add(black_box(1))
+    }
 }
 
 fn symlink(target: &str, link: &str) -> std::io::Result<()> {
@@ -147,7 +210,9 @@ fn symlink(target: &str, link: &str) -> std::io::Result<()> {
         // std's wasi symlink is unstable; go to the preopen's descriptor.
         for (dir, path) in wasi::filesystem::preopens::get_directories() {
             if let Some(rel) = link.strip_prefix(&format!("{}/", path.trim_end_matches('/'))) {
-                return dir.symlink_at(target, rel).map_err(|e| std::io::Error::other(format!("{e:?}")));
+                return dir
+                    .symlink_at(target, rel)
+                    .map_err(|e| std::io::Error::other(format!("{e:?}")));
             }
         }
         Err(std::io::Error::other("no preopen contains the link path"))
@@ -167,32 +232,47 @@ mod net {
     fn parse(addr: &str) -> IpSocketAddress {
         let sa: std::net::SocketAddrV4 = addr.parse().expect("ipv4 address:port");
         let o = sa.ip().octets();
-        IpSocketAddress::Ipv4(Ipv4SocketAddress { port: sa.port(), address: (o[0], o[1], o[2], o[3]) })
+        IpSocketAddress::Ipv4(Ipv4SocketAddress {
+            port: sa.port(),
+            address: (o[0], o[1], o[2], o[3]),
+        })
     }
 
     pub fn tcp(addr: &str) -> Result<String, String> {
-        let sock = wasi::sockets::tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4).map_err(|e| format!("{e:?}"))?;
+        let sock = wasi::sockets::tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4)
+            .map_err(|e| format!("{e:?}"))?;
         let net = wasi::sockets::instance_network::instance_network();
-        sock.start_connect(&net, parse(addr)).map_err(|e| format!("{e:?}"))?;
+        sock.start_connect(&net, parse(addr))
+            .map_err(|e| format!("{e:?}"))?;
         sock.subscribe().block();
-        sock.finish_connect().map(|_| "connected".into()).map_err(|e| format!("{e:?}"))
+        sock.finish_connect()
+            .map(|_| "connected".into())
+            .map_err(|e| format!("{e:?}"))
     }
 
     pub fn udp(addr: &str) -> Result<String, String> {
-        let sock = wasi::sockets::udp_create_socket::create_udp_socket(IpAddressFamily::Ipv4).map_err(|e| format!("{e:?}"))?;
+        let sock = wasi::sockets::udp_create_socket::create_udp_socket(IpAddressFamily::Ipv4)
+            .map_err(|e| format!("{e:?}"))?;
         let net = wasi::sockets::instance_network::instance_network();
-        sock.start_bind(&net, parse("0.0.0.0:0")).map_err(|e| format!("{e:?}"))?;
+        sock.start_bind(&net, parse("0.0.0.0:0"))
+            .map_err(|e| format!("{e:?}"))?;
         sock.subscribe().block();
         sock.finish_bind().map_err(|e| format!("{e:?}"))?;
-        let (_rx, tx) = sock.stream(Some(parse(addr))).map_err(|e| format!("{e:?}"))?;
-        tx.send(&[wasi::sockets::udp::OutgoingDatagram { data: b"hello".to_vec(), remote_address: None }])
-            .map(|n| format!("sent {n}"))
-            .map_err(|e| format!("{e:?}"))
+        let (_rx, tx) = sock
+            .stream(Some(parse(addr)))
+            .map_err(|e| format!("{e:?}"))?;
+        tx.send(&[wasi::sockets::udp::OutgoingDatagram {
+            data: b"hello".to_vec(),
+            remote_address: None,
+        }])
+        .map(|n| format!("sent {n}"))
+        .map_err(|e| format!("{e:?}"))
     }
 
     pub fn dns(host: &str) -> Result<String, String> {
         let net = wasi::sockets::instance_network::instance_network();
-        let stream = wasi::sockets::ip_name_lookup::resolve_addresses(&net, host).map_err(|e| format!("{e:?}"))?;
+        let stream = wasi::sockets::ip_name_lookup::resolve_addresses(&net, host)
+            .map_err(|e| format!("{e:?}"))?;
         stream.subscribe().block();
         match stream.resolve_next_address() {
             Ok(Some(a)) => Ok(format!("{a:?}")),
