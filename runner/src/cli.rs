@@ -2,9 +2,10 @@
 //! command calls the library and turns its result into a message and an
 //! exit code.
 
+use crate::config::WorkspaceConfig;
 use crate::exec::{RunOptions, run_step};
 use crate::manifest::{Manifest, Sha256Digest};
-use crate::plan::plan_step;
+use crate::plan::{PlanContext, plan_step};
 use crate::record::Publication;
 use crate::sandbox::{Sandbox, SandboxError};
 use anyhow::Context;
@@ -46,6 +47,13 @@ enum Command {
         /// Do not stream the step's stdout/stderr (they are still captured).
         #[arg(short, long)]
         quiet: bool,
+        /// The environment to run in, as defined in cordon.toml.
+        #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_ENV)]
+        env: String,
+        /// The workspace file [default: the nearest cordon.toml above the
+        /// manifest, if any].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Write the current digest of a manifest's component into the manifest.
     ///
@@ -98,7 +106,9 @@ pub fn main() -> ExitCode {
             manifest,
             state,
             quiet,
-        } => run(&manifest, state, quiet),
+            env,
+            config,
+        } => run(&manifest, state, quiet, &env, config.as_deref()),
         Command::Pin { manifest } => pin(&manifest),
     };
     match result {
@@ -110,10 +120,23 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(manifest_path: &Path, state: Option<PathBuf>, quiet: bool) -> Result<u8, Failure> {
+fn run(
+    manifest_path: &Path,
+    state: Option<PathBuf>,
+    quiet: bool,
+    env: &str,
+    config: Option<&Path>,
+) -> Result<u8, Failure> {
     let manifest = Manifest::load(manifest_path).map_err(bad_input)?;
+    let workspace = WorkspaceConfig::discover(config, &manifest.dir).map_err(bad_input)?;
+    let env = workspace.env(env).map_err(bad_input)?;
     let state_dir = state.unwrap_or_else(|| manifest.dir.join(".cordon"));
-    let plan = plan_step(&manifest, &state_dir).map_err(bad_input)?;
+    let ctx = PlanContext {
+        env,
+        workspace_dir: &workspace.dir,
+        state_dir: &state_dir,
+    };
+    let plan = plan_step(&manifest, &ctx).map_err(bad_input)?;
     let secrets = crate::secrets::resolve_from_env(&plan.secrets).map_err(bad_input)?;
 
     crate::fsutil::create_private_dir(&plan.state_dir)

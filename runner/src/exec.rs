@@ -247,6 +247,7 @@ pub fn run_step(
         format: record::RECORD_FORMAT,
         run_id: run_id.clone(),
         step: plan.name.clone(),
+        environment: plan.environment.clone(),
         runner: RunnerInfo::default(),
         manifest: FileRef {
             path: plan.manifest_path.clone(),

@@ -17,6 +17,7 @@
 //! [`digest`] hashes files and trees without following links.
 
 pub mod cli;
+pub mod config;
 pub mod digest;
 pub mod exec;
 pub mod fsutil;

@@ -351,11 +351,17 @@ struct RawLimits {
     stdout: Option<Spanned<String>>,
 }
 
-/// Maps byte offsets to 1-based line and column.
-struct Lines<'a>(&'a str);
+/// Maps byte offsets in a TOML source to 1-based line and column.
+pub struct LineIndex<'a>(&'a str);
 
-impl Lines<'_> {
-    fn at(&self, offset: usize) -> Location {
+impl<'a> LineIndex<'a> {
+    /// An index over `source`.
+    pub fn new(source: &'a str) -> Self {
+        LineIndex(source)
+    }
+
+    /// The location of byte `offset`.
+    pub fn at(&self, offset: usize) -> Location {
         let before = &self.0[..offset.min(self.0.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -435,7 +441,7 @@ impl Manifest {
     /// Validates `source` as the manifest at `path` (used for relative paths
     /// and in error messages; the file itself is not read).
     pub fn parse(path: &Path, source: &str) -> Result<Manifest, ManifestError> {
-        let lines = Lines(source);
+        let lines = LineIndex::new(source);
         let fail = |problems: Vec<Problem>| ManifestError {
             path: path.to_path_buf(),
             problems,

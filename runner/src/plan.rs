@@ -8,6 +8,7 @@
 //!
 //! Errors are [`ManifestError`]s pointing at the manifest line to change.
 
+use crate::config::EnvConfig;
 use crate::fsutil::resolve;
 use crate::manifest::{
     Access, Classification, Limits, Manifest, ManifestError, Problem, SecretGrant, Sha256Digest,
@@ -59,14 +60,58 @@ pub struct StepPlan {
     pub limits: Limits,
     /// The state directory (absolute).
     pub state_dir: PathBuf,
+    /// The environment's name.
+    pub environment: String,
 }
 
 fn nested(a: &Path, b: &Path) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
 
-/// Resolves `manifest` for a run whose state lives in `state_dir`.
-pub fn plan_step(manifest: &Manifest, state_dir: &Path) -> Result<StepPlan, ManifestError> {
+/// What a plan is resolved against.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanContext<'a> {
+    /// The environment the run is for.
+    pub env: &'a EnvConfig,
+    /// The directory of `cordon.toml` (relative variable values resolve
+    /// against it).
+    pub workspace_dir: &'a Path,
+    /// The state directory of the run.
+    pub state_dir: &'a Path,
+}
+
+/// Replaces `${name}` in a mount's host path with the environment's
+/// variable; a relative value is relative to the workspace directory.
+fn expand_vars(host: &str, ctx: &PlanContext<'_>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = host;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed `${{` in host path `{host}`"))?;
+        let name = &after[..end];
+        let value = ctx.env.vars.get(name).ok_or_else(|| {
+            format!(
+                "`${{{name}}}` is not defined for environment `{}`",
+                ctx.env.name
+            )
+        })?;
+        if start == 0 && Path::new(value).is_relative() {
+            out.push_str(&ctx.workspace_dir.join(value).to_string_lossy());
+        } else {
+            out.push_str(value);
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Resolves `manifest` for a run in `ctx`.
+pub fn plan_step(manifest: &Manifest, ctx: &PlanContext<'_>) -> Result<StepPlan, ManifestError> {
+    let state_dir = ctx.state_dir;
     let mut problems: Vec<Problem> = Vec::new();
     let fail = |problems: Vec<Problem>| ManifestError {
         path: manifest.path.clone(),
@@ -120,7 +165,21 @@ pub fn plan_step(manifest: &Manifest, state_dir: &Path) -> Result<StepPlan, Mani
 
     let mut mounts = Vec::new();
     for m in &manifest.mounts {
-        let raw = manifest.dir.join(&m.host);
+        let host_text = m.host.to_string_lossy();
+        let expanded = match expand_vars(&host_text, ctx) {
+            Ok(h) => h,
+            Err(msg) => {
+                problems.push(m.host_at.problem(
+                    msg,
+                    Some(format!(
+                        "define it under `[env.{}.vars]` in cordon.toml",
+                        ctx.env.name
+                    )),
+                ));
+                continue;
+            }
+        };
+        let raw = manifest.dir.join(&expanded);
         let host = match resolve(&raw) {
             Ok(h) => h,
             Err(e) => {
@@ -228,5 +287,6 @@ pub fn plan_step(manifest: &Manifest, state_dir: &Path) -> Result<StepPlan, Mani
         secrets: manifest.secrets.clone(),
         limits: manifest.limits,
         state_dir,
+        environment: ctx.env.name.clone(),
     })
 }

@@ -115,6 +115,8 @@ pub struct StepRecord {
     pub run_id: String,
     /// Step name.
     pub step: String,
+    /// The environment the step ran in.
+    pub environment: String,
     /// Runner identity.
     pub runner: RunnerInfo,
     /// The manifest that granted the run.
