@@ -4,20 +4,26 @@
 
 use crate::config::WorkspaceConfig;
 use crate::exec::{RunOptions, run_step};
-use crate::manifest::{Manifest, Sha256Digest};
+use crate::manifest::{Manifest, ManifestError, Sha256Digest};
+use crate::pipeline::{Pipeline, PipelinePlan, is_pipeline_file};
 use crate::plan::{PlanContext, plan_step};
 use crate::record::Publication;
-use crate::sandbox::{Sandbox, SandboxError};
+use crate::sandbox::{Sandbox, SandboxError, StepComponent};
+use crate::scheduler::{PipelineOptions, run_pipeline};
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  the step failed: non-zero exit, trap, or a limit (fuel, memory, timeout, output)
-  2  the invocation, manifest, component or a secret is wrong; nothing ran
+  1  the step failed: non-zero exit, trap, or a limit (fuel, memory, timeout, output);
+     for a pipeline, at least one step failed or was skipped
+  2  the invocation, manifest, pipeline, component or a secret is wrong; nothing ran
   3  the runner itself failed (for example the disk is full); earlier outputs
      and records are left intact";
 
@@ -31,29 +37,76 @@ pub struct Cli {
     /// More runner diagnostics on stderr (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Format of the runner's own diagnostics.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines, for log collectors.
+    Json,
+}
+
+/// Where to look for the workspace and state (shared by several commands).
+#[derive(clap::Args, Debug, Clone)]
+struct Where {
+    /// The environment, as defined in cordon.toml.
+    #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_ENV)]
+    env: String,
+    /// The workspace file [default: the nearest cordon.toml above the
+    /// manifest or pipeline, if any].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// State directory for records, logs, staging, the content store and
+    /// the compiled cache [default: .cordon/ beside the manifest or pipeline].
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run one step from its capability manifest.
+    /// Run one step (a capability manifest) or a whole pipeline.
     #[command(after_help = EXIT_CODES)]
     Run {
-        /// The step's capability manifest (TOML).
-        manifest: PathBuf,
-        /// State directory for records, logs, staging and the compiled cache
-        /// [default: .cordon/ beside the manifest].
-        #[arg(long, value_name = "DIR")]
-        state: Option<PathBuf>,
-        /// Do not stream the step's stdout/stderr (they are still captured).
+        /// A step's capability manifest, or a pipeline file (TOML).
+        file: PathBuf,
+        #[command(flatten)]
+        at: Where,
+        /// Do not stream the steps' stdout/stderr (they are still captured).
         #[arg(short, long)]
         quiet: bool,
-        /// The environment to run in, as defined in cordon.toml.
-        #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_ENV)]
-        env: String,
-        /// The workspace file [default: the nearest cordon.toml above the
-        /// manifest, if any].
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
+        /// Most steps running at once [default: the number of cores].
+        #[arg(short, long, value_name = "N")]
+        jobs: Option<usize>,
+        /// After a step fails, start no further steps.
+        #[arg(long)]
+        fail_fast: bool,
+        /// Run every step even when the action cache has its outputs.
+        #[arg(long)]
+        no_cache: bool,
+        /// Write a report: `junit=FILE` or `json=FILE` (repeatable).
+        #[arg(long, value_name = "KIND=FILE")]
+        report: Vec<String>,
+    },
+    /// Print a pipeline's resolved DAG and every grant, without running.
+    Plan {
+        /// A pipeline file or a step's manifest.
+        file: PathBuf,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Re-publish the outputs of an earlier run from the content store,
+    /// after checking their digests (rollback).
+    Restore {
+        /// The run id (the record's file name without `.json`).
+        #[arg(long)]
+        run: String,
+        /// State directory holding the run's record [default: .cordon].
+        #[arg(long, value_name = "DIR", default_value = ".cordon")]
+        state: PathBuf,
     },
     /// Write the current digest of a manifest's component into the manifest.
     ///
@@ -85,6 +138,11 @@ fn runner_fault(e: impl Into<anyhow::Error>) -> Failure {
     }
 }
 
+fn bad_files(errors: Vec<ManifestError>) -> Failure {
+    let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    bad_input(anyhow::anyhow!(text.join("\nerror: ")))
+}
+
 /// Parses the arguments, runs the command, returns the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -93,22 +151,33 @@ pub fn main() -> ExitCode {
         1 => "info",
         _ => "debug",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CORDON_LOG")
-                .unwrap_or_else(|_| filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .without_time()
-        .init();
+    let env_filter =
+        tracing_subscriber::EnvFilter::try_from_env("CORDON_LOG").unwrap_or_else(|_| filter.into());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => fmt.without_time().init(),
+        LogFormat::Json => fmt.json().init(),
+    }
     let result = match cli.command {
         Command::Run {
-            manifest,
-            state,
+            file,
+            at,
             quiet,
-            env,
-            config,
-        } => run(&manifest, state, quiet, &env, config.as_deref()),
+            jobs,
+            fail_fast,
+            no_cache,
+            report,
+        } => {
+            if is_pipeline_file(&file) {
+                run_pipeline_cmd(&file, &at, quiet, jobs, fail_fast, no_cache, &report)
+            } else {
+                run_step_cmd(&file, &at, quiet, no_cache)
+            }
+        }
+        Command::Plan { file, at } => plan_cmd(&file, &at),
+        Command::Restore { run, state } => restore_cmd(&run, &state),
         Command::Pin { manifest } => pin(&manifest),
     };
     match result {
@@ -120,38 +189,43 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(
-    manifest_path: &Path,
-    state: Option<PathBuf>,
-    quiet: bool,
-    env: &str,
-    config: Option<&Path>,
-) -> Result<u8, Failure> {
-    let manifest = Manifest::load(manifest_path).map_err(bad_input)?;
-    let workspace = WorkspaceConfig::discover(config, &manifest.dir).map_err(bad_input)?;
-    let env = workspace.env(env).map_err(bad_input)?;
-    let state_dir = state.unwrap_or_else(|| manifest.dir.join(".cordon"));
-    let ctx = PlanContext {
-        env,
-        workspace_dir: &workspace.dir,
-        state_dir: &state_dir,
-    };
-    let plan = plan_step(&manifest, &ctx).map_err(bad_input)?;
-    let secrets = crate::secrets::resolve_from_env(&plan.secrets).map_err(bad_input)?;
+fn dir_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
 
-    crate::fsutil::create_private_dir(&plan.state_dir)
-        .with_context(|| {
-            format!(
-                "cannot create the state directory {}",
-                plan.state_dir.display()
-            )
-        })
+/// Ctrl-C sets the flag; running steps stop, nothing partial is published,
+/// records are still written. A second Ctrl-C exits at once.
+fn cancel_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    let _ = ctrlc::set_handler(move || {
+        if f.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("cordon: interrupted; stopping running steps (Ctrl-C again to abort at once)");
+    });
+    flag
+}
+
+fn sandbox_for(state_dir: &Path) -> Result<Sandbox, Failure> {
+    crate::fsutil::create_private_dir(state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))
         .map_err(runner_fault)?;
     let cache_dir = std::env::var_os("CORDON_COMPILE_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| plan.state_dir.join("compiled"));
-    let sandbox = Sandbox::new(Some(cache_dir)).map_err(runner_fault)?;
-    let component = sandbox
+        .unwrap_or_else(|| state_dir.join("compiled"));
+    Sandbox::new(Some(cache_dir)).map_err(runner_fault)
+}
+
+fn load_component(
+    sandbox: &Sandbox,
+    plan: &crate::plan::StepPlan,
+    manifest: &Manifest,
+) -> Result<StepComponent, Failure> {
+    sandbox
         .load(&plan.component_digest, &plan.component_bytes)
         .map_err(|e| match e {
             SandboxError::InvalidComponent(msg) => {
@@ -165,13 +239,51 @@ fn run(
                 ))
             }
             other => runner_fault(other),
-        })?;
-    let run = run_step(&plan, &sandbox, &component, secrets, &RunOptions { quiet })
-        .map_err(runner_fault)?;
+        })
+}
+
+fn run_step_cmd(
+    manifest_path: &Path,
+    at: &Where,
+    quiet: bool,
+    no_cache: bool,
+) -> Result<u8, Failure> {
+    let manifest = Manifest::load(manifest_path).map_err(bad_input)?;
+    let workspace =
+        WorkspaceConfig::discover(at.config.as_deref(), &manifest.dir).map_err(bad_input)?;
+    let env = workspace.env(&at.env).map_err(bad_input)?;
+    let state_dir = at
+        .state
+        .clone()
+        .unwrap_or_else(|| manifest.dir.join(".cordon"));
+    let ctx = PlanContext {
+        env,
+        workspace_dir: &workspace.dir,
+        state_dir: &state_dir,
+        produced: &[],
+    };
+    let plan = plan_step(&manifest, &ctx).map_err(bad_input)?;
+    let secrets = crate::secrets::resolve_from_env(&plan.secrets).map_err(bad_input)?;
+    let sandbox = sandbox_for(&plan.state_dir)?;
+    let component = load_component(&sandbox, &plan, &manifest)?;
+    let opts = RunOptions {
+        quiet,
+        no_cache,
+        cache_forbidden: false,
+        cancel: Some(cancel_flag()),
+    };
+    let run = run_step(&plan, &sandbox, &component, secrets, &opts).map_err(runner_fault)?;
 
     let r = &run.record;
     let record_path = run.record_path.display();
-    if r.success {
+    if r.cache.hit {
+        eprintln!(
+            "cordon: step `{}` served from the cache (outputs of run {}); record: {record_path}",
+            r.step,
+            r.cache.source_run.as_deref().unwrap_or("?")
+        );
+        Ok(0)
+    } else if r.success {
         eprintln!(
             "cordon: step `{}` succeeded in {} ms (fuel {}, peak memory {}); record: {record_path}",
             r.step,
@@ -195,6 +307,296 @@ fn run(
         eprintln!("cordon: record: {record_path}");
         Ok(1)
     }
+}
+
+/// Loads and plans a pipeline for `at`.
+fn plan_pipeline(
+    file: &Path,
+    at: &Where,
+) -> Result<(PipelinePlan, Vec<Manifest>, PathBuf), Failure> {
+    let pipeline = Pipeline::load(file).map_err(bad_files)?;
+    let workspace =
+        WorkspaceConfig::discover(at.config.as_deref(), &pipeline.dir).map_err(bad_input)?;
+    let env = workspace.env(&at.env).map_err(bad_input)?;
+    let state_dir = at
+        .state
+        .clone()
+        .unwrap_or_else(|| pipeline.dir.join(".cordon"));
+    let ctx = PlanContext {
+        env,
+        workspace_dir: &workspace.dir,
+        state_dir: &state_dir,
+        produced: &[],
+    };
+    let plan = pipeline.plan(&ctx).map_err(bad_files)?;
+    let manifests = pipeline.steps.into_iter().map(|s| s.manifest).collect();
+    Ok((plan, manifests, state_dir))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_pipeline_cmd(
+    file: &Path,
+    at: &Where,
+    quiet: bool,
+    jobs: Option<usize>,
+    fail_fast: bool,
+    no_cache: bool,
+    reports: &[String],
+) -> Result<u8, Failure> {
+    let mut outputs = Vec::new();
+    for r in reports {
+        match r.split_once('=') {
+            Some(("junit", f)) if !f.is_empty() => outputs.push(("junit", PathBuf::from(f))),
+            Some(("json", f)) if !f.is_empty() => outputs.push(("json", PathBuf::from(f))),
+            _ => {
+                return Err(bad_input(anyhow::anyhow!(
+                    "--report `{r}`: use `junit=FILE` or `json=FILE`"
+                )));
+            }
+        }
+    }
+    let (plan, manifests, _) = plan_pipeline(file, at)?;
+    let mut secrets = Vec::new();
+    for p in &plan.steps {
+        secrets.push(
+            crate::secrets::resolve_from_env(&p.secrets)
+                .map_err(|e| bad_input(anyhow::anyhow!("step `{}`: {e}", p.name)))?,
+        );
+    }
+    let state_dir = plan.steps[0].state_dir.clone();
+    let sandbox = sandbox_for(&state_dir)?;
+    let mut components = Vec::new();
+    for (p, m) in plan.steps.iter().zip(&manifests) {
+        components.push(load_component(&sandbox, p, m)?);
+    }
+    let live = !quiet && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+    let opts = PipelineOptions {
+        jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        fail_fast,
+        no_cache,
+        live,
+        cancel: cancel_flag(),
+    };
+    eprintln!(
+        "cordon: pipeline `{}` in environment `{}`: {} steps",
+        plan.name,
+        at.env,
+        plan.steps.len()
+    );
+    let outcome = run_pipeline(&plan, &sandbox, &components, secrets, &opts);
+    let record = crate::scheduler::write_pipeline_record(&plan, &outcome, &state_dir)
+        .context("cannot write the pipeline record")
+        .map_err(runner_fault)?;
+    for (kind, path) in &outputs {
+        let text = match *kind {
+            "junit" => crate::scheduler::junit_report(&plan, &outcome),
+            _ => {
+                serde_json::to_string_pretty(&crate::scheduler::json_report(
+                    &plan, &outcome, &record,
+                ))
+                .unwrap_or_default()
+                    + "\n"
+            }
+        };
+        std::fs::write(path, text)
+            .with_context(|| format!("cannot write report {}", path.display()))
+            .map_err(runner_fault)?;
+    }
+    let count =
+        |s: crate::scheduler::StepStatus| outcome.steps.iter().filter(|r| r.status == s).count();
+    use crate::scheduler::StepStatus as S;
+    eprintln!(
+        "cordon: {} ran, {} cached, {} failed, {} skipped in {} ms",
+        count(S::Succeeded),
+        count(S::Cached),
+        count(S::Failed) + count(S::Interrupted),
+        count(S::Skipped),
+        outcome.duration.as_millis()
+    );
+    for r in outcome
+        .steps
+        .iter()
+        .filter(|r| !matches!(r.status, S::Succeeded | S::Cached))
+    {
+        eprintln!(
+            "cordon:   {} {}: {}",
+            r.status.word(),
+            r.name,
+            r.message.as_deref().unwrap_or("")
+        );
+        if let Some(rec) = &r.record
+            && let Some(log) = &rec.stderr.log
+        {
+            eprintln!("cordon:     stderr: {}", log.display());
+        }
+    }
+    eprintln!("cordon: pipeline record: {}", record.display());
+    eprintln!(
+        "cordon: step records: {}",
+        state_dir.join("records").display()
+    );
+    if outcome.steps.iter().any(|r| r.runner_fault) {
+        Ok(3)
+    } else if outcome.success() {
+        Ok(0)
+    } else {
+        Ok(1)
+    }
+}
+
+fn plan_cmd(file: &Path, at: &Where) -> Result<u8, Failure> {
+    let plan = if is_pipeline_file(file) {
+        plan_pipeline(file, at)?.0
+    } else {
+        let manifest = Manifest::load(file).map_err(bad_input)?;
+        let workspace =
+            WorkspaceConfig::discover(at.config.as_deref(), &manifest.dir).map_err(bad_input)?;
+        let env = workspace.env(&at.env).map_err(bad_input)?;
+        let state_dir = at
+            .state
+            .clone()
+            .unwrap_or_else(|| dir_of(file).join(".cordon"));
+        let ctx = PlanContext {
+            env,
+            workspace_dir: &workspace.dir,
+            state_dir: &state_dir,
+            produced: &[],
+        };
+        let step = plan_step(&manifest, &ctx).map_err(bad_input)?;
+        PipelinePlan {
+            name: step.name.clone(),
+            path: step.manifest_path.clone(),
+            sha256: step.manifest_sha256.clone(),
+            steps: vec![step],
+            cacheable: vec![true],
+            deps: vec![vec![]],
+            reasons: Default::default(),
+        }
+    };
+    println!("pipeline {} (environment {})", plan.name, at.env);
+    for i in plan.topological_order() {
+        let s = &plan.steps[i];
+        println!("\nstep {}", s.name);
+        println!(
+            "  component {} ({})",
+            s.component_path.display(),
+            s.component_digest
+        );
+        for &d in &plan.deps[i] {
+            println!(
+                "  after {} — {}",
+                plan.steps[d].name,
+                plan.reasons.get(&(i, d)).map(String::as_str).unwrap_or("")
+            );
+        }
+        println!("  args {:?}", s.argv);
+        for (k, v) in &s.env {
+            println!("  env {k}={v}");
+        }
+        for m in &s.mounts {
+            let class = m
+                .classification
+                .map(|c| format!(", {c:?}").to_lowercase())
+                .unwrap_or_default();
+            println!(
+                "  mount {} <- {} ({}{class}) — {}",
+                m.guest,
+                m.host.display(),
+                m.access,
+                m.purpose
+            );
+        }
+        for g in &s.secrets {
+            let uses: Vec<String> = g
+                .uses
+                .iter()
+                .map(|u| format!("{u:?}").to_lowercase())
+                .collect();
+            println!("  secret {} ({})", g.name, uses.join(", "));
+        }
+        let l = &s.limits;
+        println!(
+            "  limits fuel {}, memory {}, timeout {} s, output {}, stdout {}",
+            l.fuel,
+            crate::units::format_size(l.memory),
+            l.timeout.as_secs(),
+            crate::units::format_size(l.output),
+            crate::units::format_size(l.stdout)
+        );
+    }
+    Ok(0)
+}
+
+fn restore_cmd(run: &str, state: &Path) -> Result<u8, Failure> {
+    let path = state.join("records").join(format!("{run}.json"));
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("no record for run `{run}` at {}", path.display()))
+        .map_err(bad_input)?;
+    let record: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a valid record", path.display()))
+        .map_err(bad_input)?;
+    if record["success"] != true {
+        return Err(bad_input(anyhow::anyhow!(
+            "run `{run}` did not succeed; it published nothing to restore"
+        )));
+    }
+    let cas = crate::cache::Cas::new(state);
+    let mut mounts = Vec::new();
+    for m in record["mounts"].as_array().into_iter().flatten() {
+        if m["access"] != "write" {
+            continue;
+        }
+        let guest = m["guest"].as_str().unwrap_or_default().to_string();
+        let host = PathBuf::from(m["host"].as_str().unwrap_or_default());
+        let entries: Vec<crate::cache::CachedEntry> =
+            serde_json::from_value(m["after"]["entries"].clone())
+                .with_context(|| format!("record {run} lacks the entries of {guest}"))
+                .map_err(bad_input)?;
+        let tree = m["after"]["sha256"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        mounts.push((guest, host, entries, tree));
+    }
+    if mounts.is_empty() {
+        eprintln!("cordon: run `{run}` has no outputs to restore");
+        return Ok(0);
+    }
+    let writes: Vec<(String, PathBuf)> = mounts
+        .iter()
+        .map(|(g, h, _, _)| (g.clone(), h.clone()))
+        .collect();
+    let staging = crate::outputs::Staging::create(
+        state.join("staging").join(format!("restore-{run}")),
+        &writes,
+    )
+    .context("cannot create the staging directory")
+    .map_err(runner_fault)?;
+    for ((guest, _, entries, _), s) in mounts.iter().zip(&staging.mounts) {
+        let entries: Vec<crate::digest::Entry> = entries.iter().map(|e| e.to_entry()).collect();
+        if let Err(e) = cas.restore_tree(&entries, &s.dir) {
+            let _ = std::fs::remove_dir_all(state.join("staging").join(format!("restore-{run}")));
+            return Err(runner_fault(anyhow::anyhow!(
+                "cannot restore {guest} of run {run}: {e}"
+            )));
+        }
+    }
+    let trees = staging.verify().map_err(runner_fault)?;
+    for (t, (guest, _, _, tree)) in trees.iter().zip(&mounts) {
+        if t.digest.to_string() != *tree {
+            return Err(runner_fault(anyhow::anyhow!(
+                "restored {guest} does not match the record's tree digest"
+            )));
+        }
+    }
+    staging.publish().map_err(runner_fault)?;
+    for (guest, host, _, tree) in &mounts {
+        eprintln!(
+            "cordon: restored {guest} of run {run} to {} ({tree})",
+            host.display()
+        );
+    }
+    Ok(0)
 }
 
 fn pin(manifest_path: &Path) -> Result<u8, Failure> {

@@ -5,21 +5,34 @@
 //! secrets, drives the sandbox, and hands the facts to the record. It never
 //! parses a manifest and never sees a secret value except to pass it on.
 
+use crate::cache::{
+    ActionCache, ActionEntry, CachedEntry, CachedOutput, action_key, report_json,
+    uncacheable_reason,
+};
 use crate::digest::{self, Tree};
 use crate::manifest::Access;
 use crate::outputs::{OutputError, Staging};
 use crate::plan::StepPlan;
+use crate::record::CacheInfo;
 use crate::record::{self, FileRef, MountRecord, Publication, RunnerInfo, StepRecord, TreeRecord};
 use crate::sandbox::stdio::Forward;
 use crate::sandbox::{Grants, Preopen, Sandbox, Stdio, StepComponent, Termination, Watched};
 use crate::secrets::{Redactor, ResolvedSecret};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Do not forward the step's stdout/stderr to the terminal.
     pub quiet: bool,
+    /// Run even when the action cache has the outputs (`--no-cache`).
+    pub no_cache: bool,
+    /// The pipeline says `cache = false` for this step.
+    pub cache_forbidden: bool,
+    /// Set to stop the step (Ctrl-C); the run then publishes nothing.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// A finished run: the record and where it was written.
@@ -84,6 +97,47 @@ pub fn run_step(
         });
     }
 
+    // The action cache: serve the outputs of an identical earlier run.
+    let action_cache = ActionCache::new(state);
+    let uncacheable = uncacheable_reason(plan, &secrets, !opts.cache_forbidden);
+    let inputs: Vec<(String, crate::manifest::Sha256Digest)> = plan
+        .mounts
+        .iter()
+        .zip(&before)
+        .filter_map(|(m, t)| t.as_ref().map(|t| (m.guest.clone(), t.digest.clone())))
+        .collect();
+    let key = uncacheable
+        .is_none()
+        .then(|| action_key(plan, &inputs, &secrets));
+    if !opts.no_cache
+        && let Some(k) = &key
+        && let Some(entry) = action_cache.get(k)
+    {
+        match serve_from_cache(
+            plan,
+            &run_id,
+            started_at.clone(),
+            &before,
+            &action_cache,
+            k,
+            &entry,
+            component.from_cache,
+        ) {
+            Ok(run) => return Ok(run),
+            // A damaged cache entry costs a re-run, never a wrong result.
+            Err(e) => tracing::warn!(
+                "cache entry for {} unusable, running the step: {e}",
+                plan.name
+            ),
+        }
+    }
+    let mut cache_info = CacheInfo {
+        key: key.as_ref().map(|k| k.0.to_string()),
+        hit: false,
+        source_run: None,
+        uncacheable: uncacheable.clone(),
+    };
+
     let writes: Vec<(String, PathBuf)> = plan
         .mounts
         .iter()
@@ -139,6 +193,7 @@ pub fn run_step(
         secrets,
         limits: plan.limits,
         outputs: watched,
+        cancel: opts.cancel.clone(),
     };
     let stdio = Stdio {
         prefix: format!("[{}] ", plan.name),
@@ -198,6 +253,45 @@ pub fn run_step(
                 staging.publish().map_err(fail(
                     "publishing outputs failed; the previous outputs are still in place",
                 ))?;
+                // Every published output goes to the content store, for
+                // rollback (`cordon restore`) and for the action cache.
+                let cas = action_cache.cas();
+                let stored: Result<(), crate::cache::CasError> = plan
+                    .mounts
+                    .iter()
+                    .filter(|m| m.access == Access::Write)
+                    .zip(&after_trees)
+                    .try_for_each(|(m, t)| cas.put_tree(&m.host, &t.entries));
+                match (stored, &key) {
+                    (Ok(()), Some(k)) => {
+                        let outputs = plan
+                            .mounts
+                            .iter()
+                            .filter(|m| m.access == Access::Write)
+                            .zip(&after_trees)
+                            .map(|(m, t)| CachedOutput {
+                                guest: m.guest.clone(),
+                                tree: t.digest.to_string(),
+                                entries: t.entries.iter().map(CachedEntry::from_entry).collect(),
+                            })
+                            .collect();
+                        let entry = ActionEntry {
+                            key: k.0.to_string(),
+                            run_id: run_id.clone(),
+                            record: state.join("records").join(format!("{run_id}.json")),
+                            outputs,
+                            report: report_json(&outcome.report),
+                        };
+                        if let Err(e) = action_cache.put(k, &entry) {
+                            tracing::warn!("cannot write the action cache entry: {e}");
+                        }
+                    }
+                    (Ok(()), None) => {}
+                    (Err(e), _) => {
+                        tracing::warn!("outputs of {} not stored for restore: {e}", plan.name);
+                        cache_info.key = None;
+                    }
+                }
                 Publication::Published
             }
             Err(reason) => {
@@ -275,11 +369,147 @@ pub fn run_step(
         termination: redact_termination(outcome.termination, &redactor),
         success,
         outputs: publication,
+        cache: cache_info,
         started_at,
         finished_at: record::now_rfc3339(),
     };
     let (record_path, _) = record
         .write(&state.join("records"), &redactor)
+        .map_err(fail("cannot write the execution record"))?;
+    Ok(StepRun {
+        record,
+        record_path,
+    })
+}
+
+/// Publishes a cached run's outputs and records the hit.
+#[allow(clippy::too_many_arguments)]
+fn serve_from_cache(
+    plan: &StepPlan,
+    run_id: &str,
+    started_at: String,
+    before: &[Option<Tree>],
+    cache: &ActionCache,
+    key: &crate::cache::ActionKey,
+    entry: &ActionEntry,
+    compiled_from_cache: bool,
+) -> Result<StepRun, ExecError> {
+    let writes: Vec<(String, PathBuf)> = plan
+        .mounts
+        .iter()
+        .filter(|m| m.access == Access::Write)
+        .map(|m| (m.guest.clone(), m.host.clone()))
+        .collect();
+    let staging = Staging::create(plan.state_dir.join("staging").join(run_id), &writes)
+        .map_err(fail("cannot create the staging directory"))?;
+    for s in &staging.mounts {
+        let out = entry
+            .outputs
+            .iter()
+            .find(|o| o.guest == s.guest)
+            .ok_or_else(|| ExecError {
+                what: format!("cache entry lacks output {}", s.guest),
+                source: "incomplete entry".into(),
+            })?;
+        let entries: Vec<crate::digest::Entry> =
+            out.entries.iter().map(CachedEntry::to_entry).collect();
+        cache
+            .cas()
+            .restore_tree(&entries, &s.dir)
+            .map_err(fail(format!("cannot restore cached output {}", s.guest)))?;
+    }
+    let trees = match staging.verify() {
+        Ok(t) => t,
+        Err(e) => {
+            staging.discard();
+            return Err(ExecError {
+                what: "cached output failed verification".into(),
+                source: Box::new(e),
+            });
+        }
+    };
+    for (t, out) in trees.iter().zip(&entry.outputs) {
+        if t.digest.to_string() != out.tree {
+            staging.discard();
+            return Err(ExecError {
+                what: format!("cached output {} does not match its tree digest", out.guest),
+                source: "digest mismatch".into(),
+            });
+        }
+    }
+    staging.publish().map_err(fail(
+        "publishing cached outputs failed; the previous outputs are still in place",
+    ))?;
+    let mut after = trees.iter();
+    let mounts = plan
+        .mounts
+        .iter()
+        .zip(before)
+        .map(|(m, b)| MountRecord {
+            guest: m.guest.clone(),
+            host: m.host.clone(),
+            access: m.access,
+            purpose: m.purpose.clone(),
+            classification: m.classification,
+            before: b.as_ref().map(|t| tree_record(t, false)),
+            after: (m.access == Access::Write)
+                .then(|| after.next().map(|t| tree_record(t, true)))
+                .flatten(),
+        })
+        .collect();
+    let empty = |log: Option<PathBuf>| crate::sandbox::stdio::StreamSummary {
+        sha256: crate::manifest::Sha256Digest::of(b""),
+        bytes_written: 0,
+        bytes_captured: 0,
+        truncated: false,
+        redacted: false,
+        log,
+    };
+    let report: crate::sandbox::host::Report =
+        serde_json::from_value(entry.report.clone()).unwrap_or_default();
+    let record = StepRecord {
+        format: record::RECORD_FORMAT,
+        run_id: run_id.to_string(),
+        step: plan.name.clone(),
+        environment: plan.environment.clone(),
+        runner: RunnerInfo::default(),
+        manifest: FileRef {
+            path: plan.manifest_path.clone(),
+            sha256: plan.manifest_sha256.clone(),
+        },
+        component: FileRef {
+            path: plan.component_path.clone(),
+            sha256: plan.component_digest.clone(),
+        },
+        compiled_from_cache,
+        args: plan.argv.clone(),
+        env: plan.env.iter().cloned().collect(),
+        mounts,
+        secrets: Default::default(),
+        secrets_not_granted: Default::default(),
+        limits: plan.limits,
+        usage: Default::default(),
+        stdout: empty(None),
+        stderr: empty(None),
+        report,
+        termination: Termination::Exited { code: 0 },
+        success: true,
+        outputs: if writes.is_empty() {
+            Publication::NoOutputs
+        } else {
+            Publication::Published
+        },
+        cache: CacheInfo {
+            key: Some(key.0.to_string()),
+            hit: true,
+            source_run: Some(entry.run_id.clone()),
+            uncacheable: None,
+        },
+        started_at,
+        finished_at: record::now_rfc3339(),
+    };
+    let (record_path, _) = record
+        .write(&plan.state_dir.join("records"), &Redactor::default())
         .map_err(fail("cannot write the execution record"))?;
     Ok(StepRun {
         record,

@@ -16,6 +16,7 @@
 //! publishes written mounts; [`secrets`] owns secret values and redaction;
 //! [`digest`] hashes files and trees without following links.
 
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod digest;
@@ -23,8 +24,10 @@ pub mod exec;
 pub mod fsutil;
 pub mod manifest;
 pub mod outputs;
+pub mod pipeline;
 pub mod plan;
 pub mod record;
 pub mod sandbox;
+pub mod scheduler;
 pub mod secrets;
 pub mod units;

@@ -11,7 +11,8 @@
 use crate::config::EnvConfig;
 use crate::fsutil::resolve;
 use crate::manifest::{
-    Access, Classification, Limits, Manifest, ManifestError, Problem, SecretGrant, Sha256Digest,
+    Access, Classification, Limits, Manifest, ManifestError, Mount, Problem, SecretGrant,
+    Sha256Digest,
 };
 use std::path::{Path, PathBuf};
 
@@ -78,6 +79,9 @@ pub struct PlanContext<'a> {
     pub workspace_dir: &'a Path,
     /// The state directory of the run.
     pub state_dir: &'a Path,
+    /// Host paths that earlier steps of a pipeline will write: a `read`
+    /// mount inside one of them need not exist when the plan is made.
+    pub produced: &'a [PathBuf],
 }
 
 /// Replaces `${name}` in a mount's host path with the environment's
@@ -107,6 +111,28 @@ fn expand_vars(host: &str, ctx: &PlanContext<'_>) -> Result<String, String> {
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// A mount's host path with variables expanded, relative to the manifest
+/// (not yet canonical).
+fn mount_host_raw(
+    manifest: &Manifest,
+    m: &Mount,
+    ctx: &PlanContext<'_>,
+) -> Result<PathBuf, String> {
+    Ok(manifest
+        .dir
+        .join(expand_vars(&m.host.to_string_lossy(), ctx)?))
+}
+
+/// A mount's absolute, canonical host path in `ctx` (what lineage compares).
+pub fn mount_host(
+    manifest: &Manifest,
+    m: &Mount,
+    ctx: &PlanContext<'_>,
+) -> Result<PathBuf, String> {
+    let raw = mount_host_raw(manifest, m, ctx)?;
+    resolve(&raw).map_err(|e| format!("cannot resolve host path {}: {e}", raw.display()))
 }
 
 /// Resolves `manifest` for a run in `ctx`.
@@ -165,9 +191,8 @@ pub fn plan_step(manifest: &Manifest, ctx: &PlanContext<'_>) -> Result<StepPlan,
 
     let mut mounts = Vec::new();
     for m in &manifest.mounts {
-        let host_text = m.host.to_string_lossy();
-        let expanded = match expand_vars(&host_text, ctx) {
-            Ok(h) => h,
+        let raw = match mount_host_raw(manifest, m, ctx) {
+            Ok(r) => r,
             Err(msg) => {
                 problems.push(m.host_at.problem(
                     msg,
@@ -179,7 +204,7 @@ pub fn plan_step(manifest: &Manifest, ctx: &PlanContext<'_>) -> Result<StepPlan,
                 continue;
             }
         };
-        let raw = manifest.dir.join(&expanded);
+
         let host = match resolve(&raw) {
             Ok(h) => h,
             Err(e) => {
@@ -190,7 +215,10 @@ pub fn plan_step(manifest: &Manifest, ctx: &PlanContext<'_>) -> Result<StepPlan,
                 continue;
             }
         };
+        let upstream = m.access == Access::Read && ctx.produced.iter().any(|p| host.starts_with(p));
         match (m.access, std::fs::symlink_metadata(&raw)) {
+            // An earlier step of the pipeline will create it.
+            (Access::Read, Err(_)) if upstream => {}
             (Access::Read | Access::ReadWrite, Err(_)) => {
                 problems.push(m.host_at.problem(
                     format!("host directory {} for {} mount {} does not exist", raw.display(), m.access, m.guest),
@@ -198,7 +226,7 @@ pub fn plan_step(manifest: &Manifest, ctx: &PlanContext<'_>) -> Result<StepPlan,
                 ));
                 continue;
             }
-            (Access::Read | Access::ReadWrite, Ok(_)) if !host.is_dir() => {
+            (Access::Read | Access::ReadWrite, Ok(_)) if !host.is_dir() && !upstream => {
                 problems.push(m.host_at.problem(
                     format!(
                         "host path {} for mount {} is not a directory",

@@ -76,6 +76,22 @@ pub enum Publication {
     NoOutputs,
 }
 
+/// The action cache's part of a record.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct CacheInfo {
+    /// The action key (absent for steps that are never cached).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Whether the outputs were served from the cache instead of running.
+    pub hit: bool,
+    /// For a hit: the run that produced the outputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_run: Option<String>,
+    /// Why the step is never cached, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uncacheable: Option<String>,
+}
+
 /// The runner that produced a record.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunnerInfo {
@@ -152,6 +168,8 @@ pub struct StepRecord {
     pub success: bool,
     /// What happened to the outputs.
     pub outputs: Publication,
+    /// The action cache's view of this run.
+    pub cache: CacheInfo,
     /// RFC 3339 start time.
     pub started_at: String,
     /// RFC 3339 end time.

@@ -59,7 +59,7 @@ pub struct SecretAudit {
 }
 
 /// Facts the step reported about itself.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     /// Named measurements.
     pub metrics: BTreeMap<String, f64>,

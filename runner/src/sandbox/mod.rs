@@ -124,6 +124,8 @@ pub struct Grants {
     pub limits: Limits,
     /// Directories the output limit applies to.
     pub outputs: Vec<Watched>,
+    /// Set from outside (Ctrl-C) to stop the step.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// Where the step's stdout/stderr go.
@@ -172,6 +174,8 @@ pub enum Termination {
         /// The full error with the guest's wasm backtrace.
         detail: String,
     },
+    /// The run was interrupted (Ctrl-C) before the step finished.
+    Interrupted,
     /// A limit stopped the step.
     LimitExceeded {
         /// Which one.
@@ -194,6 +198,7 @@ impl Termination {
             Termination::Exited { code } => format!("exited with code {code}"),
             Termination::Trapped { message, .. } => format!("trapped: {message}"),
             Termination::LimitExceeded { message, .. } => message.clone(),
+            Termination::Interrupted => "interrupted".into(),
         }
     }
 }
@@ -539,6 +544,7 @@ impl Sandbox {
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
 
+        let grants_cancel = grants.cancel.clone();
         let mut watchdog = OutputWatchdog::start(grants.outputs, limits.output);
         let tripped = watchdog.tripped();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -556,6 +562,7 @@ impl Sandbox {
                 r = run => Outcome::Finished(r),
                 _ = tokio::time::sleep(limits.timeout) => Outcome::TimedOut,
                 _ = tripped => Outcome::OutputExceeded,
+                _ = cancelled(grants_cancel) => Outcome::Interrupted,
             }
         });
         let wall = started.elapsed();
@@ -565,6 +572,7 @@ impl Sandbox {
             Outcome::Finished(Ok(Ok(()))) => Termination::Exited { code: 0 },
             Outcome::Finished(Ok(Err(()))) => Termination::Exited { code: 1 },
             Outcome::Finished(Err(e)) => classify(e, &store, &limits),
+            Outcome::Interrupted => Termination::Interrupted,
             Outcome::TimedOut => Termination::LimitExceeded {
                 limit: LimitKind::Timeout,
                 message: format!(
@@ -616,7 +624,20 @@ fn explain_invalid(bytes: &[u8], e: wasmtime::Error) -> String {
     )
 }
 
+/// Resolves once `flag` is set; never when there is none.
+async fn cancelled(flag: Option<Arc<AtomicBool>>) {
+    match flag {
+        Some(f) => {
+            while !f.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
 enum Outcome {
+    Interrupted,
     Finished(wasmtime::Result<Result<(), ()>>),
     TimedOut,
     OutputExceeded,

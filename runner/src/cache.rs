@@ -1,0 +1,373 @@
+//! The content-addressed store and the action cache.
+//!
+//! **CAS** (`<state>/cas/sha256/ab/cdef...`): every output file of every
+//! successful run, stored by its sha256, so outputs can be restored (cache
+//! hits, `cordon restore`) and re-checked byte for byte. Blobs are copied in
+//! (never hard-linked: a later in-place edit of a published file must not
+//! change the store) and verified on the way in and on the way out.
+//!
+//! **Action cache** (`<state>/cache/actions/<key>.json`): maps an
+//! [`ActionKey`] — everything that can change a step's outputs — to the run
+//! that produced them. The key binds the component digest, the resolved
+//! grants (args, env, mounts, limits), the digest of every input tree, the
+//! granted secrets' provider versions (never values), the environment and
+//! the sandbox semantics version. Change any of them and the key changes.
+
+use crate::digest::{Entry, EntryKind};
+use crate::manifest::{Access, Sha256Digest};
+use crate::plan::StepPlan;
+use crate::sandbox::host::Report;
+use crate::secrets::ResolvedSecret;
+use sha2::{Digest as _, Sha256};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Bumped whenever the meaning of a step run changes in a way the other key
+/// parts do not capture (engine semantics, WASI behaviour, staging rules).
+pub const SANDBOX_SEMANTICS: &str = "cordon-sandbox/1 wasmtime-48 wasi-p2";
+
+/// Blobs by sha256 under a directory.
+#[derive(Debug, Clone)]
+pub struct Cas {
+    root: PathBuf,
+}
+
+/// A blob that is missing or does not match its name.
+#[derive(Debug, thiserror::Error)]
+pub enum CasError {
+    /// Not in the store.
+    #[error("blob {0} is not in the content store")]
+    Missing(String),
+    /// The bytes do not hash to the name.
+    #[error("blob {hex} is corrupt: its bytes hash to {actual}")]
+    Corrupt {
+        /// Expected digest.
+        hex: String,
+        /// What the bytes hash to.
+        actual: String,
+    },
+    /// Reading or writing failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Copies `from` to `to`, returning the sha256 of what was copied.
+fn copy_hashing(from: &Path, to: &Path) -> io::Result<String> {
+    let mut src = std::fs::File::open(from)?;
+    let mut dst = std::fs::File::create(to)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        dst.write_all(&buf[..n])?;
+    }
+    dst.sync_all()?;
+    Ok(hex::encode(h.finalize()))
+}
+
+impl Cas {
+    /// The store under `<state>/cas`.
+    pub fn new(state_dir: &Path) -> Cas {
+        Cas {
+            root: state_dir.join("cas"),
+        }
+    }
+
+    fn blob(&self, hex: &str) -> PathBuf {
+        self.root.join("sha256").join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// Whether the blob is present.
+    pub fn has(&self, hex: &str) -> bool {
+        self.blob(hex).is_file()
+    }
+
+    /// Stores the file at `path`, which must hash to `hex`.
+    pub fn put_file(&self, path: &Path, hex: &str) -> Result<(), CasError> {
+        let dest = self.blob(hex);
+        if dest.is_file() {
+            return Ok(());
+        }
+        let dir = dest.parent().expect("blob has a parent");
+        crate::fsutil::create_private_dir(dir)?;
+        let tmp = dir.join(format!(
+            ".tmp-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let actual = copy_hashing(path, &tmp)?;
+        if actual != hex {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(CasError::Corrupt {
+                hex: hex.into(),
+                actual,
+            });
+        }
+        std::fs::rename(&tmp, &dest)?;
+        Ok(())
+    }
+
+    /// Copies blob `hex` to `dest`, verifying it on the way.
+    pub fn restore_file(&self, hex: &str, dest: &Path) -> Result<(), CasError> {
+        let src = self.blob(hex);
+        if !src.is_file() {
+            return Err(CasError::Missing(hex.into()));
+        }
+        let actual = copy_hashing(&src, dest)?;
+        if actual != hex {
+            let _ = std::fs::remove_file(dest);
+            return Err(CasError::Corrupt {
+                hex: hex.into(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// Stores every file of a tree rooted at `dir`.
+    pub fn put_tree(&self, dir: &Path, entries: &[Entry]) -> Result<(), CasError> {
+        for e in entries {
+            if let (EntryKind::File, Some(hex)) = (&e.kind, &e.sha256) {
+                self.put_file(&dir.join(&e.path), hex)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every file of the tree is present.
+    pub fn has_tree(&self, entries: &[Entry]) -> bool {
+        entries
+            .iter()
+            .all(|e| e.sha256.as_deref().is_none_or(|h| self.has(h)))
+    }
+
+    /// Recreates a tree under the (existing, empty) directory `dir`.
+    pub fn restore_tree(&self, entries: &[Entry], dir: &Path) -> Result<(), CasError> {
+        for e in entries {
+            let target = dir.join(&e.path);
+            match (&e.kind, &e.sha256) {
+                (EntryKind::Dir, _) => std::fs::create_dir_all(&target)?,
+                (EntryKind::File, Some(hex)) => {
+                    if let Some(p) = target.parent() {
+                        std::fs::create_dir_all(p)?;
+                    }
+                    self.restore_file(hex, &target)?;
+                }
+                _ => {
+                    return Err(CasError::Io(io::Error::other(format!(
+                        "cannot restore `{}`: not a plain file",
+                        e.path
+                    ))));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The digest of everything that determines a step's outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionKey(pub Sha256Digest);
+
+/// Why a step is never served from the cache, or `None` when it may be.
+pub fn uncacheable_reason(
+    plan: &StepPlan,
+    secrets: &[ResolvedSecret],
+    pipeline_allows: bool,
+) -> Option<String> {
+    if !pipeline_allows {
+        return Some("the pipeline says `cache = false`".into());
+    }
+    if plan.mounts.iter().any(|m| m.access == Access::ReadWrite) {
+        return Some("it changes a read-write mount in place".into());
+    }
+    if let Some(s) = secrets
+        .iter()
+        .find(|s| s.uses.contains(&crate::manifest::SecretUse::Reveal))
+    {
+        return Some(format!("it may reveal secret `{}`", s.name));
+    }
+    if let Some(s) = secrets.iter().find(|s| s.version.is_none()) {
+        // Without a version the key could not tell an old value from a new one.
+        return Some(format!(
+            "secret `{}` comes from a provider without versions ({})",
+            s.name, s.provider
+        ));
+    }
+    None
+}
+
+/// Computes the action key of a step whose read mounts hash to `inputs`
+/// (guest path → tree digest).
+pub fn action_key(
+    plan: &StepPlan,
+    inputs: &[(String, Sha256Digest)],
+    secrets: &[ResolvedSecret],
+) -> ActionKey {
+    let doc = serde_json::json!({
+        "semantics": SANDBOX_SEMANTICS,
+        "environment": plan.environment,
+        "component": plan.component_digest.to_string(),
+        "args": plan.argv,
+        "env": plan.env,
+        "mounts": plan.mounts,
+        "limits": plan.limits,
+        "inputs": inputs.iter().map(|(g, d)| (g.clone(), d.to_string())).collect::<Vec<_>>(),
+        "secrets": secrets.iter().map(|s| serde_json::json!({
+            "name": s.name, "provider": s.provider, "version": s.version, "uses": s.uses,
+        })).collect::<Vec<_>>(),
+    });
+    ActionKey(Sha256Digest::of(doc.to_string().as_bytes()))
+}
+
+/// One written mount of a cached run.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CachedOutput {
+    /// Guest path.
+    pub guest: String,
+    /// Tree digest.
+    pub tree: String,
+    /// Entries (paths and file digests).
+    pub entries: Vec<CachedEntry>,
+}
+
+/// A file or directory of a cached output.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CachedEntry {
+    /// Relative path.
+    pub path: String,
+    /// `file` or `dir`.
+    pub kind: String,
+    /// Size.
+    pub size: u64,
+    /// sha256 (files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl CachedEntry {
+    /// From a digest entry (files and directories only).
+    pub fn from_entry(e: &Entry) -> CachedEntry {
+        CachedEntry {
+            path: e.path.clone(),
+            kind: if e.kind == EntryKind::Dir {
+                "dir".into()
+            } else {
+                "file".into()
+            },
+            size: e.size,
+            sha256: e.sha256.clone(),
+        }
+    }
+
+    /// Back to a digest entry.
+    pub fn to_entry(&self) -> Entry {
+        Entry {
+            path: self.path.clone(),
+            kind: if self.kind == "dir" {
+                EntryKind::Dir
+            } else {
+                EntryKind::File
+            },
+            size: self.size,
+            sha256: self.sha256.clone(),
+        }
+    }
+}
+
+/// What the action cache remembers about a run.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ActionEntry {
+    /// The key, as `sha256:...`.
+    pub key: String,
+    /// The run that produced the outputs.
+    pub run_id: String,
+    /// Its record file.
+    pub record: PathBuf,
+    /// The outputs by mount.
+    pub outputs: Vec<CachedOutput>,
+    /// The facts the step reported.
+    pub report: serde_json::Value,
+}
+
+/// The action cache under `<state>/cache/actions`.
+#[derive(Debug, Clone)]
+pub struct ActionCache {
+    dir: PathBuf,
+    cas: Cas,
+}
+
+impl ActionCache {
+    /// The cache of the state directory.
+    pub fn new(state_dir: &Path) -> ActionCache {
+        ActionCache {
+            dir: state_dir.join("cache").join("actions"),
+            cas: Cas::new(state_dir),
+        }
+    }
+
+    /// The content store behind it.
+    pub fn cas(&self) -> &Cas {
+        &self.cas
+    }
+
+    /// The entry for `key`, if present and every blob it needs is still in
+    /// the store.
+    pub fn get(&self, key: &ActionKey) -> Option<ActionEntry> {
+        let bytes = std::fs::read(self.dir.join(format!("{}.json", key.0.hex()))).ok()?;
+        let entry: ActionEntry = serde_json::from_slice(&bytes).ok()?;
+        let complete = entry.outputs.iter().all(|o| {
+            o.entries
+                .iter()
+                .all(|e| e.sha256.as_deref().is_none_or(|h| self.cas.has(h)))
+        });
+        complete.then_some(entry)
+    }
+
+    /// Remembers `entry` (its blobs must already be stored).
+    pub fn put(&self, key: &ActionKey, entry: &ActionEntry) -> io::Result<()> {
+        crate::fsutil::create_private_dir(&self.dir)?;
+        let bytes = serde_json::to_vec_pretty(entry).map_err(io::Error::other)?;
+        crate::fsutil::write_atomic(&self.dir.join(format!("{}.json", key.0.hex())), &bytes)
+    }
+}
+
+/// Serialises a report for the action entry.
+pub fn report_json(r: &Report) -> serde_json::Value {
+    serde_json::to_value(r).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cas_round_trip_and_corruption() {
+        let d = tempfile::tempdir().unwrap();
+        let cas = Cas::new(d.path());
+        let f = d.path().join("f");
+        std::fs::write(&f, b"bytes").unwrap();
+        let hex = hex::encode(Sha256::digest(b"bytes"));
+        cas.put_file(&f, &hex).unwrap();
+        assert!(cas.has(&hex));
+        let out = d.path().join("out");
+        cas.restore_file(&hex, &out).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"bytes");
+        // A wrong digest is refused on the way in...
+        assert!(matches!(
+            cas.put_file(&f, &"0".repeat(64)),
+            Err(CasError::Corrupt { .. })
+        ));
+        // ...and a tampered blob on the way out.
+        std::fs::write(cas.blob(&hex), b"tampered").unwrap();
+        assert!(matches!(
+            cas.restore_file(&hex, &d.path().join("o2")),
+            Err(CasError::Corrupt { .. })
+        ));
+        assert!(!d.path().join("o2").exists());
+    }
+}
