@@ -55,6 +55,32 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Check that records are intact, signed by trusted keys, chained, and
+    /// that published outputs still match them.
+    ///
+    /// Without arguments, every record in the state directory's chain.
+    /// Each problem is printed as `record <run id>: <what is wrong>`.
+    #[command(after_help = VERIFY_EXIT_CODES)]
+    Verify {
+        /// One record file (`<state>/records/<run id>.json`); its state
+        /// directory is the one above `records/`.
+        record: Option<PathBuf>,
+        /// One run, by id.
+        #[arg(long, value_name = "ID", conflicts_with = "record")]
+        run: Option<String>,
+        /// State directory [default: .cordon/ in the current directory].
+        #[arg(long, value_name = "DIR", conflicts_with = "record")]
+        state: Option<PathBuf>,
+        /// The workspace file with the trusted keys [default: the nearest
+        /// cordon.toml above the current directory].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Manage the keys that sign records.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Write the current digest of a manifest's component into the manifest.
     ///
     /// Run it after building a step you have reviewed; the digest change
@@ -64,6 +90,31 @@ enum Command {
         manifest: PathBuf,
     },
 }
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Create an ed25519 key pair for an environment and configure it.
+    ///
+    /// Writes `keys/<env>.key` (PKCS#8 PEM, mode 0600) and `keys/<env>.pub`
+    /// (PEM SubjectPublicKeyInfo) beside cordon.toml, and sets the
+    /// environment's `records.signing-key` and adds the public key to its
+    /// `records.trusted-keys`. Existing key files are never overwritten.
+    Generate {
+        /// The environment.
+        #[arg(long, value_name = "NAME")]
+        env: String,
+        /// The workspace file [default: the nearest cordon.toml above the
+        /// current directory, or a new ./cordon.toml].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+const VERIFY_EXIT_CODES: &str = "\
+Exit codes:
+  0  every record checked holds
+  1  verification failed; each problem is printed
+  2  the invocation is wrong (no such state directory, run or config)";
 
 /// An error with the exit code it maps to.
 struct Failure {
@@ -110,6 +161,15 @@ pub fn main() -> ExitCode {
             config,
         } => run(&manifest, state, quiet, &env, config.as_deref()),
         Command::Pin { manifest } => pin(&manifest),
+        Command::Verify {
+            record,
+            run,
+            state,
+            config,
+        } => verify(record, run, state, config.as_deref()),
+        Command::Key {
+            command: KeyCommand::Generate { env, config },
+        } => key_generate(&env, config.as_deref()),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -138,6 +198,25 @@ fn run(
     };
     let plan = plan_step(&manifest, &ctx).map_err(bad_input)?;
     let secrets = crate::secrets::resolve_from_env(&plan.secrets).map_err(bad_input)?;
+    let signer = match &env.records.signing_key {
+        Some(path) => Some(std::sync::Arc::new(
+            crate::attest::Signer::load(path).map_err(bad_input)?,
+        )),
+        None if env.protected => {
+            return Err(bad_input(anyhow::anyhow!(
+                "environment `{}` is protected, and its records must be signed, but it has no signing key\n  fix: run `cordon key generate --env {}`",
+                env.name,
+                env.name
+            )));
+        }
+        None => {
+            eprintln!(
+                "cordon: warning: environment `{}` has no signing key; the record will be chained but not signed, and `cordon verify` reports it (fix: `cordon key generate --env {}`)",
+                env.name, env.name
+            );
+            None
+        }
+    };
 
     crate::fsutil::create_private_dir(&plan.state_dir)
         .with_context(|| {
@@ -166,7 +245,7 @@ fn run(
             }
             other => runner_fault(other),
         })?;
-    let run = run_step(&plan, &sandbox, &component, secrets, &RunOptions { quiet })
+    let run = run_step(&plan, &sandbox, &component, secrets, &RunOptions { quiet, signer })
         .map_err(runner_fault)?;
 
     let r = &run.record;
@@ -195,6 +274,161 @@ fn run(
         eprintln!("cordon: record: {record_path}");
         Ok(1)
     }
+}
+
+fn verify(
+    record: Option<PathBuf>,
+    run: Option<String>,
+    state: Option<PathBuf>,
+    config: Option<&Path>,
+) -> Result<u8, Failure> {
+    use crate::verify::Scope;
+    let (state_dir, scope) = match (record, run) {
+        (Some(file), _) => {
+            let id = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+                .filter(|n| !n.ends_with(".dsse"))
+                .ok_or_else(|| {
+                    bad_input(anyhow::anyhow!(
+                        "{} is not a record file (`<run id>.json`)",
+                        file.display()
+                    ))
+                })?
+                .to_string();
+            let records = crate::fsutil::resolve(&file)
+                .map_err(bad_input)?
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            if records.file_name().is_none_or(|n| n != "records") {
+                return Err(bad_input(anyhow::anyhow!(
+                    "{} is not inside a state directory's `records/` folder",
+                    file.display()
+                )));
+            }
+            let state = records.parent().map(Path::to_path_buf).unwrap_or_default();
+            (state, Scope::Run(id))
+        }
+        (None, run) => (
+            state.unwrap_or_else(|| PathBuf::from(".cordon")),
+            run.map_or(Scope::All, Scope::Run),
+        ),
+    };
+    let cwd = std::env::current_dir().map_err(runner_fault)?;
+    let workspace = WorkspaceConfig::discover(config, &cwd).map_err(bad_input)?;
+    let verdict = crate::verify::verify(&state_dir, &workspace, &scope).map_err(bad_input)?;
+    for f in &verdict.findings {
+        println!("{f}");
+    }
+    if verdict.findings.is_empty() {
+        eprintln!(
+            "cordon: verified {} record{}: signatures, chain and outputs hold",
+            verdict.records,
+            if verdict.records == 1 { "" } else { "s" }
+        );
+        Ok(0)
+    } else {
+        eprintln!(
+            "cordon: verification failed: {} problem{} ({} record{} checked)",
+            verdict.findings.len(),
+            if verdict.findings.len() == 1 { "" } else { "s" },
+            verdict.records,
+            if verdict.records == 1 { "" } else { "s" }
+        );
+        Ok(1)
+    }
+}
+
+fn key_generate(env: &str, config: Option<&Path>) -> Result<u8, Failure> {
+    if !crate::manifest::is_valid_name(env) {
+        return Err(bad_input(anyhow::anyhow!(
+            "environment name `{env}` is invalid; use lowercase letters, digits and `-`"
+        )));
+    }
+    let cwd = std::env::current_dir().map_err(runner_fault)?;
+    let config_path = config
+        .map(Path::to_path_buf)
+        .or_else(|| crate::config::find(&cwd))
+        .unwrap_or_else(|| cwd.join(crate::config::FILE_NAME));
+    let source = match std::fs::read_to_string(&config_path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(bad_input(anyhow::anyhow!(
+                "cannot read {}: {e}",
+                config_path.display()
+            )));
+        }
+    };
+    let mut doc: toml_edit::DocumentMut = source
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", config_path.display()))
+        .map_err(bad_input)?;
+    let dir = match config_path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let (key_rel, pub_rel) = (format!("keys/{env}.key"), format!("keys/{env}.pub"));
+    let (key_path, pub_path) = (dir.join(&key_rel), dir.join(&pub_rel));
+    for p in [&key_path, &pub_path] {
+        if p.exists() {
+            return Err(bad_input(anyhow::anyhow!(
+                "{} already exists; refusing to replace a key (move it away first if you mean to rotate it)",
+                p.display()
+            )));
+        }
+    }
+    let (private, public) = crate::attest::generate();
+    crate::fsutil::create_private_dir(&dir.join("keys")).map_err(runner_fault)?;
+    crate::fsutil::write_new(&key_path, private.as_bytes())
+        .with_context(|| format!("cannot write {}", key_path.display()))
+        .map_err(runner_fault)?;
+    crate::fsutil::write_new(&pub_path, public.as_bytes())
+        .with_context(|| format!("cannot write {}", pub_path.display()))
+        .map_err(runner_fault)?;
+
+    let envs = doc
+        .entry("env")
+        .or_insert_with(|| {
+            let mut t = toml_edit::Table::new();
+            t.set_implicit(true);
+            toml_edit::Item::Table(t)
+        })
+        .as_table_mut()
+        .ok_or_else(|| bad_input(anyhow::anyhow!("`env` in {} is not a table", config_path.display())))?;
+    let e = envs
+        .entry(env)
+        .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| bad_input(anyhow::anyhow!("`env.{env}` is not a table")))?;
+    let records = e
+        .entry("records")
+        .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| bad_input(anyhow::anyhow!("`env.{env}.records` is not a table")))?;
+    records["signing-key"] = toml_edit::value(key_rel.clone());
+    let trusted = records
+        .entry("trusted-keys")
+        .or_insert_with(|| toml_edit::value(toml_edit::Array::new()))
+        .as_array_mut()
+        .ok_or_else(|| bad_input(anyhow::anyhow!("`env.{env}.records.trusted-keys` is not a list")))?;
+    if !trusted.iter().any(|v| v.as_str() == Some(pub_rel.as_str())) {
+        trusted.push(pub_rel.clone());
+    }
+    crate::fsutil::write_atomic(&config_path, doc.to_string().as_bytes())
+        .with_context(|| format!("cannot write {}", config_path.display()))
+        .map_err(runner_fault)?;
+    let signer = crate::attest::Signer::load(&key_path).map_err(runner_fault)?;
+    eprintln!(
+        "cordon: environment `{env}` now signs its records with {} (keyid {}); public key {} is trusted in {}",
+        key_path.display(),
+        signer.keyid(),
+        pub_path.display(),
+        config_path.display()
+    );
+    Ok(0)
 }
 
 fn pin(manifest_path: &Path) -> Result<u8, Failure> {

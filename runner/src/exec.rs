@@ -6,12 +6,16 @@
 //! parses a manifest and never sees a secret value except to pass it on.
 
 use crate::digest::{self, Tree};
-use crate::manifest::Access;
+use crate::manifest::{Access, ClockMode, RandomMode};
 use crate::outputs::{OutputError, Staging};
 use crate::plan::StepPlan;
-use crate::record::{self, FileRef, MountRecord, Publication, RunnerInfo, StepRecord, TreeRecord};
+use crate::record::{
+    self, FileRef, MountRecord, Publication, Reproducibility, RunnerInfo, StepRecord, TreeRecord,
+};
 use crate::sandbox::stdio::Forward;
-use crate::sandbox::{Grants, Preopen, Sandbox, Stdio, StepComponent, Termination, Watched};
+use crate::sandbox::{
+    Determinism, Grants, Preopen, Sandbox, Stdio, StepComponent, Termination, Watched,
+};
 use crate::secrets::{Redactor, ResolvedSecret};
 use std::path::PathBuf;
 
@@ -20,6 +24,9 @@ use std::path::PathBuf;
 pub struct RunOptions {
     /// Do not forward the step's stdout/stderr to the terminal.
     pub quiet: bool,
+    /// The environment's record signing key; without one the record is
+    /// chained but not signed.
+    pub signer: Option<std::sync::Arc<crate::attest::Signer>>,
 }
 
 /// A finished run: the record and where it was written.
@@ -29,6 +36,8 @@ pub struct StepRun {
     pub record: StepRecord,
     /// Its file.
     pub record_path: PathBuf,
+    /// Its signed statement, when the environment signs records.
+    pub envelope_path: Option<PathBuf>,
 }
 
 /// A failure of the runner (not of the step): the run could not be carried
@@ -70,6 +79,7 @@ pub fn run_step(
 ) -> Result<StepRun, ExecError> {
     let run_id = record::new_run_id(&plan.name);
     let started_at = record::now_rfc3339();
+    let (determinism, reproducibility) = determinism_for(plan);
     let state = &plan.state_dir;
 
     // Inputs are hashed before the step starts: the record binds what the
@@ -139,6 +149,7 @@ pub fn run_step(
         secrets,
         limits: plan.limits,
         outputs: watched,
+        determinism,
     };
     let stdio = Stdio {
         prefix: format!("[{}] ", plan.name),
@@ -231,7 +242,7 @@ pub fn run_step(
             access: m.access,
             purpose: m.purpose.clone(),
             classification: m.classification,
-            before: before.as_ref().map(|t| tree_record(t, false)),
+            before: before.as_ref().map(|t| tree_record(t, true)),
             after,
         });
     }
@@ -243,7 +254,7 @@ pub fn run_step(
         .into_iter()
         .map(|(k, v)| (redactor.redact_str(&k), redactor.redact_str(&v)))
         .collect();
-    let record = StepRecord {
+    let mut record = StepRecord {
         format: record::RECORD_FORMAT,
         run_id: run_id.clone(),
         step: plan.name.clone(),
@@ -277,14 +288,45 @@ pub fn run_step(
         outputs: publication,
         started_at,
         finished_at: record::now_rfc3339(),
+        reproducibility,
+        chain: None,
     };
-    let (record_path, _) = record
-        .write(&state.join("records"), &redactor)
-        .map_err(fail("cannot write the execution record"))?;
+    let sealed = crate::chain::seal(
+        &state.join("records"),
+        &mut record,
+        &redactor,
+        opts.signer.as_deref(),
+    )
+    .map_err(fail("cannot write the execution record"))?;
     Ok(StepRun {
         record,
-        record_path,
+        record_path: sealed.record_path,
+        envelope_path: sealed.envelope_path,
     })
+}
+
+/// A fixed clock (this second) and a fresh seed, unless the manifest opts
+/// out; and how the record describes them.
+fn determinism_for(plan: &StepPlan) -> (Determinism, Reproducibility) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let clock = (plan.clock == ClockMode::Fixed).then(|| now.as_secs());
+    let seed = (plan.random == RandomMode::Seeded).then(rand::random::<[u8; 32]>);
+    (
+        Determinism {
+            wall_clock: clock.map(std::time::Duration::from_secs),
+            seed,
+        },
+        Reproducibility {
+            reproducible: clock.is_some() && seed.is_some(),
+            clock: plan.clock,
+            fixed_clock_unix_s: clock,
+            random: plan.random,
+            seed: seed.map(hex::encode),
+            nan_canonicalization: true,
+        },
+    )
 }
 
 fn redact_termination(t: Termination, r: &Redactor) -> Termination {

@@ -16,6 +16,8 @@
 //! publishes written mounts; [`secrets`] owns secret values and redaction;
 //! [`digest`] hashes files and trees without following links.
 
+pub mod attest;
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod digest;
@@ -28,3 +30,4 @@ pub mod record;
 pub mod sandbox;
 pub mod secrets;
 pub mod units;
+pub mod verify;

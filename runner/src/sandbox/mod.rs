@@ -24,8 +24,11 @@
 //! ([`Sandbox::load`] compiles or loads the cached artifact and
 //! pre-instantiates), once per run ([`Sandbox::run`] builds the store).
 
+pub mod determinism;
 pub mod host;
 pub mod stdio;
+
+pub use determinism::Determinism;
 
 use crate::digest::charged_bytes;
 use crate::manifest::{Limits, Sha256Digest};
@@ -124,6 +127,8 @@ pub struct Grants {
     pub limits: Limits,
     /// Directories the output limit applies to.
     pub outputs: Vec<Watched>,
+    /// Fixed clock and seeded randomness, when the run is reproducible.
+    pub determinism: Determinism,
 }
 
 /// Where the step's stdout/stderr go.
@@ -348,6 +353,10 @@ impl Sandbox {
         config.wasm_component_model(true);
         config.consume_fuel(true);
         config.epoch_interruption(true);
+        // The same float operations must give the same bits on every
+        // machine, or a reproducible step is reproducible only on the CPU
+        // it first ran on. Canonical NaNs cost a little float throughput.
+        config.cranelift_nan_canonicalization(true);
         let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(wasm_err(e)))?;
         let linker = base_linker(&engine).map_err(|e| SandboxError::Engine(wasm_err(e)))?;
 
@@ -518,6 +527,7 @@ impl Sandbox {
         b.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
+        determinism::apply(&grants.determinism, &mut b);
 
         let limits = grants.limits;
         let state = StepState {
