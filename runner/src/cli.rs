@@ -209,13 +209,7 @@ fn run(
                 env.name
             )));
         }
-        None => {
-            eprintln!(
-                "cordon: warning: environment `{}` has no signing key; the record will be chained but not signed, and `cordon verify` reports it (fix: `cordon key generate --env {}`)",
-                env.name, env.name
-            );
-            None
-        }
+        None => None,
     };
 
     crate::fsutil::create_private_dir(&plan.state_dir)
@@ -245,6 +239,12 @@ fn run(
             }
             other => runner_fault(other),
         })?;
+    if signer.is_none() {
+        eprintln!(
+            "cordon: warning: environment `{}` has no signing key; the record will be chained but not signed, and `cordon verify` reports it (fix: `cordon key generate --env {}`)",
+            env.name, env.name
+        );
+    }
     let run = run_step(&plan, &sandbox, &component, secrets, &RunOptions { quiet, signer })
         .map_err(runner_fault)?;
 
