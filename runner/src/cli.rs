@@ -75,6 +75,10 @@ enum Command {
         /// cordon.toml above the current directory].
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Also run each step again from its record (component from the
+        /// store, same inputs, clock and seed) and compare its outputs.
+        #[arg(long)]
+        reexecute: bool,
     },
     /// Manage the keys that sign records.
     Key {
@@ -166,7 +170,8 @@ pub fn main() -> ExitCode {
             run,
             state,
             config,
-        } => verify(record, run, state, config.as_deref()),
+            reexecute,
+        } => verify(record, run, state, config.as_deref(), reexecute),
         Command::Key {
             command: KeyCommand::Generate { env, config },
         } => key_generate(&env, config.as_deref()),
@@ -245,8 +250,14 @@ fn run(
             env.name, env.name
         );
     }
-    let run = run_step(&plan, &sandbox, &component, secrets, &RunOptions { quiet, signer })
-        .map_err(runner_fault)?;
+    let run = run_step(
+        &plan,
+        &sandbox,
+        &component,
+        secrets,
+        &RunOptions { quiet, signer },
+    )
+    .map_err(runner_fault)?;
 
     let r = &run.record;
     let record_path = run.record_path.display();
@@ -281,6 +292,7 @@ fn verify(
     run: Option<String>,
     state: Option<PathBuf>,
     config: Option<&Path>,
+    reexecute: bool,
 ) -> Result<u8, Failure> {
     use crate::verify::Scope;
     let (state_dir, scope) = match (record, run) {
@@ -318,7 +330,10 @@ fn verify(
     };
     let cwd = std::env::current_dir().map_err(runner_fault)?;
     let workspace = WorkspaceConfig::discover(config, &cwd).map_err(bad_input)?;
-    let verdict = crate::verify::verify(&state_dir, &workspace, &scope).map_err(bad_input)?;
+    let mut verdict = crate::verify::verify(&state_dir, &workspace, &scope).map_err(bad_input)?;
+    if reexecute {
+        reexecute_all(&state_dir, &scope, &mut verdict)?;
+    }
     for f in &verdict.findings {
         println!("{f}");
     }
@@ -339,6 +354,63 @@ fn verify(
         );
         Ok(1)
     }
+}
+
+/// Re-runs every record in `scope` and adds what differs to `verdict`.
+fn reexecute_all(
+    state_dir: &Path,
+    scope: &crate::verify::Scope,
+    verdict: &mut crate::verify::Verdict,
+) -> Result<(), Failure> {
+    use crate::reexec::Reexecution;
+    use crate::verify::{Finding, Scope};
+    let records_dir = state_dir.join("records");
+    let runs: Vec<String> = match scope {
+        Scope::Run(id) => vec![id.clone()],
+        Scope::All => crate::chain::read_lines(&records_dir)
+            .map_err(runner_fault)?
+            .iter()
+            .filter_map(|l| serde_json::from_str::<crate::chain::LogEntry>(l).ok())
+            .map(|e| e.run)
+            .collect(),
+    };
+    let cache_dir = std::env::var_os("CORDON_COMPILE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir.join("compiled"));
+    let sandbox = Sandbox::new(Some(cache_dir)).map_err(runner_fault)?;
+    for run in runs {
+        let subject = format!("record {run}");
+        let path = crate::chain::record_path(&records_dir, &run);
+        let Some(record) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        else {
+            continue; // already reported by verify
+        };
+        let opted_out = record["reproducibility"]["reproducible"] == false;
+        match crate::reexec::reexecute(state_dir, &record, &sandbox) {
+            Ok(Reexecution::Reproduced { files }) => {
+                eprintln!("cordon: {subject}: reproducible ({files} output files identical)")
+            }
+            Ok(Reexecution::Differs(what)) => verdict.findings.push(Finding {
+                subject,
+                problem: format!(
+                    "re-execution differs{}: {}",
+                    if opted_out {
+                        " (the step opted out of the fixed clock or seeded randomness)"
+                    } else {
+                        ""
+                    },
+                    what.join(", ")
+                ),
+            }),
+            Err(e) => verdict.findings.push(Finding {
+                subject,
+                problem: format!("cannot re-execute: {e}"),
+            }),
+        }
+    }
+    Ok(())
 }
 
 fn key_generate(env: &str, config: Option<&Path>) -> Result<u8, Failure> {
@@ -397,7 +469,12 @@ fn key_generate(env: &str, config: Option<&Path>) -> Result<u8, Failure> {
             toml_edit::Item::Table(t)
         })
         .as_table_mut()
-        .ok_or_else(|| bad_input(anyhow::anyhow!("`env` in {} is not a table", config_path.display())))?;
+        .ok_or_else(|| {
+            bad_input(anyhow::anyhow!(
+                "`env` in {} is not a table",
+                config_path.display()
+            ))
+        })?;
     let e = envs
         .entry(env)
         .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()))
@@ -413,7 +490,11 @@ fn key_generate(env: &str, config: Option<&Path>) -> Result<u8, Failure> {
         .entry("trusted-keys")
         .or_insert_with(|| toml_edit::value(toml_edit::Array::new()))
         .as_array_mut()
-        .ok_or_else(|| bad_input(anyhow::anyhow!("`env.{env}.records.trusted-keys` is not a list")))?;
+        .ok_or_else(|| {
+            bad_input(anyhow::anyhow!(
+                "`env.{env}.records.trusted-keys` is not a list"
+            ))
+        })?;
     if !trusted.iter().any(|v| v.as_str() == Some(pub_rel.as_str())) {
         trusted.push(pub_rel.clone());
     }

@@ -318,9 +318,16 @@ mod tests {
             c.envs["dev"].records.signing_key.as_deref(),
             Some(d.path().join("keys/dev.key").as_path())
         );
-        assert_eq!(c.envs["dev"].records.trusted_keys, [d.path().join("keys/dev.pub")]);
+        assert_eq!(
+            c.envs["dev"].records.trusted_keys,
+            [d.path().join("keys/dev.pub")]
+        );
 
-        std::fs::write(&p, "[env.dev.records]\ntrusted-keys = [\"keys/gone.pub\"]\n").unwrap();
+        std::fs::write(
+            &p,
+            "[env.dev.records]\ntrusted-keys = [\"keys/gone.pub\"]\n",
+        )
+        .unwrap();
         let err = WorkspaceConfig::load(&p).unwrap_err().to_string();
         assert!(err.contains("cordon.toml:2:17: trusted key"), "{err}");
         assert!(err.contains("does not exist"), "{err}");

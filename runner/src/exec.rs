@@ -254,6 +254,13 @@ pub fn run_step(
         .into_iter()
         .map(|(k, v)| (redactor.redact_str(&k), redactor.redact_str(&v)))
         .collect();
+    // The component goes into the store so the run can be repeated from
+    // its record (`cordon verify --reexecute`) after the file is rebuilt.
+    crate::cas::Cas::for_state(state)
+        .and_then(|cas| cas.put(&plan.component_bytes))
+        .map_err(fail(
+            "cannot store the component in the content-addressed store",
+        ))?;
     let mut record = StepRecord {
         format: record::RECORD_FORMAT,
         run_id: run_id.clone(),
@@ -311,7 +318,7 @@ fn determinism_for(plan: &StepPlan) -> (Determinism, Reproducibility) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let clock = (plan.clock == ClockMode::Fixed).then(|| now.as_secs());
+    let clock = (plan.clock == ClockMode::Fixed).then_some(now.as_secs());
     let seed = (plan.random == RandomMode::Seeded).then(rand::random::<[u8; 32]>);
     (
         Determinism {

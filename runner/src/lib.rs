@@ -17,6 +17,7 @@
 //! [`digest`] hashes files and trees without following links.
 
 pub mod attest;
+pub mod cas;
 pub mod chain;
 pub mod cli;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod manifest;
 pub mod outputs;
 pub mod plan;
 pub mod record;
+pub mod reexec;
 pub mod sandbox;
 pub mod secrets;
 pub mod units;

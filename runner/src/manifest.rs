@@ -765,7 +765,8 @@ mod tests {
         assert_eq!((m.clock, m.random), (ClockMode::Real, RandomMode::Real));
         let err = parse(&minimal("clock = \"wall\"\n")).unwrap_err();
         assert!(
-            err.to_string().contains("unknown variant `wall`, expected `fixed` or `real`"),
+            err.to_string()
+                .contains("unknown variant `wall`, expected `fixed` or `real`"),
             "{err}"
         );
     }

@@ -286,9 +286,7 @@ fn check_record(
     match &entry.envelope {
         None => cx.fail(
             &subject,
-            format!(
-                "is not signed (environment `{environment}` had no signing key when it ran)"
-            ),
+            format!("is not signed (environment `{environment}` had no signing key when it ran)"),
         ),
         Some(expected) => match std::fs::read(&env_path) {
             Err(e) => cx.fail(
@@ -309,7 +307,10 @@ fn check_record(
                         Err(e) => cx.fail(&subject, format!("signature: {e}")),
                         Ok((ptype, payload)) => {
                             if ptype != attest::PAYLOAD_TYPE {
-                                cx.fail(&subject, format!("the envelope's payload type is {ptype}"));
+                                cx.fail(
+                                    &subject,
+                                    format!("the envelope's payload type is {ptype}"),
+                                );
                             }
                             let signed: Option<Value> = serde_json::from_slice(&payload).ok();
                             let rebuilt = attest::statement(&bytes).ok();
@@ -359,32 +360,38 @@ fn check_record(
     }
 }
 
-/// Names of the files that differ between a recorded tree and one on disk.
+/// What identifies an entry's content in a record's JSON form: the file's
+/// sha256, the link's target, or the kind.
+fn entry_identity(e: &Value) -> String {
+    if let Some(h) = e["sha256"].as_str() {
+        h.to_string()
+    } else if let Some(t) = e.get("symlink") {
+        format!("symlink to {}", t["target"])
+    } else if e.get("dir").is_some() {
+        "dir".into()
+    } else {
+        "other".into()
+    }
+}
+
+/// Names of the entries that differ between a recorded tree (its JSON form
+/// in a record) and a tree on disk.
 pub fn differing_files(recorded: &Value, now: &digest::Tree) -> Vec<String> {
-    let before: BTreeMap<String, String> = recorded["entries"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            (
-                e["path"].as_str().unwrap_or("").to_string(),
-                e["sha256"].as_str().unwrap_or(e["kind"].as_str().unwrap_or("")).to_string(),
-            )
-        })
-        .collect();
-    let after: BTreeMap<String, String> = now
-        .entries
-        .iter()
-        .map(|e| {
-            let kind = match &e.kind {
-                digest::EntryKind::File => "file",
-                digest::EntryKind::Dir => "dir",
-                digest::EntryKind::Symlink { .. } => "symlink",
-                digest::EntryKind::Other => "other",
-            };
-            (e.path.clone(), e.sha256.clone().unwrap_or_else(|| kind.into()))
-        })
-        .collect();
+    let listing = |entries: &Value| -> BTreeMap<String, String> {
+        entries
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["path"].as_str().unwrap_or("").to_string(),
+                    entry_identity(e),
+                )
+            })
+            .collect()
+    };
+    let before = listing(&recorded["entries"]);
+    let after = listing(&serde_json::to_value(&now.entries).unwrap_or_default());
     let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
     let mut out = Vec::new();
     for n in names {
