@@ -591,3 +591,12 @@ fn reexecution_flags_a_step_that_reads_the_real_clock() {
         "{out:?}"
     );
 }
+
+#[test]
+fn float_nans_are_canonical_whatever_the_cpu() {
+    let ws = Workspace::new();
+    ws.step(PROBE, &["nan"], "");
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.probe_lines("nan"), ["nan: ok 0x7fc00000"]);
+}

@@ -179,6 +179,12 @@ fn run(op: &str, a: &[String]) -> Result<String, String> {
             cordon_sdk::report::annotate(arg(a, 0), arg(a, 1));
             Ok("recorded".into())
         }
+        "nan" => {
+            // A quiet NaN with a payload, through one float addition: the
+            // hardware keeps the payload, a canonicalizing engine does not.
+            let x = black_box(f32::from_bits(0x7fc1_2345)) + black_box(1.0f32);
+            Ok(format!("{:#010x}", x.to_bits()))
+        }
         "time" => Ok(wall_clock_nanos().to_string()),
         "random" => Ok(random_hex()),
         "write-time" => std::fs::write(arg(a, 0), wall_clock_nanos().to_string())
