@@ -80,6 +80,11 @@ enum Command {
         #[arg(long)]
         reexecute: bool,
     },
+    /// Export records in other formats.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
     /// Manage the keys that sign records.
     Key {
         #[command(subcommand)]
@@ -111,6 +116,37 @@ enum KeyCommand {
         /// current directory, or a new ./cordon.toml].
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ExportCommand {
+    /// A run as in-toto link and layout metadata for `in-toto-verify`.
+    ///
+    /// Writes `<step>.<keyid prefix>.link` (signed with the environment's
+    /// signing key) and `root.layout` (signed with --layout-key) into DIR.
+    /// Artifact names are paths relative to --base; verify with
+    /// `in-toto-verify --layout DIR/root.layout --verification-keys
+    /// LAYOUT_KEY.pub --link-dir DIR` run in the base directory.
+    InToto {
+        /// The run to export.
+        #[arg(long, value_name = "ID")]
+        run: String,
+        /// Where to write the link and the layout.
+        dir: PathBuf,
+        /// The private key (PKCS#8 PEM) that signs the layout.
+        #[arg(long, value_name = "FILE")]
+        layout_key: PathBuf,
+        /// State directory [default: .cordon/ in the current directory].
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// The workspace file [default: the nearest cordon.toml].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The directory artifact names are relative to [default: the
+        /// current directory].
+        #[arg(long, value_name = "DIR")]
+        base: Option<PathBuf>,
     },
 }
 
@@ -172,6 +208,17 @@ pub fn main() -> ExitCode {
             config,
             reexecute,
         } => verify(record, run, state, config.as_deref(), reexecute),
+        Command::Export {
+            command:
+                ExportCommand::InToto {
+                    run,
+                    dir,
+                    layout_key,
+                    state,
+                    config,
+                    base,
+                },
+        } => export_in_toto(&run, &dir, &layout_key, state, config.as_deref(), base),
         Command::Key {
             command: KeyCommand::Generate { env, config },
         } => key_generate(&env, config.as_deref()),
@@ -411,6 +458,58 @@ fn reexecute_all(
         }
     }
     Ok(())
+}
+
+fn export_in_toto(
+    run: &str,
+    dir: &Path,
+    layout_key: &Path,
+    state: Option<PathBuf>,
+    config: Option<&Path>,
+    base: Option<PathBuf>,
+) -> Result<u8, Failure> {
+    let state = state.unwrap_or_else(|| PathBuf::from(".cordon"));
+    let cwd = std::env::current_dir().map_err(runner_fault)?;
+    let workspace = WorkspaceConfig::discover(config, &cwd).map_err(bad_input)?;
+    // Only a record that verifies is worth exporting.
+    let verdict = crate::verify::verify(
+        &state,
+        &workspace,
+        &crate::verify::Scope::Run(run.to_string()),
+    )
+    .map_err(bad_input)?;
+    if let Some(f) = verdict.findings.first() {
+        return Err(bad_input(anyhow::anyhow!(
+            "the records do not verify ({f}); run `cordon verify` for every problem"
+        )));
+    }
+    let path = crate::chain::record_path(&state.join("records"), run);
+    let record: serde_json::Value = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| bad_input(anyhow::anyhow!("cannot read {}", path.display())))?;
+    let env_name = record["environment"].as_str().unwrap_or("");
+    let env = workspace.env(env_name).map_err(bad_input)?;
+    let functionary = env
+        .records
+        .signing_key
+        .as_deref()
+        .ok_or_else(|| {
+            bad_input(anyhow::anyhow!(
+                "environment `{env_name}` has no signing key to sign the link with"
+            ))
+        })
+        .and_then(|p| crate::attest::Signer::load(p).map_err(bad_input))?;
+    let layout_signer = crate::attest::Signer::load(layout_key).map_err(bad_input)?;
+    let base = crate::fsutil::resolve(&base.unwrap_or(cwd)).map_err(bad_input)?;
+    let out = crate::export::export(&record, &functionary, &layout_signer, &base, dir)
+        .map_err(|e| bad_input(anyhow::anyhow!(e)))?;
+    eprintln!(
+        "cordon: wrote {} and {}",
+        out.link.display(),
+        out.layout.display()
+    );
+    Ok(0)
 }
 
 fn key_generate(env: &str, config: Option<&Path>) -> Result<u8, Failure> {

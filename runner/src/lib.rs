@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod digest;
 pub mod exec;
+pub mod export;
 pub mod fsutil;
 pub mod manifest;
 pub mod outputs;

@@ -600,3 +600,104 @@ fn float_nans_are_canonical_whatever_the_cpu() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.probe_lines("nan"), ["nan: ok 0x7fc00000"]);
 }
+
+/// `in-toto-verify` from PyPI `in-toto`: required, since the point is that
+/// a tool nobody here wrote accepts the export.
+fn in_toto_verify(ws: &Workspace, args: &[&str]) -> Option<std::process::Output> {
+    let found = std::process::Command::new("in-toto-verify")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CORDON_TEST_SKIP_IN_TOTO").is_some(),
+            "in-toto-verify is not installed: `pip install in-toto` (or set CORDON_TEST_SKIP_IN_TOTO=1 to skip this check)"
+        );
+        return None;
+    }
+    Some(
+        std::process::Command::new("in-toto-verify")
+            .args(args)
+            .current_dir(ws.root())
+            .output()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn exported_in_toto_links_and_layout_pass_in_toto_verify_until_an_output_is_tampered_with() {
+    let ws = signed_workspace();
+    assert_eq!(
+        ws.cordon(&["key", "generate", "--env", "owner"], &[]).code,
+        0
+    );
+    checksum_step(&ws);
+    run_ok(&ws);
+    let run_id = record_paths(&ws)[0]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let out = ws.cordon(
+        &[
+            "export",
+            "in-toto",
+            "--run",
+            &run_id,
+            "--layout-key",
+            "keys/owner.key",
+            "meta",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let keyid = {
+        let (env, _) = statement_of(&envelope_of(&record_paths(&ws)[0]));
+        env["signatures"][0]["keyid"].as_str().unwrap().to_string()
+    };
+    let link_path = ws.path(&format!("meta/checksum.{}.link", &keyid[..8]));
+    let (_, link) = statement_of(&link_path);
+    assert_eq!(link["_type"], "link");
+    assert_eq!(link["name"], "checksum");
+    assert_eq!(
+        link["materials"]["data/a.txt"]["sha256"],
+        sha256_hex(b"alpha\n")
+    );
+    let sums = std::fs::read(ws.path("sums/SHA256SUMS")).unwrap();
+    assert_eq!(
+        link["products"]["sums/SHA256SUMS"]["sha256"],
+        sha256_hex(&sums)
+    );
+
+    let args = [
+        "--layout",
+        "meta/root.layout",
+        "--verification-keys",
+        "keys/owner.pub",
+        "--link-dir",
+        "meta",
+    ];
+    let Some(ok) = in_toto_verify(&ws, &args) else {
+        return;
+    };
+    assert!(ok.status.success(), "{ok:?}");
+    // A layout checked against a key that did not sign it fails.
+    let wrong = in_toto_verify(
+        &ws,
+        &[
+            "--layout",
+            "meta/root.layout",
+            "--verification-keys",
+            "keys/dev.pub",
+            "--link-dir",
+            "meta",
+        ],
+    )
+    .unwrap();
+    assert_eq!(wrong.status.code(), Some(1), "{wrong:?}");
+    // A tampered output fails.
+    std::fs::write(ws.path("sums/SHA256SUMS"), "forged\n").unwrap();
+    let tampered = in_toto_verify(&ws, &args).unwrap();
+    assert_eq!(tampered.status.code(), Some(1), "{tampered:?}");
+}
