@@ -29,8 +29,9 @@ pub struct TreeRecord {
     pub files: u64,
     /// Bytes of regular files.
     pub bytes: u64,
-    /// Every entry with its digest (outputs only; inputs list only the
-    /// totals, the tree digest binds their contents).
+    /// Every entry with its digest: inputs and outputs alike, so the
+    /// statement can name every input file as a dependency and every output
+    /// file as a subject.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entries: Option<Vec<Entry>>,
 }

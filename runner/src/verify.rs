@@ -184,6 +184,15 @@ pub fn verify(
         }
     }
 
+    for run in envelope_files(&records_dir).map_err(io)? {
+        if !seen_runs.contains_key(&run) {
+            cx.fail(
+                record_subject(&run),
+                "has a signed envelope but is not in the chain",
+            );
+        }
+    }
+
     // Which record last wrote each host path: only its outputs must match.
     let mut last_writer: BTreeMap<String, String> = BTreeMap::new();
     let mut parsed: BTreeMap<String, (Vec<u8>, Value)> = BTreeMap::new();
@@ -407,6 +416,20 @@ pub fn differing_files(recorded: &Value, now: &digest::Tree) -> Vec<String> {
         out.push("the tree differs".into());
     }
     out
+}
+
+/// Run ids of the envelope files in `records_dir`.
+fn envelope_files(records_dir: &Path) -> std::io::Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for e in std::fs::read_dir(records_dir)? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".dsse.json")
+            && !name.starts_with('.')
+        {
+            out.insert(stem.to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// Run ids of the record files in `records_dir`.

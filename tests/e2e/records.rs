@@ -194,6 +194,15 @@ fn dsse_signature_verifies_with_an_independent_implementation() {
     );
     assert_eq!(env["signatures"][0]["keyid"], keyid.as_str());
 
+    // Keys are never replaced.
+    let again = ws.cordon(&["key", "generate", "--env", "dev"], &[]);
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(again.stderr.contains("already exists"), "{again:?}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path("keys/dev.pub")).unwrap(),
+        pem
+    );
+
     // The private key file is private.
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(ws.path("keys/dev.key"))
@@ -322,6 +331,12 @@ fn deleting_reordering_and_duplicating_records_is_detected() {
     std::fs::copy(&paths[2], &copy).unwrap();
     let f = findings(&ws);
     assert!(f.iter().any(|x| x.contains("is not in the chain")), "{f:?}");
+    std::fs::remove_file(&copy).unwrap();
+    // An envelope copied under another run id.
+    let copy = records_dir(&ws).join("20000101T000000.000000Z-probe-00000000.dsse.json");
+    std::fs::copy(envelope_of(&paths[2]), &copy).unwrap();
+    let f = findings(&ws);
+    assert!(f.iter().any(|x| x.contains("not in the chain")), "{f:?}");
     std::fs::remove_file(&copy).unwrap();
     // Two records swapped on disk (each keeps a valid signature).
     let (a, b) = (std::fs::read(&paths[0]).unwrap(), middle.clone());
