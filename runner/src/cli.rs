@@ -513,99 +513,20 @@ fn export_in_toto(
 }
 
 fn key_generate(env: &str, config: Option<&Path>) -> Result<u8, Failure> {
-    if !crate::manifest::is_valid_name(env) {
-        return Err(bad_input(anyhow::anyhow!(
-            "environment name `{env}` is invalid; use lowercase letters, digits and `-`"
-        )));
-    }
     let cwd = std::env::current_dir().map_err(runner_fault)?;
     let config_path = config
         .map(Path::to_path_buf)
         .or_else(|| crate::config::find(&cwd))
         .unwrap_or_else(|| cwd.join(crate::config::FILE_NAME));
-    let source = match std::fs::read_to_string(&config_path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(bad_input(anyhow::anyhow!(
-                "cannot read {}: {e}",
-                config_path.display()
-            )));
-        }
-    };
-    let mut doc: toml_edit::DocumentMut = source
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", config_path.display()))
-        .map_err(bad_input)?;
-    let dir = match config_path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let (key_rel, pub_rel) = (format!("keys/{env}.key"), format!("keys/{env}.pub"));
-    let (key_path, pub_path) = (dir.join(&key_rel), dir.join(&pub_rel));
-    for p in [&key_path, &pub_path] {
-        if p.exists() {
-            return Err(bad_input(anyhow::anyhow!(
-                "{} already exists; refusing to replace a key (move it away first if you mean to rotate it)",
-                p.display()
-            )));
-        }
-    }
-    let (private, public) = crate::attest::generate();
-    crate::fsutil::create_private_dir(&dir.join("keys")).map_err(runner_fault)?;
-    crate::fsutil::write_new(&key_path, private.as_bytes())
-        .with_context(|| format!("cannot write {}", key_path.display()))
-        .map_err(runner_fault)?;
-    crate::fsutil::write_new(&pub_path, public.as_bytes())
-        .with_context(|| format!("cannot write {}", pub_path.display()))
-        .map_err(runner_fault)?;
-
-    let envs = doc
-        .entry("env")
-        .or_insert_with(|| {
-            let mut t = toml_edit::Table::new();
-            t.set_implicit(true);
-            toml_edit::Item::Table(t)
-        })
-        .as_table_mut()
-        .ok_or_else(|| {
-            bad_input(anyhow::anyhow!(
-                "`env` in {} is not a table",
-                config_path.display()
-            ))
-        })?;
-    let e = envs
-        .entry(env)
-        .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()))
-        .as_table_mut()
-        .ok_or_else(|| bad_input(anyhow::anyhow!("`env.{env}` is not a table")))?;
-    let records = e
-        .entry("records")
-        .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()))
-        .as_table_mut()
-        .ok_or_else(|| bad_input(anyhow::anyhow!("`env.{env}.records` is not a table")))?;
-    records["signing-key"] = toml_edit::value(key_rel.clone());
-    let trusted = records
-        .entry("trusted-keys")
-        .or_insert_with(|| toml_edit::value(toml_edit::Array::new()))
-        .as_array_mut()
-        .ok_or_else(|| {
-            bad_input(anyhow::anyhow!(
-                "`env.{env}.records.trusted-keys` is not a list"
-            ))
-        })?;
-    if !trusted.iter().any(|v| v.as_str() == Some(pub_rel.as_str())) {
-        trusted.push(pub_rel.clone());
-    }
-    crate::fsutil::write_atomic(&config_path, doc.to_string().as_bytes())
-        .with_context(|| format!("cannot write {}", config_path.display()))
-        .map_err(runner_fault)?;
-    let signer = crate::attest::Signer::load(&key_path).map_err(runner_fault)?;
+    let g = crate::keys::generate_for_env(&config_path, env).map_err(|e| match e {
+        crate::keys::KeyError::Invalid(_) => bad_input(e),
+        crate::keys::KeyError::Io(..) => runner_fault(e),
+    })?;
     eprintln!(
         "cordon: environment `{env}` now signs its records with {} (keyid {}); public key {} is trusted in {}",
-        key_path.display(),
-        signer.keyid(),
-        pub_path.display(),
+        g.private.display(),
+        g.keyid,
+        g.public.display(),
         config_path.display()
     );
     Ok(0)

@@ -25,6 +25,7 @@ pub mod digest;
 pub mod exec;
 pub mod export;
 pub mod fsutil;
+pub mod keys;
 pub mod manifest;
 pub mod outputs;
 pub mod plan;
