@@ -403,60 +403,23 @@ fn verify(
     }
 }
 
-/// Re-runs every record in `scope` and adds what differs to `verdict`.
+/// Re-runs every record in `scope`, adds what differs to `verdict`, and
+/// says which runs reproduced.
 fn reexecute_all(
     state_dir: &Path,
     scope: &crate::verify::Scope,
     verdict: &mut crate::verify::Verdict,
 ) -> Result<(), Failure> {
-    use crate::reexec::Reexecution;
-    use crate::verify::{Finding, Scope};
-    let records_dir = state_dir.join("records");
-    let runs: Vec<String> = match scope {
-        Scope::Run(id) => vec![id.clone()],
-        Scope::All => crate::chain::read_lines(&records_dir)
-            .map_err(runner_fault)?
-            .iter()
-            .filter_map(|l| serde_json::from_str::<crate::chain::LogEntry>(l).ok())
-            .map(|e| e.run)
-            .collect(),
-    };
     let cache_dir = std::env::var_os("CORDON_COMPILE_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| state_dir.join("compiled"));
     let sandbox = Sandbox::new(Some(cache_dir)).map_err(runner_fault)?;
-    for run in runs {
-        let subject = format!("record {run}");
-        let path = crate::chain::record_path(&records_dir, &run);
-        let Some(record) = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        else {
-            continue; // already reported by verify
-        };
-        let opted_out = record["reproducibility"]["reproducible"] == false;
-        match crate::reexec::reexecute(state_dir, &record, &sandbox) {
-            Ok(Reexecution::Reproduced { files }) => {
-                eprintln!("cordon: {subject}: reproducible ({files} output files identical)")
-            }
-            Ok(Reexecution::Differs(what)) => verdict.findings.push(Finding {
-                subject,
-                problem: format!(
-                    "re-execution differs{}: {}",
-                    if opted_out {
-                        " (the step opted out of the fixed clock or seeded randomness)"
-                    } else {
-                        ""
-                    },
-                    what.join(", ")
-                ),
-            }),
-            Err(e) => verdict.findings.push(Finding {
-                subject,
-                problem: format!("cannot re-execute: {e}"),
-            }),
-        }
+    let report =
+        crate::reexec::reexecute_scope(state_dir, scope, &sandbox).map_err(runner_fault)?;
+    for (run, files) in report.reproduced {
+        eprintln!("cordon: record {run}: reproducible ({files} output files identical)");
     }
+    verdict.findings.extend(report.findings);
     Ok(())
 }
 

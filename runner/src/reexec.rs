@@ -18,6 +18,7 @@ use crate::cas::Cas;
 use crate::manifest::{SecretGrant, SecretUse, Sha256Digest};
 use crate::sandbox::stdio::Forward;
 use crate::sandbox::{Determinism, Grants, Preopen, Sandbox, Stdio, Termination, Watched};
+use crate::verify::{Finding, Scope};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +33,70 @@ pub enum Reexecution {
     },
     /// Something differs; each item names it.
     Differs(Vec<String>),
+}
+
+/// The outcome of re-executing several runs.
+#[derive(Debug, Default)]
+pub struct ScopeReport {
+    /// Runs that differ or could not be re-executed.
+    pub findings: Vec<Finding>,
+    /// Runs that reproduced, with the number of output files compared.
+    pub reproduced: Vec<(String, usize)>,
+}
+
+/// Re-executes every run in `scope` (in chain order). Returns a finding for
+/// each run that differs or cannot be re-executed, and the runs that
+/// reproduced with the number of output files compared. Records that are
+/// missing or unreadable are skipped: `verify` reports them.
+pub fn reexecute_scope(
+    state_dir: &Path,
+    scope: &Scope,
+    sandbox: &Sandbox,
+) -> std::io::Result<ScopeReport> {
+    let records_dir = state_dir.join("records");
+    let runs: Vec<String> = match scope {
+        Scope::Run(id) => vec![id.clone()],
+        Scope::All => crate::chain::read_lines(&records_dir)?
+            .iter()
+            .filter_map(|l| serde_json::from_str::<crate::chain::LogEntry>(l).ok())
+            .map(|e| e.run)
+            .collect(),
+    };
+    let mut findings = Vec::new();
+    let mut reproduced = Vec::new();
+    for run in runs {
+        let subject = format!("record {run}");
+        let Some(record) = std::fs::read(crate::chain::record_path(&records_dir, &run))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        else {
+            continue;
+        };
+        let opted_out = record["reproducibility"]["reproducible"] == false;
+        match reexecute(state_dir, &record, sandbox) {
+            Ok(Reexecution::Reproduced { files }) => reproduced.push((run, files)),
+            Ok(Reexecution::Differs(what)) => findings.push(Finding {
+                subject,
+                problem: format!(
+                    "re-execution differs{}: {}",
+                    if opted_out {
+                        " (the step opted out of the fixed clock or seeded randomness)"
+                    } else {
+                        ""
+                    },
+                    what.join(", ")
+                ),
+            }),
+            Err(e) => findings.push(Finding {
+                subject,
+                problem: format!("cannot re-execute: {e}"),
+            }),
+        }
+    }
+    Ok(ScopeReport {
+        findings,
+        reproduced,
+    })
 }
 
 fn digest_of(v: &Value) -> Result<Sha256Digest, String> {
