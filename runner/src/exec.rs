@@ -331,7 +331,7 @@ fn determinism_for(plan: &StepPlan) -> (Determinism, Reproducibility) {
             fixed_clock_unix_s: clock,
             random: plan.random,
             seed: seed.map(hex::encode),
-            nan_canonicalization: true,
+            nan_canonicalization: crate::sandbox::NAN_CANONICALIZATION,
         },
     )
 }

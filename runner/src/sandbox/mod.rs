@@ -13,6 +13,10 @@
 //!   imports it still instantiates (Rust's standard library may import it
 //!   without using it), but every socket function is a stub that traps with
 //!   "not granted": there is no socket, no DNS, not even a denied one.
+//! - **Clock and randomness**: unless the grants say otherwise, a wall clock
+//!   fixed to one instant and random streams from one seed
+//!   ([`determinism`]); NaNs are always canonical. The same inputs then give
+//!   the same outputs on any machine.
 //! - **Stdin** is empty; stdout/stderr go through [`stdio::Capture`].
 //! - **Limits**: fuel (instructions), linear memory (a [`ResourceLimiter`]),
 //!   wall time (epoch interruption plus an async timeout, so a step blocked in
@@ -55,6 +59,12 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// past the output limit is at most what the step can write in this time
 /// plus one measurement.
 pub const OUTPUT_POLL: Duration = Duration::from_millis(20);
+
+/// Whether the engine canonicalizes NaNs. The same float operations must
+/// give the same bits on every machine, or a reproducible step is
+/// reproducible only on the CPU it first ran on; canonical NaNs cost a
+/// little float throughput. Records state it.
+pub const NAN_CANONICALIZATION: bool = true;
 
 /// Most core instances, tables and memories one step may create. A
 /// component made by a normal toolchain needs a handful; the bound stops a
@@ -353,10 +363,7 @@ impl Sandbox {
         config.wasm_component_model(true);
         config.consume_fuel(true);
         config.epoch_interruption(true);
-        // The same float operations must give the same bits on every
-        // machine, or a reproducible step is reproducible only on the CPU
-        // it first ran on. Canonical NaNs cost a little float throughput.
-        config.cranelift_nan_canonicalization(true);
+        config.cranelift_nan_canonicalization(NAN_CANONICALIZATION);
         let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(wasm_err(e)))?;
         let linker = base_linker(&engine).map_err(|e| SandboxError::Engine(wasm_err(e)))?;
 
