@@ -108,6 +108,41 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = ".cordon")]
         state: PathBuf,
     },
+    /// Check that records are intact, signed by trusted keys, chained, and
+    /// that published outputs still match them.
+    ///
+    /// Without arguments, every record in the state directory's chain.
+    /// Each problem is printed as `record <run id>: <what is wrong>`.
+    #[command(after_help = VERIFY_EXIT_CODES)]
+    Verify {
+        /// One record file (`<state>/records/<run id>.json`); its state
+        /// directory is the one above `records/`.
+        record: Option<PathBuf>,
+        /// One run, by id.
+        #[arg(long, value_name = "ID", conflicts_with = "record")]
+        run: Option<String>,
+        /// State directory [default: .cordon/ in the current directory].
+        #[arg(long, value_name = "DIR", conflicts_with = "record")]
+        state: Option<PathBuf>,
+        /// The workspace file with the trusted keys [default: the nearest
+        /// cordon.toml above the current directory].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Also run each step again from its record (component from the
+        /// store, same inputs, clock and seed) and compare its outputs.
+        #[arg(long)]
+        reexecute: bool,
+    },
+    /// Export records in other formats.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
+    /// Manage the keys that sign records.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Write the current digest of a manifest's component into the manifest.
     ///
     /// Run it after building a step you have reviewed; the digest change
@@ -117,6 +152,62 @@ enum Command {
         manifest: PathBuf,
     },
 }
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Create an ed25519 key pair for an environment and configure it.
+    ///
+    /// Writes `keys/<env>.key` (PKCS#8 PEM, mode 0600) and `keys/<env>.pub`
+    /// (PEM SubjectPublicKeyInfo) beside cordon.toml, and sets the
+    /// environment's `records.signing-key` and adds the public key to its
+    /// `records.trusted-keys`. Existing key files are never overwritten.
+    Generate {
+        /// The environment.
+        #[arg(long, value_name = "NAME")]
+        env: String,
+        /// The workspace file [default: the nearest cordon.toml above the
+        /// current directory, or a new ./cordon.toml].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ExportCommand {
+    /// A run as in-toto link and layout metadata for `in-toto-verify`.
+    ///
+    /// Writes `<step>.<keyid prefix>.link` (signed with the environment's
+    /// signing key) and `root.layout` (signed with --layout-key) into DIR.
+    /// Artifact names are paths relative to --base; verify with
+    /// `in-toto-verify --layout DIR/root.layout --verification-keys
+    /// LAYOUT_KEY.pub --link-dir DIR` run in the base directory.
+    InToto {
+        /// The run to export.
+        #[arg(long, value_name = "ID")]
+        run: String,
+        /// Where to write the link and the layout.
+        dir: PathBuf,
+        /// The private key (PKCS#8 PEM) that signs the layout.
+        #[arg(long, value_name = "FILE")]
+        layout_key: PathBuf,
+        /// State directory [default: .cordon/ in the current directory].
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// The workspace file [default: the nearest cordon.toml].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The directory artifact names are relative to [default: the
+        /// current directory].
+        #[arg(long, value_name = "DIR")]
+        base: Option<PathBuf>,
+    },
+}
+
+const VERIFY_EXIT_CODES: &str = "\
+Exit codes:
+  0  every record checked holds
+  1  verification failed; each problem is printed
+  2  the invocation is wrong (no such state directory, run or config)";
 
 /// An error with the exit code it maps to.
 struct Failure {
@@ -179,6 +270,27 @@ pub fn main() -> ExitCode {
         Command::Plan { file, at } => plan_cmd(&file, &at),
         Command::Restore { run, state } => restore_cmd(&run, &state),
         Command::Pin { manifest } => pin(&manifest),
+        Command::Verify {
+            record,
+            run,
+            state,
+            config,
+            reexecute,
+        } => verify(record, run, state, config.as_deref(), reexecute),
+        Command::Export {
+            command:
+                ExportCommand::InToto {
+                    run,
+                    dir,
+                    layout_key,
+                    state,
+                    config,
+                    base,
+                },
+        } => export_in_toto(&run, &dir, &layout_key, state, config.as_deref(), base),
+        Command::Key {
+            command: KeyCommand::Generate { env, config },
+        } => key_generate(&env, config.as_deref()),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -208,6 +320,30 @@ fn cancel_flag() -> Arc<AtomicBool> {
         eprintln!("cordon: interrupted; stopping running steps (Ctrl-C again to abort at once)");
     });
     flag
+}
+
+/// The environment's record signer. A protected environment must have
+/// one; elsewhere its absence is a warning and the records are unsigned.
+fn signer_for(
+    env: &crate::config::EnvConfig,
+) -> Result<Option<Arc<crate::attest::Signer>>, Failure> {
+    match &env.records.signing_key {
+        Some(path) => Ok(Some(Arc::new(
+            crate::attest::Signer::load(path).map_err(bad_input)?,
+        ))),
+        None if env.protected => Err(bad_input(anyhow::anyhow!(
+            "environment `{}` is protected, and its records must be signed, but it has no signing key\n  fix: run `cordon key generate --env {}`",
+            env.name,
+            env.name
+        ))),
+        None => {
+            eprintln!(
+                "cordon: warning: environment `{}` has no signing key; records will be chained but not signed, and `cordon verify` reports them (fix: `cordon key generate --env {}`)",
+                env.name, env.name
+            );
+            Ok(None)
+        }
+    }
 }
 
 fn sandbox_for(state_dir: &Path) -> Result<Sandbox, Failure> {
@@ -264,6 +400,7 @@ fn run_step_cmd(
     };
     let plan = plan_step(&manifest, &ctx).map_err(bad_input)?;
     let secrets = crate::secrets::resolve_from_env(&plan.secrets).map_err(bad_input)?;
+    let signer = signer_for(env)?;
     let sandbox = sandbox_for(&plan.state_dir)?;
     let component = load_component(&sandbox, &plan, &manifest)?;
     let opts = RunOptions {
@@ -271,6 +408,7 @@ fn run_step_cmd(
         no_cache,
         cache_forbidden: false,
         cancel: Some(cancel_flag()),
+        signer,
     };
     let run = run_step(&plan, &sandbox, &component, secrets, &opts).map_err(runner_fault)?;
 
@@ -313,7 +451,7 @@ fn run_step_cmd(
 fn plan_pipeline(
     file: &Path,
     at: &Where,
-) -> Result<(PipelinePlan, Vec<Manifest>, PathBuf), Failure> {
+) -> Result<(PipelinePlan, Vec<Manifest>, crate::config::EnvConfig), Failure> {
     let pipeline = Pipeline::load(file).map_err(bad_files)?;
     let workspace =
         WorkspaceConfig::discover(at.config.as_deref(), &pipeline.dir).map_err(bad_input)?;
@@ -330,7 +468,7 @@ fn plan_pipeline(
     };
     let plan = pipeline.plan(&ctx).map_err(bad_files)?;
     let manifests = pipeline.steps.into_iter().map(|s| s.manifest).collect();
-    Ok((plan, manifests, state_dir))
+    Ok((plan, manifests, env.clone()))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -355,7 +493,8 @@ fn run_pipeline_cmd(
             }
         }
     }
-    let (plan, manifests, _) = plan_pipeline(file, at)?;
+    let (plan, manifests, env) = plan_pipeline(file, at)?;
+    let signer = signer_for(&env)?;
     let mut secrets = Vec::new();
     for p in &plan.steps {
         secrets.push(
@@ -376,6 +515,7 @@ fn run_pipeline_cmd(
         no_cache,
         live,
         cancel: cancel_flag(),
+        signer,
     };
     eprintln!(
         "cordon: pipeline `{}` in environment `{}`: {} steps",
@@ -440,6 +580,75 @@ fn run_pipeline_cmd(
     } else if outcome.success() {
         Ok(0)
     } else {
+        Ok(1)
+    }
+}
+
+fn verify(
+    record: Option<PathBuf>,
+    run: Option<String>,
+    state: Option<PathBuf>,
+    config: Option<&Path>,
+    reexecute: bool,
+) -> Result<u8, Failure> {
+    use crate::verify::Scope;
+    let (state_dir, scope) = match (record, run) {
+        (Some(file), _) => {
+            let id = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+                .filter(|n| !n.ends_with(".dsse"))
+                .ok_or_else(|| {
+                    bad_input(anyhow::anyhow!(
+                        "{} is not a record file (`<run id>.json`)",
+                        file.display()
+                    ))
+                })?
+                .to_string();
+            let records = crate::fsutil::resolve(&file)
+                .map_err(bad_input)?
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            if records.file_name().is_none_or(|n| n != "records") {
+                return Err(bad_input(anyhow::anyhow!(
+                    "{} is not inside a state directory's `records/` folder",
+                    file.display()
+                )));
+            }
+            let state = records.parent().map(Path::to_path_buf).unwrap_or_default();
+            (state, Scope::Run(id))
+        }
+        (None, run) => (
+            state.unwrap_or_else(|| PathBuf::from(".cordon")),
+            run.map_or(Scope::All, Scope::Run),
+        ),
+    };
+    let cwd = std::env::current_dir().map_err(runner_fault)?;
+    let workspace = WorkspaceConfig::discover(config, &cwd).map_err(bad_input)?;
+    let mut verdict = crate::verify::verify(&state_dir, &workspace, &scope).map_err(bad_input)?;
+    if reexecute {
+        reexecute_all(&state_dir, &scope, &mut verdict)?;
+    }
+    for f in &verdict.findings {
+        println!("{f}");
+    }
+    if verdict.findings.is_empty() {
+        eprintln!(
+            "cordon: verified {} record{}: signatures, chain and outputs hold",
+            verdict.records,
+            if verdict.records == 1 { "" } else { "s" }
+        );
+        Ok(0)
+    } else {
+        eprintln!(
+            "cordon: verification failed: {} problem{} ({} record{} checked)",
+            verdict.findings.len(),
+            if verdict.findings.len() == 1 { "" } else { "s" },
+            verdict.records,
+            if verdict.records == 1 { "" } else { "s" }
+        );
         Ok(1)
     }
 }
@@ -596,6 +805,98 @@ fn restore_cmd(run: &str, state: &Path) -> Result<u8, Failure> {
             host.display()
         );
     }
+    Ok(0)
+}
+
+/// Re-runs every record in `scope`, adds what differs to `verdict`, and
+/// says which runs reproduced.
+fn reexecute_all(
+    state_dir: &Path,
+    scope: &crate::verify::Scope,
+    verdict: &mut crate::verify::Verdict,
+) -> Result<(), Failure> {
+    let cache_dir = std::env::var_os("CORDON_COMPILE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir.join("compiled"));
+    let sandbox = Sandbox::new(Some(cache_dir)).map_err(runner_fault)?;
+    let report =
+        crate::reexec::reexecute_scope(state_dir, scope, &sandbox).map_err(runner_fault)?;
+    for (run, files) in report.reproduced {
+        eprintln!("cordon: record {run}: reproducible ({files} output files identical)");
+    }
+    verdict.findings.extend(report.findings);
+    Ok(())
+}
+
+fn export_in_toto(
+    run: &str,
+    dir: &Path,
+    layout_key: &Path,
+    state: Option<PathBuf>,
+    config: Option<&Path>,
+    base: Option<PathBuf>,
+) -> Result<u8, Failure> {
+    let state = state.unwrap_or_else(|| PathBuf::from(".cordon"));
+    let cwd = std::env::current_dir().map_err(runner_fault)?;
+    let workspace = WorkspaceConfig::discover(config, &cwd).map_err(bad_input)?;
+    // Only a record that verifies is worth exporting.
+    let verdict = crate::verify::verify(
+        &state,
+        &workspace,
+        &crate::verify::Scope::Run(run.to_string()),
+    )
+    .map_err(bad_input)?;
+    if let Some(f) = verdict.findings.first() {
+        return Err(bad_input(anyhow::anyhow!(
+            "the records do not verify ({f}); run `cordon verify` for every problem"
+        )));
+    }
+    let path = crate::chain::record_path(&state.join("records"), run);
+    let record: serde_json::Value = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| bad_input(anyhow::anyhow!("cannot read {}", path.display())))?;
+    let env_name = record["environment"].as_str().unwrap_or("");
+    let env = workspace.env(env_name).map_err(bad_input)?;
+    let functionary = env
+        .records
+        .signing_key
+        .as_deref()
+        .ok_or_else(|| {
+            bad_input(anyhow::anyhow!(
+                "environment `{env_name}` has no signing key to sign the link with"
+            ))
+        })
+        .and_then(|p| crate::attest::Signer::load(p).map_err(bad_input))?;
+    let layout_signer = crate::attest::Signer::load(layout_key).map_err(bad_input)?;
+    let base = crate::fsutil::resolve(&base.unwrap_or(cwd)).map_err(bad_input)?;
+    let out = crate::export::export(&record, &functionary, &layout_signer, &base, dir)
+        .map_err(|e| bad_input(anyhow::anyhow!(e)))?;
+    eprintln!(
+        "cordon: wrote {} and {}",
+        out.link.display(),
+        out.layout.display()
+    );
+    Ok(0)
+}
+
+fn key_generate(env: &str, config: Option<&Path>) -> Result<u8, Failure> {
+    let cwd = std::env::current_dir().map_err(runner_fault)?;
+    let config_path = config
+        .map(Path::to_path_buf)
+        .or_else(|| crate::config::find(&cwd))
+        .unwrap_or_else(|| cwd.join(crate::config::FILE_NAME));
+    let g = crate::keys::generate_for_env(&config_path, env).map_err(|e| match e {
+        crate::keys::KeyError::Invalid(_) => bad_input(e),
+        crate::keys::KeyError::Io(..) => runner_fault(e),
+    })?;
+    eprintln!(
+        "cordon: environment `{env}` now signs its records with {} (keyid {}); public key {} is trusted in {}",
+        g.private.display(),
+        g.keyid,
+        g.public.display(),
+        config_path.display()
+    );
     Ok(0)
 }
 

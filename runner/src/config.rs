@@ -11,6 +11,10 @@
 //!
 //! [env.dev.secrets]
 //! provider = "env"                 # where this environment's secrets come from
+//!
+//! [env.dev.records]                # see docs/records.md
+//! signing-key = "keys/dev.key"     # ed25519 PKCS#8 PEM, mode 0600; signs every record
+//! trusted-keys = ["keys/dev.pub"]  # PEM public keys `cordon verify` accepts
 //! ```
 //!
 //! Each environment stands alone: nothing is shared between two
@@ -49,6 +53,27 @@ pub struct SecretsConfig {
     pub provider: ProviderKind,
 }
 
+/// Record signing settings of one environment, paths resolved against the
+/// workspace directory.
+#[derive(Debug, Clone, Default)]
+pub struct RecordsConfig {
+    /// The private key that signs this environment's records. Without one,
+    /// records of an unprotected environment are written unsigned (with a
+    /// warning), and a protected environment refuses to run.
+    pub signing_key: Option<PathBuf>,
+    /// Public keys whose signatures `cordon verify` accepts for records of
+    /// this environment.
+    pub trusted_keys: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRecords {
+    signing_key: Option<Spanned<String>>,
+    #[serde(default)]
+    trusted_keys: Vec<Spanned<String>>,
+}
+
 /// One environment, validated.
 #[derive(Debug, Clone)]
 pub struct EnvConfig {
@@ -61,6 +86,8 @@ pub struct EnvConfig {
     pub vars: BTreeMap<String, String>,
     /// Where its secrets come from.
     pub secrets: SecretsConfig,
+    /// How its records are signed and verified.
+    pub records: RecordsConfig,
     /// Where it is defined.
     pub at: Location,
 }
@@ -93,6 +120,8 @@ struct RawEnv {
     vars: BTreeMap<String, String>,
     #[serde(default)]
     secrets: SecretsConfig,
+    #[serde(default)]
+    records: RawRecords,
 }
 
 /// Finds `cordon.toml` in `start` or the nearest ancestor.
@@ -125,6 +154,7 @@ impl WorkspaceConfig {
             protected: false,
             vars: BTreeMap::new(),
             secrets: SecretsConfig::default(),
+            records: RecordsConfig::default(),
             at: Location::default(),
         };
         WorkspaceConfig {
@@ -162,6 +192,10 @@ impl WorkspaceConfig {
                 Some("use `version = 1`".into()),
             ));
         }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         let mut envs = BTreeMap::new();
         for (name, env) in raw.env {
             let at = lines.at(name.span().start);
@@ -172,6 +206,32 @@ impl WorkspaceConfig {
                 ));
                 continue;
             }
+            let mut key_path = |p: &Spanned<String>, what: &str| {
+                let full = dir.join(p.get_ref());
+                if !full.is_file() {
+                    problems.push(lines.at(p.span().start).problem(
+                        format!("{what} {} does not exist", full.display()),
+                        Some(format!(
+                            "create a key pair with `cordon key generate --env {}`, or correct the path (relative to {FILE_NAME})",
+                            name.get_ref()
+                        )),
+                    ));
+                }
+                full
+            };
+            let records = RecordsConfig {
+                signing_key: env
+                    .records
+                    .signing_key
+                    .as_ref()
+                    .map(|k| key_path(k, "signing key")),
+                trusted_keys: env
+                    .records
+                    .trusted_keys
+                    .iter()
+                    .map(|k| key_path(k, "trusted key"))
+                    .collect(),
+            };
             envs.insert(
                 name.get_ref().clone(),
                 EnvConfig {
@@ -179,6 +239,7 @@ impl WorkspaceConfig {
                     protected: env.protected,
                     vars: env.vars,
                     secrets: env.secrets,
+                    records,
                     at,
                 },
             );
@@ -186,10 +247,6 @@ impl WorkspaceConfig {
         if !problems.is_empty() {
             return Err(fail(problems));
         }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
         Ok(WorkspaceConfig {
             path: Some(path.to_path_buf()),
             dir,
@@ -242,6 +299,41 @@ mod tests {
             err.contains("cordon.toml:2:1: unknown field `protect`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn record_keys_resolve_against_the_workspace_and_must_exist() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(FILE_NAME);
+        std::fs::create_dir(d.path().join("keys")).unwrap();
+        std::fs::write(d.path().join("keys/dev.key"), "k").unwrap();
+        std::fs::write(d.path().join("keys/dev.pub"), "p").unwrap();
+        std::fs::write(
+            &p,
+            "[env.dev.records]\nsigning-key = \"keys/dev.key\"\ntrusted-keys = [\"keys/dev.pub\"]\n",
+        )
+        .unwrap();
+        let c = WorkspaceConfig::load(&p).unwrap();
+        assert_eq!(
+            c.envs["dev"].records.signing_key.as_deref(),
+            Some(d.path().join("keys/dev.key").as_path())
+        );
+        assert_eq!(
+            c.envs["dev"].records.trusted_keys,
+            [d.path().join("keys/dev.pub")]
+        );
+
+        std::fs::write(
+            &p,
+            "[env.dev.records]\ntrusted-keys = [\"keys/gone.pub\"]\n",
+        )
+        .unwrap();
+        let err = WorkspaceConfig::load(&p).unwrap_err().to_string();
+        assert!(err.contains("cordon.toml:2:17: trusted key"), "{err}");
+        assert!(err.contains("does not exist"), "{err}");
+        std::fs::write(&p, "[env.dev.records]\nsigning_key = \"keys/dev.key\"\n").unwrap();
+        let err = WorkspaceConfig::load(&p).unwrap_err().to_string();
+        assert!(err.contains("unknown field `signing_key`"), "{err}");
     }
 
     #[test]

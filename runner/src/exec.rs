@@ -10,13 +10,17 @@ use crate::cache::{
     uncacheable_reason,
 };
 use crate::digest::{self, Tree};
-use crate::manifest::Access;
+use crate::manifest::{Access, ClockMode, RandomMode};
 use crate::outputs::{OutputError, Staging};
 use crate::plan::StepPlan;
 use crate::record::CacheInfo;
-use crate::record::{self, FileRef, MountRecord, Publication, RunnerInfo, StepRecord, TreeRecord};
+use crate::record::{
+    self, FileRef, MountRecord, Publication, Reproducibility, RunnerInfo, StepRecord, TreeRecord,
+};
 use crate::sandbox::stdio::Forward;
-use crate::sandbox::{Grants, Preopen, Sandbox, Stdio, StepComponent, Termination, Watched};
+use crate::sandbox::{
+    Determinism, Grants, Preopen, Sandbox, Stdio, StepComponent, Termination, Watched,
+};
 use crate::secrets::{Redactor, ResolvedSecret};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +37,9 @@ pub struct RunOptions {
     pub cache_forbidden: bool,
     /// Set to stop the step (Ctrl-C); the run then publishes nothing.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// The environment's record signing key; without one the record is
+    /// chained but not signed.
+    pub signer: Option<std::sync::Arc<crate::attest::Signer>>,
 }
 
 /// A finished run: the record and where it was written.
@@ -42,6 +49,8 @@ pub struct StepRun {
     pub record: StepRecord,
     /// Its file.
     pub record_path: PathBuf,
+    /// Its signed statement, when the environment signs records.
+    pub envelope_path: Option<PathBuf>,
 }
 
 /// A failure of the runner (not of the step): the run could not be carried
@@ -83,6 +92,7 @@ pub fn run_step(
 ) -> Result<StepRun, ExecError> {
     let run_id = record::new_run_id(&plan.name);
     let started_at = record::now_rfc3339();
+    let (determinism, reproducibility) = determinism_for(plan);
     let state = &plan.state_dir;
 
     // Inputs are hashed before the step starts: the record binds what the
@@ -122,6 +132,8 @@ pub fn run_step(
             k,
             &entry,
             component.from_cache,
+            reproducibility.clone(),
+            opts.signer.as_deref(),
         ) {
             Ok(run) => return Ok(run),
             // A damaged cache entry costs a re-run, never a wrong result.
@@ -194,6 +206,7 @@ pub fn run_step(
         limits: plan.limits,
         outputs: watched,
         cancel: opts.cancel.clone(),
+        determinism,
     };
     let stdio = Stdio {
         prefix: format!("[{}] ", plan.name),
@@ -325,7 +338,7 @@ pub fn run_step(
             access: m.access,
             purpose: m.purpose.clone(),
             classification: m.classification,
-            before: before.as_ref().map(|t| tree_record(t, false)),
+            before: before.as_ref().map(|t| tree_record(t, true)),
             after,
         });
     }
@@ -337,7 +350,14 @@ pub fn run_step(
         .into_iter()
         .map(|(k, v)| (redactor.redact_str(&k), redactor.redact_str(&v)))
         .collect();
-    let record = StepRecord {
+    // The component goes into the store so the run can be repeated from
+    // its record (`cordon verify --reexecute`) after the file is rebuilt.
+    crate::cas::Cas::for_state(state)
+        .and_then(|cas| cas.put(&plan.component_bytes))
+        .map_err(fail(
+            "cannot store the component in the content-addressed store",
+        ))?;
+    let mut record = StepRecord {
         format: record::RECORD_FORMAT,
         run_id: run_id.clone(),
         step: plan.name.clone(),
@@ -372,13 +392,20 @@ pub fn run_step(
         cache: cache_info,
         started_at,
         finished_at: record::now_rfc3339(),
+        reproducibility,
+        chain: None,
     };
-    let (record_path, _) = record
-        .write(&state.join("records"), &redactor)
-        .map_err(fail("cannot write the execution record"))?;
+    let sealed = crate::chain::seal(
+        &state.join("records"),
+        &mut record,
+        &redactor,
+        opts.signer.as_deref(),
+    )
+    .map_err(fail("cannot write the execution record"))?;
     Ok(StepRun {
         record,
-        record_path,
+        record_path: sealed.record_path,
+        envelope_path: sealed.envelope_path,
     })
 }
 
@@ -393,6 +420,8 @@ fn serve_from_cache(
     key: &crate::cache::ActionKey,
     entry: &ActionEntry,
     compiled_from_cache: bool,
+    reproducibility: Reproducibility,
+    signer: Option<&crate::attest::Signer>,
 ) -> Result<StepRun, ExecError> {
     let writes: Vec<(String, PathBuf)> = plan
         .mounts
@@ -507,14 +536,46 @@ fn serve_from_cache(
         },
         started_at,
         finished_at: record::now_rfc3339(),
+        reproducibility,
+        chain: None,
     };
-    let (record_path, _) = record
-        .write(&plan.state_dir.join("records"), &Redactor::default())
-        .map_err(fail("cannot write the execution record"))?;
+    let mut record = record;
+    let sealed = crate::chain::seal(
+        &plan.state_dir.join("records"),
+        &mut record,
+        &Redactor::default(),
+        signer,
+    )
+    .map_err(fail("cannot write the execution record"))?;
     Ok(StepRun {
         record,
-        record_path,
+        record_path: sealed.record_path,
+        envelope_path: sealed.envelope_path,
     })
+}
+
+/// A fixed clock (this second) and a fresh seed, unless the manifest opts
+/// out; and how the record describes them.
+fn determinism_for(plan: &StepPlan) -> (Determinism, Reproducibility) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let clock = (plan.clock == ClockMode::Fixed).then_some(now.as_secs());
+    let seed = (plan.random == RandomMode::Seeded).then(rand::random::<[u8; 32]>);
+    (
+        Determinism {
+            wall_clock: clock.map(std::time::Duration::from_secs),
+            seed,
+        },
+        Reproducibility {
+            reproducible: clock.is_some() && seed.is_some(),
+            clock: plan.clock,
+            fixed_clock_unix_s: clock,
+            random: plan.random,
+            seed: seed.map(hex::encode),
+            nan_canonicalization: crate::sandbox::NAN_CANONICALIZATION,
+        },
+    )
 }
 
 fn redact_termination(t: Termination, r: &Redactor) -> Termination {

@@ -16,18 +16,25 @@
 //! publishes written mounts; [`secrets`] owns secret values and redaction;
 //! [`digest`] hashes files and trees without following links.
 
+pub mod attest;
 pub mod cache;
+pub mod cas;
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod digest;
 pub mod exec;
+pub mod export;
 pub mod fsutil;
+pub mod keys;
 pub mod manifest;
 pub mod outputs;
 pub mod pipeline;
 pub mod plan;
 pub mod record;
+pub mod reexec;
 pub mod sandbox;
 pub mod scheduler;
 pub mod secrets;
 pub mod units;
+pub mod verify;

@@ -156,6 +156,29 @@ pub enum SecretUse {
     Reveal,
 }
 
+/// The wall clock a step sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClockMode {
+    /// A wall clock fixed to one instant, stored in the record, so that
+    /// re-running the step sees the same time.
+    #[default]
+    Fixed,
+    /// The host's wall clock; the run is not reproducible.
+    Real,
+}
+
+/// The randomness a step sees (`wasi:random`, secure and insecure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RandomMode {
+    /// A deterministic stream from a seed stored in the record.
+    #[default]
+    Seeded,
+    /// The host's random generator; the run is not reproducible.
+    Real,
+}
+
 /// A sha256 content digest, stored as 64 lowercase hex characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sha256Digest(String);
@@ -298,6 +321,10 @@ pub struct Manifest {
     pub secrets: Vec<SecretGrant>,
     /// Limits, defaults filled in.
     pub limits: Limits,
+    /// The wall clock the step sees (`[step] clock`).
+    pub clock: ClockMode,
+    /// The randomness the step sees (`[step] random`).
+    pub random: RandomMode,
 }
 
 #[derive(Deserialize)]
@@ -322,6 +349,10 @@ struct RawStep {
     digest: Spanned<String>,
     #[serde(default)]
     args: Vec<String>,
+    #[serde(default)]
+    clock: ClockMode,
+    #[serde(default)]
+    random: RandomMode,
 }
 
 #[derive(Deserialize)]
@@ -685,6 +716,8 @@ impl Manifest {
             mounts,
             secrets,
             limits,
+            clock: raw.step.clock,
+            random: raw.step.random,
         })
     }
 }
@@ -723,6 +756,19 @@ mod tests {
         assert_eq!(m.dir, PathBuf::from("dir"));
         assert_eq!(m.limits, Limits::default());
         assert!(m.mounts.is_empty() && m.env.is_empty() && m.secrets.is_empty());
+        assert_eq!((m.clock, m.random), (ClockMode::Fixed, RandomMode::Seeded));
+    }
+
+    #[test]
+    fn clock_and_random_opt_out() {
+        let m = parse(&minimal("clock = \"real\"\nrandom = \"real\"\n")).unwrap();
+        assert_eq!((m.clock, m.random), (ClockMode::Real, RandomMode::Real));
+        let err = parse(&minimal("clock = \"wall\"\n")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown variant `wall`, expected `fixed` or `real`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@
 use crate::config::EnvConfig;
 use crate::fsutil::resolve;
 use crate::manifest::{
-    Access, Classification, Limits, Manifest, ManifestError, Mount, Problem, SecretGrant,
-    Sha256Digest,
+    Access, Classification, ClockMode, Limits, Manifest, ManifestError, Mount, Problem, RandomMode,
+    SecretGrant, Sha256Digest,
 };
 use std::path::{Path, PathBuf};
 
@@ -63,6 +63,10 @@ pub struct StepPlan {
     pub state_dir: PathBuf,
     /// The environment's name.
     pub environment: String,
+    /// The wall clock the step sees.
+    pub clock: ClockMode,
+    /// The randomness the step sees.
+    pub random: RandomMode,
 }
 
 fn nested(a: &Path, b: &Path) -> bool {
@@ -316,5 +320,7 @@ pub fn plan_step(manifest: &Manifest, ctx: &PlanContext<'_>) -> Result<StepPlan,
         limits: manifest.limits,
         state_dir,
         environment: ctx.env.name.clone(),
+        clock: manifest.clock,
+        random: manifest.random,
     })
 }

@@ -1,22 +1,21 @@
 //! Execution records: what ran, on what, with which grants, what came out.
 //!
 //! One JSON document per step run, written once under
-//! `<state>/records/<run-id>.json` and never overwritten. The record holds
-//! names, digests and counts; it never sees a secret value (stdout and
-//! stderr digests are of the redacted streams).
+//! `<state>/records/<run-id>.json` and never overwritten (`chain::seal`
+//! writes it, links it into the hash chain and signs its statement). The
+//! record holds names, digests and counts; it never sees a secret value
+//! (stdout and stderr digests are of the redacted streams).
 //!
-//! The document is designed to be wrapped later: its sha256 is what a hash
-//! chain links and a signature covers, and every field an in-toto/SLSA
-//! statement needs (subjects = output files, dependencies = component and
-//! input files) is already here.
+//! `attest` turns the stored bytes into an in-toto statement: subjects are
+//! the output files, dependencies the component, manifest and input files.
 
 use crate::digest::Entry;
-use crate::manifest::{Access, Classification, Limits, Sha256Digest};
+use crate::manifest::{Access, Classification, ClockMode, Limits, RandomMode, Sha256Digest};
 use crate::sandbox::host::{Report, SecretAudit};
 use crate::sandbox::stdio::StreamSummary;
 use crate::sandbox::{Termination, Usage};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Format identifier of the record document.
 pub const RECORD_FORMAT: &str = "cordon.step-record/v1";
@@ -30,8 +29,9 @@ pub struct TreeRecord {
     pub files: u64,
     /// Bytes of regular files.
     pub bytes: u64,
-    /// Every entry with its digest (outputs only; inputs list only the
-    /// totals, the tree digest binds their contents).
+    /// Every entry with its digest: inputs and outputs alike, so the
+    /// statement can name every input file as a dependency and every output
+    /// file as a subject.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entries: Option<Vec<Entry>>,
 }
@@ -122,6 +122,38 @@ pub struct FileRef {
     pub sha256: Sha256Digest,
 }
 
+/// What the step saw of time and randomness, so that it can be run again
+/// in the same world.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reproducibility {
+    /// Whether re-running the step with the same inputs is expected to give
+    /// the same outputs: false when the manifest opted out of the fixed
+    /// clock or the seeded randomness.
+    pub reproducible: bool,
+    /// The wall clock the step saw.
+    pub clock: ClockMode,
+    /// The instant a fixed wall clock showed, in seconds since the Unix
+    /// epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_clock_unix_s: Option<u64>,
+    /// The randomness the step saw.
+    pub random: RandomMode,
+    /// The seed of the step's random streams (64 hex characters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
+    /// Whether the engine canonicalized NaNs (always, in this runner).
+    pub nan_canonicalization: bool,
+}
+
+/// The record's place in the state directory's hash chain (see `chain`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChainLink {
+    /// 1 for the first record of the state directory.
+    pub sequence: u64,
+    /// Digest of the previous log entry (all zeros for the first).
+    pub previous: Sha256Digest,
+}
+
 /// One step run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StepRecord {
@@ -174,6 +206,11 @@ pub struct StepRecord {
     pub started_at: String,
     /// RFC 3339 end time.
     pub finished_at: String,
+    /// Clock, randomness and float semantics the step ran with.
+    pub reproducibility: Reproducibility,
+    /// Place in the hash chain; set when the record is appended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainLink>,
 }
 
 impl StepRecord {
@@ -191,20 +228,6 @@ impl StepRecord {
     /// metacharacters, so the document stays valid.
     pub fn to_redacted_bytes(&self, redactor: &crate::secrets::Redactor) -> Vec<u8> {
         redactor.redact(&self.to_bytes()).into_owned()
-    }
-
-    /// Writes the record under `records_dir`, never replacing an existing
-    /// one. Returns its path and digest.
-    pub fn write(
-        &self,
-        records_dir: &Path,
-        redactor: &crate::secrets::Redactor,
-    ) -> std::io::Result<(PathBuf, Sha256Digest)> {
-        crate::fsutil::create_private_dir(records_dir)?;
-        let bytes = self.to_redacted_bytes(redactor);
-        let path = records_dir.join(format!("{}.json", self.run_id));
-        crate::fsutil::write_new(&path, &bytes)?;
-        Ok((path, Sha256Digest::of(&bytes)))
     }
 }
 

@@ -31,6 +31,8 @@ pub struct PipelineOptions {
     pub live: bool,
     /// Set by Ctrl-C.
     pub cancel: Arc<AtomicBool>,
+    /// The environment's record signer.
+    pub signer: Option<Arc<crate::attest::Signer>>,
 }
 
 /// Where a step stands.
@@ -310,6 +312,7 @@ fn worker(
             no_cache: opts.no_cache,
             cache_forbidden: !plan.cacheable[i],
             cancel: Some(opts.cancel.clone()),
+            signer: opts.signer.clone(),
         };
         let result = run_step(&plan.steps[i], sandbox, &components[i], secrets, &run_opts);
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -319,6 +322,7 @@ fn worker(
             Ok(StepRun {
                 record,
                 record_path,
+                ..
             }) => {
                 r.status = if record.cache.hit {
                     StepStatus::Cached

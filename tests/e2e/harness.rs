@@ -164,7 +164,7 @@ impl Workspace {
         let mut paths: Vec<PathBuf> = match std::fs::read_dir(&dir) {
             Ok(rd) => rd
                 .map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .filter(|p| is_record_file(p))
                 .collect(),
             Err(_) => return Vec::new(),
         };
@@ -245,6 +245,14 @@ pub fn mount(guest: &str, host: &str, access: &str) -> String {
     format!(
         "[[mount]]\nguest = \"{guest}\"\nhost = \"{host}\"\naccess = \"{access}\"\npurpose = \"test\"\n\n"
     )
+}
+
+/// Whether `path` is a step record (`<run id>.json`, not a signed envelope
+/// `<run id>.dsse.json` nor the chain's files).
+pub fn is_record_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".json") && !n.ends_with(".dsse.json") && !n.starts_with('.'))
 }
 
 /// Whether `haystack` contains `needle`.

@@ -7,4 +7,5 @@ mod harness;
 mod escapes;
 mod limits;
 mod manifest_errors;
+mod records;
 mod runs;

@@ -286,7 +286,9 @@ fn the_second_run_loads_the_compiled_component_from_the_cache() {
     assert_eq!((out1.code, out2.code), (0, 0));
     let mut recs: Vec<serde_json::Value> = std::fs::read_dir(state.join("records"))
         .unwrap()
-        .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| is_record_file(p))
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
         .collect();
     recs.sort_by_key(|r| r["started_at"].as_str().unwrap().to_string());
     assert_eq!(recs[0]["compiled_from_cache"], false);

@@ -13,6 +13,10 @@
 //!   imports it still instantiates (Rust's standard library may import it
 //!   without using it), but every socket function is a stub that traps with
 //!   "not granted": there is no socket, no DNS, not even a denied one.
+//! - **Clock and randomness**: unless the grants say otherwise, a wall clock
+//!   fixed to one instant and random streams from one seed
+//!   ([`determinism`]); NaNs are always canonical. The same inputs then give
+//!   the same outputs on any machine.
 //! - **Stdin** is empty; stdout/stderr go through [`stdio::Capture`].
 //! - **Limits**: fuel (instructions), linear memory (a [`ResourceLimiter`]),
 //!   wall time (epoch interruption plus an async timeout, so a step blocked in
@@ -24,8 +28,11 @@
 //! ([`Sandbox::load`] compiles or loads the cached artifact and
 //! pre-instantiates), once per run ([`Sandbox::run`] builds the store).
 
+pub mod determinism;
 pub mod host;
 pub mod stdio;
+
+pub use determinism::Determinism;
 
 use crate::digest::charged_bytes;
 use crate::manifest::{Limits, Sha256Digest};
@@ -52,6 +59,12 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// past the output limit is at most what the step can write in this time
 /// plus one measurement.
 pub const OUTPUT_POLL: Duration = Duration::from_millis(20);
+
+/// Whether the engine canonicalizes NaNs. The same float operations must
+/// give the same bits on every machine, or a reproducible step is
+/// reproducible only on the CPU it first ran on; canonical NaNs cost a
+/// little float throughput. Records state it.
+pub const NAN_CANONICALIZATION: bool = true;
 
 /// Most core instances, tables and memories one step may create. A
 /// component made by a normal toolchain needs a handful; the bound stops a
@@ -126,6 +139,8 @@ pub struct Grants {
     pub outputs: Vec<Watched>,
     /// Set from outside (Ctrl-C) to stop the step.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Fixed clock and seeded randomness, when the run is reproducible.
+    pub determinism: Determinism,
 }
 
 /// Where the step's stdout/stderr go.
@@ -353,6 +368,7 @@ impl Sandbox {
         config.wasm_component_model(true);
         config.consume_fuel(true);
         config.epoch_interruption(true);
+        config.cranelift_nan_canonicalization(NAN_CANONICALIZATION);
         let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(wasm_err(e)))?;
         let linker = base_linker(&engine).map_err(|e| SandboxError::Engine(wasm_err(e)))?;
 
@@ -523,6 +539,7 @@ impl Sandbox {
         b.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
+        determinism::apply(&grants.determinism, &mut b);
 
         let limits = grants.limits;
         let state = StepState {

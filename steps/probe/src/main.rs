@@ -179,8 +179,39 @@ fn run(op: &str, a: &[String]) -> Result<String, String> {
             cordon_sdk::report::annotate(arg(a, 0), arg(a, 1));
             Ok("recorded".into())
         }
+        "nan" => {
+            // A quiet NaN with a payload, through one float addition: the
+            // hardware keeps the payload, a canonicalizing engine does not.
+            let x = black_box(f32::from_bits(0x7fc1_2345)) + black_box(1.0f32);
+            Ok(format!("{:#010x}", x.to_bits()))
+        }
+        "time" => Ok(wall_clock_nanos().to_string()),
+        "random" => Ok(random_hex()),
+        "write-time" => std::fs::write(arg(a, 0), wall_clock_nanos().to_string())
+            .map(|_| "written".into())
+            .map_err(e),
+        "write-random" => std::fs::write(arg(a, 0), random_hex())
+            .map(|_| "written".into())
+            .map_err(e),
         other => Err(format!("unknown op {other}")),
     }
+}
+
+/// Nanoseconds since the Unix epoch on the wall clock the step sees.
+fn wall_clock_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// 16 bytes of `wasi:random/random`, as hex.
+fn random_hex() -> String {
+    #[cfg(target_arch = "wasm32")]
+    let bytes = wasi::random::random::get_random_bytes(16);
+    #[cfg(not(target_arch = "wasm32"))]
+    let bytes = [0u8; 16];
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[inline(never)]

@@ -19,7 +19,12 @@ struct Options {
 }
 
 fn parse_args() -> Result<Options, String> {
-    let mut o = Options { input: "/in".into(), output: "/out".into(), key: String::new(), columns: Vec::new() };
+    let mut o = Options {
+        input: "/in".into(),
+        output: "/out".into(),
+        key: String::new(),
+        columns: Vec::new(),
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or(format!("{a} needs a value"));
@@ -27,7 +32,13 @@ fn parse_args() -> Result<Options, String> {
             "--input" => o.input = value()?.into(),
             "--output" => o.output = value()?.into(),
             "--key" => o.key = value()?,
-            "--columns" => o.columns = value()?.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect(),
+            "--columns" => {
+                o.columns = value()?
+                    .split(',')
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty())
+                    .collect()
+            }
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -48,19 +59,32 @@ fn run(o: &Options) -> Result<(), String> {
     names.sort();
     let mut replaced = 0u64;
     for name in &names {
-        let mut rdr = csv::Reader::from_path(o.input.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        let mut rdr =
+            csv::Reader::from_path(o.input.join(name)).map_err(|e| format!("{name}: {e}"))?;
         let header = rdr.headers().map_err(|e| format!("{name}: {e}"))?.clone();
-        let targets: Vec<usize> = header.iter().enumerate().filter(|(_, h)| o.columns.iter().any(|c| c == h)).map(|(i, _)| i).collect();
+        let targets: Vec<usize> = header
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| o.columns.iter().any(|c| c == h))
+            .map(|(i, _)| i)
+            .collect();
         if targets.len() != o.columns.len() {
-            return Err(format!("{name}: not every column of {:?} is in the header", o.columns));
+            return Err(format!(
+                "{name}: not every column of {:?} is in the header",
+                o.columns
+            ));
         }
-        let mut w = csv::Writer::from_path(o.output.join(name)).map_err(|e| format!("{name}: {e}"))?;
-        w.write_record(&header).map_err(|e| format!("{name}: {e}"))?;
+        let mut w =
+            csv::Writer::from_path(o.output.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        w.write_record(&header)
+            .map_err(|e| format!("{name}: {e}"))?;
         for rec in rdr.records() {
             let rec = rec.map_err(|e| format!("{name}: {e}"))?;
             let mut out: Vec<String> = rec.iter().map(str::to_string).collect();
             for &i in &targets {
-                let tag = key.hmac_sha256(out[i].as_bytes()).map_err(|e| format!("secret `{}`: {e}", o.key))?;
+                let tag = key
+                    .hmac_sha256(out[i].as_bytes())
+                    .map_err(|e| format!("secret `{}`: {e}", o.key))?;
                 out[i] = hex::encode(&tag[..8]);
                 replaced += 1;
             }

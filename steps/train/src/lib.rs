@@ -47,18 +47,36 @@ pub fn is_holdout(id: &str) -> bool {
 
 /// Reads examples from CSV text with an `id` column, the `features` columns
 /// and a 0/1 `label` column.
-pub fn read_examples(csv_text: &str, features: &[String], label: &str) -> Result<Vec<Example>, String> {
+pub fn read_examples(
+    csv_text: &str,
+    features: &[String],
+    label: &str,
+) -> Result<Vec<Example>, String> {
     let mut rdr = csv::Reader::from_reader(csv_text.as_bytes());
     let header = rdr.headers().map_err(|e| e.to_string())?.clone();
-    let col = |name: &str| header.iter().position(|h| h == name).ok_or(format!("no column `{name}`"));
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .ok_or(format!("no column `{name}`"))
+    };
     let id = col("id")?;
     let fx: Vec<usize> = features.iter().map(|f| col(f)).collect::<Result<_, _>>()?;
     let ly = col(label)?;
     let mut out = Vec::new();
     for (line, rec) in rdr.records().enumerate() {
         let rec = rec.map_err(|e| e.to_string())?;
-        let num = |i: usize| rec[i].trim().parse::<f64>().map_err(|_| format!("line {}: `{}` is not a number", line + 2, &rec[i]));
-        out.push(Example { id: rec[id].to_string(), x: fx.iter().map(|&i| num(i)).collect::<Result<_, _>>()?, y: num(ly)? });
+        let num = |i: usize| {
+            rec[i]
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| format!("line {}: `{}` is not a number", line + 2, &rec[i]))
+        };
+        out.push(Example {
+            id: rec[id].to_string(),
+            x: fx.iter().map(|&i| num(i)).collect::<Result<_, _>>()?,
+            y: num(ly)?,
+        });
     }
     Ok(out)
 }
@@ -70,14 +88,26 @@ fn sigmoid(z: f64) -> f64 {
 impl Model {
     /// Probability of the positive class for raw features `x`.
     pub fn predict(&self, x: &[f64]) -> f64 {
-        let z: f64 = x.iter().zip(&self.mean).zip(&self.std).zip(&self.weights).map(|(((v, m), s), w)| w * (v - m) / s).sum();
+        let z: f64 = x
+            .iter()
+            .zip(&self.mean)
+            .zip(&self.std)
+            .zip(&self.weights)
+            .map(|(((v, m), s), w)| w * (v - m) / s)
+            .sum();
         sigmoid(z + self.bias)
     }
 }
 
 /// Trains on `data` for `epochs` passes with learning rate `lr` and L2
 /// strength `l2`. Returns the model and the final training log-loss.
-pub fn train(features: &[String], data: &[Example], epochs: usize, lr: f64, l2: f64) -> (Model, f64) {
+pub fn train(
+    features: &[String],
+    data: &[Example],
+    epochs: usize,
+    lr: f64,
+    l2: f64,
+) -> (Model, f64) {
     let d = features.len();
     let n = data.len().max(1) as f64;
     let mut mean = vec![0.0; d];
@@ -95,7 +125,16 @@ pub fn train(features: &[String], data: &[Example], epochs: usize, lr: f64, l2: 
     for s in &mut std {
         *s = s.sqrt().max(1e-9);
     }
-    let xs: Vec<Vec<f64>> = data.iter().map(|e| e.x.iter().zip(&mean).zip(&std).map(|((v, m), s)| (v - m) / s).collect()).collect();
+    let xs: Vec<Vec<f64>> = data
+        .iter()
+        .map(|e| {
+            e.x.iter()
+                .zip(&mean)
+                .zip(&std)
+                .map(|((v, m), s)| (v - m) / s)
+                .collect()
+        })
+        .collect();
     let mut w = vec![0.0; d];
     let mut b = 0.0;
     let mut loss = 0.0;
@@ -117,13 +156,25 @@ pub fn train(features: &[String], data: &[Example], epochs: usize, lr: f64, l2: 
         }
         b -= lr * gb;
     }
-    (Model { features: features.to_vec(), mean, std, weights: w, bias: b }, loss)
+    (
+        Model {
+            features: features.to_vec(),
+            mean,
+            std,
+            weights: w,
+            bias: b,
+        },
+        loss,
+    )
 }
 
 /// Accuracy at threshold 0.5 and ROC AUC of `model` on `data`.
 pub fn evaluate(model: &Model, data: &[Example]) -> (f64, f64) {
     let mut scored: Vec<(f64, f64)> = data.iter().map(|e| (model.predict(&e.x), e.y)).collect();
-    let correct = scored.iter().filter(|(p, y)| (*p >= 0.5) == (*y >= 0.5)).count();
+    let correct = scored
+        .iter()
+        .filter(|(p, y)| (*p >= 0.5) == (*y >= 0.5))
+        .count();
     let accuracy = correct as f64 / scored.len().max(1) as f64;
     scored.sort_by(|a, b| a.0.total_cmp(&b.0));
     let pos = scored.iter().filter(|(_, y)| *y >= 0.5).count() as f64;
@@ -134,7 +185,11 @@ pub fn evaluate(model: &Model, data: &[Example]) -> (f64, f64) {
             rank_sum += (i + 1) as f64;
         }
     }
-    let auc = if pos > 0.0 && neg > 0.0 { (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg) } else { f64::NAN };
+    let auc = if pos > 0.0 && neg > 0.0 {
+        (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
+    } else {
+        f64::NAN
+    };
     (accuracy, auc)
 }
 
@@ -145,8 +200,13 @@ mod tests {
     #[test]
     fn learns_a_separable_rule() {
         let features = vec!["a".to_string()];
-        let data: Vec<Example> =
-            (0..200).map(|i| Example { id: i.to_string(), x: vec![i as f64], y: if i >= 100 { 1.0 } else { 0.0 } }).collect();
+        let data: Vec<Example> = (0..200)
+            .map(|i| Example {
+                id: i.to_string(),
+                x: vec![i as f64],
+                y: if i >= 100 { 1.0 } else { 0.0 },
+            })
+            .collect();
         let (m, loss) = train(&features, &data, 300, 0.5, 0.0);
         assert!(loss < 0.3, "{loss}");
         let (acc, auc) = evaluate(&m, &data);

@@ -24,9 +24,16 @@ fn run() -> Result<(), String> {
         }
     }
     let mut data = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(&input).map_err(|e| format!("{input}: {e}"))?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&input)
+        .map_err(|e| format!("{input}: {e}"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
     files.sort();
-    for f in files.iter().filter(|f| f.extension().is_some_and(|x| x == "csv")) {
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|x| x == "csv"))
+    {
         let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
         data.extend(read_examples(&text, &features, &label)?);
     }
@@ -36,8 +43,12 @@ fn run() -> Result<(), String> {
     }
     let (model, loss) = train(&features, &training, epochs, 0.3, 1e-3);
     let json = serde_json::to_string_pretty(&model).map_err(|e| e.to_string())? + "\n";
-    std::fs::write(format!("{output}/model.json"), json).map_err(|e| format!("cannot write model.json: {e}"))?;
-    println!("trained on {} rows for {epochs} epochs, log-loss {loss:.4}", training.len());
+    std::fs::write(format!("{output}/model.json"), json)
+        .map_err(|e| format!("cannot write model.json: {e}"))?;
+    println!(
+        "trained on {} rows for {epochs} epochs, log-loss {loss:.4}",
+        training.len()
+    );
     cordon_sdk::report::metric("train_rows", training.len() as f64);
     cordon_sdk::report::metric("train_log_loss", loss);
     cordon_sdk::report::annotate("model", "logistic-regression");

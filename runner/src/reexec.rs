@@ -1,0 +1,339 @@
+//! Re-execution: run a recorded step again, in the same world, and compare.
+//!
+//! Everything comes from the record, never from the manifest (which may
+//! have changed since): the component by digest from the state directory's
+//! content-addressed store (where every run puts it) or from its recorded
+//! path when the digest still matches; each read mount from its host path
+//! when its tree digest still matches, else from the store; argv, env,
+//! limits, the fixed clock and the random seed as recorded. Secrets are
+//! resolved again the way `cordon run` does (their values are never
+//! recorded).
+//!
+//! The step writes into scratch directories under `<state>/reexec/`, never
+//! into the published outputs, and nothing is recorded or published. The
+//! outputs, the stdout and stderr digests and the exit status are compared
+//! with the record.
+
+use crate::cas::Cas;
+use crate::manifest::{SecretGrant, SecretUse, Sha256Digest};
+use crate::sandbox::stdio::Forward;
+use crate::sandbox::{Determinism, Grants, Preopen, Sandbox, Stdio, Termination, Watched};
+use crate::verify::{Finding, Scope};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What a re-execution found.
+#[derive(Debug)]
+pub enum Reexecution {
+    /// Same outputs, streams and exit status.
+    Reproduced {
+        /// Output files compared.
+        files: usize,
+    },
+    /// Something differs; each item names it.
+    Differs(Vec<String>),
+}
+
+/// The outcome of re-executing several runs.
+#[derive(Debug, Default)]
+pub struct ScopeReport {
+    /// Runs that differ or could not be re-executed.
+    pub findings: Vec<Finding>,
+    /// Runs that reproduced, with the number of output files compared.
+    pub reproduced: Vec<(String, usize)>,
+}
+
+/// Re-executes every run in `scope` (in chain order). Returns a finding for
+/// each run that differs or cannot be re-executed, and the runs that
+/// reproduced with the number of output files compared. Records that are
+/// missing or unreadable are skipped: `verify` reports them.
+pub fn reexecute_scope(
+    state_dir: &Path,
+    scope: &Scope,
+    sandbox: &Sandbox,
+) -> std::io::Result<ScopeReport> {
+    let records_dir = state_dir.join("records");
+    let runs: Vec<String> = match scope {
+        Scope::Run(id) => vec![id.clone()],
+        Scope::All => crate::chain::read_lines(&records_dir)?
+            .iter()
+            .filter_map(|l| serde_json::from_str::<crate::chain::LogEntry>(l).ok())
+            .map(|e| e.run)
+            .collect(),
+    };
+    let mut findings = Vec::new();
+    let mut reproduced = Vec::new();
+    for run in runs {
+        let subject = format!("record {run}");
+        let Some(record) = std::fs::read(crate::chain::record_path(&records_dir, &run))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        else {
+            continue;
+        };
+        let opted_out = record["reproducibility"]["reproducible"] == false;
+        match reexecute(state_dir, &record, sandbox) {
+            Ok(Reexecution::Reproduced { files }) => reproduced.push((run, files)),
+            Ok(Reexecution::Differs(what)) => findings.push(Finding {
+                subject,
+                problem: format!(
+                    "re-execution differs{}: {}",
+                    if opted_out {
+                        " (the step opted out of the fixed clock or seeded randomness)"
+                    } else {
+                        ""
+                    },
+                    what.join(", ")
+                ),
+            }),
+            Err(e) => findings.push(Finding {
+                subject,
+                problem: format!("cannot re-execute: {e}"),
+            }),
+        }
+    }
+    Ok(ScopeReport {
+        findings,
+        reproduced,
+    })
+}
+
+fn digest_of(v: &Value) -> Result<Sha256Digest, String> {
+    Sha256Digest::parse(v.as_str().unwrap_or(""))
+        .map_err(|e| format!("the record is malformed: {e}"))
+}
+
+/// Runs the step of `record` (its parsed JSON) again.
+pub fn reexecute(
+    state_dir: &Path,
+    record: &Value,
+    sandbox: &Sandbox,
+) -> Result<Reexecution, String> {
+    let run_id = record["run_id"].as_str().unwrap_or("run");
+    let cas = Cas::for_state(state_dir).map_err(|e| format!("cannot open the store: {e}"))?;
+
+    // The component.
+    let component_digest = digest_of(&record["component"]["sha256"])?;
+    let bytes = match cas.get(&component_digest) {
+        Ok(b) => b,
+        Err(_) => {
+            let path = record["component"]["path"].as_str().unwrap_or("");
+            match std::fs::read(path) {
+                Ok(b) if Sha256Digest::of(&b) == component_digest => b,
+                _ => {
+                    return Err(format!(
+                        "the component {component_digest} is neither in the store nor at {path}"
+                    ));
+                }
+            }
+        }
+    };
+    let component = sandbox
+        .load(&component_digest, &bytes)
+        .map_err(|e| format!("cannot load the component: {e}"))?;
+
+    let scratch = state_dir
+        .join("reexec")
+        .join(format!("{run_id}-{:08x}", rand::random::<u32>()));
+    crate::fsutil::create_private_dir(&scratch)
+        .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+    let result = run_in(&scratch, &cas, record, sandbox, &component);
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+fn run_in(
+    scratch: &Path,
+    cas: &Cas,
+    record: &Value,
+    sandbox: &Sandbox,
+    component: &crate::sandbox::StepComponent,
+) -> Result<Reexecution, String> {
+    let mut preopens = Vec::new();
+    let mut watched = Vec::new();
+    let mut outputs: Vec<(String, PathBuf, Value)> = Vec::new();
+    for (i, m) in record["mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let guest = m["guest"].as_str().unwrap_or("").to_string();
+        let host = PathBuf::from(m["host"].as_str().unwrap_or(""));
+        match m["access"].as_str() {
+            Some("read") => {
+                let want = digest_of(&m["before"]["sha256"])?;
+                let dir = match crate::digest::tree(&host) {
+                    Ok(t) if t.digest == want => host,
+                    _ if cas.has_tree(&want) => {
+                        let d = scratch.join(format!("in-{i}"));
+                        cas.restore_tree(&want, &d)
+                            .map_err(|e| format!("cannot restore input {guest}: {e}"))?;
+                        d
+                    }
+                    _ => {
+                        return Err(format!(
+                            "input {guest} ({}) changed since the run and is not in the store",
+                            host.display()
+                        ));
+                    }
+                };
+                preopens.push(Preopen {
+                    host: dir,
+                    guest,
+                    writable: false,
+                });
+            }
+            Some("write") => {
+                let d = scratch.join(format!("out-{i}"));
+                std::fs::create_dir(&d)
+                    .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+                watched.push(Watched {
+                    path: d.clone(),
+                    baseline: 0,
+                });
+                preopens.push(Preopen {
+                    host: d.clone(),
+                    guest: guest.clone(),
+                    writable: true,
+                });
+                outputs.push((guest, d, m["after"].clone()));
+            }
+            _ => {
+                // A read-write mount's contents before the run were replaced
+                // in place by the run itself.
+                let want = digest_of(&m["before"]["sha256"])?;
+                if !cas.has_tree(&want) {
+                    return Err(format!(
+                        "read-write mount {guest} was changed in place and its earlier contents are not in the store"
+                    ));
+                }
+                let d = scratch.join(format!("rw-{i}"));
+                cas.restore_tree(&want, &d)
+                    .map_err(|e| format!("cannot restore {guest}: {e}"))?;
+                watched.push(Watched {
+                    path: d.clone(),
+                    baseline: crate::digest::charged_bytes(&d),
+                });
+                preopens.push(Preopen {
+                    host: d.clone(),
+                    guest: guest.clone(),
+                    writable: true,
+                });
+                outputs.push((guest, d, m["after"].clone()));
+            }
+        }
+    }
+
+    let grants_for: Vec<SecretGrant> = record["secrets"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, a)| SecretGrant {
+            name: name.clone(),
+            uses: serde_json::from_value::<Vec<SecretUse>>(a["granted_uses"].clone())
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            at: Default::default(),
+        })
+        .collect();
+    let secrets = crate::secrets::resolve_from_env(&grants_for).map_err(|e| e.to_string())?;
+
+    let mut limits = crate::manifest::Limits::default();
+    let l = &record["limits"];
+    let num = |v: &Value, d: u64| v.as_u64().unwrap_or(d);
+    limits.fuel = num(&l["fuel"], limits.fuel);
+    limits.memory = num(&l["memory"], limits.memory);
+    limits.timeout =
+        Duration::from_millis(num(&l["timeout_ms"], limits.timeout.as_millis() as u64));
+    limits.output = num(&l["output"], limits.output);
+    limits.stdout = num(&l["stdout"], limits.stdout);
+
+    let r = &record["reproducibility"];
+    let seed = match r["seed"].as_str() {
+        None => None,
+        Some(h) => Some(
+            hex::decode(h)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or("the record's seed is malformed")?,
+        ),
+    };
+    let determinism = Determinism {
+        wall_clock: r["fixed_clock_unix_s"].as_u64().map(Duration::from_secs),
+        seed,
+    };
+
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    let grants = Grants {
+        argv: strings(&record["args"]),
+        env: record["env"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+            .collect(),
+        preopens,
+        secrets,
+        limits,
+        outputs: watched,
+        determinism,
+        cancel: None,
+    };
+    let stdio = Stdio {
+        prefix: String::new(),
+        stdout: Forward::None,
+        stderr: Forward::None,
+        stdout_log: None,
+        stderr_log: None,
+    };
+    let outcome = sandbox
+        .run(component, grants, stdio)
+        .map_err(|e| format!("cannot run the step: {e}"))?;
+
+    let mut differs = Vec::new();
+    let recorded_termination: Value = record["termination"].clone();
+    let now_termination = serde_json::to_value(&outcome.termination).unwrap_or_default();
+    if recorded_termination["kind"] != now_termination["kind"]
+        || recorded_termination["code"] != now_termination["code"]
+    {
+        differs.push(format!(
+            "the step ended differently: {} (recorded: {})",
+            outcome.termination.describe(),
+            recorded_termination
+        ));
+    }
+    for (name, summary) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
+        if summary.sha256.to_string() != record[name]["sha256"].as_str().unwrap_or("") {
+            differs.push(format!("{name} differs"));
+        }
+    }
+    let mut files = 0;
+    if matches!(outcome.termination, Termination::Exited { code: 0 }) {
+        for (guest, dir, after) in &outputs {
+            let tree = crate::digest::tree(dir).map_err(|e| format!("cannot hash {guest}: {e}"))?;
+            files += tree.file_count() as usize;
+            if after.is_null() {
+                continue;
+            }
+            if tree.digest.to_string() != after["sha256"].as_str().unwrap_or("") {
+                for d in crate::verify::differing_files(after, &tree) {
+                    differs.push(format!("{guest}/{d}"));
+                }
+            }
+        }
+    }
+    Ok(if differs.is_empty() {
+        Reexecution::Reproduced { files }
+    } else {
+        Reexecution::Differs(differs)
+    })
+}

@@ -1,0 +1,448 @@
+//! `cordon verify`: does everything a state directory says still hold?
+//!
+//! Checked, for every record in scope:
+//!
+//! - **the chain**: every log line parses, numbers count up from 1, and each
+//!   line's `prev` is the digest of the line before; no run appears twice;
+//!   every record file on disk is in the log (always checked in full,
+//!   because a broken chain anywhere undermines every record after it);
+//! - **the record**: its file exists and has the digest the log holds, and
+//!   its own `chain` field names the same place in the chain;
+//! - **the signature**: its DSSE envelope has the digest the log holds, is
+//!   signed by a key the record's environment trusts (`trusted-keys` in
+//!   `cordon.toml`), and its statement is exactly the statement rebuilt from
+//!   the record file, so the signature covers every field of the record;
+//! - **the outputs**: published output trees still have the digests the
+//!   record holds. A mount written again by a later run is checked against
+//!   that later record only (the earlier outputs were replaced by design).
+//!
+//! Each problem is a [`Finding`] that names the record (or log line) and
+//! what is wrong. Verification reads only; it never repairs anything.
+
+use crate::attest::{self, TrustedKey};
+use crate::chain::{self, LogEntry};
+use crate::config::WorkspaceConfig;
+use crate::digest;
+use crate::manifest::Sha256Digest;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// One thing that does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// What it is about: `record <run id>` or `chain.log line <n>`.
+    pub subject: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.subject, self.problem)
+    }
+}
+
+/// The result of a verification.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// Records checked in detail.
+    pub records: usize,
+    /// Everything that does not hold; empty means all is well.
+    pub findings: Vec<Finding>,
+}
+
+/// A verification that could not be carried out at all (bad invocation).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The state directory has no records.
+    #[error(
+        "{0} holds no records (no chain.log); name the state directory with --state, or run a step first"
+    )]
+    NoRecords(PathBuf),
+    /// The run named is not in the chain or on disk.
+    #[error("no record of run `{0}` in {1}")]
+    UnknownRun(String, PathBuf),
+    /// Reading the state directory failed.
+    #[error("cannot read {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// What to verify.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// Every record in the log.
+    All,
+    /// One run, by id.
+    Run(String),
+}
+
+struct Ctx<'a> {
+    workspace: &'a WorkspaceConfig,
+    keys: BTreeMap<String, Result<Vec<TrustedKey>, String>>,
+    findings: Vec<Finding>,
+}
+
+impl Ctx<'_> {
+    fn fail(&mut self, subject: impl Into<String>, problem: impl Into<String>) {
+        self.findings.push(Finding {
+            subject: subject.into(),
+            problem: problem.into(),
+        });
+    }
+
+    fn trusted(&mut self, env: &str) -> Result<Vec<TrustedKey>, String> {
+        if !self.keys.contains_key(env) {
+            let keys = match self.workspace.envs.get(env) {
+                None => Err(format!(
+                    "environment `{env}` is not defined in the workspace configuration, so no key is trusted for it"
+                )),
+                Some(e) => e
+                    .records
+                    .trusted_keys
+                    .iter()
+                    .map(|p| TrustedKey::load(p).map_err(|e| e.to_string()))
+                    .collect(),
+            };
+            self.keys.insert(env.to_string(), keys);
+        }
+        self.keys[env].clone()
+    }
+}
+
+fn record_subject(run: &str) -> String {
+    format!("record {run}")
+}
+
+/// Verifies the state directory `state_dir` against `workspace`'s trusted
+/// keys.
+pub fn verify(
+    state_dir: &Path,
+    workspace: &WorkspaceConfig,
+    scope: &Scope,
+) -> Result<Verdict, VerifyError> {
+    let records_dir = state_dir.join("records");
+    let io = |e| VerifyError::Io(records_dir.clone(), e);
+    if !records_dir.join(chain::LOG_FILE).is_file() {
+        return Err(VerifyError::NoRecords(state_dir.to_path_buf()));
+    }
+    let lines = chain::read_lines(&records_dir).map_err(io)?;
+    let mut cx = Ctx {
+        workspace,
+        keys: BTreeMap::new(),
+        findings: Vec::new(),
+    };
+
+    // The chain's structure.
+    let mut entries: Vec<LogEntry> = Vec::new();
+    let mut prev = chain::genesis().to_string();
+    let mut seen_runs: BTreeMap<String, u64> = BTreeMap::new();
+    for (i, line) in lines.iter().enumerate() {
+        let subject = format!("{} line {}", chain::LOG_FILE, i + 1);
+        let expected_seq = i as u64 + 1;
+        match serde_json::from_str::<LogEntry>(line) {
+            Err(e) => cx.fail(&subject, format!("not a chain entry: {e}")),
+            Ok(entry) => {
+                if entry.seq != expected_seq {
+                    cx.fail(
+                        &subject,
+                        format!(
+                            "sequence number {} where {expected_seq} belongs (an entry was removed, reordered or inserted)",
+                            entry.seq
+                        ),
+                    );
+                }
+                if entry.prev != prev {
+                    cx.fail(
+                        &subject,
+                        format!(
+                            "links to {} but the previous entry's digest is {prev} (the log was edited, reordered or truncated)",
+                            entry.prev
+                        ),
+                    );
+                }
+                if let Some(first) = seen_runs.insert(entry.run.clone(), entry.seq) {
+                    cx.fail(
+                        &subject,
+                        format!("run {} is already entry {first} (duplicated)", entry.run),
+                    );
+                }
+                entries.push(entry);
+            }
+        }
+        prev = Sha256Digest::of(line.as_bytes()).to_string();
+    }
+
+    // Record files the chain does not list.
+    let on_disk = record_files(&records_dir).map_err(io)?;
+    for run in &on_disk {
+        if !seen_runs.contains_key(run) {
+            cx.fail(
+                record_subject(run),
+                "is not in the chain: it was added outside a run, or its runner stopped before appending it",
+            );
+        }
+    }
+
+    for run in envelope_files(&records_dir).map_err(io)? {
+        if !seen_runs.contains_key(&run) {
+            cx.fail(
+                record_subject(&run),
+                "has a signed envelope but is not in the chain",
+            );
+        }
+    }
+
+    // Which record last wrote each host path: only its outputs must match.
+    let mut last_writer: BTreeMap<String, String> = BTreeMap::new();
+    let mut parsed: BTreeMap<String, (Vec<u8>, Value)> = BTreeMap::new();
+    for e in &entries {
+        let path = chain::record_path(&records_dir, &e.run);
+        if let Ok(bytes) = std::fs::read(&path)
+            && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
+        {
+            for m in v["mounts"].as_array().into_iter().flatten() {
+                if m.get("after").is_some()
+                    && let Some(h) = m["host"].as_str()
+                {
+                    last_writer.insert(h.to_string(), e.run.clone());
+                }
+            }
+            parsed.insert(e.run.clone(), (bytes, v));
+        }
+    }
+
+    let selected: Vec<&LogEntry> = match scope {
+        Scope::All => entries.iter().collect(),
+        Scope::Run(id) => {
+            let e: Vec<&LogEntry> = entries.iter().filter(|e| e.run == *id).collect();
+            if e.is_empty() {
+                if on_disk.contains(id) {
+                    // Already reported as not in the chain.
+                    return Ok(Verdict {
+                        records: 1,
+                        findings: cx.findings,
+                    });
+                }
+                return Err(VerifyError::UnknownRun(id.clone(), records_dir));
+            }
+            e
+        }
+    };
+
+    for entry in &selected {
+        check_record(&mut cx, &records_dir, entry, &parsed, &last_writer);
+    }
+    Ok(Verdict {
+        records: selected.len(),
+        findings: cx.findings,
+    })
+}
+
+fn check_record(
+    cx: &mut Ctx<'_>,
+    records_dir: &Path,
+    entry: &LogEntry,
+    parsed: &BTreeMap<String, (Vec<u8>, Value)>,
+    last_writer: &BTreeMap<String, String>,
+) {
+    let subject = record_subject(&entry.run);
+    let path = chain::record_path(records_dir, &entry.run);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => {
+            cx.fail(
+                &subject,
+                format!("the record file {} is missing: {e}", path.display()),
+            );
+            return;
+        }
+    };
+    let digest = Sha256Digest::of(&bytes).to_string();
+    if digest != entry.record {
+        cx.fail(
+            &subject,
+            format!(
+                "the record file has digest {digest}, but chain entry {} holds {} (the record was modified)",
+                entry.seq, entry.record
+            ),
+        );
+    }
+    let Some((_, record)) = parsed.get(&entry.run) else {
+        cx.fail(&subject, "the record file is not valid JSON");
+        return;
+    };
+    if record["run_id"] != entry.run.as_str() {
+        cx.fail(
+            &subject,
+            format!("the record names run {}", record["run_id"]),
+        );
+    }
+    let link = &record["chain"];
+    if link["sequence"] != entry.seq || link["previous"] != entry.prev.as_str() {
+        cx.fail(
+            &subject,
+            format!(
+                "the record places itself at {} after {}, but the chain holds it at {} after {}",
+                link["sequence"], link["previous"], entry.seq, entry.prev
+            ),
+        );
+    }
+
+    // The signature.
+    let env_path = chain::envelope_path(records_dir, &entry.run);
+    let environment = record["environment"].as_str().unwrap_or("").to_string();
+    match &entry.envelope {
+        None => cx.fail(
+            &subject,
+            format!("is not signed (environment `{environment}` had no signing key when it ran)"),
+        ),
+        Some(expected) => match std::fs::read(&env_path) {
+            Err(e) => cx.fail(
+                &subject,
+                format!("the signed envelope {} is missing: {e}", env_path.display()),
+            ),
+            Ok(env_bytes) => {
+                let d = Sha256Digest::of(&env_bytes).to_string();
+                if d != *expected {
+                    cx.fail(
+                        &subject,
+                        format!("the envelope has digest {d}, but the chain holds {expected} (the envelope was modified)"),
+                    );
+                }
+                match cx.trusted(&environment) {
+                    Err(msg) => cx.fail(&subject, format!("cannot check the signature: {msg}")),
+                    Ok(keys) => match attest::open_envelope(&env_bytes, &keys) {
+                        Err(e) => cx.fail(&subject, format!("signature: {e}")),
+                        Ok((ptype, payload)) => {
+                            if ptype != attest::PAYLOAD_TYPE {
+                                cx.fail(
+                                    &subject,
+                                    format!("the envelope's payload type is {ptype}"),
+                                );
+                            }
+                            let signed: Option<Value> = serde_json::from_slice(&payload).ok();
+                            let rebuilt = attest::statement(&bytes).ok();
+                            if signed.is_none() || signed != rebuilt {
+                                cx.fail(
+                                    &subject,
+                                    "the signed statement does not match the record file (the record was modified after signing)",
+                                );
+                            }
+                        }
+                    },
+                }
+            }
+        },
+    }
+
+    // The outputs.
+    if record["outputs"] != "published" && record["outputs"] != "no-outputs" {
+        return;
+    }
+    for m in record["mounts"].as_array().into_iter().flatten() {
+        let (Some(after), Some(host)) = (m.get("after"), m["host"].as_str()) else {
+            continue;
+        };
+        if last_writer.get(host) != Some(&entry.run) {
+            continue;
+        }
+        let guest = m["guest"].as_str().unwrap_or("");
+        match digest::tree(Path::new(host)) {
+            Err(e) => cx.fail(
+                &subject,
+                format!("output {guest} ({host}) cannot be read: {e}"),
+            ),
+            Ok(tree) => {
+                if tree.digest.to_string() != after["sha256"].as_str().unwrap_or("") {
+                    let diff = differing_files(after, &tree);
+                    cx.fail(
+                        &subject,
+                        format!(
+                            "output {guest} ({host}) no longer matches the record: {}",
+                            diff.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// What identifies an entry's content in a record's JSON form: the file's
+/// sha256, the link's target, or the kind.
+fn entry_identity(e: &Value) -> String {
+    if let Some(h) = e["sha256"].as_str() {
+        h.to_string()
+    } else if let Some(t) = e.get("symlink") {
+        format!("symlink to {}", t["target"])
+    } else if e.get("dir").is_some() {
+        "dir".into()
+    } else {
+        "other".into()
+    }
+}
+
+/// Names of the entries that differ between a recorded tree (its JSON form
+/// in a record) and a tree on disk.
+pub fn differing_files(recorded: &Value, now: &digest::Tree) -> Vec<String> {
+    let listing = |entries: &Value| -> BTreeMap<String, String> {
+        entries
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["path"].as_str().unwrap_or("").to_string(),
+                    entry_identity(e),
+                )
+            })
+            .collect()
+    };
+    let before = listing(&recorded["entries"]);
+    let after = listing(&serde_json::to_value(&now.entries).unwrap_or_default());
+    let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let mut out = Vec::new();
+    for n in names {
+        match (before.get(n), after.get(n)) {
+            (Some(a), Some(b)) if a == b => {}
+            (Some(_), Some(_)) => out.push(format!("{n} changed")),
+            (Some(_), None) => out.push(format!("{n} missing")),
+            (None, Some(_)) => out.push(format!("{n} added")),
+            (None, None) => {}
+        }
+    }
+    if out.is_empty() {
+        out.push("the tree differs".into());
+    }
+    out
+}
+
+/// Run ids of the envelope files in `records_dir`.
+fn envelope_files(records_dir: &Path) -> std::io::Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for e in std::fs::read_dir(records_dir)? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".dsse.json")
+            && !name.starts_with('.')
+        {
+            out.insert(stem.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Run ids of the record files in `records_dir`.
+fn record_files(records_dir: &Path) -> std::io::Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for e in std::fs::read_dir(records_dir)? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name.ends_with(".dsse.json") {
+            continue;
+        }
+        if let Some(stem) = name.strip_suffix(".json") {
+            out.insert(stem.to_string());
+        }
+    }
+    Ok(out)
+}
