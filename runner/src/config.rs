@@ -10,8 +10,19 @@
 //! data_root = "data/dev"
 //!
 //! [env.dev.secrets]
-//! provider = "env"                 # where this environment's secrets come from
+//! provider = "local"               # where this environment's secrets come from:
+//!                                  # local (default), env or vault
+//!
+//! [env.prod.secrets]
+//! provider = "vault"
+//! address = "https://vault.example:8200"
+//! role_id = "…"                    # AppRole role id (not a credential)
+//! secret_id_env = "CORDON_PROD_SECRET_ID"   # or secret_id_file = "/run/…"
 //! ```
+//!
+//! The keys of each provider are listed in `docs/secrets.md`; a key that
+//! belongs to another provider is an error, so a typo never silently
+//! changes where secrets come from.
 //!
 //! Each environment stands alone: nothing is shared between two
 //! environments unless the file says so for each. The file is found by
@@ -34,19 +45,242 @@ pub const DEFAULT_ENV: &str = "dev";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProviderKind {
+    /// The embedded encrypted store, one per environment, with its key file
+    /// outside the repository. The default, so a workspace works with no
+    /// server.
+    #[default]
+    Local,
     /// `CORDON_SECRET_<NAME>` from the runner's environment (how CI systems
     /// inject secrets). Weaker: anything else in that environment can read it.
-    #[default]
     Env,
+    /// HashiCorp Vault / OpenBao, KV v2, through a per-run AppRole login.
+    Vault,
+}
+
+impl ProviderKind {
+    /// The provider's name in configuration and records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::Env => "env",
+            ProviderKind::Vault => "vault",
+        }
+    }
+}
+
+/// Settings of the `local` provider. Paths are absolute (relative ones in
+/// the file are resolved against the workspace directory).
+#[derive(Debug, Clone, Default)]
+pub struct LocalConfig {
+    /// The encrypted store [default: `<secrets home>/stores/<env>.store`].
+    pub store: Option<PathBuf>,
+    /// The key file [default: `<secrets home>/keys/<env>.key`]. It must lie
+    /// outside the workspace, so the key never travels with the code.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Settings of the `vault` provider.
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    /// Server address, e.g. `https://vault.example:8200`.
+    pub address: String,
+    /// The AppRole role id (an identifier, not a credential).
+    pub role_id: String,
+    /// Where the AppRole secret id comes from.
+    pub secret_id: SecretIdSource,
+    /// Mount path of the AppRole auth method [default: `approle`].
+    pub approle_mount: String,
+    /// Mount path of the KV v2 engine [default: `secret`].
+    pub kv_mount: String,
+    /// Prefix of secret paths in the engine [default: none]: secret `NAME`
+    /// is read at `<kv_mount>/data/<path_prefix>/NAME`.
+    pub path_prefix: Option<String>,
+    /// The field of the KV entry that holds the value [default: `value`].
+    pub field: String,
+}
+
+/// Where the vault provider finds its AppRole secret id. It is a credential,
+/// so it never sits in `cordon.toml` itself.
+#[derive(Debug, Clone)]
+pub enum SecretIdSource {
+    /// The runner's environment variable of this name.
+    Env(String),
+    /// A file (absolute path), e.g. one a CI system mounts.
+    File(PathBuf),
 }
 
 /// Secret settings of one environment.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct SecretsConfig {
     /// The provider.
-    #[serde(default)]
     pub provider: ProviderKind,
+    /// `local` settings (used when `provider` is `local`).
+    pub local: LocalConfig,
+    /// `vault` settings (present when `provider` is `vault`).
+    pub vault: Option<VaultConfig>,
+}
+
+/// `[env.NAME.secrets]` as written; validated by [`RawSecrets::validate`].
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSecrets {
+    provider: Option<Spanned<ProviderKind>>,
+    store: Option<Spanned<String>>,
+    key_file: Option<Spanned<String>>,
+    address: Option<Spanned<String>>,
+    role_id: Option<Spanned<String>>,
+    secret_id_env: Option<Spanned<String>>,
+    secret_id_file: Option<Spanned<String>>,
+    approle_mount: Option<Spanned<String>>,
+    kv_mount: Option<Spanned<String>>,
+    path_prefix: Option<Spanned<String>>,
+    field: Option<Spanned<String>>,
+}
+
+impl RawSecrets {
+    fn validate(
+        self,
+        env: &str,
+        env_at: Location,
+        dir: &Path,
+        lines: &crate::manifest::LineIndex,
+        problems: &mut Vec<Problem>,
+    ) -> SecretsConfig {
+        let provider = self
+            .provider
+            .as_ref()
+            .map(|p| *p.get_ref())
+            .unwrap_or_default();
+        let abs = |p: &Spanned<String>| {
+            let p = Path::new(p.get_ref());
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                dir.join(p)
+            }
+        };
+        let local_keys = [("store", &self.store), ("key_file", &self.key_file)];
+        let vault_keys = [
+            ("address", &self.address),
+            ("role_id", &self.role_id),
+            ("secret_id_env", &self.secret_id_env),
+            ("secret_id_file", &self.secret_id_file),
+            ("approle_mount", &self.approle_mount),
+            ("kv_mount", &self.kv_mount),
+            ("path_prefix", &self.path_prefix),
+            ("field", &self.field),
+        ];
+        let mut foreign = |keys: &[(&str, &Option<Spanned<String>>)], owner: &str| {
+            for (key, value) in keys {
+                if let Some(v) = value {
+                    problems.push(lines.at(v.span().start).problem(
+                        format!(
+                            "`{key}` is a setting of the `{owner}` provider, but environment `{env}` uses `{}`",
+                            provider.as_str()
+                        ),
+                        Some(format!("remove it, or set `provider = \"{owner}\"`")),
+                    ));
+                }
+            }
+        };
+        let mut config = SecretsConfig {
+            provider,
+            ..Default::default()
+        };
+        match provider {
+            ProviderKind::Local => {
+                foreign(&vault_keys, "vault");
+                let key_file = self.key_file.as_ref().map(abs);
+                if let (Some(k), Some(raw)) = (&key_file, &self.key_file)
+                    && crate::fsutil::resolve(k)
+                        .unwrap_or_else(|_| k.clone())
+                        .starts_with(
+                            crate::fsutil::resolve(dir).unwrap_or_else(|_| dir.to_path_buf()),
+                        )
+                {
+                    problems.push(lines.at(raw.span().start).problem(
+                        format!("the key file of environment `{env}` lies inside the workspace, where it would travel with the code"),
+                        Some("keep it outside the repository, e.g. under ~/.config/cordon/keys/".into()),
+                    ));
+                }
+                config.local = LocalConfig {
+                    store: self.store.as_ref().map(abs),
+                    key_file,
+                };
+            }
+            ProviderKind::Env => {
+                foreign(&local_keys, "local");
+                foreign(&vault_keys, "vault");
+            }
+            ProviderKind::Vault => {
+                foreign(&local_keys, "local");
+                let at = self
+                    .provider
+                    .as_ref()
+                    .map(|p| lines.at(p.span().start))
+                    .unwrap_or(env_at);
+                let mut required = |v: &Option<Spanned<String>>, key: &str, example: &str| match v {
+                    Some(v) if !v.get_ref().is_empty() => v.get_ref().clone(),
+                    _ => {
+                        problems.push(at.problem(
+                            format!("the vault provider of environment `{env}` needs `{key}`"),
+                            Some(format!("add `{key} = {example}` to [env.{env}.secrets]")),
+                        ));
+                        String::new()
+                    }
+                };
+                let address = required(&self.address, "address", "\"https://vault.example:8200\"");
+                let role_id = required(&self.role_id, "role_id", "\"<the AppRole's role id>\"");
+                let secret_id = match (&self.secret_id_env, &self.secret_id_file) {
+                    (Some(v), None) => SecretIdSource::Env(v.get_ref().clone()),
+                    (None, Some(f)) => SecretIdSource::File(abs(f)),
+                    (Some(v), Some(_)) => {
+                        problems.push(lines.at(v.span().start).problem(
+                            "give the AppRole secret id either by `secret_id_env` or by `secret_id_file`, not both",
+                            None,
+                        ));
+                        SecretIdSource::Env(String::new())
+                    }
+                    (None, None) => {
+                        problems.push(at.problem(
+                            format!("the vault provider of environment `{env}` needs a secret id source"),
+                            Some("add `secret_id_env = \"VAR\"` (an environment variable of the runner) or `secret_id_file = \"/path\"`; never the secret id itself".into()),
+                        ));
+                        SecretIdSource::Env(String::new())
+                    }
+                };
+                let is_url = address.starts_with("http://") || address.starts_with("https://");
+                if !address.is_empty()
+                    && !is_url
+                    && let Some(a) = &self.address
+                {
+                    problems.push(lines.at(a.span().start).problem(
+                        format!("vault address `{address}` is not an http:// or https:// URL"),
+                        None,
+                    ));
+                }
+                let or = |v: &Option<Spanned<String>>, d: &str| {
+                    v.as_ref()
+                        .map(|v| v.get_ref().trim_matches('/').to_string())
+                        .unwrap_or_else(|| d.to_string())
+                };
+                config.vault = Some(VaultConfig {
+                    address: address.trim_end_matches('/').to_string(),
+                    role_id,
+                    secret_id,
+                    approle_mount: or(&self.approle_mount, "approle"),
+                    kv_mount: or(&self.kv_mount, "secret"),
+                    path_prefix: self
+                        .path_prefix
+                        .as_ref()
+                        .map(|p| p.get_ref().trim_matches('/').to_string())
+                        .filter(|p| !p.is_empty()),
+                    field: or(&self.field, "value"),
+                });
+            }
+        }
+        config
+    }
 }
 
 /// One environment, validated.
@@ -92,7 +326,7 @@ struct RawEnv {
     #[serde(default)]
     vars: BTreeMap<String, String>,
     #[serde(default)]
-    secrets: SecretsConfig,
+    secrets: RawSecrets,
 }
 
 /// Finds `cordon.toml` in `start` or the nearest ancestor.
@@ -107,7 +341,7 @@ pub fn find(start: &Path) -> Option<PathBuf> {
 impl WorkspaceConfig {
     /// The configuration for work in `start_dir`: the file named by
     /// `explicit`, else the nearest `cordon.toml`, else the implicit default
-    /// (one environment, `dev`, with the `env` secret provider).
+    /// (one environment, `dev`, with the `local` secret provider).
     pub fn discover(
         explicit: Option<&Path>,
         start_dir: &Path,
@@ -162,6 +396,11 @@ impl WorkspaceConfig {
                 Some("use `version = 1`".into()),
             ));
         }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let abs_dir = crate::fsutil::resolve(&dir).unwrap_or_else(|_| dir.clone());
         let mut envs = BTreeMap::new();
         for (name, env) in raw.env {
             let at = lines.at(name.span().start);
@@ -172,24 +411,24 @@ impl WorkspaceConfig {
                 ));
                 continue;
             }
+            let secrets = env
+                .secrets
+                .validate(name.get_ref(), at, &abs_dir, &lines, &mut problems);
             envs.insert(
                 name.get_ref().clone(),
                 EnvConfig {
                     name: name.into_inner(),
                     protected: env.protected,
                     vars: env.vars,
-                    secrets: env.secrets,
+                    secrets,
                     at,
                 },
             );
         }
         if !problems.is_empty() {
+            problems.sort_by_key(|p| (p.line, p.column));
             return Err(fail(problems));
         }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
         Ok(WorkspaceConfig {
             path: Some(path.to_path_buf()),
             dir,

@@ -8,3 +8,5 @@ mod escapes;
 mod limits;
 mod manifest_errors;
 mod runs;
+mod secrets;
+mod vault;
