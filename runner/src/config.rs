@@ -72,9 +72,9 @@ impl ProviderKind {
 /// the file are resolved against the workspace directory).
 #[derive(Debug, Clone, Default)]
 pub struct LocalConfig {
-    /// The encrypted store [default: `<secrets home>/stores/<env>.store`].
+    /// The encrypted store (default: `<secrets home>/stores/<env>.store`).
     pub store: Option<PathBuf>,
-    /// The key file [default: `<secrets home>/keys/<env>.key`]. It must lie
+    /// The key file (default: `<secrets home>/keys/<env>.key`). It must lie
     /// outside the workspace, so the key never travels with the code.
     pub key_file: Option<PathBuf>,
 }
@@ -88,14 +88,14 @@ pub struct VaultConfig {
     pub role_id: String,
     /// Where the AppRole secret id comes from.
     pub secret_id: SecretIdSource,
-    /// Mount path of the AppRole auth method [default: `approle`].
+    /// Mount path of the AppRole auth method (default: `approle`).
     pub approle_mount: String,
-    /// Mount path of the KV v2 engine [default: `secret`].
+    /// Mount path of the KV v2 engine (default: `secret`).
     pub kv_mount: String,
-    /// Prefix of secret paths in the engine [default: none]: secret `NAME`
+    /// Prefix of secret paths in the engine (default: none): secret `NAME`
     /// is read at `<kv_mount>/data/<path_prefix>/NAME`.
     pub path_prefix: Option<String>,
-    /// The field of the KV entry that holds the value [default: `value`].
+    /// The field of the KV entry that holds the value (default: `value`).
     pub field: String,
 }
 
