@@ -16,7 +16,7 @@
 //! - [`local`]: an encrypted store per environment whose key file lives
 //!   outside the repository. The default, so a workspace works with no
 //!   server.
-//! - [`env`](self::env): `CORDON_SECRET_<NAME>` from the runner's own environment, the
+//! - [`env`](mod@env): `CORDON_SECRET_<NAME>` from the runner's own environment, the
 //!   way CI systems inject secrets. Weaker: anything else in that
 //!   environment can read it.
 //! - [`vault`]: HashiCorp Vault / OpenBao KV v2 through an AppRole login
