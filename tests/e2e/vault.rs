@@ -386,3 +386,92 @@ fn a_stopped_server_is_a_clear_error_and_no_step_runs() {
     assert!(ws.records().is_empty(), "no record: no step ran");
     assert!(!ws.path("out").exists(), "no step ran");
 }
+
+impl Bao {
+    /// Accessors of every live token.
+    fn accessors(&self) -> Vec<String> {
+        let (status, v) = self.call("GET", "auth/token/accessors?list=true", None);
+        assert_eq!(status, 200, "{v}");
+        v["data"]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+#[test]
+fn ctrl_c_during_a_run_revokes_the_token_before_exit() {
+    let bao = Bao::start();
+    let role = bao.approle();
+    bao.put("cordon/deploy-key", DEPLOY_KEY);
+    let ws = Workspace::new();
+    ws.write("cordon.toml", vault_toml(&bao, &role));
+    ws.step(
+        PROBE,
+        &["secret-hmac", "deploy-key", "payload", "--", "sleep", "60"],
+        "[[secret]]\nname = \"deploy-key\"\nuses = [\"hmac\"]\n\n[limits]\ntimeout = \"90s\"\n",
+    );
+    let before = bao.accessors();
+    let mut child = Command::new(CORDON)
+        .args(["run", "step.toml"])
+        .current_dir(ws.root())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env(
+            "CORDON_COMPILE_CACHE",
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled"),
+        )
+        .env("CORDON_SECRETS_HOME", ws.secrets_home())
+        .env(SECRET_ID_VAR, &role.secret_id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the run's login (a new accessor) and for the step to be
+    // running (its first line printed).
+    let start = Instant::now();
+    let run_accessor = loop {
+        let now = bao.accessors();
+        if let Some(a) = now.into_iter().find(|a| !before.contains(a)) {
+            break a;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the run never logged in"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 12];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    assert_eq!(&first, b"[probe] secr", "the step is running");
+    assert!(bao.accessor_alive(&run_accessor));
+
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "cordon ignored SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted; the vault token of this run was revoked"),
+        "{stderr}"
+    );
+    assert!(!bao.accessor_alive(&run_accessor), "revoked before exit");
+}
