@@ -460,3 +460,19 @@ fn the_env_provider_names_the_missing_variable() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_manifest_key_maps_the_name_to_the_providers_entry() {
+    let ws = Workspace::new();
+    assert_eq!(set(&ws, "team-release-seed", SEED_HEX).code, 0);
+    ws.step(
+        PROBE,
+        &["secret-pubkey", "release-key"],
+        "[[secret]]\nname = \"release-key\"\nkey = \"team-release-seed\"\nuses = [\"sign\"]\n",
+    );
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.probe_lines("secret-pubkey")[0].starts_with("secret-pubkey: ok "));
+    let rec = ws.record();
+    assert_eq!(rec["secrets"]["release-key"]["version"], "1");
+}

@@ -10,13 +10,21 @@
 use super::{Provider, ResolvedSecret, SecretError, SecretValue};
 use crate::manifest::SecretGrant;
 
-/// The environment variable the `env` provider reads for `name`:
-/// `signing-key` becomes `CORDON_SECRET_SIGNING_KEY`.
+/// The environment variable the `env` provider reads for `name` (or the
+/// grant's `key`): `signing-key` becomes `CORDON_SECRET_SIGNING_KEY`; every
+/// character that cannot appear in a variable name becomes `_`.
 pub fn env_var_for(name: &str) -> String {
-    format!(
-        "CORDON_SECRET_{}",
-        name.to_ascii_uppercase().replace('-', "_")
-    )
+    let suffix: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("CORDON_SECRET_{suffix}")
 }
 
 /// Reads grants from the runner's environment.
@@ -43,13 +51,13 @@ impl Provider for EnvProvider {
         grants
             .iter()
             .map(|g| {
-                let var = env_var_for(&g.name);
+                let var = env_var_for(g.provider_key());
                 let missing = || {
                     SecretError::new(
                         &self.env,
                         format!(
-                            "secret `{}` is granted but the runner's environment has no {var}",
-                            g.name
+                            "secret {} is granted but the runner's environment has no {var}",
+                            g.describe()
                         ),
                     )
                     .fix(format!(
@@ -59,7 +67,7 @@ impl Provider for EnvProvider {
                 let bad = || {
                     SecretError::new(
                         &self.env,
-                        format!("secret `{}`: {var} is empty or not valid UTF-8", g.name),
+                        format!("secret {}: {var} is empty or not valid UTF-8", g.describe()),
                     )
                 };
                 let value = std::env::var_os(&var)
@@ -89,5 +97,6 @@ mod tests {
     #[test]
     fn env_var_names() {
         assert_eq!(env_var_for("signing-key"), "CORDON_SECRET_SIGNING_KEY");
+        assert_eq!(env_var_for("ci/deploy.key"), "CORDON_SECRET_CI_DEPLOY_KEY");
     }
 }

@@ -441,7 +441,7 @@ impl Provider for LocalProvider {
     fn resolve(&mut self, grants: &[SecretGrant]) -> Result<Vec<ResolvedSecret>, SecretError> {
         let s = &self.store;
         if !s.store.exists() {
-            let first = grants.first().map_or("", |g| g.name.as_str());
+            let first = grants.first().map_or("", |g| g.provider_key());
             return Err(s
                 .err(format!(
                     "secret `{first}` is granted but there is no local secret store yet ({})",
@@ -458,9 +458,9 @@ impl Provider for LocalProvider {
             .map(|g| {
                 let latest = data
                     .secrets
-                    .get(&g.name)
+                    .get(g.provider_key())
                     .and_then(|v| v.last())
-                    .ok_or_else(|| s.missing(&g.name))?;
+                    .ok_or_else(|| s.missing(g.provider_key()))?;
                 let value = hex::decode(latest.value.as_bytes()).map_err(|_| s.damaged())?;
                 Ok(ResolvedSecret {
                     name: g.name.clone(),

@@ -242,7 +242,7 @@ impl VaultProvider {
 
     fn read(&self, grant: &SecretGrant) -> Result<ResolvedSecret, SecretError> {
         let name = &grant.name;
-        let path = self.path_of(name);
+        let path = self.path_of(grant.provider_key());
         let err = |m: String| SecretError::new(&self.env, m);
         let live = LIVE
             .lock()
