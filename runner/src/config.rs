@@ -484,6 +484,77 @@ mod tests {
     }
 
     #[test]
+    fn provider_settings_per_environment() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(FILE_NAME);
+        std::fs::write(
+            &p,
+            "[env.dev]
+
+[env.ci.secrets]
+provider = \"env\"
+
+\
+             [env.prod.secrets]
+provider = \"vault\"
+address = \"https://bao.example:8200/\"\n\
+             role_id = \"r-1\"
+secret_id_file = \"/run/secrets/id\"
+kv_mount = \"/kv/\"\n\
+             path_prefix = \"cordon/prod\"
+",
+        )
+        .unwrap();
+        let c = WorkspaceConfig::load(&p).unwrap();
+        assert_eq!(c.envs["dev"].secrets.provider, ProviderKind::Local);
+        assert_eq!(c.envs["ci"].secrets.provider, ProviderKind::Env);
+        let v = c.envs["prod"].secrets.vault.as_ref().unwrap();
+        assert_eq!(v.address, "https://bao.example:8200");
+        assert_eq!(v.kv_mount, "kv");
+        assert_eq!(v.approle_mount, "approle");
+        assert_eq!(v.field, "value");
+        assert_eq!(v.path_prefix.as_deref(), Some("cordon/prod"));
+        assert!(
+            matches!(&v.secret_id, SecretIdSource::File(f) if f == Path::new("/run/secrets/id"))
+        );
+
+        std::fs::write(
+            &p,
+            "[env.prod.secrets]
+provider = \"vault\"
+address = \"bao:8200\"
+role_id = \"r\"\n\
+             secret_id_env = \"A\"
+secret_id_file = \"b\"
+store = \"s\"
+",
+        )
+        .unwrap();
+        let err = WorkspaceConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            err.contains(":3:11: vault address `bao:8200` is not an http:// or https:// URL"),
+            "{err}"
+        );
+        assert!(
+            err.contains(":5:17: give the AppRole secret id either"),
+            "{err}"
+        );
+        assert!(
+            err.contains(":7:9: `store` is a setting of the `local` provider"),
+            "{err}"
+        );
+
+        let inside = d.path().join("keys/dev.key");
+        std::fs::write(
+            &p,
+            format!("[env.dev.secrets]\nkey_file = \"{}\"\n", inside.display()),
+        )
+        .unwrap();
+        let err = WorkspaceConfig::load(&p).unwrap_err().to_string();
+        assert!(err.contains("lies inside the workspace"), "{err}");
+    }
+
+    #[test]
     fn found_by_walking_up() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join(FILE_NAME), "").unwrap();
