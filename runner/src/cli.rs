@@ -211,8 +211,7 @@ fn run(
     // Every granted secret is read now, before anything runs; a vault
     // session ends when `resolution` does (finish below, or drop on any
     // early return).
-    let mut resolution =
-        crate::secrets::resolve(env, &workspace.dir, &plan.secrets).map_err(bad_input)?;
+    let mut resolution = crate::secrets::resolve(env, &plan.secrets).map_err(bad_input)?;
     let secrets = std::mem::take(&mut resolution.secrets);
 
     crate::fsutil::create_private_dir(&plan.state_dir)

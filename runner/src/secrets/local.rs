@@ -426,7 +426,7 @@ pub struct LocalProvider {
 
 impl LocalProvider {
     /// The provider for `env`.
-    pub fn open(env: &EnvConfig, _workspace_dir: &Path) -> Result<LocalProvider, SecretError> {
+    pub fn open(env: &EnvConfig) -> Result<LocalProvider, SecretError> {
         Ok(LocalProvider {
             store: LocalStore::for_env(env)?,
         })

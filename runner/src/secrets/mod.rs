@@ -36,7 +36,6 @@ use crate::manifest::{SecretGrant, SecretUse};
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::Path;
 use zeroize::Zeroizing;
 
 pub use env::env_var_for;
@@ -173,11 +172,7 @@ impl Resolution {
 /// Opens `env`'s provider and reads every secret in `grants`, before any
 /// step runs. A plan without secrets touches no provider at all (no key
 /// file, no server).
-pub fn resolve(
-    env: &EnvConfig,
-    workspace_dir: &Path,
-    grants: &[SecretGrant],
-) -> Result<Resolution, SecretError> {
+pub fn resolve(env: &EnvConfig, grants: &[SecretGrant]) -> Result<Resolution, SecretError> {
     if grants.is_empty() {
         return Ok(Resolution {
             secrets: Vec::new(),
@@ -185,9 +180,9 @@ pub fn resolve(
         });
     }
     let mut provider: Box<dyn Provider> = match env.secrets.provider {
-        ProviderKind::Local => Box::new(local::LocalProvider::open(env, workspace_dir)?),
+        ProviderKind::Local => Box::new(local::LocalProvider::open(env)?),
         ProviderKind::Env => Box::new(env::EnvProvider::new(&env.name)),
-        ProviderKind::Vault => Box::new(vault::VaultProvider::login(env, workspace_dir, grants)?),
+        ProviderKind::Vault => Box::new(vault::VaultProvider::login(env, grants)?),
     };
     match provider.resolve(grants) {
         Ok(secrets) => Ok(Resolution {

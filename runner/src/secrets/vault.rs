@@ -17,8 +17,8 @@
 use super::{Provider, ResolvedSecret, SecretError, SecretValue};
 use crate::config::{EnvConfig, SecretIdSource, VaultConfig};
 use crate::manifest::SecretGrant;
+use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -60,9 +60,14 @@ impl Session {
     }
 }
 
-/// The session the SIGINT handler revokes. Only one run per process holds
-/// a vault session at a time.
-static LIVE: Mutex<Option<Session>> = Mutex::new(None);
+/// Every live session of this process, by token accessor: what the SIGINT
+/// handler revokes, and what each provider revokes for itself when its run
+/// ends. Several runs (of a pipeline) may hold sessions at once.
+static LIVE: Mutex<BTreeMap<String, Session>> = Mutex::new(BTreeMap::new());
+
+fn take_session(accessor: &str) -> Option<Session> {
+    LIVE.lock().ok().and_then(|mut live| live.remove(accessor))
+}
 
 /// Installs (once) the SIGINT handler that revokes the live session before
 /// the process exits with the conventional 130.
@@ -70,18 +75,22 @@ fn install_interrupt_handler() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         let _ = ctrlc::set_handler(|| {
-            let session = LIVE.lock().ok().and_then(|mut s| s.take());
-            if let Some(s) = session {
-                match s.revoke() {
-                    Ok(()) => {
-                        eprintln!("cordon: interrupted; the vault token of this run was revoked")
-                    }
-                    Err(e) => {
-                        eprintln!("cordon: interrupted; revoking the vault token failed: {e}")
-                    }
-                }
-            } else {
+            let sessions = LIVE
+                .lock()
+                .map(|mut live| std::mem::take(&mut *live))
+                .unwrap_or_default();
+            if sessions.is_empty() {
                 eprintln!("cordon: interrupted");
+            }
+            for (accessor, s) in sessions {
+                match s.revoke() {
+                    Ok(()) => eprintln!(
+                        "cordon: interrupted; the vault token of this run was revoked (accessor {accessor})"
+                    ),
+                    Err(e) => eprintln!(
+                        "cordon: interrupted; revoking the vault token with accessor {accessor} failed: {e}"
+                    ),
+                }
             }
             std::process::exit(130);
         });
@@ -155,11 +164,7 @@ fn server_errors(resp: ureq::http::Response<ureq::Body>) -> String {
 impl VaultProvider {
     /// Logs in with the environment's AppRole. `grants` only name the
     /// secrets in errors; nothing is read yet.
-    pub fn login(
-        env: &EnvConfig,
-        _workspace_dir: &Path,
-        grants: &[SecretGrant],
-    ) -> Result<VaultProvider, SecretError> {
+    pub fn login(env: &EnvConfig, grants: &[SecretGrant]) -> Result<VaultProvider, SecretError> {
         let names: Vec<&str> = grants.iter().map(|g| g.name.as_str()).collect();
         let for_secrets = format!("secrets {}", names.join(", "));
         let config = env
@@ -219,11 +224,14 @@ impl VaultProvider {
         let accessor = login.auth.accessor.clone();
         install_interrupt_handler();
         if let Ok(mut live) = LIVE.lock() {
-            *live = Some(Session {
-                agent,
-                address: config.address.clone(),
-                token: Token(login.auth.client_token),
-            });
+            live.insert(
+                accessor.clone(),
+                Session {
+                    agent,
+                    address: config.address.clone(),
+                    token: Token(login.auth.client_token),
+                },
+            );
         }
         tracing::info!(env = %env.name, accessor = %accessor, "logged in to vault");
         Ok(VaultProvider {
@@ -248,7 +256,7 @@ impl VaultProvider {
             .lock()
             .map_err(|_| err("the vault session is gone".into()))?;
         let session = live
-            .as_ref()
+            .get(&self.accessor)
             .ok_or_else(|| err("the vault session is gone".into()))?;
         let url = format!(
             "{}/v1/{}/data/{path}",
@@ -335,8 +343,7 @@ impl Provider for VaultProvider {
     }
 
     fn close(&mut self) -> Result<(), SecretError> {
-        let session = LIVE.lock().ok().and_then(|mut s| s.take());
-        match session {
+        match take_session(&self.accessor) {
             Some(s) => s.revoke().map_err(|e| {
                 SecretError::new(
                     &self.env,
