@@ -476,3 +476,43 @@ fn a_manifest_key_maps_the_name_to_the_providers_entry() {
     let rec = ws.record();
     assert_eq!(rec["secrets"]["release-key"]["version"], "1");
 }
+
+#[test]
+fn an_encoded_value_split_across_two_writes_is_still_redacted() {
+    use base64::Engine;
+    let ws = Workspace::new();
+    assert_eq!(set(&ws, "token", VALUE).code, 0);
+    let hex_form = hex::encode(VALUE);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(VALUE);
+    let (h1, h2) = hex_form.split_at(hex_form.len() / 2);
+    let (b1, b2) = b64.split_at(b64.len() / 2);
+    ws.step(
+        PROBE,
+        &[
+            "print-parts",
+            "hex=",
+            h1,
+            h2,
+            "--",
+            "print-parts",
+            "b64=",
+            b1,
+            b2,
+        ],
+        &secret_toml("token", "\"hmac\""),
+    );
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("hex=[REDACTED:token]"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("b64=[REDACTED:token]"),
+        "{}",
+        out.stdout
+    );
+    assert_never_seen(&ws, &out, &hex_form);
+    assert_never_seen(&ws, &out, &b64[..b64.len() - 3]);
+}

@@ -130,6 +130,17 @@ fn run(op: &str, a: &[String]) -> Result<String, String> {
             println!("{}", arg(a, 0));
             Ok("printed".into())
         }
+        // `print-parts A B ...`: each part in its own write, flushed, then
+        // a newline: a value split across writes.
+        "print-parts" => {
+            let mut out = std::io::stdout().lock();
+            for part in a {
+                out.write_all(part.as_bytes()).map_err(e)?;
+                out.flush().map_err(e)?;
+            }
+            out.write_all(b"\n").map_err(e)?;
+            Ok("printed".into())
+        }
         "eprint" => {
             eprintln!("{}", arg(a, 0));
             Ok("printed".into())
