@@ -97,6 +97,10 @@ pub struct VaultConfig {
     pub path_prefix: Option<String>,
     /// The field of the KV entry that holds the value (default: `value`).
     pub field: String,
+    /// PEM file of the CA certificates that sign the server's certificate
+    /// (absolute path), for servers behind a private CA. Default: the
+    /// Mozilla root set bundled with the runner.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where the vault provider finds its AppRole secret id. It is a credential,
@@ -135,6 +139,7 @@ struct RawSecrets {
     kv_mount: Option<Spanned<String>>,
     path_prefix: Option<Spanned<String>>,
     field: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
 }
 
 impl RawSecrets {
@@ -169,6 +174,7 @@ impl RawSecrets {
             ("kv_mount", &self.kv_mount),
             ("path_prefix", &self.path_prefix),
             ("field", &self.field),
+            ("ca_file", &self.ca_file),
         ];
         let mut foreign = |keys: &[(&str, &Option<Spanned<String>>)], owner: &str| {
             for (key, value) in keys {
@@ -276,6 +282,7 @@ impl RawSecrets {
                         .map(|p| p.get_ref().trim_matches('/').to_string())
                         .filter(|p| !p.is_empty()),
                     field: or(&self.field, "value"),
+                    ca_file: self.ca_file.as_ref().map(abs),
                 });
             }
         }

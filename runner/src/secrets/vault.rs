@@ -130,6 +130,21 @@ struct VaultErrors {
     errors: Vec<String>,
 }
 
+/// The certificates in a PEM file; at least one.
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(c) = item.map_err(|e| e.to_string())? {
+            certs.push(c);
+        }
+    }
+    if certs.is_empty() {
+        return Err("it holds no PEM certificate".into());
+    }
+    Ok(certs)
+}
+
 /// Reads grants from Vault with a token that lives only for this run.
 pub struct VaultProvider {
     env: String,
@@ -190,11 +205,24 @@ impl VaultProvider {
                 .trim()
                 .to_string(),
         });
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let mut agent_config = ureq::Agent::config_builder()
             .timeout_global(Some(REQUEST_TIMEOUT))
-            .http_status_as_error(false)
-            .build()
-            .into();
+            .http_status_as_error(false);
+        if let Some(ca_file) = &config.ca_file {
+            let roots = read_ca_file(ca_file).map_err(|why| {
+                err(format!(
+                    "cannot use the vault CA file {}: {why}",
+                    ca_file.display()
+                ))
+                .fix("point `ca_file` at a PEM file with the CA certificate(s) of the server")
+            })?;
+            agent_config = agent_config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::from(roots))
+                    .build(),
+            );
+        }
+        let agent: ureq::Agent = agent_config.build().into();
         let url = format!("{}/v1/auth/{}/login", config.address, config.approle_mount);
         let resp = agent
             .post(&url)
@@ -207,7 +235,7 @@ impl VaultProvider {
                     "vault at {} is unreachable ({e}); cannot read {for_secrets}",
                     config.address
                 ))
-                .fix("check that the server runs and `address` in cordon.toml is right; no step was run")
+                .fix("check that the server runs, that `address` in cordon.toml is right and, for a server behind a private CA, `ca_file`; no step was run")
             })?;
         if !resp.status().is_success() {
             return Err(err(format!(
