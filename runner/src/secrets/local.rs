@@ -13,8 +13,9 @@
 //! The store is authenticated with the environment's name as associated
 //! data, so a `dev` store copied over the `prod` one does not open. Each
 //! change decrypts the whole store, edits it in memory and replaces the file
-//! atomically (temporary file, fsync, rename): a crash leaves the old store
-//! or the new one. A wrong key or a damaged file is reported as such and the
+//! atomically (temporary file, fsync, rename) under an exclusive lock on
+//! `<store>.lock`: a crash leaves the old store or the new one, and two
+//! concurrent changes never lose one another. A wrong key or a damaged file is reported as such and the
 //! file is left exactly as it was.
 //!
 //! Every value keeps its versions (1, 2, ...) with their creation times;
@@ -292,11 +293,42 @@ impl LocalStore {
         })
     }
 
+    /// Holds an exclusive lock on `<store>.lock` until dropped, so two
+    /// concurrent `cordon secret` commands cannot both read the store, edit
+    /// it and have one write lose the other's change.
+    fn lock(&self) -> Result<std::fs::File, SecretError> {
+        if let Some(dir) = self.store.parent() {
+            crate::fsutil::create_private_dir(dir).map_err(|e| {
+                self.err(format!(
+                    "cannot create store directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let mut name = self.store.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| self.err(format!("cannot open lock file {}: {e}", path.display())))?;
+        // SAFETY: flock on a descriptor we own; released when it closes.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(self.err(format!("cannot lock {}: {e}", path.display())));
+        }
+        Ok(file)
+    }
+
     fn edit<T>(
         &self,
         create: bool,
         f: impl FnOnce(&mut StoreData) -> Result<T, SecretError>,
     ) -> Result<T, SecretError> {
+        let _lock = self.lock()?;
         let key = self.key(create)?;
         let mut data = self.load(&key)?;
         let out = f(&mut data)?;
@@ -544,6 +576,23 @@ mod tests {
             "{err}"
         );
         assert_eq!(std::fs::read(s.store_path()).unwrap(), before);
+    }
+
+    #[test]
+    fn concurrent_changes_are_all_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path(), "dev");
+        s.set("k", v("value-0")).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let s = s.clone();
+                std::thread::spawn(move || s.rotate("k", v(&format!("value-{i}"))).unwrap())
+            })
+            .collect();
+        let mut versions: Vec<u32> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        versions.sort();
+        assert_eq!(versions, (2..=9).collect::<Vec<_>>());
+        assert_eq!(s.list().unwrap()["k"].len(), 9);
     }
 
     #[test]
