@@ -516,3 +516,71 @@ fn an_encoded_value_split_across_two_writes_is_still_redacted() {
     assert_never_seen(&ws, &out, &hex_form);
     assert_never_seen(&ws, &out, &b64[..b64.len() - 3]);
 }
+
+#[test]
+fn store_and_key_paths_come_from_the_named_config() {
+    let ws = Workspace::new();
+    let key = ws.secrets_home().join("team/ci.key");
+    let store = ws.secrets_home().join("team/ci.store");
+    ws.write(
+        "conf/cordon.toml",
+        format!(
+            "[env.ci.secrets]\nstore = \"{}\"\nkey_file = \"{}\"\n",
+            store.display(),
+            key.display()
+        ),
+    );
+    let out = ws.cordon_with_input(
+        &[
+            "secret",
+            "set",
+            "api-key",
+            "--env",
+            "ci",
+            "--config",
+            "conf/cordon.toml",
+        ],
+        &[],
+        Some(VALUE.as_bytes()),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(key.is_file() && store.is_file());
+    assert!(!ws.secrets_home().join("keys").exists());
+    ws.step(
+        PROBE,
+        &["secret-hmac", "api-key", "data"],
+        &secret_toml("api-key", "\"hmac\""),
+    );
+    let out = ws.cordon(
+        &[
+            "run",
+            "step.toml",
+            "--env",
+            "ci",
+            "--config",
+            "conf/cordon.toml",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(ws.record()["secrets"]["api-key"]["provider"], "local");
+
+    // A key file inside the workspace is refused.
+    ws.write(
+        "conf/cordon.toml",
+        "[env.ci.secrets]\nkey_file = \"keys/ci.key\"\n",
+    );
+    let out = ws.cordon(
+        &[
+            "secret",
+            "list",
+            "--env",
+            "ci",
+            "--config",
+            "conf/cordon.toml",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("lies inside the workspace"), "{out:?}");
+}
