@@ -444,6 +444,15 @@ impl Bao {
 
 #[test]
 fn ctrl_c_during_a_run_revokes_the_token_before_exit() {
+    interrupted_run_revokes_the_token("-INT");
+}
+
+#[test]
+fn a_ci_cancellation_sigterm_revokes_the_token_before_exit() {
+    interrupted_run_revokes_the_token("-TERM");
+}
+
+fn interrupted_run_revokes_the_token(signal: &str) {
     let bao = Bao::start();
     let role = bao.approle();
     bao.put("cordon/deploy-key", DEPLOY_KEY);
@@ -492,7 +501,7 @@ fn ctrl_c_during_a_run_revokes_the_token_before_exit() {
     assert!(bao.accessor_alive(&run_accessor));
 
     let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());

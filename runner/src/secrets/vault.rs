@@ -6,7 +6,8 @@
 //! file the file names), reads exactly the secrets the plan grants, and
 //! revokes the token when the run ends, whatever the ending: success, a
 //! failed step, a limit, a runner error (the provider revokes on drop) or
-//! Ctrl-C (a SIGINT handler revokes before the process exits). The token
+//! Ctrl-C or a CI cancellation (a SIGINT/SIGTERM/SIGHUP handler revokes
+//! before the process exits with 130). The token
 //! itself is never written anywhere; the record names its *accessor*, which
 //! lets an operator look the token up or revoke it but not use it.
 //!
@@ -69,8 +70,9 @@ fn take_session(accessor: &str) -> Option<Session> {
     LIVE.lock().ok().and_then(|mut live| live.remove(accessor))
 }
 
-/// Installs (once) the SIGINT handler that revokes the live session before
-/// the process exits with the conventional 130.
+/// Installs (once) the handler for SIGINT, SIGTERM and SIGHUP (Ctrl-C, a
+/// CI system cancelling the job, a closed terminal) that revokes every live
+/// session before the process exits with the conventional 130.
 fn install_interrupt_handler() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
