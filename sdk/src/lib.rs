@@ -7,7 +7,10 @@
 //! interfaces from `wit/step.wit`:
 //!
 //! - [`secrets`]: use a granted secret through a handle without ever seeing
-//!   its bytes.
+//!   its bytes: [`secrets::Secret::hmac_sha256`],
+//!   [`secrets::Secret::sign_ed25519`] and
+//!   [`secrets::Secret::ed25519_public_key`]; [`secrets::Secret::reveal`]
+//!   only under an explicit `reveal` grant.
 //! - [`report`]: add metrics and annotations to the step's execution record.
 //!
 //! ```no_run
@@ -16,6 +19,8 @@
 //!     let key = cordon_sdk::secrets::get("signing-key")?;
 //!     let tag = key.hmac_sha256(&data)?;
 //!     std::fs::write("/out/model.bin.hmac", tag)?;
+//!     let release = cordon_sdk::secrets::get("release-key")?;
+//!     std::fs::write("/out/model.bin.sig", release.sign_ed25519(&data)?)?;
 //!     cordon_sdk::report::metric("bytes", data.len() as f64);
 //!     Ok(())
 //! }
