@@ -562,3 +562,56 @@ fn a_server_behind_a_private_ca_is_trusted_only_through_ca_file() {
         .to_string();
     assert!(!bao.accessor_alive(&accessor));
 }
+
+/// An HTTP server on a free port that answers every request with `answer`
+/// and reports each request it received.
+fn http_responder(answer: String) -> (String, std::sync::mpsc::Receiver<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = vec![0u8; 65536];
+            let n = std::io::Read::read(&mut conn, &mut buf).unwrap_or(0);
+            let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let _ = std::io::Write::write_all(&mut conn, answer.as_bytes());
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn a_redirecting_address_never_gets_the_secret_id_forwarded() {
+    // Where a redirect would send the login (and its secret id).
+    let (elsewhere, elsewhere_rx) =
+        http_responder("HTTP/1.1 500 Nope\r\ncontent-length: 0\r\n\r\n".into());
+    let (redirector, redirector_rx) = http_responder(format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}/v1/auth/approle/login\r\ncontent-length: 0\r\n\r\n"
+    ));
+    let ws = Workspace::new();
+    ws.write(
+        "cordon.toml",
+        format!(
+            "[env.dev.secrets]\nprovider = \"vault\"\naddress = \"{redirector}\"\nrole_id = \"r\"\nsecret_id_env = \"{SECRET_ID_VAR}\"\n"
+        ),
+    );
+    ws.step(
+        PROBE,
+        &["secret-name", "deploy-key"],
+        "[[secret]]\nname = \"deploy-key\"\nuses = [\"hmac\"]\n",
+    );
+    let out = ws.run(&[(SECRET_ID_VAR, "secret-id-that-stays-home")]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("307"), "{}", out.stderr);
+    let first = redirector_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(first.starts_with("POST /v1/auth/approle/login"), "{first}");
+    assert!(
+        elsewhere_rx
+            .recv_timeout(Duration::from_millis(500))
+            .is_err(),
+        "the redirect was followed"
+    );
+    assert!(ws.records().is_empty());
+}

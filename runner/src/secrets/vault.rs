@@ -207,8 +207,14 @@ impl VaultProvider {
                 .trim()
                 .to_string(),
         });
+        // Redirects are not followed: the token travels in `X-Vault-Token`,
+        // which an HTTP client carries to wherever a redirect points. A
+        // standby that redirects to the active node shows up as an error
+        // naming the status; point `address` at the active node (or its
+        // load balancer) instead.
         let mut agent_config = ureq::Agent::config_builder()
             .timeout_global(Some(REQUEST_TIMEOUT))
+            .max_redirects(0)
             .http_status_as_error(false);
         if let Some(ca_file) = &config.ca_file {
             let roots = read_ca_file(ca_file).map_err(|why| {
