@@ -12,11 +12,14 @@ use crate::sandbox::{Sandbox, SandboxError, StepComponent};
 use crate::scheduler::{PipelineOptions, run_pipeline};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use secret_cmd::{SecretCommand, records, secret};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+mod secret_cmd;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -142,6 +145,27 @@ enum Command {
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Manage the secrets of an environment whose provider is `local`.
+    ///
+    /// Values are read from stdin, never from arguments (which other users
+    /// can see), and never printed.
+    Secret {
+        #[command(subcommand)]
+        action: SecretCommand,
+    },
+    /// List the runs whose records used a secret: the first question after
+    /// a leak.
+    Records {
+        /// The secret's name.
+        #[arg(long, value_name = "NAME")]
+        secret: String,
+        /// Only runs that used this version of it.
+        #[arg(long, value_name = "N")]
+        version: Option<String>,
+        /// State directory holding `records/` [default: .cordon].
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
     },
     /// Write the current digest of a manifest's component into the manifest.
     ///
@@ -291,6 +315,12 @@ pub fn main() -> ExitCode {
         Command::Key {
             command: KeyCommand::Generate { env, config },
         } => key_generate(&env, config.as_deref()),
+        Command::Secret { action } => secret(action),
+        Command::Records {
+            secret,
+            version,
+            state,
+        } => records(&secret, version.as_deref(), state),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -399,8 +429,12 @@ fn run_step_cmd(
         produced: &[],
     };
     let plan = plan_step(&manifest, &ctx).map_err(bad_input)?;
-    let secrets = crate::secrets::resolve_from_env(&plan.secrets).map_err(bad_input)?;
     let signer = signer_for(env)?;
+    // Every granted secret is read now, before anything runs; a vault
+    // session ends when `resolution` does (finish below, or drop on any
+    // early return).
+    let mut resolution = crate::secrets::resolve(env, &plan.secrets).map_err(bad_input)?;
+    let secrets = std::mem::take(&mut resolution.secrets);
     let sandbox = sandbox_for(&plan.state_dir)?;
     let component = load_component(&sandbox, &plan, &manifest)?;
     let opts = RunOptions {
@@ -411,6 +445,9 @@ fn run_step_cmd(
         signer,
     };
     let run = run_step(&plan, &sandbox, &component, secrets, &opts).map_err(runner_fault)?;
+    if let Err(e) = resolution.finish() {
+        eprintln!("cordon: warning: {e}");
+    }
 
     let r = &run.record;
     let record_path = run.record_path.display();
@@ -495,13 +532,36 @@ fn run_pipeline_cmd(
     }
     let (plan, manifests, env) = plan_pipeline(file, at)?;
     let signer = signer_for(&env)?;
-    let mut secrets = Vec::new();
+    // One provider session for the whole pipeline: the union of the grants
+    // is read once, before any step runs; each step then gets exactly its
+    // own grants (names and uses) with those values.
+    let mut union: Vec<crate::manifest::SecretGrant> = Vec::new();
     for p in &plan.steps {
-        secrets.push(
-            crate::secrets::resolve_from_env(&p.secrets)
-                .map_err(|e| bad_input(anyhow::anyhow!("step `{}`: {e}", p.name)))?,
-        );
+        for g in &p.secrets {
+            if !union.iter().any(|u| u.name == g.name) {
+                union.push(g.clone());
+            }
+        }
     }
+    let mut resolution = crate::secrets::resolve(&env, &union).map_err(bad_input)?;
+    let values = std::mem::take(&mut resolution.secrets);
+    let secrets: Vec<Vec<crate::secrets::ResolvedSecret>> = plan
+        .steps
+        .iter()
+        .map(|p| {
+            p.secrets
+                .iter()
+                .filter_map(|g| {
+                    values.iter().find(|v| v.name == g.name).map(|v| {
+                        crate::secrets::ResolvedSecret {
+                            uses: g.uses.clone(),
+                            ..v.clone()
+                        }
+                    })
+                })
+                .collect()
+        })
+        .collect();
     let state_dir = plan.steps[0].state_dir.clone();
     let sandbox = sandbox_for(&state_dir)?;
     let mut components = Vec::new();
@@ -524,6 +584,9 @@ fn run_pipeline_cmd(
         plan.steps.len()
     );
     let outcome = run_pipeline(&plan, &sandbox, &components, secrets, &opts);
+    if let Err(e) = resolution.finish() {
+        eprintln!("cordon: warning: {e}");
+    }
     let record = crate::scheduler::write_pipeline_record(&plan, &outcome, &state_dir)
         .context("cannot write the pipeline record")
         .map_err(runner_fault)?;

@@ -10,12 +10,23 @@
 //! data_root = "data/dev"
 //!
 //! [env.dev.secrets]
-//! provider = "env"                 # where this environment's secrets come from
+//! provider = "local"               # where this environment's secrets come from:
+//!                                  # local (default), env or vault
 //!
 //! [env.dev.records]                # see docs/records.md
 //! signing-key = "keys/dev.key"     # ed25519 PKCS#8 PEM, mode 0600; signs every record
 //! trusted-keys = ["keys/dev.pub"]  # PEM public keys `cordon verify` accepts
+//!
+//! [env.prod.secrets]
+//! provider = "vault"
+//! address = "https://vault.example:8200"
+//! role_id = "…"                    # AppRole role id (not a credential)
+//! secret_id_env = "CORDON_PROD_SECRET_ID"   # or secret_id_file = "/run/…"
 //! ```
+//!
+//! The keys of each provider are listed in `docs/secrets.md`; a key that
+//! belongs to another provider is an error, so a typo never silently
+//! changes where secrets come from.
 //!
 //! Each environment stands alone: nothing is shared between two
 //! environments unless the file says so for each. The file is found by
@@ -38,19 +49,249 @@ pub const DEFAULT_ENV: &str = "dev";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProviderKind {
+    /// The embedded encrypted store, one per environment, with its key file
+    /// outside the repository. The default, so a workspace works with no
+    /// server.
+    #[default]
+    Local,
     /// `CORDON_SECRET_<NAME>` from the runner's environment (how CI systems
     /// inject secrets). Weaker: anything else in that environment can read it.
-    #[default]
     Env,
+    /// HashiCorp Vault / OpenBao, KV v2, through a per-run AppRole login.
+    Vault,
+}
+
+impl ProviderKind {
+    /// The provider's name in configuration and records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::Env => "env",
+            ProviderKind::Vault => "vault",
+        }
+    }
+}
+
+/// Settings of the `local` provider. Paths are absolute (relative ones in
+/// the file are resolved against the workspace directory).
+#[derive(Debug, Clone, Default)]
+pub struct LocalConfig {
+    /// The encrypted store (default: `<secrets home>/stores/<env>.store`).
+    pub store: Option<PathBuf>,
+    /// The key file (default: `<secrets home>/keys/<env>.key`). It must lie
+    /// outside the workspace, so the key never travels with the code.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Settings of the `vault` provider.
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    /// Server address, e.g. `https://vault.example:8200`.
+    pub address: String,
+    /// The AppRole role id (an identifier, not a credential).
+    pub role_id: String,
+    /// Where the AppRole secret id comes from.
+    pub secret_id: SecretIdSource,
+    /// Mount path of the AppRole auth method (default: `approle`).
+    pub approle_mount: String,
+    /// Mount path of the KV v2 engine (default: `secret`).
+    pub kv_mount: String,
+    /// Prefix of secret paths in the engine (default: none): secret `NAME`
+    /// is read at `<kv_mount>/data/<path_prefix>/NAME`.
+    pub path_prefix: Option<String>,
+    /// The field of the KV entry that holds the value (default: `value`).
+    pub field: String,
+    /// PEM file of the CA certificates that sign the server's certificate
+    /// (absolute path), for servers behind a private CA. Default: the
+    /// Mozilla root set bundled with the runner.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Where the vault provider finds its AppRole secret id. It is a credential,
+/// so it never sits in `cordon.toml` itself.
+#[derive(Debug, Clone)]
+pub enum SecretIdSource {
+    /// The runner's environment variable of this name.
+    Env(String),
+    /// A file (absolute path), e.g. one a CI system mounts.
+    File(PathBuf),
 }
 
 /// Secret settings of one environment.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct SecretsConfig {
     /// The provider.
-    #[serde(default)]
     pub provider: ProviderKind,
+    /// `local` settings (used when `provider` is `local`).
+    pub local: LocalConfig,
+    /// `vault` settings (present when `provider` is `vault`).
+    pub vault: Option<VaultConfig>,
+}
+
+/// `[env.NAME.secrets]` as written; validated by [`RawSecrets::validate`].
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSecrets {
+    provider: Option<Spanned<ProviderKind>>,
+    store: Option<Spanned<String>>,
+    key_file: Option<Spanned<String>>,
+    address: Option<Spanned<String>>,
+    role_id: Option<Spanned<String>>,
+    secret_id_env: Option<Spanned<String>>,
+    secret_id_file: Option<Spanned<String>>,
+    approle_mount: Option<Spanned<String>>,
+    kv_mount: Option<Spanned<String>>,
+    path_prefix: Option<Spanned<String>>,
+    field: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+}
+
+impl RawSecrets {
+    fn validate(
+        self,
+        env: &str,
+        env_at: Location,
+        dir: &Path,
+        lines: &crate::manifest::LineIndex,
+        problems: &mut Vec<Problem>,
+    ) -> SecretsConfig {
+        let provider = self
+            .provider
+            .as_ref()
+            .map(|p| *p.get_ref())
+            .unwrap_or_default();
+        let abs = |p: &Spanned<String>| {
+            let p = Path::new(p.get_ref());
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                dir.join(p)
+            }
+        };
+        let local_keys = [("store", &self.store), ("key_file", &self.key_file)];
+        let vault_keys = [
+            ("address", &self.address),
+            ("role_id", &self.role_id),
+            ("secret_id_env", &self.secret_id_env),
+            ("secret_id_file", &self.secret_id_file),
+            ("approle_mount", &self.approle_mount),
+            ("kv_mount", &self.kv_mount),
+            ("path_prefix", &self.path_prefix),
+            ("field", &self.field),
+            ("ca_file", &self.ca_file),
+        ];
+        let mut foreign = |keys: &[(&str, &Option<Spanned<String>>)], owner: &str| {
+            for (key, value) in keys {
+                if let Some(v) = value {
+                    problems.push(lines.at(v.span().start).problem(
+                        format!(
+                            "`{key}` is a setting of the `{owner}` provider, but environment `{env}` uses `{}`",
+                            provider.as_str()
+                        ),
+                        Some(format!("remove it, or set `provider = \"{owner}\"`")),
+                    ));
+                }
+            }
+        };
+        let mut config = SecretsConfig {
+            provider,
+            ..Default::default()
+        };
+        match provider {
+            ProviderKind::Local => {
+                foreign(&vault_keys, "vault");
+                let key_file = self.key_file.as_ref().map(abs);
+                if let (Some(k), Some(raw)) = (&key_file, &self.key_file)
+                    && crate::fsutil::resolve(k)
+                        .unwrap_or_else(|_| k.clone())
+                        .starts_with(
+                            crate::fsutil::resolve(dir).unwrap_or_else(|_| dir.to_path_buf()),
+                        )
+                {
+                    problems.push(lines.at(raw.span().start).problem(
+                        format!("the key file of environment `{env}` lies inside the workspace, where it would travel with the code"),
+                        Some("keep it outside the repository, e.g. under ~/.config/cordon/keys/".into()),
+                    ));
+                }
+                config.local = LocalConfig {
+                    store: self.store.as_ref().map(abs),
+                    key_file,
+                };
+            }
+            ProviderKind::Env => {
+                foreign(&local_keys, "local");
+                foreign(&vault_keys, "vault");
+            }
+            ProviderKind::Vault => {
+                foreign(&local_keys, "local");
+                let at = self
+                    .provider
+                    .as_ref()
+                    .map(|p| lines.at(p.span().start))
+                    .unwrap_or(env_at);
+                let mut required = |v: &Option<Spanned<String>>, key: &str, example: &str| match v {
+                    Some(v) if !v.get_ref().is_empty() => v.get_ref().clone(),
+                    _ => {
+                        problems.push(at.problem(
+                            format!("the vault provider of environment `{env}` needs `{key}`"),
+                            Some(format!("add `{key} = {example}` to [env.{env}.secrets]")),
+                        ));
+                        String::new()
+                    }
+                };
+                let address = required(&self.address, "address", "\"https://vault.example:8200\"");
+                let role_id = required(&self.role_id, "role_id", "\"<the AppRole's role id>\"");
+                let secret_id = match (&self.secret_id_env, &self.secret_id_file) {
+                    (Some(v), None) => SecretIdSource::Env(v.get_ref().clone()),
+                    (None, Some(f)) => SecretIdSource::File(abs(f)),
+                    (Some(v), Some(_)) => {
+                        problems.push(lines.at(v.span().start).problem(
+                            "give the AppRole secret id either by `secret_id_env` or by `secret_id_file`, not both",
+                            None,
+                        ));
+                        SecretIdSource::Env(String::new())
+                    }
+                    (None, None) => {
+                        problems.push(at.problem(
+                            format!("the vault provider of environment `{env}` needs a secret id source"),
+                            Some("add `secret_id_env = \"VAR\"` (an environment variable of the runner) or `secret_id_file = \"/path\"`; never the secret id itself".into()),
+                        ));
+                        SecretIdSource::Env(String::new())
+                    }
+                };
+                let is_url = address.starts_with("http://") || address.starts_with("https://");
+                if !address.is_empty()
+                    && !is_url
+                    && let Some(a) = &self.address
+                {
+                    problems.push(lines.at(a.span().start).problem(
+                        format!("vault address `{address}` is not an http:// or https:// URL"),
+                        None,
+                    ));
+                }
+                let or = |v: &Option<Spanned<String>>, d: &str| {
+                    v.as_ref()
+                        .map(|v| v.get_ref().trim_matches('/').to_string())
+                        .unwrap_or_else(|| d.to_string())
+                };
+                config.vault = Some(VaultConfig {
+                    address: address.trim_end_matches('/').to_string(),
+                    role_id,
+                    secret_id,
+                    approle_mount: or(&self.approle_mount, "approle"),
+                    kv_mount: or(&self.kv_mount, "secret"),
+                    path_prefix: self
+                        .path_prefix
+                        .as_ref()
+                        .map(|p| p.get_ref().trim_matches('/').to_string())
+                        .filter(|p| !p.is_empty()),
+                    field: or(&self.field, "value"),
+                    ca_file: self.ca_file.as_ref().map(abs),
+                });
+            }
+        }
+        config
+    }
 }
 
 /// Record signing settings of one environment, paths resolved against the
@@ -119,9 +360,9 @@ struct RawEnv {
     #[serde(default)]
     vars: BTreeMap<String, String>,
     #[serde(default)]
-    secrets: SecretsConfig,
-    #[serde(default)]
     records: RawRecords,
+    #[serde(default)]
+    secrets: RawSecrets,
 }
 
 /// Finds `cordon.toml` in `start` or the nearest ancestor.
@@ -136,7 +377,7 @@ pub fn find(start: &Path) -> Option<PathBuf> {
 impl WorkspaceConfig {
     /// The configuration for work in `start_dir`: the file named by
     /// `explicit`, else the nearest `cordon.toml`, else the implicit default
-    /// (one environment, `dev`, with the `env` secret provider).
+    /// (one environment, `dev`, with the `local` secret provider).
     pub fn discover(
         explicit: Option<&Path>,
         start_dir: &Path,
@@ -196,6 +437,7 @@ impl WorkspaceConfig {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        let abs_dir = crate::fsutil::resolve(&dir).unwrap_or_else(|_| dir.clone());
         let mut envs = BTreeMap::new();
         for (name, env) in raw.env {
             let at = lines.at(name.span().start);
@@ -232,19 +474,23 @@ impl WorkspaceConfig {
                     .map(|k| key_path(k, "trusted key"))
                     .collect(),
             };
+            let secrets = env
+                .secrets
+                .validate(name.get_ref(), at, &abs_dir, &lines, &mut problems);
             envs.insert(
                 name.get_ref().clone(),
                 EnvConfig {
                     name: name.into_inner(),
                     protected: env.protected,
                     vars: env.vars,
-                    secrets: env.secrets,
                     records,
+                    secrets,
                     at,
                 },
             );
         }
         if !problems.is_empty() {
+            problems.sort_by_key(|p| (p.line, p.column));
             return Err(fail(problems));
         }
         Ok(WorkspaceConfig {
@@ -302,38 +548,74 @@ mod tests {
     }
 
     #[test]
-    fn record_keys_resolve_against_the_workspace_and_must_exist() {
+    fn provider_settings_per_environment() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join(FILE_NAME);
-        std::fs::create_dir(d.path().join("keys")).unwrap();
-        std::fs::write(d.path().join("keys/dev.key"), "k").unwrap();
-        std::fs::write(d.path().join("keys/dev.pub"), "p").unwrap();
         std::fs::write(
             &p,
-            "[env.dev.records]\nsigning-key = \"keys/dev.key\"\ntrusted-keys = [\"keys/dev.pub\"]\n",
+            "[env.dev]
+
+[env.ci.secrets]
+provider = \"env\"
+
+\
+             [env.prod.secrets]
+provider = \"vault\"
+address = \"https://bao.example:8200/\"\n\
+             role_id = \"r-1\"
+secret_id_file = \"/run/secrets/id\"
+kv_mount = \"/kv/\"\n\
+             path_prefix = \"cordon/prod\"
+",
         )
         .unwrap();
         let c = WorkspaceConfig::load(&p).unwrap();
-        assert_eq!(
-            c.envs["dev"].records.signing_key.as_deref(),
-            Some(d.path().join("keys/dev.key").as_path())
-        );
-        assert_eq!(
-            c.envs["dev"].records.trusted_keys,
-            [d.path().join("keys/dev.pub")]
+        assert_eq!(c.envs["dev"].secrets.provider, ProviderKind::Local);
+        assert_eq!(c.envs["ci"].secrets.provider, ProviderKind::Env);
+        let v = c.envs["prod"].secrets.vault.as_ref().unwrap();
+        assert_eq!(v.address, "https://bao.example:8200");
+        assert_eq!(v.kv_mount, "kv");
+        assert_eq!(v.approle_mount, "approle");
+        assert_eq!(v.field, "value");
+        assert_eq!(v.path_prefix.as_deref(), Some("cordon/prod"));
+        assert!(
+            matches!(&v.secret_id, SecretIdSource::File(f) if f == Path::new("/run/secrets/id"))
         );
 
         std::fs::write(
             &p,
-            "[env.dev.records]\ntrusted-keys = [\"keys/gone.pub\"]\n",
+            "[env.prod.secrets]
+provider = \"vault\"
+address = \"bao:8200\"
+role_id = \"r\"\n\
+             secret_id_env = \"A\"
+secret_id_file = \"b\"
+store = \"s\"
+",
         )
         .unwrap();
         let err = WorkspaceConfig::load(&p).unwrap_err().to_string();
-        assert!(err.contains("cordon.toml:2:17: trusted key"), "{err}");
-        assert!(err.contains("does not exist"), "{err}");
-        std::fs::write(&p, "[env.dev.records]\nsigning_key = \"keys/dev.key\"\n").unwrap();
+        assert!(
+            err.contains(":3:11: vault address `bao:8200` is not an http:// or https:// URL"),
+            "{err}"
+        );
+        assert!(
+            err.contains(":5:17: give the AppRole secret id either"),
+            "{err}"
+        );
+        assert!(
+            err.contains(":7:9: `store` is a setting of the `local` provider"),
+            "{err}"
+        );
+
+        let inside = d.path().join("keys/dev.key");
+        std::fs::write(
+            &p,
+            format!("[env.dev.secrets]\nkey_file = \"{}\"\n", inside.display()),
+        )
+        .unwrap();
         let err = WorkspaceConfig::load(&p).unwrap_err().to_string();
-        assert!(err.contains("unknown field `signing_key`"), "{err}");
+        assert!(err.contains("lies inside the workspace"), "{err}");
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! ```
 //!
 //! [`exec`] drives one step through that flow; [`outputs`] stages and
-//! publishes written mounts; [`secrets`] owns secret values and redaction;
+//! publishes written mounts; [`secrets`] owns secret values, their
+//! providers (`local`, `env`, `vault`) and redaction;
 //! [`digest`] hashes files and trees without following links.
 
 pub mod attest;

@@ -253,8 +253,29 @@ pub struct SecretGrant {
     pub name: String,
     /// What the step may do with it.
     pub uses: BTreeSet<SecretUse>,
+    /// Where the environment's provider finds it (`key = "..."`): a store
+    /// name (`local`), a variable suffix (`env`) or a KV path (`vault`).
+    /// `None` means the name itself.
+    pub key: Option<String>,
     /// Where the grant is written.
     pub at: Location,
+}
+
+impl SecretGrant {
+    /// The name the environment's provider knows the secret by: `key`, or
+    /// else the name.
+    pub fn provider_key(&self) -> &str {
+        self.key.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The secret as error messages name it: `` `name` ``, plus its key when
+    /// the manifest maps it to another.
+    pub fn describe(&self) -> String {
+        match &self.key {
+            Some(k) if *k != self.name => format!("`{}` (key `{k}`)", self.name),
+            _ => format!("`{}`", self.name),
+        }
+    }
 }
 
 /// Resource limits, with defaults filled in.
@@ -370,6 +391,7 @@ struct RawMount {
 struct RawSecret {
     name: Spanned<String>,
     uses: Spanned<Vec<Spanned<SecretUse>>>,
+    key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -402,6 +424,22 @@ impl<'a> LineIndex<'a> {
     fn of<T>(&self, s: &Spanned<T>) -> Location {
         self.at(s.span().start)
     }
+}
+
+/// Whether `key` is a valid provider key for a secret: path segments of
+/// ASCII letters, digits, `-`, `_` and `.`, separated by `/`, none empty or
+/// `..` (a key is spliced into a store name, a variable name or a URL path).
+pub fn is_valid_secret_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 256
+        && key.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
 }
 
 /// Whether `name` is a valid step or secret name: lowercase ASCII letters,
@@ -643,9 +681,19 @@ impl Manifest {
                     Some("list what the step may do with it, e.g. `uses = [\"hmac\"]`, or remove the grant".into()),
                 ));
             }
+            let key = s.key.as_ref().map(|k| k.get_ref().clone());
+            if let Some(k) = &s.key
+                && !is_valid_secret_key(k.get_ref())
+            {
+                problems.push(lines.of(k).problem(
+                    format!("secret key `{}` is invalid", k.get_ref()),
+                    Some("use letters, digits, `-`, `_`, `.` and `/` between path segments (no empty or `..` segments)".into()),
+                ));
+            }
             secrets.push(SecretGrant {
                 name: sname.clone(),
                 uses,
+                key,
                 at,
             });
         }

@@ -236,10 +236,21 @@ fn run_in(
                 .unwrap_or_default()
                 .into_iter()
                 .collect(),
+            key: None,
             at: Default::default(),
         })
         .collect();
-    let secrets = crate::secrets::resolve_from_env(&grants_for).map_err(|e| e.to_string())?;
+    // The secrets come from the record's environment, as configured where
+    // the re-execution runs; the session ends when `resolution` drops.
+    let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+    let workspace =
+        crate::config::WorkspaceConfig::discover(None, &cwd).map_err(|e| e.to_string())?;
+    let env_name = record["environment"]
+        .as_str()
+        .unwrap_or(crate::config::DEFAULT_ENV);
+    let env = workspace.env(env_name).map_err(|e| e.to_string())?;
+    let mut resolution = crate::secrets::resolve(env, &grants_for).map_err(|e| e.to_string())?;
+    let secrets = std::mem::take(&mut resolution.secrets);
 
     let mut limits = crate::manifest::Limits::default();
     let l = &record["limits"];

@@ -7,7 +7,10 @@
 //! interfaces from `wit/step.wit`:
 //!
 //! - [`secrets`]: use a granted secret through a handle without ever seeing
-//!   its bytes.
+//!   its bytes: [`secrets::Secret::hmac_sha256`],
+//!   [`secrets::Secret::sign_ed25519`] and
+//!   [`secrets::Secret::ed25519_public_key`]; [`secrets::Secret::reveal`]
+//!   only under an explicit `reveal` grant.
 //! - [`report`]: add metrics and annotations to the step's execution record.
 //!
 //! ```no_run
@@ -16,6 +19,8 @@
 //!     let key = cordon_sdk::secrets::get("signing-key")?;
 //!     let tag = key.hmac_sha256(&data)?;
 //!     std::fs::write("/out/model.bin.hmac", tag)?;
+//!     let release = cordon_sdk::secrets::get("release-key")?;
+//!     std::fs::write("/out/model.bin.sig", release.sign_ed25519(&data)?)?;
 //!     cordon_sdk::report::metric("bytes", data.len() as f64);
 //!     Ok(())
 //! }
@@ -96,6 +101,31 @@ pub mod secrets {
             let tag = self.0.hmac_sha256(data)?;
             tag.try_into()
                 .map_err(|_| Error::Unavailable("runner returned a malformed tag".into()))
+        }
+
+        /// Ed25519 signature of `data` with the secret as seed (needs the
+        /// `sign` use). The secret's value is a 32-byte seed, stored as 64
+        /// hex characters or as the 32 raw bytes.
+        pub fn sign_ed25519(&self, data: &[u8]) -> Result<[u8; 64], Error> {
+            let sig = self.0.sign_ed25519(data)?;
+            sig.try_into()
+                .map_err(|_| Error::Unavailable("runner returned a malformed signature".into()))
+        }
+
+        /// The ed25519 public key that verifies [`Secret::sign_ed25519`]
+        /// signatures (needs the `sign` use).
+        pub fn ed25519_public_key(&self) -> Result<[u8; 32], Error> {
+            let key = self.0.public_key_ed25519()?;
+            key.try_into()
+                .map_err(|_| Error::Unavailable("runner returned a malformed public key".into()))
+        }
+
+        /// The secret's bytes (needs the `reveal` use, which a reviewer
+        /// grants only when no handle operation fits). The runner still
+        /// redacts the value from the step's stdout and stderr and fails the
+        /// step if an output file contains it.
+        pub fn reveal(&self) -> Result<Vec<u8>, Error> {
+            Ok(self.0.reveal()?)
         }
     }
 }

@@ -44,16 +44,26 @@ impl Output {
     }
 }
 
-/// A scratch directory holding manifests, components and data.
+/// A scratch directory holding manifests, components and data, and a
+/// separate one (outside it, as key files must be) for the local secret
+/// stores and their keys.
 pub struct Workspace {
     dir: tempfile::TempDir,
+    secrets_home: tempfile::TempDir,
 }
 
 impl Workspace {
     pub fn new() -> Self {
         Workspace {
             dir: tempfile::tempdir().expect("tempdir"),
+            secrets_home: tempfile::tempdir().expect("tempdir"),
         }
+    }
+
+    /// Where this workspace's local secret stores and keys live
+    /// (`CORDON_SECRETS_HOME` of every invocation).
+    pub fn secrets_home(&self) -> &Path {
+        self.secrets_home.path()
     }
 
     pub fn root(&self) -> &Path {
@@ -107,19 +117,38 @@ impl Workspace {
     /// Runs `cordon ARGS` in the workspace with a clean environment plus
     /// `env`.
     pub fn cordon(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.cordon_with_input(args, env, None)
+    }
+
+    /// Like [`Workspace::cordon`], with `input` piped to stdin.
+    pub fn cordon_with_input(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        input: Option<&[u8]>,
+    ) -> Output {
         let mut cmd = Command::new(CORDON);
         cmd.args(args)
             .current_dir(self.root())
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("CORDON_COMPILE_CACHE", compile_cache())
-            .stdin(Stdio::null())
+            .env("CORDON_SECRETS_HOME", self.secrets_home())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn cordon");
+        if let Some(input) = input {
+            let mut stdin = child.stdin.take().unwrap();
+            std::io::Write::write_all(&mut stdin, input).unwrap();
+        }
         // Drain the pipes on threads so a chatty step cannot block the runner.
         let mut out = child.stdout.take().unwrap();
         let mut err = child.stderr.take().unwrap();

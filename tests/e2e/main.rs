@@ -9,3 +9,5 @@ mod limits;
 mod manifest_errors;
 mod records;
 mod runs;
+mod secrets;
+mod vault;

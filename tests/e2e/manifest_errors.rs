@@ -52,6 +52,7 @@ fn manifest_errors_match_their_expected_messages() {
                     &ws.root().canonicalize().unwrap().display().to_string(),
                     "$WORKSPACE"
                 )
+                .replace(&ws.secrets_home().display().to_string(), "$SECRETS_HOME")
         );
         assert!(
             ws.records().is_empty(),

@@ -7,6 +7,9 @@ use hmac::{Hmac, Mac};
 
 const KEY: &str = "k3y-v4lue-that-must-never-print";
 
+/// `cordon.toml` selecting the `env` provider (`CORDON_SECRET_<NAME>`).
+const ENV_PROVIDER: &str = "[env.dev.secrets]\nprovider = \"env\"\n";
+
 #[test]
 fn checksum_step_hashes_inputs_and_authenticates_with_a_secret_handle() {
     let ws = Workspace::new();
@@ -26,6 +29,7 @@ fn checksum_step_hashes_inputs_and_authenticates_with_a_secret_handle() {
             + &mount("/out", "sums", "write")
             + "[[secret]]\nname = \"signing-key\"\nuses = [\"hmac\"]\n"),
     );
+    ws.write("cordon.toml", ENV_PROVIDER);
     let out = ws.run(&[("CORDON_SECRET_SIGNING_KEY", KEY)]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
@@ -179,6 +183,7 @@ fn secret_uses_and_names_not_granted_are_refused_and_recorded() {
         ],
         "[[secret]]\nname = \"deploy-token\"\nuses = [\"http-header\"]\n",
     );
+    ws.write("cordon.toml", ENV_PROVIDER);
     let out = ws.run(&[
         ("CORDON_SECRET_DEPLOY_TOKEN", KEY),
         ("CORDON_SECRET_OTHER", "other-value"),
@@ -230,6 +235,7 @@ fn a_secret_value_in_logs_is_redacted_and_in_outputs_fails_the_step() {
             + &mount("/out", "out", "write")
             + "[[secret]]\nname = \"api-key\"\nuses = [\"hmac\"]\n"),
     );
+    ws.write("cordon.toml", ENV_PROVIDER);
     let out = ws.run(&[("CORDON_SECRET_API_KEY", KEY)]);
     assert!(
         !out.stdout.contains(KEY) && !out.stderr.contains(KEY),

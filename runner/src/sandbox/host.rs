@@ -48,6 +48,10 @@ pub struct SecretAudit {
     /// Provider version of the value, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The credential the provider read it with, when one can be named
+    /// safely: the vault token's accessor (never the token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_accessor: Option<String>,
     /// Uses the manifest grants.
     pub granted_uses: Vec<SecretUse>,
     /// Handles opened.
@@ -90,6 +94,7 @@ impl CordonHost {
                     SecretAudit {
                         provider: s.provider.to_string(),
                         version: s.version.clone(),
+                        token_accessor: s.credential.clone(),
                         granted_uses: s.uses.iter().copied().collect(),
                         ..Default::default()
                     },
@@ -206,6 +211,54 @@ impl secrets::HostSecret for CordonView<'_> {
             .expect("HMAC accepts keys of any length");
         mac.update(&data);
         Ok(Ok(mac.finalize().into_bytes().to_vec()))
+    }
+
+    fn sign_ed25519(
+        &mut self,
+        handle: Resource<SecretHandle>,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Result<Vec<u8>, secrets::Error>> {
+        let index = match self.authorize(&handle, SecretUse::Sign)? {
+            Ok(i) => i,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(self.host.secrets[index]
+            .value
+            .ed25519_key()
+            .map(|key| {
+                use ed25519_dalek::Signer;
+                key.sign(&data).to_bytes().to_vec()
+            })
+            .map_err(secrets::Error::Unavailable))
+    }
+
+    fn public_key_ed25519(
+        &mut self,
+        handle: Resource<SecretHandle>,
+    ) -> wasmtime::Result<Result<Vec<u8>, secrets::Error>> {
+        let index = match self.authorize(&handle, SecretUse::Sign)? {
+            Ok(i) => i,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(self.host.secrets[index]
+            .value
+            .ed25519_key()
+            .map(|key| key.verifying_key().to_bytes().to_vec())
+            .map_err(secrets::Error::Unavailable))
+    }
+
+    fn reveal(
+        &mut self,
+        handle: Resource<SecretHandle>,
+    ) -> wasmtime::Result<Result<Vec<u8>, secrets::Error>> {
+        let index = match self.authorize(&handle, SecretUse::Reveal)? {
+            Ok(i) => i,
+            Err(e) => return Ok(Err(e)),
+        };
+        // The one place a value crosses into the guest, and only under an
+        // explicit `reveal` grant. The redactor still scrubs it from the
+        // step's streams and the leak check still refuses it in outputs.
+        Ok(Ok(self.host.secrets[index].value.expose().to_vec()))
     }
 
     fn drop(&mut self, handle: Resource<SecretHandle>) -> wasmtime::Result<()> {

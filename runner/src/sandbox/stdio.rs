@@ -272,6 +272,7 @@ mod tests {
             uses: Default::default(),
             provider: "env",
             version: None,
+            credential: None,
             value: SecretValue::new(value.as_bytes().to_vec()),
         }])
     }

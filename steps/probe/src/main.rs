@@ -130,6 +130,17 @@ fn run(op: &str, a: &[String]) -> Result<String, String> {
             println!("{}", arg(a, 0));
             Ok("printed".into())
         }
+        // `print-parts A B ...`: each part in its own write, flushed, then
+        // a newline: a value split across writes.
+        "print-parts" => {
+            let mut out = std::io::stdout().lock();
+            for part in a {
+                out.write_all(part.as_bytes()).map_err(e)?;
+                out.flush().map_err(e)?;
+            }
+            out.write_all(b"\n").map_err(e)?;
+            Ok("printed".into())
+        }
         "eprint" => {
             eprintln!("{}", arg(a, 0));
             Ok("printed".into())
@@ -167,6 +178,36 @@ fn run(op: &str, a: &[String]) -> Result<String, String> {
                 .hmac_sha256(arg(a, 1).as_bytes())
                 .map_err(|e| e.to_string())?;
             Ok(tag.iter().map(|b| format!("{b:02x}")).collect())
+        }
+        "secret-sign" => {
+            let s = cordon_sdk::secrets::get(arg(a, 0)).map_err(|e| e.to_string())?;
+            let sig = s
+                .sign_ed25519(arg(a, 1).as_bytes())
+                .map_err(|e| e.to_string())?;
+            Ok(to_hex(&sig))
+        }
+        "secret-pubkey" => {
+            let s = cordon_sdk::secrets::get(arg(a, 0)).map_err(|e| e.to_string())?;
+            let key = s.ed25519_public_key().map_err(|e| e.to_string())?;
+            Ok(to_hex(&key))
+        }
+        // `secret-reveal NAME raw|hex|base64 [FILE]`: prints the revealed
+        // value in that encoding, or writes it to FILE.
+        "secret-reveal" => {
+            let s = cordon_sdk::secrets::get(arg(a, 0)).map_err(|e| e.to_string())?;
+            let value = s.reveal().map_err(|e| e.to_string())?;
+            let shown = match arg(a, 1) {
+                "raw" => String::from_utf8_lossy(&value).into_owned(),
+                "hex" => to_hex(&value),
+                "base64" => to_base64(&value),
+                other => return Err(format!("unknown encoding {other}")),
+            };
+            match a.get(2) {
+                Some(path) => std::fs::write(path, &shown)
+                    .map(|_| "written".into())
+                    .map_err(e),
+                None => Ok(shown),
+            }
         }
         "secret-name" => cordon_sdk::secrets::get(arg(a, 0))
             .map(|s| s.name())
@@ -324,4 +365,29 @@ mod net {
     pub fn dns(_: &str) -> Result<String, String> {
         Err("native build".into())
     }
+}
+
+fn to_hex(data: &[u8]) -> String {
+    data.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn to_base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

@@ -1,0 +1,407 @@
+//! The `vault` provider: HashiCorp Vault (or OpenBao) over its HTTP API,
+//! KV version 2, with a per-run AppRole login.
+//!
+//! One run, one token: the runner logs in with the environment's AppRole
+//! (role id from `cordon.toml`, secret id from the environment variable or
+//! file the file names), reads exactly the secrets the plan grants, and
+//! revokes the token when the run ends, whatever the ending: success, a
+//! failed step, a limit, a runner error (the provider revokes on drop) or
+//! Ctrl-C or a CI cancellation (a SIGINT/SIGTERM/SIGHUP handler revokes
+//! before the process exits with 130). The token
+//! itself is never written anywhere; the record names its *accessor*, which
+//! lets an operator look the token up or revoke it but not use it.
+//!
+//! Every failure (server unreachable, login refused, secret missing,
+//! permission denied) is reported naming the environment and the secret,
+//! before any step runs.
+
+use super::{Provider, ResolvedSecret, SecretError, SecretValue};
+use crate::config::{EnvConfig, SecretIdSource, VaultConfig};
+use crate::manifest::SecretGrant;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// How long one request to the server may take. A run must not hang on a
+/// server that accepts connections and never answers; ten seconds is far
+/// more than a login or a KV read needs.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A vault token. Zeroed on drop; never printed.
+struct Token(Zeroizing<String>);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// What revoking a session needs.
+struct Session {
+    agent: ureq::Agent,
+    address: String,
+    token: Token,
+}
+
+impl Session {
+    fn revoke(&self) -> Result<(), String> {
+        let resp = self
+            .agent
+            .post(format!("{}/v1/auth/token/revoke-self", self.address))
+            .header("X-Vault-Token", self.token.0.as_str())
+            .send_empty()
+            .map_err(|e| format!("cannot reach {}: {e}", self.address))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("the server answered {}", resp.status()))
+        }
+    }
+}
+
+/// Every live session of this process, by token accessor: what the SIGINT
+/// handler revokes, and what each provider revokes for itself when its run
+/// ends. Several runs (of a pipeline) may hold sessions at once.
+static LIVE: Mutex<BTreeMap<String, Session>> = Mutex::new(BTreeMap::new());
+
+fn take_session(accessor: &str) -> Option<Session> {
+    LIVE.lock().ok().and_then(|mut live| live.remove(accessor))
+}
+
+/// Installs (once) the handler for SIGINT, SIGTERM and SIGHUP (Ctrl-C, a
+/// CI system cancelling the job, a closed terminal) that revokes every live
+/// session before the process exits with the conventional 130.
+fn install_interrupt_handler() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            let sessions = LIVE
+                .lock()
+                .map(|mut live| std::mem::take(&mut *live))
+                .unwrap_or_default();
+            if sessions.is_empty() {
+                eprintln!("cordon: interrupted");
+            }
+            for (accessor, s) in sessions {
+                match s.revoke() {
+                    Ok(()) => eprintln!(
+                        "cordon: interrupted; the vault token of this run was revoked (accessor {accessor})"
+                    ),
+                    Err(e) => eprintln!(
+                        "cordon: interrupted; revoking the vault token with accessor {accessor} failed: {e}"
+                    ),
+                }
+            }
+            std::process::exit(130);
+        });
+    });
+}
+
+#[derive(serde::Deserialize)]
+struct LoginResponse {
+    auth: LoginAuth,
+}
+
+#[derive(serde::Deserialize)]
+struct LoginAuth {
+    client_token: Zeroizing<String>,
+    accessor: String,
+}
+
+#[derive(serde::Deserialize)]
+struct KvResponse {
+    data: KvData,
+}
+
+#[derive(serde::Deserialize)]
+struct KvData {
+    data: Option<serde_json::Map<String, serde_json::Value>>,
+    metadata: KvMetadata,
+}
+
+#[derive(serde::Deserialize)]
+struct KvMetadata {
+    version: u64,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct VaultErrors {
+    #[serde(default)]
+    errors: Vec<String>,
+}
+
+/// The certificates in a PEM file; at least one.
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(c) = item.map_err(|e| e.to_string())? {
+            certs.push(c);
+        }
+    }
+    if certs.is_empty() {
+        return Err("it holds no PEM certificate".into());
+    }
+    Ok(certs)
+}
+
+/// Reads grants from Vault with a token that lives only for this run.
+pub struct VaultProvider {
+    env: String,
+    config: VaultConfig,
+    accessor: String,
+}
+
+impl fmt::Debug for VaultProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultProvider")
+            .field("env", &self.env)
+            .field("address", &self.config.address)
+            .field("accessor", &self.accessor)
+            .finish()
+    }
+}
+
+fn server_errors(resp: ureq::http::Response<ureq::Body>) -> String {
+    let status = resp.status();
+    let errors = resp
+        .into_body()
+        .read_json::<VaultErrors>()
+        .unwrap_or_default()
+        .errors;
+    if errors.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {}", errors.join("; "))
+    }
+}
+
+impl VaultProvider {
+    /// Logs in with the environment's AppRole. `grants` only name the
+    /// secrets in errors; nothing is read yet.
+    pub fn login(env: &EnvConfig, grants: &[SecretGrant]) -> Result<VaultProvider, SecretError> {
+        let names: Vec<&str> = grants.iter().map(|g| g.name.as_str()).collect();
+        let for_secrets = format!("secrets {}", names.join(", "));
+        let config = env
+            .secrets
+            .vault
+            .clone()
+            .ok_or_else(|| SecretError::new(&env.name, "the vault provider has no settings"))?;
+        let err = |m: String| SecretError::new(&env.name, m);
+        let secret_id = Zeroizing::new(match &config.secret_id {
+            SecretIdSource::Env(var) => std::env::var(var).map_err(|_| {
+                err(format!(
+                    "cannot log in to vault for {for_secrets}: the AppRole secret id variable {var} is not set"
+                ))
+                .fix(format!("export {var} in the environment that runs cordon"))
+            })?,
+            SecretIdSource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    err(format!(
+                        "cannot log in to vault for {for_secrets}: cannot read the AppRole secret id file {}: {e}",
+                        path.display()
+                    ))
+                })?
+                .trim()
+                .to_string(),
+        });
+        // Redirects are not followed: the token travels in `X-Vault-Token`,
+        // which an HTTP client carries to wherever a redirect points. A
+        // standby that redirects to the active node shows up as an error
+        // naming the status; point `address` at the active node (or its
+        // load balancer) instead.
+        let mut agent_config = ureq::Agent::config_builder()
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .max_redirects(0)
+            .http_status_as_error(false);
+        if let Some(ca_file) = &config.ca_file {
+            let roots = read_ca_file(ca_file).map_err(|why| {
+                err(format!(
+                    "cannot use the vault CA file {}: {why}",
+                    ca_file.display()
+                ))
+                .fix("point `ca_file` at a PEM file with the CA certificate(s) of the server")
+            })?;
+            agent_config = agent_config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::from(roots))
+                    .build(),
+            );
+        }
+        let agent: ureq::Agent = agent_config.build().into();
+        let url = format!("{}/v1/auth/{}/login", config.address, config.approle_mount);
+        let resp = agent
+            .post(&url)
+            .send_json(serde_json::json!({
+                "role_id": config.role_id,
+                "secret_id": secret_id.as_str(),
+            }))
+            .map_err(|e| {
+                err(format!(
+                    "vault at {} is unreachable ({e}); cannot read {for_secrets}",
+                    config.address
+                ))
+                .fix("check that the server runs, that `address` in cordon.toml is right and, for a server behind a private CA, `ca_file`; no step was run")
+            })?;
+        if !resp.status().is_success() {
+            return Err(err(format!(
+                "vault refused the AppRole login at {url} ({}); cannot read {for_secrets}",
+                server_errors(resp)
+            ))
+            .fix("check `role_id` and the secret id (it may have expired or been used up)"));
+        }
+        let login: LoginResponse = resp.into_body().read_json().map_err(|e| {
+            err(format!(
+                "vault's login answer is not what KV clients expect: {e}"
+            ))
+        })?;
+        let accessor = login.auth.accessor.clone();
+        install_interrupt_handler();
+        if let Ok(mut live) = LIVE.lock() {
+            live.insert(
+                accessor.clone(),
+                Session {
+                    agent,
+                    address: config.address.clone(),
+                    token: Token(login.auth.client_token),
+                },
+            );
+        }
+        tracing::info!(env = %env.name, accessor = %accessor, "logged in to vault");
+        Ok(VaultProvider {
+            env: env.name.clone(),
+            config,
+            accessor,
+        })
+    }
+
+    fn path_of(&self, name: &str) -> String {
+        match &self.config.path_prefix {
+            Some(p) => format!("{p}/{name}"),
+            None => name.to_string(),
+        }
+    }
+
+    fn read(&self, grant: &SecretGrant) -> Result<ResolvedSecret, SecretError> {
+        let name = &grant.name;
+        let path = self.path_of(grant.provider_key());
+        let err = |m: String| SecretError::new(&self.env, m);
+        let live = LIVE
+            .lock()
+            .map_err(|_| err("the vault session is gone".into()))?;
+        let session = live
+            .get(&self.accessor)
+            .ok_or_else(|| err("the vault session is gone".into()))?;
+        let url = format!(
+            "{}/v1/{}/data/{path}",
+            self.config.address, self.config.kv_mount
+        );
+        let resp = session
+            .agent
+            .get(&url)
+            .header("X-Vault-Token", session.token.0.as_str())
+            .call()
+            .map_err(|e| {
+                err(format!(
+                    "vault at {} is unreachable ({e}) while reading secret `{name}`",
+                    self.config.address
+                ))
+            })?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 => {
+                return Err(err(format!(
+                    "secret `{name}` is not in vault (no KV v2 entry at {}/{path})",
+                    self.config.kv_mount
+                ))
+                .fix(format!(
+                    "write it with `bao kv put -mount={} {path} {}=...`, or correct `kv_mount`/`path_prefix`",
+                    self.config.kv_mount, self.config.field
+                )));
+            }
+            403 => {
+                return Err(err(format!(
+                    "vault denied reading secret `{name}` at {}/data/{path} ({})",
+                    self.config.kv_mount,
+                    server_errors(resp)
+                ))
+                .fix("grant the AppRole's policy `read` on that path"));
+            }
+            _ => {
+                return Err(err(format!(
+                    "vault could not read secret `{name}` ({})",
+                    server_errors(resp)
+                )));
+            }
+        }
+        let kv: KvResponse = resp.into_body().read_json().map_err(|e| {
+            err(format!(
+                "vault's answer for secret `{name}` is not a KV v2 entry ({e}); is `{}` a KV version 2 mount?",
+                self.config.kv_mount
+            ))
+        })?;
+        let field = &self.config.field;
+        let value = match kv.data.data.as_ref().and_then(|d| d.get(field)) {
+            Some(serde_json::Value::String(s)) => SecretValue::new(s.clone().into_bytes()),
+            Some(_) => {
+                return Err(err(format!(
+                    "secret `{name}`: field `{field}` of its vault entry is not a string"
+                )));
+            }
+            None => {
+                return Err(err(format!(
+                    "secret `{name}`: its vault entry (version {}) has no field `{field}` (deleted, or stored under another field)",
+                    kv.data.metadata.version
+                ))
+                .fix("store the value under `value`, or set `field` in cordon.toml"));
+            }
+        };
+        Ok(ResolvedSecret {
+            name: name.clone(),
+            uses: grant.uses.clone(),
+            provider: "vault",
+            version: Some(kv.data.metadata.version.to_string()),
+            credential: Some(self.accessor.clone()),
+            value,
+        })
+    }
+}
+
+impl Provider for VaultProvider {
+    fn name(&self) -> &'static str {
+        "vault"
+    }
+
+    fn resolve(&mut self, grants: &[SecretGrant]) -> Result<Vec<ResolvedSecret>, SecretError> {
+        grants.iter().map(|g| self.read(g)).collect()
+    }
+
+    fn close(&mut self) -> Result<(), SecretError> {
+        match take_session(&self.accessor) {
+            Some(s) => s.revoke().map_err(|e| {
+                SecretError::new(
+                    &self.env,
+                    format!(
+                        "cannot revoke the run's vault token (accessor {}): {e}",
+                        self.accessor
+                    ),
+                )
+                .fix(format!(
+                    "revoke it by hand: bao token revoke -accessor {}",
+                    self.accessor
+                ))
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for VaultProvider {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            eprintln!("cordon: warning: {e}");
+        }
+    }
+}
