@@ -13,17 +13,28 @@ echo "== building the cordon runner"
 cargo build --release -p cordon
 echo "== building the step components (wasm32-wasip2)"
 CARGO_TARGET_DIR="$root/target/wasm-steps" cargo build --release --target wasm32-wasip2 \
-  -p cordon-step-csv-validate -p cordon-step-pseudonymize -p cordon-step-train
+  -p cordon-step-csv-validate -p cordon-step-pseudonymize -p cordon-step-train -p cordon-step-sign-model
 mkdir -p "$here/components"
-for c in csv-validate pseudonymize train evaluate; do
+for c in csv-validate pseudonymize train evaluate sign-model; do
   cp "$root/target/wasm-steps/wasm32-wasip2/release/$c.wasm" "$here/components/"
 done
 cordon="$root/target/release/cordon"
 for m in "$here"/steps/*.toml; do "$cordon" pin "$m"; done
 
-if [ -z "${CORDON_SECRET_PSEUDONYM_KEY:-}" ]; then
-  echo "== no CORDON_SECRET_PSEUDONYM_KEY set: using a demo key for this run"
-  export CORDON_SECRET_PSEUDONYM_KEY="demo-pseudonym-key-$(whoami)"
+config="$here/cordon.toml"
+# The demo secrets live in the embedded encrypted store of the `dev`
+# environment (outside the repository; see docs/secrets.md). Create them
+# once, with random values nobody ever sees.
+for name in pseudonym-key model-signing-key; do
+  if ! "$cordon" secret list --env dev --config "$config" 2>/dev/null | grep -q "^$name\b"; then
+    echo "== creating demo secret $name in the dev store (random value)"
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' | "$cordon" secret set "$name" --env dev --config "$config"
+  fi
+done
+# Records of the dev environment are signed with its own key.
+if [ ! -f "$here/keys/dev.key" ]; then
+  echo "== generating the dev record-signing key"
+  "$cordon" key generate --env dev --config "$config"
 fi
 
 echo "== cordon plan"
@@ -34,3 +45,5 @@ echo "== cordon run (second run: unchanged steps come from the cache)"
 "$cordon" run "$here/pipeline.toml" --env dev
 echo "== model metrics"
 cat "$here/data/dev/evaluation/metrics.json"
+echo "== verifying every record (signatures, chain, outputs on disk)"
+(cd "$here" && "$cordon" verify --state "$here/.cordon")

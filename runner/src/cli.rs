@@ -366,13 +366,18 @@ fn signer_for(
             env.name,
             env.name
         ))),
-        None => {
-            eprintln!(
-                "cordon: warning: environment `{}` has no signing key; records will be chained but not signed, and `cordon verify` reports them (fix: `cordon key generate --env {}`)",
-                env.name, env.name
-            );
-            Ok(None)
-        }
+        None => Ok(None),
+    }
+}
+
+/// Says, once everything is checked and the run is about to start, that
+/// its records will not be signed.
+fn warn_unsigned(env: &crate::config::EnvConfig, signer: &Option<Arc<crate::attest::Signer>>) {
+    if signer.is_none() {
+        eprintln!(
+            "cordon: warning: environment `{}` has no signing key; records will be chained but not signed, and `cordon verify` reports them (fix: `cordon key generate --env {}`)",
+            env.name, env.name
+        );
     }
 }
 
@@ -437,6 +442,7 @@ fn run_step_cmd(
     let secrets = std::mem::take(&mut resolution.secrets);
     let sandbox = sandbox_for(&plan.state_dir)?;
     let component = load_component(&sandbox, &plan, &manifest)?;
+    warn_unsigned(env, &signer);
     let opts = RunOptions {
         quiet,
         no_cache,
@@ -569,6 +575,7 @@ fn run_pipeline_cmd(
         components.push(load_component(&sandbox, p, m)?);
     }
     let live = !quiet && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+    warn_unsigned(&env, &signer);
     let opts = PipelineOptions {
         jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         fail_fast,
@@ -820,10 +827,22 @@ fn restore_cmd(run: &str, state: &Path) -> Result<u8, Failure> {
         }
         let guest = m["guest"].as_str().unwrap_or_default().to_string();
         let host = PathBuf::from(m["host"].as_str().unwrap_or_default());
-        let entries: Vec<crate::cache::CachedEntry> =
-            serde_json::from_value(m["after"]["entries"].clone())
-                .with_context(|| format!("record {run} lacks the entries of {guest}"))
-                .map_err(bad_input)?;
+        let entries: Vec<crate::cache::CachedEntry> = m["after"]["entries"]
+            .as_array()
+            .with_context(|| format!("record {run} lacks the entries of {guest}"))
+            .map_err(bad_input)?
+            .iter()
+            .map(|e| crate::cache::CachedEntry {
+                path: e["path"].as_str().unwrap_or_default().to_string(),
+                kind: if e["sha256"].is_string() {
+                    "file".into()
+                } else {
+                    "dir".into()
+                },
+                size: e["size"].as_u64().unwrap_or(0),
+                sha256: e["sha256"].as_str().map(str::to_string),
+            })
+            .collect();
         let tree = m["after"]["sha256"]
             .as_str()
             .unwrap_or_default()

@@ -12,6 +12,10 @@ const STEPS: &[(&str, &str, &str)] = &[
     ("CSV_VALIDATE", "cordon-step-csv-validate", "csv-validate"),
     ("PROBE", "cordon-test-probe", "probe"),
     ("PLAIN", "cordon-test-plain", "plain"),
+    ("PSEUDONYMIZE", "cordon-step-pseudonymize", "pseudonymize"),
+    ("TRAIN", "cordon-step-train", "train"),
+    ("TRAIN_EVALUATE", "cordon-step-train", "evaluate"),
+    ("SIGN_MODEL", "cordon-step-sign-model", "sign-model"),
 ];
 
 fn main() {
@@ -30,7 +34,9 @@ fn main() {
     cmd.current_dir(&root)
         .args(["build", "--release", "--target", "wasm32-wasip2"])
         .env("CARGO_TARGET_DIR", &target_dir);
-    for (_, package, _) in STEPS {
+    let mut packages: Vec<&str> = STEPS.iter().map(|(_, p, _)| *p).collect();
+    packages.dedup();
+    for package in packages {
         cmd.args(["-p", package]);
     }
     // Settings meant for the host build must not leak into the wasm build.

@@ -1,0 +1,493 @@
+//! Pipelines: DAG inference and its errors, parallel runs, failure
+//! isolation, the action cache, reports, restore, and the example pipeline.
+
+use crate::harness::*;
+use cordon_test_artifacts::{CSV_VALIDATE, PROBE, PSEUDONYMIZE, SIGN_MODEL, TRAIN, TRAIN_EVALUATE};
+use std::path::Path;
+
+/// Writes `<name>.toml`: the probe as step `name` with `args` and `rest`.
+fn probe_step(ws: &Workspace, name: &str, args: &[&str], rest: &str) {
+    let digest = ws.component(PROBE, "probe.wasm");
+    let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+    ws.write(
+        &format!("{name}.toml"),
+        format!("[step]\nname = \"{name}\"\ncomponent = \"probe.wasm\"\ndigest = \"{digest}\"\nargs = [{}]\n\n{rest}", args.join(", ")),
+    );
+}
+
+fn pipeline(ws: &Workspace, entries: &[&str]) {
+    let mut text = String::from("[pipeline]\nname = \"test\"\n\n");
+    for e in entries {
+        text.push_str(&format!("[[step]]\n{e}\n\n"));
+    }
+    ws.write("pipeline.toml", text);
+}
+
+fn steps_of(ws: &Workspace, report: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.path(report)).unwrap()).unwrap();
+    v["steps"].as_array().unwrap().clone()
+}
+
+fn status(steps: &[serde_json::Value], name: &str) -> String {
+    steps.iter().find(|s| s["name"] == name).unwrap()["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `a` writes `a-out`; `b` reads it and writes `b-out`. Listed in reverse
+/// order: only lineage can put `a` first.
+fn two_step_chain(ws: &Workspace, a_text: &str) {
+    probe_step(
+        ws,
+        "b",
+        &["read", "/in/x.txt", "--", "write", "/out/y.txt", "copied"],
+        &(mount("/in", "a-out", "read") + &mount("/out", "b-out", "write")),
+    );
+    probe_step(
+        ws,
+        "a",
+        &["write", "/out/x.txt", a_text],
+        &mount("/out", "a-out", "write"),
+    );
+    pipeline(ws, &["manifest = \"b.toml\"", "manifest = \"a.toml\""]);
+}
+
+#[test]
+fn lineage_orders_steps_and_an_unchanged_rerun_is_served_from_the_cache() {
+    let ws = Workspace::new();
+    two_step_chain(&ws, "hello");
+    let plan = ws.cordon(&["plan", "pipeline.toml"], &[]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout.contains("after a — reads /in"),
+        "{}",
+        plan.stdout
+    );
+
+    let first = ws.cordon(&["run", "pipeline.toml", "--report", "json=r1.json"], &[]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert!(
+        first.stdout.contains("[b] read: ok 5 bytes: hello"),
+        "b ran after a: {}",
+        first.stdout
+    );
+    let s = steps_of(&ws, "r1.json");
+    assert_eq!(
+        (status(&s, "a"), status(&s, "b")),
+        ("succeeded".into(), "succeeded".into())
+    );
+
+    let second = ws.cordon(&["run", "pipeline.toml", "--report", "json=r2.json"], &[]);
+    assert_eq!(second.code, 0, "{second:?}");
+    let s = steps_of(&ws, "r2.json");
+    assert_eq!(
+        (status(&s, "a"), status(&s, "b")),
+        ("cached".into(), "cached".into())
+    );
+    let hit = ws
+        .records()
+        .into_iter()
+        .rev()
+        .find(|r| r["step"] == "b")
+        .unwrap();
+    assert_eq!(hit["cache"]["hit"], true);
+    assert!(hit["cache"]["source_run"].is_string());
+    assert_eq!(
+        std::fs::read_to_string(ws.path("b-out/y.txt")).unwrap(),
+        "copied"
+    );
+
+    // Any change to a key part misses: here an argument of `a`, and so
+    // `b`'s input tree.
+    two_step_chain(&ws, "changed");
+    let third = ws.cordon(&["run", "pipeline.toml", "--report", "json=r3.json"], &[]);
+    assert_eq!(third.code, 0, "{third:?}");
+    let s = steps_of(&ws, "r3.json");
+    assert_eq!(
+        (status(&s, "a"), status(&s, "b")),
+        ("succeeded".into(), "succeeded".into())
+    );
+
+    // --no-cache forces a run.
+    let fourth = ws.cordon(
+        &[
+            "run",
+            "pipeline.toml",
+            "--no-cache",
+            "--report",
+            "json=r4.json",
+        ],
+        &[],
+    );
+    assert_eq!(
+        status(&steps_of(&ws, "r4.json"), "a"),
+        "succeeded",
+        "{fourth:?}"
+    );
+}
+
+#[test]
+fn a_cache_entry_whose_input_byte_changed_is_not_used() {
+    let ws = Workspace::new();
+    ws.write("data/in.txt", "one");
+    probe_step(
+        &ws,
+        "c",
+        &["read", "/in/in.txt", "--", "write", "/out/o.txt", "x"],
+        &(mount("/in", "data", "read") + &mount("/out", "o", "write")),
+    );
+    pipeline(&ws, &["manifest = \"c.toml\""]);
+    assert_eq!(ws.cordon(&["run", "pipeline.toml"], &[]).code, 0);
+    ws.write("data/in.txt", "onf");
+    let out = ws.cordon(&["run", "pipeline.toml", "--report", "json=r.json"], &[]);
+    assert_eq!(
+        status(&steps_of(&ws, "r.json"), "c"),
+        "succeeded",
+        "{out:?}"
+    );
+}
+
+#[test]
+fn independent_steps_run_side_by_side_and_jobs_1_serialises_them() {
+    let ws = Workspace::new();
+    probe_step(&ws, "left", &["sleep", "1"], "");
+    probe_step(&ws, "right", &["sleep", "1"], "");
+    pipeline(
+        &ws,
+        &[
+            "manifest = \"left.toml\"\ncache = false",
+            "manifest = \"right.toml\"\ncache = false",
+        ],
+    );
+    let intervals = |ws: &Workspace| {
+        let recs = ws.records();
+        let n = recs.len();
+        let span = |r: &serde_json::Value| {
+            (
+                r["started_at"].as_str().unwrap().to_string(),
+                r["finished_at"].as_str().unwrap().to_string(),
+            )
+        };
+        (span(&recs[n - 2]), span(&recs[n - 1]))
+    };
+    assert_eq!(
+        ws.cordon(&["run", "pipeline.toml", "--jobs", "2"], &[])
+            .code,
+        0
+    );
+    let ((s1, e1), (s2, e2)) = intervals(&ws);
+    assert!(
+        s1 < e2 && s2 < e1,
+        "with two jobs the runs overlap: {s1}..{e1} and {s2}..{e2}"
+    );
+    assert_eq!(
+        ws.cordon(&["run", "pipeline.toml", "--jobs", "1"], &[])
+            .code,
+        0
+    );
+    let ((s1, e1), (s2, e2)) = intervals(&ws);
+    assert!(
+        e1 <= s2 || e2 <= s1,
+        "with one job they do not: {s1}..{e1} and {s2}..{e2}"
+    );
+}
+
+#[test]
+fn a_failed_step_stops_its_dependents_but_not_independent_branches() {
+    let ws = Workspace::new();
+    probe_step(
+        &ws,
+        "bad",
+        &["write", "/out/x", "partial", "--", "exit", "1"],
+        &mount("/out", "bad-out", "write"),
+    );
+    probe_step(
+        &ws,
+        "after-bad",
+        &["read", "/in/x"],
+        &(mount("/in", "bad-out", "read") + &mount("/out", "after-out", "write")),
+    );
+    probe_step(
+        &ws,
+        "ok",
+        &["write", "/out/fine", "yes"],
+        &mount("/out", "ok-out", "write"),
+    );
+    pipeline(
+        &ws,
+        &[
+            "manifest = \"bad.toml\"",
+            "manifest = \"after-bad.toml\"",
+            "manifest = \"ok.toml\"",
+        ],
+    );
+    let out = ws.cordon(
+        &[
+            "run",
+            "pipeline.toml",
+            "--report",
+            "junit=junit.xml",
+            "--report",
+            "json=r.json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    let s = steps_of(&ws, "r.json");
+    assert_eq!(status(&s, "bad"), "failed");
+    assert_eq!(status(&s, "after-bad"), "skipped");
+    assert_eq!(status(&s, "ok"), "succeeded");
+    assert!(!ws.path("bad-out").exists(), "nothing partial published");
+    assert_eq!(
+        std::fs::read_to_string(ws.path("ok-out/fine")).unwrap(),
+        "yes"
+    );
+
+    // The JUnit report is well-formed XML with one case per step.
+    let check = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys,xml.etree.ElementTree as E; r=E.parse(sys.argv[1]).getroot(); s=r.find('testsuite'); \
+             cases=s.findall('testcase'); assert len(cases)==3, cases; \
+             assert s.get('failures')=='1' and s.get('skipped')=='1', s.attrib; \
+             assert sum(1 for c in cases if c.find('failure') is not None)==1; print('ok')",
+            ws.path("junit.xml").to_str().unwrap(),
+        ])
+        .output()
+        .expect("python3 parses the JUnit report");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // --fail-fast starts nothing after the failure (jobs 1: `ok` comes later).
+    let out = ws.cordon(
+        &[
+            "run",
+            "pipeline.toml",
+            "--fail-fast",
+            "--jobs",
+            "1",
+            "--report",
+            "json=ff.json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 1);
+    assert_eq!(status(&steps_of(&ws, "ff.json"), "ok"), "skipped");
+}
+
+#[test]
+fn pipeline_errors_are_reported_before_anything_runs() {
+    let cases: Vec<(&str, Box<dyn Fn(&Workspace)>, &str)> = vec![
+        (
+            "cycle",
+            Box::new(|ws: &Workspace| {
+                probe_step(
+                    ws,
+                    "p",
+                    &["list", "/in"],
+                    &(mount("/in", "q-out", "read") + &mount("/out", "p-out", "write")),
+                );
+                probe_step(
+                    ws,
+                    "q",
+                    &["list", "/in"],
+                    &(mount("/in", "p-out", "read") + &mount("/out", "q-out", "write")),
+                );
+                pipeline(ws, &["manifest = \"p.toml\"", "manifest = \"q.toml\""]);
+            }),
+            "the steps form a cycle",
+        ),
+        (
+            "two writers",
+            Box::new(|ws: &Workspace| {
+                probe_step(ws, "p", &["list", "/out"], &mount("/out", "same", "write"));
+                probe_step(ws, "q", &["list", "/out"], &mount("/out", "same", "write"));
+                pipeline(ws, &["manifest = \"p.toml\"", "manifest = \"q.toml\""]);
+            }),
+            "both write",
+        ),
+        (
+            "unknown needs",
+            Box::new(|ws: &Workspace| {
+                probe_step(ws, "p", &["list", "/"], "");
+                pipeline(ws, &["manifest = \"p.toml\"\nneeds = [\"nobody\"]"]);
+            }),
+            "needs `nobody`, but no step has that name",
+        ),
+        (
+            "read of nothing",
+            Box::new(|ws: &Workspace| {
+                probe_step(ws, "p", &["list", "/in"], &mount("/in", "missing", "read"));
+                pipeline(ws, &["manifest = \"p.toml\""]);
+            }),
+            "does not exist",
+        ),
+        (
+            "duplicate names",
+            Box::new(|ws: &Workspace| {
+                probe_step(ws, "p", &["list", "/"], "");
+                pipeline(ws, &["manifest = \"p.toml\"", "manifest = \"p.toml\""]);
+            }),
+            "two steps are named `p`",
+        ),
+    ];
+    for (what, setup, expected) in cases {
+        let ws = Workspace::new();
+        setup(&ws);
+        let out = ws.cordon(&["run", "pipeline.toml"], &[]);
+        assert_eq!(out.code, 2, "{what}: {out:?}");
+        assert!(out.stderr.contains(expected), "{what}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("pipeline.toml") || out.stderr.contains(".toml:"),
+            "{what}: names the file: {}",
+            out.stderr
+        );
+        assert!(ws.records().is_empty(), "{what}: nothing ran");
+    }
+}
+
+#[test]
+fn restore_republishes_an_earlier_runs_outputs() {
+    let ws = Workspace::new();
+    probe_step(
+        &ws,
+        "gen",
+        &["write", "/out/v.txt", "version one"],
+        &mount("/out", "out", "write"),
+    );
+    pipeline(&ws, &["manifest = \"gen.toml\""]);
+    assert_eq!(ws.cordon(&["run", "pipeline.toml"], &[]).code, 0);
+    let first = ws
+        .records()
+        .into_iter()
+        .find(|r| r["step"] == "gen")
+        .unwrap();
+    probe_step(
+        &ws,
+        "gen",
+        &["write", "/out/v.txt", "version two"],
+        &mount("/out", "out", "write"),
+    );
+    assert_eq!(ws.cordon(&["run", "pipeline.toml"], &[]).code, 0);
+    assert_eq!(
+        std::fs::read_to_string(ws.path("out/v.txt")).unwrap(),
+        "version two"
+    );
+    let out = ws.cordon(
+        &["restore", "--run", first["run_id"].as_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path("out/v.txt")).unwrap(),
+        "version one"
+    );
+}
+
+#[test]
+fn the_example_pipeline_runs_end_to_end_and_reruns_from_the_cache() {
+    let ws = Workspace::new();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ml-pipeline");
+    for f in ["cordon.toml", "pipeline.toml", "data/dev/raw/customers.csv"] {
+        ws.write(f, std::fs::read(example.join(f)).unwrap());
+    }
+    ws.mkdir("components");
+    for (artifact, name) in [
+        (CSV_VALIDATE, "csv-validate.wasm"),
+        (PSEUDONYMIZE, "pseudonymize.wasm"),
+        (TRAIN, "train.wasm"),
+        (TRAIN_EVALUATE, "evaluate.wasm"),
+        (SIGN_MODEL, "sign-model.wasm"),
+    ] {
+        std::fs::write(
+            ws.path(&format!("components/{name}")),
+            std::fs::read(artifact).unwrap(),
+        )
+        .unwrap();
+    }
+    for s in ["validate", "pseudonymize", "train", "evaluate", "sign"] {
+        let rel = format!("steps/{s}.toml");
+        ws.write(&rel, std::fs::read(example.join(&rel)).unwrap());
+        let pin = ws.cordon(&["pin", &rel], &[]);
+        assert_eq!(pin.code, 0, "{pin:?}");
+    }
+    // Demo secrets in the embedded store of `dev`, read from stdin.
+    let seed = "4f".repeat(32);
+    for name in ["pseudonym-key", "model-signing-key"] {
+        let out = ws.cordon_with_input(
+            &[
+                "secret",
+                "set",
+                name,
+                "--env",
+                "dev",
+                "--config",
+                "cordon.toml",
+            ],
+            &[],
+            Some(seed.as_bytes()),
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let first = ws.cordon(
+        &[
+            "run",
+            "pipeline.toml",
+            "--env",
+            "dev",
+            "--report",
+            "json=r1.json",
+        ],
+        &[],
+    );
+    assert_eq!(first.code, 0, "{first:?}");
+    let s = steps_of(&ws, "r1.json");
+    assert!(s.iter().all(|x| x["status"] == "succeeded"), "{s:?}");
+    let metrics: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(ws.path("data/dev/evaluation/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(metrics["auc"].as_f64().unwrap() > 0.6, "{metrics}");
+    let pseudo = std::fs::read_to_string(ws.path("data/dev/pseudonymized/customers.csv")).unwrap();
+    assert!(
+        !pseudo.contains("@example.com"),
+        "e-mail addresses were pseudonymized"
+    );
+    let sigs: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(ws.path("data/dev/signature/signatures.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sigs["files"][0]["file"], "model.json");
+    assert!(
+        !contains(&ws.state_bytes(), seed.as_bytes()),
+        "a secret value reached the state directory"
+    );
+
+    let second = ws.cordon(
+        &[
+            "run",
+            "pipeline.toml",
+            "--env",
+            "dev",
+            "--report",
+            "json=r2.json",
+        ],
+        &[],
+    );
+    assert_eq!(second.code, 0, "{second:?}");
+    let s = steps_of(&ws, "r2.json");
+    assert!(
+        s.iter().all(|x| x["status"] == "cached"),
+        "second run is served from the cache: {s:?}"
+    );
+    // The pipeline record links datasets, step records and artifacts.
+    let pipelines: Vec<_> = std::fs::read_dir(ws.path(".cordon/pipelines"))
+        .unwrap()
+        .collect();
+    assert_eq!(pipelines.len(), 2);
+}
