@@ -282,7 +282,8 @@ fn a_failed_step_stops_its_dependents_but_not_independent_branches() {
 
 #[test]
 fn pipeline_errors_are_reported_before_anything_runs() {
-    let cases: Vec<(&str, Box<dyn Fn(&Workspace)>, &str)> = vec![
+    type Setup = Box<dyn Fn(&Workspace)>;
+    let cases: Vec<(&str, Setup, &str)> = vec![
         (
             "cycle",
             Box::new(|ws: &Workspace| {

@@ -42,7 +42,7 @@ pub fn is_holdout(id: &str) -> bool {
         h ^= b as u64;
         h = h.wrapping_mul(0x100000001b3);
     }
-    h % 5 == 0
+    h.is_multiple_of(5)
 }
 
 /// Reads examples from CSV text with an `id` column, the `features` columns
