@@ -216,6 +216,8 @@ pub fn action_key(
         "env": plan.env,
         "mounts": plan.mounts,
         "limits": plan.limits,
+        "clock": format!("{:?}", plan.clock),
+        "random": format!("{:?}", plan.random),
         "inputs": inputs.iter().map(|(g, d)| (g.clone(), d.to_string())).collect::<Vec<_>>(),
         "secrets": secrets.iter().map(|s| serde_json::json!({
             "name": s.name, "provider": s.provider, "version": s.version, "uses": s.uses,

@@ -6,10 +6,14 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same
-/// directory, fsync, rename, fsync of the directory. A crash leaves either
-/// the old file or the new one, never a torn one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` to a fresh temporary file beside `path` (mode 0600,
+/// fsynced) and hands it to `place`, which moves it into place; the
+/// temporary file never outlives the call, and the directory is fsynced.
+fn write_via_temp(
+    path: &Path,
+    bytes: &[u8],
+    place: impl FnOnce(&Path, &Path) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = parent_dir(path);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(
@@ -25,37 +29,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let result = f
         .write_all(bytes)
         .and_then(|_| f.sync_all())
-        .and_then(|_| fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
+        .and_then(|_| place(&tmp, path));
+    // After a rename the temporary name is gone; after a hard link (or a
+    // failure) it must be removed.
+    let _ = fs::remove_file(&tmp);
     result?;
     sync_dir(dir)
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same
+/// directory, fsync, rename, fsync of the directory. A crash leaves either
+/// the old file or the new one, never a torn one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_via_temp(path, bytes, |tmp, path| fs::rename(tmp, path))
 }
 
 /// Writes `bytes` to a new file at `path`, failing if it exists; durable
 /// like [`write_atomic`]. Used for records, which are never overwritten.
 pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = parent_dir(path);
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    let result = f
-        .write_all(bytes)
-        .and_then(|_| f.sync_all())
-        // A hard link fails if `path` exists, unlike rename, which replaces.
-        .and_then(|_| fs::hard_link(&tmp, path));
-    let _ = fs::remove_file(&tmp);
-    result?;
-    sync_dir(dir)
+    // A hard link fails if `path` exists, unlike rename, which replaces.
+    write_via_temp(path, bytes, |tmp, path| fs::hard_link(tmp, path))
 }
 
 /// The directory containing `path` (`.` for a bare file name).

@@ -492,3 +492,60 @@ fn the_example_pipeline_runs_end_to_end_and_reruns_from_the_cache() {
         .collect();
     assert_eq!(pipelines.len(), 2);
 }
+
+#[test]
+fn ctrl_c_stops_running_steps_and_publishes_nothing_partial() {
+    use std::io::{BufRead, BufReader};
+    let ws = Workspace::new();
+    probe_step(
+        &ws,
+        "slow",
+        &["write", "/out/partial.txt", "half", "--", "sleep", "600"],
+        &mount("/out", "slow-out", "write"),
+    );
+    probe_step(
+        &ws,
+        "later",
+        &["list", "/in"],
+        &(mount("/in", "slow-out", "read") + &mount("/out", "later-out", "write")),
+    );
+    pipeline(
+        &ws,
+        &["manifest = \"slow.toml\"", "manifest = \"later.toml\""],
+    );
+    let mut child = std::process::Command::new(CORDON)
+        .args(["run", "pipeline.toml", "--report", "json=r.json"])
+        .current_dir(ws.root())
+        .env("CORDON_SECRETS_HOME", ws.secrets_home())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the step has written its partial output, then interrupt.
+    let stdout = child.stdout.take().unwrap();
+    for line in BufReader::new(stdout).lines() {
+        if line.unwrap().contains("write: ok") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(1));
+    let s = steps_of(&ws, "r.json");
+    assert_eq!(status(&s, "slow"), "interrupted");
+    assert_eq!(status(&s, "later"), "skipped");
+    assert!(!ws.path("slow-out").exists(), "nothing partial published");
+    let rec = ws
+        .records()
+        .into_iter()
+        .find(|r| r["step"] == "slow")
+        .unwrap();
+    assert_eq!(rec["termination"]["kind"], "interrupted");
+}
