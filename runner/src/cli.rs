@@ -3,6 +3,7 @@
 //! exit code.
 
 use crate::config::WorkspaceConfig;
+use crate::digest::HashIndex;
 use crate::exec::{RunOptions, run_step};
 use crate::manifest::{Manifest, ManifestError, Sha256Digest};
 use crate::pipeline::{Pipeline, PipelinePlan, is_pipeline_file};
@@ -17,7 +18,6 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 mod secret_cmd;
 
@@ -28,7 +28,10 @@ Exit codes:
      for a pipeline, at least one step failed or was skipped
   2  the invocation, manifest, pipeline, component or a secret is wrong; nothing ran
   3  the runner itself failed (for example the disk is full); earlier outputs
-     and records are left intact";
+     and records are left intact
+130  interrupted (Ctrl-C, SIGTERM, SIGHUP): running steps were stopped, nothing
+     partial was published, their records say `interrupted`, and vault tokens
+     were revoked. A second signal aborts at once (still revoking tokens)";
 
 /// Cordon runs pipeline steps as WebAssembly components, each granted only
 /// what its capability manifest says, and records every run.
@@ -340,18 +343,6 @@ fn dir_of(path: &Path) -> PathBuf {
 
 /// Ctrl-C sets the flag; running steps stop, nothing partial is published,
 /// records are still written. A second Ctrl-C exits at once.
-fn cancel_flag() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let f = flag.clone();
-    let _ = ctrlc::set_handler(move || {
-        if f.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("cordon: interrupted; stopping running steps (Ctrl-C again to abort at once)");
-    });
-    flag
-}
-
 /// The environment's record signer. A protected environment must have
 /// one; elsewhere its absence is a warning and the records are unsigned.
 fn signer_for(
@@ -447,10 +438,12 @@ fn run_step_cmd(
         quiet,
         no_cache,
         cache_forbidden: false,
-        cancel: Some(cancel_flag()),
+        cancel: Some(crate::interrupt::cancel_flag()),
         signer,
+        hash_index: Some(Arc::new(HashIndex::load(&plan.state_dir))),
     };
     let run = run_step(&plan, &sandbox, &component, secrets, &opts).map_err(runner_fault)?;
+    save_hash_index(opts.hash_index.as_deref());
     if let Err(e) = resolution.finish() {
         eprintln!("cordon: warning: {e}");
     }
@@ -486,7 +479,17 @@ fn run_step_cmd(
             );
         }
         eprintln!("cordon: record: {record_path}");
-        Ok(1)
+        Ok(failed_or_interrupted())
+    }
+}
+
+/// The exit code of a run that did not succeed: 130 when it was stopped by
+/// a signal, 1 otherwise.
+fn failed_or_interrupted() -> u8 {
+    if crate::interrupt::interrupted() {
+        crate::interrupt::EXIT_INTERRUPTED
+    } else {
+        1
     }
 }
 
@@ -581,8 +584,9 @@ fn run_pipeline_cmd(
         fail_fast,
         no_cache,
         live,
-        cancel: cancel_flag(),
+        cancel: crate::interrupt::cancel_flag(),
         signer,
+        hash_index: Some(Arc::new(HashIndex::load(&state_dir))),
     };
     eprintln!(
         "cordon: pipeline `{}` in environment `{}`: {} steps",
@@ -591,6 +595,7 @@ fn run_pipeline_cmd(
         plan.steps.len()
     );
     let outcome = run_pipeline(&plan, &sandbox, &components, secrets, &opts);
+    save_hash_index(opts.hash_index.as_deref());
     if let Err(e) = resolution.finish() {
         eprintln!("cordon: warning: {e}");
     }
@@ -650,7 +655,7 @@ fn run_pipeline_cmd(
     } else if outcome.success() {
         Ok(0)
     } else {
-        Ok(1)
+        Ok(failed_or_interrupted())
     }
 }
 
@@ -1027,4 +1032,14 @@ fn pin(manifest_path: &Path) -> Result<u8, Failure> {
         old.unwrap_or_else(|| "unset".into())
     );
     Ok(0)
+}
+
+/// Saves the input hash index; failing to is worth a warning, not a failed
+/// run (the index only saves time).
+fn save_hash_index(index: Option<&HashIndex>) {
+    if let Some(index) = index
+        && let Err(e) = index.save()
+    {
+        eprintln!("cordon: warning: cannot save the input hash index: {e}");
+    }
 }

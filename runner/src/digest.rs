@@ -93,15 +93,20 @@ impl Tree {
 
 /// sha256 of one regular file, opened without following a final symlink.
 pub fn file(path: &Path) -> io::Result<(Sha256Digest, u64)> {
-    let mut f = File::options()
+    let f = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
+    hash_reader(f)
+}
+
+/// sha256 and length of everything `r` yields.
+fn hash_reader(mut r: impl Read) -> io::Result<(Sha256Digest, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
-        let n = f.read(&mut buf)?;
+        let n = r.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -112,8 +117,15 @@ pub fn file(path: &Path) -> io::Result<(Sha256Digest, u64)> {
 }
 
 /// Walks `root` (which must be a directory, not a link to one) and digests
-/// everything under it.
+/// everything under it, reading every file.
 pub fn tree(root: &Path) -> io::Result<Tree> {
+    tree_with(root, None)
+}
+
+/// Like [`tree`], but files whose device, inode, size, mtime and ctime are
+/// those recorded in `index` are not read again: their recorded digest is
+/// used. Files are hashed on several threads.
+pub fn tree_with(root: &Path, index: Option<&HashIndex>) -> io::Result<Tree> {
     let meta = std::fs::symlink_metadata(root)?;
     if !meta.is_dir() {
         return Err(io::Error::new(
@@ -122,7 +134,9 @@ pub fn tree(root: &Path) -> io::Result<Tree> {
         ));
     }
     let mut entries = Vec::new();
-    walk(root, "", &mut entries)?;
+    let mut files = Vec::new();
+    walk(root, "", &mut entries, &mut files)?;
+    hash_files(&mut entries, &files, index)?;
     entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     let mut hasher = Sha256::new();
     for e in &entries {
@@ -152,7 +166,286 @@ pub fn tree(root: &Path) -> io::Result<Tree> {
     })
 }
 
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<Entry>) -> io::Result<()> {
+/// Most threads one tree hash uses. Hashing is bound by the disk and the
+/// sha256 rate of a core; beyond a handful of threads there is nothing to
+/// gain and much memory (a 1 MiB buffer each) to lose.
+const MAX_HASH_THREADS: usize = 8;
+
+/// Fills in size and digest of the file entries (`files` holds, for each,
+/// its index in `entries` and its path), on up to [`MAX_HASH_THREADS`]
+/// threads that take files from a shared counter, so one huge file does not
+/// hold up the rest.
+fn hash_files(
+    entries: &mut [Entry],
+    files: &[(usize, std::path::PathBuf)],
+    index: Option<&HashIndex>,
+) -> io::Result<()> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_HASH_THREADS)
+        .min(files.len());
+    let results: Vec<std::sync::OnceLock<io::Result<(Sha256Digest, u64)>>> =
+        files.iter().map(|_| std::sync::OnceLock::new()).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some((_, path)) = files.get(i) else { break };
+            let _ = results[i].set(file_indexed(path, index));
+        }
+    };
+    if threads <= 1 {
+        work();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(work);
+            }
+        });
+    }
+    for ((slot, _), result) in files.iter().zip(results) {
+        let (digest, size) = result.into_inner().expect("every file is hashed")?;
+        entries[*slot].size = size;
+        entries[*slot].sha256 = Some(digest.hex().to_string());
+    }
+    Ok(())
+}
+
+/// sha256 of one file, served from `index` when the file is unchanged
+/// since it was indexed, and recorded there otherwise.
+fn file_indexed(path: &Path, index: Option<&HashIndex>) -> io::Result<(Sha256Digest, u64)> {
+    let Some(index) = index else {
+        return file(path);
+    };
+    let f = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    // The stamp comes from the open file, so a path swapped for another
+    // file between the walk and here cannot borrow the old file's digest.
+    let before = Stamp::of(&f.metadata()?);
+    if let Some(d) = index.lookup(path, &before) {
+        return Ok((d, before.size));
+    }
+    let started = std::time::SystemTime::now();
+    let (digest, size) = hash_reader(f.try_clone()?)?;
+    let after = Stamp::of(&f.metadata()?);
+    // Only a file that did not change while it was read, and whose mtime is
+    // old enough that a later write could not leave the same stamp behind
+    // (mtime granularity), is indexed.
+    if before == after && after.settled_before(started, index.settle) {
+        index.insert(path, after, &digest);
+    }
+    Ok((digest, size))
+}
+
+/// Identity and change stamps of a file, as `fstat` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_s: i64,
+    mtime_ns: i64,
+    ctime_s: i64,
+    ctime_ns: i64,
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_s: m.mtime(),
+            mtime_ns: m.mtime_nsec(),
+            ctime_s: m.ctime(),
+            ctime_ns: m.ctime_nsec(),
+        }
+    }
+
+    /// Whether both mtime and ctime lie at least `settle` seconds before
+    /// `t`. Timestamps advance in coarse ticks, so a file written in the
+    /// same tick as it was hashed could change again without its stamp
+    /// changing; such a file is hashed again next time rather than trusted.
+    fn settled_before(&self, t: std::time::SystemTime, settle: i64) -> bool {
+        let Ok(t) = t.duration_since(std::time::UNIX_EPOCH) else {
+            return false;
+        };
+        let t = t.as_secs() as i64;
+        self.mtime_s + settle <= t && self.ctime_s + settle <= t
+    }
+}
+
+/// How old (in whole seconds) a file's timestamps must be before its digest
+/// is remembered.
+const RACY_SECONDS: i64 = 2;
+
+/// The index of file digests kept in the state directory
+/// (`hash-index.json`), so that hashing an unchanged input tree stats its
+/// files instead of reading them.
+///
+/// An entry is used only when the file's device, inode, size, mtime and
+/// ctime all match. ctime cannot be set by an unprivileged user, so
+/// restoring an old mtime after editing a file does not fool it. The index
+/// is as trustworthy as the state directory it lives in; `--no-cache` runs
+/// without it, and `cordon verify` never uses it.
+#[derive(Debug)]
+pub struct HashIndex {
+    path: Option<std::path::PathBuf>,
+    entries: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, IndexEntry>>,
+    /// Seconds a file's timestamps must lie in the past to be indexed.
+    settle: i64,
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
+}
+
+/// How often an index was consulted, for diagnostics and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Files whose digest came from the index.
+    pub hits: u64,
+    /// Files that were read and hashed.
+    pub misses: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct IndexEntry {
+    #[serde(flatten)]
+    stamp: Stamp,
+    sha256: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct IndexFile {
+    version: u32,
+    files: std::collections::BTreeMap<std::path::PathBuf, IndexEntry>,
+}
+
+/// The index file's format version; a file of another version is ignored.
+const INDEX_VERSION: u32 = 1;
+
+impl HashIndex {
+    /// The index file under `state_dir`.
+    pub fn file_in(state_dir: &Path) -> std::path::PathBuf {
+        state_dir.join("hash-index.json")
+    }
+
+    /// Loads the index of `state_dir`. A missing, unreadable or damaged
+    /// index is an empty one: it only ever saves work, so losing it costs
+    /// time, never correctness.
+    pub fn load(state_dir: &Path) -> HashIndex {
+        let path = Self::file_in(state_dir);
+        let files = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<IndexFile>(&b).ok())
+            .filter(|f| f.version == INDEX_VERSION)
+            .map(|f| f.files.into_iter().collect())
+            .unwrap_or_default();
+        HashIndex::with(Some(path), files, RACY_SECONDS)
+    }
+
+    /// An index that is never saved (for tests, benchmarks and one-off
+    /// hashing).
+    pub fn in_memory() -> HashIndex {
+        HashIndex::with(None, Default::default(), RACY_SECONDS)
+    }
+
+    fn with(
+        path: Option<std::path::PathBuf>,
+        files: std::collections::HashMap<std::path::PathBuf, IndexEntry>,
+        settle: i64,
+    ) -> HashIndex {
+        HashIndex {
+            path,
+            entries: std::sync::Mutex::new(files),
+            settle,
+            hits: Default::default(),
+            misses: Default::default(),
+        }
+    }
+
+    /// Lookups served and missed since the index was loaded.
+    pub fn stats(&self) -> IndexStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        IndexStats {
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+        }
+    }
+
+    /// Number of files indexed.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no file is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<std::path::PathBuf, IndexEntry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lookup(&self, path: &Path, stamp: &Stamp) -> Option<Sha256Digest> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let found = self
+            .lock()
+            .get(path)
+            .filter(|e| e.stamp == *stamp)
+            .and_then(|e| Sha256Digest::parse(&format!("sha256:{}", e.sha256)).ok());
+        match found {
+            Some(_) => self.hits.fetch_add(1, Relaxed),
+            None => self.misses.fetch_add(1, Relaxed),
+        };
+        found
+    }
+
+    fn insert(&self, path: &Path, stamp: Stamp, digest: &Sha256Digest) {
+        self.lock().insert(
+            path.to_path_buf(),
+            IndexEntry {
+                stamp,
+                sha256: digest.hex().to_string(),
+            },
+        );
+    }
+
+    /// Writes the index back atomically, leaving out files that no longer
+    /// exist. Two runners sharing a state directory may overwrite each
+    /// other's additions; that costs a re-hash, nothing more.
+    pub fn save(&self) -> io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let files: std::collections::BTreeMap<_, _> = self
+            .lock()
+            .iter()
+            .filter(|(p, _)| std::fs::symlink_metadata(p).is_ok())
+            .map(|(p, e)| (p.clone(), e.clone()))
+            .collect();
+        let bytes = serde_json::to_vec(&IndexFile {
+            version: INDEX_VERSION,
+            files,
+        })
+        .map_err(io::Error::other)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        crate::fsutil::write_atomic(path, &bytes)
+    }
+}
+
+fn walk(
+    dir: &Path,
+    prefix: &str,
+    out: &mut Vec<Entry>,
+    files: &mut Vec<(usize, std::path::PathBuf)>,
+) -> io::Result<()> {
     for item in std::fs::read_dir(dir)? {
         let item = item?;
         let name = item.file_name();
@@ -191,14 +484,15 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<Entry>) -> io::Result<()> {
                 size: 0,
                 sha256: None,
             });
-            walk(&path, &rel, out)?;
+            walk(&path, &rel, out, files)?;
         } else if ft.is_file() {
-            let (digest, size) = file(&path)?;
+            // Hashed afterwards, in parallel (see `hash_files`).
+            files.push((out.len(), path));
             out.push(Entry {
                 path: rel,
                 kind: EntryKind::File,
-                size,
-                sha256: Some(digest.hex().to_string()),
+                size: 0,
+                sha256: None,
             });
         } else {
             out.push(Entry {
@@ -279,6 +573,118 @@ mod tests {
         assert!(t.entries[0].sha256.is_none());
         // Opening the link itself as a file is refused.
         assert!(file(&out.join("leak")).is_err());
+    }
+
+    /// An index that trusts files however fresh, so tests need not wait
+    /// for timestamps to settle.
+    fn eager_index() -> HashIndex {
+        HashIndex::with(None, Default::default(), 0)
+    }
+
+    #[test]
+    fn an_index_serves_unchanged_files_without_reading_them() {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..20 {
+            std::fs::write(d.path().join(format!("f{i}")), format!("file {i}")).unwrap();
+        }
+        let index = eager_index();
+        let first = tree_with(d.path(), Some(&index)).unwrap();
+        assert_eq!(first, tree(d.path()).unwrap());
+        assert_eq!(index.len(), 20);
+        assert_eq!(
+            index.stats(),
+            IndexStats {
+                hits: 0,
+                misses: 20
+            }
+        );
+        let second = tree_with(d.path(), Some(&index)).unwrap();
+        assert_eq!(second, first);
+        assert_eq!(
+            index.stats(),
+            IndexStats {
+                hits: 20,
+                misses: 20
+            }
+        );
+    }
+
+    #[test]
+    fn an_edit_that_keeps_size_and_mtime_is_still_seen() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("data.csv");
+        std::fs::write(&f, b"a,b\n1,2\n").unwrap();
+        let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+        let index = eager_index();
+        let first = tree_with(d.path(), Some(&index)).unwrap();
+        // Same size, mtime put back: only the ctime tells.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&f, b"a,b\n9,2\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let second = tree_with(d.path(), Some(&index)).unwrap();
+        assert_ne!(second.digest, first.digest);
+        assert_eq!(second, tree(d.path()).unwrap());
+    }
+
+    #[test]
+    fn a_replaced_file_is_rehashed_and_fresh_files_are_not_indexed() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("x");
+        std::fs::write(&f, b"one").unwrap();
+        let index = eager_index();
+        let first = tree_with(d.path(), Some(&index)).unwrap();
+        // A new inode under the same name, same size.
+        std::fs::remove_file(&f).unwrap();
+        std::fs::write(&f, b"two").unwrap();
+        let second = tree_with(d.path(), Some(&index)).unwrap();
+        assert_ne!(second.digest, first.digest);
+        // The default index does not remember a file written just now.
+        let strict = HashIndex::in_memory();
+        tree_with(d.path(), Some(&strict)).unwrap();
+        assert!(strict.is_empty());
+    }
+
+    #[test]
+    fn the_index_survives_a_save_and_ignores_a_damaged_file() {
+        let state = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        std::fs::write(data.path().join("a"), b"alpha").unwrap();
+        let index = HashIndex::with(
+            Some(HashIndex::file_in(state.path())),
+            Default::default(),
+            0,
+        );
+        tree_with(data.path(), Some(&index)).unwrap();
+        index.save().unwrap();
+        let loaded = HashIndex::load(state.path());
+        assert_eq!(loaded.len(), 1);
+        tree_with(data.path(), Some(&loaded)).unwrap();
+        assert_eq!(loaded.stats().hits, 1);
+        std::fs::write(HashIndex::file_in(state.path()), b"{ not json").unwrap();
+        assert!(HashIndex::load(state.path()).is_empty());
+    }
+
+    #[test]
+    fn many_files_hash_the_same_in_parallel_as_one_by_one() {
+        let d = tempfile::tempdir().unwrap();
+        let mut expected = Vec::new();
+        for i in 0..200 {
+            let name = format!("d{}/f{i}", i % 7);
+            std::fs::create_dir_all(d.path().join(format!("d{}", i % 7))).unwrap();
+            let body = vec![i as u8; i * 37];
+            std::fs::write(d.path().join(&name), &body).unwrap();
+            expected.push((name, Sha256Digest::of(&body)));
+        }
+        let t = tree(d.path()).unwrap();
+        for (name, digest) in expected {
+            let e = t.entries.iter().find(|e| e.path == name).unwrap();
+            assert_eq!(e.sha256.as_deref(), Some(digest.hex()));
+        }
     }
 
     #[test]

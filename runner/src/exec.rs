@@ -40,6 +40,9 @@ pub struct RunOptions {
     /// The environment's record signing key; without one the record is
     /// chained but not signed.
     pub signer: Option<std::sync::Arc<crate::attest::Signer>>,
+    /// The index of input file digests; unchanged files are not read again.
+    /// Without one (and always with `no_cache`), every input is read.
+    pub hash_index: Option<Arc<digest::HashIndex>>,
 }
 
 /// A finished run: the record and where it was written.
@@ -97,12 +100,22 @@ pub fn run_step(
 
     // Inputs are hashed before the step starts: the record binds what the
     // step could read.
+    // `--no-cache` trusts nothing remembered, not even file digests.
+    let index = if opts.no_cache {
+        None
+    } else {
+        opts.hash_index.as_deref()
+    };
     let mut before: Vec<Option<Tree>> = Vec::new();
     for m in &plan.mounts {
         before.push(match m.access {
-            Access::Read | Access::ReadWrite => Some(digest::tree(&m.host).map_err(fail(
-                format!("cannot hash input mount {} ({})", m.guest, m.host.display()),
-            ))?),
+            Access::Read | Access::ReadWrite => {
+                Some(digest::tree_with(&m.host, index).map_err(fail(format!(
+                    "cannot hash input mount {} ({})",
+                    m.guest,
+                    m.host.display()
+                )))?)
+            }
             Access::Write => None,
         });
     }

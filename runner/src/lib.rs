@@ -27,6 +27,7 @@ pub mod digest;
 pub mod exec;
 pub mod export;
 pub mod fsutil;
+pub mod interrupt;
 pub mod keys;
 pub mod manifest;
 pub mod outputs;

@@ -13,6 +13,14 @@
 //! manifest = "steps/train.toml"
 //! needs = ["validate"]                # optional; lineage adds the rest
 //! cache = false                       # optional; never serve from the cache
+//!
+//! [[step]]                            # a manifest written inline; its
+//! inline = """                        # paths are relative to this file
+//! [step]
+//! name = "report"
+//! component = "steps/report.wasm"
+//! digest = "sha256:..."
+//! """
 //! ```
 //!
 //! Dependencies come from `needs` and from lineage: a step that reads a
@@ -114,7 +122,8 @@ struct RawMeta {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStep {
-    manifest: Spanned<String>,
+    manifest: Option<Spanned<String>>,
+    inline: Option<Spanned<String>>,
     #[serde(default)]
     needs: Vec<Spanned<String>>,
     #[serde(default = "yes")]
@@ -132,6 +141,36 @@ pub fn is_pipeline_file(path: &Path) -> bool {
         .ok()
         .and_then(|s| s.parse::<toml::Table>().ok())
         .is_some_and(|t| matches!(t.get("step"), Some(toml::Value::Array(_))))
+}
+
+/// Validates a manifest written inline in the pipeline file at `path`
+/// (`source` is that file's text). Problems are reported against the
+/// pipeline file, at the lines where they are in it.
+fn load_inline(
+    path: &Path,
+    source: &str,
+    text: &Spanned<String>,
+) -> Result<Manifest, ManifestError> {
+    let start = text.span().start;
+    let opening = crate::manifest::LineIndex::new(source).at(start).line;
+    // A multi-line string drops the newline right after its opening quotes,
+    // so its first line is the file's next one.
+    let rest = &source[start..];
+    let first_line = if (rest.starts_with("\"\"\"") || rest.starts_with("'''"))
+        && matches!(rest.as_bytes().get(3), Some(b'\n' | b'\r'))
+    {
+        opening + 1
+    } else {
+        opening
+    };
+    Manifest::parse(path, text.get_ref()).map_err(|mut e| {
+        for p in &mut e.problems {
+            if p.line > 0 {
+                p.line += first_line - 1;
+            }
+        }
+        e
+    })
 }
 
 fn file_error(path: &Path, problems: Vec<Problem>) -> ManifestError {
@@ -198,12 +237,27 @@ impl Pipeline {
         for s in &raw.steps {
             let at = lines.at(s.span().start);
             let entry = s.get_ref();
-            let mpath = dir.join(entry.manifest.get_ref());
-            match Manifest::load(&mpath) {
+            let loaded = match (&entry.manifest, &entry.inline) {
+                (Some(m), None) => Manifest::load(&dir.join(m.get_ref())),
+                (None, Some(text)) => load_inline(path, &source, text),
+                (Some(_), Some(_)) | (None, None) => {
+                    problems.push(at.problem(
+                        "a step needs exactly one of `manifest` (a file) and `inline` (the manifest itself)",
+                        Some("write `manifest = \"steps/NAME.toml\"`, or move the manifest into `inline = \"\"\"...\"\"\"`".into()),
+                    ));
+                    continue;
+                }
+            };
+            let name_at = entry
+                .manifest
+                .as_ref()
+                .or(entry.inline.as_ref())
+                .map_or(at, |v| lines.at(v.span().start));
+            match loaded {
                 Err(e) => errors.push(e),
                 Ok(m) => {
                     if let Some(first) = names.get(&m.name) {
-                        problems.push(lines.at(entry.manifest.span().start).problem(
+                        problems.push(name_at.problem(
                             format!("two steps are named `{}` (the other at line {})", m.name, first.line),
                             Some("step names must be unique in a pipeline; rename one in its manifest".into()),
                         ));

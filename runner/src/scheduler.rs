@@ -33,6 +33,8 @@ pub struct PipelineOptions {
     pub cancel: Arc<AtomicBool>,
     /// The environment's record signer.
     pub signer: Option<Arc<crate::attest::Signer>>,
+    /// The input hash index shared by every step of the run.
+    pub hash_index: Option<Arc<crate::digest::HashIndex>>,
 }
 
 /// Where a step stands.
@@ -313,6 +315,7 @@ fn worker(
             cache_forbidden: !plan.cacheable[i],
             cancel: Some(opts.cancel.clone()),
             signer: opts.signer.clone(),
+            hash_index: opts.hash_index.clone(),
         };
         let result = run_step(&plan.steps[i], sandbox, &components[i], secrets, &run_opts);
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());

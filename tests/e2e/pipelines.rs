@@ -537,7 +537,7 @@ fn ctrl_c_stops_running_steps_and_publishes_nothing_partial() {
             .success()
     );
     let exit = child.wait().unwrap();
-    assert_eq!(exit.code(), Some(1));
+    assert_eq!(exit.code(), Some(130), "interrupted runs exit with 130");
     let s = steps_of(&ws, "r.json");
     assert_eq!(status(&s, "slow"), "interrupted");
     assert_eq!(status(&s, "later"), "skipped");
@@ -548,4 +548,53 @@ fn ctrl_c_stops_running_steps_and_publishes_nothing_partial() {
         .find(|r| r["step"] == "slow")
         .unwrap();
     assert_eq!(rec["termination"]["kind"], "interrupted");
+}
+
+#[test]
+fn a_step_may_be_written_inline_and_its_errors_point_into_the_pipeline_file() {
+    let ws = Workspace::new();
+    probe_step(
+        &ws,
+        "a",
+        &["write", "/out/x.txt", "inline-works"],
+        &mount("/out", "a-out", "write"),
+    );
+    let digest = ws.component(PROBE, "probe.wasm");
+    let inline = format!(
+        "inline = \"\"\"\n[step]\nname = \"b\"\ncomponent = \"probe.wasm\"\ndigest = \"{digest}\"\nargs = [\"read\", \"/in/x.txt\"]\n\n[[mount]]\nguest = \"/in\"\nhost = \"a-out\"\naccess = \"read\"\npurpose = \"test\"\n\"\"\""
+    );
+    pipeline(&ws, &[&inline, "manifest = \"a.toml\""]);
+    let out = ws.cordon(&["run", "pipeline.toml"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("[b] read: ok 12 bytes: inline-works"),
+        "{}",
+        out.stdout
+    );
+
+    // A mistake inside the inline manifest is reported at its line of the
+    // pipeline file; nothing runs.
+    let bad = inline.replace("access = \"read\"", "access = \"reed\"");
+    pipeline(&ws, &[&bad, "manifest = \"a.toml\""]);
+    let text = std::fs::read_to_string(ws.path("pipeline.toml")).unwrap();
+    let line = text.lines().position(|l| l.contains("reed")).unwrap() + 1;
+    let records_before = ws.records().len();
+    let out = ws.cordon(&["run", "pipeline.toml"], &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("pipeline.toml:{line}:")),
+        "expected line {line}: {}",
+        out.stderr
+    );
+    assert_eq!(ws.records().len(), records_before);
+
+    // Both `manifest` and `inline`, or neither, is an error.
+    pipeline(&ws, &[&format!("manifest = \"a.toml\"\n{inline}")]);
+    let out = ws.cordon(&["plan", "pipeline.toml"], &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("exactly one of `manifest`"),
+        "{}",
+        out.stderr
+    );
 }

@@ -341,3 +341,48 @@ fn help_documents_the_exit_codes() {
     }
     assert_eq!(ws.cordon(&["run"], &[]).code, 2, "a usage error exits 2");
 }
+
+#[test]
+fn unchanged_inputs_are_served_from_the_hash_index_and_edits_are_still_seen() {
+    let ws = Workspace::new();
+    let a = ws.write("data/a.txt", "alpha\n");
+    ws.write("data/sub/b.txt", "beta\n");
+    ws.step(
+        CHECKSUM,
+        &["--input", "/in", "--output", "/out"],
+        &(mount("/in", "data", "read") + &mount("/out", "sums", "write")),
+    );
+    // The index only remembers files whose timestamps have settled (they
+    // advance in coarse ticks); let them.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(ws.run(&[]).code, 0);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.path(".cordon/hash-index.json")).unwrap())
+            .unwrap();
+    let files = index["files"].as_object().unwrap();
+    let canonical = std::fs::canonicalize(&a).unwrap();
+    assert_eq!(
+        files[canonical.to_str().unwrap()]["sha256"],
+        sha256_hex(b"alpha\n"),
+        "{index}"
+    );
+    assert_eq!(files.len(), 2, "{index}");
+
+    // Same size, mtime put back: only the inode's change time tells. The
+    // index must not serve the old digest (which would also make the
+    // action cache hand back the old outputs).
+    let mtime = std::fs::metadata(&a).unwrap().modified().unwrap();
+    std::fs::write(&a, "ALPHA\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&a)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(ws.run(&[]).code, 0);
+    let sums = std::fs::read_to_string(ws.path("sums/SHA256SUMS")).unwrap();
+    assert!(sums.contains(&sha256_hex(b"ALPHA\n")), "{sums}");
+    let recs = ws.records();
+    assert_eq!(recs.len(), 2);
+    assert!(recs.iter().all(|r| r["cache"]["hit"] == false), "{recs:?}");
+}

@@ -524,6 +524,8 @@ fn interrupted_run_revokes_the_token(signal: &str) {
         "{stderr}"
     );
     assert!(!bao.accessor_alive(&run_accessor), "revoked before exit");
+    // The step was stopped, not abandoned: its record says so.
+    assert_eq!(ws.record()["termination"]["kind"], "interrupted");
 }
 
 #[test]

@@ -70,33 +70,31 @@ fn take_session(accessor: &str) -> Option<Session> {
     LIVE.lock().ok().and_then(|mut live| live.remove(accessor))
 }
 
-/// Installs (once) the handler for SIGINT, SIGTERM and SIGHUP (Ctrl-C, a
-/// CI system cancelling the job, a closed terminal) that revokes every live
-/// session before the process exits with the conventional 130.
-fn install_interrupt_handler() {
-    static INSTALLED: std::sync::Once = std::sync::Once::new();
-    INSTALLED.call_once(|| {
-        let _ = ctrlc::set_handler(|| {
-            let sessions = LIVE
-                .lock()
-                .map(|mut live| std::mem::take(&mut *live))
-                .unwrap_or_default();
-            if sessions.is_empty() {
-                eprintln!("cordon: interrupted");
-            }
-            for (accessor, s) in sessions {
-                match s.revoke() {
-                    Ok(()) => eprintln!(
-                        "cordon: interrupted; the vault token of this run was revoked (accessor {accessor})"
-                    ),
-                    Err(e) => eprintln!(
-                        "cordon: interrupted; revoking the vault token with accessor {accessor} failed: {e}"
-                    ),
-                }
-            }
-            std::process::exit(130);
-        });
-    });
+/// Revokes every live session of this process (on an abort by signal;
+/// see [`crate::interrupt`]), saying so for each. Returns whether there was
+/// any.
+pub(crate) fn revoke_live_sessions() -> bool {
+    let sessions = LIVE
+        .lock()
+        .map(|mut live| std::mem::take(&mut *live))
+        .unwrap_or_default();
+    let any = !sessions.is_empty();
+    for (accessor, s) in sessions {
+        report_revocation(&accessor, s.revoke());
+    }
+    any
+}
+
+/// Says that an interrupted run's token was revoked, or that revoking failed.
+fn report_revocation(accessor: &str, result: Result<(), String>) {
+    match result {
+        Ok(()) => eprintln!(
+            "cordon: interrupted; the vault token of this run was revoked (accessor {accessor})"
+        ),
+        Err(e) => eprintln!(
+            "cordon: interrupted; revoking the vault token with accessor {accessor} failed: {e}"
+        ),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -258,7 +256,7 @@ impl VaultProvider {
             ))
         })?;
         let accessor = login.auth.accessor.clone();
-        install_interrupt_handler();
+        crate::interrupt::install();
         if let Ok(mut live) = LIVE.lock() {
             live.insert(
                 accessor.clone(),
@@ -380,19 +378,25 @@ impl Provider for VaultProvider {
 
     fn close(&mut self) -> Result<(), SecretError> {
         match take_session(&self.accessor) {
-            Some(s) => s.revoke().map_err(|e| {
-                SecretError::new(
-                    &self.env,
-                    format!(
-                        "cannot revoke the run's vault token (accessor {}): {e}",
+            Some(s) => {
+                let result = s.revoke();
+                if crate::interrupt::interrupted() {
+                    report_revocation(&self.accessor, result.clone());
+                }
+                result.map_err(|e| {
+                    SecretError::new(
+                        &self.env,
+                        format!(
+                            "cannot revoke the run's vault token (accessor {}): {e}",
+                            self.accessor
+                        ),
+                    )
+                    .fix(format!(
+                        "revoke it by hand: bao token revoke -accessor {}",
                         self.accessor
-                    ),
-                )
-                .fix(format!(
-                    "revoke it by hand: bao token revoke -accessor {}",
-                    self.accessor
-                ))
-            }),
+                    ))
+                })
+            }
             None => Ok(()),
         }
     }
