@@ -370,7 +370,7 @@ pub fn statement(record_bytes: &[u8]) -> Result<Value, serde_json::Error> {
                             "secretsNotGranted": r.get("secrets_not_granted").cloned().unwrap_or_else(|| json!({})),
                             "report": r["report"],
                             "networkCalls": [],
-                            "policy": null,
+                            "policy": r.get("policy").cloned().unwrap_or(Value::Null),
                             "chain": r["chain"],
                         },
                     },

@@ -26,7 +26,8 @@ Exit codes:
   0  success
   1  the step failed: non-zero exit, trap, or a limit (fuel, memory, timeout, output);
      for a pipeline, at least one step failed or was skipped
-  2  the invocation, manifest, pipeline, component or a secret is wrong; nothing ran
+  2  the invocation, manifest, pipeline, component, policy or a secret is wrong,
+     or policy refused the run; nothing ran
   3  the runner itself failed (for example the disk is full); earlier outputs
      and records are left intact
 130  interrupted (Ctrl-C, SIGTERM, SIGHUP): running steps were stopped, nothing
@@ -96,6 +97,38 @@ enum Command {
         /// Write a report: `junit=FILE` or `json=FILE` (repeatable).
         #[arg(long, value_name = "KIND=FILE")]
         report: Vec<String>,
+        /// Run despite policy violations, where the environment allows
+        /// break-glass (`[env.NAME.policy] break-glass = true`). The
+        /// justification and every overridden violation go into the records.
+        #[arg(long, value_name = "JUSTIFICATION")]
+        break_glass: Option<String>,
+    },
+    /// Evaluate policy over a pipeline or step without running anything.
+    ///
+    /// Every violation names the step, the rule, why and how to fix it.
+    #[command(after_help = CHECK_EXIT_CODES)]
+    Check {
+        /// A pipeline file or a step's manifest.
+        file: PathBuf,
+        #[command(flatten)]
+        at: Where,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: CheckFormat,
+    },
+    /// Sign an approval of a step's manifest and component with a
+    /// reviewer's key.
+    ///
+    /// The approval binds the manifest's sha256 and the component digest
+    /// it pins; any change to either voids it. It is kept beside the
+    /// manifest in `<stem>.approvals.json`.
+    Approve {
+        /// The step's capability manifest.
+        manifest: PathBuf,
+        /// The reviewer's private key (PKCS#8 PEM, mode 0600), as made by
+        /// `cordon key reviewer`.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
     },
     /// Print a pipeline's resolved DAG and every grant, without running.
     Plan {
@@ -159,10 +192,16 @@ enum Command {
     },
     /// List the runs whose records used a secret: the first question after
     /// a leak.
+    ///
+    /// With `--break-glass`: the runs that went ahead despite policy
+    /// violations, with their justifications.
     Records {
         /// The secret's name.
-        #[arg(long, value_name = "NAME")]
-        secret: String,
+        #[arg(long, value_name = "NAME", required_unless_present = "break_glass")]
+        secret: Option<String>,
+        /// List the break-glass runs instead.
+        #[arg(long, conflicts_with_all = ["secret", "version"])]
+        break_glass: bool,
         /// Only runs that used this version of it.
         #[arg(long, value_name = "N")]
         version: Option<String>,
@@ -178,6 +217,21 @@ enum Command {
         /// The step's capability manifest (TOML).
         manifest: PathBuf,
     },
+}
+
+const CHECK_EXIT_CODES: &str = "\
+Exit codes:
+  0  no violations
+  2  violations (or the invocation, a manifest, a policy file is wrong)";
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CheckFormat {
+    /// Lines for people.
+    Text,
+    /// The violations, policy files and the input document.
+    Json,
+    /// SARIF 2.1.0, for code-scanning UIs.
+    Sarif,
 }
 
 #[derive(Subcommand, Debug)]
@@ -196,6 +250,18 @@ enum KeyCommand {
         /// current directory, or a new ./cordon.toml].
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+    },
+    /// Create a reviewer's ed25519 key pair for approvals.
+    ///
+    /// Writes `DIR/NAME.key` (PKCS#8 PEM, mode 0600; keep it with the
+    /// reviewer) and `DIR/NAME.pub` (list it under `[env.E.policy]
+    /// reviewers` in cordon.toml). Existing files are never replaced.
+    Reviewer {
+        /// The reviewer's name.
+        name: String,
+        /// Where to write the files.
+        #[arg(long, value_name = "DIR", default_value = "keys/reviewers")]
+        dir: PathBuf,
     },
 }
 
@@ -287,13 +353,20 @@ pub fn main() -> ExitCode {
             fail_fast,
             no_cache,
             report,
+            break_glass,
         } => {
+            let bg = break_glass.as_deref();
             if is_pipeline_file(&file) {
-                run_pipeline_cmd(&file, &at, quiet, jobs, fail_fast, no_cache, &report)
+                run_pipeline_cmd(&file, &at, quiet, jobs, fail_fast, no_cache, &report, bg)
             } else {
-                run_step_cmd(&file, &at, quiet, no_cache)
+                run_step_cmd(&file, &at, quiet, no_cache, bg)
             }
         }
+        Command::Check { file, at, format } => check_cmd(&file, &at, format),
+        Command::Approve { manifest, key } => approve_cmd(&manifest, &key),
+        Command::Key {
+            command: KeyCommand::Reviewer { name, dir },
+        } => key_reviewer(&name, &dir),
         Command::Plan { file, at } => plan_cmd(&file, &at),
         Command::Restore { run, state } => restore_cmd(&run, &state),
         Command::Pin { manifest } => pin(&manifest),
@@ -320,10 +393,20 @@ pub fn main() -> ExitCode {
         } => key_generate(&env, config.as_deref()),
         Command::Secret { action } => secret(action),
         Command::Records {
+            break_glass: true,
+            state,
+            ..
+        } => break_glass_records(state),
+        Command::Records {
             secret,
             version,
             state,
-        } => records(&secret, version.as_deref(), state),
+            ..
+        } => records(
+            secret.as_deref().unwrap_or_default(),
+            version.as_deref(),
+            state,
+        ),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -409,6 +492,7 @@ fn run_step_cmd(
     at: &Where,
     quiet: bool,
     no_cache: bool,
+    break_glass: Option<&str>,
 ) -> Result<u8, Failure> {
     let manifest = Manifest::load(manifest_path).map_err(bad_input)?;
     let workspace =
@@ -426,6 +510,13 @@ fn run_step_cmd(
     };
     let plan = plan_step(&manifest, &ctx).map_err(bad_input)?;
     let signer = signer_for(env)?;
+    let policy = policy_gate(
+        env,
+        std::slice::from_ref(&manifest),
+        std::slice::from_ref(&plan),
+        &[true],
+        break_glass,
+    )?;
     // Every granted secret is read now, before anything runs; a vault
     // session ends when `resolution` does (finish below, or drop on any
     // early return).
@@ -441,6 +532,7 @@ fn run_step_cmd(
         cancel: Some(crate::interrupt::cancel_flag()),
         signer,
         hash_index: Some(Arc::new(HashIndex::load(&plan.state_dir))),
+        policy: Some(policy),
     };
     let run = run_step(&plan, &sandbox, &component, secrets, &opts).map_err(runner_fault)?;
     save_hash_index(opts.hash_index.as_deref());
@@ -526,6 +618,7 @@ fn run_pipeline_cmd(
     fail_fast: bool,
     no_cache: bool,
     reports: &[String],
+    break_glass: Option<&str>,
 ) -> Result<u8, Failure> {
     let mut outputs = Vec::new();
     for r in reports {
@@ -541,6 +634,7 @@ fn run_pipeline_cmd(
     }
     let (plan, manifests, env) = plan_pipeline(file, at)?;
     let signer = signer_for(&env)?;
+    let policy = policy_gate(&env, &manifests, &plan.steps, &plan.cacheable, break_glass)?;
     // One provider session for the whole pipeline: the union of the grants
     // is read once, before any step runs; each step then gets exactly its
     // own grants (names and uses) with those values.
@@ -587,6 +681,7 @@ fn run_pipeline_cmd(
         cancel: crate::interrupt::cancel_flag(),
         signer,
         hash_index: Some(Arc::new(HashIndex::load(&state_dir))),
+        policy: Some(policy),
     };
     eprintln!(
         "cordon: pipeline `{}` in environment `{}`: {} steps",
@@ -729,8 +824,18 @@ fn verify(
 }
 
 fn plan_cmd(file: &Path, at: &Where) -> Result<u8, Failure> {
-    let plan = if is_pipeline_file(file) {
-        plan_pipeline(file, at)?.0
+    let plan = plan_any(file, at)?.0;
+    print_plan(&plan, at);
+    Ok(0)
+}
+
+/// Plans a pipeline file, or a single manifest as a one-step pipeline.
+fn plan_any(
+    file: &Path,
+    at: &Where,
+) -> Result<(PipelinePlan, Vec<Manifest>, crate::config::EnvConfig), Failure> {
+    if is_pipeline_file(file) {
+        plan_pipeline(file, at)
     } else {
         let manifest = Manifest::load(file).map_err(bad_input)?;
         let workspace =
@@ -747,7 +852,7 @@ fn plan_cmd(file: &Path, at: &Where) -> Result<u8, Failure> {
             produced: &[],
         };
         let step = plan_step(&manifest, &ctx).map_err(bad_input)?;
-        PipelinePlan {
+        let plan = PipelinePlan {
             name: step.name.clone(),
             path: step.manifest_path.clone(),
             sha256: step.manifest_sha256.clone(),
@@ -755,8 +860,12 @@ fn plan_cmd(file: &Path, at: &Where) -> Result<u8, Failure> {
             cacheable: vec![true],
             deps: vec![vec![]],
             reasons: Default::default(),
-        }
-    };
+        };
+        Ok((plan, vec![manifest], env.clone()))
+    }
+}
+
+fn print_plan(plan: &PipelinePlan, at: &Where) {
     println!("pipeline {} (environment {})", plan.name, at.env);
     for i in plan.topological_order() {
         let s = &plan.steps[i];
@@ -807,6 +916,250 @@ fn plan_cmd(file: &Path, at: &Where) -> Result<u8, Failure> {
             crate::units::format_size(l.output),
             crate::units::format_size(l.stdout)
         );
+    }
+}
+
+/// Evaluates policy over `plans` in `env`. Without violations, returns the
+/// `allow` decision. With violations, prints them and refuses (exit 2),
+/// unless break-glass is asked for, allowed here, and justified: then it
+/// says so loudly and returns the `break-glass` decision for the records.
+fn policy_gate(
+    env: &crate::config::EnvConfig,
+    manifests: &[Manifest],
+    plans: &[crate::plan::StepPlan],
+    cacheable: &[bool],
+    break_glass: Option<&str>,
+) -> Result<Arc<crate::policy::Decision>, Failure> {
+    let justification = break_glass.map(str::trim);
+    if justification == Some("") {
+        return Err(bad_input(anyhow::anyhow!(
+            "--break-glass needs a justification: --break-glass \"why this run cannot wait for a fix\""
+        )));
+    }
+    let evaluation = evaluate_policy(env, manifests, plans, cacheable)?;
+    for (name, at) in &evaluation.disabled {
+        eprintln!(
+            "cordon: policy: default rule `{name}` is disabled for environment `{}` (cordon.toml {at})",
+            env.name
+        );
+    }
+    if evaluation.violations.is_empty() {
+        if break_glass.is_some() {
+            eprintln!(
+                "cordon: policy: no violations; --break-glass is not needed and is not recorded"
+            );
+        }
+        return Ok(Arc::new(evaluation.decision(None)));
+    }
+    let report = crate::policy::render_text(&evaluation);
+    let n = evaluation.violations.len();
+    match justification {
+        None => {
+            eprint!("{report}");
+            Err(bad_input(anyhow::anyhow!(
+                "policy refused the run ({n} violation{}); nothing ran\n  fix: change the manifests as each violation says{}",
+                if n == 1 { "" } else { "s" },
+                if env.policy.break_glass {
+                    ", or in an emergency run with --break-glass \"justification\" (recorded)"
+                } else {
+                    ""
+                }
+            )))
+        }
+        Some(_) if !env.policy.break_glass => {
+            eprint!("{report}");
+            Err(bad_input(anyhow::anyhow!(
+                "environment `{}` does not allow break-glass; nothing ran\n  fix: fix the violations (break-glass is enabled per environment with `break-glass = true` under [env.{}.policy] in cordon.toml)",
+                env.name,
+                env.name
+            )))
+        }
+        Some(why) => {
+            eprint!("{report}");
+            eprintln!(
+                "cordon: BREAK-GLASS: running despite {n} policy violation{} in environment `{}`; justification: {why}",
+                if n == 1 { "" } else { "s" },
+                env.name
+            );
+            eprintln!(
+                "cordon: BREAK-GLASS: the justification and every overridden violation are in the records (`cordon records --break-glass`)"
+            );
+            Ok(Arc::new(evaluation.decision(Some(why))))
+        }
+    }
+}
+
+fn evaluate_policy(
+    env: &crate::config::EnvConfig,
+    manifests: &[Manifest],
+    plans: &[crate::plan::StepPlan],
+    cacheable: &[bool],
+) -> Result<crate::policy::Evaluation, Failure> {
+    let steps: Vec<crate::policy::StepInput<'_>> = manifests
+        .iter()
+        .zip(plans)
+        .zip(cacheable)
+        .map(|((manifest, plan), &cache)| crate::policy::StepInput {
+            manifest,
+            plan,
+            cache,
+        })
+        .collect();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let input = crate::policy::input(env, &steps, &cwd).map_err(bad_input)?;
+    crate::policy::evaluate(env, input).map_err(bad_input)
+}
+
+fn check_cmd(file: &Path, at: &Where, format: CheckFormat) -> Result<u8, Failure> {
+    let (plan, manifests, env) = plan_any(file, at)?;
+    let evaluation = evaluate_policy(&env, &manifests, &plan.steps, &plan.cacheable)?;
+    match format {
+        CheckFormat::Text => print!("{}", crate::policy::render_text(&evaluation)),
+        CheckFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&crate::policy::render_json(&evaluation))
+                .unwrap_or_default()
+        ),
+        CheckFormat::Sarif => {
+            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+            let manifests: Vec<(String, PathBuf)> = manifests
+                .iter()
+                .map(|m| {
+                    let abs = crate::fsutil::resolve(&m.path).unwrap_or_else(|_| m.path.clone());
+                    let rel = abs.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(abs);
+                    (m.name.clone(), rel)
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::policy::render_sarif(&evaluation, &manifests))
+                    .unwrap_or_default()
+            )
+        }
+    }
+    Ok(if evaluation.violations.is_empty() {
+        0
+    } else {
+        2
+    })
+}
+
+fn approve_cmd(manifest: &Path, key: &Path) -> Result<u8, Failure> {
+    let w = crate::approval::approve(manifest, key).map_err(bad_input)?;
+    eprintln!(
+        "cordon: approved {} with reviewer key {} ({}); written to {}",
+        manifest.display(),
+        &w.keyid[..w.keyid.len().min(16)],
+        if w.replaced {
+            "replacing this key's earlier approval"
+        } else {
+            "new"
+        },
+        w.path.display()
+    );
+    eprintln!(
+        "cordon: commit the approvals file with the manifest; any change to either voids the approval"
+    );
+    Ok(0)
+}
+
+fn key_reviewer(name: &str, dir: &Path) -> Result<u8, Failure> {
+    if !crate::manifest::is_valid_name(name) {
+        return Err(bad_input(anyhow::anyhow!(
+            "reviewer name `{name}` is invalid; use lowercase letters, digits and `-`"
+        )));
+    }
+    let (key, public) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    );
+    for p in [&key, &public] {
+        if p.exists() {
+            return Err(bad_input(anyhow::anyhow!(
+                "{} already exists; refusing to replace a key",
+                p.display()
+            )));
+        }
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+        .map_err(runner_fault)?;
+    let (private_pem, public_pem) = crate::attest::generate();
+    crate::fsutil::write_new(&key, private_pem.as_bytes())
+        .with_context(|| format!("cannot write {}", key.display()))
+        .map_err(runner_fault)?;
+    crate::fsutil::write_new(&public, public_pem.as_bytes())
+        .with_context(|| format!("cannot write {}", public.display()))
+        .map_err(runner_fault)?;
+    eprintln!(
+        "cordon: wrote {} (private, mode 0600: keep it with the reviewer) and {}",
+        key.display(),
+        public.display()
+    );
+    eprintln!(
+        "cordon: to trust this reviewer in an environment, add \"{}\" to `reviewers` under [env.NAME.policy] in cordon.toml",
+        public.display()
+    );
+    Ok(0)
+}
+
+fn break_glass_records(state: Option<PathBuf>) -> Result<u8, Failure> {
+    let dir = state
+        .unwrap_or_else(|| PathBuf::from(".cordon"))
+        .join("records");
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "json")
+                    && !p.to_string_lossy().ends_with(".dsse.json")
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(bad_input(anyhow::anyhow!(
+                "cannot read records in {}: {e}",
+                dir.display()
+            )));
+        }
+    };
+    // Run ids start with the UTC start time, so names sort by time.
+    paths.sort();
+    let mut found = 0;
+    for path in paths {
+        let Ok(rec) = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())
+            })
+        else {
+            continue;
+        };
+        let policy = &rec["policy"];
+        if policy["decision"] != "break-glass" {
+            continue;
+        }
+        if found == 0 {
+            println!("run\tstep\tenvironment\tstarted\toverridden\tjustification\trecord");
+        }
+        found += 1;
+        let rules: Vec<&str> = policy["overridden"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v["rule"].as_str()).collect())
+            .unwrap_or_default();
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            rec["run_id"].as_str().unwrap_or("?"),
+            rec["step"].as_str().unwrap_or("?"),
+            rec["environment"].as_str().unwrap_or("?"),
+            rec["started_at"].as_str().unwrap_or("?"),
+            rules.join(","),
+            policy["justification"].as_str().unwrap_or(""),
+            path.display()
+        );
+    }
+    if found == 0 {
+        eprintln!("cordon: no break-glass runs (records in {})", dir.display());
     }
     Ok(0)
 }

@@ -307,6 +307,34 @@ pub struct RecordsConfig {
     pub trusted_keys: Vec<PathBuf>,
 }
 
+/// An environment's policy settings (`[env.NAME.policy]`), paths resolved
+/// against the workspace directory.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyConfig {
+    /// The organisation's own `.rego` files, evaluated with the default pack.
+    pub files: Vec<PathBuf>,
+    /// Default rules switched off, by name, with where each is switched off
+    /// (runs say so every time).
+    pub disable: Vec<(String, Location)>,
+    /// Whether `--break-glass` may override violations here.
+    pub break_glass: bool,
+    /// Public keys of the reviewers whose approvals count here.
+    pub reviewers: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPolicy {
+    #[serde(default)]
+    files: Vec<Spanned<String>>,
+    #[serde(default)]
+    disable: Vec<Spanned<String>>,
+    #[serde(default)]
+    break_glass: bool,
+    #[serde(default)]
+    reviewers: Vec<Spanned<String>>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawRecords {
@@ -329,6 +357,8 @@ pub struct EnvConfig {
     pub secrets: SecretsConfig,
     /// How its records are signed and verified.
     pub records: RecordsConfig,
+    /// Its policy: extra rules, disabled rules, break-glass, reviewers.
+    pub policy: PolicyConfig,
     /// Where it is defined.
     pub at: Location,
 }
@@ -363,6 +393,66 @@ struct RawEnv {
     records: RawRecords,
     #[serde(default)]
     secrets: RawSecrets,
+    #[serde(default)]
+    policy: RawPolicy,
+}
+
+impl RawPolicy {
+    fn validate(
+        self,
+        env: &str,
+        dir: &Path,
+        lines: &crate::manifest::LineIndex,
+        problems: &mut Vec<Problem>,
+    ) -> PolicyConfig {
+        let mut existing = |list: Vec<Spanned<String>>, what: &str, fix: &str| -> Vec<PathBuf> {
+            list.into_iter()
+                .map(|p| {
+                    let full = dir.join(p.get_ref());
+                    if !full.is_file() {
+                        problems.push(lines.at(p.span().start).problem(
+                            format!("{what} {} does not exist", full.display()),
+                            Some(format!("{fix} (paths are relative to {FILE_NAME})")),
+                        ));
+                    }
+                    full
+                })
+                .collect()
+        };
+        let files = existing(self.files, "policy file", "correct the path");
+        let reviewers = existing(
+            self.reviewers,
+            "reviewer key",
+            "create one with `cordon key reviewer NAME`, or correct the path",
+        );
+        let mut disable = Vec::new();
+        for d in self.disable {
+            let at = lines.at(d.span().start);
+            if !crate::policy::DEFAULT_RULES
+                .iter()
+                .any(|r| r.name == d.get_ref())
+            {
+                let names: Vec<&str> = crate::policy::DEFAULT_RULES
+                    .iter()
+                    .map(|r| r.name)
+                    .collect();
+                problems.push(at.problem(
+                    format!(
+                        "environment `{env}` disables `{}`, which is not a default rule",
+                        d.get_ref()
+                    ),
+                    Some(format!("use one of: {}", names.join(", "))),
+                ));
+            }
+            disable.push((d.into_inner(), at));
+        }
+        PolicyConfig {
+            files,
+            disable,
+            break_glass: self.break_glass,
+            reviewers,
+        }
+    }
 }
 
 /// Finds `cordon.toml` in `start` or the nearest ancestor.
@@ -396,6 +486,7 @@ impl WorkspaceConfig {
             vars: BTreeMap::new(),
             secrets: SecretsConfig::default(),
             records: RecordsConfig::default(),
+            policy: PolicyConfig::default(),
             at: Location::default(),
         };
         WorkspaceConfig {
@@ -477,6 +568,9 @@ impl WorkspaceConfig {
             let secrets = env
                 .secrets
                 .validate(name.get_ref(), at, &abs_dir, &lines, &mut problems);
+            let policy = env
+                .policy
+                .validate(name.get_ref(), &abs_dir, &lines, &mut problems);
             envs.insert(
                 name.get_ref().clone(),
                 EnvConfig {
@@ -485,6 +579,7 @@ impl WorkspaceConfig {
                     vars: env.vars,
                     records,
                     secrets,
+                    policy,
                     at,
                 },
             );

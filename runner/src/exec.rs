@@ -43,6 +43,8 @@ pub struct RunOptions {
     /// The index of input file digests; unchanged files are not read again.
     /// Without one (and always with `no_cache`), every input is read.
     pub hash_index: Option<Arc<digest::HashIndex>>,
+    /// The policy decision that let this run go ahead, for the record.
+    pub policy: Option<Arc<crate::policy::Decision>>,
 }
 
 /// A finished run: the record and where it was written.
@@ -146,7 +148,7 @@ pub fn run_step(
             &entry,
             component.from_cache,
             reproducibility.clone(),
-            opts.signer.as_deref(),
+            opts,
         ) {
             Ok(run) => return Ok(run),
             // A damaged cache entry costs a re-run, never a wrong result.
@@ -406,6 +408,7 @@ pub fn run_step(
         started_at,
         finished_at: record::now_rfc3339(),
         reproducibility,
+        policy: opts.policy.as_deref().cloned(),
         chain: None,
     };
     let sealed = crate::chain::seal(
@@ -434,8 +437,9 @@ fn serve_from_cache(
     entry: &ActionEntry,
     compiled_from_cache: bool,
     reproducibility: Reproducibility,
-    signer: Option<&crate::attest::Signer>,
+    opts: &RunOptions,
 ) -> Result<StepRun, ExecError> {
+    let signer = opts.signer.as_deref();
     let writes: Vec<(String, PathBuf)> = plan
         .mounts
         .iter()
@@ -550,6 +554,7 @@ fn serve_from_cache(
         started_at,
         finished_at: record::now_rfc3339(),
         reproducibility,
+        policy: opts.policy.as_deref().cloned(),
         chain: None,
     };
     let mut record = record;

@@ -17,6 +17,7 @@
 //! providers (`local`, `env`, `vault`) and redaction;
 //! [`digest`] hashes files and trees without following links.
 
+pub mod approval;
 pub mod attest;
 pub mod cache;
 pub mod cas;
@@ -33,6 +34,7 @@ pub mod manifest;
 pub mod outputs;
 pub mod pipeline;
 pub mod plan;
+pub mod policy;
 pub mod record;
 pub mod reexec;
 pub mod sandbox;

@@ -342,6 +342,9 @@ pub struct Manifest {
     pub secrets: Vec<SecretGrant>,
     /// Limits, defaults filled in.
     pub limits: Limits,
+    /// The limits the manifest sets itself (`fuel`, `memory`, `timeout`,
+    /// `output`, `stdout`); the rest are defaults. Policy may require them.
+    pub limits_set: Vec<&'static str>,
     /// The wall clock the step sees (`[step] clock`).
     pub clock: ClockMode,
     /// The randomness the step sees (`[step] random`).
@@ -699,7 +702,19 @@ impl Manifest {
         }
 
         let mut limits = Limits::default();
+        let mut limits_set = Vec::new();
         if let Some(l) = &raw.limits {
+            for (name, set) in [
+                ("fuel", l.fuel.is_some()),
+                ("memory", l.memory.is_some()),
+                ("timeout", l.timeout.is_some()),
+                ("output", l.output.is_some()),
+                ("stdout", l.stdout.is_some()),
+            ] {
+                if set {
+                    limits_set.push(name);
+                }
+            }
             if let Some(f) = &l.fuel {
                 if *f.get_ref() <= 0 {
                     problems.push(lines.of(f).problem("fuel must be positive", None));
@@ -764,6 +779,7 @@ impl Manifest {
             mounts,
             secrets,
             limits,
+            limits_set,
             clock: raw.step.clock,
             random: raw.step.random,
         })

@@ -208,6 +208,11 @@ pub struct StepRecord {
     pub finished_at: String,
     /// Clock, randomness and float semantics the step ran with.
     pub reproducibility: Reproducibility,
+    /// The policy that let the run go ahead: files by digest, disabled
+    /// rules, and the decision (`allow`, or `break-glass` with the
+    /// justification and every violation overridden).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::Decision>,
     /// Place in the hash chain; set when the record is appended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chain: Option<ChainLink>,

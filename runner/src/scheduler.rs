@@ -35,6 +35,8 @@ pub struct PipelineOptions {
     pub signer: Option<Arc<crate::attest::Signer>>,
     /// The input hash index shared by every step of the run.
     pub hash_index: Option<Arc<crate::digest::HashIndex>>,
+    /// The policy decision for the run, copied into every step record.
+    pub policy: Option<Arc<crate::policy::Decision>>,
 }
 
 /// Where a step stands.
@@ -316,6 +318,7 @@ fn worker(
             cancel: Some(opts.cancel.clone()),
             signer: opts.signer.clone(),
             hash_index: opts.hash_index.clone(),
+            policy: opts.policy.clone(),
         };
         let result = run_step(&plan.steps[i], sandbox, &components[i], secrets, &run_opts);
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());

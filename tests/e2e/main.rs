@@ -8,6 +8,7 @@ mod escapes;
 mod limits;
 mod manifest_errors;
 mod pipelines;
+mod policy;
 mod records;
 mod runs;
 mod secrets;

@@ -1,0 +1,357 @@
+//! Policy as code: the default pack, user rules, `cordon check` and its
+//! formats, approvals, and break-glass — every refusal before a step runs.
+
+use crate::harness::*;
+use cordon_test_artifacts::{PLAIN, PROBE};
+
+const LIMITS: &str =
+    "[limits]\nfuel = 1_000_000_000\nmemory = \"64MiB\"\ntimeout = \"30s\"\noutput = \"1MiB\"\n";
+
+/// A workspace with a protected `prod` environment that trusts reviewer
+/// `alice`, signs its records, and has `extra` in its policy table.
+fn protected(ws: &Workspace, extra: &str) {
+    let out = ws.cordon(&["key", "reviewer", "alice", "--dir", "keys"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    ws.write(
+        "cordon.toml",
+        format!(
+            "[env.dev]\n\n[env.prod]\nprotected = true\n\n[env.prod.policy]\nreviewers = [\"keys/alice.pub\"]\n{extra}\n"
+        ),
+    );
+    let out = ws.cordon(&["key", "generate", "--env", "prod"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+fn check(ws: &Workspace, env: &str) -> Output {
+    ws.cordon(&["check", "step.toml", "--env", env], &[])
+}
+
+#[test]
+fn a_protected_environment_refuses_an_unapproved_step_with_default_limits() {
+    let ws = Workspace::new();
+    ws.step(PLAIN, &[], "");
+    protected(&ws, "");
+    // dev is not protected: clean.
+    let out = check(&ws, "dev");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("no violations"), "{}", out.stdout);
+
+    let out = check(&ws, "prod");
+    assert_eq!(out.code, 2, "{out:?}");
+    for expected in [
+        "violation: [protected-approval] step `plain`",
+        "no approvals",
+        "fix: a reviewer whose key is in [env.prod.policy] reviewers runs `cordon approve step.toml --key REVIEWER.key`",
+        "violation: [protected-explicit-limits] step `plain`: limit `fuel` is not set",
+        "fix: add `timeout = ...` under [limits] in step.toml",
+        "why: ",
+    ] {
+        assert!(
+            out.stdout.contains(expected),
+            "missing {expected:?}:\n{}",
+            out.stdout
+        );
+    }
+    // `run` checks first and runs nothing.
+    let out = ws.cordon(&["run", "step.toml", "--env", "prod"], &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("policy refused the run"),
+        "{}",
+        out.stderr
+    );
+    assert!(ws.records().is_empty());
+}
+
+#[test]
+fn an_approval_lets_the_step_run_until_the_manifest_or_component_changes() {
+    let ws = Workspace::new();
+    ws.step(PLAIN, &[], LIMITS);
+    protected(&ws, "");
+    let out = ws.cordon(&["approve", "step.toml", "--key", "keys/alice.key"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(ws.path("step.approvals.json").is_file());
+    assert_eq!(check(&ws, "prod").code, 0);
+
+    let out = ws.cordon(&["run", "step.toml", "--env", "prod"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let rec = ws.record();
+    assert_eq!(rec["policy"]["decision"], "allow");
+    let files = rec["policy"]["files"].as_array().unwrap();
+    assert_eq!(files[0]["path"], "builtin:cordon/default.rego");
+    assert_eq!(files[0]["sha256"].as_str().unwrap().len(), 64);
+
+    // An edit to the manifest voids the approval.
+    let manifest = std::fs::read_to_string(ws.path("step.toml")).unwrap();
+    ws.write(
+        "step.toml",
+        manifest.replace("args = []", "args = [\"--x\"]"),
+    );
+    let out = check(&ws, "prod");
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("stale: the manifest changed after it was approved"),
+        "{}",
+        out.stdout
+    );
+
+    // So does a rebuilt component, once pinned.
+    ws.write("step.toml", &manifest);
+    assert_eq!(check(&ws, "prod").code, 0);
+    std::fs::copy(PROBE, ws.path("plain.wasm")).unwrap();
+    assert_eq!(ws.cordon(&["pin", "step.toml"], &[]).code, 0);
+    let out = check(&ws, "prod");
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stdout.contains("stale: the manifest changed"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn an_approval_by_an_untrusted_key_does_not_count() {
+    let ws = Workspace::new();
+    ws.step(PLAIN, &[], LIMITS);
+    protected(&ws, "");
+    assert_eq!(
+        ws.cordon(&["key", "reviewer", "mallory", "--dir", "other"], &[])
+            .code,
+        0
+    );
+    let out = ws.cordon(&["approve", "step.toml", "--key", "other/mallory.key"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = check(&ws, "prod");
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("not a trusted reviewer of this environment"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn break_glass_runs_only_where_allowed_with_a_justification_and_is_recorded() {
+    let ws = Workspace::new();
+    ws.step(PLAIN, &[], "");
+    protected(&ws, "");
+    // Not allowed in this environment.
+    let out = ws.cordon(
+        &[
+            "run",
+            "step.toml",
+            "--env",
+            "prod",
+            "--break-glass",
+            "outage 12",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("does not allow break-glass"),
+        "{}",
+        out.stderr
+    );
+    assert!(ws.records().is_empty());
+
+    let config = std::fs::read_to_string(ws.path("cordon.toml")).unwrap();
+    ws.write(
+        "cordon.toml",
+        config.replace(
+            "[env.prod.policy]\n",
+            "[env.prod.policy]\nbreak-glass = true\n",
+        ),
+    );
+    // Allowed, but a justification is required.
+    let out = ws.cordon(
+        &["run", "step.toml", "--env", "prod", "--break-glass", "  "],
+        &[],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("needs a justification"),
+        "{}",
+        out.stderr
+    );
+    assert!(ws.records().is_empty());
+
+    let out = ws.cordon(
+        &[
+            "run",
+            "step.toml",
+            "--env",
+            "prod",
+            "--break-glass",
+            "outage 12: hotfix",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("BREAK-GLASS: running despite"),
+        "{}",
+        out.stderr
+    );
+    let rec = ws.record();
+    assert_eq!(rec["policy"]["decision"], "break-glass");
+    assert_eq!(rec["policy"]["justification"], "outage 12: hotfix");
+    let overridden: Vec<&str> = rec["policy"]["overridden"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["rule"].as_str().unwrap())
+        .collect();
+    assert!(overridden.contains(&"protected-approval"), "{overridden:?}");
+    // The signed statement carries the decision too.
+    let listed = ws.cordon(&["records", "--break-glass"], &[]);
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert!(
+        listed.stdout.contains("outage 12: hotfix"),
+        "{}",
+        listed.stdout
+    );
+    assert!(listed.stdout.contains(rec["run_id"].as_str().unwrap()));
+}
+
+#[test]
+fn user_rules_apply_and_a_default_rule_is_disabled_only_by_name_visibly() {
+    let ws = Workspace::new();
+    ws.step(PLAIN, &["--verbose"], "");
+    ws.write(
+        "policy/org.rego",
+        "package org.rules\n\ndeny contains v if {\n  some s in input.steps\n  \"--verbose\" in s.args\n  v := {\"rule\": \"no-verbose\", \"step\": s.name, \"message\": \"verbose output may leak data\", \"fix\": \"drop --verbose\"}\n}\n",
+    );
+    ws.write(
+        "cordon.toml",
+        "[env.dev.policy]\nfiles = [\"policy/org.rego\"]\n",
+    );
+    let out = check(&ws, "dev");
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("violation: [no-verbose] step `plain`: verbose output may leak data"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("rule from: "), "{}", out.stdout);
+
+    // Disabling a default rule is by name and is said on every check.
+    ws.step(PLAIN, &[], "");
+    ws.write(
+        "cordon.toml",
+        "[env.dev]\nprotected = true\n[env.dev.records]\n[env.dev.policy]\ndisable = [\"protected-explicit-limits\", \"protected-approval\"]\n",
+    );
+    let out = check(&ws, "dev");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("default rule `protected-approval` is disabled for environment `dev` (cordon.toml line 5)"),
+        "{}",
+        out.stdout
+    );
+    // A name that is no default rule is a configuration error.
+    ws.write(
+        "cordon.toml",
+        "[env.dev.policy]\ndisable = [\"everything\"]\n",
+    );
+    let out = check(&ws, "dev");
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "cordon.toml:2:12: environment `dev` disables `everything`, which is not a default rule"
+        ),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_malformed_rego_file_is_a_clear_error_with_its_line() {
+    let ws = Workspace::new();
+    ws.step(PLAIN, &[], "");
+    ws.write(
+        "policy/bad.rego",
+        "package bad\n\ndeny contains v if {\n  v := \n}\n",
+    );
+    ws.write(
+        "cordon.toml",
+        "[env.dev.policy]\nfiles = [\"policy/bad.rego\"]\n",
+    );
+    let before = ws.cordon(&["run", "step.toml"], &[]);
+    assert_eq!(before.code, 2, "{before:?}");
+    assert!(
+        before.stderr.contains("policy/bad.rego:4:"),
+        "{}",
+        before.stderr
+    );
+    assert!(ws.records().is_empty());
+}
+
+#[test]
+fn check_speaks_json_and_sarif_2_1_0() {
+    let ws = Workspace::new();
+    ws.step(PLAIN, &[], "");
+    protected(&ws, "");
+    let out = ws.cordon(
+        &["check", "step.toml", "--env", "prod", "--format", "json"],
+        &[],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["passed"], false);
+    assert_eq!(v["input"]["version"], 1);
+    assert_eq!(v["input"]["environment"]["protected"], true);
+    assert_eq!(v["input"]["steps"][0]["approval"]["approved"], false);
+
+    let out = ws.cordon(
+        &["check", "step.toml", "--env", "prod", "--format", "sarif"],
+        &[],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    let sarif: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    assert!(results.iter().any(|r| r["ruleId"] == "protected-approval"));
+    assert_eq!(
+        results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+        "step.toml"
+    );
+    validate_sarif(&ws.write("out.sarif", &out.stdout));
+}
+
+/// Validates `file` against the SARIF 2.1.0 JSON schema with Python's
+/// `jsonschema`. `.ci/run` fetches the schema (from the npm package
+/// `@microsoft/sarif-multitool-linux`) into `target/sarif-2.1.0.json`.
+fn validate_sarif(file: &std::path::Path) {
+    let schema = std::env::var_os("CORDON_SARIF_SCHEMA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/sarif-2.1.0.json")
+        });
+    assert!(
+        schema.is_file(),
+        "the SARIF 2.1.0 schema is missing at {}: run .ci/run, or `npm pack @microsoft/sarif-multitool-linux` and extract package/sarif-2.1.0.json there",
+        schema.display()
+    );
+    let script = "import json, sys, jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        doc = json.load(open(sys.argv[2]))\n\
+        cls = jsonschema.validators.validator_for(schema)\n\
+        errors = list(cls(schema).iter_errors(doc))\n\
+        for e in errors: print(e.json_path, e.message)\n\
+        sys.exit(1 if errors else 0)\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&schema)
+        .arg(file)
+        .output()
+        .expect("python3 runs (pip install jsonschema)");
+    assert!(
+        out.status.success(),
+        "SARIF does not validate: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
