@@ -694,9 +694,14 @@ fn run_pipeline_cmd(
     if let Err(e) = resolution.finish() {
         eprintln!("cordon: warning: {e}");
     }
-    let record = crate::scheduler::write_pipeline_record(&plan, &outcome, &state_dir)
-        .context("cannot write the pipeline record")
-        .map_err(runner_fault)?;
+    let record = crate::scheduler::write_pipeline_record(
+        &plan,
+        &outcome,
+        &state_dir,
+        opts.policy.as_deref(),
+    )
+    .context("cannot write the pipeline record")
+    .map_err(runner_fault)?;
     for (kind, path) in &outputs {
         let text = match *kind {
             "junit" => crate::scheduler::junit_report(&plan, &outcome),

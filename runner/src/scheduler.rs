@@ -420,6 +420,9 @@ pub struct PipelineRecord {
     pub datasets: Vec<serde_json::Value>,
     /// Outputs of the steps nothing depends on.
     pub artifacts: Vec<serde_json::Value>,
+    /// The policy decision the run went ahead under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::Decision>,
     /// When it finished.
     pub finished_at: String,
 }
@@ -429,6 +432,7 @@ pub fn write_pipeline_record(
     plan: &PipelinePlan,
     outcome: &PipelineOutcome,
     state_dir: &std::path::Path,
+    policy: Option<&crate::policy::Decision>,
 ) -> std::io::Result<PathBuf> {
     let run_id = crate::record::new_run_id(&plan.name);
     let environment = plan
@@ -491,6 +495,7 @@ pub fn write_pipeline_record(
         steps,
         datasets,
         artifacts,
+        policy: policy.cloned(),
         finished_at: crate::record::now_rfc3339(),
     };
     let dir = state_dir.join("pipelines");

@@ -394,7 +394,12 @@ fn restore_republishes_an_earlier_runs_outputs() {
 fn the_example_pipeline_runs_end_to_end_and_reruns_from_the_cache() {
     let ws = Workspace::new();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ml-pipeline");
-    for f in ["cordon.toml", "pipeline.toml", "data/dev/raw/customers.csv"] {
+    for f in [
+        "cordon.toml",
+        "pipeline.toml",
+        "data/dev/raw/customers.csv",
+        "data/prod/raw/customers.csv",
+    ] {
         ws.write(f, std::fs::read(example.join(f)).unwrap());
     }
     ws.mkdir("components");
@@ -417,6 +422,19 @@ fn the_example_pipeline_runs_end_to_end_and_reruns_from_the_cache() {
         let pin = ws.cordon(&["pin", &rel], &[]);
         assert_eq!(pin.code, 0, "{pin:?}");
     }
+    // The example passes policy in dev; prod is protected, and its steps
+    // are not approved there.
+    let check = ws.cordon(&["check", "pipeline.toml", "--env", "dev"], &[]);
+    assert_eq!(check.code, 0, "{check:?}");
+    let check = ws.cordon(&["check", "pipeline.toml", "--env", "prod"], &[]);
+    assert_eq!(check.code, 2, "{check:?}");
+    assert!(
+        check
+            .stdout
+            .contains("violation: [protected-approval] step `train`"),
+        "{}",
+        check.stdout
+    );
     // Demo secrets in the embedded store of `dev`, read from stdin.
     let seed = "4f".repeat(32);
     for name in ["pseudonym-key", "model-signing-key"] {
@@ -487,10 +505,23 @@ fn the_example_pipeline_runs_end_to_end_and_reruns_from_the_cache() {
         "second run is served from the cache: {s:?}"
     );
     // The pipeline record links datasets, step records and artifacts.
-    let pipelines: Vec<_> = std::fs::read_dir(ws.path(".cordon/pipelines"))
+    let mut pipelines: Vec<_> = std::fs::read_dir(ws.path(".cordon/pipelines"))
         .unwrap()
+        .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(pipelines.len(), 2);
+    pipelines.sort();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&pipelines[0]).unwrap()).unwrap();
+    assert!(
+        !record["datasets"].as_array().unwrap().is_empty(),
+        "{record}"
+    );
+    assert!(
+        !record["artifacts"].as_array().unwrap().is_empty(),
+        "{record}"
+    );
+    assert_eq!(record["policy"]["decision"], "allow", "{record}");
 }
 
 #[test]
