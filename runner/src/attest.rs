@@ -369,7 +369,7 @@ pub fn statement(record_bytes: &[u8]) -> Result<Value, serde_json::Error> {
                             "secrets": r["secrets"],
                             "secretsNotGranted": r.get("secrets_not_granted").cloned().unwrap_or_else(|| json!({})),
                             "report": r["report"],
-                            "networkCalls": [],
+                            "networkCalls": r.get("network").cloned().unwrap_or_else(|| json!([])),
                             "policy": r.get("policy").cloned().unwrap_or(Value::Null),
                             "chain": r["chain"],
                         },

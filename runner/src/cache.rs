@@ -182,6 +182,11 @@ pub fn uncacheable_reason(
     if !pipeline_allows {
         return Some("the pipeline says `cache = false`".into());
     }
+    if plan.network.is_some() {
+        // A network call is an effect the cache cannot replay, and its
+        // answer is an input the key cannot see.
+        return Some("it may reach the network".into());
+    }
     if plan.mounts.iter().any(|m| m.access == Access::ReadWrite) {
         return Some("it changes a read-write mount in place".into());
     }

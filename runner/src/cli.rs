@@ -471,7 +471,11 @@ fn load_component(
     manifest: &Manifest,
 ) -> Result<StepComponent, Failure> {
     sandbox
-        .load(&plan.component_digest, &plan.component_bytes)
+        .load_for(
+            &plan.component_digest,
+            &plan.component_bytes,
+            plan.network.is_some(),
+        )
         .map_err(|e| match e {
             SandboxError::InvalidComponent(msg) => {
                 let at = manifest.component_at;

@@ -222,6 +222,13 @@ pub fn run_step(
         outputs: watched,
         cancel: opts.cancel.clone(),
         determinism,
+        network: plan.network.clone(),
+        secret_hosts: plan
+            .secrets
+            .iter()
+            .filter(|g| !g.hosts.is_empty())
+            .map(|g| (g.name.clone(), g.hosts.clone()))
+            .collect(),
     };
     let stdio = Stdio {
         prefix: format!("[{}] ", plan.name),
@@ -396,6 +403,7 @@ pub fn run_step(
         mounts,
         secrets: outcome.secrets,
         secrets_not_granted: outcome.secrets_not_granted,
+        network: outcome.network,
         limits: plan.limits,
         usage: outcome.usage,
         stdout: outcome.stdout,
@@ -532,6 +540,7 @@ fn serve_from_cache(
         env: plan.env.iter().cloned().collect(),
         mounts,
         secrets: Default::default(),
+        network: Vec::new(),
         secrets_not_granted: Default::default(),
         limits: plan.limits,
         usage: Default::default(),

@@ -257,6 +257,9 @@ pub struct SecretGrant {
     /// name (`local`), a variable suffix (`env`) or a KV path (`vault`).
     /// `None` means the name itself.
     pub key: Option<String>,
+    /// For `http-header`: the hosts (`host` or `host:port`) the value may
+    /// be sent to.
+    pub hosts: Vec<String>,
     /// Where the grant is written.
     pub at: Location,
 }
@@ -278,6 +281,89 @@ impl SecretGrant {
     }
 }
 
+/// One destination a step may reach (`[network] allow`): scheme, host,
+/// port and path prefix must all match, and the method when `methods` is
+/// given.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AllowRule {
+    /// The entry as written, for messages and records.
+    pub url: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Lowercase host name or IP literal.
+    pub host: String,
+    /// The port (the scheme's default when not written).
+    pub port: u16,
+    /// Path prefix; a request path must start with it.
+    pub path_prefix: String,
+    /// Allowed methods (uppercase); `None` allows any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+}
+
+/// The network a step may reach, validated (`[network]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct NetworkGrant {
+    /// The destinations.
+    pub allow: Vec<AllowRule>,
+}
+
+/// A URL split into the parts the allowlist compares. Only `http` and
+/// `https` URLs without user info or fragment are accepted.
+pub fn parse_allow_url(text: &str) -> Result<(String, String, u16, String), String> {
+    let (scheme, rest) = text
+        .split_once("://")
+        .ok_or_else(|| format!("`{text}` is not a URL (expected `https://host/path/`)"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => {
+            return Err(format!(
+                "`{text}`: only http and https destinations can be granted"
+            ));
+        }
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.contains('@') || path.contains('#') || path.contains('?') {
+        return Err(format!(
+            "`{text}`: a destination is scheme, host, port and path prefix only (no user info, query or fragment)"
+        ));
+    }
+    let (host, port) = split_host_port(authority, default_port)
+        .ok_or_else(|| format!("`{text}`: the host or port is invalid"))?;
+    if path.split('/').any(|seg| seg == "..") {
+        return Err(format!("`{text}`: the path prefix may not contain `..`"));
+    }
+    Ok((scheme, host, port, path.to_string()))
+}
+
+/// Splits `host[:port]` (IPv6 literals in brackets), lowercasing the host.
+pub fn split_host_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => default_port,
+            None => return None,
+        };
+        (format!("[{h}]"), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse().ok()?),
+            None => (authority.to_string(), default_port),
+        }
+    };
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
+    valid.then(|| (host.to_ascii_lowercase(), port))
+}
+
 /// Resource limits, with defaults filled in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Limits {
@@ -292,6 +378,16 @@ pub struct Limits {
     pub output: u64,
     /// Bytes of stdout and of stderr captured per stream; the rest is cut.
     pub stdout: u64,
+    /// HTTP requests the step may make (with a network grant).
+    pub requests: u64,
+    /// Bytes of HTTP request and response bodies, together, over the run.
+    pub request_bytes: u64,
+    /// Time one HTTP request may take, connection to last byte.
+    #[serde(
+        serialize_with = "serialize_duration_ms",
+        rename = "request_timeout_ms"
+    )]
+    pub request_timeout: Duration,
 }
 
 fn serialize_duration_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -309,6 +405,9 @@ impl Default for Limits {
             timeout: Duration::from_secs(300),
             output: 1 << 30,
             stdout: 16 << 20,
+            requests: 100,
+            request_bytes: 64 << 20,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -342,6 +441,8 @@ pub struct Manifest {
     pub secrets: Vec<SecretGrant>,
     /// Limits, defaults filled in.
     pub limits: Limits,
+    /// The network the step may reach (`[network]`); `None`: none at all.
+    pub network: Option<NetworkGrant>,
     /// The limits the manifest sets itself (`fuel`, `memory`, `timeout`,
     /// `output`, `stdout`); the rest are defaults. Policy may require them.
     pub limits_set: Vec<&'static str>,
@@ -363,6 +464,24 @@ struct RawManifest {
     #[serde(default, rename = "secret")]
     secrets: Vec<RawSecret>,
     limits: Option<RawLimits>,
+    network: Option<RawNetwork>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    allow: Vec<Spanned<RawAllow>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawAllow {
+    Url(String),
+    Rule {
+        url: String,
+        #[serde(default)]
+        methods: Option<Vec<String>>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -395,6 +514,8 @@ struct RawSecret {
     name: Spanned<String>,
     uses: Spanned<Vec<Spanned<SecretUse>>>,
     key: Option<Spanned<String>>,
+    #[serde(default)]
+    hosts: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -405,6 +526,11 @@ struct RawLimits {
     timeout: Option<Spanned<String>>,
     output: Option<Spanned<String>>,
     stdout: Option<Spanned<String>>,
+    requests: Option<Spanned<i64>>,
+    #[serde(rename = "request-bytes")]
+    request_bytes: Option<Spanned<String>>,
+    #[serde(rename = "request-timeout")]
+    request_timeout: Option<Spanned<String>>,
 }
 
 /// Maps byte offsets in a TOML source to 1-based line and column.
@@ -693,12 +819,103 @@ impl Manifest {
                     Some("use letters, digits, `-`, `_`, `.` and `/` between path segments (no empty or `..` segments)".into()),
                 ));
             }
+            let hosts: Vec<String> = s
+                .hosts
+                .as_ref()
+                .map(|h| h.get_ref().iter().map(|x| x.to_ascii_lowercase()).collect())
+                .unwrap_or_default();
+            let header = uses.contains(&SecretUse::HttpHeader);
+            match (&s.hosts, header) {
+                (Some(h), false) => problems.push(lines.of(h).problem(
+                    format!("secret `{sname}` lists hosts but not the `http-header` use"),
+                    Some("add \"http-header\" to `uses`, or remove `hosts`".into()),
+                )),
+                (None, true) => problems.push(lines.of(&s.uses).problem(
+                    format!("secret `{sname}` may be sent as an HTTP header, but no hosts are bound to it"),
+                    Some("add `hosts = [\"api.example.com\"]`: the only hosts the runner will send it to".into()),
+                )),
+                (Some(h), true) => {
+                    if hosts.is_empty() {
+                        problems.push(lines.of(h).problem("`hosts` is empty", Some("bind at least one host".into())));
+                    }
+                    for host in &hosts {
+                        if split_host_port(host, 0).is_none() || host.contains('/') {
+                            problems.push(lines.of(h).problem(
+                                format!("`{host}` is not a host (`name` or `name:port`)"),
+                                None,
+                            ));
+                        }
+                    }
+                }
+                (None, false) => {}
+            }
             secrets.push(SecretGrant {
                 name: sname.clone(),
                 uses,
                 key,
+                hosts,
                 at,
             });
+        }
+
+        let mut network = None;
+        if let Some(n) = &raw.network {
+            let mut allow = Vec::new();
+            for entry in &n.allow {
+                let at = lines.of(entry);
+                let (url, methods) = match entry.get_ref() {
+                    RawAllow::Url(u) => (u.clone(), None),
+                    RawAllow::Rule { url, methods } => (url.clone(), methods.clone()),
+                };
+                match parse_allow_url(&url) {
+                    Ok((scheme, host, port, path_prefix)) => {
+                        let methods = methods
+                            .map(|m| m.iter().map(|x| x.to_ascii_uppercase()).collect::<Vec<_>>());
+                        if let Some(m) = &methods
+                            && (m.is_empty()
+                                || m.iter().any(|x| {
+                                    x.is_empty() || !x.bytes().all(|b| b.is_ascii_alphabetic())
+                                }))
+                        {
+                            problems.push(at.problem(
+                                format!(
+                                    "`{url}`: methods must be HTTP method names such as \"GET\""
+                                ),
+                                None,
+                            ));
+                        }
+                        allow.push(AllowRule {
+                            url,
+                            scheme,
+                            host,
+                            port,
+                            path_prefix,
+                            methods,
+                        });
+                    }
+                    Err(msg) => problems.push(at.problem(
+                        msg,
+                        Some("write destinations as `https://host[:port]/path/prefix/`".into()),
+                    )),
+                }
+            }
+            if allow.is_empty() {
+                problems.push(Problem {
+                    line: 0,
+                    column: 0,
+                    message: "`[network]` grants no destination".into(),
+                    fix: Some("list destinations in `allow`, or remove `[network]`".into()),
+                });
+            }
+            network = Some(NetworkGrant { allow });
+        }
+        for g in &secrets {
+            if g.uses.contains(&SecretUse::HttpHeader) && network.is_none() {
+                problems.push(g.at.problem(
+                    format!("secret `{}` may be sent as an HTTP header, but the step has no `[network]` grant", g.name),
+                    Some("add `[network] allow = [...]` for the hosts, or remove the `http-header` use".into()),
+                ));
+            }
         }
 
         let mut limits = Limits::default();
@@ -710,6 +927,9 @@ impl Manifest {
                 ("timeout", l.timeout.is_some()),
                 ("output", l.output.is_some()),
                 ("stdout", l.stdout.is_some()),
+                ("requests", l.requests.is_some()),
+                ("request-bytes", l.request_bytes.is_some()),
+                ("request-timeout", l.request_timeout.is_some()),
             ] {
                 if set {
                     limits_set.push(name);
@@ -747,6 +967,35 @@ impl Manifest {
                     Err(msg) => problems.push(lines.of(t).problem(msg, None)),
                 }
             }
+            if let Some(r) = &l.requests {
+                if *r.get_ref() <= 0 {
+                    problems.push(lines.of(r).problem("requests must be positive", None));
+                } else {
+                    limits.requests = *r.get_ref() as u64;
+                }
+            }
+            if let Some(b) = &l.request_bytes {
+                match parse_size(b.get_ref()) {
+                    Ok(0) => problems.push(
+                        lines
+                            .of(b)
+                            .problem("request-bytes must be more than zero", None),
+                    ),
+                    Ok(n) => limits.request_bytes = n,
+                    Err(msg) => problems.push(lines.of(b).problem(msg, None)),
+                }
+            }
+            if let Some(t) = &l.request_timeout {
+                match parse_duration(t.get_ref()) {
+                    Ok(d) if d.is_zero() => problems.push(
+                        lines
+                            .of(t)
+                            .problem("request-timeout must be more than zero", None),
+                    ),
+                    Ok(d) => limits.request_timeout = d,
+                    Err(msg) => problems.push(lines.of(t).problem(msg, None)),
+                }
+            }
         }
         if limits.memory > 4 << 30 {
             problems.push(Problem {
@@ -779,6 +1028,7 @@ impl Manifest {
             mounts,
             secrets,
             limits,
+            network,
             limits_set,
             clock: raw.step.clock,
             random: raw.step.random,

@@ -67,6 +67,8 @@ pub struct StepPlan {
     pub clock: ClockMode,
     /// The randomness the step sees.
     pub random: RandomMode,
+    /// The network the step may reach; `None`: no `wasi:http` at all.
+    pub network: Option<crate::manifest::NetworkGrant>,
 }
 
 fn nested(a: &Path, b: &Path) -> bool {
@@ -322,5 +324,6 @@ pub fn plan_step(manifest: &Manifest, ctx: &PlanContext<'_>) -> Result<StepPlan,
         environment: ctx.env.name.clone(),
         clock: manifest.clock,
         random: manifest.random,
+        network: manifest.network.clone(),
     })
 }

@@ -242,10 +242,12 @@ pub fn input(env: &EnvConfig, steps: &[StepInput<'_>], base: &Path) -> Result<Va
                     "key": g.provider_key(),
                     "provider": provider_name(env.secrets.provider),
                     "uses": g.uses,
+                    "hosts": g.hosts,
                 })).collect::<Vec<_>>(),
-                // Network grants arrive with the network issue; the field is
-                // part of the schema already, so rules can rely on it.
-                "network": [],
+                "network": p.network.as_ref().map(|n| n.allow.iter().map(|r| json!({
+                    "url": r.url, "scheme": r.scheme, "host": r.host, "port": r.port,
+                    "path_prefix": r.path_prefix, "methods": r.methods,
+                })).collect::<Vec<_>>()).unwrap_or_default(),
                 "limits": {
                     "fuel": p.limits.fuel,
                     "memory": p.limits.memory,

@@ -184,6 +184,11 @@ pub struct StepRecord {
     /// Secret names the step asked for that were not granted.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets_not_granted: BTreeMap<String, u64>,
+    /// Every HTTP request the step made or tried to make: method, URL
+    /// (query values redacted), outcome, status, bytes and sha256 of both
+    /// bodies, duration, and the secrets attached.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub network: Vec<crate::sandbox::net::NetworkCall>,
     /// Limits granted.
     pub limits: Limits,
     /// Resources used.

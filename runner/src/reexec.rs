@@ -237,6 +237,7 @@ fn run_in(
                 .into_iter()
                 .collect(),
             key: None,
+            hosts: Vec::new(),
             at: Default::default(),
         })
         .collect();
@@ -298,6 +299,10 @@ fn run_in(
         outputs: watched,
         determinism,
         cancel: None,
+        // A re-execution never reaches the network: a step that did is
+        // not reproducible, and replaying its calls could repeat effects.
+        network: None,
+        secret_hosts: Default::default(),
     };
     let stdio = Stdio {
         prefix: String::new(),

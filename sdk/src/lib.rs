@@ -12,6 +12,9 @@
 //!   [`secrets::Secret::ed25519_public_key`]; [`secrets::Secret::reveal`]
 //!   only under an explicit `reveal` grant.
 //! - [`report`]: add metrics and annotations to the step's execution record.
+//! - [`http`]: a blocking HTTP client for steps with a `[network]` grant;
+//!   with [`secrets::Secret::http_header_placeholder`], a step sends a token
+//!   to the hosts it is bound to without ever holding it.
 //!
 //! ```no_run
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -127,6 +130,269 @@ pub mod secrets {
         pub fn reveal(&self) -> Result<Vec<u8>, Error> {
             Ok(self.0.reveal()?)
         }
+
+        /// An opaque placeholder for the value (needs the `http-header`
+        /// use). Put it in a request header, e.g. `format!("Bearer {p}")`;
+        /// the runner substitutes the value only on a request to a host the
+        /// manifest binds the secret to and refuses the request otherwise.
+        pub fn http_header_placeholder(&self) -> Result<String, Error> {
+            Ok(self.0.http_header_placeholder()?)
+        }
+    }
+}
+
+pub mod http {
+    //! A small blocking HTTP client over `wasi:http`, for steps with a
+    //! `[network]` grant. The runner checks every request against the
+    //! grant before connecting; a refused request comes back as
+    //! [`Error::Refused`].
+    //!
+    //! ```no_run
+    //! use cordon_sdk::{http, secrets};
+    //! let token = secrets::get("deploy-token")?.http_header_placeholder()?;
+    //! let resp = http::Request::put("http://127.0.0.1:8080/upload/model.bin")
+    //!     .header("authorization", &format!("Bearer {token}"))
+    //!     .body(b"...".to_vec())
+    //!     .send()?;
+    //! assert!(resp.status < 300);
+    //! # Ok::<(), Box<dyn std::error::Error>>(())
+    //! ```
+
+    use std::fmt;
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{
+        ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
+    };
+    use wasip2::io::streams::StreamError;
+
+    /// Why a request failed.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Error {
+        /// The runner refused it (not in the grant, a secret sent to a
+        /// host it is not bound to, or a limit reached). The record says
+        /// which.
+        Refused,
+        /// The URL is not `http(s)://host[:port]/path`.
+        BadUrl(String),
+        /// The request could not be made or the response not read.
+        Failed(String),
+        /// Too many redirects.
+        TooManyRedirects,
+    }
+
+    impl fmt::Display for Error {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                Error::Refused => {
+                    f.write_str("request refused by the runner (see the step's record)")
+                }
+                Error::BadUrl(u) => write!(f, "not an http(s) URL: {u}"),
+                Error::Failed(why) => write!(f, "request failed: {why}"),
+                Error::TooManyRedirects => f.write_str("too many redirects"),
+            }
+        }
+    }
+
+    impl std::error::Error for Error {}
+
+    fn failed(e: ErrorCode) -> Error {
+        match e {
+            ErrorCode::HttpRequestDenied => Error::Refused,
+            other => Error::Failed(format!("{other:?}")),
+        }
+    }
+
+    /// A response: status, headers and the whole body.
+    #[derive(Debug, Clone)]
+    pub struct Response {
+        /// The status code.
+        pub status: u16,
+        /// Header names (lowercase) and values.
+        pub headers: Vec<(String, Vec<u8>)>,
+        /// The body.
+        pub body: Vec<u8>,
+    }
+
+    impl Response {
+        /// The first value of header `name`, as text.
+        pub fn header(&self, name: &str) -> Option<String> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        }
+    }
+
+    /// A request being built.
+    #[derive(Debug, Clone)]
+    pub struct Request {
+        method: String,
+        url: String,
+        headers: Vec<(String, Vec<u8>)>,
+        body: Vec<u8>,
+        redirects: usize,
+    }
+
+    impl Request {
+        /// A request with `method` (`GET`, `PUT`, ...) to `url`.
+        pub fn new(method: &str, url: &str) -> Request {
+            Request {
+                method: method.to_ascii_uppercase(),
+                url: url.to_string(),
+                headers: Vec::new(),
+                body: Vec::new(),
+                redirects: 5,
+            }
+        }
+        /// `GET url`.
+        pub fn get(url: &str) -> Request {
+            Request::new("GET", url)
+        }
+        /// `PUT url`.
+        pub fn put(url: &str) -> Request {
+            Request::new("PUT", url)
+        }
+        /// `POST url`.
+        pub fn post(url: &str) -> Request {
+            Request::new("POST", url)
+        }
+        /// Adds a header.
+        pub fn header(mut self, name: &str, value: &str) -> Request {
+            self.headers
+                .push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
+            self
+        }
+        /// Sets the body.
+        pub fn body(mut self, body: Vec<u8>) -> Request {
+            self.body = body;
+            self
+        }
+        /// How many redirects `GET`/`HEAD` follow (default 5; each hop is
+        /// checked by the runner like any request).
+        pub fn redirects(mut self, n: usize) -> Request {
+            self.redirects = n;
+            self
+        }
+
+        /// Sends the request and reads the whole response.
+        pub fn send(self) -> Result<Response, Error> {
+            let mut url = self.url.clone();
+            let follow = matches!(self.method.as_str(), "GET" | "HEAD");
+            for _ in 0..=self.redirects {
+                let resp = send_once(&self.method, &url, &self.headers, &self.body)?;
+                if follow
+                    && (300..400).contains(&resp.status)
+                    && let Some(location) = resp.header("location")
+                {
+                    url = resolve(&url, &location);
+                    continue;
+                }
+                return Ok(resp);
+            }
+            Err(Error::TooManyRedirects)
+        }
+    }
+
+    /// `location` relative to `base` (absolute URLs, and absolute paths).
+    fn resolve(base: &str, location: &str) -> String {
+        if location.contains("://") {
+            return location.to_string();
+        }
+        let (scheme, rest) = base.split_once("://").unwrap_or(("http", base));
+        let authority = rest.split('/').next().unwrap_or("");
+        format!("{scheme}://{authority}{location}")
+    }
+
+    fn send_once(
+        method: &str,
+        url: &str,
+        headers: &[(String, Vec<u8>)],
+        body: &[u8],
+    ) -> Result<Response, Error> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| Error::BadUrl(url.to_string()))?;
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            _ => return Err(Error::BadUrl(url.to_string())),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let fields = Fields::new();
+        for (n, v) in headers {
+            fields
+                .append(n, v)
+                .map_err(|e| Error::Failed(format!("header {n}: {e:?}")))?;
+        }
+        let req = OutgoingRequest::new(fields);
+        let m = match method {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "PATCH" => Method::Patch,
+            "OPTIONS" => Method::Options,
+            other => Method::Other(other.to_string()),
+        };
+        let bad = |what: &str| Error::Failed(format!("invalid {what}"));
+        req.set_method(&m).map_err(|_| bad("method"))?;
+        req.set_scheme(Some(&scheme)).map_err(|_| bad("scheme"))?;
+        req.set_authority(Some(authority))
+            .map_err(|_| bad("authority"))?;
+        req.set_path_with_query(Some(path))
+            .map_err(|_| bad("path"))?;
+        let out_body = req.body().map_err(|_| bad("body"))?;
+        let pending = outgoing_handler::handle(req, None).map_err(failed)?;
+        {
+            let stream = out_body.write().map_err(|_| bad("body stream"))?;
+            for chunk in body.chunks(4096) {
+                stream
+                    .blocking_write_and_flush(chunk)
+                    .map_err(|e| Error::Failed(format!("writing the body: {e:?}")))?;
+            }
+        }
+        OutgoingBody::finish(out_body, None).map_err(failed)?;
+        let resp = loop {
+            match pending.get() {
+                Some(result) => {
+                    break result
+                        .map_err(|_| Error::Failed("response taken twice".into()))?
+                        .map_err(failed)?;
+                }
+                None => pending.subscribe().block(),
+            }
+        };
+        let status = resp.status();
+        let headers = resp
+            .headers()
+            .entries()
+            .into_iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v))
+            .collect();
+        let incoming = resp.consume().map_err(|_| bad("response body"))?;
+        let mut body = Vec::new();
+        {
+            let stream = incoming.stream().map_err(|_| bad("response body stream"))?;
+            loop {
+                match stream.blocking_read(64 * 1024) {
+                    Ok(chunk) => body.extend_from_slice(&chunk),
+                    Err(StreamError::Closed) => break,
+                    Err(StreamError::LastOperationFailed(e)) => {
+                        return Err(Error::Failed(e.to_debug_string()));
+                    }
+                }
+            }
+        }
+        let _ = IncomingBody::finish(incoming);
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
     }
 }
 

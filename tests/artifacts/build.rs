@@ -16,6 +16,8 @@ const STEPS: &[(&str, &str, &str)] = &[
     ("TRAIN", "cordon-step-train", "train"),
     ("TRAIN_EVALUATE", "cordon-step-train", "evaluate"),
     ("SIGN_MODEL", "cordon-step-sign-model", "sign-model"),
+    ("HTTP_PROBE", "cordon-test-http-probe", "http-probe"),
+    ("PUBLISH", "cordon-step-publish", "publish"),
 ];
 
 fn main() {

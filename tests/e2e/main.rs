@@ -7,6 +7,7 @@ mod harness;
 mod escapes;
 mod limits;
 mod manifest_errors;
+mod network;
 mod pipelines;
 mod policy;
 mod records;

@@ -181,7 +181,7 @@ fn secret_uses_and_names_not_granted_are_refused_and_recorded() {
             "secret-name",
             "deploy-token",
         ],
-        "[[secret]]\nname = \"deploy-token\"\nuses = [\"http-header\"]\n",
+        "[[secret]]\nname = \"deploy-token\"\nuses = [\"sign\"]\n",
     );
     ws.write("cordon.toml", ENV_PROVIDER);
     let out = ws.run(&[

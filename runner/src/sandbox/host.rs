@@ -81,6 +81,8 @@ pub struct CordonHost {
     /// Names the step asked for that the manifest does not grant.
     pub(crate) not_granted: BTreeMap<String, u64>,
     pub(crate) report: Report,
+    /// Placeholders of the secrets the step may send as HTTP headers.
+    pub(crate) placeholders: BTreeMap<String, String>,
 }
 
 impl CordonHost {
@@ -259,6 +261,26 @@ impl secrets::HostSecret for CordonView<'_> {
         // explicit `reveal` grant. The redactor still scrubs it from the
         // step's streams and the leak check still refuses it in outputs.
         Ok(Ok(self.host.secrets[index].value.expose().to_vec()))
+    }
+
+    fn http_header_placeholder(
+        &mut self,
+        handle: Resource<SecretHandle>,
+    ) -> wasmtime::Result<Result<String, secrets::Error>> {
+        let index = match self.authorize(&handle, SecretUse::HttpHeader)? {
+            Ok(i) => i,
+            Err(e) => return Ok(Err(e)),
+        };
+        let name = &self.host.secrets[index].name;
+        // Without a network grant there is nothing to substitute into: the
+        // manifest refuses `http-header` without `[network]`, so this is
+        // only reachable through a re-execution, which has no network.
+        Ok(self
+            .host
+            .placeholders
+            .get(name)
+            .cloned()
+            .ok_or(secrets::Error::Denied))
     }
 
     fn drop(&mut self, handle: Resource<SecretHandle>) -> wasmtime::Result<()> {

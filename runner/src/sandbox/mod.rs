@@ -30,6 +30,7 @@
 
 pub mod determinism;
 pub mod host;
+pub mod net;
 pub mod stdio;
 
 pub use determinism::Determinism;
@@ -141,6 +142,10 @@ pub struct Grants {
     pub cancel: Option<Arc<AtomicBool>>,
     /// Fixed clock and seeded randomness, when the run is reproducible.
     pub determinism: Determinism,
+    /// The destinations the step may reach over `wasi:http`.
+    pub network: Option<crate::manifest::NetworkGrant>,
+    /// For secrets with the `http-header` use: the hosts each is bound to.
+    pub secret_hosts: BTreeMap<String, Vec<String>>,
 }
 
 /// Where the step's stdout/stderr go.
@@ -248,6 +253,8 @@ pub struct RunOutcome {
     pub secrets: BTreeMap<String, SecretAudit>,
     /// Secret names requested but not granted, with counts.
     pub secrets_not_granted: BTreeMap<String, u64>,
+    /// Every HTTP request the step made or tried to make.
+    pub network: Vec<net::NetworkCall>,
 }
 
 /// A compiled, pre-instantiated component.
@@ -319,6 +326,23 @@ pub struct StepState {
     table: ResourceTable,
     cordon: CordonHost,
     limiter: MemoryLimiter,
+    /// `wasi:http` state; present only with a network grant (and only then
+    /// is `wasi:http` linked).
+    http: Option<(wasmtime_wasi_http::WasiHttpCtx, net::NetHooks)>,
+}
+
+impl wasmtime_wasi_http::WasiHttpView for StepState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        let (ctx, hooks) = self
+            .http
+            .as_mut()
+            .expect("wasi:http is linked only for runs with a network grant");
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx,
+            table: &mut self.table,
+            hooks,
+        }
+    }
 }
 
 impl WasiView for StepState {
@@ -413,8 +437,21 @@ impl Sandbox {
     }
 
     /// Compiles `bytes` (whose digest the plan has verified to be `digest`)
-    /// or loads the cached compilation, and pre-instantiates it.
+    /// or loads the cached compilation, and pre-instantiates it for a step
+    /// without network access.
     pub fn load(&self, digest: &Sha256Digest, bytes: &[u8]) -> Result<StepComponent, SandboxError> {
+        self.load_for(digest, bytes, false)
+    }
+
+    /// Like [`Sandbox::load`]; with `network`, `wasi:http` is linked (the
+    /// run's grant then says where it may go). Without, its functions (like
+    /// those of `wasi:sockets`) trap with "network access denied".
+    pub fn load_for(
+        &self,
+        digest: &Sha256Digest,
+        bytes: &[u8],
+        network: bool,
+    ) -> Result<StepComponent, SandboxError> {
         let cache = self.cache_path(digest);
         let mut from_cache = false;
         let mut component = None;
@@ -449,7 +486,11 @@ impl Sandbox {
             }
         };
         let mut linker = self.linker.clone();
-        stub_absent_imports(&self.engine, &mut linker, &component)
+        if network {
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+                .map_err(|e| SandboxError::Engine(wasm_err(e)))?;
+        }
+        stub_absent_imports(&self.engine, &mut linker, &component, !network)
             .map_err(|e| SandboxError::InvalidComponent(wasm_err(e)))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             SandboxError::InvalidComponent(format!(
@@ -542,10 +583,45 @@ impl Sandbox {
         determinism::apply(&grants.determinism, &mut b);
 
         let limits = grants.limits;
+        let mut cordon = CordonHost::new(grants.secrets.clone());
+        let http = grants.network.as_ref().map(|grant| {
+            let bound: Vec<net::Bound> = grants
+                .secrets
+                .iter()
+                .filter(|s| s.uses.contains(&crate::manifest::SecretUse::HttpHeader))
+                .map(|s| net::Bound {
+                    name: s.name.clone(),
+                    placeholder: net::placeholder_for(&s.name),
+                    value: s.value.clone(),
+                    hosts: grants
+                        .secret_hosts
+                        .get(&s.name)
+                        .cloned()
+                        .unwrap_or_default(),
+                })
+                .collect();
+            cordon.placeholders = bound
+                .iter()
+                .map(|b| (b.name.clone(), b.placeholder.clone()))
+                .collect();
+            let hooks = net::NetHooks::new(
+                grant,
+                bound,
+                &grants.secrets,
+                net::NetLimits {
+                    requests: limits.requests,
+                    bytes: limits.request_bytes,
+                    timeout: limits.request_timeout,
+                },
+            );
+            (wasmtime_wasi_http::WasiHttpCtx::new(), hooks)
+        });
+        let net_state = http.as_ref().map(|(_, h)| h.state.clone());
         let state = StepState {
             wasi: b.build(),
             table: ResourceTable::new(),
-            cordon: CordonHost::new(grants.secrets),
+            http,
+            cordon,
             limiter: MemoryLimiter {
                 limit: limits.memory,
                 total: 0,
@@ -565,7 +641,7 @@ impl Sandbox {
         let mut watchdog = OutputWatchdog::start(grants.outputs, limits.output);
         let tripped = watchdog.tripped();
         let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+            .enable_all()
             .build()
             .map_err(|e| io("cannot start the async runtime", e))?;
 
@@ -621,6 +697,9 @@ impl Sandbox {
             report: state.cordon.report,
             secrets: state.cordon.audit,
             secrets_not_granted: state.cordon.not_granted,
+            network: net_state
+                .map(|s| std::mem::take(&mut s.lock().unwrap_or_else(|p| p.into_inner()).calls))
+                .unwrap_or_default(),
         })
     }
 }
@@ -747,6 +826,7 @@ fn stub_absent_imports(
     engine: &Engine,
     linker: &mut Linker<StepState>,
     component: &Component,
+    stub_http: bool,
 ) -> wasmtime::Result<()> {
     use wasmtime::component::types::ComponentItem;
     let mut seen: Vec<wasmtime::component::ResourceType> = Vec::new();
@@ -755,7 +835,8 @@ fn stub_absent_imports(
         let ComponentItem::ComponentInstance(instance) = item.ty else {
             continue;
         };
-        let stub = name.starts_with("wasi:sockets/");
+        let stub =
+            name.starts_with("wasi:sockets/") || (stub_http && name.starts_with("wasi:http/"));
         let mut li = if stub {
             Some(linker.instance(name)?)
         } else {

@@ -1,0 +1,508 @@
+//! Outgoing HTTP for steps with a `[network]` grant, through `wasi:http`.
+//!
+//! Every request passes through [`NetHooks::send_request`] before any
+//! connection is made: the request count limit, then the allowlist (scheme,
+//! host, port, path prefix, method), then the secrets. A header value that
+//! carries a secret's placeholder (what `secret.http-header-placeholder`
+//! hands the guest) gets the real value only when the request goes to a
+//! host the secret is bound to; otherwise the request is refused. Bodies
+//! are buffered within the byte limit so that the runner can hash them and
+//! redact any echo of a secret from the response before the guest reads it.
+//! Redirects are never followed by the runner: a guest that follows one
+//! makes a new request, which is checked like any other. Every request,
+//! sent or refused, is recorded.
+
+use crate::manifest::{AllowRule, NetworkGrant, split_host_port};
+use crate::secrets::{Redactor, ResolvedSecret, SecretValue};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use sha2::{Digest as _, Sha256};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// One request a step made (or tried to), as the record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetworkCall {
+    /// The HTTP method.
+    pub method: String,
+    /// The URL, with every query value replaced by `REDACTED`.
+    pub url: String,
+    /// `sent` or `refused` or `failed`.
+    pub outcome: String,
+    /// Why it was refused or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The response status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Request body bytes.
+    pub bytes_sent: u64,
+    /// Response body bytes.
+    pub bytes_received: u64,
+    /// sha256 of the request body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_sha256: Option<String>,
+    /// sha256 of the response body as the step received it (after
+    /// redaction).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_sha256: Option<String>,
+    /// Milliseconds from the request to the last byte of the response.
+    pub duration_ms: u64,
+    /// The secrets attached to it (names only).
+    pub secrets: Vec<String>,
+}
+
+/// A secret the step may send as an HTTP header.
+#[derive(Clone)]
+pub(crate) struct Bound {
+    pub name: String,
+    pub placeholder: String,
+    pub value: SecretValue,
+    pub hosts: Vec<String>,
+}
+
+/// The per-run limits on HTTP.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NetLimits {
+    pub requests: u64,
+    pub bytes: u64,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct NetState {
+    pub calls: Vec<NetworkCall>,
+    requests: u64,
+    bytes: u64,
+}
+
+/// The hooks wasmtime-wasi-http calls for every outgoing request.
+pub(crate) struct NetHooks {
+    allow: Vec<AllowRule>,
+    bound: Arc<Vec<Bound>>,
+    redactor: Redactor,
+    limits: NetLimits,
+    pub state: Arc<Mutex<NetState>>,
+}
+
+/// The placeholder a guest puts in a header for secret `name`: unguessable,
+/// fresh per run, and meaningless anywhere but in this runner.
+pub(crate) fn placeholder_for(name: &str) -> String {
+    format!("cordon-secret:{name}:{:032x}", rand::random::<u128>())
+}
+
+impl NetHooks {
+    pub(crate) fn new(
+        grant: &NetworkGrant,
+        bound: Vec<Bound>,
+        all_secrets: &[ResolvedSecret],
+        limits: NetLimits,
+    ) -> NetHooks {
+        NetHooks {
+            allow: grant.allow.clone(),
+            bound: Arc::new(bound),
+            redactor: Redactor::new(all_secrets),
+            limits,
+            state: Arc::new(Mutex::new(NetState::default())),
+        }
+    }
+}
+
+/// The URL with query values redacted: names of parameters are kept, their
+/// values (which often carry tokens) are not.
+fn redacted_url(uri: &http::Uri) -> String {
+    let mut out = format!(
+        "{}://{}{}",
+        uri.scheme_str().unwrap_or("https"),
+        uri.authority().map(|a| a.as_str()).unwrap_or(""),
+        uri.path()
+    );
+    if let Some(q) = uri.query() {
+        let parts: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) => format!("{k}=REDACTED"),
+                None => kv.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&parts.join("&"));
+    }
+    out
+}
+
+/// Whether `path` has dot segments (plain or percent-encoded) a server
+/// might resolve to climb out of a granted prefix.
+fn has_dot_segments(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase().replace("%2e", ".");
+    lower
+        .split(['/', '\\'])
+        .any(|seg| seg == ".." || seg == ".")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+}
+
+/// The rule that admits `method scheme://host:port/path`, if any.
+fn admitted<'a>(
+    allow: &'a [AllowRule],
+    method: &str,
+    scheme: &str,
+    host: &str,
+    port: u16,
+    path: &str,
+) -> Result<&'a AllowRule, String> {
+    if has_dot_segments(path) {
+        return Err(format!(
+            "the path {path} has dot segments or encoded separators"
+        ));
+    }
+    let mut method_refused = None;
+    for rule in allow {
+        if rule.scheme == scheme
+            && rule.host == host
+            && rule.port == port
+            && path.starts_with(&rule.path_prefix)
+        {
+            match &rule.methods {
+                Some(m) if !m.iter().any(|x| x == method) => {
+                    method_refused = Some(rule);
+                }
+                _ => return Ok(rule),
+            }
+        }
+    }
+    Err(match method_refused {
+        Some(rule) => format!(
+            "method {method} is not granted for {} (granted: {})",
+            rule.url,
+            rule.methods.as_deref().unwrap_or_default().join(", ")
+        ),
+        None => format!("{scheme}://{host}:{port}{path} is not in the step's network grant"),
+    })
+}
+
+fn hex_sha256(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+type Io = Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>;
+type Sent =
+    Box<dyn std::future::Future<Output = Result<(http::Response<WasiBody>, Io), HttpError>> + Send>;
+
+/// Collects `body` as long as it stays within `budget` bytes.
+async fn collect_within(
+    mut body: WasiBody,
+    budget: u64,
+    request: bool,
+) -> Result<Vec<u8>, HttpError> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() as u64 + data.len() as u64 > budget {
+                let n = Some(out.len() as u64 + data.len() as u64);
+                return Err(if request {
+                    HttpError::HttpRequestBodySize(n)
+                } else {
+                    HttpError::HttpResponseBodySize(n)
+                });
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
+
+fn full(bytes: Vec<u8>) -> WasiBody {
+    Full::new(Bytes::from(bytes))
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+impl WasiHttpHooks for NetHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Sent {
+        let started = Instant::now();
+        let method = request.method().as_str().to_string();
+        let uri = request.uri().clone();
+        let url = redacted_url(&uri);
+        let state = self.state.clone();
+        let record = move |call: NetworkCall| {
+            if let Ok(mut st) = state.lock() {
+                st.calls.push(call);
+            }
+        };
+        let refuse = |reason: String, secrets: Vec<String>| NetworkCall {
+            method: method.clone(),
+            url: url.clone(),
+            outcome: "refused".into(),
+            reason: Some(reason),
+            status: None,
+            bytes_sent: 0,
+            bytes_received: 0,
+            request_sha256: None,
+            response_sha256: None,
+            duration_ms: 0,
+            secrets,
+        };
+
+        // 1. The request count.
+        {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.requests >= self.limits.requests {
+                let call = refuse(
+                    format!("the request limit of {} is reached", self.limits.requests),
+                    vec![],
+                );
+                st.calls.push(call);
+                return Box::new(async { Err(HttpError::HttpRequestDenied) });
+            }
+            st.requests += 1;
+        }
+
+        // 2. The allowlist, before any connection.
+        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
+        let default_port = if scheme == "http" { 80 } else { 443 };
+        let Some((host, port)) = uri
+            .authority()
+            .and_then(|a| split_host_port(a.as_str(), default_port))
+        else {
+            record(refuse("the URL has no valid host".into(), vec![]));
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        };
+        if let Err(reason) = admitted(&self.allow, &method, &scheme, &host, port, uri.path()) {
+            record(refuse(reason, vec![]));
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+
+        // 3. Secrets: placeholders become values only for bound hosts.
+        let (mut parts, body) = request.into_parts();
+        let mut attached = Vec::new();
+        for value in parts.headers.values_mut() {
+            let Ok(text) = value.to_str() else { continue };
+            if !text.contains("cordon-secret:") {
+                continue;
+            }
+            let mut replaced = text.as_bytes().to_vec();
+            for b in self.bound.iter() {
+                if !text.contains(&b.placeholder) {
+                    continue;
+                }
+                let host_port = format!("{host}:{port}");
+                if !b.hosts.iter().any(|h| *h == host || *h == host_port) {
+                    let reason = format!(
+                        "secret `{}` is not bound to host {host_port} (bound: {})",
+                        b.name,
+                        b.hosts.join(", ")
+                    );
+                    record(refuse(reason, vec![b.name.clone()]));
+                    return Box::new(async { Err(HttpError::HttpRequestDenied) });
+                }
+                replaced = replace_all(&replaced, b.placeholder.as_bytes(), b.value.expose());
+                attached.push(b.name.clone());
+            }
+            match http::HeaderValue::from_bytes(&replaced) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    *value = v;
+                }
+                Err(_) => {
+                    record(refuse(
+                        "a secret's value cannot be sent in an HTTP header (it is not a valid header value)".into(),
+                        attached.clone(),
+                    ));
+                    return Box::new(async { Err(HttpError::HttpRequestDenied) });
+                }
+            }
+        }
+
+        // 4. Send, within the byte budget and the per-request timeout.
+        let limits = self.limits;
+        let redactor = self.redactor.clone();
+        let state = self.state.clone();
+        Box::new(async move {
+            let budget = {
+                let st = state.lock().unwrap_or_else(|p| p.into_inner());
+                limits.bytes.saturating_sub(st.bytes)
+            };
+            let mut call = NetworkCall {
+                method,
+                url,
+                outcome: "failed".into(),
+                reason: None,
+                status: None,
+                bytes_sent: 0,
+                bytes_received: 0,
+                request_sha256: None,
+                response_sha256: None,
+                duration_ms: 0,
+                secrets: attached,
+            };
+            let finish = |mut call: NetworkCall, used: u64| {
+                call.duration_ms = started.elapsed().as_millis() as u64;
+                let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                st.bytes += used;
+                st.calls.push(call);
+            };
+            let exchange = async {
+                let sent = collect_within(body, budget, true).await?;
+                let sent_len = sent.len() as u64;
+                let sent_sha = hex_sha256(&sent);
+                let request = http::Request::from_parts(parts, full(sent));
+                let options = RequestOptions {
+                    connect_timeout: Some(limits.timeout),
+                    first_byte_timeout: Some(limits.timeout),
+                    between_bytes_timeout: Some(limits.timeout),
+                };
+                let (response, io) =
+                    wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+                // Drive the connection while the body is read.
+                let io = tokio::spawn(io);
+                let (mut rparts, rbody) = response.into_parts();
+                let received =
+                    collect_within(rbody.boxed_unsync(), budget.saturating_sub(sent_len), false)
+                        .await;
+                io.abort();
+                let received = received?;
+                Ok::<_, HttpError>((
+                    sent_len,
+                    sent_sha,
+                    rparts.status.as_u16(),
+                    {
+                        // Any echo of a secret is gone before the guest sees it.
+                        for v in rparts.headers.values_mut() {
+                            if redactor.contains_secret(v.as_bytes())
+                                && let Ok(clean) =
+                                    http::HeaderValue::from_bytes(&redactor.redact(v.as_bytes()))
+                            {
+                                *v = clean;
+                            }
+                        }
+                        rparts
+                    },
+                    redactor.redact(&received).into_owned(),
+                ))
+            };
+            match tokio::time::timeout(limits.timeout, exchange).await {
+                Err(_) => {
+                    call.reason = Some(format!(
+                        "no complete response within the request timeout of {} ms",
+                        limits.timeout.as_millis()
+                    ));
+                    finish(call, 0);
+                    Err(HttpError::HttpResponseTimeout)
+                }
+                Ok(Err(e)) => {
+                    call.reason = Some(redactor.redact_str(&e.to_string()));
+                    finish(call, 0);
+                    Err(e)
+                }
+                Ok(Ok((sent_len, sent_sha, status, rparts, received))) => {
+                    call.outcome = "sent".into();
+                    call.status = Some(status);
+                    call.bytes_sent = sent_len;
+                    call.bytes_received = received.len() as u64;
+                    call.request_sha256 = Some(sent_sha);
+                    call.response_sha256 = Some(hex_sha256(&received));
+                    let used = call.bytes_sent + call.bytes_received;
+                    finish(call, used);
+                    let response = http::Response::from_parts(rparts, full(received));
+                    Ok((response, Box::new(async { Ok(()) }) as Io))
+                }
+            }
+        })
+    }
+}
+
+fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(needle) {
+            out.extend_from_slice(with);
+            i += needle.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_allow_url;
+
+    fn rule(url: &str, methods: Option<&[&str]>) -> AllowRule {
+        let (scheme, host, port, path_prefix) = parse_allow_url(url).unwrap();
+        AllowRule {
+            url: url.into(),
+            scheme,
+            host,
+            port,
+            path_prefix,
+            methods: methods.map(|m| m.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn scheme_host_port_prefix_and_method_must_all_match() {
+        let allow = [
+            rule("http://127.0.0.1:8080/hooks/", None),
+            rule("https://registry.example.com/v2/", Some(&["GET", "PUT"])),
+        ];
+        let ok = |m, s, h, p, path| admitted(&allow, m, s, h, p, path).is_ok();
+        assert!(ok("POST", "http", "127.0.0.1", 8080, "/hooks/deploy"));
+        assert!(!ok("POST", "http", "127.0.0.1", 8081, "/hooks/deploy"));
+        assert!(!ok("POST", "https", "127.0.0.1", 8080, "/hooks/deploy"));
+        assert!(!ok("POST", "http", "localhost", 8080, "/hooks/deploy"));
+        assert!(!ok("POST", "http", "127.0.0.1", 8080, "/admin"));
+        assert!(!ok("POST", "http", "127.0.0.1", 8080, "/hooks/../admin"));
+        assert!(!ok(
+            "POST",
+            "http",
+            "127.0.0.1",
+            8080,
+            "/hooks/%2e%2e/admin"
+        ));
+        assert!(!ok(
+            "POST",
+            "http",
+            "127.0.0.1",
+            8080,
+            "/hooks%2f..%2fadmin"
+        ));
+        assert!(ok("PUT", "https", "registry.example.com", 443, "/v2/x"));
+        let err = admitted(
+            &allow,
+            "DELETE",
+            "https",
+            "registry.example.com",
+            443,
+            "/v2/x",
+        )
+        .unwrap_err();
+        assert!(err.contains("method DELETE is not granted"), "{err}");
+    }
+
+    #[test]
+    fn query_values_are_redacted_in_recorded_urls() {
+        let uri: http::Uri = "http://h:1/p?token=abc&x=1&flag".parse().unwrap();
+        assert_eq!(
+            redacted_url(&uri),
+            "http://h:1/p?token=REDACTED&x=REDACTED&flag"
+        );
+    }
+
+    #[test]
+    fn placeholders_are_unique_per_run() {
+        assert_ne!(placeholder_for("t"), placeholder_for("t"));
+        assert!(placeholder_for("t").starts_with("cordon-secret:t:"));
+    }
+}

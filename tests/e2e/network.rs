@@ -1,0 +1,501 @@
+//! Network egress: deny by default, an allowlist per step, and secrets
+//! bound to the hosts they may be sent to. The peers are real HTTP servers
+//! on 127.0.0.1.
+
+use crate::harness::*;
+use cordon_test_artifacts::{HTTP_PROBE, PUBLISH};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+const TOKEN: &str = "tok-9f8e7d6c5b4a-must-never-print";
+
+/// What a server saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A one-request-per-connection HTTP/1.1 server on 127.0.0.1 that records
+/// every request and answers with `respond`.
+struct Server {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+type Responder = dyn Fn(&Seen) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + Sync;
+
+impl Server {
+    fn start(
+        respond: impl Fn(&Seen) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + Sync + 'static,
+    ) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let respond: Arc<Responder> = Arc::new(respond);
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let log = log.clone();
+                let respond = respond.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut parts = line.split_whitespace();
+                    let method = parts.next().unwrap_or("").to_string();
+                    let path = parts.next().unwrap_or("").to_string();
+                    let mut headers = Vec::new();
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h).unwrap();
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        if let Some((n, v)) = h.split_once(':') {
+                            headers.push((n.trim().to_string(), v.trim().to_string()));
+                        }
+                    }
+                    let len: usize = headers
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0; len];
+                    reader.read_exact(&mut body).unwrap();
+                    let seen = Seen {
+                        method,
+                        path,
+                        headers,
+                        body,
+                    };
+                    let (status, extra, reply) = respond(&seen);
+                    log.lock().unwrap().push(seen);
+                    let mut head = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+                        reply.len()
+                    );
+                    for (n, v) in extra {
+                        head.push_str(&format!("{n}: {v}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    let _ = conn.write_all(head.as_bytes());
+                    let _ = conn.write_all(&reply);
+                });
+            }
+        });
+        Server { port, seen }
+    }
+
+    fn hello() -> Server {
+        Server::start(|_| (200, vec![], b"hello".to_vec()))
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// `step.toml` for the http probe with `args`, granting `allow` (none when
+/// empty) and `rest`.
+fn http_step(ws: &Workspace, args: &[&str], allow: &[String], rest: &str) {
+    let network = if allow.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = allow.iter().map(|a| format!("{a:?}")).collect();
+        format!("[network]\nallow = [{}]\n\n", list.join(", "))
+    };
+    ws.step(HTTP_PROBE, args, &format!("{network}{rest}"));
+}
+
+fn network_of(rec: &serde_json::Value) -> Vec<serde_json::Value> {
+    rec["network"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn an_allowed_request_goes_through_and_is_recorded() {
+    let a = Server::hello();
+    let ws = Workspace::new();
+    let url = format!("http://127.0.0.1:{}/hooks/deploy?token=abc", a.port);
+    http_step(
+        &ws,
+        &["POST", &url, "body", "payload"],
+        &[format!("http://127.0.0.1:{}/hooks/", a.port)],
+        "",
+    );
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains(&format!("POST {url} -> 200 hello")),
+        "{}",
+        out.stdout
+    );
+    let seen = a.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].body.as_slice()),
+        ("POST", &b"payload"[..])
+    );
+    let rec = ws.record();
+    let calls = network_of(&rec);
+    assert_eq!(calls.len(), 1, "{rec}");
+    let c = &calls[0];
+    assert_eq!(c["outcome"], "sent");
+    assert_eq!(c["status"], 200);
+    assert_eq!(c["method"], "POST");
+    assert_eq!(
+        c["url"],
+        format!("http://127.0.0.1:{}/hooks/deploy?token=REDACTED", a.port)
+    );
+    assert_eq!(
+        (c["bytes_sent"].as_u64(), c["bytes_received"].as_u64()),
+        (Some(7), Some(5))
+    );
+    assert_eq!(c["request_sha256"], sha256_hex(b"payload"));
+    assert_eq!(c["response_sha256"], sha256_hex(b"hello"));
+    // A step that reaches the network is never cached.
+    assert!(
+        rec["cache"]["uncacheable"]
+            .as_str()
+            .unwrap()
+            .contains("network"),
+        "{rec}"
+    );
+}
+
+#[test]
+fn other_port_path_scheme_host_and_method_are_refused_before_connecting() {
+    let a = Server::hello();
+    let b = Server::hello();
+    let ws = Workspace::new();
+    let (pa, pb) = (a.port, b.port);
+    let urls = [
+        format!("http://127.0.0.1:{pb}/hooks/x"),  // other port
+        format!("http://127.0.0.1:{pa}/admin"),    // other path prefix
+        format!("https://127.0.0.1:{pa}/hooks/x"), // other scheme
+        format!("http://localhost:{pa}/hooks/x"),  // other host
+        format!("http://127.0.0.1:{pa}/hooks/../admin"), // climbing out
+    ];
+    let mut args: Vec<String> = Vec::new();
+    for u in &urls {
+        args.extend(["GET".into(), u.clone(), "--".into()]);
+    }
+    args.extend(["DELETE".into(), format!("http://127.0.0.1:{pa}/hooks/x")]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    http_step(
+        &ws,
+        &args,
+        &[],
+        &format!(
+            "[network]\nallow = [{{ url = \"http://127.0.0.1:{pa}/hooks/\", methods = [\"GET\", \"POST\"] }}]\n"
+        ),
+    );
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for u in &urls {
+        assert!(
+            out.stdout
+                .contains(&format!("GET {u} -> error: request refused by the runner")),
+            "{u}: {}",
+            out.stdout
+        );
+    }
+    assert!(out.stdout.contains("DELETE"), "{}", out.stdout);
+    assert!(
+        a.seen().is_empty() && b.seen().is_empty(),
+        "no connection was made"
+    );
+    let calls = network_of(&ws.record());
+    assert_eq!(calls.len(), 6);
+    assert!(calls.iter().all(|c| c["outcome"] == "refused"), "{calls:?}");
+    assert!(
+        calls[5]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("method DELETE is not granted"),
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn a_redirect_to_a_destination_outside_the_grant_is_refused() {
+    let b = Server::hello();
+    let target = format!("http://127.0.0.1:{}/elsewhere", b.port);
+    let a = Server::start(move |_| (302, vec![("location".into(), target.clone())], vec![]));
+    let ws = Workspace::new();
+    let url = format!("http://127.0.0.1:{}/hooks/r", a.port);
+    http_step(
+        &ws,
+        &["GET", &url],
+        &[format!("http://127.0.0.1:{}/hooks/", a.port)],
+        "",
+    );
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("-> error: request refused"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(a.seen().len(), 1);
+    assert!(
+        b.seen().is_empty(),
+        "the redirect target was never contacted"
+    );
+    let calls = network_of(&ws.record());
+    assert_eq!(
+        calls
+            .iter()
+            .map(|c| c["outcome"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["sent", "refused"]
+    );
+}
+
+/// A workspace whose `dev` environment reads secrets from the runner's
+/// environment (`CORDON_SECRET_<NAME>`).
+fn env_secrets(ws: &Workspace) {
+    ws.write("cordon.toml", "[env.dev.secrets]\nprovider = \"env\"\n");
+}
+
+#[test]
+fn a_bound_secret_reaches_only_its_host_and_never_the_step() {
+    let a = Server::hello();
+    let b = Server::hello();
+    let ws = Workspace::new();
+    env_secrets(&ws);
+    let (ua, ub) = (
+        format!("http://127.0.0.1:{}/api/x", a.port),
+        format!("http://127.0.0.1:{}/api/x", b.port),
+    );
+    http_step(
+        &ws,
+        &[
+            "GET",
+            &ua,
+            "secret-header",
+            "authorization",
+            "deploy-token",
+            "Bearer ",
+            "--",
+            "GET",
+            &ub,
+            "secret-header",
+            "authorization",
+            "deploy-token",
+            "Bearer ",
+        ],
+        &[
+            format!("http://127.0.0.1:{}/api/", a.port),
+            format!("http://127.0.0.1:{}/api/", b.port),
+        ],
+        &format!(
+            "[[secret]]\nname = \"deploy-token\"\nuses = [\"http-header\"]\nhosts = [\"127.0.0.1:{}\"]\n",
+            a.port
+        ),
+    );
+    let out = ws.run(&[("CORDON_SECRET_DEPLOY_TOKEN", TOKEN)]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains(&format!("GET {ua} -> 200 hello")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("GET {ub} -> error: request refused")),
+        "{}",
+        out.stdout
+    );
+    let seen = a.seen();
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    assert!(
+        b.seen().is_empty(),
+        "the token never left for the unbound host"
+    );
+    let calls = network_of(&ws.record());
+    assert_eq!(calls[0]["secrets"], serde_json::json!(["deploy-token"]));
+    assert!(
+        calls[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("secret `deploy-token` is not bound to host"),
+        "{calls:?}"
+    );
+    assert!(!out.stdout.contains(TOKEN) && !out.stderr.contains(TOKEN));
+    assert!(
+        !contains(&ws.state_bytes(), TOKEN.as_bytes()),
+        "no record or log holds it"
+    );
+}
+
+#[test]
+fn a_server_echoing_the_token_does_not_reveal_it_to_the_step() {
+    let a = Server::start(|s| {
+        let auth = s.header("authorization").unwrap_or("").to_string();
+        (
+            200,
+            vec![("x-echo".into(), auth.clone())],
+            format!("you sent: {auth}").into_bytes(),
+        )
+    });
+    let ws = Workspace::new();
+    env_secrets(&ws);
+    let url = format!("http://127.0.0.1:{}/api/echo", a.port);
+    http_step(
+        &ws,
+        &[
+            "GET",
+            &url,
+            "secret-header",
+            "authorization",
+            "deploy-token",
+            "Bearer ",
+        ],
+        &[format!("http://127.0.0.1:{}/api/", a.port)],
+        "[[secret]]\nname = \"deploy-token\"\nuses = [\"http-header\"]\nhosts = [\"127.0.0.1\"]\n",
+    );
+    let out = ws.run(&[("CORDON_SECRET_DEPLOY_TOKEN", TOKEN)]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        a.seen()[0].header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    assert!(
+        out.stdout
+            .contains("-> 200 you sent: Bearer [REDACTED:deploy-token]"),
+        "the step read a redacted body: {}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains(TOKEN));
+    let calls = network_of(&ws.record());
+    assert_eq!(
+        calls[0]["response_sha256"],
+        sha256_hex(b"you sent: Bearer [REDACTED:deploy-token]")
+    );
+}
+
+#[test]
+fn request_count_and_byte_limits_are_enforced() {
+    let a = Server::start(|_| (200, vec![], vec![b'x'; 4096]));
+    let ws = Workspace::new();
+    let url = format!("http://127.0.0.1:{}/d/", a.port);
+    http_step(
+        &ws,
+        &["GET", &url, "--", "GET", &url, "--", "GET", &url],
+        std::slice::from_ref(&url),
+        "[limits]\nrequests = 2\nrequest-bytes = \"6KiB\"\n",
+    );
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let calls = network_of(&ws.record());
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(calls[0]["outcome"], "sent");
+    // The second response would pass the 6 KiB budget.
+    assert_eq!(calls[1]["outcome"], "failed", "{calls:?}");
+    assert_eq!(calls[2]["outcome"], "refused");
+    assert!(
+        calls[2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("request limit of 2"),
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn a_step_without_a_network_grant_cannot_make_any_request() {
+    let a = Server::hello();
+    let ws = Workspace::new();
+    let url = format!("http://127.0.0.1:{}/", a.port);
+    http_step(&ws, &["GET", &url], &[], "");
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let rec = ws.record();
+    assert_eq!(rec["termination"]["kind"], "trapped", "{rec}");
+    assert!(
+        rec["termination"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("network access denied"),
+        "{rec}"
+    );
+    assert!(a.seen().is_empty());
+}
+
+#[test]
+fn http_header_secrets_need_hosts_and_a_network_grant() {
+    let ws = Workspace::new();
+    http_step(
+        &ws,
+        &[],
+        &[],
+        "[[secret]]\nname = \"t\"\nuses = [\"http-header\"]\n",
+    );
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("no hosts are bound to it"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("has no `[network]` grant"),
+        "{}",
+        out.stderr
+    );
+    http_step(&ws, &[], &["ftp://example.com/".into()], "");
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("only http and https"), "{}", out.stderr);
+}
+
+#[test]
+fn the_publish_step_uploads_with_a_bound_token() {
+    let a = Server::start(|_| (201, vec![], vec![]));
+    let ws = Workspace::new();
+    env_secrets(&ws);
+    ws.write("model/model.json", "{\"w\": [1, 2]}");
+    ws.write("model/card.md", "# card");
+    let base = format!("http://127.0.0.1:{}/upload/", a.port);
+    ws.step(
+        PUBLISH,
+        &["--input", "/in", "--to", &format!("{base}v1"), "--token", "registry-token"],
+        &format!(
+            "{}[network]\nallow = [{{ url = \"{base}\", methods = [\"PUT\"] }}]\n\n[[secret]]\nname = \"registry-token\"\nuses = [\"http-header\"]\nhosts = [\"127.0.0.1:{}\"]\n",
+            mount("/in", "model", "read"),
+            a.port
+        ),
+    );
+    let out = ws.run(&[("CORDON_SECRET_REGISTRY_TOKEN", TOKEN)]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut seen = a.seen();
+    seen.sort_by(|x, y| x.path.cmp(&y.path));
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].path, "/upload/v1/card.md");
+    assert_eq!(seen[1].body, b"{\"w\": [1, 2]}");
+    assert!(seen.iter().all(|s| s.method == "PUT"
+        && s.header("authorization") == Some(format!("Bearer {TOKEN}").as_str())));
+    let rec = ws.record();
+    assert_eq!(rec["report"]["metrics"]["files"], 2.0);
+    assert!(!contains(&ws.state_bytes(), TOKEN.as_bytes()));
+}
