@@ -132,23 +132,20 @@ fn an_approval_by_an_untrusted_key_does_not_count() {
     );
 }
 
+fn break_glass(ws: &Workspace, why: &str) -> Output {
+    ws.cordon(
+        &["run", "step.toml", "--env", "prod", "--break-glass", why],
+        &[],
+    )
+}
+
 #[test]
 fn break_glass_runs_only_where_allowed_with_a_justification_and_is_recorded() {
     let ws = Workspace::new();
     ws.step(PLAIN, &[], "");
     protected(&ws, "");
     // Not allowed in this environment.
-    let out = ws.cordon(
-        &[
-            "run",
-            "step.toml",
-            "--env",
-            "prod",
-            "--break-glass",
-            "outage 12",
-        ],
-        &[],
-    );
+    let out = break_glass(&ws, "outage 12");
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
         out.stderr.contains("does not allow break-glass"),
@@ -166,10 +163,7 @@ fn break_glass_runs_only_where_allowed_with_a_justification_and_is_recorded() {
         ),
     );
     // Allowed, but a justification is required.
-    let out = ws.cordon(
-        &["run", "step.toml", "--env", "prod", "--break-glass", "  "],
-        &[],
-    );
+    let out = break_glass(&ws, "  ");
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
         out.stderr.contains("needs a justification"),
@@ -178,17 +172,7 @@ fn break_glass_runs_only_where_allowed_with_a_justification_and_is_recorded() {
     );
     assert!(ws.records().is_empty());
 
-    let out = ws.cordon(
-        &[
-            "run",
-            "step.toml",
-            "--env",
-            "prod",
-            "--break-glass",
-            "outage 12: hotfix",
-        ],
-        &[],
-    );
+    let out = break_glass(&ws, "outage 12: hotfix");
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
         out.stderr.contains("BREAK-GLASS: running despite"),
