@@ -117,9 +117,10 @@ fn expand_vars(host: &str, ctx: &PlanContext<'_>) -> Result<String, String> {
     Ok(out)
 }
 
-/// A mount's host path with variables expanded, relative to the manifest
-/// (not yet canonical).
-fn mount_host_raw(
+/// A mount's host path with variables expanded, joined to the manifest's
+/// directory; neither resolved nor checked on disk (the audit shows it
+/// without touching the data).
+pub fn mount_host_raw(
     manifest: &Manifest,
     m: &Mount,
     ctx: &PlanContext<'_>,
