@@ -34,6 +34,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod record;
 pub mod reexec;
+pub mod review;
 pub mod sandbox;
 pub mod scheduler;
 pub mod secrets;
