@@ -18,6 +18,7 @@
 //! [`digest`] hashes files and trees without following links.
 
 pub mod attest;
+pub mod audit;
 pub mod cache;
 pub mod cas;
 pub mod chain;
