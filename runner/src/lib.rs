@@ -20,6 +20,7 @@
 pub mod attest;
 pub mod audit;
 pub mod cache;
+pub mod capdiff;
 pub mod cas;
 pub mod chain;
 pub mod cli;
