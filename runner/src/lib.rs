@@ -16,6 +16,11 @@
 //! publishes written mounts; [`secrets`] owns secret values, their
 //! providers (`local`, `env`, `vault`) and redaction;
 //! [`digest`] hashes files and trees without following links.
+//!
+//! For reviewers, [`audit`] says in plain language what each step may do,
+//! [`capdiff`] lists every capability change between two versions of a
+//! manifest or pipeline (escalations first), and [`inspect`] reads what a
+//! component imports and exports; [`review`] holds their shared wording.
 
 pub mod attest;
 pub mod audit;
@@ -29,6 +34,7 @@ pub mod digest;
 pub mod exec;
 pub mod export;
 pub mod fsutil;
+pub mod inspect;
 pub mod keys;
 pub mod manifest;
 pub mod outputs;
