@@ -738,7 +738,8 @@ pub fn diff_pipelines(old: &[PipelineEntry], new: &[PipelineEntry]) -> Vec<Chang
     out
 }
 
-/// A new step in one sentence: its manifest, component and grants.
+/// A new step in one sentence: its manifest, component and grants (its
+/// limits and arguments are in `cordon audit`).
 fn new_step_phrase(n: &PipelineEntry) -> Phrase {
     let g = &n.grants;
     let mut p = Phrase::new("new step (manifest ")
@@ -760,6 +761,9 @@ fn new_step_phrase(n: &PipelineEntry) -> Phrase {
     }
     for d in &g.network {
         p = p.words("; network ").code(d);
+    }
+    for (k, v) in &g.env {
+        p = p.words("; environment ").code(format!("{k}={v}"));
     }
     p
 }
