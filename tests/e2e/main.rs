@@ -9,6 +9,7 @@ mod limits;
 mod manifest_errors;
 mod pipelines;
 mod records;
+mod review;
 mod runs;
 mod secrets;
 mod vault;
