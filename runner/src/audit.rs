@@ -170,7 +170,7 @@ pub struct StepAudit {
     pub network: Vec<String>,
     /// The environment variables the step sees.
     pub env: BTreeMap<String, String>,
-    /// Its arguments after argv[0].
+    /// Its arguments after `argv[0]`.
     pub args: Vec<String>,
     /// Its limits, defaults marked.
     pub limits: Vec<LimitValue>,

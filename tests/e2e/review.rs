@@ -580,10 +580,10 @@ fn every_kind_of_escalation_exits_1_and_its_reverse_exits_0() {
     let mut failures = Vec::new();
     for (what, less, more, up, down) in &cases {
         let (code, changes) = diff_codes(&ws, less, more);
-        let want = vec![("escalation".to_string(), up.to_string())];
+        let want = ("escalation".to_string(), up.to_string());
         if code != 1
             || changes.iter().filter(|c| c.0 == "escalation").count() != 1
-            || !changes.contains(&want[0])
+            || !changes.contains(&want)
         {
             failures.push(format!("{what}: up: exit {code}, {changes:?}"));
         }

@@ -695,7 +695,7 @@ fn classify(e: wasmtime::Error, store: &Store<StepState>, limits: &Limits) -> Te
     }
 }
 
-/// The interfaces [`base_linker`] defines, as `package/interface@major.minor`:
+/// The interfaces `base_linker` defines, as `package/interface@major.minor`:
 /// an import of any patch version of one of them is served (the linker
 /// matches semver-compatible versions). `wasi:sockets` is not among them:
 /// its interfaces are stubbed so that every call traps. `cordon inspect`
