@@ -143,6 +143,26 @@ fn audit_says_what_each_step_may_do_in_plain_language() {
     assert_eq!(step("train")["cacheable"]["value"], true);
     assert_eq!(step("train")["reproducible"]["value"], true);
 
+    // The same workspace named with a relative --config.
+    let out = ws.cordon(
+        &[
+            "audit",
+            "pipeline.toml",
+            "--config",
+            "cordon.toml",
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        json(&out)["steps"][0]["mounts"][0]["host"],
+        "data/dev/raw",
+        "{}",
+        out.stdout
+    );
+
     // Another environment: its data roots, its protection.
     let out = ws.cordon(&["audit", "pipeline.toml", "--env", "prod"], &[]);
     assert_eq!(out.code, 0, "{out:?}");
