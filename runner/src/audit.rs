@@ -710,7 +710,7 @@ impl Audit {
         let mut out = format!(
             "capability audit of {} {} ({}) for {}\n{}; paths are relative to the current directory\n",
             self.kind,
-            self.name,
+            crate::review::plain(&self.name),
             crate::review::plain(&self.file),
             self.environment_sentence(),
             plural(self.steps.len(), "step"),
@@ -730,9 +730,9 @@ impl Audit {
 
     fn markdown(&self) -> String {
         let mut out = format!(
-            "## Capability audit: {} `{}` ({})\n\nFor {}. {}; paths are relative to the directory the audit ran in.\n\n",
+            "## Capability audit: {} {} ({})\n\nFor {}. {}; paths are relative to the directory the audit ran in.\n\n",
             self.kind,
-            self.name,
+            md_code(&self.name),
             md_code(&self.file),
             self.environment_sentence(),
             capitalize(&plural(self.steps.len(), "step")),

@@ -15,7 +15,7 @@
 //! interface, not that it does.
 
 use crate::manifest::{ClockMode, Manifest, RandomMode, SecretUse, Sha256Digest};
-use crate::review::{Format, Phrase, count, md_code, plain};
+use crate::review::{Format, Phrase, count, md_code, md_text, plain};
 use crate::sandbox::LINKED_INTERFACES;
 use serde::Serialize;
 use wasmparser::component_types::ComponentEntityType;
@@ -476,6 +476,8 @@ impl Report {
         let md = format == Format::Markdown;
         let i = &self.inspection;
         let code = |s: &str| if md { md_code(s) } else { plain(s) };
+        // Producer names and versions are free text from the file.
+        let free = |s: &str| if md { md_text(s) } else { plain(s) };
         let mut out = if md {
             format!("## Component {}\n\n", md_code(&i.file))
         } else {
@@ -509,9 +511,9 @@ impl Report {
                     let vals: Vec<String> = f
                         .values
                         .iter()
-                        .map(|(n, v)| plain(format!("{n} {v}").trim()))
+                        .map(|(n, v)| free(format!("{n} {v}").trim()))
                         .collect();
-                    format!("{} {}", plain(&f.name), vals.join(", "))
+                    format!("{} {}", free(&f.name), vals.join(", "))
                 })
                 .collect();
             out += &item(
