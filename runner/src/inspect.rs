@@ -100,7 +100,9 @@ pub enum InspectError {
     )]
     CoreModule,
     /// The bytes do not validate.
-    #[error("not a valid WebAssembly component: {message} (at byte {offset})")]
+    #[error(
+        "not a valid WebAssembly component: {message} (at byte {offset})\n  fix: rebuild the component; a copy may be truncated or damaged"
+    )]
     Invalid {
         /// The validator's message.
         message: String,
