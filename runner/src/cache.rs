@@ -14,11 +14,12 @@
 //! the sandbox semantics version. Change any of them and the key changes.
 
 use crate::digest::{Entry, EntryKind};
-use crate::manifest::{Access, Sha256Digest};
+use crate::manifest::{Access, SecretUse, Sha256Digest};
 use crate::plan::StepPlan;
 use crate::sandbox::host::Report;
 use crate::secrets::ResolvedSecret;
 use sha2::{Digest as _, Sha256};
+use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -179,31 +180,53 @@ pub fn uncacheable_reason(
     secrets: &[ResolvedSecret],
     pipeline_allows: bool,
 ) -> Option<String> {
+    uncacheable_by_grants(
+        plan.mounts.iter().map(|m| m.access),
+        secrets.iter().map(|s| (s.name.as_str(), &s.uses)),
+        plan.network.is_some(),
+        pipeline_allows,
+    )
+    .or_else(|| {
+        secrets
+            .iter()
+            .find(|s| s.version.is_none())
+            .map(|s| unversioned_secret_reason(&s.name, s.provider))
+    })
+}
+
+/// The part of [`uncacheable_reason`] that the grants alone decide, before
+/// any secret is read (what `cordon audit` reports).
+pub fn uncacheable_by_grants<'a>(
+    accesses: impl IntoIterator<Item = Access>,
+    secrets: impl IntoIterator<Item = (&'a str, &'a BTreeSet<SecretUse>)>,
+    network: bool,
+    pipeline_allows: bool,
+) -> Option<String> {
     if !pipeline_allows {
         return Some("the pipeline says `cache = false`".into());
     }
-    if plan.network.is_some() {
+    if network {
         // A network call is an effect the cache cannot replay, and its
         // answer is an input the key cannot see.
         return Some("it may reach the network".into());
     }
-    if plan.mounts.iter().any(|m| m.access == Access::ReadWrite) {
+    if accesses.into_iter().any(|a| a == Access::ReadWrite) {
         return Some("it changes a read-write mount in place".into());
     }
-    if let Some(s) = secrets
-        .iter()
-        .find(|s| s.uses.contains(&crate::manifest::SecretUse::Reveal))
+    if let Some((name, _)) = secrets
+        .into_iter()
+        .find(|(_, uses)| uses.contains(&SecretUse::Reveal))
     {
-        return Some(format!("it may reveal secret `{}`", s.name));
-    }
-    if let Some(s) = secrets.iter().find(|s| s.version.is_none()) {
-        // Without a version the key could not tell an old value from a new one.
-        return Some(format!(
-            "secret `{}` comes from a provider without versions ({})",
-            s.name, s.provider
-        ));
+        return Some(format!("it may reveal secret `{name}`"));
     }
     None
+}
+
+/// Why a step using secret `name` from `provider`, which keeps no versions,
+/// is not cached: without a version the key could not tell an old value
+/// from a new one.
+pub fn unversioned_secret_reason(name: &str, provider: &str) -> String {
+    format!("secret `{name}` comes from a provider without versions ({provider})")
 }
 
 /// Computes the action key of a step whose read mounts hash to `inputs`
@@ -351,6 +374,30 @@ pub fn report_json(r: &Report) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grants_alone_decide_some_steps_are_never_cached() {
+        let hmac = BTreeSet::from([SecretUse::Hmac]);
+        let reveal = BTreeSet::from([SecretUse::Sign, SecretUse::Reveal]);
+        assert_eq!(
+            uncacheable_by_grants([Access::Read, Access::Write], [("k", &hmac)], false, true),
+            None
+        );
+        assert!(
+            uncacheable_by_grants([], [], false, false)
+                .unwrap()
+                .contains("cache = false")
+        );
+        assert!(
+            uncacheable_by_grants([Access::ReadWrite], [], false, true)
+                .unwrap()
+                .contains("read-write")
+        );
+        assert_eq!(
+            uncacheable_by_grants([], [("k", &hmac), ("r", &reveal)], false, true).unwrap(),
+            "it may reveal secret `r`"
+        );
+    }
 
     #[test]
     fn cas_round_trip_and_corruption() {

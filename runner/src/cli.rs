@@ -217,6 +217,61 @@ enum Command {
         /// The step's capability manifest (TOML).
         manifest: PathBuf,
     },
+    /// Say in plain language what each step of a manifest or pipeline may
+    /// do in an environment: data, secrets, network, limits, risk flags.
+    ///
+    /// Reads only the manifests and cordon.toml (not the components, the
+    /// data, the secrets or the record keys), so it runs on any checkout.
+    /// Host paths are shown relative to the current directory.
+    #[command(after_help = REVIEW_EXIT_CODES)]
+    Audit {
+        /// A step's capability manifest, or a pipeline file (TOML).
+        file: PathBuf,
+        /// The environment whose variables and secret provider apply.
+        #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_ENV)]
+        env: String,
+        /// The workspace file [default: the nearest cordon.toml above the
+        /// manifest or pipeline, if any].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Output format; `markdown` is meant for a pull-request comment.
+        #[arg(long, value_enum, default_value = "text")]
+        format: crate::review::Format,
+    },
+    /// List every capability change between two versions of a manifest or
+    /// pipeline, escalations first; exit 1 when anything escalates.
+    ///
+    /// `cordon diff OLD NEW` compares two files; `cordon diff --git REV
+    /// FILE` compares FILE (and, for a pipeline, its manifests) as it is at
+    /// git revision REV with the working tree. Components are not read.
+    #[command(after_help = DIFF_EXIT_CODES)]
+    Diff {
+        /// OLD and NEW, or with --git the one file to compare.
+        #[arg(value_name = "FILE", required = true, num_args = 1..=2)]
+        files: Vec<PathBuf>,
+        /// Compare FILE as it is at this git revision with the working tree.
+        #[arg(long, value_name = "REV")]
+        git: Option<String>,
+        /// Output format; `markdown` is meant for a pull-request comment.
+        #[arg(long, value_enum, default_value = "text")]
+        format: crate::review::Format,
+    },
+    /// Show a component's digest, size, producers, imports and exports.
+    ///
+    /// With --manifest, also the grants the component cannot use (it does
+    /// not import the interface: over-privilege to remove) and the imports
+    /// the manifest does not grant (denied at run time).
+    #[command(after_help = REVIEW_EXIT_CODES)]
+    Inspect {
+        /// The component (.wasm).
+        component: PathBuf,
+        /// The step's capability manifest to check the component against.
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: crate::review::Format,
+    },
 }
 
 const CHECK_EXIT_CODES: &str = "\
@@ -407,6 +462,18 @@ pub fn main() -> ExitCode {
             version.as_deref(),
             state,
         ),
+        Command::Audit {
+            file,
+            env,
+            config,
+            format,
+        } => audit_cmd(&file, &env, config.as_deref(), format),
+        Command::Diff { files, git, format } => diff_cmd(&files, git.as_deref(), format),
+        Command::Inspect {
+            component,
+            manifest,
+            format,
+        } => inspect_cmd(&component, manifest.as_deref(), format),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -1404,4 +1471,94 @@ fn save_hash_index(index: Option<&HashIndex>) {
     {
         eprintln!("cordon: warning: cannot save the input hash index: {e}");
     }
+}
+
+const REVIEW_EXIT_CODES: &str = "\
+Exit codes:
+  0  the report was written
+  2  a file is missing or invalid (the error names it and what to fix)
+  3  the runner itself failed";
+
+const DIFF_EXIT_CODES: &str = "\
+Exit codes:
+  0  nothing escalates (there may be de-escalations and other changes)
+  1  at least one change escalates: a reviewer must approve it
+  2  a file is missing or invalid, the two files are of different kinds,
+     or REV is not a revision of the repository
+  3  the runner itself failed (for example git could not be run)";
+
+fn audit_cmd(
+    file: &Path,
+    env: &str,
+    config: Option<&Path>,
+    format: crate::review::Format,
+) -> Result<u8, Failure> {
+    let paths = crate::audit::Paths::from_cwd().map_err(runner_fault)?;
+    let audit = crate::audit::audit(file, config, env, &paths).map_err(bad_files)?;
+    print!("{}", audit.render(format));
+    Ok(0)
+}
+
+fn diff_cmd(
+    files: &[PathBuf],
+    git: Option<&str>,
+    format: crate::review::Format,
+) -> Result<u8, Failure> {
+    use crate::capdiff::{DiffError, diff_files, diff_git};
+    let diff = match (git, files) {
+        (Some(rev), [file]) => diff_git(rev, file),
+        (None, [old, new]) => diff_files(old, new),
+        (Some(_), _) => {
+            return Err(bad_input(anyhow::anyhow!(
+                "`--git REV` takes one file, compared with its own version at REV\n  fix: `cordon diff --git REV FILE`, or `cordon diff OLD NEW` without --git"
+            )));
+        }
+        (None, _) => {
+            return Err(bad_input(anyhow::anyhow!(
+                "give two files to compare, or one file with `--git REV`\n  fix: `cordon diff OLD NEW` or `cordon diff --git REV FILE`"
+            )));
+        }
+    }
+    .map_err(|e| match e {
+        DiffError::Input(errors) => bad_files(errors),
+        DiffError::Git(msg) => runner_fault(anyhow::anyhow!(msg)),
+    })?;
+    print!("{}", diff.render(format));
+    Ok(u8::from(diff.escalates))
+}
+
+fn inspect_cmd(
+    component: &Path,
+    manifest: Option<&Path>,
+    format: crate::review::Format,
+) -> Result<u8, Failure> {
+    let shown = component.display().to_string();
+    let bytes = std::fs::read(component)
+        .with_context(|| format!("{shown}: cannot read the component"))
+        .map_err(bad_input)?;
+    let inspection = crate::inspect::inspect(&shown, &bytes)
+        .map_err(|e| bad_input(anyhow::anyhow!("{shown}: {e}")))?;
+    let check = match manifest {
+        None => None,
+        Some(m) if is_pipeline_file(m) => {
+            return Err(bad_input(anyhow::anyhow!(
+                "{}: is a pipeline\n  fix: give the manifest of the step that runs this component",
+                m.display()
+            )));
+        }
+        Some(m) => {
+            let man = Manifest::load(m).map_err(bad_input)?;
+            Some(crate::inspect::check(
+                &inspection,
+                &man,
+                &m.display().to_string(),
+            ))
+        }
+    };
+    let report = crate::inspect::Report {
+        inspection,
+        manifest: check,
+    };
+    print!("{}", report.render(format));
+    Ok(0)
 }

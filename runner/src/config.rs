@@ -70,6 +70,12 @@ impl ProviderKind {
             ProviderKind::Vault => "vault",
         }
     }
+
+    /// Whether the provider names a version of each value it supplies
+    /// (`env` does not, so steps using its secrets are never cached).
+    pub fn keeps_versions(self) -> bool {
+        !matches!(self, ProviderKind::Env)
+    }
 }
 
 /// Settings of the `local` provider. Paths are absolute (relative ones in
@@ -498,6 +504,25 @@ impl WorkspaceConfig {
 
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<WorkspaceConfig, ManifestError> {
+        WorkspaceConfig::load_checked(path, true)
+    }
+
+    /// Like [`WorkspaceConfig::discover`], for reading grants without
+    /// running anything (`cordon audit`): the record key files need not
+    /// exist, since a review machine (a CI job on a pull request) should
+    /// not hold an environment's private signing key. Everything else is
+    /// validated as for a run.
+    pub fn discover_for_review(
+        explicit: Option<&Path>,
+        start_dir: &Path,
+    ) -> Result<WorkspaceConfig, ManifestError> {
+        match explicit.map(Path::to_path_buf).or_else(|| find(start_dir)) {
+            Some(path) => WorkspaceConfig::load_checked(&path, false),
+            None => Ok(WorkspaceConfig::implicit(start_dir)),
+        }
+    }
+
+    fn load_checked(path: &Path, check_key_files: bool) -> Result<WorkspaceConfig, ManifestError> {
         let fail = |problems| ManifestError {
             path: path.to_path_buf(),
             problems,
@@ -541,7 +566,7 @@ impl WorkspaceConfig {
             }
             let mut key_path = |p: &Spanned<String>, what: &str| {
                 let full = dir.join(p.get_ref());
-                if !full.is_file() {
+                if check_key_files && !full.is_file() {
                     problems.push(lines.at(p.span().start).problem(
                         format!("{what} {} does not exist", full.display()),
                         Some(format!(
@@ -711,6 +736,19 @@ store = \"s\"
         .unwrap();
         let err = WorkspaceConfig::load(&p).unwrap_err().to_string();
         assert!(err.contains("lies inside the workspace"), "{err}");
+    }
+
+    #[test]
+    fn review_does_not_need_the_record_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(FILE_NAME);
+        std::fs::write(&p, "[env.prod.records]\nsigning-key = \"keys/prod.key\"\n").unwrap();
+        let err = WorkspaceConfig::load(&p).unwrap_err().to_string();
+        assert!(err.contains("signing key"), "{err}");
+        let c = WorkspaceConfig::discover_for_review(Some(&p), d.path()).unwrap();
+        assert!(c.envs["prod"].records.signing_key.is_some());
+        std::fs::write(&p, "[env.prod]\nprotect = true\n").unwrap();
+        assert!(WorkspaceConfig::discover_for_review(Some(&p), d.path()).is_err());
     }
 
     #[test]

@@ -16,10 +16,17 @@
 //! publishes written mounts; [`secrets`] owns secret values, their
 //! providers (`local`, `env`, `vault`) and redaction;
 //! [`digest`] hashes files and trees without following links.
+//!
+//! For reviewers, [`audit`] says in plain language what each step may do,
+//! [`capdiff`] lists every capability change between two versions of a
+//! manifest or pipeline (escalations first), and [`inspect`] reads what a
+//! component imports and exports; [`review`] holds their shared wording.
 
 pub mod approval;
 pub mod attest;
+pub mod audit;
 pub mod cache;
+pub mod capdiff;
 pub mod cas;
 pub mod chain;
 pub mod cli;
@@ -28,6 +35,7 @@ pub mod digest;
 pub mod exec;
 pub mod export;
 pub mod fsutil;
+pub mod inspect;
 pub mod interrupt;
 pub mod keys;
 pub mod manifest;
@@ -37,6 +45,7 @@ pub mod plan;
 pub mod policy;
 pub mod record;
 pub mod reexec;
+pub mod review;
 pub mod sandbox;
 pub mod scheduler;
 pub mod secrets;

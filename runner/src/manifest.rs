@@ -301,6 +301,17 @@ pub struct AllowRule {
     pub methods: Option<Vec<String>>,
 }
 
+impl AllowRule {
+    /// The entry as a reviewer reads it: the URL, and the methods when
+    /// limited.
+    pub fn describe(&self) -> String {
+        match &self.methods {
+            Some(m) => format!("{} ({} only)", self.url, m.join(", ")),
+            None => self.url.clone(),
+        }
+    }
+}
+
 /// The network a step may reach, validated (`[network]`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct NetworkGrant {
@@ -624,7 +635,17 @@ fn guest_nested(a: &str, b: &str) -> bool {
 impl Manifest {
     /// Reads and validates the manifest at `path`.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let source = std::fs::read_to_string(path).map_err(|e| ManifestError {
+        Manifest::load_from(path, |p| std::fs::read_to_string(p))
+    }
+
+    /// Like [`Manifest::load`], with the file's text supplied by `read`
+    /// (for example the manifest as it was at a git revision). Neither reads
+    /// the component: a manifest can be checked without its build.
+    pub fn load_from(
+        path: &Path,
+        read: impl FnOnce(&Path) -> std::io::Result<String>,
+    ) -> Result<Manifest, ManifestError> {
+        let source = read(path).map_err(|e| ManifestError {
             path: path.to_path_buf(),
             problems: vec![Problem {
                 line: 0,

@@ -137,10 +137,15 @@ fn yes() -> bool {
 /// Whether the TOML file at `path` is a pipeline (`[[step]]` array) rather
 /// than a step manifest (`[step]` table).
 pub fn is_pipeline_file(path: &Path) -> bool {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.parse::<toml::Table>().ok())
-        .is_some_and(|t| matches!(t.get("step"), Some(toml::Value::Array(_))))
+    std::fs::read_to_string(path).is_ok_and(|s| is_pipeline_source(&s))
+}
+
+/// Whether `source` is the text of a pipeline (`[[step]]` array) rather
+/// than of a step manifest.
+pub fn is_pipeline_source(source: &str) -> bool {
+    source
+        .parse::<toml::Table>()
+        .is_ok_and(|t| matches!(t.get("step"), Some(toml::Value::Array(_))))
 }
 
 /// Validates a manifest written inline in the pipeline file at `path`
@@ -184,7 +189,17 @@ impl Pipeline {
     /// Reads a pipeline file and every manifest it names. Manifest problems
     /// are reported against the manifest files.
     pub fn load(path: &Path) -> Result<Pipeline, Vec<ManifestError>> {
-        let source = std::fs::read_to_string(path).map_err(|e| {
+        Pipeline::load_from(path, &|p: &Path| std::fs::read_to_string(p))
+    }
+
+    /// Like [`Pipeline::load`], with the pipeline file and every manifest
+    /// read by `read` (for example as they were at a git revision). Manifest
+    /// paths are joined to the pipeline's directory, not resolved on disk.
+    pub fn load_from(
+        path: &Path,
+        read: &dyn Fn(&Path) -> std::io::Result<String>,
+    ) -> Result<Pipeline, Vec<ManifestError>> {
+        let source = read(path).map_err(|e| {
             vec![file_error(
                 path,
                 vec![Problem {
@@ -238,7 +253,7 @@ impl Pipeline {
             let at = lines.at(s.span().start);
             let entry = s.get_ref();
             let loaded = match (&entry.manifest, &entry.inline) {
-                (Some(m), None) => Manifest::load(&dir.join(m.get_ref())),
+                (Some(m), None) => Manifest::load_from(&dir.join(m.get_ref()), read),
                 (None, Some(text)) => load_inline(path, &source, text),
                 (Some(_), Some(_)) | (None, None) => {
                     problems.push(at.problem(
@@ -476,6 +491,31 @@ fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loads_from_any_source() {
+        let files: BTreeMap<&str, &str> = BTreeMap::from([
+            (
+                "rev/p.toml",
+                "[[step]]\nmanifest = \"steps/a.toml\"\ncache = false\n",
+            ),
+            (
+                "rev/steps/a.toml",
+                "[step]\nname = \"a\"\ncomponent = \"gone.wasm\"\ndigest = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n",
+            ),
+        ]);
+        let read = |p: &Path| {
+            files
+                .get(p.to_str().unwrap())
+                .map(|s| s.to_string())
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        };
+        let p = Pipeline::load_from(Path::new("rev/p.toml"), &read).unwrap();
+        assert_eq!(p.steps[0].manifest.name, "a");
+        assert!(!p.steps[0].cache);
+        assert!(is_pipeline_source(files["rev/p.toml"]));
+        assert!(!is_pipeline_source(files["rev/steps/a.toml"]));
+    }
 
     #[test]
     fn cycles_are_found() {

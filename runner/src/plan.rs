@@ -91,7 +91,10 @@ pub struct PlanContext<'a> {
 }
 
 /// Replaces `${name}` in a mount's host path with the environment's
-/// variable; a relative value is relative to the workspace directory.
+/// variable; a relative value is relative to the workspace directory, and
+/// made absolute: the manifest's directory is joined in front of a
+/// relative result, and `--config cordon.toml` gives a relative workspace
+/// directory.
 fn expand_vars(host: &str, ctx: &PlanContext<'_>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = host;
@@ -109,7 +112,9 @@ fn expand_vars(host: &str, ctx: &PlanContext<'_>) -> Result<String, String> {
             )
         })?;
         if start == 0 && Path::new(value).is_relative() {
-            out.push_str(&ctx.workspace_dir.join(value).to_string_lossy());
+            let joined = ctx.workspace_dir.join(value);
+            let joined = std::path::absolute(&joined).unwrap_or(joined);
+            out.push_str(&joined.to_string_lossy());
         } else {
             out.push_str(value);
         }
@@ -119,9 +124,10 @@ fn expand_vars(host: &str, ctx: &PlanContext<'_>) -> Result<String, String> {
     Ok(out)
 }
 
-/// A mount's host path with variables expanded, relative to the manifest
-/// (not yet canonical).
-fn mount_host_raw(
+/// A mount's host path with variables expanded, joined to the manifest's
+/// directory; neither resolved nor checked on disk (the audit shows it
+/// without touching the data).
+pub fn mount_host_raw(
     manifest: &Manifest,
     m: &Mount,
     ctx: &PlanContext<'_>,
@@ -326,4 +332,39 @@ pub fn plan_step(manifest: &Manifest, ctx: &PlanContext<'_>) -> Result<StepPlan,
         random: manifest.random,
         network: manifest.network.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_relative_workspace_directory_still_expands_to_the_workspace() {
+        let mut env = crate::config::WorkspaceConfig::implicit(Path::new("."))
+            .envs
+            .remove("dev")
+            .unwrap();
+        env.vars = BTreeMap::from([("data_root".to_string(), "data/dev".to_string())]);
+        let ctx = PlanContext {
+            env: &env,
+            workspace_dir: Path::new("."),
+            state_dir: Path::new(".cordon"),
+            produced: &[],
+        };
+        let expanded = expand_vars("${data_root}/raw", &ctx).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(Path::new(&expanded), cwd.join("data/dev/raw"));
+        let manifest = Manifest::parse(
+            Path::new("steps/s.toml"),
+            "[step]\nname = \"s\"\ncomponent = \"s.wasm\"\ndigest = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n\
+             [[mount]]\nguest = \"/in\"\nhost = \"${data_root}/raw\"\naccess = \"read\"\npurpose = \"p\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            mount_host_raw(&manifest, &manifest.mounts[0], &ctx).unwrap(),
+            cwd.join("data/dev/raw"),
+            "not under steps/"
+        );
+    }
 }

@@ -11,6 +11,7 @@ mod network;
 mod pipelines;
 mod policy;
 mod records;
+mod review;
 mod runs;
 mod secrets;
 mod vault;

@@ -774,6 +774,37 @@ fn classify(e: wasmtime::Error, store: &Store<StepState>, limits: &Limits) -> Te
     }
 }
 
+/// The interfaces `base_linker` defines, as `package/interface@major.minor`:
+/// an import of any patch version of one of them is served (the linker
+/// matches semver-compatible versions). `wasi:sockets` is not among them:
+/// its interfaces are stubbed so that every call traps. `cordon inspect`
+/// compares a component's imports with this list; change it with the
+/// linker.
+pub const LINKED_INTERFACES: &[&str] = &[
+    "wasi:io/error@0.2",
+    "wasi:io/poll@0.2",
+    "wasi:io/streams@0.2",
+    "wasi:clocks/wall-clock@0.2",
+    "wasi:clocks/monotonic-clock@0.2",
+    "wasi:filesystem/types@0.2",
+    "wasi:filesystem/preopens@0.2",
+    "wasi:random/random@0.2",
+    "wasi:random/insecure@0.2",
+    "wasi:random/insecure-seed@0.2",
+    "wasi:cli/exit@0.2",
+    "wasi:cli/environment@0.2",
+    "wasi:cli/stdin@0.2",
+    "wasi:cli/stdout@0.2",
+    "wasi:cli/stderr@0.2",
+    "wasi:cli/terminal-input@0.2",
+    "wasi:cli/terminal-output@0.2",
+    "wasi:cli/terminal-stdin@0.2",
+    "wasi:cli/terminal-stdout@0.2",
+    "wasi:cli/terminal-stderr@0.2",
+    "cordon:step/secrets@0.1",
+    "cordon:step/report@0.1",
+];
+
 /// WASI 0.2 without sockets, plus the Cordon interfaces. Mirrors
 /// `wasmtime_wasi::p2::add_to_linker_async` minus `wasi:sockets`.
 fn base_linker(engine: &Engine) -> wasmtime::Result<Linker<StepState>> {
