@@ -753,16 +753,18 @@ mod tests {
             [
                 "wasi:filesystem/preopens@0.2.6",
                 "wasi:sockets/tcp@0.2.6",
-                "cordon:step/secrets@0.1.0"
+                "cordon:step/secrets@0.1.0",
+                "wasi:http/outgoing-handler@0.2.6"
             ]
         );
         assert_eq!(
             subjects(&c.unavailable_imports),
-            [
-                "wasi:http/outgoing-handler@0.2.6",
-                "wasi:cli/environment@0.3.0"
-            ]
+            ["wasi:cli/environment@0.3.0"]
         );
+        // With a network grant, wasi:http is linked.
+        let granted = manifest("[network]\nallow = [\"https://api.example.com/\"]\n");
+        let c = check(&ins, &granted, "s.toml");
+        assert!(!subjects(&c.denied_imports).contains(&"wasi:http/outgoing-handler@0.2.6"));
     }
 
     #[test]
