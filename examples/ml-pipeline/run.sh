@@ -39,6 +39,8 @@ fi
 
 echo "== cordon plan"
 "$cordon" plan "$here/pipeline.toml" --env dev
+echo "== cordon check (policy; cordon run checks too, and runs nothing on a violation)"
+"$cordon" check "$here/pipeline.toml" --env dev
 echo "== cordon run (first run)"
 "$cordon" run "$here/pipeline.toml" --env dev --report json="$here/.cordon/last-run.json"
 echo "== cordon run (second run: unchanged steps come from the cache)"
