@@ -92,6 +92,22 @@ impl Cas {
         Ok(d)
     }
 
+    /// Stores `bytes`, whose digest the caller has already computed and
+    /// checked to be `d` (a plan's component): when the blob is present
+    /// nothing is hashed or written again.
+    pub fn put_verified(&self, d: &Sha256Digest, bytes: &[u8]) -> io::Result<()> {
+        if self.has(d) {
+            return Ok(());
+        }
+        let stored = self.put(bytes)?;
+        if stored != *d {
+            return Err(corrupt(format!(
+                "bytes said to have digest {d} have digest {stored}"
+            )));
+        }
+        Ok(())
+    }
+
     /// The bytes with digest `d`, checked against it.
     pub fn get(&self, d: &Sha256Digest) -> io::Result<Vec<u8>> {
         let bytes = std::fs::read(self.blob_path(d))?;

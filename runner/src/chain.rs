@@ -17,16 +17,20 @@
 //! verify output) elsewhere if that matters.
 //!
 //! **Appends** hold an exclusive lock on `chain.lock` from reading the last
-//! entry to replacing the log, so two runners sharing a state directory
-//! take turns. The log is replaced atomically (a temporary file, fsync,
-//! rename, fsync of the directory), so a runner killed at any point leaves
-//! either the old log or the new one; temporary files it leaves behind are
-//! ignored by `verify` and removed by the next append. A runner killed after
-//! writing its record but before the log was replaced leaves a record the
-//! chain does not list; `verify` reports it as such.
+//! entry to writing the new one, so two runners sharing a state directory
+//! take turns. The record (and its envelope) is written first, atomically
+//! (a temporary file, fsync, link into place, fsync of the directory); then
+//! the entry is appended to the log as one newline-terminated line in one
+//! `write` on a file opened for appending, and the log is fsynced. The cost
+//! of an append does not grow with the log.
 //!
-//! Each append rewrites the log: linear in its length, which is fine for
-//! the thousands of records a state directory typically holds.
+//! A runner killed at any point leaves a valid log: at worst its entry is a
+//! final line without its newline, which readers ignore (only complete
+//! lines are entries) and the next append cuts off before writing. Temporary
+//! files it leaves behind are ignored by `verify` and removed by the next
+//! runner's first append. A runner killed after writing its record but
+//! before its entry was complete leaves a record the chain does not list;
+//! `verify` reports it as such.
 
 use crate::attest::{self, Signer};
 use crate::manifest::Sha256Digest;
@@ -89,15 +93,57 @@ pub fn envelope_path(records_dir: &Path, run_id: &str) -> PathBuf {
     records_dir.join(format!("{run_id}.dsse.json"))
 }
 
-/// Reads the log's raw lines (an absent log is empty).
+/// Reads the log's entries as raw lines (an absent log is empty). Only
+/// newline-terminated lines count: a final line without its newline is an
+/// append that never finished (its runner was killed, or is writing it
+/// right now) and is not an entry.
 pub fn read_lines(records_dir: &Path) -> io::Result<Vec<String>> {
     match std::fs::read(records_dir.join(LOG_FILE)) {
-        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes)
-            .lines()
-            .map(str::to_string)
-            .collect()),
+        Ok(bytes) => {
+            let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            Ok(String::from_utf8_lossy(&bytes[..complete])
+                .lines()
+                .map(str::to_string)
+                .collect())
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e),
+    }
+}
+
+/// The last complete line of `log` (without its newline) and the length of
+/// the log's complete part, up to and including its last newline. Reads
+/// backwards from the end, so the cost does not grow with the log.
+fn last_entry(log: &std::fs::File) -> io::Result<(Option<String>, u64)> {
+    use std::os::unix::fs::FileExt;
+    let len = log.metadata()?.len();
+    let mut pos = len;
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let chunk = pos.min(4096);
+        pos -= chunk;
+        let mut c = vec![0u8; chunk as usize];
+        log.read_exact_at(&mut c, pos)?;
+        c.extend_from_slice(&buf);
+        buf = c;
+        match buf.iter().rposition(|&b| b == b'\n') {
+            Some(end) => {
+                let complete = pos + end as u64 + 1;
+                let before = &buf[..end];
+                match before.iter().rposition(|&b| b == b'\n') {
+                    Some(start) => {
+                        let line = String::from_utf8_lossy(&before[start + 1..]).into_owned();
+                        return Ok((Some(line), complete));
+                    }
+                    None if pos == 0 => {
+                        return Ok((Some(String::from_utf8_lossy(before).into_owned()), complete));
+                    }
+                    None => {}
+                }
+            }
+            None if pos == 0 => return Ok((None, 0)),
+            None => {}
+        }
     }
 }
 
@@ -121,15 +167,13 @@ pub fn seal(
     remove_stale_temporaries(records_dir);
 
     let log_path = records_dir.join(LOG_FILE);
-    let old = match std::fs::read(&log_path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    let last = String::from_utf8_lossy(&old)
-        .lines()
-        .last()
-        .map(str::to_string);
+    let created = !log_path.exists();
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(&log_path)?;
+    let (last, complete) = last_entry(&log)?;
     let (sequence, previous) = match &last {
         None => (1, genesis()),
         Some(line) => {
@@ -150,20 +194,26 @@ pub fn seal(
     let bytes = record.to_redacted_bytes(redactor);
     let record_digest = Sha256Digest::of(&bytes);
     let record_path = record_path(records_dir, &record.run_id);
-    crate::fsutil::write_new(&record_path, &bytes)?;
 
     let mut envelope_digest = None;
     let mut envelope_file = None;
+    let mut envelope_bytes = Vec::new();
     if let Some(signer) = signer {
         let payload = attest::statement_bytes(&bytes).map_err(io::Error::other)?;
-        let mut env = serde_json::to_vec_pretty(&signer.envelope(attest::PAYLOAD_TYPE, &payload))
-            .map_err(io::Error::other)?;
-        env.push(b'\n');
-        let p = envelope_path(records_dir, &record.run_id);
-        crate::fsutil::write_new(&p, &env)?;
-        envelope_digest = Some(Sha256Digest::of(&env).to_string());
-        envelope_file = Some(p);
+        envelope_bytes =
+            serde_json::to_vec_pretty(&signer.envelope(attest::PAYLOAD_TYPE, &payload))
+                .map_err(io::Error::other)?;
+        envelope_bytes.push(b'\n');
+        envelope_digest = Some(Sha256Digest::of(&envelope_bytes).to_string());
+        envelope_file = Some(envelope_path(records_dir, &record.run_id));
     }
+    // Both files are durable before the log entry that lists them is
+    // written.
+    let mut files: Vec<(&Path, &[u8])> = vec![(&record_path, &bytes)];
+    if let Some(p) = &envelope_file {
+        files.push((p, &envelope_bytes));
+    }
+    crate::fsutil::write_new_in(records_dir, &files)?;
 
     let entry = LogEntry {
         seq: sequence,
@@ -172,13 +222,21 @@ pub fn seal(
         envelope: envelope_digest,
         prev: previous.to_string(),
     };
-    let mut new = old;
-    if !new.is_empty() && !new.ends_with(b"\n") {
-        new.push(b'\n');
+    // An unfinished line left by a killed runner is not an entry; cut it
+    // off so this one starts on a line of its own.
+    if log.metadata()?.len() != complete {
+        log.set_len(complete)?;
     }
-    new.extend_from_slice(entry.to_line().as_bytes());
-    new.push(b'\n');
-    crate::fsutil::write_atomic(&log_path, &new)?;
+    let mut line = entry.to_line().into_bytes();
+    line.push(b'\n');
+    // One write of the whole line on an append-mode file: nothing else can
+    // land in the middle of it, and a kill leaves at most a line without
+    // its newline.
+    std::io::Write::write_all(&mut log, &line)?;
+    log.sync_all()?;
+    if created {
+        crate::fsutil::sync_dir(records_dir)?;
+    }
     drop(lock);
     Ok(Sealed {
         record_path,
@@ -188,8 +246,19 @@ pub fn seal(
 }
 
 /// Removes temporary files a killed runner left in `records_dir`. Called
-/// with the chain lock held, so no live writer owns them.
+/// with the chain lock held, so no live writer owns them. Once per
+/// directory per process: a killed runner's leftovers predate this process,
+/// and scanning a directory of thousands of records on every append would
+/// make a long pipeline quadratic.
 fn remove_stale_temporaries(records_dir: &Path) {
+    static SWEPT: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+    {
+        let mut swept = SWEPT.lock().unwrap_or_else(|p| p.into_inner());
+        if swept.iter().any(|d| d == records_dir) {
+            return;
+        }
+        swept.push(records_dir.to_path_buf());
+    }
     let Ok(rd) = std::fs::read_dir(records_dir) else {
         return;
     };
@@ -199,5 +268,48 @@ fn remove_stale_temporaries(records_dir: &Path) {
         if name.starts_with('.') && name.contains(".tmp-") {
             let _ = std::fs::remove_file(e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The last entry is found across read-chunk boundaries, with and
+    /// without an unfinished final line, and `read_lines` agrees.
+    #[test]
+    fn the_last_complete_line_is_found_from_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_FILE);
+        let open = || std::fs::File::open(&path).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(last_entry(&open()).unwrap(), (None, 0));
+        std::fs::write(&path, b"half an ent").unwrap();
+        assert_eq!(last_entry(&open()).unwrap(), (None, 0));
+        assert!(read_lines(dir.path()).unwrap().is_empty());
+
+        // Lines long enough that several straddle the 4 KiB chunks.
+        let lines: Vec<String> = (0..50)
+            .map(|i| format!("{{\"seq\":{i},\"pad\":\"{}\"}}", "x".repeat(i * 37)))
+            .collect();
+        let mut text = lines.join("\n");
+        text.push('\n');
+        std::fs::write(&path, &text).unwrap();
+        let (last, complete) = last_entry(&open()).unwrap();
+        assert_eq!(last.as_deref(), Some(lines[49].as_str()));
+        assert_eq!(complete, text.len() as u64);
+
+        let torn = format!("{text}{{\"seq\":50,\"pa");
+        std::fs::write(&path, &torn).unwrap();
+        let (last, complete) = last_entry(&open()).unwrap();
+        assert_eq!(last.as_deref(), Some(lines[49].as_str()));
+        assert_eq!(complete, text.len() as u64, "the torn tail is not counted");
+        assert_eq!(read_lines(dir.path()).unwrap(), lines);
+
+        std::fs::write(&path, format!("{}\n", lines[3])).unwrap();
+        assert_eq!(
+            last_entry(&open()).unwrap(),
+            (Some(lines[3].clone()), lines[3].len() as u64 + 1)
+        );
     }
 }

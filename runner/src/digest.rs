@@ -124,8 +124,27 @@ pub fn tree(root: &Path) -> io::Result<Tree> {
 
 /// Like [`tree`], but files whose device, inode, size, mtime and ctime are
 /// those recorded in `index` are not read again: their recorded digest is
-/// used. Files are hashed on several threads.
+/// used. Files are hashed on several threads (see [`default_hash_threads`]).
 pub fn tree_with(root: &Path, index: Option<&HashIndex>) -> io::Result<Tree> {
+    tree_with_threads(root, index, default_hash_threads())
+}
+
+/// How many threads a tree hash uses by default: one per core, at most
+/// eight.
+pub fn default_hash_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_HASH_THREADS)
+}
+
+/// Like [`tree_with`], on at most `threads` threads (at least one). The
+/// digest does not depend on the thread count; benchmarks use this to
+/// measure hashing on one core against several.
+pub fn tree_with_threads(
+    root: &Path,
+    index: Option<&HashIndex>,
+    threads: usize,
+) -> io::Result<Tree> {
     let meta = std::fs::symlink_metadata(root)?;
     if !meta.is_dir() {
         return Err(io::Error::new(
@@ -136,7 +155,7 @@ pub fn tree_with(root: &Path, index: Option<&HashIndex>) -> io::Result<Tree> {
     let mut entries = Vec::new();
     let mut files = Vec::new();
     walk(root, "", &mut entries, &mut files)?;
-    hash_files(&mut entries, &files, index)?;
+    hash_files(&mut entries, &files, index, threads)?;
     entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     let mut hasher = Sha256::new();
     for e in &entries {
@@ -172,18 +191,16 @@ pub fn tree_with(root: &Path, index: Option<&HashIndex>) -> io::Result<Tree> {
 const MAX_HASH_THREADS: usize = 8;
 
 /// Fills in size and digest of the file entries (`files` holds, for each,
-/// its index in `entries` and its path), on up to [`MAX_HASH_THREADS`]
-/// threads that take files from a shared counter, so one huge file does not
-/// hold up the rest.
+/// its index in `entries` and its path), on up to `threads` threads that
+/// take files from a shared counter, so one huge file does not hold up the
+/// rest.
 fn hash_files(
     entries: &mut [Entry],
     files: &[(usize, std::path::PathBuf)],
     index: Option<&HashIndex>,
+    threads: usize,
 ) -> io::Result<()> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_HASH_THREADS)
-        .min(files.len());
+    let threads = threads.max(1).min(files.len());
     let results: Vec<std::sync::OnceLock<io::Result<(Sha256Digest, u64)>>> =
         files.iter().map(|_| std::sync::OnceLock::new()).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -299,6 +316,9 @@ pub struct HashIndex {
     settle: i64,
     hits: std::sync::atomic::AtomicU64,
     misses: std::sync::atomic::AtomicU64,
+    /// Whether an entry was added since the index was loaded: an unchanged
+    /// index is not written back.
+    changed: std::sync::atomic::AtomicBool,
 }
 
 /// How often an index was consulted, for diagnostics and benchmarks.
@@ -363,6 +383,7 @@ impl HashIndex {
             settle,
             hits: Default::default(),
             misses: Default::default(),
+            changed: Default::default(),
         }
     }
 
@@ -406,6 +427,8 @@ impl HashIndex {
     }
 
     fn insert(&self, path: &Path, stamp: Stamp, digest: &Sha256Digest) {
+        self.changed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.lock().insert(
             path.to_path_buf(),
             IndexEntry {
@@ -418,10 +441,15 @@ impl HashIndex {
     /// Writes the index back atomically, leaving out files that no longer
     /// exist. Two runners sharing a state directory may overwrite each
     /// other's additions; that costs a re-hash, nothing more.
+    /// Nothing is written when no file was added since the index was loaded
+    /// (entries of deleted files are then left out on a later save).
     pub fn save(&self) -> io::Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
         };
+        if !self.changed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
         let files: std::collections::BTreeMap<_, _> = self
             .lock()
             .iter()
@@ -665,8 +693,32 @@ mod tests {
         assert_eq!(loaded.len(), 1);
         tree_with(data.path(), Some(&loaded)).unwrap();
         assert_eq!(loaded.stats().hits, 1);
+        // Served entirely from the index: nothing new to write back.
+        let written = std::fs::metadata(HashIndex::file_in(state.path()))
+            .unwrap()
+            .modified()
+            .unwrap();
+        std::fs::remove_file(HashIndex::file_in(state.path())).unwrap();
+        loaded.save().unwrap();
+        assert!(
+            !HashIndex::file_in(state.path()).exists(),
+            "an unchanged index ({written:?}) is not rewritten"
+        );
+        index.save().unwrap();
         std::fs::write(HashIndex::file_in(state.path()), b"{ not json").unwrap();
         assert!(HashIndex::load(state.path()).is_empty());
+    }
+
+    #[test]
+    fn the_digest_does_not_depend_on_the_thread_count() {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..40 {
+            std::fs::write(d.path().join(format!("f{i}")), vec![i as u8; 1000 + i]).unwrap();
+        }
+        let one = tree_with_threads(d.path(), None, 1).unwrap();
+        for threads in [0, 2, 3, 16] {
+            assert_eq!(tree_with_threads(d.path(), None, threads).unwrap(), one);
+        }
     }
 
     #[test]

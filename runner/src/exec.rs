@@ -375,7 +375,7 @@ pub fn run_step(
     // The component goes into the store so the run can be repeated from
     // its record (`cordon verify --reexecute`) after the file is rebuilt.
     crate::cas::Cas::for_state(state)
-        .and_then(|cas| cas.put(&plan.component_bytes))
+        .and_then(|cas| cas.put_verified(&plan.component_digest, &plan.component_bytes))
         .map_err(fail(
             "cannot store the component in the content-addressed store",
         ))?;

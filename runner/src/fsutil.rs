@@ -14,6 +14,17 @@ fn write_via_temp(
     bytes: &[u8],
     place: impl FnOnce(&Path, &Path) -> io::Result<()>,
 ) -> io::Result<()> {
+    place_via_temp(path, bytes, place)?;
+    sync_dir(parent_dir(path))
+}
+
+/// [`write_via_temp`] without the directory fsync, for callers that place
+/// several files in one directory and fsync it once.
+fn place_via_temp(
+    path: &Path,
+    bytes: &[u8],
+    place: impl FnOnce(&Path, &Path) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = parent_dir(path);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(
@@ -33,15 +44,22 @@ fn write_via_temp(
     // After a rename the temporary name is gone; after a hard link (or a
     // failure) it must be removed.
     let _ = fs::remove_file(&tmp);
-    result?;
-    sync_dir(dir)
+    result
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same
 /// directory, fsync, rename, fsync of the directory. A crash leaves either
-/// the old file or the new one, never a torn one.
+/// the old file or the new one, never a torn one. A new file is private
+/// (0600); a replaced one keeps its permissions, so rewriting a user's
+/// `cordon.toml` or manifest (`cordon pin`, `cordon key generate`) leaves it
+/// as readable as it was.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_via_temp(path, bytes, |tmp, path| fs::rename(tmp, path))
+    write_via_temp(path, bytes, |tmp, path| {
+        if let Ok(meta) = fs::metadata(path) {
+            fs::set_permissions(tmp, meta.permissions())?;
+        }
+        fs::rename(tmp, path)
+    })
 }
 
 /// Writes `bytes` to a new file at `path`, failing if it exists; durable
@@ -49,6 +67,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     // A hard link fails if `path` exists, unlike rename, which replaces.
     write_via_temp(path, bytes, |tmp, path| fs::hard_link(tmp, path))
+}
+
+/// Writes each `(path, bytes)` as a new file like [`write_new`], all in
+/// the directory `dir`, which is fsynced once after the last: a record and
+/// its signed envelope cost one directory fsync, not two. Fails at the
+/// first file that exists or cannot be written (earlier ones stay).
+pub fn write_new_in(dir: &Path, files: &[(&Path, &[u8])]) -> io::Result<()> {
+    for (path, bytes) in files {
+        debug_assert_eq!(parent_dir(path), dir);
+        place_via_temp(path, bytes, |tmp, path| fs::hard_link(tmp, path))?;
+    }
+    sync_dir(dir)
 }
 
 /// The directory containing `path` (`.` for a bare file name).
@@ -124,6 +154,24 @@ pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_new_file_is_private_and_a_replaced_one_keeps_its_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        write_atomic(&p, b"one").unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p), 0o600);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(mode(&p), 0o644);
+        let n = d.path().join("n");
+        write_new(&n, b"x").unwrap();
+        assert_eq!(mode(&n), 0o600);
+        assert!(write_new(&n, b"y").is_err(), "never overwrites");
+    }
 
     #[test]
     fn write_new_never_overwrites() {

@@ -545,19 +545,27 @@ struct RawLimits {
 }
 
 /// Maps byte offsets in a TOML source to 1-based line and column.
-pub struct LineIndex<'a>(&'a str);
+pub struct LineIndex<'a> {
+    source: &'a str,
+    /// The byte offset each line starts at: a lookup is a binary search, so
+    /// locating every step of a pipeline of thousands stays linear.
+    starts: Vec<usize>,
+}
 
 impl<'a> LineIndex<'a> {
     /// An index over `source`.
     pub fn new(source: &'a str) -> Self {
-        LineIndex(source)
+        let starts = std::iter::once(0)
+            .chain(source.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { source, starts }
     }
 
     /// The location of byte `offset`.
     pub fn at(&self, offset: usize) -> Location {
-        let before = &self.0[..offset.min(self.0.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let offset = offset.min(self.source.len());
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let column = self.source[self.starts[line - 1]..offset].chars().count() + 1;
         Location { line, column }
     }
 
@@ -1073,6 +1081,26 @@ fn fix_for_parse_error(message: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_index_gives_lines_and_columns_in_characters() {
+        let src = "a = 1\nbé = \"x\"\n\nlast";
+        let idx = LineIndex::new(src);
+        let at = |o| {
+            let l = idx.at(o);
+            (l.line, l.column)
+        };
+        assert_eq!(at(0), (1, 1));
+        assert_eq!(at(5), (1, 6), "the newline ends line 1");
+        assert_eq!(at(6), (2, 1));
+        assert_eq!(
+            at(src.rfind('=').unwrap()),
+            (2, 4),
+            "columns count characters"
+        );
+        assert_eq!(at(src.find("last").unwrap()), (4, 1));
+        assert_eq!(at(src.len() + 10), (4, 5), "past the end is the end");
+    }
 
     const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 

@@ -31,7 +31,7 @@
 //! anything runs, with the file and line to change.
 
 use crate::manifest::{Access, Location, Manifest, ManifestError, Problem};
-use crate::plan::{PlanContext, StepPlan, mount_host, plan_step};
+use crate::plan::{ComponentFiles, PlanContext, StepPlan, mount_host, plan_step_with};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -370,9 +370,13 @@ impl Pipeline {
             produced: &produced,
             ..*ctx
         };
-        let mut plans = Vec::new();
+        let mut plans: Vec<StepPlan> = Vec::new();
+        // Steps that run the same component file share its bytes, read and
+        // hashed once: a pipeline of a thousand steps of one component holds
+        // one copy.
+        let mut files = ComponentFiles::default();
         for s in &self.steps {
-            match plan_step(&s.manifest, &ctx) {
+            match plan_step_with(&s.manifest, &ctx, &mut files) {
                 Ok(p) => plans.push(p),
                 Err(e) => errors.push(e),
             }

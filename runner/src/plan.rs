@@ -47,8 +47,9 @@ pub struct StepPlan {
     /// The verified component digest.
     pub component_digest: Sha256Digest,
     /// The component bytes that were verified (never re-read, so the file
-    /// cannot change between the check and the run).
-    pub component_bytes: Vec<u8>,
+    /// cannot change between the check and the run). Shared: the steps of a
+    /// pipeline that run the same component hold one copy.
+    pub component_bytes: std::sync::Arc<[u8]>,
     /// argv: the step name, then the granted arguments.
     pub argv: Vec<String>,
     /// The granted environment.
@@ -149,6 +150,22 @@ pub fn mount_host(
 
 /// Resolves `manifest` for a run in `ctx`.
 pub fn plan_step(manifest: &Manifest, ctx: &PlanContext<'_>) -> Result<StepPlan, ManifestError> {
+    plan_step_with(manifest, ctx, &mut ComponentFiles::default())
+}
+
+/// Component files read and hashed while planning, by path. The steps of a
+/// pipeline that share a component file read and hash it once, and all run
+/// the very bytes that were checked.
+#[derive(Default)]
+pub struct ComponentFiles(std::collections::HashMap<PathBuf, (std::sync::Arc<[u8]>, Sha256Digest)>);
+
+/// Like [`plan_step`], reusing (and adding to) the component files in
+/// `files`.
+pub fn plan_step_with(
+    manifest: &Manifest,
+    ctx: &PlanContext<'_>,
+    files: &mut ComponentFiles,
+) -> Result<StepPlan, ManifestError> {
     let state_dir = ctx.state_dir;
     let mut problems: Vec<Problem> = Vec::new();
     let fail = |problems: Vec<Problem>| ManifestError {
@@ -175,14 +192,24 @@ pub fn plan_step(manifest: &Manifest, ctx: &PlanContext<'_>) -> Result<StepPlan,
 
     let component_rel = manifest.dir.join(&manifest.component);
     let mut component_path = component_rel.clone();
-    let mut component_bytes = Vec::new();
-    match std::fs::read(&component_rel) {
+    let mut component_bytes: std::sync::Arc<[u8]> = std::sync::Arc::from(Vec::new());
+    let read = match files.0.get(&component_rel) {
+        Some((bytes, digest)) => Ok((bytes.clone(), digest.clone())),
+        None => std::fs::read(&component_rel).map(|bytes| {
+            let digest = Sha256Digest::of(&bytes);
+            let bytes: std::sync::Arc<[u8]> = bytes.into();
+            files
+                .0
+                .insert(component_rel.clone(), (bytes.clone(), digest.clone()));
+            (bytes, digest)
+        }),
+    };
+    match read {
         Err(e) => problems.push(manifest.component_at.problem(
             format!("cannot read component {}: {e}", component_rel.display()),
             Some("build the step (`cargo build --release --target wasm32-wasip2`) or correct the path; it is relative to the manifest".into()),
         )),
-        Ok(bytes) => {
-            let actual = Sha256Digest::of(&bytes);
+        Ok((bytes, actual)) => {
             if actual != manifest.digest {
                 problems.push(manifest.digest_at.problem(
                     format!(

@@ -12,7 +12,9 @@
 //! - **Network**: `wasi:sockets` is not linked at all. A component that
 //!   imports it still instantiates (Rust's standard library may import it
 //!   without using it), but every socket function is a stub that traps with
-//!   "not granted": there is no socket, no DNS, not even a denied one.
+//!   "network access denied": there is no socket, no DNS, not even a
+//!   denied one. `wasi:http` is linked only for a step with a `[network]`
+//!   grant (see [`net`]); without one its functions trap the same way.
 //! - **Clock and randomness**: unless the grants say otherwise, a wall clock
 //!   fixed to one instant and random streams from one seed
 //!   ([`determinism`]); NaNs are always canonical. The same inputs then give
@@ -257,7 +259,10 @@ pub struct RunOutcome {
     pub network: Vec<net::NetworkCall>,
 }
 
-/// A compiled, pre-instantiated component.
+/// A compiled, pre-instantiated component. Cloning it is cheap (the
+/// compiled code is shared), so the steps of a pipeline that run the same
+/// component share one.
+#[derive(Clone)]
 pub struct StepComponent {
     pre: CommandPre<StepState>,
     /// Whether the compiled artifact came from the on-disk cache.
@@ -370,14 +375,38 @@ impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
 }
 
+/// How the engine is set up; the defaults are what `cordon run` uses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SandboxOptions {
+    /// Use wasmtime's pooling allocator: instance slots (memories, tables)
+    /// reserved once up front and reused, instead of mapped per instance.
+    /// Instantiation gets cheaper, at the price of reserving virtual address
+    /// space for [`POOL_SLOTS`] instances at start-up, which only pays off
+    /// when one process runs many steps.
+    pub pooling: bool,
+    /// Measurement only (benchmarks attribute the cost of each guarantee
+    /// with it): compile without fuel metering, so the fuel limit is not
+    /// enforced. `cordon` never sets it.
+    pub without_fuel: bool,
+    /// Measurement only: compile without NaN canonicalization, so float
+    /// results may differ in NaN bits between CPUs. `cordon` never sets it.
+    pub without_nan_canonicalization: bool,
+}
+
+/// Instance slots the pooling allocator reserves: enough for every step of
+/// a wide pipeline running at once with room to spare.
+pub const POOL_SLOTS: u32 = 64;
+
 /// The engine, the linker, and the compiled-component cache.
 pub struct Sandbox {
     engine: Engine,
+    without_fuel: bool,
     linker: Linker<StepState>,
     cache_dir: Option<PathBuf>,
     _ticker: EpochTicker,
@@ -388,11 +417,32 @@ impl Sandbox {
     /// (minus sockets) and the Cordon interfaces. Compiled components are
     /// cached in `cache_dir` when given.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Sandbox, SandboxError> {
+        Sandbox::with_options(cache_dir, SandboxOptions::default())
+    }
+
+    /// Like [`Sandbox::new`], set up as `options` say.
+    pub fn with_options(
+        cache_dir: Option<PathBuf>,
+        options: SandboxOptions,
+    ) -> Result<Sandbox, SandboxError> {
         let mut config = Config::new();
+        if options.pooling {
+            let mut pool = wasmtime::PoolingAllocationConfig::default();
+            pool.total_component_instances(POOL_SLOTS)
+                .total_core_instances(POOL_SLOTS * 4)
+                .total_memories(POOL_SLOTS * 2)
+                .total_tables(POOL_SLOTS * 4)
+                // The whole 32-bit space: the step's own memory limit (the
+                // store's limiter) is what bounds it, not the pool.
+                .max_memory_size(4 << 30);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
         config.wasm_component_model(true);
-        config.consume_fuel(true);
+        config.consume_fuel(!options.without_fuel);
         config.epoch_interruption(true);
-        config.cranelift_nan_canonicalization(NAN_CANONICALIZATION);
+        config.cranelift_nan_canonicalization(
+            NAN_CANONICALIZATION && !options.without_nan_canonicalization,
+        );
         let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(wasm_err(e)))?;
         let linker = base_linker(&engine).map_err(|e| SandboxError::Engine(wasm_err(e)))?;
 
@@ -403,8 +453,11 @@ impl Sandbox {
             std::thread::Builder::new()
                 .name("cordon-epoch".into())
                 .spawn(move || {
+                    // Parked rather than asleep, so that dropping the
+                    // sandbox wakes it at once instead of waiting out a tick
+                    // (which would add up to a tick to every `cordon run`).
                     while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_TICK);
+                        std::thread::park_timeout(EPOCH_TICK);
                         engine.increment_epoch();
                     }
                 })
@@ -415,6 +468,7 @@ impl Sandbox {
         };
         Ok(Sandbox {
             engine,
+            without_fuel: options.without_fuel,
             linker,
             cache_dir,
             _ticker: EpochTicker {
@@ -631,9 +685,11 @@ impl Sandbox {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store
-            .set_fuel(limits.fuel)
-            .map_err(|e| SandboxError::Engine(wasm_err(e)))?;
+        if !self.without_fuel {
+            store
+                .set_fuel(limits.fuel)
+                .map_err(|e| SandboxError::Engine(wasm_err(e)))?;
+        }
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
 
@@ -948,7 +1004,9 @@ impl OutputWatchdog {
                         if stop.load(Ordering::Relaxed) {
                             return;
                         }
-                        std::thread::sleep(OUTPUT_POLL);
+                        // Parked, not asleep: `stop` unparks it, so the run
+                        // does not wait out a poll interval when it ends.
+                        std::thread::park_timeout(OUTPUT_POLL);
                     }
                 })
         };
@@ -980,6 +1038,7 @@ impl OutputWatchdog {
     fn stop(mut self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
         self.peak.load(Ordering::Relaxed)
