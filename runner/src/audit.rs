@@ -126,6 +126,9 @@ pub struct SecretAudit {
     pub provider: &'static str,
     /// The granted uses.
     pub uses: BTreeSet<SecretUse>,
+    /// For `http-header`: the only hosts the value is sent to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     /// One sentence per use.
     pub summary: Vec<Phrase>,
 }
@@ -452,10 +455,17 @@ fn audit_step(
                 key: g.key.clone(),
                 provider: provider.as_str(),
                 uses: g.uses.clone(),
+                hosts: g.hosts.clone(),
                 summary: g
                     .uses
                     .iter()
-                    .map(|u| secret_use_phrase(&g.name, *u).then(via.clone()))
+                    .map(|u| match u {
+                        SecretUse::HttpHeader if !g.hosts.is_empty() => {
+                            crate::review::http_header_phrase(&g.name, &g.hosts)
+                        }
+                        _ => secret_use_phrase(&g.name, *u),
+                    })
+                    .map(|p| p.then(via.clone()))
                     .collect(),
             }
         })

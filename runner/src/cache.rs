@@ -399,6 +399,110 @@ mod tests {
         );
     }
 
+    /// Each part of the action key is there: changing any one of them gives
+    /// a different key, so a run that differs in it is never served another
+    /// run's outputs.
+    #[test]
+    fn every_part_of_the_action_key_changes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.wasm"), b"component").unwrap();
+        let digest = Sha256Digest::of(b"component");
+        let manifest = dir.path().join("step.toml");
+        std::fs::write(
+            &manifest,
+            format!("[step]\nname = \"s\"\ncomponent = \"c.wasm\"\ndigest = \"{digest}\"\n"),
+        )
+        .unwrap();
+        let m = crate::manifest::Manifest::load(&manifest).unwrap();
+        let ws = crate::config::WorkspaceConfig::implicit(dir.path());
+        let env = ws.env(crate::config::DEFAULT_ENV).unwrap();
+        let state = dir.path().join(".cordon");
+        let ctx = crate::plan::PlanContext {
+            env,
+            workspace_dir: dir.path(),
+            state_dir: &state,
+            produced: &[],
+        };
+        let plan = crate::plan::plan_step(&m, &ctx).unwrap();
+        let inputs = vec![("/in".to_string(), Sha256Digest::of(b"tree"))];
+        let secret = ResolvedSecret {
+            name: "k".into(),
+            uses: BTreeSet::from([SecretUse::Hmac]),
+            provider: "local",
+            version: Some("1".into()),
+            credential: None,
+            value: crate::secrets::SecretValue::new(b"value".to_vec()),
+        };
+        let base = action_key(&plan, &inputs, std::slice::from_ref(&secret));
+        assert_eq!(
+            base,
+            action_key(&plan, &inputs, std::slice::from_ref(&secret)),
+            "the key is a function of its parts"
+        );
+
+        let mut changed: Vec<(&str, ActionKey)> = Vec::new();
+        let mut p = plan.clone();
+        p.env.push(("MODE".into(), "fast".into()));
+        changed.push((
+            "an environment variable",
+            action_key(&p, &inputs, std::slice::from_ref(&secret)),
+        ));
+        let mut p = plan.clone();
+        p.component_digest = Sha256Digest::of(b"another component");
+        changed.push((
+            "the component digest",
+            action_key(&p, &inputs, std::slice::from_ref(&secret)),
+        ));
+        let mut p = plan.clone();
+        p.argv.push("--epochs".into());
+        changed.push((
+            "an argument",
+            action_key(&p, &inputs, std::slice::from_ref(&secret)),
+        ));
+        let mut p = plan.clone();
+        p.environment = "prod".into();
+        changed.push((
+            "the environment",
+            action_key(&p, &inputs, std::slice::from_ref(&secret)),
+        ));
+        let mut p = plan.clone();
+        p.limits.fuel += 1;
+        changed.push((
+            "a limit",
+            action_key(&p, &inputs, std::slice::from_ref(&secret)),
+        ));
+        let mut p = plan.clone();
+        p.clock = crate::manifest::ClockMode::Real;
+        changed.push((
+            "the clock mode",
+            action_key(&p, &inputs, std::slice::from_ref(&secret)),
+        ));
+        let other_input = vec![("/in".to_string(), Sha256Digest::of(b"other tree"))];
+        changed.push((
+            "an input tree",
+            action_key(&plan, &other_input, std::slice::from_ref(&secret)),
+        ));
+        let mut s = secret.clone();
+        s.version = Some("2".into());
+        changed.push(("the secret version", action_key(&plan, &inputs, &[s])));
+        let mut s = secret.clone();
+        s.uses.insert(SecretUse::Sign);
+        changed.push(("the secret uses", action_key(&plan, &inputs, &[s])));
+        changed.push(("the set of secrets", action_key(&plan, &inputs, &[])));
+        // The value never enters the key: a rotated value is a new version.
+        let mut s = secret.clone();
+        s.value = crate::secrets::SecretValue::new(b"another value".to_vec());
+        assert_eq!(
+            base,
+            action_key(&plan, &inputs, &[s]),
+            "values are not in the key"
+        );
+
+        for (what, key) in &changed {
+            assert_ne!(*key, base, "changing {what} must change the action key");
+        }
+    }
+
     #[test]
     fn cas_round_trip_and_corruption() {
         let d = tempfile::tempdir().unwrap();

@@ -482,6 +482,34 @@ pub fn diff_steps(old: &StepGrants, new: &StepGrants) -> Vec<Change> {
                     .words(format!(": use {} removed", use_name(*u))),
             );
         }
+        // Where an http-header secret may be sent: a new host is a new place
+        // the credential can go.
+        for h in s.hosts.iter().filter(|h| !o.hosts.contains(h)) {
+            c.push(
+                Escalation,
+                "secret-host-added",
+                Some(n),
+                Some(o.hosts.join(", ")),
+                Some(s.hosts.join(", ")),
+                Phrase::new("secret ")
+                    .code(n)
+                    .words(": may now be sent to host ")
+                    .code(h),
+            );
+        }
+        for h in o.hosts.iter().filter(|h| !s.hosts.contains(h)) {
+            c.push(
+                DeEscalation,
+                "secret-host-removed",
+                Some(n),
+                Some(o.hosts.join(", ")),
+                Some(s.hosts.join(", ")),
+                Phrase::new("secret ")
+                    .code(n)
+                    .words(": no longer sent to host ")
+                    .code(h),
+            );
+        }
         if o.provider_key() != s.provider_key() {
             c.push(
                 Escalation,
@@ -1292,6 +1320,37 @@ mod tests {
             changes(&s("\"hmac\""), &keyed),
             [(Escalation, "secret-key")]
         );
+    }
+
+    #[test]
+    fn a_new_host_for_a_bound_secret_escalates() {
+        let bound = |hosts: &str| {
+            grants(&format!(
+                "[network]\nallow = [\"https://a.example/\", \"https://b.example/\"]\n\n[[secret]]\nname = \"t\"\nuses = [\"http-header\"]\nhosts = [{hosts}]\n"
+            ))
+        };
+        assert_eq!(
+            changes(
+                &bound("\"a.example\""),
+                &bound("\"a.example\", \"b.example\"")
+            ),
+            [(Escalation, "secret-host-added")]
+        );
+        assert_eq!(
+            changes(
+                &bound("\"a.example\", \"b.example\""),
+                &bound("\"a.example\"")
+            ),
+            [(DeEscalation, "secret-host-removed")]
+        );
+        assert_eq!(
+            changes(&bound("\"a.example\""), &bound("\"b.example\"")),
+            [
+                (Escalation, "secret-host-added"),
+                (DeEscalation, "secret-host-removed")
+            ]
+        );
+        assert!(changes(&bound("\"a.example\""), &bound("\"a.example\"")).is_empty());
     }
 
     #[test]

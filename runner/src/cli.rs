@@ -738,9 +738,24 @@ fn run_pipeline_cmd(
         .collect();
     let state_dir = plan.steps[0].state_dir.clone();
     let sandbox = sandbox_for(&state_dir)?;
-    let mut components = Vec::new();
+    // One load (compiled-cache read and pre-instantiation) per distinct
+    // component and linking, however many steps run it.
+    let mut components: Vec<StepComponent> = Vec::new();
+    let mut loaded: std::collections::HashMap<
+        (crate::manifest::Sha256Digest, bool),
+        StepComponent,
+    > = Default::default();
     for (p, m) in plan.steps.iter().zip(&manifests) {
-        components.push(load_component(&sandbox, p, m)?);
+        let key = (p.component_digest.clone(), p.network.is_some());
+        let c = match loaded.get(&key) {
+            Some(c) => c.clone(),
+            None => {
+                let c = load_component(&sandbox, p, m)?;
+                loaded.insert(key, c.clone());
+                c
+            }
+        };
+        components.push(c);
     }
     let live = !quiet && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
     warn_unsigned(&env, &signer);
@@ -941,6 +956,14 @@ fn plan_any(
     }
 }
 
+/// A manifest value as the manifest spells it (`http-header`, `fixed`).
+fn manifest_word(v: &impl serde::Serialize) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "?".into(),
+    }
+}
+
 fn print_plan(plan: &PipelinePlan, at: &Where) {
     println!("pipeline {} (environment {})", plan.name, at.env);
     for i in plan.topological_order() {
@@ -976,13 +999,32 @@ fn print_plan(plan: &PipelinePlan, at: &Where) {
             );
         }
         for g in &s.secrets {
-            let uses: Vec<String> = g
-                .uses
-                .iter()
-                .map(|u| format!("{u:?}").to_lowercase())
-                .collect();
-            println!("  secret {} ({})", g.name, uses.join(", "));
+            let uses: Vec<String> = g.uses.iter().map(manifest_word).collect();
+            let key = match &g.key {
+                Some(k) if *k != g.name => format!(", provider key {k}"),
+                _ => String::new(),
+            };
+            let hosts = if g.hosts.is_empty() {
+                String::new()
+            } else {
+                format!(", sent only to {}", g.hosts.join(", "))
+            };
+            println!("  secret {} ({}{key}{hosts})", g.name, uses.join(", "));
         }
+        match &s.network {
+            Some(grant) => {
+                for rule in &grant.allow {
+                    println!("  network {}", rule.describe());
+                }
+            }
+            None => println!("  network none"),
+        }
+        println!(
+            "  clock {}, random {}, cache {}",
+            manifest_word(&s.clock),
+            manifest_word(&s.random),
+            if plan.cacheable[i] { "on" } else { "off" }
+        );
         let l = &s.limits;
         println!(
             "  limits fuel {}, memory {}, timeout {} s, output {}, stdout {}",
@@ -992,6 +1034,14 @@ fn print_plan(plan: &PipelinePlan, at: &Where) {
             crate::units::format_size(l.output),
             crate::units::format_size(l.stdout)
         );
+        if s.network.is_some() {
+            println!(
+                "  network limits requests {}, request bytes {}, request timeout {} s",
+                l.requests,
+                crate::units::format_size(l.request_bytes),
+                l.request_timeout.as_secs()
+            );
+        }
     }
 }
 

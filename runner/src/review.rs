@@ -223,6 +223,21 @@ pub fn secret_use_phrase(name: &str, u: SecretUse) -> Phrase {
     }
 }
 
+/// What the `http-header` use of secret `name`, bound to `hosts`, lets a
+/// step do.
+pub fn http_header_phrase(name: &str, hosts: &[String]) -> Phrase {
+    let mut p = Phrase::new("may send ")
+        .code(name)
+        .words(" as an HTTP header, only to ");
+    for (i, h) in hosts.iter().enumerate() {
+        if i > 0 {
+            p = p.words(", ");
+        }
+        p = p.code(h);
+    }
+    p.words("; never sees it")
+}
+
 /// `n` with thousands separators: `5,000,000,000`.
 pub fn count(n: u64) -> String {
     let digits = n.to_string();

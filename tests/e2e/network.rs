@@ -3,7 +3,7 @@
 //! on 127.0.0.1.
 
 use crate::harness::*;
-use cordon_test_artifacts::{HTTP_PROBE, PUBLISH};
+use cordon_test_artifacts::{HTTP_PROBE, PROBE, PUBLISH};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -310,6 +310,20 @@ fn a_bound_secret_reaches_only_its_host_and_never_the_step() {
             a.port
         ),
     );
+    // The plan shows every destination and where the secret may go.
+    let plan = ws.cordon(&["plan", "step.toml"], &[]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    for line in [
+        format!("network http://127.0.0.1:{}/api/", a.port),
+        format!("network http://127.0.0.1:{}/api/", b.port),
+        format!(
+            "secret deploy-token (http-header, sent only to 127.0.0.1:{})",
+            a.port
+        ),
+        "network limits requests".to_string(),
+    ] {
+        assert!(plan.stdout.contains(&line), "{line}\n{}", plan.stdout);
+    }
     let out = ws.run(&[("CORDON_SECRET_DEPLOY_TOKEN", TOKEN)]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
@@ -420,6 +434,89 @@ fn request_count_and_byte_limits_are_enforced() {
             .contains("request limit of 2"),
         "{calls:?}"
     );
+}
+
+#[test]
+fn a_response_slower_than_the_request_timeout_fails_that_request() {
+    // The server holds its answer back until told to go on (or for 30 s), so
+    // only the runner's timeout can end the request; nothing here depends on
+    // how fast the machine is.
+    let release = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let held = release.clone();
+    let slow = Server::start(move |_| {
+        let (lock, cv) = &*held;
+        let guard = lock.lock().unwrap();
+        let _ = cv
+            .wait_timeout_while(guard, std::time::Duration::from_secs(30), |go| !*go)
+            .unwrap();
+        (200, vec![], b"late".to_vec())
+    });
+    let quick = Server::hello();
+    let ws = Workspace::new();
+    let (slow_url, quick_url) = (
+        format!("http://127.0.0.1:{}/s/", slow.port),
+        format!("http://127.0.0.1:{}/q/", quick.port),
+    );
+    http_step(
+        &ws,
+        &["GET", &slow_url, "--", "GET", &quick_url],
+        &[slow_url.clone(), quick_url.clone()],
+        "[limits]\nrequest-timeout = \"1s\"\n",
+    );
+    let out = ws.run(&[]);
+    {
+        let (lock, cv) = &*release;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    assert_eq!(
+        out.code, 0,
+        "the step goes on after a failed request: {out:?}"
+    );
+    let calls = network_of(&ws.record());
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0]["outcome"], "failed", "{calls:?}");
+    // Whichever of the client's timeouts (connect, first byte, between
+    // bytes) or the whole-exchange one fires first, all are the limit.
+    assert!(
+        calls[0]["reason"].as_str().unwrap().contains("timeout"),
+        "{calls:?}"
+    );
+    assert!(
+        !out.stdout.contains("late"),
+        "the late answer never reached the step: {}",
+        out.stdout
+    );
+    assert_eq!(calls[1]["outcome"], "sent", "{calls:?}");
+    assert_eq!(calls[1]["status"], 200);
+}
+
+#[test]
+fn a_network_grant_does_not_link_raw_sockets() {
+    // A step allowed to reach a server over wasi:http still has no socket:
+    // a TCP connection to the very host and port it may call is a trap.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let ws = Workspace::new();
+    ws.step(
+        PROBE,
+        &["tcp", &addr],
+        &format!("[network]\nallow = [\"http://{addr}/\"]\n"),
+    );
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let rec = ws.record();
+    assert_eq!(rec["termination"]["kind"], "trapped", "{rec}");
+    let msg = rec["termination"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("network access denied") && msg.contains("wasi:sockets/tcp-create-socket"),
+        "{msg}"
+    );
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the step opened a raw socket to the host: {other:?}"),
+    }
 }
 
 #[test]
