@@ -288,7 +288,10 @@ impl WasiHttpHooks for NetHooks {
             if !text.contains("cordon-secret:") {
                 continue;
             }
-            let mut replaced = text.as_bytes().to_vec();
+            // Zeroed when dropped; the `HeaderValue` built from it (the
+            // http crate's copy, marked sensitive) is the one copy that is
+            // not, and it lives only until the request is sent.
+            let mut replaced = zeroize::Zeroizing::new(text.as_bytes().to_vec());
             for b in self.bound.iter() {
                 if !text.contains(&b.placeholder) {
                     continue;
@@ -303,7 +306,11 @@ impl WasiHttpHooks for NetHooks {
                     record(refuse(reason, vec![b.name.clone()]));
                     return Box::new(async { Err(HttpError::HttpRequestDenied) });
                 }
-                replaced = replace_all(&replaced, b.placeholder.as_bytes(), b.value.expose());
+                replaced = zeroize::Zeroizing::new(replace_all(
+                    &replaced,
+                    b.placeholder.as_bytes(),
+                    b.value.expose(),
+                ));
                 attached.push(b.name.clone());
             }
             match http::HeaderValue::from_bytes(&replaced) {

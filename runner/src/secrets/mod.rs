@@ -209,7 +209,9 @@ pub const MIN_ENCODED_REDACTION: usize = 8;
 /// smaller harm than a leaked credential.
 #[derive(Clone, Default)]
 pub struct Redactor {
-    needles: Vec<(Vec<u8>, Vec<u8>)>,
+    /// (value or an encoded form of it, replacement). The values are
+    /// secrets themselves, so they are zeroed when the redactor is dropped.
+    needles: Vec<(Zeroizing<Vec<u8>>, Vec<u8>)>,
 }
 
 impl fmt::Debug for Redactor {
@@ -221,16 +223,17 @@ impl fmt::Debug for Redactor {
 impl Redactor {
     /// A redactor for the values of `secrets`.
     pub fn new(secrets: &[ResolvedSecret]) -> Self {
-        let mut needles: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut needles: Vec<(Zeroizing<Vec<u8>>, Vec<u8>)> = Vec::new();
         for s in secrets {
             let value = s.value.expose();
             if value.is_empty() {
                 continue;
             }
             let replacement = format!("[REDACTED:{}]", s.name).into_bytes();
-            needles.push((value.to_vec(), replacement.clone()));
+            needles.push((Zeroizing::new(value.to_vec()), replacement.clone()));
             if value.len() >= MIN_ENCODED_REDACTION {
                 for form in encoded_forms(value) {
+                    let form = Zeroizing::new(form);
                     if !needles.iter().any(|(n, _)| *n == form) {
                         needles.push((form, replacement.clone()));
                     }
