@@ -25,8 +25,12 @@ config="$here/cordon.toml"
 # The demo secrets live in the embedded encrypted store of the `dev`
 # environment (outside the repository; see docs/secrets.md). Create them
 # once, with random values nobody ever sees.
+# The listing is read whole before it is searched: `grep -q` stops at the
+# first match, and under `pipefail` the listing's broken pipe would then
+# read as "absent".
+existing="$("$cordon" secret list --env dev --config "$config" 2>/dev/null || true)"
 for name in pseudonym-key model-signing-key; do
-  if ! "$cordon" secret list --env dev --config "$config" 2>/dev/null | grep -q "^$name\b"; then
+  if ! grep -q "^$name\b" <<<"$existing"; then
     echo "== creating demo secret $name in the dev store (random value)"
     head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' | "$cordon" secret set "$name" --env dev --config "$config"
   fi
