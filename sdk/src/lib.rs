@@ -399,16 +399,28 @@ pub mod http {
 pub mod report {
     //! Facts a step adds to its execution record.
 
+    #[cfg(target_arch = "wasm32")]
     use crate::bindings::cordon::step::report as wit;
 
     /// Records a named measurement; a later value for the same name replaces
     /// the earlier one.
+    ///
+    /// Built for the host rather than wasm32 (to test a step's logic, or to
+    /// benchmark it against its component), a step has no record and the
+    /// fact is dropped.
     pub fn metric(name: &str, value: f64) {
-        wit::metric(name, value)
+        #[cfg(target_arch = "wasm32")]
+        wit::metric(name, value);
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = (name, value);
     }
 
-    /// Records a key/value annotation.
+    /// Records a key/value annotation (dropped outside wasm32, like
+    /// [`metric`]).
     pub fn annotate(key: &str, value: &str) {
-        wit::annotate(key, value)
+        #[cfg(target_arch = "wasm32")]
+        wit::annotate(key, value);
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = (key, value);
     }
 }

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs every Cordon benchmark and writes the tables docs/performance.md
+# reports: target/bench/overhead.md (in-process, criterion) and
+# target/bench/whole.md (whole processes, each beside its baseline).
+#
+#   bench/run.sh                 # everything (about 10 minutes on two cores)
+#   bench/run.sh hashing scale   # only some whole-process sections
+#
+# Knobs: CORDON_BENCH_HASH_MIB (hashing dataset, default 1024),
+# CORDON_BENCH_STEPS (generated pipelines, default 1000),
+# CORDON_BENCH_REPS (repetitions of short commands, default 30).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+target="${CARGO_TARGET_DIR:-$root/target}"
+mkdir -p "$target/bench"
+
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+command -v sha256sum >/dev/null || { echo "bench: sha256sum (coreutils) is needed as the hashing baseline" >&2; exit 1; }
+
+echo "== building the native baselines (the same step crates, built for the host)"
+cargo build --release -p cordon -p cordon-test-plain -p cordon-step-train
+
+echo "== the example pipeline (the cache benchmark runs it again)"
+./examples/ml-pipeline/run.sh > "$target/bench/example-run.log" 2>&1 || {
+  echo "bench: the example pipeline failed; see $target/bench/example-run.log" >&2; exit 1; }
+
+if [ $# -eq 0 ]; then
+  echo "== in-process: cargo bench --bench overhead"
+  cargo bench -p cordon --bench overhead 2>&1 | tee "$target/bench/overhead.log"
+  # Criterion's medians, as a Markdown table.
+  python3 - "$target/criterion" > "$target/bench/overhead.md" <<'PY'
+import json, os, sys
+base = sys.argv[1]
+rows = []
+for group in sorted(os.listdir(base)):
+    gdir = os.path.join(base, group)
+    if not os.path.isdir(gdir) or group == "report":
+        continue
+    for bench in sorted(os.listdir(gdir)):
+        est = os.path.join(gdir, bench, "new", "estimates.json")
+        if not os.path.isfile(est):
+            continue
+        e = json.load(open(est))
+        med = e["median"]["point_estimate"]
+        lo = e["median"]["confidence_interval"]["lower_bound"]
+        hi = e["median"]["confidence_interval"]["upper_bound"]
+        fmt = lambda ns: f"{ns/1e3:.1f} µs" if ns < 1e6 else f"{ns/1e6:.2f} ms"
+        rows.append(f"| `{group}/{bench}` | {fmt(med)} | {fmt(lo)} – {fmt(hi)} |")
+print("| benchmark | median | 95% interval of the median |")
+print("| --- | --- | --- |")
+print("\n".join(rows))
+PY
+fi
+
+echo "== whole processes: cargo bench --bench whole"
+cargo bench -p cordon --bench whole -- "$@"
+
+echo
+echo "tables: $target/bench/overhead.md $target/bench/whole.md"

@@ -1,0 +1,781 @@
+//! Whole-process figures, each side by side with its baseline measured in
+//! the same run: `cordon run` against native spawns, cold against warm
+//! start, tree hashing against `sha256sum`, the training step as a
+//! component against the same Rust code built natively, generated
+//! pipelines of 1,000 steps, and a cache hit of the example pipeline
+//! against its re-execution.
+//!
+//! Run with `bench/run.sh` (it builds the native baselines first). It
+//! prints Markdown tables and writes them to `target/bench/whole.md`.
+//! `CORDON_BENCH_HASH_MIB` sets the hashing dataset size (default 1024),
+//! `CORDON_BENCH_STEPS` the generated pipelines' size (default 1000),
+//! `CORDON_BENCH_REPS` the repetitions of the short commands (default 30).
+
+use sha2::Digest;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CORDON: &str = env!("CARGO_BIN_EXE_cordon");
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One finished child: wall time and peak resident memory.
+struct Timed {
+    wall: Duration,
+    max_rss_kib: i64,
+}
+
+/// Runs `cmd` to completion (stdout and stderr discarded unless the command
+/// fails), timing it and reading its peak RSS from `wait4`.
+fn run(cmd: &mut Command) -> Timed {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+    let err = reader.join().unwrap();
+    let status = std::process::ExitStatus::from_raw(status);
+    assert!(status.success(), "{cmd:?} failed ({status}):\n{err}");
+    // The child is reaped; forget it so std does not wait again.
+    std::mem::forget(child);
+    Timed {
+        wall,
+        max_rss_kib: usage.ru_maxrss,
+    }
+}
+
+/// Median of `reps` timed repetitions, after one untimed warm-up.
+fn median_of(reps: usize, mut f: impl FnMut() -> Duration) -> Duration {
+    f();
+    let mut v: Vec<Duration> = (0..reps).map(|_| f()).collect();
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+fn ratio(a: Duration, b: Duration) -> String {
+    format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64())
+}
+
+struct Report {
+    md: String,
+}
+
+impl Report {
+    fn section(&mut self, title: &str, intro: &str) {
+        let _ = write!(self.md, "\n### {title}\n\n{intro}\n\n");
+        println!("\n== {title}");
+    }
+    fn table(&mut self, header: &[&str], rows: &[Vec<String>]) {
+        let _ = writeln!(self.md, "| {} |", header.join(" | "));
+        let _ = writeln!(self.md, "|{}", " --- |".repeat(header.len()));
+        for r in rows {
+            let _ = writeln!(self.md, "| {} |", r.join(" | "));
+            println!("  {}", r.join("  |  "));
+        }
+        self.md.push('\n');
+    }
+    fn note(&mut self, text: &str) {
+        let _ = writeln!(self.md, "{text}\n");
+        println!("  {text}");
+    }
+}
+
+fn target_dir() -> PathBuf {
+    // The bench binary lives in <target>/release/deps.
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf()
+}
+
+fn native(name: &str) -> PathBuf {
+    let p = target_dir().join("release").join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: build the native baselines first (bench/run.sh does: cargo build --release -p cordon-test-plain -p cordon-step-train)",
+        p.display()
+    );
+    p
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A workspace with one environment (`bench`, signed records) and the
+/// given components copied in.
+struct Workspace {
+    root: PathBuf,
+    config: PathBuf,
+}
+
+impl Workspace {
+    fn new(root: PathBuf, components: &[(&str, &str)]) -> Workspace {
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let config = root.join("cordon.toml");
+        std::fs::write(&config, "version = 1\n\n[env.bench]\nprotected = false\n").unwrap();
+        for (name, src) in components {
+            std::fs::copy(src, root.join(name)).unwrap();
+        }
+        run(Command::new(CORDON)
+            .args(["key", "generate", "--env", "bench", "--config"])
+            .arg(&config));
+        Workspace { root, config }
+    }
+
+    fn cordon(&self, file: &Path, state: &Path) -> Command {
+        let mut c = Command::new(CORDON);
+        c.arg("run")
+            .arg(file)
+            .args(["--env", "bench", "--quiet", "--config"])
+            .arg(&self.config)
+            .arg("--state")
+            .arg(state);
+        c
+    }
+}
+
+fn component_digest(path: &Path) -> String {
+    sha256_hex(&std::fs::read(path).unwrap())
+}
+
+/// 1. Per-step overhead, whole process, and 2. cold start.
+fn per_step(report: &mut Report, work: &Path, reps: usize) {
+    let ws = Workspace::new(
+        work.join("trivial"),
+        &[("plain.wasm", cordon_test_artifacts::PLAIN)],
+    );
+    std::fs::create_dir_all(ws.root.join("empty")).unwrap();
+    let manifest = ws.root.join("trivial.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[step]\nname = \"trivial\"\ncomponent = \"plain.wasm\"\ndigest = \"sha256:{}\"\n\n\
+             [[mount]]\nguest = \"/in\"\nhost = \"empty\"\naccess = \"read\"\npurpose = \"an empty input\"\nclassification = \"public\"\n",
+            component_digest(&ws.root.join("plain.wasm"))
+        ),
+    )
+    .unwrap();
+    let state = ws.root.join(".cordon");
+    let plain = native("plain");
+
+    let true_spawn = median_of(reps, || run(&mut Command::new("/bin/true")).wall);
+    let native_spawn = median_of(reps, || run(Command::new(&plain).arg("trivial")).wall);
+    let warm = median_of(reps, || {
+        run(ws.cordon(&manifest, &state).arg("--no-cache")).wall
+    });
+    let hit = median_of(reps, || run(&mut ws.cordon(&manifest, &state)).wall);
+
+    // A second run never recompiles: the compiled artifact written by the
+    // first run is the one every later run loads.
+    let compiled: Vec<_> = std::fs::read_dir(state.join("compiled"))
+        .unwrap()
+        .flatten()
+        .map(|e| (e.path(), e.metadata().unwrap().modified().unwrap()))
+        .collect();
+    assert_eq!(compiled.len(), 1, "one compiled artifact: {compiled:?}");
+    run(ws.cordon(&manifest, &state).arg("--no-cache"));
+    let again = std::fs::metadata(&compiled[0].0)
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(
+        again, compiled[0].1,
+        "a warm run rewrote the compiled artifact"
+    );
+
+    let cold_reps = reps.clamp(3, 10);
+    let mut n = 0;
+    let cold = median_of(cold_reps, || {
+        n += 1;
+        let cache = work.join(format!("cold-cache-{n}"));
+        let _ = std::fs::remove_dir_all(&cache);
+        let t = run(ws
+            .cordon(&manifest, &state)
+            .arg("--no-cache")
+            .env("CORDON_COMPILE_CACHE", &cache))
+        .wall;
+        assert!(
+            cache.read_dir().unwrap().next().is_some(),
+            "the cold run compiled and cached"
+        );
+        let _ = std::fs::remove_dir_all(&cache);
+        t
+    });
+
+    report.section(
+        "Per-step overhead and cold start (whole process)",
+        "One trivial step (`plain`: prints one line) with an empty read mount, in an \
+         environment that signs its records. `cordon run --no-cache` executes it with a warm \
+         compiled-component cache; the cache-hit run serves it from the action cache; the cold \
+         run compiles the component (an empty compile cache each time). Baselines: spawning \
+         `/bin/true` and the same program built natively.",
+    );
+    report.table(
+        &["command", "median", "vs native `plain`", "vs `/bin/true`"],
+        &[
+            vec![
+                "`/bin/true`".into(),
+                ms(true_spawn),
+                ratio(true_spawn, native_spawn),
+                "1.00×".into(),
+            ],
+            vec![
+                "native `plain`".into(),
+                ms(native_spawn),
+                "1.00×".into(),
+                ratio(native_spawn, true_spawn),
+            ],
+            vec![
+                "`cordon run` (warm compile cache, executed)".into(),
+                ms(warm),
+                ratio(warm, native_spawn),
+                ratio(warm, true_spawn),
+            ],
+            vec![
+                "`cordon run` (action-cache hit)".into(),
+                ms(hit),
+                ratio(hit, native_spawn),
+                ratio(hit, true_spawn),
+            ],
+            vec![
+                "`cordon run` (cold: compiles)".into(),
+                ms(cold),
+                ratio(cold, native_spawn),
+                ratio(cold, true_spawn),
+            ],
+        ],
+    );
+    report.note(&format!(
+        "Cold start costs {} the warm run. A second run loaded the compiled artifact the first one wrote and did not rewrite it (checked).",
+        ratio(cold, warm)
+    ));
+}
+
+/// Writes `mib` MiB of pseudo-random bytes (not compressible, not
+/// repetitive) across `files` files under `dir`, once.
+fn dataset(dir: &Path, files: usize, mib: usize) {
+    let marker = dir.join(".complete");
+    if marker.is_file() {
+        return;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let per_file = mib * (1 << 20) / files;
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let mut buf = vec![0u8; 1 << 20];
+    for i in 0..files {
+        let sub = dir.join(format!("d{:02}", i % 64));
+        std::fs::create_dir_all(&sub).unwrap();
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(sub.join(format!("part-{i:05}.bin"))).unwrap(),
+        );
+        let mut left = per_file;
+        while left > 0 {
+            let n = left.min(buf.len());
+            for chunk in buf[..n].chunks_mut(8) {
+                // xorshift64*
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                let v = x.wrapping_mul(0x2545f4914f6cdd1d).to_le_bytes();
+                chunk.copy_from_slice(&v[..chunk.len()]);
+            }
+            f.write_all(&buf[..n]).unwrap();
+            left -= n;
+        }
+        f.flush().unwrap();
+    }
+    std::fs::write(marker, b"").unwrap();
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !p.ends_with(".complete") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// 3. Hashing against sha256sum.
+fn hashing(report: &mut Report, data: &Path, mib: usize) {
+    let many = data.join(format!("many-{mib}"));
+    let one = data.join(format!("one-{mib}"));
+    let many_files = (mib * 4).max(1); // 256 KiB each
+    dataset(&many, many_files, mib);
+    dataset(&one, 1, mib);
+    // The index only trusts files whose mtime is older than its racy
+    // window; make sure freshly generated data is.
+    std::thread::sleep(Duration::from_millis(2100));
+    let cores = cordon::digest::default_hash_threads();
+    let reps = 3;
+    let mut rows = Vec::new();
+    for (label, dir) in [("many files", &many), ("one file", &one)] {
+        let files = files_under(dir);
+        let sha256sum = median_of(reps, || run(Command::new("sha256sum").args(&files)).wall);
+        let ours_1 = median_of(reps, || {
+            let t = Instant::now();
+            cordon::digest::tree_with_threads(dir, None, 1).unwrap();
+            t.elapsed()
+        });
+        let ours_n = median_of(reps, || {
+            let t = Instant::now();
+            cordon::digest::tree_with_threads(dir, None, cores).unwrap();
+            t.elapsed()
+        });
+        let index = cordon::digest::HashIndex::in_memory();
+        cordon::digest::tree_with(dir, Some(&index)).unwrap();
+        let reindexed = median_of(reps, || {
+            let t = Instant::now();
+            cordon::digest::tree_with(dir, Some(&index)).unwrap();
+            t.elapsed()
+        });
+        let rate = |d: Duration| format!("{:.0} MiB/s", mib as f64 / d.as_secs_f64());
+        rows.push(vec![
+            format!(
+                "{label} ({} × {} KiB)",
+                files.len(),
+                mib * 1024 / files.len()
+            ),
+            format!("{} ({})", ms(sha256sum), rate(sha256sum)),
+            format!(
+                "{} ({}), {}",
+                ms(ours_1),
+                rate(ours_1),
+                ratio(sha256sum, ours_1)
+            ),
+            format!(
+                "{} ({}), {}",
+                ms(ours_n),
+                rate(ours_n),
+                ratio(sha256sum, ours_n)
+            ),
+            format!("{}, {}", ms(reindexed), ratio(sha256sum, reindexed)),
+        ]);
+    }
+    report.section(
+        "Hashing",
+        &format!(
+            "Tree digest of {mib} MiB (page cache warm: each figure is the median of {reps} runs after a warm-up) \
+             against `sha256sum` over the same files (one process, one core). Ratios are \
+             throughput against `sha256sum`: above 1× is faster. \"{cores} threads\" is the \
+             default (one per core, at most 8). The index row re-hashes the unchanged tree with \
+             the metadata index (device, inode, size, mtime, ctime)."
+        ),
+    );
+    report.table(
+        &[
+            "dataset",
+            "`sha256sum`",
+            "cordon, 1 thread",
+            &format!("cordon, {cores} threads"),
+            "cordon, unchanged, with index",
+        ],
+        &rows,
+    );
+}
+
+/// 4. The training step as a component against the same code built natively.
+fn compute(report: &mut Report, work: &Path, reps: usize) {
+    let ws = Workspace::new(
+        work.join("compute"),
+        &[("train.wasm", cordon_test_artifacts::TRAIN)],
+    );
+    let input = ws.root.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let rows = 100_000;
+    let mut csv = String::from("id,age,income,tenure_months,support_calls,churned\n");
+    let mut x: u64 = 42;
+    let mut next = |m: u64| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) % m
+    };
+    for i in 0..rows {
+        let (age, income, tenure, calls) =
+            (18 + next(60), 20_000 + next(100_000), next(120), next(10));
+        let churned = u64::from(calls * 10 + 60 > tenure + next(40));
+        let _ = writeln!(csv, "{i},{age},{income},{tenure},{calls},{churned}");
+    }
+    std::fs::write(input.join("rows.csv"), csv).unwrap();
+    let args = [
+        "--features",
+        "age,income,tenure_months,support_calls",
+        "--label",
+        "churned",
+        "--epochs",
+        "300",
+    ];
+    let manifest = ws.root.join("train.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[step]\nname = \"train\"\ncomponent = \"train.wasm\"\ndigest = \"sha256:{}\"\nargs = {:?}\n\n\
+             [[mount]]\nguest = \"/in\"\nhost = \"in\"\naccess = \"read\"\npurpose = \"rows\"\nclassification = \"public\"\n\n\
+             [[mount]]\nguest = \"/out\"\nhost = \"out\"\naccess = \"write\"\npurpose = \"the model\"\nclassification = \"public\"\n\n\
+             [limits]\nfuel = 2_000_000_000_000\nmemory = \"1GiB\"\ntimeout = \"600s\"\n",
+            component_digest(&ws.root.join("train.wasm")),
+            args
+        ),
+    )
+    .unwrap();
+    let state = ws.root.join(".cordon");
+    let native_out = ws.root.join("native-out");
+    std::fs::create_dir_all(&native_out).unwrap();
+    let train = native("train");
+    let reps = reps.clamp(3, 5);
+    let native_t = median_of(reps, || {
+        run(Command::new(&train)
+            .args(args)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&native_out))
+        .wall
+    });
+    let sandboxed = median_of(reps, || {
+        run(ws.cordon(&manifest, &state).arg("--no-cache")).wall
+    });
+    // Both builds compute the same model (the sandbox canonicalises NaNs and
+    // nothing else about floats).
+    let a = std::fs::read(native_out.join("model.json")).unwrap();
+    let b = std::fs::read(ws.root.join("out/model.json")).unwrap();
+    assert_eq!(a, b, "native and sandboxed training disagree");
+    // Where the difference goes: the same component run in process, with
+    // each of the sandbox's compile-time guarantees switched off in turn.
+    let wasm = std::fs::read(ws.root.join("train.wasm")).unwrap();
+    let digest = cordon::manifest::Sha256Digest::of(&wasm);
+    let ablation_out = ws.root.join("ablation-out");
+    let mut ablation = Vec::new();
+    for (label, without_fuel, without_nan) in [
+        (
+            "as `cordon run` runs it (fuel, NaN canonicalization)",
+            false,
+            false,
+        ),
+        ("without fuel metering", true, false),
+        ("without NaN canonicalization", false, true),
+        ("without both", true, true),
+    ] {
+        let sandbox = cordon::sandbox::Sandbox::with_options(
+            None,
+            cordon::sandbox::SandboxOptions {
+                without_fuel,
+                without_nan_canonicalization: without_nan,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let component = sandbox.load(&digest, &wasm).unwrap();
+        let t = median_of(1, || {
+            let _ = std::fs::remove_dir_all(&ablation_out);
+            std::fs::create_dir_all(&ablation_out).unwrap();
+            let mut argv = vec!["train".to_string()];
+            argv.extend(args.iter().map(|a| a.to_string()));
+            let grants = cordon::sandbox::Grants {
+                argv,
+                env: Vec::new(),
+                preopens: vec![
+                    cordon::sandbox::Preopen {
+                        host: input.clone(),
+                        guest: "/in".into(),
+                        writable: false,
+                    },
+                    cordon::sandbox::Preopen {
+                        host: ablation_out.clone(),
+                        guest: "/out".into(),
+                        writable: true,
+                    },
+                ],
+                secrets: Vec::new(),
+                limits: cordon::manifest::Limits {
+                    fuel: 2_000_000_000_000,
+                    memory: 1 << 30,
+                    timeout: Duration::from_secs(600),
+                    ..Default::default()
+                },
+                outputs: Vec::new(),
+                cancel: None,
+                determinism: Default::default(),
+                network: None,
+                secret_hosts: Default::default(),
+            };
+            let stdio = cordon::sandbox::Stdio {
+                prefix: String::new(),
+                stdout: cordon::sandbox::stdio::Forward::None,
+                stderr: cordon::sandbox::stdio::Forward::None,
+                stdout_log: None,
+                stderr_log: None,
+            };
+            let t = Instant::now();
+            let out = sandbox.run(&component, grants, stdio).unwrap();
+            let elapsed = t.elapsed();
+            assert!(out.termination.success(), "{:?}", out.termination);
+            elapsed
+        });
+        ablation.push(vec![
+            format!("in process, {label}"),
+            ms(t),
+            ratio(t, native_t),
+        ]);
+    }
+    report.section(
+        "Compute inside the sandbox",
+        &format!(
+            "The example pipeline's `train` step (logistic regression, {rows} rows, 300 epochs) \
+             built for wasm32-wasip2 and run by `cordon run` (whole process: plan, policy, \
+             hashing, instantiate, run with fuel metering, record), against the same crate \
+             built natively for the host. Both write byte-identical `model.json` (checked)."
+        ),
+    );
+    report.table(
+        &["build", "median", "vs native"],
+        &[
+            vec!["native".into(), ms(native_t), "1.00×".into()],
+            vec![
+                "component under `cordon run`".into(),
+                ms(sandboxed),
+                ratio(sandboxed, native_t),
+            ],
+        ]
+        .into_iter()
+        .chain(ablation)
+        .collect::<Vec<_>>(),
+    );
+    report.note(
+        "The in-process rows time instantiate + run only (one run each, after the component is \
+         compiled), with the sandbox's compile-time guarantees switched off one at a time to \
+         attribute the difference; `cordon` itself always runs with both.",
+    );
+}
+
+/// 5. Generated pipelines of trivial steps.
+fn scale(report: &mut Report, work: &Path, steps: usize) {
+    let ws = Workspace::new(
+        work.join("scale"),
+        &[("plain.wasm", cordon_test_artifacts::PLAIN)],
+    );
+    let digest = component_digest(&ws.root.join("plain.wasm"));
+    let write = |name: &str, deep: bool| {
+        let mut p = format!("version = 1\n\n[pipeline]\nname = \"{name}\"\n");
+        for i in 0..steps {
+            let _ = write!(
+                p,
+                "\n[[step]]\ninline = \"\"\"\n[step]\nname = \"s{i:04}\"\ncomponent = \"plain.wasm\"\ndigest = \"sha256:{digest}\"\n\"\"\"\n"
+            );
+            if deep && i > 0 {
+                let _ = writeln!(p, "needs = [\"s{:04}\"]", i - 1);
+            }
+        }
+        let path = ws.root.join(format!("{name}.toml"));
+        std::fs::write(&path, p).unwrap();
+        path
+    };
+    let wide = write("wide", false);
+    let deep = write("deep", true);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut rows = Vec::new();
+    let mut one_job = None;
+    for (label, file, jobs) in [
+        ("wide", &wide, 1),
+        ("wide", &wide, cores),
+        ("deep (a chain)", &deep, cores),
+    ] {
+        let state = ws
+            .root
+            .join(format!(".cordon-{label}-{jobs}").replace(' ', "-"));
+        // Warm the compiled cache so every figure is of execution, not
+        // compilation.
+        let _ = std::fs::remove_dir_all(&state);
+        let t = run(ws
+            .cordon(file, &state)
+            .args(["--no-cache", "--jobs", &jobs.to_string()]));
+        let rate = steps as f64 / t.wall.as_secs_f64();
+        let speedup = match (jobs, one_job) {
+            (1, _) => {
+                one_job = Some(t.wall);
+                "1.00×".to_string()
+            }
+            (_, Some(base)) if label == "wide" => ratio(base, t.wall),
+            _ => "—".into(),
+        };
+        rows.push(vec![
+            format!("{label}, {steps} steps"),
+            jobs.to_string(),
+            ms(t.wall),
+            format!("{rate:.0}"),
+            format!("{:.2} ms", t.wall.as_secs_f64() * 1e3 / steps as f64),
+            format!("{:.0} MiB", t.max_rss_kib as f64 / 1024.0),
+            speedup,
+        ]);
+    }
+    // What one durable write costs on this disk: a line appended to a file
+    // and fsynced, as the chain log is.
+    let probe = ws.root.join("fsync-probe");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&probe)
+        .unwrap();
+    let fsync = median_of(50, || {
+        let t = Instant::now();
+        f.write_all(&[b'x'; 300]).unwrap();
+        f.sync_all().unwrap();
+        t.elapsed()
+    });
+    report.section(
+        "Scale",
+        &format!(
+            "Generated pipelines of {steps} trivial steps (inline manifests, `plain`, no mounts), \
+             each executed (`--no-cache`) with signed, chained records, in a fresh state \
+             directory (the first run compiles the component once). Wide: no dependencies; deep: \
+             each step needs the one before. Peak memory is the runner's maximum resident set \
+             (from `wait4`)."
+        ),
+    );
+    report.table(
+        &[
+            "pipeline",
+            "`--jobs`",
+            "wall",
+            "steps/s",
+            "per step",
+            "runner peak RSS",
+            "speed-up from `--jobs`",
+        ],
+        &rows,
+    );
+    report.note(&format!(
+        "One append-and-fsync on this disk takes {} (median of 50, measured in the same run); \
+         every executed step fsyncs its record, its signed envelope, the records directory and \
+         the chain log: {} of durable writes per step.",
+        ms(fsync),
+        ms(fsync * 4)
+    ));
+}
+
+/// 6. Cache hit against re-execution of the example pipeline.
+fn cache(report: &mut Report, work: &Path, reps: usize) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let example = root.join("examples/ml-pipeline");
+    let pipeline = example.join("pipeline.toml");
+    if !example.join("keys/dev.key").is_file() {
+        report.section(
+            "Cache",
+            "Skipped: run `./examples/ml-pipeline/run.sh` once first (bench/run.sh does).",
+        );
+        return;
+    }
+    let state = work.join("example-state");
+    let _ = std::fs::remove_dir_all(&state);
+    let cmd = |extra: &[&str]| {
+        let mut c = Command::new(CORDON);
+        c.arg("run")
+            .arg(&pipeline)
+            .args(["--env", "dev", "--quiet", "--state"])
+            .arg(&state)
+            .args(extra);
+        c
+    };
+    let reps = reps.clamp(3, 10);
+    let executed = median_of(reps, || run(&mut cmd(&["--no-cache"])).wall);
+    let hit = median_of(reps, || run(&mut cmd(&[])).wall);
+    report.section(
+        "Cache",
+        "The example churn-model pipeline (5 steps, signed records, the HMAC and ed25519 secret \
+         uses through handles) executed with `--no-cache`, against the same run served from \
+         the action cache (outputs restored from the content store, a cache-hit record per \
+         step). Both with a warm compiled-component cache.",
+    );
+    report.table(
+        &["run", "median", "vs re-execution"],
+        &[
+            vec![
+                "re-executed (`--no-cache`)".into(),
+                ms(executed),
+                "1.00×".into(),
+            ],
+            vec!["cache hit".into(), ms(hit), ratio(hit, executed)],
+        ],
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other argument names the sections
+    // to run (per-step, hashing, compute, scale, cache).
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let on = |s: &str| wanted.is_empty() || wanted.iter().any(|w| w == s);
+    let reps = env_num("CORDON_BENCH_REPS", 30);
+    let mib = env_num("CORDON_BENCH_HASH_MIB", 1024);
+    let steps = env_num("CORDON_BENCH_STEPS", 1000);
+    let out_dir = target_dir().join("bench");
+    let work = out_dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut report = Report { md: String::new() };
+    if on("per-step") {
+        per_step(&mut report, &work, reps);
+    }
+    if on("hashing") {
+        hashing(&mut report, &out_dir.join("data"), mib);
+    }
+    if on("compute") {
+        compute(&mut report, &work, reps);
+    }
+    if on("scale") {
+        scale(&mut report, &work, steps);
+    }
+    if on("cache") {
+        cache(&mut report, &work, reps);
+    }
+    let path = out_dir.join("whole.md");
+    std::fs::write(&path, &report.md).unwrap();
+    println!("\nwrote {}", path.display());
+}
