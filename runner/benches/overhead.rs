@@ -16,7 +16,7 @@ use cordon::exec::{RunOptions, run_step};
 use cordon::manifest::{Limits, Manifest};
 use cordon::plan::{PlanContext, StepPlan, plan_step};
 use cordon::sandbox::stdio::Forward;
-use cordon::sandbox::{Determinism, Grants, Sandbox, SandboxOptions, Stdio};
+use cordon::sandbox::{Determinism, Grants, Sandbox, SandboxOptions, Stdio, StepComponent};
 use criterion::{Criterion, criterion_group, criterion_main};
 use sha2::Digest;
 use std::hint::black_box;
@@ -186,23 +186,30 @@ fn stages(c: &mut Criterion) {
     g.finish();
 }
 
+/// A sandbox (with or without the pooling allocator) and the step's
+/// component loaded from the state directory's compiled cache.
+fn loaded(state: &Path, plan: &StepPlan, pooling: bool) -> (Sandbox, StepComponent) {
+    let sandbox = Sandbox::with_options(
+        Some(state.join("compiled")),
+        SandboxOptions {
+            pooling,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let component = sandbox
+        .load(&plan.component_digest, &plan.component_bytes)
+        .unwrap();
+    (sandbox, component)
+}
+
 fn instantiate(c: &mut Criterion) {
     let f = fixture();
     let state = f.root.join(".cordon");
     let (_, plan, _) = load_plan(&f, &state);
     let mut g = c.benchmark_group("instantiate_run");
     for (name, pooling) in [("default_allocator", false), ("pooling_allocator", true)] {
-        let sandbox = Sandbox::with_options(
-            Some(state.join("compiled")),
-            SandboxOptions {
-                pooling,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let component = sandbox
-            .load(&plan.component_digest, &plan.component_bytes)
-            .unwrap();
+        let (sandbox, component) = loaded(&state, &plan, pooling);
         g.bench_function(name, |b| {
             b.iter(|| {
                 let out = sandbox
@@ -233,17 +240,7 @@ fn whole_step(c: &mut Criterion) {
         ("executed_pooling_allocator", true, true),
         ("cache_hit", false, false),
     ] {
-        let sandbox = Sandbox::with_options(
-            Some(state.join("compiled")),
-            SandboxOptions {
-                pooling,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let component = sandbox
-            .load(&plan.component_digest, &plan.component_bytes)
-            .unwrap();
+        let (sandbox, component) = loaded(&state, &plan, pooling);
         let opts = RunOptions {
             quiet: true,
             no_cache,
