@@ -449,16 +449,20 @@ fn compute(report: &mut Report, work: &Path, reps: usize) {
         "300",
     ];
     let manifest = ws.root.join("train.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "[step]\nname = \"train\"\ncomponent = \"train.wasm\"\ndigest = \"sha256:{}\"\nargs = {:?}\n\n\
+    let text = format!(
+        "[step]\nname = \"train\"\ncomponent = \"train.wasm\"\ndigest = \"sha256:{}\"\nargs = {:?}\n\n\
              [[mount]]\nguest = \"/in\"\nhost = \"in\"\naccess = \"read\"\npurpose = \"rows\"\nclassification = \"public\"\n\n\
              [[mount]]\nguest = \"/out\"\nhost = \"out\"\naccess = \"write\"\npurpose = \"the model\"\nclassification = \"public\"\n\n\
              [limits]\nfuel = 2_000_000_000_000\nmemory = \"1GiB\"\ntimeout = \"600s\"\n",
-            component_digest(&ws.root.join("train.wasm")),
-            args
-        ),
+        component_digest(&ws.root.join("train.wasm")),
+        args
+    );
+    std::fs::write(&manifest, &text).unwrap();
+    // The same step with `floats = "native"`: NaN bits are the CPU's.
+    let native_manifest = ws.root.join("train-native.toml");
+    std::fs::write(
+        &native_manifest,
+        text.replacen("\nargs", "\nfloats = \"native\"\nargs", 1),
     )
     .unwrap();
     let state = ws.root.join(".cordon");
@@ -478,8 +482,11 @@ fn compute(report: &mut Report, work: &Path, reps: usize) {
     let sandboxed = median_of(reps, || {
         run(ws.cordon(&manifest, &state).arg("--no-cache")).wall
     });
+    let native_floats = median_of(reps, || {
+        run(ws.cordon(&native_manifest, &state).arg("--no-cache")).wall
+    });
     // Both builds compute the same model (the sandbox canonicalises NaNs and
-    // nothing else about floats).
+    // nothing else about floats; the last run was the native-floats one).
     let a = std::fs::read(native_out.join("model.json")).unwrap();
     let b = std::fs::read(ws.root.join("out/model.json")).unwrap();
     assert_eq!(a, b, "native and sandboxed training disagree");
@@ -578,6 +585,11 @@ fn compute(report: &mut Report, work: &Path, reps: usize) {
                 "component under `cordon run`".into(),
                 ms(sandboxed),
                 ratio(sandboxed, native_t),
+            ],
+            vec![
+                "component under `cordon run`, `floats = \"native\"`".into(),
+                ms(native_floats),
+                ratio(native_floats, native_t),
             ],
         ]
         .into_iter()

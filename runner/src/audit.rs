@@ -178,6 +178,8 @@ pub struct StepAudit {
     pub limits: Vec<LimitValue>,
     /// The wall clock it sees.
     pub clock: ClockMode,
+    /// NaN handling of its float arithmetic.
+    pub floats: crate::manifest::FloatMode,
     /// The randomness it sees.
     pub random: RandomMode,
     /// Whether the same inputs give the same outputs.
@@ -517,6 +519,17 @@ fn audit_step(
         },
     };
 
+    let reproducible = if m.floats == crate::manifest::FloatMode::Native && reproducible.value {
+        Verdict {
+            value: true,
+            reason: reproducible.reason.words(
+                "; bit for bit only on the same CPU architecture, since its float NaNs are the CPU's (`floats = \"native\"`)",
+            ),
+        }
+    } else {
+        reproducible
+    };
+
     let network: Vec<String> = m
         .network
         .iter()
@@ -538,6 +551,7 @@ fn audit_step(
         args: m.args.clone(),
         limits: limit_values(&m.limits, m.network.is_some()),
         clock: m.clock,
+        floats: m.floats,
         random: m.random,
         reproducible,
         cacheable,

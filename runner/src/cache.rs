@@ -246,6 +246,7 @@ pub fn action_key(
         "limits": plan.limits,
         "clock": format!("{:?}", plan.clock),
         "random": format!("{:?}", plan.random),
+        "floats": format!("{:?}", plan.floats),
         "inputs": inputs.iter().map(|(g, d)| (g.clone(), d.to_string())).collect::<Vec<_>>(),
         "secrets": secrets.iter().map(|s| serde_json::json!({
             "name": s.name, "provider": s.provider, "version": s.version, "uses": s.uses,
@@ -469,6 +470,12 @@ mod tests {
         p.limits.fuel += 1;
         changed.push((
             "a limit",
+            action_key(&p, &inputs, std::slice::from_ref(&secret)),
+        ));
+        let mut p = plan.clone();
+        p.floats = crate::manifest::FloatMode::Native;
+        changed.push((
+            "the float mode",
             action_key(&p, &inputs, std::slice::from_ref(&secret)),
         ));
         let mut p = plan.clone();

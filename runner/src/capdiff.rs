@@ -113,6 +113,8 @@ pub struct StepGrants {
     pub clock: ClockMode,
     /// Randomness.
     pub random: RandomMode,
+    /// NaN handling of float arithmetic.
+    pub floats: crate::manifest::FloatMode,
     /// The reviewer keys whose approvals beside the manifest still match
     /// it (signatures are the environment's business, not the diff's).
     pub approval: Option<String>,
@@ -136,6 +138,7 @@ impl From<&Manifest> for StepGrants {
             limits: m.limits,
             clock: m.clock,
             random: m.random,
+            floats: m.floats,
             approval: current_approvals(m),
         }
     }
@@ -630,6 +633,30 @@ pub fn diff_steps(old: &StepGrants, new: &StepGrants) -> Vec<Change> {
             Phrase::new("now sees seeded randomness (was real)"),
         ),
         _ => {}
+    }
+    {
+        use crate::manifest::FloatMode;
+        match (old.floats, new.floats) {
+            (FloatMode::Canonical, FloatMode::Native) => c.push(
+                Escalation,
+                "floats-native",
+                Some("floats"),
+                Some("canonical".into()),
+                Some("native".into()),
+                Phrase::new(
+                    "float NaNs now follow the CPU (was canonical): re-execution is bit for bit only on the same CPU architecture",
+                ),
+            ),
+            (FloatMode::Native, FloatMode::Canonical) => c.push(
+                DeEscalation,
+                "floats-canonical",
+                Some("floats"),
+                Some("native".into()),
+                Some("canonical".into()),
+                Phrase::new("float NaNs are canonical again (was the CPU's)"),
+            ),
+            _ => {}
+        }
     }
     match (&old.approval, &new.approval) {
         (Some(a), None) => c.push(
@@ -1377,6 +1404,14 @@ mod tests {
             changes(&grants(""), &grants_with(D1, "")),
             [(Escalation, "component-changed")]
         );
+    }
+
+    #[test]
+    fn native_floats_escalate() {
+        let a = grants("");
+        let b = grants("floats = \"native\"\n");
+        assert_eq!(changes(&a, &b), [(Escalation, "floats-native")]);
+        assert_eq!(changes(&b, &a), [(DeEscalation, "floats-canonical")]);
     }
 
     #[test]

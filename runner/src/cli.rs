@@ -538,10 +538,11 @@ fn load_component(
     manifest: &Manifest,
 ) -> Result<StepComponent, Failure> {
     sandbox
-        .load_for(
+        .load_step(
             &plan.component_digest,
             &plan.component_bytes,
             plan.network.is_some(),
+            plan.floats,
         )
         .map_err(|e| match e {
             SandboxError::InvalidComponent(msg) => {
@@ -742,11 +743,15 @@ fn run_pipeline_cmd(
     // component and linking, however many steps run it.
     let mut components: Vec<StepComponent> = Vec::new();
     let mut loaded: std::collections::HashMap<
-        (crate::manifest::Sha256Digest, bool),
+        (
+            crate::manifest::Sha256Digest,
+            bool,
+            crate::manifest::FloatMode,
+        ),
         StepComponent,
     > = Default::default();
     for (p, m) in plan.steps.iter().zip(&manifests) {
-        let key = (p.component_digest.clone(), p.network.is_some());
+        let key = (p.component_digest.clone(), p.network.is_some(), p.floats);
         let c = match loaded.get(&key) {
             Some(c) => c.clone(),
             None => {
@@ -1020,9 +1025,10 @@ fn print_plan(plan: &PipelinePlan, at: &Where) {
             None => println!("  network none"),
         }
         println!(
-            "  clock {}, random {}, cache {}",
+            "  clock {}, random {}, floats {}, cache {}",
             manifest_word(&s.clock),
             manifest_word(&s.random),
+            manifest_word(&s.floats),
             if plan.cacheable[i] { "on" } else { "off" }
         );
         let l = &s.limits;

@@ -600,7 +600,8 @@ fn determinism_for(plan: &StepPlan) -> (Determinism, Reproducibility) {
             fixed_clock_unix_s: clock,
             random: plan.random,
             seed: seed.map(hex::encode),
-            nan_canonicalization: crate::sandbox::NAN_CANONICALIZATION,
+            nan_canonicalization: crate::sandbox::NAN_CANONICALIZATION
+                && plan.floats == crate::manifest::FloatMode::Canonical,
         },
     )
 }

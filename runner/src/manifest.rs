@@ -179,6 +179,20 @@ pub enum RandomMode {
     Real,
 }
 
+/// How a step's float arithmetic treats NaNs (`[step] floats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FloatMode {
+    /// Every NaN a float operation produces is the canonical NaN, so
+    /// results are bit for bit the same on every CPU. Costs up to several
+    /// times the time of float-heavy code (see docs/performance.md).
+    #[default]
+    Canonical,
+    /// NaN bit patterns are whatever the CPU produces: full speed, and
+    /// re-execution is bit for bit only on the same CPU architecture.
+    Native,
+}
+
 /// A sha256 content digest, stored as 64 lowercase hex characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sha256Digest(String);
@@ -461,6 +475,8 @@ pub struct Manifest {
     pub clock: ClockMode,
     /// The randomness the step sees (`[step] random`).
     pub random: RandomMode,
+    /// NaN handling of float arithmetic (`[step] floats`).
+    pub floats: FloatMode,
 }
 
 #[derive(Deserialize)]
@@ -507,6 +523,8 @@ struct RawStep {
     clock: ClockMode,
     #[serde(default)]
     random: RandomMode,
+    #[serde(default)]
+    floats: FloatMode,
 }
 
 #[derive(Deserialize)]
@@ -1061,6 +1079,7 @@ impl Manifest {
             limits_set,
             clock: raw.step.clock,
             random: raw.step.random,
+            floats: raw.step.floats,
         })
     }
 }
@@ -1120,6 +1139,19 @@ mod tests {
         assert_eq!(m.limits, Limits::default());
         assert!(m.mounts.is_empty() && m.env.is_empty() && m.secrets.is_empty());
         assert_eq!((m.clock, m.random), (ClockMode::Fixed, RandomMode::Seeded));
+    }
+
+    #[test]
+    fn floats_are_canonical_unless_the_step_says_native() {
+        assert_eq!(parse(&minimal("")).unwrap().floats, FloatMode::Canonical);
+        let m = parse(&minimal("floats = \"native\"\n")).unwrap();
+        assert_eq!(m.floats, FloatMode::Native);
+        let err = parse(&minimal("floats = \"fast\"\n")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown variant `fast`, expected `canonical` or `native`"),
+            "{err}"
+        );
     }
 
     #[test]

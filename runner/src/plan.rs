@@ -68,6 +68,8 @@ pub struct StepPlan {
     pub clock: ClockMode,
     /// The randomness the step sees.
     pub random: RandomMode,
+    /// NaN handling of the step's float arithmetic.
+    pub floats: crate::manifest::FloatMode,
     /// The network the step may reach; `None`: no `wasi:http` at all.
     pub network: Option<crate::manifest::NetworkGrant>,
 }
@@ -357,6 +359,7 @@ pub fn plan_step_with(
         environment: ctx.env.name.clone(),
         clock: manifest.clock,
         random: manifest.random,
+        floats: manifest.floats,
         network: manifest.network.clone(),
     })
 }

@@ -259,6 +259,7 @@ pub fn input(env: &EnvConfig, steps: &[StepInput<'_>], base: &Path) -> Result<Va
                 "cache": s.cache,
                 "clock": p.clock,
                 "random": p.random,
+                "floats": p.floats,
                 "approval": approval,
             })
         })

@@ -141,7 +141,9 @@ pub struct Reproducibility {
     /// The seed of the step's random streams (64 hex characters).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<String>,
-    /// Whether the engine canonicalized NaNs (always, in this runner).
+    /// Whether the engine canonicalized NaNs: true unless the manifest says
+    /// `floats = "native"`, in which case NaN bit patterns are the CPU's
+    /// and a re-execution is bit for bit only on the same CPU architecture.
     pub nan_canonicalization: bool,
 }
 

@@ -129,8 +129,15 @@ pub fn reexecute(
             }
         }
     };
+    // The same float semantics as the recorded run (records before the
+    // setting existed always canonicalized).
+    let floats = if record["reproducibility"]["nan_canonicalization"] == Value::Bool(false) {
+        crate::manifest::FloatMode::Native
+    } else {
+        crate::manifest::FloatMode::Canonical
+    };
     let component = sandbox
-        .load(&component_digest, &bytes)
+        .load_step(&component_digest, &bytes, false, floats)
         .map_err(|e| format!("cannot load the component: {e}"))?;
 
     let scratch = state_dir

@@ -615,6 +615,45 @@ fn float_nans_are_canonical_whatever_the_cpu() {
     let out = ws.run(&[]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.probe_lines("nan"), ["nan: ok 0x7fc00000"]);
+    assert_eq!(ws.record()["reproducibility"]["nan_canonicalization"], true);
+}
+
+#[test]
+fn a_step_may_ask_for_native_floats_and_the_record_says_so() {
+    let ws = Workspace::new();
+    ws.step(PROBE, &["nan"], "");
+    let manifest = std::fs::read_to_string(ws.path("step.toml")).unwrap();
+    // `floats` belongs to [step]: put it right after the digest line.
+    let manifest = manifest.replacen("\nargs", "\nfloats = \"native\"\nargs", 1);
+    assert!(manifest.contains("floats = \"native\""), "{manifest}");
+    ws.write("step.toml", manifest);
+    let plan = ws.cordon(&["plan", "step.toml"], &[]);
+    assert!(plan.stdout.contains("floats native"), "{}", plan.stdout);
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let line = &out.probe_lines("nan")[0];
+    // The CPU's own NaN: x86-64 (and AArch64) keep a quiet NaN's payload
+    // through an addition, which canonicalization would have replaced.
+    if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        assert_eq!(line, "nan: ok 0x7fc12345");
+    } else {
+        assert!(
+            line.starts_with("nan: ok 0x7f") || line.starts_with("nan: ok 0xff"),
+            "{line}"
+        );
+    }
+    let rec = ws.record();
+    assert_eq!(
+        rec["reproducibility"]["nan_canonicalization"], false,
+        "{rec}"
+    );
+    // Reviewers are told what it costs.
+    let audit = ws.cordon(&["audit", "step.toml"], &[]);
+    assert!(
+        audit.stdout.contains("only on the same CPU architecture"),
+        "{}",
+        audit.stdout
+    );
 }
 
 /// `in-toto-verify` from PyPI `in-toto`: required, since the point is that

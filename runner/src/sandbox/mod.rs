@@ -38,7 +38,7 @@ pub mod stdio;
 pub use determinism::Determinism;
 
 use crate::digest::charged_bytes;
-use crate::manifest::{Limits, Sha256Digest};
+use crate::manifest::{FloatMode, Limits, Sha256Digest};
 use crate::secrets::{Redactor, ResolvedSecret};
 use host::{CordonData, CordonHost, CordonView, Report, SecretAudit};
 use std::collections::BTreeMap;
@@ -265,6 +265,8 @@ pub struct RunOutcome {
 #[derive(Clone)]
 pub struct StepComponent {
     pre: CommandPre<StepState>,
+    /// The engine it was compiled for; its stores are made with it.
+    engine: Engine,
     /// Whether the compiled artifact came from the on-disk cache.
     pub from_cache: bool,
 }
@@ -403,13 +405,47 @@ pub struct SandboxOptions {
 /// a wide pipeline running at once with room to spare.
 pub const POOL_SLOTS: u32 = 64;
 
-/// The engine, the linker, and the compiled-component cache.
-pub struct Sandbox {
+/// One engine (one set of compiler settings) and its linker.
+struct Kit {
     engine: Engine,
-    without_fuel: bool,
     linker: Linker<StepState>,
+}
+
+/// The engines, their linkers, and the compiled-component cache.
+pub struct Sandbox {
+    /// For steps with canonical NaNs (the default).
+    canonical: Kit,
+    /// For steps with `floats = "native"`, made on first use; its engine is
+    /// shared with the epoch thread, which ticks both.
+    native: std::sync::OnceLock<Kit>,
+    native_engine: Arc<std::sync::OnceLock<Engine>>,
+    options: SandboxOptions,
     cache_dir: Option<PathBuf>,
     _ticker: EpochTicker,
+}
+
+/// An engine and linker with the sandbox's settings; `canonical_nans` says
+/// whether float results have their NaNs canonicalized.
+fn make_kit(options: &SandboxOptions, canonical_nans: bool) -> Result<Kit, SandboxError> {
+    let mut config = Config::new();
+    if options.pooling {
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_SLOTS)
+            .total_core_instances(POOL_SLOTS * 4)
+            .total_memories(POOL_SLOTS * 2)
+            .total_tables(POOL_SLOTS * 4)
+            // The whole 32-bit space: the step's own memory limit (the
+            // store's limiter) is what bounds it, not the pool.
+            .max_memory_size(4 << 30);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    }
+    config.wasm_component_model(true);
+    config.consume_fuel(!options.without_fuel);
+    config.epoch_interruption(true);
+    config.cranelift_nan_canonicalization(canonical_nans);
+    let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(wasm_err(e)))?;
+    let linker = base_linker(&engine).map_err(|e| SandboxError::Engine(wasm_err(e)))?;
+    Ok(Kit { engine, linker })
 }
 
 impl Sandbox {
@@ -425,31 +461,17 @@ impl Sandbox {
         cache_dir: Option<PathBuf>,
         options: SandboxOptions,
     ) -> Result<Sandbox, SandboxError> {
-        let mut config = Config::new();
-        if options.pooling {
-            let mut pool = wasmtime::PoolingAllocationConfig::default();
-            pool.total_component_instances(POOL_SLOTS)
-                .total_core_instances(POOL_SLOTS * 4)
-                .total_memories(POOL_SLOTS * 2)
-                .total_tables(POOL_SLOTS * 4)
-                // The whole 32-bit space: the step's own memory limit (the
-                // store's limiter) is what bounds it, not the pool.
-                .max_memory_size(4 << 30);
-            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        }
-        config.wasm_component_model(true);
-        config.consume_fuel(!options.without_fuel);
-        config.epoch_interruption(true);
-        config.cranelift_nan_canonicalization(
+        let canonical = make_kit(
+            &options,
             NAN_CANONICALIZATION && !options.without_nan_canonicalization,
-        );
-        let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(wasm_err(e)))?;
-        let linker = base_linker(&engine).map_err(|e| SandboxError::Engine(wasm_err(e)))?;
+        )?;
+        let native_engine: Arc<std::sync::OnceLock<Engine>> = Default::default();
 
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
-            let engine = engine.clone();
+            let engine = canonical.engine.clone();
+            let native = native_engine.clone();
             std::thread::Builder::new()
                 .name("cordon-epoch".into())
                 .spawn(move || {
@@ -459,6 +481,9 @@ impl Sandbox {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::park_timeout(EPOCH_TICK);
                         engine.increment_epoch();
+                        if let Some(native) = native.get() {
+                            native.increment_epoch();
+                        }
                     }
                 })
                 .map_err(|e| SandboxError::Io {
@@ -467,9 +492,10 @@ impl Sandbox {
                 })?
         };
         Ok(Sandbox {
-            engine,
-            without_fuel: options.without_fuel,
-            linker,
+            canonical,
+            native: std::sync::OnceLock::new(),
+            native_engine,
+            options,
             cache_dir,
             _ticker: EpochTicker {
                 stop,
@@ -482,11 +508,11 @@ impl Sandbox {
     /// the component digest and the engine's compatibility hash (wasmtime
     /// version, compiler settings, CPU features), so a changed engine never
     /// loads an artifact compiled for another.
-    fn cache_path(&self, digest: &Sha256Digest) -> Option<PathBuf> {
+    fn cache_path(&self, engine: &Engine, digest: &Sha256Digest) -> Option<PathBuf> {
         use std::hash::{Hash, Hasher};
         let dir = self.cache_dir.as_ref()?;
         let mut h = std::hash::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut h);
+        engine.precompile_compatibility_hash().hash(&mut h);
         Some(dir.join(format!("{}-{:016x}.cwasm", digest.hex(), h.finish())))
     }
 
@@ -506,7 +532,36 @@ impl Sandbox {
         bytes: &[u8],
         network: bool,
     ) -> Result<StepComponent, SandboxError> {
-        let cache = self.cache_path(digest);
+        self.load_step(digest, bytes, network, FloatMode::Canonical)
+    }
+
+    /// The engine and linker for `floats`, the native one made on first use.
+    fn kit(&self, floats: FloatMode) -> Result<&Kit, SandboxError> {
+        match floats {
+            FloatMode::Canonical => Ok(&self.canonical),
+            FloatMode::Native => {
+                if let Some(k) = self.native.get() {
+                    return Ok(k);
+                }
+                let kit = make_kit(&self.options, false)?;
+                let _ = self.native_engine.set(kit.engine.clone());
+                Ok(self.native.get_or_init(|| kit))
+            }
+        }
+    }
+
+    /// Like [`Sandbox::load_for`], compiled for the step's float mode: with
+    /// [`FloatMode::Native`], an engine without NaN canonicalization (and
+    /// its own compiled-cache entries) runs it.
+    pub fn load_step(
+        &self,
+        digest: &Sha256Digest,
+        bytes: &[u8],
+        network: bool,
+        floats: FloatMode,
+    ) -> Result<StepComponent, SandboxError> {
+        let kit = self.kit(floats)?;
+        let cache = self.cache_path(&kit.engine, digest);
         let mut from_cache = false;
         let mut component = None;
         if let Some(path) = &cache
@@ -518,7 +573,7 @@ impl Sandbox {
             // whoever can write there can already run code as this user.
             // A corrupt or incompatible file is rejected by wasmtime's own
             // header checks and we recompile.
-            match unsafe { Component::deserialize_file(&self.engine, path) } {
+            match unsafe { Component::deserialize_file(&kit.engine, path) } {
                 Ok(c) => {
                     component = Some(c);
                     from_cache = true;
@@ -531,7 +586,7 @@ impl Sandbox {
         let component = match component {
             Some(c) => c,
             None => {
-                let c = Component::new(&self.engine, bytes)
+                let c = Component::new(&kit.engine, bytes)
                     .map_err(|e| SandboxError::InvalidComponent(explain_invalid(bytes, e)))?;
                 if let Some(path) = &cache {
                     self.store_compiled(&c, path);
@@ -539,12 +594,12 @@ impl Sandbox {
                 c
             }
         };
-        let mut linker = self.linker.clone();
+        let mut linker = kit.linker.clone();
         if network {
             wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
                 .map_err(|e| SandboxError::Engine(wasm_err(e)))?;
         }
-        stub_absent_imports(&self.engine, &mut linker, &component, !network)
+        stub_absent_imports(&kit.engine, &mut linker, &component, !network)
             .map_err(|e| SandboxError::InvalidComponent(wasm_err(e)))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             SandboxError::InvalidComponent(format!(
@@ -558,7 +613,11 @@ impl Sandbox {
                 wasm_err(e)
             ))
         })?;
-        Ok(StepComponent { pre, from_cache })
+        Ok(StepComponent {
+            pre,
+            engine: kit.engine.clone(),
+            from_cache,
+        })
     }
 
     fn store_compiled(&self, component: &Component, path: &Path) {
@@ -683,9 +742,9 @@ impl Sandbox {
                 exceeded: false,
             },
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(&component.engine, state);
         store.limiter(|s| &mut s.limiter);
-        if !self.without_fuel {
+        if !self.options.without_fuel {
             store
                 .set_fuel(limits.fuel)
                 .map_err(|e| SandboxError::Engine(wasm_err(e)))?;
