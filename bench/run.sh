@@ -3,7 +3,7 @@
 # reports: target/bench/overhead.md (in-process, criterion) and
 # target/bench/whole.md (whole processes, each beside its baseline).
 #
-#   bench/run.sh                 # everything (about 10 minutes on two cores)
+#   bench/run.sh                 # everything (four to seven minutes on two cores)
 #   bench/run.sh hashing scale   # only some whole-process sections
 #
 # Knobs: CORDON_BENCH_HASH_MIB (hashing dataset, default 1024),
