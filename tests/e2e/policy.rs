@@ -339,3 +339,102 @@ fn validate_sarif(file: &std::path::Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The rules `cordon check --format json` reports for `file` in `env`.
+fn rules_violated(ws: &Workspace, file: &str, env: &str) -> Vec<String> {
+    let out = ws.cordon(&["check", file, "--env", env, "--format", "json"], &[]);
+    assert!(out.code == 0 || out.code == 2, "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["passed"], out.code == 0, "{v}");
+    let mut rules: Vec<String> = v["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["rule"].as_str().unwrap().to_string())
+        .collect();
+    rules.dedup();
+    rules
+}
+
+/// Each default rule end to end, through the real binary: a manifest that
+/// breaks it is refused with that rule, and the nearest manifest that does
+/// not break it passes it. (`mount-purpose` cannot be reached from a
+/// manifest: an empty purpose is a manifest error, tests/ui; the rule backs
+/// that check up for plans built by other tools.)
+#[test]
+fn every_default_rule_refuses_what_breaks_it_and_passes_what_does_not() {
+    let ws = Workspace::new();
+    ws.write("restricted/data.csv", "id\n1\n");
+    ws.write("shared/state.txt", "0");
+    ws.write("ok/data.csv", "id\n1\n");
+    ws.write(
+        "cordon.toml",
+        "[env.dev]\n\n[env.prod]\nprotected = true\n\n[env.ci]\nprotected = true\n\n[env.ci.secrets]\nprovider = \"env\"\n",
+    );
+    let restricted = "[[mount]]\nguest = \"/in\"\nhost = \"restricted\"\naccess = \"read\"\npurpose = \"patient rows\"\nclassification = \"restricted\"\n\n";
+    let write = |name: &str, rest: &str| {
+        let digest = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                std::fs::read(PLAIN).unwrap()
+            ))
+        );
+        std::fs::copy(PLAIN, ws.path("plain.wasm")).unwrap();
+        ws.write(
+            &format!("{name}.toml"),
+            format!(
+                "[step]\nname = \"{name}\"\ncomponent = \"plain.wasm\"\ndigest = \"{digest}\"\n\n{rest}"
+            ),
+        );
+    };
+    let has = |file: &str, env: &str, rule: &str| {
+        rules_violated(&ws, &format!("{file}.toml"), env)
+            .iter()
+            .any(|r| r == rule)
+    };
+
+    // restricted-isolation: restricted data and the network...
+    write(
+        "exfil",
+        &format!("{restricted}[network]\nallow = [\"https://api.example.com/\"]\n"),
+    );
+    assert!(has("exfil", "dev", "restricted-isolation"));
+    write("isolated", restricted);
+    assert!(!has("isolated", "dev", "restricted-isolation"));
+    // ...or restricted data and a read-write mount.
+    write(
+        "inplace",
+        &format!(
+            "{restricted}[[mount]]\nguest = \"/state\"\nhost = \"shared\"\naccess = \"read-write\"\npurpose = \"a counter\"\n"
+        ),
+    );
+    assert!(has("inplace", "dev", "restricted-isolation"));
+
+    // protected-read-write: fine in dev, refused in a protected environment.
+    write(
+        "counter",
+        "[[mount]]\nguest = \"/state\"\nhost = \"shared\"\naccess = \"read-write\"\npurpose = \"a counter\"\n",
+    );
+    assert!(!has("counter", "dev", "protected-read-write"));
+    assert!(has("counter", "prod", "protected-read-write"));
+    write(
+        "reader",
+        "[[mount]]\nguest = \"/in\"\nhost = \"ok\"\naccess = \"read\"\npurpose = \"rows\"\n",
+    );
+    assert!(!has("reader", "prod", "protected-read-write"));
+
+    // protected-reveal: a revealed secret in a protected environment.
+    write(
+        "reveals",
+        "[[secret]]\nname = \"token\"\nuses = [\"reveal\"]\n",
+    );
+    assert!(!has("reveals", "dev", "protected-reveal"));
+    assert!(has("reveals", "prod", "protected-reveal"));
+    write("hmacs", "[[secret]]\nname = \"token\"\nuses = [\"hmac\"]\n");
+    assert!(!has("hmacs", "prod", "protected-reveal"));
+
+    // protected-env-provider: secrets from CI variables in a protected
+    // environment; the same grant from the local store passes it.
+    assert!(has("hmacs", "ci", "protected-env-provider"));
+    assert!(!has("hmacs", "prod", "protected-env-provider"));
+}
