@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// What a re-execution found.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Reexecution {
     /// Same outputs, streams and exit status.
     Reproduced {
@@ -64,17 +64,55 @@ pub fn reexecute_scope(
     };
     let mut findings = Vec::new();
     let mut reproduced = Vec::new();
-    for run in runs {
-        let subject = format!("record {run}");
-        let Some(record) = std::fs::read(crate::chain::record_path(&records_dir, &run))
+    let read = |run: &str| {
+        std::fs::read(crate::chain::record_path(&records_dir, run))
             .ok()
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        else {
+    };
+    // Each executed run is re-executed once, however many cache hits it
+    // served.
+    let mut done: std::collections::HashMap<String, Result<Reexecution, String>> =
+        Default::default();
+    for run in runs {
+        let subject = format!("record {run}");
+        let Some(record) = read(&run) else {
             continue;
         };
-        let opted_out = record["reproducibility"]["reproducible"] == false;
-        match reexecute(state_dir, &record, sandbox) {
-            Ok(Reexecution::Reproduced { files }) => reproduced.push((run, files)),
+        // A cache hit ran nothing: its outputs are those of the run that
+        // produced them (restored from the store, digests checked), so that
+        // run is what is re-executed.
+        let (target, shown) = if record["cache"]["hit"] == true {
+            let Some(source) = record["cache"]["source_run"].as_str() else {
+                findings.push(Finding {
+                    subject,
+                    problem: "cannot re-execute: a cache hit that names no source run".into(),
+                });
+                continue;
+            };
+            (source.to_string(), format!("{run} (cache hit of {source})"))
+        } else {
+            (run.clone(), run.clone())
+        };
+        let Some(target_record) = (if target == run {
+            Some(record.clone())
+        } else {
+            read(&target)
+        }) else {
+            findings.push(Finding {
+                subject,
+                problem: format!(
+                    "cannot re-execute: a cache hit of run {target}, whose record is not in this state directory"
+                ),
+            });
+            continue;
+        };
+        let opted_out = target_record["reproducibility"]["reproducible"] == false;
+        let result = done
+            .entry(target)
+            .or_insert_with(|| reexecute(state_dir, &target_record, sandbox))
+            .clone();
+        match result {
+            Ok(Reexecution::Reproduced { files }) => reproduced.push((shown, files)),
             Ok(Reexecution::Differs(what)) => findings.push(Finding {
                 subject,
                 problem: format!(

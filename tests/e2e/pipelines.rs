@@ -517,6 +517,24 @@ fn the_example_pipeline_runs_end_to_end_and_reruns_from_the_cache() {
         s.iter().all(|x| x["status"] == "cached"),
         "second run is served from the cache: {s:?}"
     );
+    // Every record re-executes bit for bit, the secret-using steps too (the
+    // values come from the store again); a cache hit re-executes the run
+    // that produced its outputs.
+    let reexec = ws.cordon(&["verify", "--reexecute"], &[]);
+    assert_eq!(reexec.code, 0, "{reexec:?}");
+    for step in ["validate", "pseudonymize", "train", "evaluate", "sign"] {
+        let lines: Vec<&str> = reexec
+            .stderr
+            .lines()
+            .filter(|l| l.contains(&format!("-{step}-")) && l.contains(": reproducible ("))
+            .collect();
+        assert_eq!(lines.len(), 2, "{step}: {}", reexec.stderr);
+        assert!(
+            lines.iter().any(|l| l.contains("(cache hit of ")),
+            "{step}: {}",
+            reexec.stderr
+        );
+    }
     // The pipeline record links datasets, step records and artifacts.
     let mut pipelines: Vec<_> = std::fs::read_dir(ws.path(".cordon/pipelines"))
         .unwrap()
