@@ -478,7 +478,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("error: {:#}", f.error);
+            say!("error: {:#}", f.error);
             ExitCode::from(f.code)
         }
     }
@@ -515,9 +515,10 @@ fn signer_for(
 /// its records will not be signed.
 fn warn_unsigned(env: &crate::config::EnvConfig, signer: &Option<Arc<crate::attest::Signer>>) {
     if signer.is_none() {
-        eprintln!(
+        say!(
             "cordon: warning: environment `{}` has no signing key; records will be chained but not signed, and `cordon verify` reports them (fix: `cordon key generate --env {}`)",
-            env.name, env.name
+            env.name,
+            env.name
         );
     }
 }
@@ -609,20 +610,20 @@ fn run_step_cmd(
     let run = run_step(&plan, &sandbox, &component, secrets, &opts).map_err(runner_fault)?;
     save_hash_index(opts.hash_index.as_deref());
     if let Err(e) = resolution.finish() {
-        eprintln!("cordon: warning: {e}");
+        say!("cordon: warning: {e}");
     }
 
     let r = &run.record;
     let record_path = run.record_path.display();
     if r.cache.hit {
-        eprintln!(
+        say!(
             "cordon: step `{}` served from the cache (outputs of run {}); record: {record_path}",
             r.step,
             r.cache.source_run.as_deref().unwrap_or("?")
         );
         Ok(0)
     } else if r.success {
-        eprintln!(
+        say!(
             "cordon: step `{}` succeeded in {} ms (fuel {}, peak memory {}); record: {record_path}",
             r.step,
             r.usage.wall_ms,
@@ -635,14 +636,14 @@ fn run_step_cmd(
             Publication::Withheld { reason, kept_at } => (reason.clone(), kept_at.clone()),
             _ => (r.termination.describe(), None),
         };
-        eprintln!("cordon: step `{}` failed: {reason}", r.step);
+        say!("cordon: step `{}` failed: {reason}", r.step);
         if let Some(k) = kept {
-            eprintln!(
+            say!(
                 "cordon: nothing was published; partial output kept at {}",
                 k.display()
             );
         }
-        eprintln!("cordon: record: {record_path}");
+        say!("cordon: record: {record_path}");
         Ok(failed_or_interrupted())
     }
 }
@@ -774,7 +775,7 @@ fn run_pipeline_cmd(
         hash_index: Some(Arc::new(HashIndex::load(&state_dir))),
         policy: Some(policy),
     };
-    eprintln!(
+    say!(
         "cordon: pipeline `{}` in environment `{}`: {} steps",
         plan.name,
         at.env,
@@ -783,7 +784,7 @@ fn run_pipeline_cmd(
     let outcome = run_pipeline(&plan, &sandbox, &components, secrets, &opts);
     save_hash_index(opts.hash_index.as_deref());
     if let Err(e) = resolution.finish() {
-        eprintln!("cordon: warning: {e}");
+        say!("cordon: warning: {e}");
     }
     let record = crate::scheduler::write_pipeline_record(
         &plan,
@@ -811,7 +812,7 @@ fn run_pipeline_cmd(
     let count =
         |s: crate::scheduler::StepStatus| outcome.steps.iter().filter(|r| r.status == s).count();
     use crate::scheduler::StepStatus as S;
-    eprintln!(
+    say!(
         "cordon: {} ran, {} cached, {} failed, {} skipped in {} ms",
         count(S::Succeeded),
         count(S::Cached),
@@ -824,7 +825,7 @@ fn run_pipeline_cmd(
         .iter()
         .filter(|r| !matches!(r.status, S::Succeeded | S::Cached))
     {
-        eprintln!(
+        say!(
             "cordon:   {} {}: {}",
             r.status.word(),
             r.name,
@@ -833,11 +834,11 @@ fn run_pipeline_cmd(
         if let Some(rec) = &r.record
             && let Some(log) = &rec.stderr.log
         {
-            eprintln!("cordon:     stderr: {}", log.display());
+            say!("cordon:     stderr: {}", log.display());
         }
     }
-    eprintln!("cordon: pipeline record: {}", record.display());
-    eprintln!(
+    say!("cordon: pipeline record: {}", record.display());
+    say!(
         "cordon: step records: {}",
         state_dir.join("records").display()
     );
@@ -898,17 +899,17 @@ fn verify(
         reexecute_all(&state_dir, &scope, &mut verdict)?;
     }
     for f in &verdict.findings {
-        println!("{f}");
+        out!("{f}");
     }
     if verdict.findings.is_empty() {
-        eprintln!(
+        say!(
             "cordon: verified {} record{}: signatures, chain and outputs hold",
             verdict.records,
             if verdict.records == 1 { "" } else { "s" }
         );
         Ok(0)
     } else {
-        eprintln!(
+        say!(
             "cordon: verification failed: {} problem{} ({} record{} checked)",
             verdict.findings.len(),
             if verdict.findings.len() == 1 { "" } else { "s" },
@@ -970,32 +971,32 @@ fn manifest_word(v: &impl serde::Serialize) -> String {
 }
 
 fn print_plan(plan: &PipelinePlan, at: &Where) {
-    println!("pipeline {} (environment {})", plan.name, at.env);
+    out!("pipeline {} (environment {})", plan.name, at.env);
     for i in plan.topological_order() {
         let s = &plan.steps[i];
-        println!("\nstep {}", s.name);
-        println!(
+        out!("\nstep {}", s.name);
+        out!(
             "  component {} ({})",
             s.component_path.display(),
             s.component_digest
         );
         for &d in &plan.deps[i] {
-            println!(
+            out!(
                 "  after {} — {}",
                 plan.steps[d].name,
                 plan.reasons.get(&(i, d)).map(String::as_str).unwrap_or("")
             );
         }
-        println!("  args {:?}", s.argv);
+        out!("  args {:?}", s.argv);
         for (k, v) in &s.env {
-            println!("  env {k}={v}");
+            out!("  env {k}={v}");
         }
         for m in &s.mounts {
             let class = m
                 .classification
                 .map(|c| format!(", {c:?}").to_lowercase())
                 .unwrap_or_default();
-            println!(
+            out!(
                 "  mount {} <- {} ({}{class}) — {}",
                 m.guest,
                 m.host.display(),
@@ -1014,17 +1015,17 @@ fn print_plan(plan: &PipelinePlan, at: &Where) {
             } else {
                 format!(", sent only to {}", g.hosts.join(", "))
             };
-            println!("  secret {} ({}{key}{hosts})", g.name, uses.join(", "));
+            out!("  secret {} ({}{key}{hosts})", g.name, uses.join(", "));
         }
         match &s.network {
             Some(grant) => {
                 for rule in &grant.allow {
-                    println!("  network {}", rule.describe());
+                    out!("  network {}", rule.describe());
                 }
             }
-            None => println!("  network none"),
+            None => out!("  network none"),
         }
-        println!(
+        out!(
             "  clock {}, random {}, floats {}, cache {}",
             manifest_word(&s.clock),
             manifest_word(&s.random),
@@ -1032,7 +1033,7 @@ fn print_plan(plan: &PipelinePlan, at: &Where) {
             if plan.cacheable[i] { "on" } else { "off" }
         );
         let l = &s.limits;
-        println!(
+        out!(
             "  limits fuel {}, memory {}, timeout {} s, output {}, stdout {}",
             l.fuel,
             crate::units::format_size(l.memory),
@@ -1041,7 +1042,7 @@ fn print_plan(plan: &PipelinePlan, at: &Where) {
             crate::units::format_size(l.stdout)
         );
         if s.network.is_some() {
-            println!(
+            out!(
                 "  network limits requests {}, request bytes {}, request timeout {} s",
                 l.requests,
                 crate::units::format_size(l.request_bytes),
@@ -1070,16 +1071,14 @@ fn policy_gate(
     }
     let evaluation = evaluate_policy(env, manifests, plans, cacheable)?;
     for (name, at) in &evaluation.disabled {
-        eprintln!(
+        say!(
             "cordon: policy: default rule `{name}` is disabled for environment `{}` (cordon.toml {at})",
             env.name
         );
     }
     if evaluation.violations.is_empty() {
         if break_glass.is_some() {
-            eprintln!(
-                "cordon: policy: no violations; --break-glass is not needed and is not recorded"
-            );
+            say!("cordon: policy: no violations; --break-glass is not needed and is not recorded");
         }
         return Ok(Arc::new(evaluation.decision(None)));
     }
@@ -1087,7 +1086,7 @@ fn policy_gate(
     let n = evaluation.violations.len();
     match justification {
         None => {
-            eprint!("{report}");
+            say_raw!("{report}");
             Err(bad_input(anyhow::anyhow!(
                 "policy refused the run ({n} violation{}); nothing ran\n  fix: change the manifests as each violation says{}",
                 if n == 1 { "" } else { "s" },
@@ -1099,7 +1098,7 @@ fn policy_gate(
             )))
         }
         Some(_) if !env.policy.break_glass => {
-            eprint!("{report}");
+            say_raw!("{report}");
             Err(bad_input(anyhow::anyhow!(
                 "environment `{}` does not allow break-glass; nothing ran\n  fix: fix the violations (break-glass is enabled per environment with `break-glass = true` under [env.{}.policy] in cordon.toml)",
                 env.name,
@@ -1107,13 +1106,13 @@ fn policy_gate(
             )))
         }
         Some(why) => {
-            eprint!("{report}");
-            eprintln!(
+            say_raw!("{report}");
+            say!(
                 "cordon: BREAK-GLASS: running despite {n} policy violation{} in environment `{}`; justification: {why}",
                 if n == 1 { "" } else { "s" },
                 env.name
             );
-            eprintln!(
+            say!(
                 "cordon: BREAK-GLASS: the justification and every overridden violation are in the records (`cordon records --break-glass`)"
             );
             Ok(Arc::new(evaluation.decision(Some(why))))
@@ -1146,8 +1145,8 @@ fn check_cmd(file: &Path, at: &Where, format: CheckFormat) -> Result<u8, Failure
     let (plan, manifests, env) = plan_any(file, at)?;
     let evaluation = evaluate_policy(&env, &manifests, &plan.steps, &plan.cacheable)?;
     match format {
-        CheckFormat::Text => print!("{}", crate::policy::render_text(&evaluation)),
-        CheckFormat::Json => println!(
+        CheckFormat::Text => out_raw!("{}", crate::policy::render_text(&evaluation)),
+        CheckFormat::Json => out!(
             "{}",
             serde_json::to_string_pretty(&crate::policy::render_json(&evaluation))
                 .unwrap_or_default()
@@ -1162,7 +1161,7 @@ fn check_cmd(file: &Path, at: &Where, format: CheckFormat) -> Result<u8, Failure
                     (m.name.clone(), rel)
                 })
                 .collect();
-            println!(
+            out!(
                 "{}",
                 serde_json::to_string_pretty(&crate::policy::render_sarif(&evaluation, &manifests))
                     .unwrap_or_default()
@@ -1178,7 +1177,7 @@ fn check_cmd(file: &Path, at: &Where, format: CheckFormat) -> Result<u8, Failure
 
 fn approve_cmd(manifest: &Path, key: &Path) -> Result<u8, Failure> {
     let w = crate::approval::approve(manifest, key).map_err(bad_input)?;
-    eprintln!(
+    say!(
         "cordon: approved {} with reviewer key {} ({}); written to {}",
         manifest.display(),
         &w.keyid[..w.keyid.len().min(16)],
@@ -1189,7 +1188,7 @@ fn approve_cmd(manifest: &Path, key: &Path) -> Result<u8, Failure> {
         },
         w.path.display()
     );
-    eprintln!(
+    say!(
         "cordon: commit the approvals file with the manifest; any change to either voids the approval"
     );
     Ok(0)
@@ -1223,12 +1222,12 @@ fn key_reviewer(name: &str, dir: &Path) -> Result<u8, Failure> {
     crate::fsutil::write_new(&public, public_pem.as_bytes())
         .with_context(|| format!("cannot write {}", public.display()))
         .map_err(runner_fault)?;
-    eprintln!(
+    say!(
         "cordon: wrote {} (private, mode 0600: keep it with the reviewer) and {}",
         key.display(),
         public.display()
     );
-    eprintln!(
+    say!(
         "cordon: to trust this reviewer in an environment, add \"{}\" to `reviewers` under [env.NAME.policy] in cordon.toml",
         public.display()
     );
@@ -1272,14 +1271,14 @@ fn break_glass_records(state: Option<PathBuf>) -> Result<u8, Failure> {
             continue;
         }
         if found == 0 {
-            println!("run\tstep\tenvironment\tstarted\toverridden\tjustification\trecord");
+            out!("run\tstep\tenvironment\tstarted\toverridden\tjustification\trecord");
         }
         found += 1;
         let rules: Vec<&str> = policy["overridden"]
             .as_array()
             .map(|a| a.iter().filter_map(|v| v["rule"].as_str()).collect())
             .unwrap_or_default();
-        println!(
+        out!(
             "{}\t{}\t{}\t{}\t{}\t{}\t{}",
             rec["run_id"].as_str().unwrap_or("?"),
             rec["step"].as_str().unwrap_or("?"),
@@ -1291,7 +1290,7 @@ fn break_glass_records(state: Option<PathBuf>) -> Result<u8, Failure> {
         );
     }
     if found == 0 {
-        eprintln!("cordon: no break-glass runs (records in {})", dir.display());
+        say!("cordon: no break-glass runs (records in {})", dir.display());
     }
     Ok(0)
 }
@@ -1340,7 +1339,7 @@ fn restore_cmd(run: &str, state: &Path) -> Result<u8, Failure> {
         mounts.push((guest, host, entries, tree));
     }
     if mounts.is_empty() {
-        eprintln!("cordon: run `{run}` has no outputs to restore");
+        say!("cordon: run `{run}` has no outputs to restore");
         return Ok(0);
     }
     let writes: Vec<(String, PathBuf)> = mounts
@@ -1372,7 +1371,7 @@ fn restore_cmd(run: &str, state: &Path) -> Result<u8, Failure> {
     }
     staging.publish().map_err(runner_fault)?;
     for (guest, host, _, tree) in &mounts {
-        eprintln!(
+        say!(
             "cordon: restored {guest} of run {run} to {} ({tree})",
             host.display()
         );
@@ -1394,7 +1393,7 @@ fn reexecute_all(
     let report =
         crate::reexec::reexecute_scope(state_dir, scope, &sandbox).map_err(runner_fault)?;
     for (run, files) in report.reproduced {
-        eprintln!("cordon: record {run}: reproducible ({files} output files identical)");
+        say!("cordon: record {run}: reproducible ({files} output files identical)");
     }
     verdict.findings.extend(report.findings);
     Ok(())
@@ -1444,7 +1443,7 @@ fn export_in_toto(
     let base = crate::fsutil::resolve(&base.unwrap_or(cwd)).map_err(bad_input)?;
     let out = crate::export::export(&record, &functionary, &layout_signer, &base, dir)
         .map_err(|e| bad_input(anyhow::anyhow!(e)))?;
-    eprintln!(
+    say!(
         "cordon: wrote {} and {}",
         out.link.display(),
         out.layout.display()
@@ -1462,7 +1461,7 @@ fn key_generate(env: &str, config: Option<&Path>) -> Result<u8, Failure> {
         crate::keys::KeyError::Invalid(_) => bad_input(e),
         crate::keys::KeyError::Io(..) => runner_fault(e),
     })?;
-    eprintln!(
+    say!(
         "cordon: environment `{env}` now signs its records with {} (keyid {}); public key {} is trusted in {}",
         g.private.display(),
         g.keyid,
@@ -1504,14 +1503,14 @@ fn pin(manifest_path: &Path) -> Result<u8, Failure> {
         .and_then(|d| d.as_str())
         .map(str::to_string);
     if old.as_deref() == Some(digest.as_str()) {
-        eprintln!("cordon: {} already pins {digest}", manifest_path.display());
+        say!("cordon: {} already pins {digest}", manifest_path.display());
         return Ok(0);
     }
     doc["step"]["digest"] = toml_edit::value(digest.clone());
     crate::fsutil::write_atomic(manifest_path, doc.to_string().as_bytes())
         .with_context(|| format!("cannot write {}", manifest_path.display()))
         .map_err(runner_fault)?;
-    eprintln!(
+    say!(
         "cordon: {} now pins {digest} (was {})",
         manifest_path.display(),
         old.unwrap_or_else(|| "unset".into())
@@ -1525,7 +1524,7 @@ fn save_hash_index(index: Option<&HashIndex>) {
     if let Some(index) = index
         && let Err(e) = index.save()
     {
-        eprintln!("cordon: warning: cannot save the input hash index: {e}");
+        say!("cordon: warning: cannot save the input hash index: {e}");
     }
 }
 
@@ -1551,7 +1550,7 @@ fn audit_cmd(
 ) -> Result<u8, Failure> {
     let paths = crate::audit::Paths::from_cwd().map_err(runner_fault)?;
     let audit = crate::audit::audit(file, config, env, &paths).map_err(bad_files)?;
-    print!("{}", audit.render(format));
+    out_raw!("{}", audit.render(format));
     Ok(0)
 }
 
@@ -1579,7 +1578,7 @@ fn diff_cmd(
         DiffError::Input(errors) => bad_files(errors),
         DiffError::Git(msg) => runner_fault(anyhow::anyhow!(msg)),
     })?;
-    print!("{}", diff.render(format));
+    out_raw!("{}", diff.render(format));
     Ok(u8::from(diff.escalates))
 }
 
@@ -1615,6 +1614,6 @@ fn inspect_cmd(
         inspection,
         manifest: check,
     };
-    print!("{}", report.render(format));
+    out_raw!("{}", report.render(format));
     Ok(0)
 }

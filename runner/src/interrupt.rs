@@ -27,9 +27,7 @@ pub fn install() {
     INSTALLED.call_once(|| {
         let _ = ctrlc::set_handler(|| {
             if GRACEFUL.load(Ordering::SeqCst) && !flag().swap(true, Ordering::SeqCst) {
-                eprintln!(
-                    "cordon: interrupted; stopping running steps (Ctrl-C again to abort at once)"
-                );
+                say!("cordon: interrupted; stopping running steps (Ctrl-C again to abort at once)");
                 return;
             }
             abort();
@@ -40,7 +38,7 @@ pub fn install() {
 /// Revokes every live vault session and exits with [`EXIT_INTERRUPTED`].
 fn abort() -> ! {
     if !crate::secrets::vault::revoke_live_sessions() {
-        eprintln!("cordon: interrupted");
+        say!("cordon: interrupted");
     }
     std::process::exit(EXIT_INTERRUPTED.into())
 }

@@ -22,6 +22,41 @@
 //! manifest or pipeline (escalations first), and [`inspect`] reads what a
 //! component imports and exports; [`review`] holds their shared wording.
 
+/// `eprintln!` that never panics. A closed stderr (`cordon run ... 2>&1 |
+/// head`) must not crash a run half-way: a panicking worker would leave the
+/// scheduler waiting for it, and a panicking main thread would exit with a
+/// crash instead of the run's exit code. Lost lines are the reader's choice.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!` that never panics (see `say!`).
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics: `cordon plan ... | head` ends quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that never panics (see `out!`).
+macro_rules! out_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod approval;
 pub mod attest;
 pub mod audit;

@@ -133,7 +133,7 @@ struct Plain {
 
 impl Progress for Plain {
     fn started(&self, i: usize) {
-        eprintln!("cordon: [{}] started", self.names[i]);
+        say!("cordon: [{}] started", self.names[i]);
     }
 
     fn finished(&self, _i: usize, r: &StepResult) {
@@ -147,7 +147,7 @@ impl Progress for Plain {
             .as_ref()
             .map(|m| format!(": {m}"))
             .unwrap_or_default();
-        eprintln!(
+        say!(
             "cordon: [{}] {} in {} ms{why}{record}",
             r.name,
             r.status.word(),

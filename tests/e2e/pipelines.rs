@@ -660,3 +660,70 @@ fn a_step_may_be_written_inline_and_its_errors_point_into_the_pipeline_file() {
         out.stderr
     );
 }
+
+/// A reader that goes away (`cordon run ... 2>&1 | head -1` in a CI
+/// script) must not crash the run or hang it: every step still runs and is
+/// recorded, and the exit code is the run's.
+#[test]
+fn a_closed_stderr_and_stdout_neither_crash_nor_hang_a_run() {
+    let ws = Workspace::new();
+    for name in ["a", "b", "c"] {
+        probe_step(
+            &ws,
+            name,
+            &["write", "/out/x.txt", name],
+            &mount("/out", &format!("{name}-out"), "write"),
+        );
+    }
+    pipeline(
+        &ws,
+        &[
+            "manifest = \"a.toml\"",
+            "manifest = \"b.toml\"",
+            "manifest = \"c.toml\"",
+        ],
+    );
+    let mut child = std::process::Command::new(CORDON)
+        .args(["run", "pipeline.toml", "--jobs", "2"])
+        .current_dir(ws.root())
+        .env("CORDON_SECRETS_HOME", ws.secrets_home())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Both pipes are closed before the runner writes a line.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    // Not a timing threshold: a hung run never exits, so the test stops
+    // waiting after a very generous two minutes and fails.
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("cordon hung after its output pipes were closed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            std::fs::read_to_string(ws.path(&format!("{name}-out/x.txt"))).unwrap(),
+            name
+        );
+    }
+    assert_eq!(ws.records().len(), 3);
+    // The same for a command that only prints.
+    let mut plan = std::process::Command::new(CORDON)
+        .args(["plan", "pipeline.toml"])
+        .current_dir(ws.root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(plan.stdout.take());
+    drop(plan.stderr.take());
+    assert_eq!(plan.wait().unwrap().code(), Some(0));
+}

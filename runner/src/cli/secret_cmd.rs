@@ -77,7 +77,7 @@ pub(super) fn secret(action: SecretCommand) -> Result<u8, Failure> {
         SecretCommand::Set { name, .. } => {
             let value = read_value(&name)?;
             let v = store.set(&name, value).map_err(bad_input)?;
-            eprintln!(
+            say!(
                 "cordon: secret `{name}` version {v} stored for environment `{}`",
                 env.name
             );
@@ -85,14 +85,14 @@ pub(super) fn secret(action: SecretCommand) -> Result<u8, Failure> {
         SecretCommand::Rotate { name, .. } => {
             let value = read_value(&name)?;
             let v = store.rotate(&name, value).map_err(bad_input)?;
-            eprintln!(
+            say!(
                 "cordon: secret `{name}` is now at version {v} in environment `{}`",
                 env.name
             );
         }
         SecretCommand::Rm { name, .. } => {
             let n = store.remove(&name).map_err(bad_input)?;
-            eprintln!(
+            say!(
                 "cordon: secret `{name}` removed from environment `{}` ({n} version{})",
                 env.name,
                 if n == 1 { "" } else { "s" }
@@ -101,7 +101,7 @@ pub(super) fn secret(action: SecretCommand) -> Result<u8, Failure> {
         SecretCommand::List { .. } => {
             let list = store.list().map_err(bad_input)?;
             if list.is_empty() {
-                eprintln!(
+                say!(
                     "cordon: environment `{}` has no secrets in {}",
                     env.name,
                     store.store_path().display()
@@ -109,7 +109,7 @@ pub(super) fn secret(action: SecretCommand) -> Result<u8, Failure> {
             }
             for (name, versions) in list {
                 for v in versions {
-                    println!("{name}\tversion {}\t{}", v.version, v.created_at);
+                    out!("{name}\tversion {}\t{}", v.version, v.created_at);
                 }
             }
         }
@@ -125,14 +125,14 @@ fn read_value(name: &str) -> Result<crate::secrets::SecretValue, Failure> {
     // SAFETY: isatty only inspects the descriptor.
     let tty = unsafe { libc::isatty(0) } == 1;
     if tty {
-        eprint!("Value for secret `{name}` (input hidden): ");
+        say_raw!("Value for secret `{name}` (input hidden): ");
         let _echo = EchoOff::new();
         let mut line = zeroize::Zeroizing::new(String::new());
         std::io::stdin()
             .read_line(&mut line)
             .context("cannot read the value from the terminal")
             .map_err(bad_input)?;
-        eprintln!();
+        say!();
         buf.extend_from_slice(line.as_bytes());
     } else {
         std::io::stdin()
@@ -195,7 +195,7 @@ pub(super) fn records(
         None => format!("secret `{secret}`"),
     };
     if runs.is_empty() {
-        eprintln!(
+        say!(
             "cordon: no recorded run used {which} (records in {})",
             dir.display()
         );
@@ -211,9 +211,9 @@ pub(super) fn records(
                 .join(",")
         }
     };
-    println!("run\tstep\tenvironment\tprovider\tversion\tused\tdenied\tstarted\trecord");
+    out!("run\tstep\tenvironment\tprovider\tversion\tused\tdenied\tstarted\trecord");
     for r in &runs {
-        println!(
+        out!(
             "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             r.run_id,
             r.step,
@@ -226,6 +226,6 @@ pub(super) fn records(
             r.record.display()
         );
     }
-    eprintln!("cordon: {} run(s) used {which}", runs.len());
+    say!("cordon: {} run(s) used {which}", runs.len());
     Ok(0)
 }

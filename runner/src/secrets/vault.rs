@@ -88,10 +88,10 @@ pub(crate) fn revoke_live_sessions() -> bool {
 /// Says that an interrupted run's token was revoked, or that revoking failed.
 fn report_revocation(accessor: &str, result: Result<(), String>) {
     match result {
-        Ok(()) => eprintln!(
+        Ok(()) => say!(
             "cordon: interrupted; the vault token of this run was revoked (accessor {accessor})"
         ),
-        Err(e) => eprintln!(
+        Err(e) => say!(
             "cordon: interrupted; revoking the vault token with accessor {accessor} failed: {e}"
         ),
     }
@@ -405,7 +405,7 @@ impl Provider for VaultProvider {
 impl Drop for VaultProvider {
     fn drop(&mut self) {
         if let Err(e) = self.close() {
-            eprintln!("cordon: warning: {e}");
+            say!("cordon: warning: {e}");
         }
     }
 }
