@@ -415,6 +415,11 @@ fn the_example_pipeline_runs_end_to_end_and_reruns_from_the_cache() {
             .unwrap();
         }
     }
+    // As run.sh does: the dev environment signs its records.
+    if !ws.path("keys/dev.key").exists() {
+        let key = ws.cordon(&["key", "generate", "--env", "dev"], &[]);
+        assert_eq!(key.code, 0, "{key:?}");
+    }
     ws.mkdir("components");
     for (artifact, name) in [
         (CSV_VALIDATE, "csv-validate.wasm"),
