@@ -16,7 +16,6 @@
 
 use crate::cas::Cas;
 use crate::manifest::{SecretGrant, SecretUse, Sha256Digest};
-use crate::sandbox::stdio::Forward;
 use crate::sandbox::{Determinism, Grants, Preopen, Sandbox, Stdio, Termination, Watched};
 use crate::verify::{Finding, Scope};
 use serde_json::Value;
@@ -94,7 +93,7 @@ pub fn reexecute_scope(
             (run.clone(), run.clone())
         };
         let Some(target_record) = (if target == run {
-            Some(record.clone())
+            Some(record)
         } else {
             read(&target)
         }) else {
@@ -349,15 +348,8 @@ fn run_in(
         network: None,
         secret_hosts: Default::default(),
     };
-    let stdio = Stdio {
-        prefix: String::new(),
-        stdout: Forward::None,
-        stderr: Forward::None,
-        stdout_log: None,
-        stderr_log: None,
-    };
     let outcome = sandbox
-        .run(component, grants, stdio)
+        .run(component, grants, Stdio::discard())
         .map_err(|e| format!("cannot run the step: {e}"))?;
 
     let mut differs = Vec::new();

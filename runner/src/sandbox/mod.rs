@@ -165,6 +165,20 @@ pub struct Stdio {
     pub stderr_log: Option<PathBuf>,
 }
 
+impl Stdio {
+    /// Nothing forwarded, nothing kept but the digests: for re-execution and
+    /// measurement.
+    pub fn discard() -> Stdio {
+        Stdio {
+            prefix: String::new(),
+            stdout: Forward::None,
+            stderr: Forward::None,
+            stdout_log: None,
+            stderr_log: None,
+        }
+    }
+}
+
 /// Which limit stopped a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -396,9 +410,6 @@ pub struct SandboxOptions {
     /// with it): compile without fuel metering, so the fuel limit is not
     /// enforced. `cordon` never sets it.
     pub without_fuel: bool,
-    /// Measurement only: compile without NaN canonicalization, so float
-    /// results may differ in NaN bits between CPUs. `cordon` never sets it.
-    pub without_nan_canonicalization: bool,
 }
 
 /// Instance slots the pooling allocator reserves: enough for every step of
@@ -415,10 +426,9 @@ struct Kit {
 pub struct Sandbox {
     /// For steps with canonical NaNs (the default).
     canonical: Kit,
-    /// For steps with `floats = "native"`, made on first use; its engine is
-    /// shared with the epoch thread, which ticks both.
-    native: std::sync::OnceLock<Kit>,
-    native_engine: Arc<std::sync::OnceLock<Engine>>,
+    /// For steps with `floats = "native"`, made on first use; shared with
+    /// the epoch thread, which ticks both engines.
+    native: Arc<std::sync::OnceLock<Kit>>,
     options: SandboxOptions,
     cache_dir: Option<PathBuf>,
     _ticker: EpochTicker,
@@ -461,17 +471,14 @@ impl Sandbox {
         cache_dir: Option<PathBuf>,
         options: SandboxOptions,
     ) -> Result<Sandbox, SandboxError> {
-        let canonical = make_kit(
-            &options,
-            NAN_CANONICALIZATION && !options.without_nan_canonicalization,
-        )?;
-        let native_engine: Arc<std::sync::OnceLock<Engine>> = Default::default();
+        let canonical = make_kit(&options, NAN_CANONICALIZATION)?;
+        let native: Arc<std::sync::OnceLock<Kit>> = Default::default();
 
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
             let engine = canonical.engine.clone();
-            let native = native_engine.clone();
+            let native = native.clone();
             std::thread::Builder::new()
                 .name("cordon-epoch".into())
                 .spawn(move || {
@@ -482,7 +489,7 @@ impl Sandbox {
                         std::thread::park_timeout(EPOCH_TICK);
                         engine.increment_epoch();
                         if let Some(native) = native.get() {
-                            native.increment_epoch();
+                            native.engine.increment_epoch();
                         }
                     }
                 })
@@ -493,8 +500,7 @@ impl Sandbox {
         };
         Ok(Sandbox {
             canonical,
-            native: std::sync::OnceLock::new(),
-            native_engine,
+            native,
             options,
             cache_dir,
             _ticker: EpochTicker {
@@ -540,12 +546,12 @@ impl Sandbox {
         match floats {
             FloatMode::Canonical => Ok(&self.canonical),
             FloatMode::Native => {
-                if let Some(k) = self.native.get() {
-                    return Ok(k);
+                if self.native.get().is_none() {
+                    // Should two loads race, one kit wins and both the loads
+                    // and the epoch thread use that one.
+                    let _ = self.native.set(make_kit(&self.options, false)?);
                 }
-                let kit = make_kit(&self.options, false)?;
-                let _ = self.native_engine.set(kit.engine.clone());
-                Ok(self.native.get_or_init(|| kit))
+                Ok(self.native.get().expect("set just above"))
             }
         }
     }
