@@ -11,12 +11,13 @@
 //! Run with `cargo bench -p cordon --bench overhead` (or `bench/run.sh`,
 //! which runs every benchmark and writes the tables).
 
+mod common;
+
 use cordon::config::WorkspaceConfig;
 use cordon::exec::{RunOptions, run_step};
 use cordon::manifest::{Limits, Manifest};
 use cordon::plan::{PlanContext, StepPlan, plan_step};
-use cordon::sandbox::stdio::Forward;
-use cordon::sandbox::{Determinism, Grants, Sandbox, SandboxOptions, Stdio, StepComponent};
+use cordon::sandbox::{Grants, Sandbox, SandboxOptions, Stdio, StepComponent};
 use criterion::{Criterion, criterion_group, criterion_main};
 use sha2::Digest;
 use std::hint::black_box;
@@ -99,29 +100,8 @@ fn load_plan(f: &Fixture, state: &Path) -> (Manifest, StepPlan, WorkspaceConfig)
     (manifest, plan, workspace)
 }
 
-fn quiet_stdio() -> Stdio {
-    Stdio {
-        prefix: String::new(),
-        stdout: Forward::None,
-        stderr: Forward::None,
-        stdout_log: None,
-        stderr_log: None,
-    }
-}
-
 fn bare_grants() -> Grants {
-    Grants {
-        argv: vec!["trivial".into()],
-        env: Vec::new(),
-        preopens: Vec::new(),
-        secrets: Vec::new(),
-        limits: Limits::default(),
-        outputs: Vec::new(),
-        cancel: None,
-        determinism: Determinism::default(),
-        network: None,
-        secret_hosts: Default::default(),
-    }
+    common::grants(vec!["trivial".into()], Vec::new(), Limits::default())
 }
 
 fn stages(c: &mut Criterion) {
@@ -213,7 +193,7 @@ fn instantiate(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let out = sandbox
-                    .run(&component, bare_grants(), quiet_stdio())
+                    .run(&component, bare_grants(), Stdio::discard())
                     .unwrap();
                 assert!(out.termination.success());
                 out

@@ -11,6 +11,9 @@
 //! `CORDON_BENCH_STEPS` the generated pipelines' size (default 1000),
 //! `CORDON_BENCH_REPS` the repetitions of the short commands (default 30).
 
+mod common;
+
+use cordon::manifest::FloatMode;
 use sha2::Digest;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -496,68 +499,57 @@ fn compute(report: &mut Report, work: &Path, reps: usize) {
     let digest = cordon::manifest::Sha256Digest::of(&wasm);
     let ablation_out = ws.root.join("ablation-out");
     let mut ablation = Vec::new();
-    for (label, without_fuel, without_nan) in [
+    for (label, without_fuel, floats) in [
         (
             "as `cordon run` runs it (fuel, NaN canonicalization)",
             false,
-            false,
+            FloatMode::Canonical,
         ),
-        ("without fuel metering", true, false),
-        ("without NaN canonicalization", false, true),
-        ("without both", true, true),
+        ("without fuel metering", true, FloatMode::Canonical),
+        ("without NaN canonicalization", false, FloatMode::Native),
+        ("without both", true, FloatMode::Native),
     ] {
         let sandbox = cordon::sandbox::Sandbox::with_options(
             None,
             cordon::sandbox::SandboxOptions {
                 without_fuel,
-                without_nan_canonicalization: without_nan,
                 ..Default::default()
             },
         )
         .unwrap();
-        let component = sandbox.load(&digest, &wasm).unwrap();
+        // `floats = "native"` runs on the engine without canonicalization.
+        let component = sandbox.load_step(&digest, &wasm, false, floats).unwrap();
         let t = median_of(1, || {
             let _ = std::fs::remove_dir_all(&ablation_out);
             std::fs::create_dir_all(&ablation_out).unwrap();
             let mut argv = vec!["train".to_string()];
             argv.extend(args.iter().map(|a| a.to_string()));
-            let grants = cordon::sandbox::Grants {
-                argv,
-                env: Vec::new(),
-                preopens: vec![
-                    cordon::sandbox::Preopen {
-                        host: input.clone(),
-                        guest: "/in".into(),
-                        writable: false,
-                    },
-                    cordon::sandbox::Preopen {
-                        host: ablation_out.clone(),
-                        guest: "/out".into(),
-                        writable: true,
-                    },
-                ],
-                secrets: Vec::new(),
-                limits: cordon::manifest::Limits {
-                    fuel: 2_000_000_000_000,
-                    memory: 1 << 30,
-                    timeout: Duration::from_secs(600),
-                    ..Default::default()
+            let preopens = vec![
+                cordon::sandbox::Preopen {
+                    host: input.clone(),
+                    guest: "/in".into(),
+                    writable: false,
                 },
-                outputs: Vec::new(),
-                cancel: None,
-                determinism: Default::default(),
-                network: None,
-                secret_hosts: Default::default(),
-            };
-            let stdio = cordon::sandbox::Stdio {
-                prefix: String::new(),
-                stdout: cordon::sandbox::stdio::Forward::None,
-                stderr: cordon::sandbox::stdio::Forward::None,
-                stdout_log: None,
-                stderr_log: None,
+                cordon::sandbox::Preopen {
+                    host: ablation_out.clone(),
+                    guest: "/out".into(),
+                    writable: true,
+                },
+            ];
+            let limits = cordon::manifest::Limits {
+                fuel: 2_000_000_000_000,
+                memory: 1 << 30,
+                timeout: Duration::from_secs(600),
+                ..Default::default()
             };
             let t = Instant::now();
-            let out = sandbox.run(&component, grants, stdio).unwrap();
+            let out = sandbox
+                .run(
+                    &component,
+                    common::grants(argv, preopens, limits),
+                    cordon::sandbox::Stdio::discard(),
+                )
+                .unwrap();
             let elapsed = t.elapsed();
             assert!(out.termination.success(), "{:?}", out.termination);
             elapsed
