@@ -28,8 +28,8 @@
 //! require a reviewer.
 
 use crate::manifest::{
-    Access, ClockMode, Limits, Manifest, ManifestError, Mount, RandomMode, SecretGrant, SecretUse,
-    Sha256Digest,
+    Access, ClockMode, FloatMode, Limits, Manifest, ManifestError, Mount, RandomMode, SecretGrant,
+    SecretUse, Sha256Digest,
 };
 use crate::pipeline::{Pipeline, is_pipeline_source};
 use crate::review::{
@@ -114,7 +114,7 @@ pub struct StepGrants {
     /// Randomness.
     pub random: RandomMode,
     /// NaN handling of float arithmetic.
-    pub floats: crate::manifest::FloatMode,
+    pub floats: FloatMode,
     /// The reviewer keys whose approvals beside the manifest still match
     /// it (signatures are the environment's business, not the diff's).
     pub approval: Option<String>,
@@ -487,31 +487,32 @@ pub fn diff_steps(old: &StepGrants, new: &StepGrants) -> Vec<Change> {
         }
         // Where an http-header secret may be sent: a new host is a new place
         // the credential can go.
-        for h in s.hosts.iter().filter(|h| !o.hosts.contains(h)) {
-            c.push(
+        for (direction, code, words, these, not_in) in [
+            (
                 Escalation,
                 "secret-host-added",
-                Some(n),
-                Some(o.hosts.join(", ")),
-                Some(s.hosts.join(", ")),
-                Phrase::new("secret ")
-                    .code(n)
-                    .words(": may now be sent to host ")
-                    .code(h),
-            );
-        }
-        for h in o.hosts.iter().filter(|h| !s.hosts.contains(h)) {
-            c.push(
+                ": may now be sent to host ",
+                &s.hosts,
+                &o.hosts,
+            ),
+            (
                 DeEscalation,
                 "secret-host-removed",
-                Some(n),
-                Some(o.hosts.join(", ")),
-                Some(s.hosts.join(", ")),
-                Phrase::new("secret ")
-                    .code(n)
-                    .words(": no longer sent to host ")
-                    .code(h),
-            );
+                ": no longer sent to host ",
+                &o.hosts,
+                &s.hosts,
+            ),
+        ] {
+            for h in these.iter().filter(|h| !not_in.contains(h)) {
+                c.push(
+                    direction,
+                    code,
+                    Some(n),
+                    Some(o.hosts.join(", ")),
+                    Some(s.hosts.join(", ")),
+                    Phrase::new("secret ").code(n).words(words).code(h),
+                );
+            }
         }
         if o.provider_key() != s.provider_key() {
             c.push(
@@ -634,29 +635,26 @@ pub fn diff_steps(old: &StepGrants, new: &StepGrants) -> Vec<Change> {
         ),
         _ => {}
     }
-    {
-        use crate::manifest::FloatMode;
-        match (old.floats, new.floats) {
-            (FloatMode::Canonical, FloatMode::Native) => c.push(
-                Escalation,
-                "floats-native",
-                Some("floats"),
-                Some("canonical".into()),
-                Some("native".into()),
-                Phrase::new(
-                    "float NaNs now follow the CPU (was canonical): re-execution is bit for bit only on the same CPU architecture",
-                ),
+    match (old.floats, new.floats) {
+        (FloatMode::Canonical, FloatMode::Native) => c.push(
+            Escalation,
+            "floats-native",
+            Some("floats"),
+            Some("canonical".into()),
+            Some("native".into()),
+            Phrase::new(
+                "float NaNs now follow the CPU (was canonical): re-execution is bit for bit only on the same CPU architecture",
             ),
-            (FloatMode::Native, FloatMode::Canonical) => c.push(
-                DeEscalation,
-                "floats-canonical",
-                Some("floats"),
-                Some("native".into()),
-                Some("canonical".into()),
-                Phrase::new("float NaNs are canonical again (was the CPU's)"),
-            ),
-            _ => {}
-        }
+        ),
+        (FloatMode::Native, FloatMode::Canonical) => c.push(
+            DeEscalation,
+            "floats-canonical",
+            Some("floats"),
+            Some("native".into()),
+            Some("canonical".into()),
+            Phrase::new("float NaNs are canonical again (was the CPU's)"),
+        ),
+        _ => {}
     }
     match (&old.approval, &new.approval) {
         (Some(a), None) => c.push(

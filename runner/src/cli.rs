@@ -753,12 +753,10 @@ fn run_pipeline_cmd(
     > = Default::default();
     for (p, m) in plan.steps.iter().zip(&manifests) {
         let key = (p.component_digest.clone(), p.network.is_some(), p.floats);
-        let c = match loaded.get(&key) {
-            Some(c) => c.clone(),
-            None => {
-                let c = load_component(&sandbox, p, m)?;
-                loaded.insert(key, c.clone());
-                c
+        let c = match loaded.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(load_component(&sandbox, p, m)?).clone()
             }
         };
         components.push(c);

@@ -22,39 +22,36 @@
 //! manifest or pipeline (escalations first), and [`inspect`] reads what a
 //! component imports and exports; [`review`] holds their shared wording.
 
-/// `eprintln!` that never panics. A closed stderr (`cordon run ... 2>&1 |
-/// head`) must not crash a run half-way: a panicking worker would leave the
-/// scheduler waiting for it, and a panicking main thread would exit with a
-/// crash instead of the run's exit code. Lost lines are the reader's choice.
-macro_rules! say {
-    ($($arg:tt)*) => {{
+/// Writes to stdout or stderr and ignores the error. A closed stream
+/// (`cordon run ... 2>&1 | head`) must not crash a run half-way: a
+/// panicking worker would leave the scheduler waiting for it, and a
+/// panicking main thread would exit with a crash instead of the run's exit
+/// code. Lost lines are the reader's choice.
+macro_rules! emit {
+    ($stream:ident, $write:ident, $($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        let _ = $write!(std::io::$stream(), $($arg)*);
     }};
 }
 
-/// `eprint!` that never panics (see `say!`).
+/// `eprintln!` that never panics (see `emit!`).
+macro_rules! say {
+    ($($arg:tt)*) => { emit!(stderr, writeln, $($arg)*) };
+}
+
+/// `eprint!` that never panics.
 macro_rules! say_raw {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = write!(std::io::stderr(), $($arg)*);
-    }};
+    ($($arg:tt)*) => { emit!(stderr, write, $($arg)*) };
 }
 
 /// `println!` that never panics: `cordon plan ... | head` ends quietly.
 macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
+    ($($arg:tt)*) => { emit!(stdout, writeln, $($arg)*) };
 }
 
-/// `print!` that never panics (see `out!`).
+/// `print!` that never panics.
 macro_rules! out_raw {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = write!(std::io::stdout(), $($arg)*);
-    }};
+    ($($arg:tt)*) => { emit!(stdout, write, $($arg)*) };
 }
 
 pub mod approval;
