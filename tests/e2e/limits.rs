@@ -158,3 +158,37 @@ fn a_many_files_flood_is_stopped_by_the_output_limit() {
     // Each entry is charged at least 4 KiB: 1 MiB allows ~256.
     assert!((256..1_000_000).contains(&files), "{files} files");
 }
+
+/// A step with `floats = "native"` runs on a second engine; every limit
+/// holds there too (its epoch is ticked, its fuel metered, its memory
+/// bounded).
+#[test]
+fn limits_hold_for_a_step_with_native_floats() {
+    let native = |args: &[&str], limits: &str| {
+        let ws = Workspace::new();
+        ws.step(
+            PROBE,
+            args,
+            &("floats = \"native\"\n\n".to_string()
+                + &mount("/out", "out", "write")
+                + "[limits]\n"
+                + limits),
+        );
+        let out = ws.run(&[]);
+        let rec = ws.record();
+        assert_eq!(
+            rec["reproducibility"]["nan_canonicalization"], false,
+            "{rec:#}"
+        );
+        (out, rec)
+    };
+    let (out, rec) = native(
+        &["spin"],
+        "fuel = 9_000_000_000_000_000\ntimeout = \"300ms\"\n",
+    );
+    assert_limit(&out, &rec, "timeout");
+    let (out, rec) = native(&["spin"], "fuel = 50_000_000\n");
+    assert_limit(&out, &rec, "fuel");
+    let (out, rec) = native(&["alloc"], "memory = \"64MiB\"\n");
+    assert_limit(&out, &rec, "memory");
+}
