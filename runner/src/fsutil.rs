@@ -47,6 +47,44 @@ fn place_via_temp(
     result
 }
 
+/// Reads a text file that must be a regular file of at most `max` bytes.
+///
+/// Manifests, pipelines and configuration come from users and from
+/// checkouts anyone can change: `manifest = "/dev/zero"` or a FIFO must be a
+/// clear error, not a read that never ends. The size is checked on the open
+/// file, and the read stops at `max + 1` bytes whatever the metadata said.
+pub fn read_regular_to_string(path: &Path, max: u64) -> io::Result<String> {
+    use std::io::Read;
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+    // writer before the type check below could refuse it.
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let too_big = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        )
+    };
+    if meta.len() > max {
+        return Err(too_big());
+    }
+    let mut text = String::new();
+    f.take(max + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(too_big());
+    }
+    Ok(text)
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same
 /// directory, fsync, rename, fsync of the directory. A crash leaves either
 /// the old file or the new one, never a torn one. A new file is private

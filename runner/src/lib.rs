@@ -72,6 +72,7 @@ pub mod interrupt;
 pub mod keys;
 pub mod manifest;
 pub mod outputs;
+pub mod pin;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;

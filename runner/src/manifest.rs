@@ -658,10 +658,17 @@ fn guest_nested(a: &str, b: &str) -> bool {
     a == "/" || b == "/" || b.starts_with(&format!("{a}/")) || a.starts_with(&format!("{b}/"))
 }
 
+/// Largest manifest, pipeline or `cordon.toml` the runner reads. These are
+/// reviewed text files of a few kilobytes; the cap keeps a path such as
+/// `/dev/zero` or a runaway generated file from filling the runner's memory.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
 impl Manifest {
     /// Reads and validates the manifest at `path`.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        Manifest::load_from(path, |p| std::fs::read_to_string(p))
+        Manifest::load_from(path, |p| {
+            crate::fsutil::read_regular_to_string(p, MAX_FILE_BYTES)
+        })
     }
 
     /// Like [`Manifest::load`], with the file's text supplied by `read`
