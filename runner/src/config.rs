@@ -522,12 +522,16 @@ impl WorkspaceConfig {
         }
     }
 
-    fn load_checked(path: &Path, check_key_files: bool) -> Result<WorkspaceConfig, ManifestError> {
+    pub(crate) fn load_checked(
+        path: &Path,
+        check_key_files: bool,
+    ) -> Result<WorkspaceConfig, ManifestError> {
         let fail = |problems| ManifestError {
             path: path.to_path_buf(),
             problems,
         };
-        let source = std::fs::read_to_string(path).map_err(|e| {
+        let source = crate::fsutil::read_regular_to_string(path, crate::manifest::MAX_FILE_BYTES)
+            .map_err(|e| {
             fail(vec![Problem {
                 line: 0,
                 column: 0,
@@ -613,6 +617,12 @@ impl WorkspaceConfig {
             problems.sort_by_key(|p| (p.line, p.column));
             return Err(fail(problems));
         }
+        // A file that defines no environment at all (empty, or only
+        // `version = 1`) means the built-in default, exactly as if there
+        // were no file: a new workspace starts with `touch cordon.toml`.
+        if envs.is_empty() {
+            envs = WorkspaceConfig::implicit(&dir).envs;
+        }
         Ok(WorkspaceConfig {
             path: Some(path.to_path_buf()),
             dir,
@@ -621,16 +631,35 @@ impl WorkspaceConfig {
     }
 
     /// The environment called `name`, or an error that lists the others.
+    /// Without a `cordon.toml` the error names the directory the search
+    /// started from (which exists) and the file to create.
     pub fn env(&self, name: &str) -> Result<&EnvConfig, ManifestError> {
         self.envs.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.envs.keys().map(String::as_str).collect();
+            let known = if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            };
+            let (path, message, fix) = match &self.path {
+                Some(path) => (
+                    path.clone(),
+                    format!("no environment `{name}` (defined: {known})"),
+                    format!("add an `[env.{name}]` table to {FILE_NAME}, or pick one of the defined environments with --env"),
+                ),
+                None => (
+                    self.dir.clone(),
+                    format!("no environment `{name}`: there is no {FILE_NAME} here or in any directory above, so only the built-in `{DEFAULT_ENV}` is defined"),
+                    format!("create {} with an `[env.{name}]` table, or name one with --config", self.dir.join(FILE_NAME).display()),
+                ),
+            };
             ManifestError {
-                path: self.path.clone().unwrap_or_else(|| self.dir.join(FILE_NAME)),
+                path,
                 problems: vec![Problem {
                     line: 0,
                     column: 0,
-                    message: format!("no environment `{name}` (defined: {})", if known.is_empty() { "none".into() } else { known.join(", ") }),
-                    fix: Some(format!("add an `[env.{name}]` table to {FILE_NAME}, or pick one of the defined environments with --env")),
+                    message,
+                    fix: Some(fix),
                 }],
             }
         })
@@ -640,6 +669,49 @@ impl WorkspaceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_file_means_the_built_in_dev_environment() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(FILE_NAME);
+        for text in ["", "version = 1\n", "# nothing yet\n"] {
+            std::fs::write(&p, text).unwrap();
+            let c = WorkspaceConfig::load(&p).unwrap();
+            let dev = c.env(DEFAULT_ENV).unwrap();
+            assert_eq!(dev.secrets.provider, ProviderKind::Local);
+            assert!(!dev.protected);
+        }
+    }
+
+    #[test]
+    fn without_a_file_an_unknown_environment_names_no_missing_file() {
+        let d = tempfile::tempdir().unwrap();
+        let c = WorkspaceConfig::implicit(d.path());
+        let e = c.env("prod").unwrap_err();
+        assert_eq!(
+            e.path,
+            d.path(),
+            "the error is about a directory that exists"
+        );
+        let text = e.to_string();
+        assert!(text.contains("there is no cordon.toml"), "{text}");
+        assert!(text.contains("fix: create "), "{text}");
+    }
+
+    #[test]
+    fn a_fifo_or_device_is_refused_not_read_forever() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join(FILE_NAME);
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = WorkspaceConfig::load(&fifo).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let e = WorkspaceConfig::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
 
     #[test]
     fn loads_environments_and_rejects_unknown_keys() {
