@@ -5,7 +5,7 @@
 use crate::config::WorkspaceConfig;
 use crate::digest::HashIndex;
 use crate::exec::{RunOptions, run_step};
-use crate::manifest::{Manifest, ManifestError, Sha256Digest};
+use crate::manifest::{Manifest, ManifestError};
 use crate::pipeline::{Pipeline, PipelinePlan, is_pipeline_file};
 use crate::plan::{PlanContext, plan_step};
 use crate::record::Publication;
@@ -163,10 +163,21 @@ enum Command {
         /// State directory [default: .cordon/ in the current directory].
         #[arg(long, value_name = "DIR", conflicts_with = "record")]
         state: Option<PathBuf>,
-        /// The workspace file with the trusted keys [default: the nearest
-        /// cordon.toml above the current directory].
+        /// The workspace file that defines the records' environments
+        /// [default: the nearest cordon.toml above the state directory, else
+        /// above the current directory].
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// A public key (PEM) to trust for every environment (repeatable).
+        /// Also trusted: `<secrets home>/trusted/<env>/*.pub` and the files
+        /// listed in CORDON_TRUSTED_KEYS (`:`-separated).
+        #[arg(long = "trusted-key", value_name = "FILE")]
+        trusted_keys: Vec<PathBuf>,
+        /// Check only this run and every later one (the whole chain is still
+        /// checked): for an environment that began signing after its first
+        /// records. Says how many earlier records were skipped.
+        #[arg(long, value_name = "ID", conflicts_with_all = ["record", "run"])]
+        since: Option<String>,
         /// Also run each step again from its record (component from the
         /// store, same inputs, clock and seed) and compare its outputs.
         #[arg(long)]
@@ -213,9 +224,15 @@ enum Command {
     ///
     /// Run it after building a step you have reviewed; the digest change
     /// shows up in code review like any other change.
+    #[command(after_help = PIN_EXIT_CODES)]
     Pin {
-        /// The step's capability manifest (TOML).
-        manifest: PathBuf,
+        /// The steps' capability manifests (TOML).
+        #[arg(required = true, value_name = "MANIFEST")]
+        manifests: Vec<PathBuf>,
+        /// Only compare: change nothing, and exit 1 naming every manifest
+        /// whose pinned digest is not its component's (for CI).
+        #[arg(long)]
+        check: bool,
     },
     /// Say in plain language what each step of a manifest or pipeline may
     /// do in an environment: data, secrets, network, limits, risk flags.
@@ -274,6 +291,12 @@ enum Command {
     },
 }
 
+const PIN_EXIT_CODES: &str = "\
+Exit codes:
+  0  every manifest pins its component's digest (after writing it, without --check)
+  1  with --check: some manifest pins another digest; each is named with the digest to pin
+  2  a manifest or its component cannot be read";
+
 const CHECK_EXIT_CODES: &str = "\
 Exit codes:
   0  no violations
@@ -291,20 +314,25 @@ enum CheckFormat {
 
 #[derive(Subcommand, Debug)]
 enum KeyCommand {
-    /// Create an ed25519 key pair for an environment and configure it.
+    /// Create an environment's ed25519 record-signing key.
     ///
-    /// Writes `keys/<env>.key` (PKCS#8 PEM, mode 0600) and `keys/<env>.pub`
-    /// (PEM SubjectPublicKeyInfo) beside cordon.toml, and sets the
-    /// environment's `records.signing-key` and adds the public key to its
-    /// `records.trusted-keys`. Existing key files are never overwritten.
+    /// The private key is kept in the environment's secret store (the
+    /// `local` provider's encrypted store, outside the workspace), where
+    /// no step grant can reach it. The public key is written to
+    /// `<secrets home>/trusted/<env>/<keyid>.pub`, which `cordon verify`
+    /// trusts for this user; hand that file to other verifiers. Nothing in
+    /// the workspace is written, and an existing key is never replaced.
     Generate {
         /// The environment.
         #[arg(long, value_name = "NAME")]
         env: String,
         /// The workspace file [default: the nearest cordon.toml above the
-        /// current directory, or a new ./cordon.toml].
+        /// current directory, if any].
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Succeed without change when the environment already has a key.
+        #[arg(long)]
+        if_missing: bool,
     },
     /// Create a reviewer's ed25519 key pair for approvals.
     ///
@@ -424,14 +452,24 @@ pub fn main() -> ExitCode {
         } => key_reviewer(&name, &dir),
         Command::Plan { file, at } => plan_cmd(&file, &at),
         Command::Restore { run, state } => restore_cmd(&run, &state),
-        Command::Pin { manifest } => pin(&manifest),
+        Command::Pin { manifests, check } => pin(&manifests, check),
         Command::Verify {
             record,
             run,
             state,
             config,
+            trusted_keys,
+            since,
             reexecute,
-        } => verify(record, run, state, config.as_deref(), reexecute),
+        } => verify(
+            record,
+            run.map(crate::verify::Scope::Run)
+                .or(since.map(crate::verify::Scope::Since)),
+            state,
+            config.as_deref(),
+            trusted_keys,
+            reexecute,
+        ),
         Command::Export {
             command:
                 ExportCommand::InToto {
@@ -444,8 +482,13 @@ pub fn main() -> ExitCode {
                 },
         } => export_in_toto(&run, &dir, &layout_key, state, config.as_deref(), base),
         Command::Key {
-            command: KeyCommand::Generate { env, config },
-        } => key_generate(&env, config.as_deref()),
+            command:
+                KeyCommand::Generate {
+                    env,
+                    config,
+                    if_missing,
+                },
+        } => key_generate(&env, config.as_deref(), if_missing),
         Command::Secret { action } => secret(action),
         Command::Records {
             break_glass: true,
@@ -491,24 +534,19 @@ fn dir_of(path: &Path) -> PathBuf {
     }
 }
 
-/// Ctrl-C sets the flag; running steps stop, nothing partial is published,
-/// records are still written. A second Ctrl-C exits at once.
 /// The environment's record signer. A protected environment must have
 /// one; elsewhere its absence is a warning and the records are unsigned.
 fn signer_for(
     env: &crate::config::EnvConfig,
+    workspace_dir: &Path,
 ) -> Result<Option<Arc<crate::attest::Signer>>, Failure> {
-    match &env.records.signing_key {
-        Some(path) => Ok(Some(Arc::new(
-            crate::attest::Signer::load(path).map_err(bad_input)?,
-        ))),
-        None if env.protected => Err(bad_input(anyhow::anyhow!(
-            "environment `{}` is protected, and its records must be signed, but it has no signing key\n  fix: run `cordon key generate --env {}`",
-            env.name,
-            env.name
-        ))),
-        None => Ok(None),
-    }
+    let key = crate::keys::signer_for_run(env, workspace_dir).map_err(bad_input)?;
+    Ok(key.map(|k| {
+        if let Some(w) = &k.warning {
+            say!("cordon: warning: {w}");
+        }
+        Arc::new(k.signer)
+    }))
 }
 
 /// Says, once everything is checked and the run is about to start, that
@@ -582,7 +620,7 @@ fn run_step_cmd(
         produced: &[],
     };
     let plan = plan_step(&manifest, &ctx).map_err(bad_input)?;
-    let signer = signer_for(env)?;
+    let signer = signer_for(env, &workspace.dir)?;
     let policy = policy_gate(
         env,
         std::slice::from_ref(&manifest),
@@ -706,7 +744,7 @@ fn run_pipeline_cmd(
         }
     }
     let (plan, manifests, env) = plan_pipeline(file, at)?;
-    let signer = signer_for(&env)?;
+    let signer = signer_for(&env, &dir_of(file))?;
     let policy = policy_gate(&env, &manifests, &plan.steps, &plan.cacheable, break_glass)?;
     // One provider session for the whole pipeline: the union of the grants
     // is read once, before any step runs; each step then gets exactly its
@@ -851,13 +889,14 @@ fn run_pipeline_cmd(
 
 fn verify(
     record: Option<PathBuf>,
-    run: Option<String>,
+    scope: Option<crate::verify::Scope>,
     state: Option<PathBuf>,
     config: Option<&Path>,
+    trusted_keys: Vec<PathBuf>,
     reexecute: bool,
 ) -> Result<u8, Failure> {
     use crate::verify::Scope;
-    let (state_dir, scope) = match (record, run) {
+    let (state_dir, scope) = match (record, scope) {
         (Some(file), _) => {
             let id = file
                 .file_name()
@@ -885,19 +924,36 @@ fn verify(
             let state = records.parent().map(Path::to_path_buf).unwrap_or_default();
             (state, Scope::Run(id))
         }
-        (None, run) => (
+        (None, scope) => (
             state.unwrap_or_else(|| PathBuf::from(".cordon")),
-            run.map_or(Scope::All, Scope::Run),
+            scope.unwrap_or(Scope::All),
         ),
     };
-    let cwd = std::env::current_dir().map_err(runner_fault)?;
-    let workspace = WorkspaceConfig::discover(config, &cwd).map_err(bad_input)?;
-    let mut verdict = crate::verify::verify(&state_dir, &workspace, &scope).map_err(bad_input)?;
+    let workspace = verify_workspace(config, &state_dir)?;
+    let roots = crate::keys::TrustRoots::from_process(trusted_keys);
+    let mut verdict =
+        crate::verify::verify(&state_dir, &workspace, &roots, &scope).map_err(bad_input)?;
     if reexecute {
         reexecute_all(&state_dir, &scope, &mut verdict)?;
     }
+    for w in &verdict.warnings {
+        say!("cordon: warning: {w}");
+    }
+    for (env, source, origin) in &verdict.trusted {
+        say!(
+            "cordon: trusting for `{env}`: {source} ({})",
+            origin.describe()
+        );
+    }
     for f in &verdict.findings {
         out!("{f}");
+    }
+    if verdict.skipped > 0 {
+        say!(
+            "cordon: skipped {} earlier record{} (before the --since run; their chain entries were checked)",
+            verdict.skipped,
+            if verdict.skipped == 1 { "" } else { "s" }
+        );
     }
     if verdict.findings.is_empty() {
         say!(
@@ -916,6 +972,26 @@ fn verify(
         );
         Ok(1)
     }
+}
+
+/// The workspace configuration for verifying `state_dir`: the one named,
+/// else the nearest `cordon.toml` above the state directory (records are
+/// usually kept beside the workspace that made them), else the nearest
+/// above the current directory, else the built-in default.
+fn verify_workspace(config: Option<&Path>, state_dir: &Path) -> Result<WorkspaceConfig, Failure> {
+    if config.is_some() {
+        let cwd = std::env::current_dir().map_err(runner_fault)?;
+        return WorkspaceConfig::discover_for_review(config, &cwd).map_err(bad_input);
+    }
+    let beside = crate::fsutil::resolve(state_dir)
+        .ok()
+        .and_then(|s| s.parent().and_then(crate::config::find));
+    let cwd = std::env::current_dir().map_err(runner_fault)?;
+    match beside {
+        Some(found) => WorkspaceConfig::discover_for_review(Some(&found), &cwd),
+        None => WorkspaceConfig::discover_for_review(None, &cwd),
+    }
+    .map_err(bad_input)
 }
 
 fn plan_cmd(file: &Path, at: &Where) -> Result<u8, Failure> {
@@ -1412,6 +1488,7 @@ fn export_in_toto(
     let verdict = crate::verify::verify(
         &state,
         &workspace,
+        &crate::keys::TrustRoots::from_process(Vec::new()),
         &crate::verify::Scope::Run(run.to_string()),
     )
     .map_err(bad_input)?;
@@ -1427,16 +1504,14 @@ fn export_in_toto(
         .ok_or_else(|| bad_input(anyhow::anyhow!("cannot read {}", path.display())))?;
     let env_name = record["environment"].as_str().unwrap_or("");
     let env = workspace.env(env_name).map_err(bad_input)?;
-    let functionary = env
-        .records
-        .signing_key
-        .as_deref()
+    let functionary = crate::keys::record_signer(env, &workspace.dir)
+        .map_err(bad_input)?
         .ok_or_else(|| {
             bad_input(anyhow::anyhow!(
-                "environment `{env_name}` has no signing key to sign the link with"
+                "environment `{env_name}` has no signing key to sign the link with\n  fix: run `cordon key generate --env {env_name}`"
             ))
-        })
-        .and_then(|p| crate::attest::Signer::load(p).map_err(bad_input))?;
+        })?
+        .signer;
     let layout_signer = crate::attest::Signer::load(layout_key).map_err(bad_input)?;
     let base = crate::fsutil::resolve(&base.unwrap_or(cwd)).map_err(bad_input)?;
     let out = crate::export::export(&record, &functionary, &layout_signer, &base, dir)
@@ -1449,70 +1524,67 @@ fn export_in_toto(
     Ok(0)
 }
 
-fn key_generate(env: &str, config: Option<&Path>) -> Result<u8, Failure> {
+fn key_generate(env: &str, config: Option<&Path>, if_missing: bool) -> Result<u8, Failure> {
     let cwd = std::env::current_dir().map_err(runner_fault)?;
-    let config_path = config
-        .map(Path::to_path_buf)
-        .or_else(|| crate::config::find(&cwd))
-        .unwrap_or_else(|| cwd.join(crate::config::FILE_NAME));
-    let g = crate::keys::generate_for_env(&config_path, env).map_err(|e| match e {
-        crate::keys::KeyError::Invalid(_) => bad_input(e),
+    let workspace = WorkspaceConfig::discover_for_review(config, &cwd).map_err(bad_input)?;
+    let env_config = workspace.env(env).map_err(bad_input)?;
+    if if_missing
+        && let Some(key) =
+            crate::keys::record_signer(env_config, &workspace.dir).map_err(bad_input)?
+    {
+        say!(
+            "cordon: environment `{env}` already signs its records (keyid {})",
+            key.signer.keyid()
+        );
+        return Ok(0);
+    }
+    let g = crate::keys::generate_for_env(env_config).map_err(|e| match e {
         crate::keys::KeyError::Io(..) => runner_fault(e),
+        _ => bad_input(e),
     })?;
     say!(
-        "cordon: environment `{env}` now signs its records with {} (keyid {}); public key {} is trusted in {}",
-        g.private.display(),
+        "cordon: environment `{env}` now signs its records with a key kept in its secret store {} (keyid {}); its public key {} is trusted by `cordon verify` for this user; give that file to every other verifier (`--trusted-key`)",
+        g.store.display(),
         g.keyid,
-        g.public.display(),
-        config_path.display()
+        g.public.display()
     );
     Ok(0)
 }
 
-fn pin(manifest_path: &Path) -> Result<u8, Failure> {
-    let source = std::fs::read_to_string(manifest_path)
-        .with_context(|| format!("cannot read {}", manifest_path.display()))
-        .map_err(bad_input)?;
-    let mut doc: toml_edit::DocumentMut = source
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", manifest_path.display()))
-        .map_err(bad_input)?;
-    let component = doc
-        .get("step")
-        .and_then(|s| s.get("component"))
-        .and_then(|c| c.as_str())
-        .ok_or_else(|| {
-            bad_input(anyhow::anyhow!(
-                "{}: [step] has no `component`",
-                manifest_path.display()
-            ))
-        })?
-        .to_string();
-    let dir = match manifest_path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let bytes = std::fs::read(dir.join(&component))
-        .with_context(|| format!("cannot read component {}", dir.join(&component).display()))
-        .map_err(bad_input)?;
-    let digest = Sha256Digest::of(&bytes).to_string();
-    let old = doc["step"]
-        .get("digest")
-        .and_then(|d| d.as_str())
-        .map(str::to_string);
-    if old.as_deref() == Some(digest.as_str()) {
-        say!("cordon: {} already pins {digest}", manifest_path.display());
-        return Ok(0);
+fn pin(manifests: &[PathBuf], check: bool) -> Result<u8, Failure> {
+    let mut drifted = 0;
+    for manifest in manifests {
+        let found = if check {
+            crate::pin::compare(manifest)
+        } else {
+            crate::pin::pin(manifest)
+        }
+        .map_err(|e| match e {
+            crate::pin::PinError::Write(..) => runner_fault(e),
+            _ => bad_input(e),
+        })?;
+        let shown = manifest.display();
+        let was = found.pinned.as_deref().unwrap_or("unset");
+        match (found.holds(), check) {
+            (true, _) => say!("cordon: {shown} pins {}", found.actual),
+            (false, true) => {
+                drifted += 1;
+                say!(
+                    "cordon: {shown} pins {was}, but its component's digest is {}\n  fix: if the build is what was reviewed, run `cordon pin {shown}` and commit the change",
+                    found.actual
+                );
+            }
+            (false, false) => say!("cordon: {shown} now pins {} (was {was})", found.actual),
+        }
     }
-    doc["step"]["digest"] = toml_edit::value(digest.clone());
-    crate::fsutil::write_atomic(manifest_path, doc.to_string().as_bytes())
-        .with_context(|| format!("cannot write {}", manifest_path.display()))
-        .map_err(runner_fault)?;
-    say!(
-        "cordon: {} now pins {digest} (was {})",
-        manifest_path.display(),
-        old.unwrap_or_else(|| "unset".into())
-    );
+    if drifted > 0 {
+        say!(
+            "cordon: {drifted} of {} manifest{} pin a digest the component does not have",
+            manifests.len(),
+            if manifests.len() == 1 { "" } else { "s" }
+        );
+        return Ok(1);
+    }
     Ok(0)
 }
 

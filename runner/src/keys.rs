@@ -1,166 +1,414 @@
-//! Record signing keys on disk: `cordon key generate`.
+//! Record-signing keys and the trust roots that verify them.
 //!
-//! A key pair for an environment is two files beside `cordon.toml`,
-//! `keys/<env>.key` (PKCS#8 PEM, mode 0600) and `keys/<env>.pub` (PEM
-//! SubjectPublicKeyInfo), and two settings in it, `records.signing-key` and
-//! an entry in `records.trusted-keys`. Existing key files are never
-//! replaced: rotating a key is a decision, not a side effect.
+//! **Signing.** An environment's record-signing key is a secret of that
+//! environment, kept by its secret provider, never a file in the workspace
+//! a step or a contributor can reach. With the `local` provider it is an
+//! ed25519 seed inside the environment's encrypted store, in a slot no
+//! grant can name (`cordon key generate --env E` makes it). The older
+//! `[env.E.records] signing-key = "FILE"` still works, with a warning when
+//! the file lies inside the workspace.
 //!
-//! The configuration edit is prepared (and checked) before any file is
-//! written, so a `cordon.toml` that cannot take the settings leaves no
-//! orphaned key behind.
+//! **Trust.** A verifier decides which public keys it trusts from outside
+//! the data it judges. In order, with where each came from:
+//!
+//! 1. `<secrets home>/trusted/<env>/*.pub`, the user's own configuration
+//!    (`cordon key generate` puts the new public key there);
+//! 2. `--trusted-key FILE` on the command line (every environment);
+//! 3. `CORDON_TRUSTED_KEYS`, a `:`-separated list of files (every
+//!    environment);
+//! 4. `trusted-keys` in a workspace `cordon.toml`: only *candidates*,
+//!    since anyone who can edit the file can add a key. They are used for
+//!    an unprotected environment with a warning, and ignored for a
+//!    protected one.
+//!
+//! Nothing here prints or returns a private key.
 
+use crate::attest::{Signer, TrustedKey};
+use crate::config::{EnvConfig, ProviderKind};
+use crate::secrets::local::{LocalStore, secrets_home};
+use ed25519_dalek::SigningKey;
 use std::path::{Path, PathBuf};
 
-/// Why a key pair could not be made.
+/// The environment variable that lists extra trusted public key files.
+pub const TRUSTED_KEYS_VAR: &str = "CORDON_TRUSTED_KEYS";
+
+/// Why a key could not be made, loaded or trusted.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// The request or the existing files are wrong; nothing was written.
+    /// The request, the configuration or an existing key is wrong; nothing
+    /// was written.
     #[error("{0}")]
     Invalid(String),
+    /// The secret store refused or failed.
+    #[error(transparent)]
+    Store(#[from] crate::secrets::SecretError),
     /// Writing failed.
     #[error("cannot write {0}: {1}")]
     Io(PathBuf, std::io::Error),
 }
 
+/// Where a record signer's private key is kept (named in messages, never
+/// the key itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// The environment's local encrypted store, with the key's version.
+    LocalStore {
+        /// The store file.
+        store: PathBuf,
+        /// The key's version in it.
+        version: u32,
+    },
+    /// A PKCS#8 PEM file named by `records.signing-key` (deprecated).
+    File(PathBuf),
+}
+
+/// An environment's record signer and where its key came from.
+#[derive(Debug)]
+pub struct RecordKey {
+    /// The signer.
+    pub signer: Signer,
+    /// Where the private key is kept.
+    pub source: KeySource,
+    /// A warning to show once per run (a deprecated or exposed key file).
+    pub warning: Option<String>,
+}
+
+/// The directory of public keys the user trusts for `env`'s records.
+pub fn trust_dir(env: &str) -> Option<PathBuf> {
+    secrets_home().map(|h| h.join("trusted").join(env))
+}
+
+/// The environment's record signer, if it has one.
+///
+/// A `signing-key` file in the configuration wins (so existing setups keep
+/// working); otherwise the `local` provider's store is asked. Other
+/// providers keep no record key yet, so their environments sign only with
+/// a `signing-key` file.
+pub fn record_signer(env: &EnvConfig, workspace_dir: &Path) -> Result<Option<RecordKey>, KeyError> {
+    if let Some(path) = &env.records.signing_key {
+        let signer = Signer::load(path).map_err(|e| KeyError::Invalid(e.to_string()))?;
+        let inside = crate::fsutil::resolve(path)
+            .ok()
+            .zip(crate::fsutil::resolve(workspace_dir).ok())
+            .is_some_and(|(p, w)| p.starts_with(w));
+        let warning = Some(format!(
+            "environment `{}` signs with the key file {}{}; key files are deprecated: move the key into the environment's secret store (`cordon key generate --env {}`) and remove `signing-key` from cordon.toml",
+            env.name,
+            path.display(),
+            if inside {
+                ", which lies inside the workspace where a step's mount or a commit can reach it"
+            } else {
+                ""
+            },
+            env.name
+        ));
+        return Ok(Some(RecordKey {
+            signer,
+            source: KeySource::File(path.clone()),
+            warning,
+        }));
+    }
+    if env.secrets.provider != ProviderKind::Local {
+        return Ok(None);
+    }
+    let store = LocalStore::for_env(env)?;
+    Ok(store.record_signing_seed()?.map(|s| RecordKey {
+        signer: Signer::from_key(SigningKey::from_bytes(&s.seed)),
+        source: KeySource::LocalStore {
+            store: store.store_path().to_path_buf(),
+            version: s.version,
+        },
+        warning: None,
+    }))
+}
+
+/// The signer a run of `env` must use: [`record_signer`], plus the rule
+/// that a protected environment never writes unsigned records.
+pub fn signer_for_run(
+    env: &EnvConfig,
+    workspace_dir: &Path,
+) -> Result<Option<RecordKey>, KeyError> {
+    match record_signer(env, workspace_dir)? {
+        Some(key) => Ok(Some(key)),
+        None if env.protected => Err(KeyError::Invalid(format!(
+            "environment `{}` is protected, and its records must be signed, but it has no signing key\n  fix: run `cordon key generate --env {}`",
+            env.name, env.name
+        ))),
+        None => Ok(None),
+    }
+}
+
 /// What [`generate_for_env`] made.
 #[derive(Debug)]
 pub struct Generated {
-    /// The private key file.
-    pub private: PathBuf,
-    /// The public key file.
+    /// The store that holds the private key.
+    pub store: PathBuf,
+    /// The public key file, in the user's trust directory.
     pub public: PathBuf,
     /// The in-toto keyid of the public key.
     pub keyid: String,
 }
 
-/// Creates a key pair for `env` beside `config_path` and configures it
-/// there (creating the file if it does not exist).
-pub fn generate_for_env(config_path: &Path, env: &str) -> Result<Generated, KeyError> {
-    let invalid = |m: String| KeyError::Invalid(m);
-    if !crate::manifest::is_valid_name(env) {
-        return Err(invalid(format!(
-            "environment name `{env}` is invalid; use lowercase letters, digits and `-`"
+/// Creates `env`'s record-signing key inside its secret store and trusts its
+/// public half in the user's configuration. Nothing in the workspace is
+/// written. Refuses when the environment already has a key.
+pub fn generate_for_env(env: &EnvConfig) -> Result<Generated, KeyError> {
+    if env.records.signing_key.is_some() {
+        return Err(KeyError::Invalid(format!(
+            "environment `{}` already signs with the key file named by `signing-key` in cordon.toml\n  fix: keep using it, or remove `signing-key` to have a key made in the environment's secret store",
+            env.name
         )));
     }
-    let source = match std::fs::read_to_string(config_path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(invalid(format!(
-                "cannot read {}: {e}",
-                config_path.display()
-            )));
-        }
-    };
-    let mut doc: toml_edit::DocumentMut = source
-        .parse()
-        .map_err(|e| invalid(format!("{} is not valid TOML: {e}", config_path.display())))?;
-    let dir = match config_path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let (key_rel, pub_rel) = (format!("keys/{env}.key"), format!("keys/{env}.pub"));
-    let (key_path, pub_path) = (dir.join(&key_rel), dir.join(&pub_rel));
-    for p in [&key_path, &pub_path] {
-        if p.exists() {
-            return Err(invalid(format!(
-                "{} already exists; refusing to replace a key (move it away first if you mean to rotate it)",
-                p.display()
-            )));
-        }
+    if env.secrets.provider != ProviderKind::Local {
+        return Err(KeyError::Invalid(format!(
+            "environment `{}` uses the `{}` secret provider, which keeps no record-signing key here\n  fix: use `provider = \"local\"`, or name a key file outside the workspace with `signing-key` in [env.{}.records]",
+            env.name,
+            env.secrets.provider.as_str(),
+            env.name
+        )));
     }
-
-    let table = |item: &mut toml_edit::Item, what: &str| -> Result<(), KeyError> {
-        if item.is_none() {
-            let mut t = toml_edit::Table::new();
-            t.set_implicit(what == "env");
-            *item = toml_edit::Item::Table(t);
-        }
-        if item.is_table() {
-            Ok(())
-        } else {
-            Err(KeyError::Invalid(format!(
-                "`{what}` in {} is not a table",
-                config_path.display()
-            )))
-        }
-    };
-    table(&mut doc["env"], "env")?;
-    table(&mut doc["env"][env], &format!("env.{env}"))?;
-    table(
-        &mut doc["env"][env]["records"],
-        &format!("env.{env}.records"),
-    )?;
-    let records = &mut doc["env"][env]["records"];
-    records["signing-key"] = toml_edit::value(key_rel);
-    if records.get("trusted-keys").is_none() {
-        records["trusted-keys"] = toml_edit::value(toml_edit::Array::new());
+    let store = LocalStore::for_env(env)?;
+    if store.record_signing_seed()?.is_some() {
+        return Err(KeyError::Invalid(format!(
+            "environment `{}` already has a record-signing key in {}; refusing to replace it (rotating a key is a decision every verifier must learn of)\n  fix: `cordon key generate --env {} --if-missing` succeeds when a key exists",
+            env.name,
+            store.store_path().display(),
+            env.name
+        )));
     }
-    let trusted = records["trusted-keys"].as_array_mut().ok_or_else(|| {
-        invalid(format!(
-            "`env.{env}.records.trusted-keys` in {} is not a list",
-            config_path.display()
-        ))
+    let dir = trust_dir(&env.name).ok_or_else(|| {
+        KeyError::Invalid(
+            "cannot place the trusted key: neither CORDON_SECRETS_HOME, XDG_CONFIG_HOME nor HOME is set".into(),
+        )
     })?;
-    if !trusted.iter().any(|v| v.as_str() == Some(pub_rel.as_str())) {
-        trusted.push(pub_rel);
+    let seed = zeroize::Zeroizing::new(rand::random::<[u8; 32]>());
+    let signer = Signer::from_key(SigningKey::from_bytes(&seed));
+    let public = dir.join(format!("{}.pub", &signer.keyid()[..16]));
+    crate::fsutil::create_private_dir(&dir).map_err(|e| KeyError::Io(dir.clone(), e))?;
+    // The public half first: a key whose public half could not be written
+    // would sign records nobody trusts.
+    crate::fsutil::write_atomic(&public, public_pem(&signer).as_bytes())
+        .map_err(|e| KeyError::Io(public.clone(), e))?;
+    store.create_record_signing_seed(&seed)?;
+    Ok(Generated {
+        store: store.store_path().to_path_buf(),
+        public,
+        keyid: signer.keyid().to_string(),
+    })
+}
+
+/// The PEM SubjectPublicKeyInfo of a signer's public key.
+pub fn public_pem(signer: &Signer) -> String {
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+    signer
+        .public()
+        .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .expect("an ed25519 key encodes")
+}
+
+/// Where a trusted key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustOrigin {
+    /// The user's trust directory.
+    UserConfig,
+    /// `--trusted-key`.
+    CommandLine,
+    /// [`TRUSTED_KEYS_VAR`].
+    Environment,
+    /// A workspace `cordon.toml` (self-asserted).
+    Workspace,
+}
+
+impl TrustOrigin {
+    /// How messages name it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            TrustOrigin::UserConfig => "user configuration",
+            TrustOrigin::CommandLine => "--trusted-key",
+            TrustOrigin::Environment => TRUSTED_KEYS_VAR,
+            TrustOrigin::Workspace => "cordon.toml, self-asserted",
+        }
+    }
+}
+
+/// The trust roots a verifier was given, before they are read.
+#[derive(Debug, Clone, Default)]
+pub struct TrustRoots {
+    /// `--trusted-key` files.
+    pub command_line: Vec<PathBuf>,
+    /// Files from [`TRUSTED_KEYS_VAR`].
+    pub environment: Vec<PathBuf>,
+}
+
+impl TrustRoots {
+    /// Command-line files plus those [`TRUSTED_KEYS_VAR`] lists.
+    pub fn from_process(command_line: Vec<PathBuf>) -> TrustRoots {
+        let environment = std::env::var_os(TRUSTED_KEYS_VAR)
+            .map(|v| {
+                std::env::split_paths(&v)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        TrustRoots {
+            command_line,
+            environment,
+        }
     }
 
-    let (private, public) = crate::attest::generate();
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |e| KeyError::Io(p, e)
-    };
-    let keys_dir = dir.join("keys");
-    crate::fsutil::create_private_dir(&keys_dir).map_err(io(&keys_dir))?;
-    crate::fsutil::write_new(&key_path, private.as_bytes()).map_err(io(&key_path))?;
-    crate::fsutil::write_new(&pub_path, public.as_bytes()).map_err(io(&pub_path))?;
-    crate::fsutil::write_atomic(config_path, doc.to_string().as_bytes())
-        .map_err(io(config_path))?;
-    let keyid = crate::attest::TrustedKey::load(&pub_path)
-        .map_err(|e| KeyError::Io(pub_path.clone(), std::io::Error::other(e.to_string())))?
-        .keyid;
-    Ok(Generated {
-        private: key_path,
-        public: pub_path,
-        keyid,
-    })
+    /// The keys trusted for records of environment `name`, and warnings
+    /// to show about them. `env` is its configuration, when the workspace
+    /// defines it. A key file that cannot be read is an error: a verifier
+    /// must not quietly trust less (or more) than it was told.
+    pub fn keys_for(&self, name: &str, env: Option<&EnvConfig>) -> Result<Trusted, String> {
+        let mut keys = Vec::new();
+        let mut warnings = Vec::new();
+        let add = |path: &Path, origin: TrustOrigin, keys: &mut Vec<_>| {
+            TrustedKey::load(path)
+                .map(|k| keys.push((k, origin)))
+                .map_err(|e| format!("{e} ({})", origin.describe()))
+        };
+        if let Some(dir) = trust_dir(name)
+            && let Ok(entries) = std::fs::read_dir(&dir)
+        {
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+                .collect();
+            files.sort();
+            for f in files {
+                add(&f, TrustOrigin::UserConfig, &mut keys)?;
+            }
+        }
+        for f in &self.command_line {
+            add(f, TrustOrigin::CommandLine, &mut keys)?;
+        }
+        for f in &self.environment {
+            add(f, TrustOrigin::Environment, &mut keys)?;
+        }
+        if let Some(env) = env
+            && !env.records.trusted_keys.is_empty()
+        {
+            if env.protected {
+                warnings.push(format!(
+                    "environment `{name}` is protected: the trusted-keys of cordon.toml are ignored (anyone who can edit the file could add a key); trust its keys with --trusted-key, {TRUSTED_KEYS_VAR} or {}",
+                    trust_dir(name).map_or_else(|| "the user trust directory".into(), |d| d.display().to_string())
+                ));
+            } else {
+                warnings.push(format!(
+                    "environment `{name}`: trusting the keys listed in cordon.toml, which anyone who can edit the file can change; put them in {} or pass --trusted-key",
+                    trust_dir(name).map_or_else(|| "the user trust directory".into(), |d| d.display().to_string())
+                ));
+                for f in &env.records.trusted_keys {
+                    add(f, TrustOrigin::Workspace, &mut keys)?;
+                }
+            }
+        }
+        Ok(Trusted { keys, warnings })
+    }
+}
+
+/// The keys a verifier trusts for one environment.
+#[derive(Debug, Clone, Default)]
+pub struct Trusted {
+    /// Each key with where it came from.
+    pub keys: Vec<(TrustedKey, TrustOrigin)>,
+    /// What the verifier should hear about them (self-asserted keys).
+    pub warnings: Vec<String>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::WorkspaceConfig;
 
-    #[test]
-    fn keys_are_configured_and_never_replaced() {
+    /// Points the secrets home at a temporary directory for one test.
+    /// Tests in this module take the lock so they never see each other's
+    /// home.
+    fn with_home<T>(f: impl FnOnce(&Path) -> T) -> T {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let d = tempfile::tempdir().unwrap();
-        let config = d.path().join("cordon.toml");
-        std::fs::write(&config, "[env.prod]\nprotected = true\n").unwrap();
-        let g = generate_for_env(&config, "prod").unwrap();
-        let c = crate::config::WorkspaceConfig::load(&config).unwrap();
-        let prod = &c.envs["prod"];
-        assert!(prod.protected, "existing settings are kept");
-        assert_eq!(
-            prod.records.signing_key.as_deref(),
-            Some(g.private.as_path())
-        );
-        assert_eq!(prod.records.trusted_keys, vec![g.public.clone()]);
-        assert!(crate::attest::Signer::load(&g.private).is_ok());
-        let err = generate_for_env(&config, "prod").unwrap_err().to_string();
-        assert!(err.contains("already exists"), "{err}");
+        // SAFETY: the lock above keeps the tests of this module from
+        // touching the environment at the same time, and no other test of
+        // the crate reads CORDON_SECRETS_HOME.
+        unsafe { std::env::set_var(crate::secrets::local::HOME_VAR, d.path()) };
+        let out = f(d.path());
+        unsafe { std::env::remove_var(crate::secrets::local::HOME_VAR) };
+        out
     }
 
     #[test]
-    fn a_config_that_cannot_take_the_settings_leaves_no_key_behind() {
-        let d = tempfile::tempdir().unwrap();
-        let config = d.path().join("cordon.toml");
-        std::fs::write(&config, "env = 3\n").unwrap();
-        let err = generate_for_env(&config, "dev").unwrap_err().to_string();
-        assert!(
-            err.contains("`env`") && err.contains("is not a table"),
-            "{err}"
-        );
-        assert!(!d.path().join("keys").exists());
+    fn a_generated_key_lives_in_the_store_and_is_trusted_outside_the_workspace() {
+        with_home(|home| {
+            let ws = tempfile::tempdir().unwrap();
+            let config = WorkspaceConfig::implicit(ws.path());
+            let dev = &config.envs["dev"];
+            let g = generate_for_env(dev).unwrap();
+            assert!(g.store.starts_with(home) && g.public.starts_with(home));
+            assert_eq!(
+                std::fs::read_dir(ws.path()).unwrap().count(),
+                0,
+                "the workspace is untouched"
+            );
+            let key = record_signer(dev, ws.path()).unwrap().expect("a signer");
+            assert_eq!(key.signer.keyid(), g.keyid);
+            assert!(matches!(
+                key.source,
+                KeySource::LocalStore { version: 1, .. }
+            ));
+            let Trusted {
+                keys: trusted,
+                warnings,
+            } = TrustRoots::default().keys_for("dev", Some(dev)).unwrap();
+            assert!(warnings.is_empty());
+            assert_eq!(trusted.len(), 1);
+            assert_eq!(trusted[0].0.keyid, g.keyid);
+            assert_eq!(trusted[0].1, TrustOrigin::UserConfig);
+            let again = generate_for_env(dev).unwrap_err().to_string();
+            assert!(
+                again.contains("already has a record-signing key"),
+                "{again}"
+            );
+        })
+    }
+
+    #[test]
+    fn workspace_keys_are_candidates_and_a_protected_environment_ignores_them() {
+        with_home(|_| {
+            let ws = tempfile::tempdir().unwrap();
+            let signer = Signer::from_key(SigningKey::from_bytes(&[7; 32]));
+            std::fs::write(ws.path().join("k.pub"), public_pem(&signer)).unwrap();
+            let file = ws.path().join("cordon.toml");
+            std::fs::write(
+                &file,
+                "[env.dev.records]\ntrusted-keys = [\"k.pub\"]\n[env.prod]\nprotected = true\n[env.prod.records]\ntrusted-keys = [\"k.pub\"]\n",
+            )
+            .unwrap();
+            let config = WorkspaceConfig::load_checked(&file, false).unwrap();
+            let roots = TrustRoots::default();
+            let Trusted {
+                keys: dev,
+                warnings: w,
+            } = roots.keys_for("dev", Some(&config.envs["dev"])).unwrap();
+            assert_eq!(dev.len(), 1);
+            assert_eq!(dev[0].1, TrustOrigin::Workspace);
+            assert!(w[0].contains("anyone who can edit"), "{w:?}");
+            let Trusted {
+                keys: prod,
+                warnings: w,
+            } = roots.keys_for("prod", Some(&config.envs["prod"])).unwrap();
+            assert!(prod.is_empty(), "a protected environment ignores them");
+            assert!(w[0].contains("are ignored"), "{w:?}");
+            let roots = TrustRoots {
+                command_line: vec![ws.path().join("k.pub")],
+                environment: vec![],
+            };
+            let prod = roots
+                .keys_for("prod", Some(&config.envs["prod"]))
+                .unwrap()
+                .keys;
+            assert_eq!(prod[0].1, TrustOrigin::CommandLine);
+        })
     }
 }

@@ -55,11 +55,20 @@ pub fn reexecute_scope(
     let records_dir = state_dir.join("records");
     let runs: Vec<String> = match scope {
         Scope::Run(id) => vec![id.clone()],
-        Scope::All => crate::chain::read_lines(&records_dir)?
-            .iter()
-            .filter_map(|l| serde_json::from_str::<crate::chain::LogEntry>(l).ok())
-            .map(|e| e.run)
-            .collect(),
+        Scope::All | Scope::Since(_) => {
+            let all: Vec<String> = crate::chain::read_lines(&records_dir)?
+                .iter()
+                .filter_map(|l| serde_json::from_str::<crate::chain::LogEntry>(l).ok())
+                .map(|e| e.run)
+                .collect();
+            match scope {
+                Scope::Since(id) => match all.iter().position(|r| r == id) {
+                    Some(from) => all[from..].to_vec(),
+                    None => Vec::new(),
+                },
+                _ => all,
+            }
+        }
     };
     let mut findings = Vec::new();
     let mut reproduced = Vec::new();

@@ -9,9 +9,12 @@
 //! - **the record**: its file exists and has the digest the log holds, and
 //!   its own `chain` field names the same place in the chain;
 //! - **the signature**: its DSSE envelope has the digest the log holds, is
-//!   signed by a key the record's environment trusts (`trusted-keys` in
-//!   `cordon.toml`), and its statement is exactly the statement rebuilt from
-//!   the record file, so the signature covers every field of the record;
+//!   signed by a key the verifier trusts for the record's environment (see
+//!   [`crate::keys`]: the user's trust directory, `--trusted-key`,
+//!   `CORDON_TRUSTED_KEYS`; a workspace's own `trusted-keys` only as
+//!   self-asserted candidates), and its statement is exactly the statement
+//!   rebuilt from the record file, so the signature covers every field of
+//!   the record;
 //! - **the outputs**: published output trees still have the digests the
 //!   record holds. A mount written again by a later run is checked against
 //!   that later record only (the earlier outputs were replaced by design).
@@ -23,6 +26,7 @@ use crate::attest::{self, TrustedKey};
 use crate::chain::{self, LogEntry};
 use crate::config::WorkspaceConfig;
 use crate::digest;
+use crate::keys::{TrustOrigin, TrustRoots};
 use crate::manifest::Sha256Digest;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,8 +52,16 @@ impl std::fmt::Display for Finding {
 pub struct Verdict {
     /// Records checked in detail.
     pub records: usize,
+    /// Records before `--since` whose signatures and outputs were not
+    /// checked (their chain entries were).
+    pub skipped: usize,
     /// Everything that does not hold; empty means all is well.
     pub findings: Vec<Finding>,
+    /// The keys trusted, per environment, with where each came from.
+    pub trusted: Vec<(String, String, TrustOrigin)>,
+    /// Things the verifier should know that are not failures (keys that
+    /// are only self-asserted, say).
+    pub warnings: Vec<String>,
 }
 
 /// A verification that could not be carried out at all (bad invocation).
@@ -75,10 +87,17 @@ pub enum Scope {
     All,
     /// One run, by id.
     Run(String),
+    /// The run with this id and every later one: for an environment that
+    /// began signing after its first records. The whole chain is still
+    /// checked; earlier records are only counted.
+    Since(String),
 }
 
 struct Ctx<'a> {
     workspace: &'a WorkspaceConfig,
+    roots: &'a TrustRoots,
+    trusted: Vec<(String, String, TrustOrigin)>,
+    warnings: Vec<String>,
     keys: BTreeMap<String, Result<Vec<TrustedKey>, String>>,
     findings: Vec<Finding>,
 }
@@ -93,21 +112,43 @@ impl Ctx<'_> {
 
     fn trusted(&mut self, env: &str) -> Result<Vec<TrustedKey>, String> {
         if !self.keys.contains_key(env) {
-            let keys = match self.workspace.envs.get(env) {
-                None => Err(format!(
-                    "environment `{env}` is not defined in the workspace configuration, so no key is trusted for it"
-                )),
-                Some(e) => e
-                    .records
-                    .trusted_keys
-                    .iter()
-                    .map(|p| TrustedKey::load(p).map_err(|e| e.to_string()))
-                    .collect(),
+            let config = self.workspace.envs.get(env);
+            let keys = match self.roots.keys_for(env, config) {
+                Err(e) => Err(e),
+                Ok(crate::keys::Trusted { keys, warnings }) => {
+                    self.warnings.extend(warnings);
+                    for (k, origin) in &keys {
+                        self.trusted
+                            .push((env.to_string(), k.source.clone(), *origin));
+                    }
+                    if keys.is_empty() {
+                        Err(no_trusted_key(env, self.workspace))
+                    } else {
+                        Ok(keys.into_iter().map(|(k, _)| k).collect())
+                    }
+                }
             };
             self.keys.insert(env.to_string(), keys);
         }
         self.keys[env].clone()
     }
+}
+
+/// Why no key is trusted for `env`, with where the verifier looked and
+/// what to pass.
+fn no_trusted_key(env: &str, workspace: &WorkspaceConfig) -> String {
+    let dir = crate::keys::trust_dir(env).map_or_else(
+        || "the user trust directory".into(),
+        |d| d.display().to_string(),
+    );
+    let config = match &workspace.path {
+        Some(p) => format!("; the workspace file used was {}", p.display()),
+        None => " and no cordon.toml was found (pass --config if the records' workspace defines this environment)".into(),
+    };
+    format!(
+        "no key is trusted for environment `{env}` (looked in {dir}, --trusted-key and {}{config}); pass the environment's public key with --trusted-key FILE",
+        crate::keys::TRUSTED_KEYS_VAR
+    )
 }
 
 fn record_subject(run: &str) -> String {
@@ -119,6 +160,7 @@ fn record_subject(run: &str) -> String {
 pub fn verify(
     state_dir: &Path,
     workspace: &WorkspaceConfig,
+    roots: &TrustRoots,
     scope: &Scope,
 ) -> Result<Verdict, VerifyError> {
     let records_dir = state_dir.join("records");
@@ -129,6 +171,9 @@ pub fn verify(
     let lines = chain::read_lines(&records_dir).map_err(io)?;
     let mut cx = Ctx {
         workspace,
+        roots,
+        trusted: Vec::new(),
+        warnings: Vec::new(),
         keys: BTreeMap::new(),
         findings: Vec::new(),
     };
@@ -212,6 +257,7 @@ pub fn verify(
         }
     }
 
+    let mut skipped = 0;
     let selected: Vec<&LogEntry> = match scope {
         Scope::All => entries.iter().collect(),
         Scope::Run(id) => {
@@ -219,24 +265,39 @@ pub fn verify(
             if e.is_empty() {
                 if on_disk.contains(id) {
                     // Already reported as not in the chain.
-                    return Ok(Verdict {
-                        records: 1,
-                        findings: cx.findings,
-                    });
+                    return Ok(cx.verdict(1, 0));
                 }
                 return Err(VerifyError::UnknownRun(id.clone(), records_dir));
             }
             e
+        }
+        Scope::Since(id) => {
+            let Some(from) = entries.iter().position(|e| e.run == *id) else {
+                return Err(VerifyError::UnknownRun(id.clone(), records_dir));
+            };
+            skipped = from;
+            entries[from..].iter().collect()
         }
     };
 
     for entry in &selected {
         check_record(&mut cx, &records_dir, entry, &parsed, &last_writer);
     }
-    Ok(Verdict {
-        records: selected.len(),
-        findings: cx.findings,
-    })
+    Ok(cx.verdict(selected.len(), skipped))
+}
+
+impl Ctx<'_> {
+    fn verdict(self, records: usize, skipped: usize) -> Verdict {
+        let mut warnings = self.warnings;
+        warnings.dedup();
+        Verdict {
+            records,
+            skipped,
+            findings: self.findings,
+            trusted: self.trusted,
+            warnings,
+        }
+    }
 }
 
 fn check_record(

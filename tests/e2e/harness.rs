@@ -70,6 +70,24 @@ impl Workspace {
         self.dir.path()
     }
 
+    /// The public key this workspace's user trusts for `env`'s records:
+    /// the one `cordon key generate --env ENV` placed in the user's trust
+    /// directory (outside the workspace).
+    pub fn trusted_key(&self, env: &str) -> PathBuf {
+        let dir = self.secrets_home().join("trusted").join(env);
+        let keys: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("no trust directory {}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(
+            keys.len(),
+            1,
+            "one trusted key in {}: {keys:?}",
+            dir.display()
+        );
+        keys.into_iter().next().unwrap()
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }

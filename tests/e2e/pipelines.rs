@@ -402,24 +402,9 @@ fn the_example_pipeline_runs_end_to_end_and_reruns_from_the_cache() {
     ] {
         ws.write(f, std::fs::read(example.join(f)).unwrap());
     }
-    // After `run.sh` (the README's first command) the example's cordon.toml
-    // names the dev signing key it generated; bring the key along.
-    if example.join("keys").is_dir() {
-        ws.mkdir("keys");
-        for e in std::fs::read_dir(example.join("keys")).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(
-                e.path(),
-                ws.path(&format!("keys/{}", e.file_name().to_string_lossy())),
-            )
-            .unwrap();
-        }
-    }
     // As run.sh does: the dev environment signs its records.
-    if !ws.path("keys/dev.key").exists() {
-        let key = ws.cordon(&["key", "generate", "--env", "dev"], &[]);
-        assert_eq!(key.code, 0, "{key:?}");
-    }
+    let key = ws.cordon(&["key", "generate", "--env", "dev", "--if-missing"], &[]);
+    assert_eq!(key.code, 0, "{key:?}");
     ws.mkdir("components");
     for (artifact, name) in [
         (CSV_VALIDATE, "csv-validate.wasm"),

@@ -5,6 +5,7 @@ use crate::harness::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use cordon::config::WorkspaceConfig;
+use cordon::keys::TrustRoots;
 use cordon::verify::{Scope, verify};
 use cordon_test_artifacts::{CHECKSUM, PROBE};
 use ed25519_dalek::pkcs8::DecodePublicKey;
@@ -42,13 +43,46 @@ fn envelope_of(record: &Path) -> PathBuf {
 /// Verifies in-process (the same library `cordon verify` calls) and
 /// returns the findings as text.
 fn findings(ws: &Workspace) -> Vec<String> {
-    let config = WorkspaceConfig::load(&ws.path("cordon.toml")).unwrap();
-    verify(&ws.path(".cordon"), &config, &Scope::All)
+    let config = WorkspaceConfig::discover(None, ws.root()).unwrap();
+    let roots = TrustRoots {
+        command_line: vec![ws.trusted_key("dev")],
+        environment: Vec::new(),
+    };
+    verify(&ws.path(".cordon"), &config, &roots, &Scope::All)
         .unwrap()
         .findings
         .iter()
         .map(|f| f.to_string())
         .collect()
+}
+
+/// Fails when any file under `dir` holds a PEM private key.
+fn assert_no_private_key_in(dir: &Path) {
+    for e in walk(dir) {
+        let text = std::fs::read(&e).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&text).contains("PRIVATE KEY"),
+            "a private key file lies at {}",
+            e.display()
+        );
+    }
+}
+
+/// Every regular file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                todo.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
 }
 
 /// A probe step that prints, so each run leaves a small record.
@@ -173,7 +207,7 @@ fn dsse_signature_verifies_with_an_independent_implementation() {
     let sig_bytes = B64
         .decode(env["signatures"][0]["sig"].as_str().unwrap())
         .unwrap();
-    let pem = std::fs::read_to_string(ws.path("keys/dev.pub")).unwrap();
+    let pem = std::fs::read_to_string(ws.trusted_key("dev")).unwrap();
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
     let key = ed25519_dalek::VerifyingKey::from_public_key_pem(&pem).unwrap();
     let sig = ed25519_dalek::Signature::from_slice(&sig_bytes).unwrap();
@@ -197,19 +231,23 @@ fn dsse_signature_verifies_with_an_independent_implementation() {
     // Keys are never replaced.
     let again = ws.cordon(&["key", "generate", "--env", "dev"], &[]);
     assert_eq!(again.code, 2, "{again:?}");
-    assert!(again.stderr.contains("already exists"), "{again:?}");
-    assert_eq!(
-        std::fs::read_to_string(ws.path("keys/dev.pub")).unwrap(),
-        pem
+    assert!(
+        again.stderr.contains("already has a record-signing key"),
+        "{again:?}"
     );
+    assert_eq!(std::fs::read_to_string(ws.trusted_key("dev")).unwrap(), pem);
+    let again = ws.cordon(&["key", "generate", "--env", "dev", "--if-missing"], &[]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stderr.contains("already signs"), "{again:?}");
 
-    // The private key file is private.
+    // The private key is nowhere in the workspace: it lives in the
+    // environment's encrypted store, which is private.
+    assert_no_private_key_in(ws.root());
+    assert_no_private_key_in(ws.secrets_home());
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(ws.path("keys/dev.key"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
+    let store = ws.secrets_home().join("stores/dev.store");
+    let mode = std::fs::metadata(&store).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the store is private: {mode:o}");
 
     // A second implementation, when the machine has one: Python's
     // `cryptography` loading the PEM itself.
@@ -233,7 +271,7 @@ print("verified")
             .arg("-c")
             .arg(script)
             .arg(&envelope)
-            .arg(ws.path("keys/dev.pub"))
+            .arg(ws.trusted_key("dev"))
             .output()
             .unwrap();
         assert!(
@@ -400,16 +438,14 @@ fn a_record_signed_by_an_untrusted_key_is_rejected() {
     run_ok(&ws);
     assert_eq!(ws.cordon(&["verify"], &[]).code, 0);
     // Another key is made and trusted instead of the one that signed.
+    ws.write("cordon.toml", "[env.dev]\n[env.other]\n");
     assert_eq!(
         ws.cordon(&["key", "generate", "--env", "other"], &[]).code,
         0
     );
-    let config = std::fs::read_to_string(ws.path("cordon.toml")).unwrap();
-    std::fs::write(
-        ws.path("cordon.toml"),
-        config.replace("[\"keys/dev.pub\"]", "[\"keys/other.pub\"]"),
-    )
-    .unwrap();
+    let dev_trust = ws.trusted_key("dev");
+    std::fs::remove_file(&dev_trust).unwrap();
+    std::fs::copy(ws.trusted_key("other"), &dev_trust).unwrap();
     let out = ws.cordon(&["verify"], &[]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stdout.contains("not a trusted key"), "{out:?}");
@@ -682,8 +718,10 @@ fn in_toto_verify(ws: &Workspace, args: &[&str]) -> Option<std::process::Output>
 #[test]
 fn exported_in_toto_links_and_layout_pass_in_toto_verify_until_an_output_is_tampered_with() {
     let ws = signed_workspace();
+    // The layout's owner is a person with a key file of their own.
     assert_eq!(
-        ws.cordon(&["key", "generate", "--env", "owner"], &[]).code,
+        ws.cordon(&["key", "reviewer", "owner", "--dir", "keys"], &[])
+            .code,
         0
     );
     checksum_step(&ws);
@@ -744,7 +782,7 @@ fn exported_in_toto_links_and_layout_pass_in_toto_verify_until_an_output_is_tamp
             "--layout",
             "meta/root.layout",
             "--verification-keys",
-            "keys/dev.pub",
+            ws.trusted_key("dev").to_str().unwrap(),
             "--link-dir",
             "meta",
         ],

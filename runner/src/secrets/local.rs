@@ -63,6 +63,11 @@ struct StoreData {
     /// The last version number of each removed secret.
     #[serde(default)]
     retired: BTreeMap<String, u32>,
+    /// The ed25519 seed that signs this environment's records. It is the
+    /// runner's, not a step's: it lives outside `secrets`, so no grant can
+    /// name it, whatever the manifest's `name` or `key` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    record_signing_key: Option<StoredVersion>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -72,6 +77,15 @@ struct StoredVersion {
     created_at: String,
     /// The value, hex-encoded (values are bytes, JSON strings are text).
     value: Zeroizing<String>,
+}
+
+/// An environment's record-signing seed, as [`LocalStore::record_signing_seed`]
+/// returns it. Zeroed on drop.
+pub struct RecordSeed {
+    /// Its version in the store.
+    pub version: u32,
+    /// The ed25519 seed.
+    pub seed: Zeroizing<[u8; 32]>,
 }
 
 /// One environment's encrypted store.
@@ -406,6 +420,46 @@ impl LocalStore {
                 )
             })
             .collect())
+    }
+
+    /// The seed that signs this environment's records, with its version,
+    /// if `cordon key generate` made one. `None` when there is no store yet.
+    pub fn record_signing_seed(&self) -> Result<Option<RecordSeed>, SecretError> {
+        if !self.store.exists() {
+            return Ok(None);
+        }
+        let data = self.load(&*self.key(false)?)?;
+        let Some(stored) = &data.record_signing_key else {
+            return Ok(None);
+        };
+        let mut seed = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(stored.value.as_bytes(), seed.as_mut()).map_err(|_| self.damaged())?;
+        Ok(Some(RecordSeed {
+            version: stored.version,
+            seed,
+        }))
+    }
+
+    /// Stores `seed` as the environment's record-signing key (version 1).
+    /// Refuses to replace one: rotating a signing key is a decision, and
+    /// every verifier must learn the new public key.
+    pub fn create_record_signing_seed(&self, seed: &[u8; 32]) -> Result<u32, SecretError> {
+        self.edit(true, |data| {
+            if data.record_signing_key.is_some() {
+                return Err(self
+                    .err(format!(
+                        "environment `{}` already has a record-signing key in {}",
+                        self.env,
+                        self.store.display()
+                    ))
+                    .fix(
+                        "keep it; `cordon key generate --if-missing` succeeds when a key exists",
+                    ));
+            }
+            let value = SecretValue::new(seed.to_vec());
+            data.record_signing_key = Some(stored(1, &value));
+            Ok(1)
+        })
     }
 
     fn missing(&self, name: &str) -> SecretError {
