@@ -1,25 +1,26 @@
 #!/usr/bin/env bash
 # Runs the example churn-model pipeline end to end in the `dev` environment:
-# builds the runner and the step components, pins the components' digests
-# into the manifests, provides the demo secret, runs the pipeline, then runs
-# it again to show the action cache.
+# builds the runner and the step components, checks that the committed
+# manifests pin exactly the components this build produced, provides the
+# demo secrets and the record-signing key (in the environment's encrypted
+# store, outside the repository), runs the pipeline, then runs it again to
+# show the action cache, and verifies every record.
+#
+# Nothing tracked by git changes: components, outputs and state go to
+# ignored directories, secrets and keys to the user's configuration
+# (CORDON_SECRETS_HOME, else ~/.config/cordon).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
+target="${CARGO_TARGET_DIR:-$root/target}"
 cd "$root"
 
-rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 echo "== building the cordon runner"
 cargo build --release -p cordon
-echo "== building the step components (wasm32-wasip2)"
-CARGO_TARGET_DIR="$root/target/wasm-steps" cargo build --release --target wasm32-wasip2 \
-  -p cordon-step-csv-validate -p cordon-step-pseudonymize -p cordon-step-train -p cordon-step-sign-model
-mkdir -p "$here/components"
-for c in csv-validate pseudonymize train evaluate sign-model; do
-  cp "$root/target/wasm-steps/wasm32-wasip2/release/$c.wasm" "$here/components/"
-done
-cordon="$root/target/release/cordon"
-for m in "$here"/steps/*.toml; do "$cordon" pin "$m"; done
+cordon="$target/release/cordon"
+"$here/build-components.sh"
+echo "== checking that the manifests pin the components just built"
+"$cordon" pin --check "$here"/steps/*.toml
 
 config="$here/cordon.toml"
 # The demo secrets live in the embedded encrypted store of the `dev`
@@ -35,11 +36,10 @@ for name in pseudonym-key model-signing-key; do
     head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' | "$cordon" secret set "$name" --env dev --config "$config"
   fi
 done
-# Records of the dev environment are signed with its own key.
-if [ ! -f "$here/keys/dev.key" ]; then
-  echo "== generating the dev record-signing key"
-  "$cordon" key generate --env dev --config "$config"
-fi
+# Records of the dev environment are signed with its own key, kept in the
+# same encrypted store; its public key is trusted for this user.
+echo "== the dev record-signing key"
+"$cordon" key generate --env dev --config "$config" --if-missing
 
 echo "== cordon plan"
 "$cordon" plan "$here/pipeline.toml" --env dev

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The test command (the README's second command, and all that CI runs).
+#
+# On a fresh machine with only rustup and python3 it installs what the tests
+# need into project-local places under target/ (the pinned toolchain and its
+# wasm32-wasip2 target through rustup; Python tools into target/tools/venv;
+# the SARIF 2.1.0 schema into target/), then checks, in order:
+#
+#   1. formatting        cargo fmt --all --check
+#   2. lints             cargo clippy --workspace --all-targets -- -D warnings
+#   3. the tests         cargo test --workspace
+#   4. pinned digests    the committed example manifests pin exactly the
+#                        components a clean build produces (cordon pin --check)
+#   5. a fresh clone     the README's first command on a clone of HEAD, twice,
+#                        leaves `git status --porcelain` empty
+#
+# CORDON_TEST_SKIP_FRESH_CLONE=1 skips stage 5 (it builds the release runner)
+# for quick local runs; CI never sets it. Extra arguments go to `cargo test`.
+set -euo pipefail
+root="$(cd "$(dirname "$0")" && pwd)"
+cd "$root"
+target="${CARGO_TARGET_DIR:-$root/target}"
+started=$SECONDS
+stage() { echo "== [$((SECONDS - started))s] $*"; }
+
+stage "toolchain (rust-toolchain.toml) and the wasm32-wasip2 target"
+rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
+rustup target add wasm32-wasip2 >/dev/null
+
+stage "Python tools into $target/tools/venv"
+venv="$target/tools/venv"
+requirements="$root/tests/tools/requirements.txt"
+if [ ! -x "$venv/bin/python3" ]; then
+  python3 -m venv "$venv" || {
+    echo "error: python3 cannot create a virtual environment" >&2
+    echo "  fix: install the venv module (Debian: apt-get install python3-venv), then run ./test.sh again" >&2
+    exit 1
+  }
+fi
+# Reinstall only when the pinned list changed.
+if ! cmp -s "$requirements" "$venv/.requirements"; then
+  "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$venv/.requirements"
+fi
+# The tests find `bao`, `in-toto-verify` and `python3` (with jsonschema) here.
+export PATH="$venv/bin:$PATH"
+
+stage "the SARIF 2.1.0 schema into $target/sarif-2.1.0.json"
+if [ ! -f "$target/sarif-2.1.0.json" ]; then
+  command -v npm >/dev/null || {
+    echo "error: npm is needed once to fetch the SARIF 2.1.0 schema (@microsoft/sarif-multitool-linux)" >&2
+    echo "  fix: install Node.js and npm, then run ./test.sh again" >&2
+    exit 1
+  }
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent @microsoft/sarif-multitool-linux@5.7.0 >/dev/null)
+  mkdir -p "$target"
+  tar -xzf "$tmp/microsoft-sarif-multitool-linux-5.7.0.tgz" -O package/sarif-2.1.0.json \
+    > "$target/sarif-2.1.0.json.tmp"
+  mv "$target/sarif-2.1.0.json.tmp" "$target/sarif-2.1.0.json"
+  rm -rf "$tmp"
+fi
+
+stage "cargo fmt --all --check"
+cargo fmt --all --check
+
+stage "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --quiet --workspace --all-targets -- -D warnings
+
+stage "cargo test --workspace"
+cargo test --workspace "$@"
+
+stage "committed manifests pin the components a clean build produces"
+"$root/examples/ml-pipeline/build-components.sh" >/dev/null
+"$target/debug/cordon" pin --check "$root"/examples/*/steps/*.toml
+
+if [ "${CORDON_TEST_SKIP_FRESH_CLONE:-}" = 1 ]; then
+  stage "fresh clone: skipped (CORDON_TEST_SKIP_FRESH_CLONE=1)"
+else
+  stage "the README's first command on a fresh clone of HEAD, twice"
+  "$root/tests/fresh-clone.sh"
+fi
+stage "all checks passed"
