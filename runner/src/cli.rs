@@ -565,9 +565,7 @@ fn sandbox_for(state_dir: &Path) -> Result<Sandbox, Failure> {
     crate::fsutil::create_private_dir(state_dir)
         .with_context(|| format!("cannot create the state directory {}", state_dir.display()))
         .map_err(runner_fault)?;
-    let cache_dir = std::env::var_os("CORDON_COMPILE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| state_dir.join("compiled"));
+    let cache_dir = crate::plan::compile_cache_dir(state_dir);
     Sandbox::new(Some(cache_dir)).map_err(runner_fault)
 }
 
@@ -1460,10 +1458,8 @@ fn reexecute_all(
     scope: &crate::verify::Scope,
     verdict: &mut crate::verify::Verdict,
 ) -> Result<(), Failure> {
-    let cache_dir = std::env::var_os("CORDON_COMPILE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| state_dir.join("compiled"));
-    let sandbox = Sandbox::new(Some(cache_dir)).map_err(runner_fault)?;
+    let sandbox =
+        Sandbox::new(Some(crate::plan::compile_cache_dir(state_dir))).map_err(runner_fault)?;
     let report =
         crate::reexec::reexecute_scope(state_dir, scope, &sandbox).map_err(runner_fault)?;
     for (run, files) in report.reproduced {

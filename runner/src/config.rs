@@ -367,6 +367,8 @@ pub struct EnvConfig {
     pub policy: PolicyConfig,
     /// Where it is defined.
     pub at: Location,
+    /// The `cordon.toml` that defines it (none for the built-in default).
+    pub config_file: Option<PathBuf>,
 }
 
 /// A loaded `cordon.toml` (or the implicit default when there is none).
@@ -494,6 +496,7 @@ impl WorkspaceConfig {
             records: RecordsConfig::default(),
             policy: PolicyConfig::default(),
             at: Location::default(),
+            config_file: None,
         };
         WorkspaceConfig {
             path: None,
@@ -610,6 +613,7 @@ impl WorkspaceConfig {
                     secrets,
                     policy,
                     at,
+                    config_file: Some(path.to_path_buf()),
                 },
             );
         }
@@ -622,6 +626,9 @@ impl WorkspaceConfig {
         // were no file: a new workspace starts with `touch cordon.toml`.
         if envs.is_empty() {
             envs = WorkspaceConfig::implicit(&dir).envs;
+            for env in envs.values_mut() {
+                env.config_file = Some(path.to_path_buf());
+            }
         }
         Ok(WorkspaceConfig {
             path: Some(path.to_path_buf()),

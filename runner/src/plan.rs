@@ -78,6 +78,80 @@ fn nested(a: &Path, b: &Path) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
 
+/// The environment variable that moves the compiled-component cache out
+/// of the state directory.
+pub const COMPILE_CACHE_VAR: &str = "CORDON_COMPILE_CACHE";
+
+/// Where compiled components are cached for runs with state in
+/// `state_dir`: `$CORDON_COMPILE_CACHE`, else `<state>/compiled`.
+pub fn compile_cache_dir(state_dir: &Path) -> PathBuf {
+    std::env::var_os(COMPILE_CACHE_VAR)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir.join("compiled"))
+}
+
+/// Paths no mount may contain, equal or lie inside, with what each holds.
+///
+/// A mount is how a step reaches the host, so a mount that reaches the
+/// runner's own secrets hands them to the step: the secrets home (every
+/// environment's encrypted store, the keys that open them, the trusted
+/// public keys), the stores and key files a configuration names elsewhere,
+/// record-signing and verifying keys, the vault's AppRole secret id file,
+/// the compiled-code cache (native code the runner loads), and the
+/// configuration itself (which decides every grant). The state directory is
+/// checked beside these. Paths are resolved through symbolic links first,
+/// so a link in a host path cannot route around the check.
+fn protected_paths(ctx: &PlanContext<'_>, state_dir: &Path) -> Vec<(PathBuf, String)> {
+    let env = ctx.env;
+    let mut out: Vec<(PathBuf, String)> = Vec::new();
+    let mut add = |p: &Path, what: String| {
+        if let Ok(r) = resolve(p) {
+            out.push((r, what));
+        }
+    };
+    if let Some(home) = crate::secrets::local::secrets_home() {
+        add(
+            &home,
+            "the secrets home (encrypted secret stores, their keys and the trusted keys)".into(),
+        );
+    }
+    if let Some(s) = &env.secrets.local.store {
+        add(s, format!("the secret store of environment `{}`", env.name));
+    }
+    if let Some(k) = &env.secrets.local.key_file {
+        add(
+            k,
+            format!("the key of environment `{}`'s secret store", env.name),
+        );
+    }
+    if let Some(v) = &env.secrets.vault {
+        if let crate::config::SecretIdSource::File(f) = &v.secret_id {
+            add(f, "the vault AppRole secret id file".into());
+        }
+        if let Some(ca) = &v.ca_file {
+            add(ca, "the vault CA file".into());
+        }
+    }
+    if let Some(k) = &env.records.signing_key {
+        add(k, "the record-signing key".into());
+        if let Some(dir) = k.parent() {
+            add(dir, "the directory of the record-signing key".into());
+        }
+    }
+    for k in env.records.trusted_keys.iter().chain(&env.policy.reviewers) {
+        add(k, "a key named in the configuration".into());
+    }
+    if let Some(c) = &env.config_file {
+        add(c, "the workspace configuration".into());
+    }
+    add(
+        &compile_cache_dir(state_dir),
+        "the compiled-component cache (native code the runner loads)".into(),
+    );
+    out
+}
+
 /// What a plan is resolved against.
 #[derive(Debug, Clone, Copy)]
 pub struct PlanContext<'a> {
@@ -294,7 +368,28 @@ pub fn plan_step_with(
 
     // Grants must not overlap in ways that would make a write escape its
     // mount or expose the runner's own state.
+    let protected = protected_paths(ctx, &state_dir);
     for (i, (m, host)) in mounts.iter().enumerate() {
+        for (p, what) in &protected {
+            if nested(host, p) {
+                let how = if host == p {
+                    "is"
+                } else if host.starts_with(p) {
+                    "lies inside"
+                } else {
+                    "contains"
+                };
+                problems.push(m.host_at.problem(
+                    format!(
+                        "mount {} ({}) {how} {what}, {}, which no step may reach",
+                        m.guest,
+                        host.display(),
+                        p.display()
+                    ),
+                    Some("mount a narrower directory that holds only the step's data".into()),
+                ));
+            }
+        }
         if nested(host, &state_dir) {
             problems.push(m.host_at.problem(
                 format!(

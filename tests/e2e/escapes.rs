@@ -406,3 +406,153 @@ fn a_read_write_mount_is_changed_in_place_and_marked() {
         serde_json::json!({"kind": "exited", "code": 1})
     );
 }
+
+/// Runs a probe step with one read mount of `host` (absolute or relative to
+/// the workspace) and asserts that planning refuses it, naming the mount
+/// and `what`, and that nothing ran.
+fn assert_mount_refused(ws: &Workspace, host: &str, what: &str) {
+    ws.step(PROBE, &["list", "/m"], &mount("/m", host, "read"));
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("mount /m (") && out.stderr.contains(what),
+        "the error names the mount and the protected path: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("which no step may reach"),
+        "{}",
+        out.stderr
+    );
+    assert!(ws.records().is_empty(), "nothing ran");
+}
+
+#[test]
+fn the_secrets_home_cannot_be_mounted() {
+    let ws = Workspace::new();
+    // Make the stores and their keys exist, as they do once a secret is set.
+    let out = ws.cordon(&["key", "generate", "--env", "dev"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let home = ws.secrets_home().to_str().unwrap().to_string();
+    assert_mount_refused(&ws, &home, "the secrets home");
+    assert_mount_refused(
+        &ws,
+        &format!("{home}/stores"),
+        "lies inside the secrets home",
+    );
+    assert_mount_refused(
+        &ws,
+        &format!("{home}/trusted"),
+        "lies inside the secrets home",
+    );
+}
+
+#[test]
+fn a_directory_containing_the_secrets_home_cannot_be_mounted() {
+    let ws = Workspace::new();
+    let out = ws.cordon(&["key", "generate", "--env", "dev"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let parent = ws
+        .secrets_home()
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_mount_refused(&ws, &parent, "contains the secrets home");
+}
+
+#[test]
+fn a_symlink_to_the_secrets_home_cannot_be_mounted() {
+    let ws = Workspace::new();
+    std::os::unix::fs::symlink(ws.secrets_home(), ws.path("innocent")).unwrap();
+    assert_mount_refused(&ws, "innocent", "the secrets home");
+}
+
+#[test]
+fn a_store_and_key_file_configured_elsewhere_cannot_be_mounted() {
+    let ws = Workspace::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let dir = elsewhere.path().to_str().unwrap();
+    std::fs::create_dir_all(elsewhere.path().join("stores")).unwrap();
+    std::fs::create_dir_all(elsewhere.path().join("keys")).unwrap();
+    ws.write(
+        "cordon.toml",
+        format!(
+            "[env.dev.secrets]\nstore = \"{dir}/stores/dev.store\"\nkey_file = \"{dir}/keys/dev.key\"\n"
+        ),
+    );
+    assert_mount_refused(
+        &ws,
+        &format!("{dir}/stores"),
+        "the secret store of environment `dev`",
+    );
+    assert_mount_refused(
+        &ws,
+        &format!("{dir}/keys"),
+        "the key of environment `dev`'s secret store",
+    );
+}
+
+#[test]
+fn the_directory_of_a_signing_key_file_cannot_be_mounted() {
+    let ws = Workspace::new();
+    let out = ws.cordon(&["key", "reviewer", "signer", "--dir", "keys"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    ws.write(
+        "cordon.toml",
+        "[env.dev.records]\nsigning-key = \"keys/signer.key\"\n",
+    );
+    assert_mount_refused(&ws, "keys", "the record-signing key");
+}
+
+#[test]
+fn the_workspace_configuration_cannot_be_mounted() {
+    let ws = Workspace::new();
+    ws.write("conf/cordon.toml", "[env.dev]\n");
+    ws.write("conf/data/a.txt", "a");
+    ws.step(PROBE, &["list", "/m"], &mount("/m", "conf", "read"));
+    let out = ws.cordon(&["run", "step.toml", "--config", "conf/cordon.toml"], &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("the workspace configuration"),
+        "{}",
+        out.stderr
+    );
+    // Its data directory alone is fine.
+    ws.step(PROBE, &["list", "/m"], &mount("/m", "conf/data", "read"));
+    let out = ws.cordon(&["run", "step.toml", "--config", "conf/cordon.toml"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+#[test]
+fn the_compile_cache_cannot_be_mounted() {
+    let ws = Workspace::new();
+    let cache = ws.mkdir("cache");
+    ws.step(PROBE, &["list", "/m"], &mount("/m", "cache", "read"));
+    let out = ws.cordon(
+        &["run", "step.toml"],
+        &[("CORDON_COMPILE_CACHE", cache.to_str().unwrap())],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("the compiled-component cache"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn the_vault_secret_id_file_cannot_be_mounted() {
+    let ws = Workspace::new();
+    ws.write("ci/secret-id", "s3cr3t-id");
+    let id = ws.path("ci/secret-id");
+    ws.write(
+        "cordon.toml",
+        format!(
+            "[env.dev.secrets]\nprovider = \"vault\"\naddress = \"http://127.0.0.1:1\"\nrole_id = \"r\"\nsecret_id_file = \"{}\"\n",
+            id.display()
+        ),
+    );
+    assert_mount_refused(&ws, "ci", "the vault AppRole secret id file");
+}

@@ -14,4 +14,5 @@ mod records;
 mod review;
 mod runs;
 mod secrets;
+mod trust;
 mod vault;
