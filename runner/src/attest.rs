@@ -251,9 +251,28 @@ fn join_guest(guest: &str, path: &str) -> String {
     format!("{}/{path}", guest.trim_end_matches('/'))
 }
 
+/// Which form of the statement to build. Records signed by earlier
+/// runners carry the [`StatementForm::Legacy`] form; they must keep
+/// verifying, so the verifier rebuilds both and accepts the one signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementForm {
+    /// The form every new record is signed with: at least one subject (the
+    /// record file itself when the run published no output file), and bare
+    /// hex in every digest, as in-toto and SLSA define them.
+    Current,
+    /// The first form: an empty subject list for runs without output files
+    /// and `externalParameters.manifest` as the record stores it.
+    Legacy,
+}
+
 /// The in-toto Statement for a record, given the record's stored bytes.
 /// Pure: the same bytes always give the same statement.
 pub fn statement(record_bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    statement_in(record_bytes, StatementForm::Current)
+}
+
+/// [`statement`] in a given form.
+pub fn statement_in(record_bytes: &[u8], form: StatementForm) -> Result<Value, serde_json::Error> {
     let r: Value = serde_json::from_slice(record_bytes)?;
     let record_digest = Sha256Digest::of(record_bytes);
 
@@ -307,6 +326,23 @@ pub fn statement(record_bytes: &[u8]) -> Result<Value, serde_json::Error> {
             }
         }
     }
+    // A statement is about something: a run that published no file (it
+    // failed, or writes nothing) is attested by the record file itself, so
+    // outside tools that require a subject accept every statement.
+    if subjects.is_empty() && form == StatementForm::Current {
+        subjects.push(json!({
+            "name": format!("records/{}.json", r["run_id"].as_str().unwrap_or("")),
+            "digest": {"sha256": record_digest.hex()},
+            "annotations": {"kind": "cordon-record"},
+        }));
+    }
+    let manifest = match form {
+        StatementForm::Legacy => r["manifest"].clone(),
+        StatementForm::Current => json!({
+            "path": r["manifest"]["path"],
+            "digest": {"sha256": hex_of(&r["manifest"]["sha256"])},
+        }),
+    };
     let environment = r["environment"].as_str().unwrap_or("");
     let secrets: Value = r["secrets"]
         .as_object()
@@ -327,7 +363,7 @@ pub fn statement(record_bytes: &[u8]) -> Result<Value, serde_json::Error> {
                 "externalParameters": {
                     "step": r["step"],
                     "environment": environment,
-                    "manifest": r["manifest"],
+                    "manifest": manifest,
                     "args": r["args"],
                     "env": r["env"],
                     "mounts": mounts,

@@ -306,3 +306,62 @@ pub fn is_record_file(path: &Path) -> bool {
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// Checks every signed envelope in `records_dir` with tools nobody here
+/// wrote: `securesystemslib` verifies the DSSE signature with `public_key`
+/// (PEM), and `in-toto-attestation` validates the statement (at least one
+/// subject, each with a digest, predicate present). Every `digest` map in
+/// the statement must hold bare lowercase hex, as in-toto and SLSA define
+/// digests. Returns how many envelopes were checked; panics naming the
+/// first that fails. These packages come with `./test.sh`
+/// (tests/tools/requirements.txt).
+pub fn validate_envelopes_with_outside_tools(records_dir: &Path, public_key: &Path) -> usize {
+    let script = r#"
+import base64, glob, json, os, re, sys
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from securesystemslib.dsse import Envelope
+from securesystemslib.signer import SSlibKey
+from google.protobuf import json_format
+from in_toto_attestation.v1 import statement_pb2
+from in_toto_attestation.v1.statement import Statement
+
+key = SSlibKey.from_crypto(load_pem_public_key(open(sys.argv[2], "rb").read()))
+HEX = re.compile(r"^[0-9a-f]{64}$")
+
+def digests(node, where):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "digest":
+                assert isinstance(v, dict) and v, f"{where}: empty digest map"
+                for alg, value in v.items():
+                    assert alg == "sha256" and HEX.match(value), f"{where}: digest {alg}={value!r} is not bare sha256 hex"
+            digests(v, f"{where}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            digests(v, f"{where}[{i}]")
+
+n = 0
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.dsse.json"))):
+    env = Envelope.from_dict(json.load(open(path)))
+    env.verify([key], 1)
+    payload = json.loads(env.payload)
+    stmt = Statement.copy_from_pb(json_format.ParseDict(payload, statement_pb2.Statement()))
+    stmt.validate()
+    digests(payload, os.path.basename(path))
+    n += 1
+print(n)
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(records_dir)
+        .arg(public_key)
+        .output()
+        .expect("python3 runs (./test.sh installs securesystemslib and in-toto-attestation)");
+    assert!(
+        out.status.success(),
+        "an envelope fails outside validation (pip install securesystemslib in-toto-attestation, or run ./test.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}

@@ -525,6 +525,10 @@ fn the_example_pipeline_runs_end_to_end_and_reruns_from_the_cache() {
             reexec.stderr
         );
     }
+    // Every envelope of both runs passes outside validation.
+    let checked =
+        validate_envelopes_with_outside_tools(&ws.path(".cordon/records"), &ws.trusted_key("dev"));
+    assert_eq!(checked, 10, "five steps, two runs");
     // The pipeline record links datasets, step records and artifacts.
     let mut pipelines: Vec<_> = std::fs::read_dir(ws.path(".cordon/pipelines"))
         .unwrap()

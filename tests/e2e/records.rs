@@ -794,3 +794,32 @@ fn exported_in_toto_links_and_layout_pass_in_toto_verify_until_an_output_is_tamp
     let tampered = in_toto_verify(&ws, &args).unwrap();
     assert_eq!(tampered.status.code(), Some(1), "{tampered:?}");
 }
+
+#[test]
+fn every_statement_validates_with_in_toto_attestation_and_securesystemslib() {
+    let ws = signed_workspace();
+    // A run with output files, a failed run, and a run that writes nothing.
+    checksum_step(&ws);
+    run_ok(&ws);
+    ws.step(PROBE, &["exit", "1"], "");
+    assert_eq!(ws.run(&[]).code, 1);
+    printing_step(&ws);
+    run_ok(&ws);
+    let n = validate_envelopes_with_outside_tools(&records_dir(&ws), &ws.trusted_key("dev"));
+    assert_eq!(n, 3);
+    // The failed run's statement is about its record file.
+    let failed = &record_paths(&ws)[1];
+    let (_, statement) = statement_of(&envelope_of(failed));
+    let bytes = std::fs::read(failed).unwrap();
+    assert_eq!(
+        statement["subject"][0]["digest"]["sha256"],
+        sha256_hex(&bytes)
+    );
+    assert!(
+        statement["predicate"]["buildDefinition"]["externalParameters"]["manifest"]["digest"]
+            ["sha256"]
+            .as_str()
+            .is_some_and(|d| !d.contains(':')),
+        "{statement}"
+    );
+}
