@@ -178,6 +178,11 @@ enum Command {
         /// records. Says how many earlier records were skipped.
         #[arg(long, value_name = "ID", conflicts_with_all = ["record", "run"])]
         since: Option<String>,
+        /// A signed chain head from `cordon records head`, kept elsewhere:
+        /// fail if the chain no longer reaches it (newest records removed)
+        /// or holds another entry there.
+        #[arg(long, value_name = "FILE")]
+        head: Option<PathBuf>,
         /// Also run each step again from its record (component from the
         /// store, same inputs, clock and seed) and compare its outputs.
         #[arg(long)]
@@ -205,8 +210,12 @@ enum Command {
     /// a leak.
     ///
     /// With `--break-glass`: the runs that went ahead despite policy
-    /// violations, with their justifications.
+    /// violations, with their justifications. `cordon records head` prints
+    /// the chain's newest entry, signed, to keep elsewhere.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Records {
+        #[command(subcommand)]
+        command: Option<RecordsCommand>,
         /// The secret's name.
         #[arg(long, value_name = "NAME", required_unless_present = "break_glass")]
         secret: Option<String>,
@@ -349,6 +358,29 @@ enum KeyCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum RecordsCommand {
+    /// Print the chain's newest entry (sequence and digest), signed by the
+    /// environment's record key, as a DSSE envelope on stdout.
+    ///
+    /// Keep the file somewhere the state directory's writers cannot reach
+    /// (a CI artifact, another machine). `cordon verify --head FILE` later
+    /// fails if records after it were removed: a hash chain alone cannot
+    /// show that its newest entries were cut off.
+    Head {
+        /// The environment whose key signs the head.
+        #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_ENV)]
+        env: String,
+        /// State directory holding `records/` [default: .cordon].
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// The workspace file [default: the nearest cordon.toml above the
+        /// state directory, else above the current directory].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum ExportCommand {
     /// A run as in-toto link and layout metadata for `in-toto-verify`.
     ///
@@ -460,6 +492,7 @@ pub fn main() -> ExitCode {
             config,
             trusted_keys,
             since,
+            head,
             reexecute,
         } => verify(
             record,
@@ -468,6 +501,7 @@ pub fn main() -> ExitCode {
             state,
             config.as_deref(),
             trusted_keys,
+            head.as_deref(),
             reexecute,
         ),
         Command::Export {
@@ -490,6 +524,10 @@ pub fn main() -> ExitCode {
                 },
         } => key_generate(&env, config.as_deref(), if_missing),
         Command::Secret { action } => secret(action),
+        Command::Records {
+            command: Some(RecordsCommand::Head { env, state, config }),
+            ..
+        } => records_head(&env, state, config.as_deref()),
         Command::Records {
             break_glass: true,
             state,
@@ -891,6 +929,7 @@ fn verify(
     state: Option<PathBuf>,
     config: Option<&Path>,
     trusted_keys: Vec<PathBuf>,
+    head: Option<&Path>,
     reexecute: bool,
 ) -> Result<u8, Failure> {
     use crate::verify::Scope;
@@ -931,6 +970,14 @@ fn verify(
     let roots = crate::keys::TrustRoots::from_process(trusted_keys);
     let mut verdict =
         crate::verify::verify(&state_dir, &workspace, &roots, &scope).map_err(bad_input)?;
+    if let Some(head) = head {
+        let bytes = crate::fsutil::read_regular_to_string(head, crate::manifest::MAX_FILE_BYTES)
+            .with_context(|| format!("cannot read the chain head {}", head.display()))
+            .map_err(bad_input)?;
+        let finding = crate::verify::check_head(&state_dir, &workspace, &roots, bytes.as_bytes())
+            .map_err(bad_input)?;
+        verdict.findings.extend(finding);
+    }
     if reexecute {
         reexecute_all(&state_dir, &scope, &mut verdict)?;
     }
@@ -990,6 +1037,31 @@ fn verify_workspace(config: Option<&Path>, state_dir: &Path) -> Result<Workspace
         None => WorkspaceConfig::discover_for_review(None, &cwd),
     }
     .map_err(bad_input)
+}
+
+fn records_head(env: &str, state: Option<PathBuf>, config: Option<&Path>) -> Result<u8, Failure> {
+    let state = state.unwrap_or_else(|| PathBuf::from(".cordon"));
+    let workspace = verify_workspace(config, &state)?;
+    let env_config = workspace.env(env).map_err(bad_input)?;
+    let key = crate::keys::record_signer(env_config, &workspace.dir)
+        .map_err(bad_input)?
+        .ok_or_else(|| {
+            bad_input(anyhow::anyhow!(
+                "environment `{env}` has no record-signing key to sign the head with\n  fix: run `cordon key generate --env {env}`"
+            ))
+        })?;
+    let head = crate::head::current(&state.join("records"), env).map_err(bad_input)?;
+    out_raw!(
+        "{}",
+        String::from_utf8_lossy(&crate::head::sign(&head, &key.signer))
+    );
+    say!(
+        "cordon: chain head: entry {} (run {}), signed by `{env}` (keyid {}); keep this file where the state directory's writers cannot change it, and check it with `cordon verify --head FILE`",
+        head.sequence,
+        head.run,
+        key.signer.keyid()
+    );
+    Ok(0)
 }
 
 fn plan_cmd(file: &Path, at: &Where) -> Result<u8, Failure> {

@@ -67,6 +67,7 @@ pub mod digest;
 pub mod exec;
 pub mod export;
 pub mod fsutil;
+pub mod head;
 pub mod inspect;
 pub mod interrupt;
 pub mod keys;

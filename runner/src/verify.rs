@@ -512,3 +512,32 @@ fn record_files(records_dir: &Path) -> std::io::Result<BTreeSet<String>> {
     }
     Ok(out)
 }
+
+/// Checks a signed chain head (see [`crate::head`]) against the chain in
+/// `state_dir`: its signature with the keys trusted for the environment it
+/// names, then that the chain still reaches its entry unchanged. A head
+/// that does not hold is a [`Finding`]; a head that cannot be read or
+/// opened is an error (the verifier was handed the wrong file).
+pub fn check_head(
+    state_dir: &Path,
+    workspace: &WorkspaceConfig,
+    roots: &TrustRoots,
+    envelope: &[u8],
+) -> Result<Option<Finding>, crate::head::HeadError> {
+    let env = crate::head::claimed_environment(envelope)?;
+    let trusted = roots
+        .keys_for(&env, workspace.envs.get(&env))
+        .map_err(crate::head::HeadError::Invalid)?
+        .keys
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect::<Vec<_>>();
+    let head = crate::head::open(envelope, &trusted)?;
+    let records_dir = state_dir.join("records");
+    let lines = chain::read_lines(&records_dir)
+        .map_err(|e| crate::head::HeadError::Io(records_dir.clone(), e))?;
+    Ok(crate::head::check(&head, &lines).map(|problem| Finding {
+        subject: format!("{} (signed head)", chain::LOG_FILE),
+        problem,
+    }))
+}
