@@ -97,7 +97,7 @@ pub fn approve(manifest_path: &Path, key_path: &Path) -> Result<Written, Approva
     let envelope = signer.envelope(
         PAYLOAD_TYPE,
         &serde_json::to_vec(&payload).expect("JSON encodes"),
-    );
+    )?;
     let path = file_for(manifest_path);
     let mut list = read_file(&path)?;
     let before = list.len();

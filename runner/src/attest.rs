@@ -63,15 +63,46 @@ pub fn keyid(key: &VerifyingKey) -> String {
     Sha256Digest::of(canonical.as_bytes()).hex().to_string()
 }
 
+/// Signs with a key that lives elsewhere (OpenBao Transit): the private
+/// key never reaches this process. Implementors return the 64-byte
+/// ed25519 signature of `message` exactly (no prehash), or why not.
+pub trait RemoteSign: Send + Sync + std::fmt::Debug {
+    /// The signature of `message`.
+    fn sign(&self, message: &[u8]) -> Result<[u8; 64], String>;
+}
+
+/// Who holds a signer's private key, as records name it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedBy {
+    /// The in-toto keyid of the public key.
+    pub keyid: String,
+    /// Where the private key is kept: `local-store`, `vault-transit`, `file`
+    /// or `key` (a key handed in by a caller).
+    pub holder: String,
+    /// The key's name at its holder (the Transit key), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The key's version at its holder, when it has versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+enum Backend {
+    Local(Box<SigningKey>),
+    Remote(std::sync::Arc<dyn RemoteSign>),
+}
+
 /// An environment's signing key.
 pub struct Signer {
-    key: SigningKey,
-    keyid: String,
+    backend: Backend,
+    public: VerifyingKey,
+    info: SignedBy,
 }
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Signer({})", self.keyid)
+        write!(f, "Signer({} by {})", self.info.keyid, self.info.holder)
     }
 }
 
@@ -95,33 +126,99 @@ impl Signer {
         let pem = std::fs::read_to_string(path).map_err(|e| key_err(path, e.to_string()))?;
         let key = SigningKey::from_pkcs8_pem(&pem)
             .map_err(|e| key_err(path, format!("not an ed25519 PKCS#8 PEM private key: {e}")))?;
-        Ok(Signer::from_key(key))
+        let mut signer = Signer::from_key(key);
+        signer.info.holder = "file".into();
+        Ok(signer)
     }
 
     /// Wraps a key.
     pub fn from_key(key: SigningKey) -> Signer {
-        let keyid = keyid(&key.verifying_key());
-        Signer { key, keyid }
+        let public = key.verifying_key();
+        Signer {
+            info: SignedBy {
+                keyid: keyid(&public),
+                holder: "key".into(),
+                key: None,
+                version: None,
+            },
+            backend: Backend::Local(Box::new(key)),
+            public,
+        }
+    }
+
+    /// A signer whose private key stays with `remote`; `public` is its
+    /// public key, against which every signature is checked before use.
+    pub fn remote(
+        public: VerifyingKey,
+        holder: &str,
+        key: Option<String>,
+        version: Option<u64>,
+        remote: std::sync::Arc<dyn RemoteSign>,
+    ) -> Signer {
+        Signer {
+            info: SignedBy {
+                keyid: keyid(&public),
+                holder: holder.into(),
+                key,
+                version,
+            },
+            backend: Backend::Remote(remote),
+            public,
+        }
+    }
+
+    /// Names the holder (and version) of the key, as records state it.
+    pub fn held_by(mut self, holder: &str, version: Option<u64>) -> Signer {
+        self.info.holder = holder.into();
+        self.info.version = version;
+        self
     }
 
     /// The in-toto keyid of the public half.
     pub fn keyid(&self) -> &str {
-        &self.keyid
+        &self.info.keyid
+    }
+
+    /// Who holds the key, for records.
+    pub fn signed_by(&self) -> &SignedBy {
+        &self.info
     }
 
     /// The public half.
     pub fn public(&self) -> VerifyingKey {
-        self.key.verifying_key()
+        self.public
+    }
+
+    /// The ed25519 signature of `message`. A remote signature is checked
+    /// against the public key first: a server that answers with another
+    /// key's signature (or garbage) must not produce a record nobody can
+    /// verify.
+    pub fn sign(&self, message: &[u8]) -> Result<Signature, AttestError> {
+        match &self.backend {
+            Backend::Local(k) => Ok(k.sign(message)),
+            Backend::Remote(r) => {
+                let bytes = r.sign(message).map_err(AttestError::Envelope)?;
+                let sig = Signature::from_bytes(&bytes);
+                self.public.verify_strict(message, &sig).map_err(|_| {
+                    AttestError::Envelope(format!(
+                        "the signature from {} does not verify with key {}; has the key been rotated?",
+                        self.info.holder,
+                        short(&self.info.keyid)
+                    ))
+                })?;
+                Ok(sig)
+            }
+        }
     }
 
     /// A DSSE envelope over `payload`.
-    pub fn envelope(&self, payload_type: &str, payload: &[u8]) -> Value {
-        let sig = self.key.sign(&pae(payload_type, payload));
-        json!({
+    pub fn envelope(&self, payload_type: &str, payload: &[u8]) -> Result<Value, AttestError> {
+        let sig = self.sign(&pae(payload_type, payload))?;
+        Ok(json!({
             "payloadType": payload_type,
             "payload": B64.encode(payload),
-            "signatures": [{"keyid": self.keyid, "sig": B64.encode(sig.to_bytes())}],
-        })
+            "signatures": [{"keyid": self.info.keyid, "sig": B64.encode(sig.to_bytes())}],
+        }))
     }
 }
 
@@ -452,7 +549,7 @@ mod tests {
             key: s.public(),
             source: "test".into(),
         };
-        let env = serde_json::to_vec(&a.envelope(PAYLOAD_TYPE, b"{}")).unwrap();
+        let env = serde_json::to_vec(&a.envelope(PAYLOAD_TYPE, b"{}").unwrap()).unwrap();
         let (t, p) = open_envelope(&env, &[trusted(&a)]).unwrap();
         assert_eq!((t.as_str(), p.as_slice()), (PAYLOAD_TYPE, &b"{}"[..]));
         let err = open_envelope(&env, &[trusted(&b)]).unwrap_err().to_string();

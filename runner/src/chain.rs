@@ -190,6 +190,7 @@ pub fn seal(
         sequence,
         previous: previous.clone(),
     });
+    record.signed_by = signer.map(|s| s.signed_by().clone());
 
     let bytes = record.to_redacted_bytes(redactor);
     let record_digest = Sha256Digest::of(&bytes);
@@ -200,9 +201,12 @@ pub fn seal(
     let mut envelope_bytes = Vec::new();
     if let Some(signer) = signer {
         let payload = attest::statement_bytes(&bytes).map_err(io::Error::other)?;
-        envelope_bytes =
-            serde_json::to_vec_pretty(&signer.envelope(attest::PAYLOAD_TYPE, &payload))
-                .map_err(io::Error::other)?;
+        envelope_bytes = serde_json::to_vec_pretty(
+            &signer
+                .envelope(attest::PAYLOAD_TYPE, &payload)
+                .map_err(|e| io::Error::other(format!("cannot sign the record: {e}")))?,
+        )
+        .map_err(io::Error::other)?;
         envelope_bytes.push(b'\n');
         envelope_digest = Some(Sha256Digest::of(&envelope_bytes).to_string());
         envelope_file = Some(envelope_path(records_dir, &record.run_id));

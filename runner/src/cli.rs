@@ -1051,10 +1051,8 @@ fn records_head(env: &str, state: Option<PathBuf>, config: Option<&Path>) -> Res
             ))
         })?;
     let head = crate::head::current(&state.join("records"), env).map_err(bad_input)?;
-    out_raw!(
-        "{}",
-        String::from_utf8_lossy(&crate::head::sign(&head, &key.signer))
-    );
+    let signed = crate::head::sign(&head, &key.signer).map_err(runner_fault)?;
+    out_raw!("{}", String::from_utf8_lossy(&signed));
     say!(
         "cordon: chain head: entry {} (run {}), signed by `{env}` (keyid {}); keep this file where the state directory's writers cannot change it, and check it with `cordon verify --head FILE`",
         head.sequence,
@@ -1611,8 +1609,8 @@ fn key_generate(env: &str, config: Option<&Path>, if_missing: bool) -> Result<u8
         _ => bad_input(e),
     })?;
     say!(
-        "cordon: environment `{env}` now signs its records with a key kept in its secret store {} (keyid {}); its public key {} is trusted by `cordon verify` for this user; give that file to every other verifier (`--trusted-key`)",
-        g.store.display(),
+        "cordon: environment `{env}` now signs its records with a key kept in {} (keyid {}); its public key {} is trusted by `cordon verify` for this user; give that file to every other verifier (`--trusted-key`)",
+        g.store,
         g.keyid,
         g.public.display()
     );

@@ -300,10 +300,22 @@ impl RawSecrets {
     }
 }
 
+/// An OpenBao/Vault Transit key that signs an environment's records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitConfig {
+    /// The Transit key's name (an ed25519 key).
+    pub key: String,
+    /// The Transit engine's mount path (default: `transit`).
+    pub mount: String,
+}
+
 /// Record signing settings of one environment, paths resolved against the
 /// workspace directory.
 #[derive(Debug, Clone, Default)]
 pub struct RecordsConfig {
+    /// A Transit key of the environment's vault that signs its records; the
+    /// private key never leaves the server. Needs `provider = "vault"`.
+    pub transit: Option<TransitConfig>,
     /// The private key that signs this environment's records. Without one,
     /// records of an unprotected environment are written unsigned (with a
     /// warning), and a protected environment refuses to run.
@@ -345,6 +357,8 @@ struct RawPolicy {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawRecords {
     signing_key: Option<Spanned<String>>,
+    transit_key: Option<Spanned<String>>,
+    transit_mount: Option<Spanned<String>>,
     #[serde(default)]
     trusted_keys: Vec<Spanned<String>>,
 }
@@ -571,6 +585,50 @@ impl WorkspaceConfig {
                 ));
                 continue;
             }
+            let transit = env.records.transit_key.as_ref().map(|k| TransitConfig {
+                key: k.get_ref().trim_matches('/').to_string(),
+                mount: env.records.transit_mount.as_ref().map_or_else(
+                    || "transit".into(),
+                    |m| m.get_ref().trim_matches('/').to_string(),
+                ),
+            });
+            if let Some(k) = &env.records.transit_key {
+                let provider = env
+                    .secrets
+                    .provider
+                    .as_ref()
+                    .map(|p| *p.get_ref())
+                    .unwrap_or_default();
+                if provider != ProviderKind::Vault {
+                    problems.push(lines.at(k.span().start).problem(
+                        format!(
+                            "`transit-key` signs with the vault's Transit engine, but environment `{}` uses the `{}` provider",
+                            name.get_ref(),
+                            provider.as_str()
+                        ),
+                        Some(format!("set `provider = \"vault\"` in [env.{}.secrets], or remove `transit-key`", name.get_ref())),
+                    ));
+                }
+                if env.records.signing_key.is_some() {
+                    problems.push(lines.at(k.span().start).problem(
+                        "give the record-signing key either by `transit-key` or by `signing-key`, not both",
+                        Some("remove `signing-key`: a Transit key never leaves the server".into()),
+                    ));
+                }
+                if k.get_ref().trim_matches('/').is_empty()
+                    || k.get_ref().contains(char::is_whitespace)
+                {
+                    problems.push(lines.at(k.span().start).problem(
+                        format!("`transit-key` `{}` is not a Transit key name", k.get_ref()),
+                        None,
+                    ));
+                }
+            } else if let Some(m) = &env.records.transit_mount {
+                problems.push(lines.at(m.span().start).problem(
+                    "`transit-mount` without `transit-key`",
+                    Some("add `transit-key = \"NAME\"`, or remove `transit-mount`".into()),
+                ));
+            }
             let mut key_path = |p: &Spanned<String>, what: &str| {
                 let full = dir.join(p.get_ref());
                 if check_key_files && !full.is_file() {
@@ -585,6 +643,7 @@ impl WorkspaceConfig {
                 full
             };
             let records = RecordsConfig {
+                transit,
                 signing_key: env
                     .records
                     .signing_key
@@ -676,6 +735,35 @@ impl WorkspaceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transit_key_needs_the_vault_provider_and_no_key_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(FILE_NAME);
+        std::fs::write(
+            &p,
+            "[env.dev.records]\ntransit-key = \"k\"\nsigning-key = \"keys/k.key\"\n",
+        )
+        .unwrap();
+        let e = WorkspaceConfig::load_checked(&p, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("uses the `local` provider"), "{e}");
+        assert!(e.contains("not both"), "{e}");
+        std::fs::write(
+            &p,
+            "[env.prod.secrets]\nprovider = \"vault\"\naddress = \"https://v:8200\"\nrole_id = \"r\"\nsecret_id_env = \"S\"\n[env.prod.records]\ntransit-key = \"cordon-prod\"\ntransit-mount = \"/keys/\"\n",
+        )
+        .unwrap();
+        let c = WorkspaceConfig::load(&p).unwrap();
+        assert_eq!(
+            c.envs["prod"].records.transit,
+            Some(TransitConfig {
+                key: "cordon-prod".into(),
+                mount: "keys".into()
+            })
+        );
+    }
 
     #[test]
     fn an_empty_file_means_the_built_in_dev_environment() {

@@ -418,6 +418,7 @@ pub fn run_step(
         reproducibility,
         policy: opts.policy.as_deref().cloned(),
         chain: None,
+        signed_by: None,
     };
     let sealed = crate::chain::seal(
         &state.join("records"),
@@ -565,6 +566,7 @@ fn serve_from_cache(
         reproducibility,
         policy: opts.policy.as_deref().cloned(),
         chain: None,
+        signed_by: None,
     };
     let mut record = record;
     let sealed = crate::chain::seal(

@@ -78,7 +78,10 @@ fn public_key(s: &Signer) -> Value {
 
 fn write_envelope(path: &Path, signer: &Signer, payload: &Value) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(payload)?;
-    let mut out = serde_json::to_vec_pretty(&signer.envelope(attest::PAYLOAD_TYPE, &bytes))?;
+    let envelope = signer
+        .envelope(attest::PAYLOAD_TYPE, &bytes)
+        .map_err(std::io::Error::other)?;
+    let mut out = serde_json::to_vec_pretty(&envelope)?;
     out.push(b'\n');
     crate::fsutil::write_atomic(path, &out)
 }

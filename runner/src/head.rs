@@ -56,6 +56,9 @@ pub enum HeadError {
     /// The last line is not an entry.
     #[error("the last line of the chain log is not an entry ({0}); run `cordon verify`")]
     Damaged(String),
+    /// Signing failed (a remote signer did not answer).
+    #[error("cannot sign the chain head: {0}")]
+    Sign(String),
     /// The head file is not a signed head, or its signature does not hold.
     #[error("the head file is not a valid signed chain head: {0}")]
     Invalid(String),
@@ -81,12 +84,14 @@ pub fn current(records_dir: &Path, environment: &str) -> Result<ChainHead, HeadE
 }
 
 /// The head as a signed DSSE envelope (pretty JSON, newline-terminated).
-pub fn sign(head: &ChainHead, signer: &Signer) -> Vec<u8> {
+pub fn sign(head: &ChainHead, signer: &Signer) -> Result<Vec<u8>, HeadError> {
     let payload = serde_json::to_vec(head).expect("heads serialize");
-    let mut out = serde_json::to_vec_pretty(&signer.envelope(HEAD_PAYLOAD_TYPE, &payload))
-        .expect("envelopes serialize");
+    let envelope = signer
+        .envelope(HEAD_PAYLOAD_TYPE, &payload)
+        .map_err(|e| HeadError::Sign(e.to_string()))?;
+    let mut out = serde_json::to_vec_pretty(&envelope).expect("envelopes serialize");
     out.push(b'\n');
-    out
+    Ok(out)
 }
 
 /// The environment a head file claims to be signed for, read before its
@@ -197,7 +202,7 @@ mod tests {
             entry: "sha256:00".into(),
             taken_at: "t".into(),
         };
-        let signed = sign(&head, &a);
+        let signed = sign(&head, &a).unwrap();
         assert_eq!(claimed_environment(&signed).unwrap(), "prod");
         assert_eq!(open(&signed, &[trusted(&a)]).unwrap(), head);
         assert!(open(&signed, &[trusted(&b)]).is_err());

@@ -60,6 +60,14 @@ pub enum KeySource {
     },
     /// A PKCS#8 PEM file named by `records.signing-key` (deprecated).
     File(PathBuf),
+    /// A Transit key of the environment's vault, at this version; the
+    /// private key never leaves the server.
+    Transit {
+        /// The Transit key's name.
+        key: String,
+        /// The version that signs.
+        version: u64,
+    },
 }
 
 /// An environment's record signer and where its key came from.
@@ -108,6 +116,30 @@ pub fn record_signer(env: &EnvConfig, workspace_dir: &Path) -> Result<Option<Rec
             warning,
         }));
     }
+    if let Some(transit) = &env.records.transit {
+        let (signer, public) = crate::secrets::vault::TransitSigner::connect(env, transit)?;
+        let public = ed25519_dalek::VerifyingKey::from_bytes(&public).map_err(|e| {
+            KeyError::Invalid(format!(
+                "Transit key `{}` of environment `{}` has an invalid ed25519 public key: {e}",
+                transit.key, env.name
+            ))
+        })?;
+        let version = signer.version();
+        return Ok(Some(RecordKey {
+            signer: Signer::remote(
+                public,
+                "vault-transit",
+                Some(format!("{}/{}", transit.mount, transit.key)),
+                Some(version),
+                std::sync::Arc::new(signer),
+            ),
+            source: KeySource::Transit {
+                key: transit.key.clone(),
+                version,
+            },
+            warning: None,
+        }));
+    }
     if env.secrets.provider != ProviderKind::Local {
         return Ok(None);
     }
@@ -141,8 +173,9 @@ pub fn signer_for_run(
 /// What [`generate_for_env`] made.
 #[derive(Debug)]
 pub struct Generated {
-    /// The store that holds the private key.
-    pub store: PathBuf,
+    /// Where the private key is held: the local store's file, or the
+    /// vault's Transit key.
+    pub store: String,
     /// The public key file, in the user's trust directory.
     pub public: PathBuf,
     /// The in-toto keyid of the public key.
@@ -159,9 +192,33 @@ pub fn generate_for_env(env: &EnvConfig) -> Result<Generated, KeyError> {
             env.name
         )));
     }
+    let dir = trust_dir(&env.name).ok_or_else(|| {
+        KeyError::Invalid(
+            "cannot place the trusted key: neither CORDON_SECRETS_HOME, XDG_CONFIG_HOME nor HOME is set".into(),
+        )
+    })?;
+    if let Some(transit) = &env.records.transit {
+        let vault = crate::secrets::vault::VaultProvider::login_for_records(env)?;
+        if !vault.transit_create_ed25519(&transit.mount, &transit.key)? {
+            return Err(KeyError::Invalid(format!(
+                "environment `{}` already has its Transit key `{}/{}`; refusing to replace it\n  fix: `cordon key generate --env {} --if-missing` trusts the existing key",
+                env.name, transit.mount, transit.key, env.name
+            )));
+        }
+        let (_, public) = vault.transit_public_key(&transit.mount, &transit.key)?;
+        let public = ed25519_dalek::VerifyingKey::from_bytes(&public).map_err(|e| {
+            KeyError::Invalid(format!("the Transit key's public key is invalid: {e}"))
+        })?;
+        let written = trust_public_key(&dir, &public)?;
+        return Ok(Generated {
+            store: format!("vault Transit key {}/{}", transit.mount, transit.key),
+            public: written,
+            keyid: crate::attest::keyid(&public),
+        });
+    }
     if env.secrets.provider != ProviderKind::Local {
         return Err(KeyError::Invalid(format!(
-            "environment `{}` uses the `{}` secret provider, which keeps no record-signing key here\n  fix: use `provider = \"local\"`, or name a key file outside the workspace with `signing-key` in [env.{}.records]",
+            "environment `{}` uses the `{}` secret provider, which keeps no record-signing key here\n  fix: use `provider = \"local\"`, set `transit-key` in [env.{}.records] (vault), or name a key file outside the workspace with `signing-key`",
             env.name,
             env.secrets.provider.as_str(),
             env.name
@@ -176,33 +233,54 @@ pub fn generate_for_env(env: &EnvConfig) -> Result<Generated, KeyError> {
             env.name
         )));
     }
-    let dir = trust_dir(&env.name).ok_or_else(|| {
-        KeyError::Invalid(
-            "cannot place the trusted key: neither CORDON_SECRETS_HOME, XDG_CONFIG_HOME nor HOME is set".into(),
-        )
-    })?;
     let seed = zeroize::Zeroizing::new(rand::random::<[u8; 32]>());
     let signer = Signer::from_key(SigningKey::from_bytes(&seed));
-    let public = dir.join(format!("{}.pub", &signer.keyid()[..16]));
-    crate::fsutil::create_private_dir(&dir).map_err(|e| KeyError::Io(dir.clone(), e))?;
     // The public half first: a key whose public half could not be written
     // would sign records nobody trusts.
-    crate::fsutil::write_atomic(&public, public_pem(&signer).as_bytes())
-        .map_err(|e| KeyError::Io(public.clone(), e))?;
+    let public = trust_public_key(&dir, &signer.public())?;
     store.create_record_signing_seed(&seed)?;
     Ok(Generated {
-        store: store.store_path().to_path_buf(),
+        store: store.store_path().display().to_string(),
         public,
         keyid: signer.keyid().to_string(),
     })
 }
 
+/// Trusts, for this user, the public key of `env`'s existing record key
+/// (a key in the local store, or the vault's Transit key): what `cordon key
+/// generate --if-missing` does on the machine that holds the key. A key
+/// file is never trusted this way: it is deprecated, and anyone may have
+/// written it.
+pub fn trust_existing(env: &EnvConfig, key: &RecordKey) -> Result<Option<PathBuf>, KeyError> {
+    if matches!(key.source, KeySource::File(_)) {
+        return Ok(None);
+    }
+    let dir = trust_dir(&env.name).ok_or_else(|| {
+        KeyError::Invalid(
+            "cannot place the trusted key: neither CORDON_SECRETS_HOME, XDG_CONFIG_HOME nor HOME is set".into(),
+        )
+    })?;
+    trust_public_key(&dir, &key.signer.public()).map(Some)
+}
+
+/// Writes `key` into the trust directory `dir` as `<keyid prefix>.pub`.
+fn trust_public_key(dir: &Path, key: &ed25519_dalek::VerifyingKey) -> Result<PathBuf, KeyError> {
+    let keyid = crate::attest::keyid(key);
+    let path = dir.join(format!("{}.pub", &keyid[..16]));
+    crate::fsutil::create_private_dir(dir).map_err(|e| KeyError::Io(dir.to_path_buf(), e))?;
+    crate::fsutil::write_atomic(&path, public_pem_of(key).as_bytes())
+        .map_err(|e| KeyError::Io(path.clone(), e))?;
+    Ok(path)
+}
+
 /// The PEM SubjectPublicKeyInfo of a signer's public key.
 pub fn public_pem(signer: &Signer) -> String {
+    public_pem_of(&signer.public())
+}
+
+fn public_pem_of(key: &ed25519_dalek::VerifyingKey) -> String {
     use ed25519_dalek::pkcs8::EncodePublicKey;
-    signer
-        .public()
-        .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+    key.to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
         .expect("an ed25519 key encodes")
 }
 
@@ -345,7 +423,7 @@ mod tests {
             let config = WorkspaceConfig::implicit(ws.path());
             let dev = &config.envs["dev"];
             let g = generate_for_env(dev).unwrap();
-            assert!(g.store.starts_with(home) && g.public.starts_with(home));
+            assert!(g.store.starts_with(home.to_str().unwrap()) && g.public.starts_with(home));
             assert_eq!(
                 std::fs::read_dir(ws.path()).unwrap().count(),
                 0,

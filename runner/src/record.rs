@@ -223,6 +223,11 @@ pub struct StepRecord {
     /// Place in the hash chain; set when the record is appended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chain: Option<ChainLink>,
+    /// The key that signs the record's statement and where it is held
+    /// (its keyid, `local-store`, `vault-transit` with the Transit key's
+    /// name and version, or `file`); set when the record is sealed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<crate::attest::SignedBy>,
 }
 
 impl StepRecord {

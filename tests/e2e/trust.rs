@@ -46,7 +46,9 @@ fn forge(ws: &Workspace, signer: &cordon::attest::Signer) {
     assert_ne!(forged, text, "the record names its step");
     std::fs::write(&record, &forged).unwrap();
     let statement = cordon::attest::statement_bytes(forged.as_bytes()).unwrap();
-    let envelope = signer.envelope(cordon::attest::PAYLOAD_TYPE, &statement);
+    let envelope = signer
+        .envelope(cordon::attest::PAYLOAD_TYPE, &statement)
+        .unwrap();
     let envelope = serde_json::to_vec(&envelope).unwrap();
     let envelope_path = record.with_extension("dsse.json");
     std::fs::write(&envelope_path, &envelope).unwrap();

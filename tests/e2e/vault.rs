@@ -617,3 +617,121 @@ fn a_redirecting_address_never_gets_the_secret_id_forwarded() {
     );
     assert!(ws.records().is_empty());
 }
+
+/// Tokens alive on the server (their accessors), as root sees them.
+fn live_accessors(bao: &Bao) -> Vec<String> {
+    let v = bao.ok("GET", "auth/token/accessors?list=true", None);
+    v["data"]["keys"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn records_are_signed_by_a_transit_key_that_never_leaves_the_server() {
+    let bao = Bao::start();
+    let role = bao.approle();
+    bao.ok(
+        "POST",
+        "sys/mounts/transit",
+        Some(serde_json::json!({"type": "transit"})),
+    );
+    // The AppRole may create, read and sign with its environment's key only.
+    bao.ok(
+        "POST",
+        "sys/policies/acl/cordon-dev",
+        Some(serde_json::json!({
+            "policy": "path \"secret/data/cordon/*\" { capabilities = [\"read\"] }\n\
+                       path \"transit/keys/cordon-dev\" { capabilities = [\"read\", \"create\", \"update\"] }\n\
+                       path \"transit/sign/cordon-dev\" { capabilities = [\"update\"] }"
+        })),
+    );
+    let ws = Workspace::new();
+    ws.write(
+        "cordon.toml",
+        format!(
+            "{}\n[env.dev.records]\ntransit-key = \"cordon-dev\"\n",
+            vault_toml(&bao, &role)
+        ),
+    );
+    let login = [(SECRET_ID_VAR, role.secret_id.as_str())];
+    let out = ws.cordon(&["key", "generate", "--env", "dev"], &login);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("vault Transit key transit/cordon-dev"),
+        "{out:?}"
+    );
+    let again = ws.cordon(&["key", "generate", "--env", "dev"], &login);
+    assert_eq!(
+        again.code, 2,
+        "an existing key is never replaced: {again:?}"
+    );
+
+    let before = live_accessors(&bao);
+    ws.step(PROBE, &["print", "signed remotely"], "");
+    let out = ws.run(&login);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        live_accessors(&bao),
+        before,
+        "the signing session's token is revoked when the run ends"
+    );
+    let rec = ws.record();
+    assert_eq!(rec["signed_by"]["holder"], "vault-transit", "{rec}");
+    assert_eq!(rec["signed_by"]["key"], "transit/cordon-dev");
+    assert_eq!(rec["signed_by"]["version"], 1);
+    let out = ws.cordon(&["verify"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("(user configuration)"), "{out:?}");
+    // The private key exists only on the server: nothing local holds one.
+    for dir in [ws.root(), ws.secrets_home()] {
+        for f in walk_files(dir) {
+            let text = std::fs::read(&f).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&text).contains("PRIVATE KEY"),
+                "{}",
+                f.display()
+            );
+        }
+    }
+    assert!(
+        !ws.secrets_home().join("stores").exists(),
+        "no local store was made"
+    );
+
+    // The server rotates the key: the next record names version 2, and a
+    // verifier that trusts only version 1's public key says so.
+    bao.ok("POST", "transit/keys/cordon-dev/rotate", None);
+    let out = ws.cordon(&["run", "step.toml", "--no-cache"], &login);
+    assert_eq!(out.code, 0, "{out:?}");
+    let latest = ws
+        .records()
+        .into_iter()
+        .max_by_key(|r| r["chain"]["sequence"].as_u64().unwrap())
+        .unwrap();
+    assert_eq!(latest["signed_by"]["version"], 2);
+    let out = ws.cordon(&["verify"], &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("not a trusted key"), "{out:?}");
+}
+
+/// Every regular file under `dir`.
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                todo.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}

@@ -181,7 +181,17 @@ impl VaultProvider {
     /// secrets in errors; nothing is read yet.
     pub fn login(env: &EnvConfig, grants: &[SecretGrant]) -> Result<VaultProvider, SecretError> {
         let names: Vec<&str> = grants.iter().map(|g| g.name.as_str()).collect();
-        let for_secrets = format!("secrets {}", names.join(", "));
+        VaultProvider::login_for(env, &format!("secrets {}", names.join(", ")))
+    }
+
+    /// Logs in to sign the environment's records with its Transit key: a
+    /// session of its own, revoked when the signer is dropped at the end of
+    /// the run.
+    pub fn login_for_records(env: &EnvConfig) -> Result<VaultProvider, SecretError> {
+        VaultProvider::login_for(env, "the record-signing key")
+    }
+
+    fn login_for(env: &EnvConfig, for_secrets: &str) -> Result<VaultProvider, SecretError> {
         let config = env
             .secrets
             .vault
@@ -364,6 +374,247 @@ impl VaultProvider {
             credential: Some(self.accessor.clone()),
             value,
         })
+    }
+}
+
+/// The parts of a Transit key's description the runner reads.
+#[derive(serde::Deserialize)]
+struct TransitKeyResponse {
+    data: TransitKeyData,
+}
+
+#[derive(serde::Deserialize)]
+struct TransitKeyData {
+    #[serde(rename = "type")]
+    kind: String,
+    latest_version: u64,
+    keys: BTreeMap<String, TransitKeyVersion>,
+}
+
+#[derive(serde::Deserialize)]
+struct TransitKeyVersion {
+    #[serde(default)]
+    public_key: String,
+}
+
+#[derive(serde::Deserialize)]
+struct TransitSignResponse {
+    data: TransitSignature,
+}
+
+#[derive(serde::Deserialize)]
+struct TransitSignature {
+    signature: String,
+}
+
+impl VaultProvider {
+    /// Sends `method path` with the session's token; JSON body optional.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<ureq::http::Response<ureq::Body>, String> {
+        let live = LIVE
+            .lock()
+            .map_err(|_| "the vault session is gone".to_string())?;
+        let session = live
+            .get(&self.accessor)
+            .ok_or_else(|| "the vault session is gone".to_string())?;
+        let url = format!("{}/v1/{path}", self.config.address);
+        let token = session.token.0.as_str();
+        let sent = match (method, body) {
+            ("GET", _) => session
+                .agent
+                .get(&url)
+                .header("X-Vault-Token", token)
+                .call(),
+            (_, Some(b)) => session
+                .agent
+                .post(&url)
+                .header("X-Vault-Token", token)
+                .send_json(b),
+            (_, None) => session
+                .agent
+                .post(&url)
+                .header("X-Vault-Token", token)
+                .send_empty(),
+        };
+        sent.map_err(|e| format!("vault at {} is unreachable ({e})", self.config.address))
+    }
+
+    /// The latest version of Transit key `key` and its ed25519 public key.
+    pub fn transit_public_key(
+        &self,
+        mount: &str,
+        key: &str,
+    ) -> Result<(u64, [u8; 32]), SecretError> {
+        let err = |m: String| SecretError::new(&self.env, m);
+        let resp = self
+            .call("GET", &format!("{mount}/keys/{key}"), None)
+            .map_err(err)?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 => {
+                return Err(err(format!(
+                    "there is no Transit key `{key}` at {mount}/keys/{key}"
+                ))
+                .fix(format!(
+                    "create it with `cordon key generate --env {}` (or `bao write -f {mount}/keys/{key} type=ed25519`)",
+                    self.env
+                )));
+            }
+            _ => {
+                return Err(err(format!(
+                    "vault could not read Transit key `{key}` ({})",
+                    server_errors(resp)
+                ))
+                .fix(format!(
+                    "grant the AppRole's policy `read` on {mount}/keys/{key}"
+                )));
+            }
+        }
+        let k: TransitKeyResponse = resp.into_body().read_json().map_err(|e| {
+            err(format!(
+                "vault's answer for Transit key `{key}` is not a key description ({e})"
+            ))
+        })?;
+        if k.data.kind != "ed25519" {
+            return Err(err(format!(
+                "Transit key `{key}` is of type {}, but records are signed with ed25519",
+                k.data.kind
+            ))
+            .fix(format!(
+                "create an ed25519 key: `bao write -f {mount}/keys/NAME type=ed25519`"
+            )));
+        }
+        let version = k.data.latest_version;
+        use base64::Engine as _;
+        let public = k
+            .data
+            .keys
+            .get(&version.to_string())
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(&v.public_key).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+            .ok_or_else(|| {
+                err(format!(
+                    "Transit key `{key}` version {version} has no ed25519 public key in vault's answer"
+                ))
+            })?;
+        Ok((version, public))
+    }
+
+    /// Creates Transit key `key` (ed25519) unless it exists; returns whether
+    /// it was created. The key never leaves the server.
+    pub fn transit_create_ed25519(&self, mount: &str, key: &str) -> Result<bool, SecretError> {
+        let err = |m: String| SecretError::new(&self.env, m);
+        let exists = self
+            .call("GET", &format!("{mount}/keys/{key}"), None)
+            .map_err(err)?
+            .status()
+            == 200;
+        if exists {
+            return Ok(false);
+        }
+        let resp = self
+            .call(
+                "POST",
+                &format!("{mount}/keys/{key}"),
+                Some(serde_json::json!({"type": "ed25519"})),
+            )
+            .map_err(err)?;
+        if !resp.status().is_success() {
+            return Err(err(format!(
+                "vault refused to create Transit key `{key}` ({})",
+                server_errors(resp)
+            ))
+            .fix(format!(
+                "create it as an operator: `bao write -f {mount}/keys/{key} type=ed25519`, or grant the AppRole `create` on {mount}/keys/{key}"
+            )));
+        }
+        Ok(true)
+    }
+
+    /// The ed25519 signature of `message` by version `version` of Transit
+    /// key `key`.
+    pub fn transit_sign(
+        &self,
+        mount: &str,
+        key: &str,
+        version: u64,
+        message: &[u8],
+    ) -> Result<[u8; 64], String> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let resp = self.call(
+            "POST",
+            &format!("{mount}/sign/{key}"),
+            Some(serde_json::json!({"input": b64.encode(message), "key_version": version})),
+        )?;
+        if !resp.status().is_success() {
+            return Err(format!(
+                "vault refused to sign with Transit key `{key}` ({}); grant the AppRole `update` on {mount}/sign/{key}",
+                server_errors(resp)
+            ));
+        }
+        let s: TransitSignResponse = resp
+            .into_body()
+            .read_json()
+            .map_err(|e| format!("vault's signing answer is not a signature ({e})"))?;
+        // `vault:v<version>:<base64>`.
+        let mut parts = s.data.signature.splitn(3, ':');
+        let (Some("vault"), Some(v), Some(sig)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err("vault's signature is not of the form vault:vN:<base64>".into());
+        };
+        if v != format!("v{version}") {
+            return Err(format!("vault signed with key version {v}, not v{version}"));
+        }
+        b64.decode(sig)
+            .ok()
+            .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
+            .ok_or_else(|| "vault's signature is not 64 bytes of base64".into())
+    }
+}
+
+/// Signs records with a Transit key, in a vault session of its own that is
+/// revoked when the signer is dropped.
+#[derive(Debug)]
+pub struct TransitSigner {
+    provider: VaultProvider,
+    mount: String,
+    key: String,
+    version: u64,
+}
+
+impl TransitSigner {
+    /// Logs in and reads the key's latest version and public key.
+    pub fn connect(
+        env: &EnvConfig,
+        transit: &crate::config::TransitConfig,
+    ) -> Result<(TransitSigner, [u8; 32]), SecretError> {
+        let provider = VaultProvider::login_for_records(env)?;
+        let (version, public) = provider.transit_public_key(&transit.mount, &transit.key)?;
+        Ok((
+            TransitSigner {
+                provider,
+                mount: transit.mount.clone(),
+                key: transit.key.clone(),
+                version,
+            },
+            public,
+        ))
+    }
+
+    /// The key version every signature uses.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+impl crate::attest::RemoteSign for TransitSigner {
+    fn sign(&self, message: &[u8]) -> Result<[u8; 64], String> {
+        self.provider
+            .transit_sign(&self.mount, &self.key, self.version, message)
     }
 }
 
