@@ -38,7 +38,8 @@ fn run(args: &[String]) -> Result<(), String> {
         .and_then(|s| s.reveal())
         .map_err(|e| e.to_string())?;
     let e = |e: std::io::Error| e.to_string();
-    let text = || String::from_utf8(value.clone()).map_err(|_| "the value is not UTF-8".to_string());
+    let text =
+        || String::from_utf8(value.clone()).map_err(|_| "the value is not UTF-8".to_string());
     match attack.as_str() {
         "name-file" => std::fs::write(format!("{dir}/{}", text()?), b"harmless").map_err(e),
         "name-dir" => {
