@@ -706,15 +706,25 @@ fn run_step_cmd(
         );
         Ok(0)
     } else {
-        let (reason, kept) = match &r.outputs {
-            Publication::Withheld { reason, kept_at } => (reason.clone(), kept_at.clone()),
-            _ => (r.termination.describe(), None),
+        let (reason, kept, listing) = match &r.outputs {
+            Publication::Withheld {
+                reason,
+                kept_at,
+                listing,
+            } => (reason.clone(), kept_at.clone(), listing.clone()),
+            _ => (r.termination.describe(), None, None),
         };
         say!("cordon: step `{}` failed: {reason}", r.step);
         if let Some(k) = kept {
             say!(
                 "cordon: nothing was published; partial output kept at {}",
                 k.display()
+            );
+        }
+        if let Some(l) = listing {
+            say!(
+                "cordon: the refused output was not kept; its listing (names redacted, digests, no contents) is at {}",
+                l.display()
             );
         }
         say!("cordon: record: {record_path}");

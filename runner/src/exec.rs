@@ -11,6 +11,7 @@ use crate::cache::{
 };
 use crate::digest::{self, Tree};
 use crate::manifest::{Access, ClockMode, RandomMode};
+use crate::outputs::check::{self, MountCheck};
 use crate::outputs::{OutputError, Staging};
 use crate::plan::StepPlan;
 use crate::record::CacheInfo;
@@ -21,6 +22,7 @@ use crate::sandbox::stdio::Forward;
 use crate::sandbox::{
     Determinism, Grants, Preopen, Sandbox, Stdio, StepComponent, Termination, Watched,
 };
+use crate::sanitize::escape_for_terminal;
 use crate::secrets::{Redactor, ResolvedSecret};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -249,28 +251,62 @@ pub fn run_step(
         .run(component, grants, stdio)
         .map_err(fail("cannot run the step"))?;
 
-    // Outputs: publish only when the step succeeded and left plain files
-    // free of secret values.
-    let mut success = outcome.termination.success();
+    // The output check, on every writable mount and whatever the step's
+    // exit: a step that fails on purpose must not get a value out through
+    // the partial output kept for inspection either.
+    let checks = check_outputs(plan, &staging, &redactor);
+    let leaked = checks.iter().any(MountCheck::leaks);
+    let refusal = first_refusal(&checks, &redactor);
+    if leaked {
+        // What leaks in a read-write mount is already on the host: take it
+        // out again. (Only when there are values to protect; see
+        // `MountCheck::removes`.)
+        for (m, c) in plan
+            .mounts
+            .iter()
+            .filter(|m| m.access == Access::ReadWrite)
+            .zip(checks.iter().filter(|c| c.in_place))
+        {
+            check::remove_refused(&m.host, c).map_err(fail(format!(
+                "cannot remove refused output from read-write mount {}",
+                escape_for_terminal(&m.guest)
+            )))?;
+        }
+    }
+
+    // Outputs: publish only when the step succeeded and the check passed.
+    let mut success = outcome.termination.success() && refusal.is_none();
     let mut after_trees: Vec<Tree> = Vec::new();
-    let publication = if writes.is_empty() {
+    let publication = if leaked {
+        let reason = refusal.clone().unwrap_or_default();
+        // A refused output is not kept: only its listing (names redacted,
+        // sizes, digests), never the bytes that leaked.
+        staging.destroy().map_err(fail(
+            "cannot remove a refused output from the staging directory",
+        ))?;
+        let listing = check::keep_listing(&state.join("failed").join(&run_id), &reason, &checks)
+            .map_err(fail("cannot keep the listing of the refused output"))?;
+        Publication::Withheld {
+            reason,
+            kept_at: None,
+            listing: Some(listing),
+        }
+    } else if writes.is_empty() {
         if success {
             Publication::NoOutputs
         } else {
             Publication::Withheld {
-                reason: outcome.termination.describe(),
+                reason: refusal
+                    .clone()
+                    .unwrap_or_else(|| outcome.termination.describe()),
                 kept_at: None,
+                listing: None,
             }
         }
     } else {
         let verdict = if success {
             match staging.verify() {
-                Ok(trees) => match find_secret_in_outputs(&staging, &trees, &redactor) {
-                    Some(path) => Err(format!(
-                        "output file {path} contains a secret value; nothing was published"
-                    )),
-                    None => Ok(trees),
-                },
+                Ok(trees) => Ok(trees),
                 Err(OutputError::Io { what, source }) => {
                     return Err(ExecError {
                         what,
@@ -280,7 +316,9 @@ pub fn run_step(
                 Err(e) => Err(e.to_string()),
             }
         } else {
-            Err(outcome.termination.describe())
+            Err(refusal
+                .clone()
+                .unwrap_or_else(|| outcome.termination.describe()))
         };
         match verdict {
             Ok(trees) => {
@@ -337,6 +375,7 @@ pub fn run_step(
                 Publication::Withheld {
                     reason,
                     kept_at: Some(kept),
+                    listing: None,
                 }
             }
         }
@@ -347,11 +386,18 @@ pub fn run_step(
     for (m, before) in plan.mounts.iter().zip(before) {
         let after = match m.access {
             Access::Write => after_iter.next().map(|t| tree_record(t, true)),
-            Access::ReadWrite => Some(tree_record(
-                &digest::tree(&m.host)
-                    .map_err(fail(format!("cannot hash read-write mount {}", m.guest)))?,
-                true,
-            )),
+            Access::ReadWrite => match digest::tree(&m.host) {
+                Ok(t) => Some(tree_record(&t, true)),
+                // The check already failed the step over what this mount
+                // holds (a tree too deep to name, say); the record says why.
+                Err(_) if refusal.is_some() => None,
+                Err(e) => {
+                    return Err(fail(format!(
+                        "cannot hash read-write mount {}",
+                        escape_for_terminal(&m.guest)
+                    ))(e));
+                }
+            },
             Access::Read => None,
         };
         mounts.push(MountRecord {
@@ -618,25 +664,27 @@ fn redact_termination(t: Termination, r: &Redactor) -> Termination {
     }
 }
 
-fn find_secret_in_outputs(
-    staging: &Staging,
-    trees: &[Tree],
-    redactor: &Redactor,
-) -> Option<String> {
-    if redactor.is_empty() {
-        return None;
-    }
-    for (m, t) in staging.mounts.iter().zip(trees) {
-        for e in t
-            .entries
-            .iter()
-            .filter(|e| e.kind == digest::EntryKind::File)
-        {
-            let data = std::fs::read(m.dir.join(&e.path)).ok()?;
-            if redactor.contains_secret(&data) {
-                return Some(format!("{}/{}", m.guest, e.path));
-            }
-        }
-    }
-    None
+/// Runs the output check on every writable mount, in manifest order: the
+/// staged directory of each `write` mount, the host directory of each
+/// `read-write` mount.
+fn check_outputs(plan: &StepPlan, staging: &Staging, redactor: &Redactor) -> Vec<MountCheck> {
+    let mut staged = staging.mounts.iter();
+    plan.mounts
+        .iter()
+        .filter_map(|m| match m.access {
+            Access::Read => None,
+            Access::Write => staged
+                .next()
+                .map(|s| check::check_mount(&s.dir, &m.guest, false, redactor)),
+            Access::ReadWrite => Some(check::check_mount(&m.host, &m.guest, true, redactor)),
+        })
+        .collect()
+}
+
+/// The reason the check gives for failing the step: the first problem that
+/// can leak a value, else the first problem, named by mount and path.
+fn first_refusal(checks: &[MountCheck], redactor: &Redactor) -> Option<String> {
+    let leaking = checks.iter().find(|c| c.leaks());
+    let c = leaking.or_else(|| checks.iter().find(|c| c.worst().is_some()))?;
+    c.worst().map(|p| c.reason(p, redactor))
 }

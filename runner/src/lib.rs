@@ -12,10 +12,11 @@
 //!   → record   (digests of everything that went in and came out)
 //! ```
 //!
-//! [`exec`] drives one step through that flow; [`outputs`] stages and
-//! publishes written mounts; [`secrets`] owns secret values, their
-//! providers (`local`, `env`, `vault`) and redaction;
-//! [`digest`] hashes files and trees without following links.
+//! [`exec`] drives one step through that flow; [`outputs`] stages,
+//! checks (for secret values, in names and contents) and publishes written
+//! mounts; [`secrets`] owns secret values, their providers (`local`, `env`,
+//! `vault`) and redaction; [`sanitize`] escapes untrusted text for the
+//! terminal; [`digest`] hashes files and trees without following links.
 //!
 //! For reviewers, [`audit`] says in plain language what each step may do,
 //! [`capdiff`] lists every capability change between two versions of a
@@ -81,6 +82,7 @@ pub mod record;
 pub mod reexec;
 pub mod review;
 pub mod sandbox;
+pub mod sanitize;
 pub mod scheduler;
 pub mod secrets;
 pub mod units;

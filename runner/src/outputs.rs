@@ -8,14 +8,23 @@
 //! bytes. The partial output is then kept under the state directory for
 //! inspection, exactly like the output of any failed step.
 //!
+//! Before that, [`check`] walks every writable mount (staged `write`
+//! mounts and `read-write` mounts in place) for secret values in names,
+//! link targets and contents, and fails closed; this module then only ever
+//! sees outputs the check let through, or removes what it refused. The
+//! messages here name guest-chosen paths escaped for the terminal.
+//!
 //! Publishing one mount is atomic: the old directory is renamed aside, the
 //! new one renamed in, the old one removed. On a different filesystem the
 //! new tree is first copied next to the destination, then renamed.
 
 use crate::digest::{self, EntryKind, Tree};
 use crate::fsutil;
+use crate::sanitize::escape_for_terminal;
 use std::io;
 use std::path::{Path, PathBuf};
+
+pub mod check;
 
 /// One staged write mount.
 #[derive(Debug, Clone)]
@@ -111,15 +120,15 @@ impl Staging {
                     EntryKind::Symlink { target } => {
                         return Err(OutputError::NotPlain {
                             guest: m.guest.clone(),
-                            path: e.path.clone(),
+                            path: escape_for_terminal(&e.path),
                             what: "a symbolic link",
-                            detail: format!(" -> {target}"),
+                            detail: format!(" -> {}", escape_for_terminal(target)),
                         });
                     }
                     EntryKind::Other => {
                         return Err(OutputError::NotPlain {
                             guest: m.guest.clone(),
-                            path: e.path.clone(),
+                            path: escape_for_terminal(&e.path),
                             what: "a special file",
                             detail: String::new(),
                         });
@@ -155,9 +164,15 @@ impl Staging {
         Ok(keep.to_path_buf())
     }
 
+    /// Removes the staging area, at any depth, and says whether it could:
+    /// for an output the check refused, whose bytes must not stay behind.
+    pub fn destroy(self) -> io::Result<()> {
+        check::remove_tree(&self.root)
+    }
+
     /// Removes the staging area.
     pub fn discard(self) {
-        let _ = std::fs::remove_dir_all(&self.root);
+        let _ = self.destroy();
     }
 }
 

@@ -71,6 +71,11 @@ pub enum Publication {
         /// Where the partial output is, for inspection.
         #[serde(skip_serializing_if = "Option::is_none")]
         kept_at: Option<PathBuf>,
+        /// For an output the check refused (a secret value in a name or in
+        /// contents, or something it could not read): its listing, names
+        /// redacted, sizes and digests, kept instead of its bytes.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        listing: Option<PathBuf>,
     },
     /// The step has no write mounts.
     NoOutputs,

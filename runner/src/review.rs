@@ -122,27 +122,11 @@ impl serde::Serialize for Phrase {
     }
 }
 
-/// Characters that can hide or reorder text on a terminal or a web page:
-/// C0/C1 controls (newlines included) and the Unicode bidirectional
-/// controls ("Trojan Source").
-fn is_deceptive(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
-/// `value` with every deceptive character written as a Rust-style escape
-/// (`\n`, `\u{202e}`), so it stays on one line and shows what it holds.
-pub fn plain(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        if is_deceptive(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+/// `value` with every deceptive character (controls, bidirectional
+/// overrides) written as a Rust-style escape, so it stays on one line and
+/// shows what it holds: the one terminal sanitizer, under the name the
+/// review tools use.
+pub use crate::sanitize::escape_for_terminal as plain;
 
 /// Punctuation that can start markup in the middle of a GitHub-flavoured
 /// Markdown line: emphasis, code, links and images, HTML and entities,

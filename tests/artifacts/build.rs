@@ -11,6 +11,7 @@ const STEPS: &[(&str, &str, &str)] = &[
     ("CHECKSUM", "cordon-step-checksum", "checksum"),
     ("CSV_VALIDATE", "cordon-step-csv-validate", "csv-validate"),
     ("PROBE", "cordon-test-probe", "probe"),
+    ("HOSTILE", "cordon-test-hostile", "hostile"),
     ("PLAIN", "cordon-test-plain", "plain"),
     ("PSEUDONYMIZE", "cordon-step-pseudonymize", "pseudonymize"),
     ("TRAIN", "cordon-step-train", "train"),

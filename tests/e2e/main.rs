@@ -5,6 +5,7 @@
 mod harness;
 
 mod escapes;
+mod hostile_outputs;
 mod limits;
 mod manifest_errors;
 mod network;
