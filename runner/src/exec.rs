@@ -160,7 +160,7 @@ pub fn run_step(
             ),
         }
     }
-    let mut cache_info = CacheInfo {
+    let cache_info = CacheInfo {
         key: key.as_ref().map(|k| k.0.to_string()),
         hit: false,
         source_run: None,
@@ -175,6 +175,10 @@ pub fn run_step(
         .collect();
     let staging = Staging::create(state.join("staging").join(&run_id), &writes)
         .map_err(fail("cannot create the staging directory"))?;
+    // Held until the run is committed: `cordon repair` leaves a locked
+    // staging alone.
+    let _staging_lock = crate::journal::lock_staging(staging.root())
+        .map_err(fail("cannot lock the staging directory"))?;
 
     let mut preopens = Vec::new();
     let mut watched = Vec::new();
@@ -274,8 +278,11 @@ pub fn run_step(
         }
     }
 
-    // Outputs: publish only when the step succeeded and the check passed.
+    // Outputs: publish only when the step succeeded and the check passed,
+    // and only after the record is chained (see `journal`).
     let mut success = outcome.termination.success() && refusal.is_none();
+    let mut pending: Option<(Staging, Option<ActionEntry>)> = None;
+    let mut runner_failure: Option<ExecError> = None;
     let mut after_trees: Vec<Tree> = Vec::new();
     let publication = if leaked {
         let reason = refusal.clone().unwrap_or_default();
@@ -292,6 +299,8 @@ pub fn run_step(
             listing: Some(listing),
         }
     } else if writes.is_empty() {
+        // No write mount: the (empty) staging root goes at once.
+        staging.discard();
         if success {
             Publication::NoOutputs
         } else {
@@ -323,49 +332,59 @@ pub fn run_step(
         match verdict {
             Ok(trees) => {
                 after_trees = trees;
-                staging.publish().map_err(fail(
-                    "publishing outputs failed; the previous outputs are still in place",
-                ))?;
-                // Every published output goes to the content store, for
-                // rollback (`cordon restore`) and for the action cache.
+                // Stage 1 of the commit (see `journal`): the staged trees
+                // go into the content store, for rollback (`cordon
+                // restore`) and for the action cache; they are published
+                // only once the record that names them is chained.
                 let cas = action_cache.cas();
-                let stored: Result<(), crate::cache::CasError> = plan
+                let stored: Result<(), crate::cache::CasError> = staging
                     .mounts
                     .iter()
-                    .filter(|m| m.access == Access::Write)
                     .zip(&after_trees)
-                    .try_for_each(|(m, t)| cas.put_tree(&m.host, &t.entries));
-                match (stored, &key) {
-                    (Ok(()), Some(k)) => {
-                        let outputs = plan
-                            .mounts
-                            .iter()
-                            .filter(|m| m.access == Access::Write)
-                            .zip(&after_trees)
-                            .map(|(m, t)| CachedOutput {
-                                guest: m.guest.clone(),
-                                tree: t.digest.to_string(),
-                                entries: t.entries.iter().map(CachedEntry::from_entry).collect(),
-                            })
-                            .collect();
-                        let entry = ActionEntry {
+                    .try_for_each(|(s, t)| cas.put_tree(&s.dir, &t.entries));
+                match stored {
+                    Ok(()) => {
+                        let cache_entry = key.as_ref().map(|k| ActionEntry {
                             key: k.0.to_string(),
                             run_id: run_id.clone(),
                             record: state.join("records").join(format!("{run_id}.json")),
-                            outputs,
+                            outputs: staging
+                                .mounts
+                                .iter()
+                                .zip(&after_trees)
+                                .map(|(s, t)| CachedOutput {
+                                    guest: s.guest.clone(),
+                                    tree: t.digest.to_string(),
+                                    entries: t
+                                        .entries
+                                        .iter()
+                                        .map(CachedEntry::from_entry)
+                                        .collect(),
+                                })
+                                .collect(),
                             report: report_json(&outcome.report),
-                        };
-                        if let Err(e) = action_cache.put(k, &entry) {
-                            tracing::warn!("cannot write the action cache entry: {e}");
+                        });
+                        pending = Some((staging, cache_entry));
+                        Publication::Published
+                    }
+                    Err(e) => {
+                        // Every run leaves a record, a runner failure too.
+                        success = false;
+                        staging.discard();
+                        let what = format!(
+                            "cannot store the outputs in the content store ({e}); nothing was published"
+                        );
+                        runner_failure.get_or_insert(ExecError {
+                            what: what.clone(),
+                            source: Box::new(e),
+                        });
+                        Publication::Withheld {
+                            reason: format!("runner failure: {what}"),
+                            kept_at: None,
+                            listing: None,
                         }
                     }
-                    (Ok(()), None) => {}
-                    (Err(e), _) => {
-                        tracing::warn!("outputs of {} not stored for restore: {e}", plan.name);
-                        cache_info.key = None;
-                    }
                 }
-                Publication::Published
             }
             Err(reason) => {
                 success = false;
@@ -420,12 +439,26 @@ pub fn run_step(
         .collect();
     // The component goes into the store so the run can be repeated from
     // its record (`cordon verify --reexecute`) after the file is rebuilt.
-    crate::cas::Cas::for_state(state)
+    let mut publication = publication;
+    if let Err(e) = crate::cas::Cas::for_state(state)
         .and_then(|cas| cas.put_verified(&plan.component_digest, &plan.component_bytes))
-        .map_err(fail(
-            "cannot store the component in the content-addressed store",
-        ))?;
-    let mut record = StepRecord {
+    {
+        let what = format!("cannot store the component in the content store ({e})");
+        if let Some((staging, _)) = pending.take() {
+            staging.discard();
+            success = false;
+            publication = Publication::Withheld {
+                reason: format!("runner failure: {what}; nothing was published"),
+                kept_at: None,
+                listing: None,
+            };
+        }
+        runner_failure.get_or_insert(ExecError {
+            what,
+            source: Box::new(e),
+        });
+    }
+    let record = StepRecord {
         format: record::RECORD_FORMAT,
         run_id: run_id.clone(),
         step: plan.name.clone(),
@@ -466,13 +499,94 @@ pub fn run_step(
         chain: None,
         signed_by: None,
     };
-    let sealed = crate::chain::seal(
-        &state.join("records"),
-        &mut record,
+    let run = commit(
+        state,
+        record,
         &redactor,
         opts.signer.as_deref(),
-    )
-    .map_err(fail("cannot write the execution record"))?;
+        pending,
+        &action_cache,
+        key.as_ref(),
+    )?;
+    match runner_failure {
+        // The record of the failed run is chained; the runner's own
+        // failure still ends the command with exit 3.
+        Some(e) => Err(e),
+        None => Ok(run),
+    }
+}
+
+/// Stages 2–6 of the commit protocol (see [`crate::journal`]): the intent,
+/// the chained record, the cache entry, publication, done. Without
+/// outputs to publish, only the record.
+fn commit(
+    state: &std::path::Path,
+    mut record: StepRecord,
+    redactor: &Redactor,
+    signer: Option<&crate::attest::Signer>,
+    pending: Option<(Staging, Option<ActionEntry>)>,
+    action_cache: &ActionCache,
+    key: Option<&crate::cache::ActionKey>,
+) -> Result<StepRun, ExecError> {
+    let run_id = record.run_id.clone();
+    if let Some((staging, _)) = &pending {
+        let after: Vec<&TreeRecord> = record
+            .mounts
+            .iter()
+            .filter(|m| m.access == Access::Write)
+            .filter_map(|m| m.after.as_ref())
+            .collect();
+        let intent = crate::journal::Intent {
+            run: run_id.clone(),
+            staging: staging.root().to_path_buf(),
+            trees: staging
+                .mounts
+                .iter()
+                .zip(after)
+                .map(|(s, t)| crate::journal::StagedTree {
+                    guest: s.guest.clone(),
+                    staged: s.dir.clone(),
+                    dest: s.dest.clone(),
+                    tree: t.sha256.to_string(),
+                })
+                .collect(),
+        };
+        if let Err(e) = crate::journal::begin(state, &intent) {
+            // Nothing is visible yet: record the failure instead.
+            let (staging, _) = pending.expect("checked above");
+            staging.discard();
+            let what = format!("cannot write the publication intent ({e}); nothing was published");
+            record.success = false;
+            record.outputs = Publication::Withheld {
+                reason: format!("runner failure: {what}"),
+                kept_at: None,
+                listing: None,
+            };
+            crate::chain::seal(&state.join("records"), &mut record, redactor, signer)
+                .map_err(fail("cannot write the execution record"))?;
+            return Err(ExecError {
+                what,
+                source: Box::new(e),
+            });
+        }
+    }
+    let sealed = crate::chain::seal(&state.join("records"), &mut record, redactor, signer)
+        .map_err(fail("cannot write the execution record"))?;
+    if let Some((staging, cache_entry)) = pending {
+        if let (Some(k), Some(entry)) = (key, cache_entry)
+            && let Err(e) = action_cache.put(k, &entry)
+        {
+            tracing::warn!("cannot write the action cache entry: {e}");
+        }
+        staging.publish().map_err(|e| ExecError {
+            what: format!(
+                "the record of run {run_id} is written, but publishing its outputs failed; run `cordon repair` to complete the publication"
+            ),
+            source: Box::new(e),
+        })?;
+        crate::journal::finish(state, &run_id)
+            .map_err(fail("cannot remove the finished publication intent"))?;
+    }
     Ok(StepRun {
         record,
         record_path: sealed.record_path,
@@ -503,6 +617,8 @@ fn serve_from_cache(
         .collect();
     let staging = Staging::create(plan.state_dir.join("staging").join(run_id), &writes)
         .map_err(fail("cannot create the staging directory"))?;
+    let _staging_lock = crate::journal::lock_staging(staging.root())
+        .map_err(fail("cannot lock the staging directory"))?;
     for s in &staging.mounts {
         let out = entry
             .outputs
@@ -538,9 +654,6 @@ fn serve_from_cache(
             });
         }
     }
-    staging.publish().map_err(fail(
-        "publishing cached outputs failed; the previous outputs are still in place",
-    ))?;
     let mut after = trees.iter();
     let mounts = plan
         .mounts
@@ -614,19 +727,23 @@ fn serve_from_cache(
         chain: None,
         signed_by: None,
     };
-    let mut record = record;
-    let sealed = crate::chain::seal(
-        &plan.state_dir.join("records"),
-        &mut record,
+    // The hit's record is chained before its outputs are published, like
+    // any run's.
+    let pending = if writes.is_empty() {
+        staging.discard();
+        None
+    } else {
+        Some((staging, None))
+    };
+    commit(
+        &plan.state_dir,
+        record,
         &Redactor::default(),
         signer,
+        pending,
+        cache,
+        None,
     )
-    .map_err(fail("cannot write the execution record"))?;
-    Ok(StepRun {
-        record,
-        record_path: sealed.record_path,
-        envelope_path: sealed.envelope_path,
-    })
 }
 
 /// A fixed clock (this second) and a fresh seed, unless the manifest opts

@@ -71,6 +71,7 @@ pub mod fsutil;
 pub mod head;
 pub mod inspect;
 pub mod interrupt;
+pub mod journal;
 pub mod keys;
 pub mod manifest;
 pub mod outputs;

@@ -14,9 +14,16 @@
 //! sees outputs the check let through, or removes what it refused. The
 //! messages here name guest-chosen paths escaped for the terminal.
 //!
-//! Publishing one mount is atomic: the old directory is renamed aside, the
-//! new one renamed in, the old one removed. On a different filesystem the
-//! new tree is first copied next to the destination, then renamed.
+//! Publishing one mount is atomic from a reader's point of view: the new
+//! tree is brought next to the destination, then exchanged with the old one
+//! in one `renameat2(RENAME_EXCHANGE)`, so the destination always names a
+//! whole tree, old or new, never nothing; the old tree is removed after.
+//! On a different filesystem the new tree is first copied next to the
+//! destination. A kill leaves at most a `.NAME.cordon-new-*` or
+//! `.NAME.cordon-old-*` tree beside it, which `cordon repair` removes.
+//!
+//! Publication itself is the last step of a run's commit (see
+//! [`crate::journal`]): the record that names the outputs is durable first.
 
 use crate::digest::{self, EntryKind, Tree};
 use crate::fsutil;
@@ -109,6 +116,11 @@ impl Staging {
         })
     }
 
+    /// The staging root of the run.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Digests every staged tree and refuses links and special files.
     pub fn verify(&self) -> Result<Vec<Tree>, OutputError> {
         let mut trees = Vec::new();
@@ -176,7 +188,9 @@ impl Staging {
     }
 }
 
-fn publish_one(staged: &Path, dest: &Path) -> io::Result<()> {
+/// Publishes `staged` at `dest` (see the module doc). Public for `cordon
+/// repair`, which completes publications a killed runner left half done.
+pub fn publish_one(staged: &Path, dest: &Path) -> io::Result<()> {
     let parent = dest
         .parent()
         .ok_or_else(|| io::Error::other("output path has no parent"))?;
@@ -195,28 +209,29 @@ fn publish_one(staged: &Path, dest: &Path) -> io::Result<()> {
         }
         Err(e) => return Err(e),
     }
-    let old = parent.join(format!(".{name}.cordon-old-{tag}"));
-    let had_old = match std::fs::rename(dest, &old) {
-        Ok(()) => true,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, &incoming, CWD, dest, RenameFlags::EXCHANGE) {
+        Ok(()) => {
+            // `incoming` now names the previous tree.
+            let old = parent.join(format!(".{name}.cordon-old-{tag}"));
+            std::fs::rename(&incoming, &old)?;
+            fsutil::sync_dir(parent)?;
+            std::fs::remove_dir_all(&old)?;
+            Ok(())
+        }
+        // Nothing to exchange with: the first publication.
+        Err(e) if e == rustix::io::Errno::NOENT && !dest.exists() => {
+            if let Err(e) = std::fs::rename(&incoming, dest) {
+                let _ = std::fs::remove_dir_all(&incoming);
+                return Err(e);
+            }
+            fsutil::sync_dir(parent)
+        }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&incoming);
-            return Err(e);
+            Err(e.into())
         }
-    };
-    if let Err(e) = std::fs::rename(&incoming, dest) {
-        // Put the previous outputs back: nothing lost.
-        if had_old {
-            let _ = std::fs::rename(&old, dest);
-        }
-        let _ = std::fs::remove_dir_all(&incoming);
-        return Err(e);
     }
-    fsutil::sync_dir(parent)?;
-    if had_old {
-        std::fs::remove_dir_all(&old)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
