@@ -8,7 +8,8 @@
 #
 #   1. formatting        cargo fmt --all --check
 #   2. lints             cargo clippy --workspace --all-targets -- -D warnings
-#   3. the tests         cargo test --workspace
+#   3. the tests         cargo test --workspace (with the runner's fault
+#                        points built in, for the crash tests)
 #   4. pinned digests    the committed example manifests pin exactly the
 #                        components a clean build produces (cordon pin --check)
 #   5. a fresh clone     the README's first command on a clone of HEAD, twice,
@@ -64,11 +65,16 @@ fi
 stage "cargo fmt --all --check"
 cargo fmt --all --check
 
+# The crash tests stop the runner at chosen points of a step's commit; the
+# points exist only with this feature (never in release builds). Lints see
+# the same code.
+features=(--features cordon/fault-injection)
+
 stage "cargo clippy --workspace --all-targets -- -D warnings"
-cargo clippy --quiet --workspace --all-targets -- -D warnings
+cargo clippy --quiet --workspace --all-targets "${features[@]}" -- -D warnings
 
 stage "cargo test --workspace"
-cargo test --workspace "$@"
+cargo test --workspace "${features[@]}" "$@"
 
 stage "committed manifests pin the components a clean build produces"
 "$root/examples/ml-pipeline/build-components.sh" >/dev/null

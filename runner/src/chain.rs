@@ -218,6 +218,7 @@ pub fn seal(
         files.push((p, &envelope_bytes));
     }
     crate::fsutil::write_new_in(records_dir, &files)?;
+    crate::fault::point("record-written");
 
     let entry = LogEntry {
         seq: sequence,

@@ -229,6 +229,22 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
     },
+    /// Finish or roll back what a killed runner left in a state directory.
+    ///
+    /// Runs whose record is chained get their publication completed from
+    /// the staged outputs; runs stopped before their record was written get
+    /// their staging removed (nothing of them was visible); records the
+    /// chain does not list move to `records/orphaned/`; leftover staging and
+    /// publication trees are removed. Runs still going are left alone.
+    #[command(after_help = REPAIR_EXIT_CODES)]
+    Repair {
+        /// State directory [default: .cordon].
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// List what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Write the current digest of a manifest's component into the manifest.
     ///
     /// Run it after building a step you have reviewed; the digest change
@@ -299,6 +315,13 @@ enum Command {
         format: crate::review::Format,
     },
 }
+
+const REPAIR_EXIT_CODES: &str = "\
+Exit codes:
+  0  nothing to do, or everything found was completed or rolled back
+  1  something needs a person (each is named), or --dry-run found work to do
+  2  the invocation is wrong
+  3  repairing failed (for example the disk is full); run it again";
 
 const PIN_EXIT_CODES: &str = "\
 Exit codes:
@@ -485,6 +508,7 @@ pub fn main() -> ExitCode {
         Command::Plan { file, at } => plan_cmd(&file, &at),
         Command::Restore { run, state } => restore_cmd(&run, &state),
         Command::Pin { manifests, check } => pin(&manifests, check),
+        Command::Repair { state, dry_run } => repair_cmd(state, dry_run),
         Command::Verify {
             record,
             run,
@@ -1047,6 +1071,45 @@ fn verify_workspace(config: Option<&Path>, state_dir: &Path) -> Result<Workspace
         None => WorkspaceConfig::discover_for_review(None, &cwd),
     }
     .map_err(bad_input)
+}
+
+fn repair_cmd(state: Option<PathBuf>, dry_run: bool) -> Result<u8, Failure> {
+    let state = state.unwrap_or_else(|| PathBuf::from(".cordon"));
+    if !state.is_dir() {
+        return Err(bad_input(anyhow::anyhow!(
+            "{} is not a state directory; name one with --state",
+            state.display()
+        )));
+    }
+    let done = crate::journal::repair_state(&state, dry_run)
+        .with_context(|| format!("cannot repair {}", state.display()))
+        .map_err(runner_fault)?;
+    let by_hand = done
+        .iter()
+        .filter(|r| matches!(r, crate::journal::Repair::NeedsHand { .. }))
+        .count();
+    for r in &done {
+        out!("{}{r}", if dry_run { "would: " } else { "" });
+    }
+    say!(
+        "cordon: {} {}{}",
+        if dry_run { "found" } else { "repaired" },
+        match done.len() - by_hand {
+            0 => "nothing to do".to_string(),
+            1 => "1 thing".to_string(),
+            n => format!("{n} things"),
+        },
+        if by_hand > 0 {
+            format!("; {by_hand} need a person")
+        } else {
+            String::new()
+        }
+    );
+    Ok(if by_hand > 0 || (dry_run && !done.is_empty()) {
+        1
+    } else {
+        0
+    })
 }
 
 fn records_head(env: &str, state: Option<PathBuf>, config: Option<&Path>) -> Result<u8, Failure> {

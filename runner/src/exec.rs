@@ -529,6 +529,7 @@ fn commit(
     key: Option<&crate::cache::ActionKey>,
 ) -> Result<StepRun, ExecError> {
     let run_id = record.run_id.clone();
+    crate::fault::point("before-intent");
     if let Some((staging, _)) = &pending {
         let after: Vec<&TreeRecord> = record
             .mounts
@@ -570,20 +571,24 @@ fn commit(
             });
         }
     }
+    crate::fault::point("after-intent");
     let sealed = crate::chain::seal(&state.join("records"), &mut record, redactor, signer)
         .map_err(fail("cannot write the execution record"))?;
+    crate::fault::point("after-record");
     if let Some((staging, cache_entry)) = pending {
         if let (Some(k), Some(entry)) = (key, cache_entry)
             && let Err(e) = action_cache.put(k, &entry)
         {
             tracing::warn!("cannot write the action cache entry: {e}");
         }
+        crate::fault::point("after-cache");
         staging.publish().map_err(|e| ExecError {
             what: format!(
                 "the record of run {run_id} is written, but publishing its outputs failed; run `cordon repair` to complete the publication"
             ),
             source: Box::new(e),
         })?;
+        crate::fault::point("after-publish");
         crate::journal::finish(state, &run_id)
             .map_err(fail("cannot remove the finished publication intent"))?;
     }
@@ -609,6 +614,17 @@ fn serve_from_cache(
     opts: &RunOptions,
 ) -> Result<StepRun, ExecError> {
     let signer = opts.signer.as_deref();
+    // A hit must come from a recorded run: an entry whose record is gone
+    // (or was moved aside by `cordon repair`) means "run the step".
+    if !entry.record.is_file() {
+        return Err(ExecError {
+            what: format!(
+                "cache entry points at run {}, which has no record",
+                entry.run_id
+            ),
+            source: "no record".into(),
+        });
+    }
     let writes: Vec<(String, PathBuf)> = plan
         .mounts
         .iter()

@@ -107,7 +107,10 @@ pub fn pending(state: &Path) -> io::Result<(Vec<Intent>, Vec<PathBuf>)> {
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     paths.sort();
     for p in paths {
@@ -121,6 +124,19 @@ pub fn pending(state: &Path) -> io::Result<(Vec<Intent>, Vec<PathBuf>)> {
         }
     }
     Ok((intents, damaged))
+}
+
+/// The intents of runs that are no longer running (a live run's intent is
+/// its commit in progress, not an interruption), and damaged intent files.
+pub fn unfinished(state: &Path) -> io::Result<(Vec<Intent>, Vec<PathBuf>)> {
+    let (intents, damaged) = pending(state)?;
+    Ok((
+        intents
+            .into_iter()
+            .filter(|i| !is_live(&i.staging))
+            .collect(),
+        damaged,
+    ))
 }
 
 /// The lock a live run holds on its staging root, so that `cordon repair`
@@ -191,6 +207,12 @@ pub enum Repair {
         /// The directory.
         path: PathBuf,
     },
+    /// A record file the chain does not list (its runner stopped between
+    /// writing it and chaining it): moved to `records/orphaned/`.
+    Orphaned {
+        /// The run.
+        run: String,
+    },
     /// Something repair will not decide by itself.
     NeedsHand {
         /// What it is.
@@ -214,11 +236,19 @@ impl std::fmt::Display for Repair {
                 "run {run}: stopped before its record was written; nothing had been published; its staging was removed"
             ),
             Repair::LeftoverStaging { path } => {
-                write!(f, "leftover staging {} of a stopped run: removed", esc(path))
+                write!(
+                    f,
+                    "leftover staging {} of a stopped run: removed",
+                    esc(path)
+                )
             }
             Repair::LeftoverSwap { path } => {
                 write!(f, "leftover publication tree {}: removed", esc(path))
             }
+            Repair::Orphaned { run } => write!(
+                f,
+                "record {run} is not in the chain (its runner stopped before chaining it): moved to records/orphaned/"
+            ),
             Repair::NeedsHand { subject, problem } => write!(f, "{subject}: {problem}"),
         }
     }
@@ -320,6 +350,73 @@ pub fn repair(
     Ok(done)
 }
 
+/// Everything `cordon repair` does to a state directory, in order: under
+/// the chain lock (so no runner is between writing a record and chaining
+/// it), records outside the chain are moved to `records/orphaned/`; then
+/// unfinished runs are rolled forward or back ([`repair`]); then leftover
+/// publication trees beside every output a record names are removed.
+/// With `dry_run`, nothing changes and the same list is returned.
+pub fn repair_state(state: &Path, dry_run: bool) -> io::Result<Vec<Repair>> {
+    let records_dir = state.join("records");
+    let mut done = Vec::new();
+    let _lock = if records_dir.join(crate::chain::LOCK_FILE).exists() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(records_dir.join(crate::chain::LOCK_FILE))?;
+        f.lock()?;
+        Some(f)
+    } else {
+        None
+    };
+    let chained: std::collections::BTreeSet<String> = crate::chain::read_lines(&records_dir)?
+        .iter()
+        .filter_map(|l| serde_json::from_str::<crate::chain::LogEntry>(l).ok())
+        .map(|e| e.run)
+        .collect();
+    let on_disk = if records_dir.is_dir() {
+        crate::verify::record_files(&records_dir)?
+    } else {
+        Default::default()
+    };
+    for run in on_disk.difference(&chained) {
+        let aside = records_dir.join("orphaned");
+        if !dry_run {
+            fsutil::create_private_dir(&aside)?;
+            for name in [format!("{run}.json"), format!("{run}.dsse.json")] {
+                let from = records_dir.join(&name);
+                if from.exists() {
+                    std::fs::rename(&from, aside.join(&name))?;
+                }
+            }
+            fsutil::sync_dir(&records_dir)?;
+        }
+        done.push(Repair::Orphaned { run: run.clone() });
+    }
+    done.extend(repair(state, dry_run, &|run| chained.contains(run))?);
+    // Every host path a record publishes to.
+    let mut outputs = Vec::new();
+    for run in &chained {
+        let path = crate::chain::record_path(&records_dir, run);
+        let Ok(text) = fsutil::read_regular_to_string(&path, 64 << 20) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        for m in v["mounts"].as_array().into_iter().flatten() {
+            if m["access"] == "write"
+                && let Some(h) = m["host"].as_str()
+            {
+                outputs.push(PathBuf::from(h));
+            }
+        }
+    }
+    outputs.sort();
+    outputs.dedup();
+    done.extend(sweep_swaps(&outputs, dry_run)?);
+    Ok(done)
+}
+
 /// Removes `.NAME.cordon-new-*` / `.NAME.cordon-old-*` trees beside each of
 /// `outputs` (the host paths records publish to), unless `dry_run`.
 pub fn sweep_swaps(outputs: &[PathBuf], dry_run: bool) -> io::Result<Vec<Repair>> {
@@ -330,7 +427,10 @@ pub fn sweep_swaps(outputs: &[PathBuf], dry_run: bool) -> io::Result<Vec<Repair>
             continue;
         };
         let name = name.to_string_lossy();
-        let prefixes = [format!(".{name}.cordon-new-"), format!(".{name}.cordon-old-")];
+        let prefixes = [
+            format!(".{name}.cordon-new-"),
+            format!(".{name}.cordon-old-"),
+        ];
         let Ok(entries) = std::fs::read_dir(parent) else {
             continue;
         };

@@ -67,6 +67,7 @@ pub mod config;
 pub mod digest;
 pub mod exec;
 pub mod export;
+pub mod fault;
 pub mod fsutil;
 pub mod head;
 pub mod inspect;

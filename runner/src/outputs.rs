@@ -212,6 +212,7 @@ pub fn publish_one(staged: &Path, dest: &Path) -> io::Result<()> {
     use rustix::fs::{CWD, RenameFlags, renameat_with};
     match renameat_with(CWD, &incoming, CWD, dest, RenameFlags::EXCHANGE) {
         Ok(()) => {
+            crate::fault::point("mid-exchange");
             // `incoming` now names the previous tree.
             let old = parent.join(format!(".{name}.cordon-old-{tag}"));
             std::fs::rename(&incoming, &old)?;

@@ -238,6 +238,30 @@ pub fn verify(
         }
     }
 
+    // Runs whose runner stopped in the middle of their commit.
+    let (unfinished, damaged) = crate::journal::unfinished(state_dir).map_err(io)?;
+    for p in damaged {
+        cx.fail(
+            format!("journal {}", p.display()),
+            "is not a publication intent a runner wrote; run `cordon repair`",
+        );
+    }
+    let mut interrupted = BTreeSet::new();
+    for i in &unfinished {
+        if seen_runs.contains_key(&i.run) {
+            cx.fail(
+                record_subject(&i.run),
+                "its runner stopped while publishing its outputs; run `cordon repair` to complete the publication",
+            );
+            interrupted.insert(i.run.clone());
+        } else {
+            cx.fail(
+                format!("run {}", i.run),
+                "its runner stopped after staging its outputs, before its record was written (nothing was published); run `cordon repair`",
+            );
+        }
+    }
+
     // Which record last wrote each host path: only its outputs must match.
     let mut last_writer: BTreeMap<String, String> = BTreeMap::new();
     let mut parsed: BTreeMap<String, (Vec<u8>, Value)> = BTreeMap::new();
@@ -281,7 +305,17 @@ pub fn verify(
     };
 
     for entry in &selected {
-        check_record(&mut cx, &records_dir, entry, &parsed, &last_writer);
+        // An interrupted publication is reported above; its outputs are
+        // what `cordon repair` will complete.
+        let outputs_final = !interrupted.contains(&entry.run);
+        check_record(
+            &mut cx,
+            &records_dir,
+            entry,
+            &parsed,
+            &last_writer,
+            outputs_final,
+        );
     }
     Ok(cx.verdict(selected.len(), skipped))
 }
@@ -306,6 +340,7 @@ fn check_record(
     entry: &LogEntry,
     parsed: &BTreeMap<String, (Vec<u8>, Value)>,
     last_writer: &BTreeMap<String, String>,
+    outputs_final: bool,
 ) {
     let subject = record_subject(&entry.run);
     let path = chain::record_path(records_dir, &entry.run);
@@ -403,7 +438,7 @@ fn check_record(
     }
 
     // The outputs.
-    if record["outputs"] != "published" && record["outputs"] != "no-outputs" {
+    if !outputs_final || (record["outputs"] != "published" && record["outputs"] != "no-outputs") {
         return;
     }
     for m in record["mounts"].as_array().into_iter().flatten() {
@@ -499,7 +534,9 @@ fn envelope_files(records_dir: &Path) -> std::io::Result<BTreeSet<String>> {
 }
 
 /// Run ids of the record files in `records_dir`.
-fn record_files(records_dir: &Path) -> std::io::Result<BTreeSet<String>> {
+/// The run ids of the record files in `records_dir` (not envelopes, not
+/// temporaries).
+pub fn record_files(records_dir: &Path) -> std::io::Result<BTreeSet<String>> {
     let mut out = BTreeSet::new();
     for e in std::fs::read_dir(records_dir)? {
         let name = e?.file_name().to_string_lossy().into_owned();

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod crash;
 mod escapes;
 mod hostile_outputs;
 mod limits;

@@ -1,0 +1,190 @@
+//! A runner killed at every point of a step's commit, and at random
+//! moments: nothing is published without a chained record, `verify` names
+//! the unfinished run and points at `repair`, `repair` completes or rolls
+//! it back, and the next run works.
+//!
+//! The chosen points need the `fault-injection` feature (the test command
+//! enables it): `CORDON_FAULT=<point>` aborts the runner there, as
+//! `kill -9` would.
+
+use crate::harness::*;
+use cordon_test_artifacts::CHECKSUM;
+
+/// A signed workspace whose checksum step has published once, with its
+/// input then changed so the next run publishes a different tree.
+fn published_once() -> Workspace {
+    let ws = Workspace::new();
+    let out = ws.cordon(&["key", "generate", "--env", "dev"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    ws.write("data/a.txt", "alpha\n");
+    ws.step(
+        CHECKSUM,
+        &["--input", "/in", "--output", "/out"],
+        &(mount("/in", "data", "read") + &mount("/out", "sums", "write")),
+    );
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    ws.write("data/a.txt", "alpha, changed\n");
+    ws
+}
+
+fn sums(ws: &Workspace) -> String {
+    std::fs::read_to_string(ws.path("sums/SHA256SUMS")).unwrap()
+}
+
+/// After a kill: what verify says, then repair, then verify and a new run.
+fn recover(ws: &Workspace, expect_interrupted: bool) {
+    let v = ws.cordon(&["verify"], &[]);
+    if expect_interrupted {
+        assert_eq!(v.code, 1, "verify names the unfinished run: {v:?}");
+        assert!(v.stdout.contains("cordon repair"), "{v:?}");
+    }
+    let dry = ws.cordon(&["repair", "--dry-run"], &[]);
+    assert!(dry.code == 0 || dry.code == 1, "{dry:?}");
+    let r = ws.cordon(&["repair"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let v = ws.cordon(&["verify"], &[]);
+    assert_eq!(v.code, 0, "after repair every record holds: {v:?}");
+    assert!(
+        std::fs::read_dir(ws.path(".cordon/staging"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true),
+        "no staging is left"
+    );
+    let again = ws.cordon(&["run", "step.toml", "--no-cache"], &[]);
+    assert_eq!(again.code, 0, "the next run works: {again:?}");
+    let v = ws.cordon(&["verify"], &[]);
+    assert_eq!(v.code, 0, "{v:?}");
+}
+
+#[cfg(feature = "fault-injection")]
+fn killed_at(point: &str) -> (Workspace, String) {
+    let ws = published_once();
+    let old = sums(&ws);
+    let out = ws.run(&[("CORDON_FAULT", point)]);
+    assert_ne!(out.code, 0, "the runner was stopped at {point}: {out:?}");
+    (ws, old)
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn killed_before_its_intent_a_run_publishes_nothing() {
+    let (ws, old) = killed_at("before-intent");
+    assert_eq!(sums(&ws), old, "the old outputs stand");
+    assert_eq!(ws.records().len(), 1, "no record of the killed run");
+    recover(&ws, false);
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn killed_after_its_intent_before_its_record_a_run_is_rolled_back() {
+    let (ws, old) = killed_at("after-intent");
+    assert_eq!(sums(&ws), old, "nothing was published without a record");
+    assert_eq!(ws.records().len(), 1);
+    recover(&ws, true);
+    assert_ne!(sums(&ws), old, "the run after repair published");
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn killed_after_writing_its_record_before_chaining_it_the_record_is_moved_aside() {
+    let (ws, old) = killed_at("record-written");
+    assert_eq!(sums(&ws), old);
+    let v = ws.cordon(&["verify"], &[]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.contains("is not in the chain"), "{v:?}");
+    recover(&ws, true);
+    let orphaned = std::fs::read_dir(ws.path(".cordon/records/orphaned"))
+        .unwrap()
+        .count();
+    assert!(orphaned >= 1, "the unchained record is kept aside");
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn killed_after_its_record_before_publication_a_run_is_rolled_forward() {
+    for point in [
+        "after-record",
+        "after-cache",
+        "mid-exchange",
+        "after-publish",
+    ] {
+        let (ws, old) = killed_at(point);
+        let records = ws.records();
+        assert_eq!(records.len(), 2, "{point}: the record is chained");
+        let v = ws.cordon(&["verify"], &[]);
+        assert_eq!(v.code, 1, "{point}: {v:?}");
+        assert!(
+            v.stdout.contains("stopped while publishing") && v.stdout.contains("cordon repair"),
+            "{point}: {v:?}"
+        );
+        let r = ws.cordon(&["repair"], &[]);
+        assert_eq!(r.code, 0, "{point}: {r:?}");
+        assert!(r.stdout.contains("publication completed"), "{point}: {r:?}");
+        assert_ne!(sums(&ws), old, "{point}: the recorded outputs are in place");
+        // No leftover exchange trees beside the output.
+        let beside: Vec<_> = std::fs::read_dir(ws.root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("cordon-"))
+            .collect();
+        assert!(beside.is_empty(), "{point}: {beside:?}");
+        recover(&ws, false);
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_cache_hit_killed_before_publication_is_completed_by_repair() {
+    let ws = published_once();
+    // Back to the first input: the next run is a cache hit of the first.
+    ws.write("data/a.txt", "alpha\n");
+    let first = sums(&ws);
+    let out = ws.cordon(&["run", "step.toml", "--no-cache"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    ws.write("data/a.txt", "alpha, changed\n");
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    ws.write("data/a.txt", "alpha\n");
+    let out = ws.run(&[("CORDON_FAULT", "after-record")]);
+    assert_ne!(out.code, 0, "{out:?}");
+    recover(&ws, true);
+    assert_eq!(sums(&ws), first);
+}
+
+#[test]
+fn runners_killed_at_random_moments_leave_nothing_unrecorded() {
+    let ws = published_once();
+    let mut interrupted = 0;
+    for trial in 0..12u64 {
+        ws.write("data/a.txt", format!("trial {trial}\n"));
+        let mut child = std::process::Command::new(CORDON)
+            .args(["run", "step.toml", "--quiet"])
+            .current_dir(ws.root())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CORDON_SECRETS_HOME", ws.secrets_home())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Spread the kills over a run's life: start-up, the step, the
+        // commit. The delay is the experiment, not an assertion.
+        std::thread::sleep(std::time::Duration::from_millis(trial * 9 % 110));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if !status.success() {
+            interrupted += 1;
+        }
+        let r = ws.cordon(&["repair"], &[]);
+        assert_eq!(r.code, 0, "trial {trial}: {r:?}");
+        let v = ws.cordon(&["verify"], &[]);
+        assert_eq!(
+            v.code, 0,
+            "trial {trial}: after repair nothing is unrecorded: {v:?}"
+        );
+    }
+    // The trials really interrupted runs (most are killed mid-way).
+    assert!(interrupted > 0, "no run was interrupted");
+    recover(&ws, false);
+}
