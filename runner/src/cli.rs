@@ -466,8 +466,26 @@ fn bad_files(errors: Vec<ManifestError>) -> Failure {
 }
 
 /// Parses the arguments, runs the command, returns the exit code.
+/// Raises the soft limit on open descriptors to the hard limit.
+///
+/// A step's open files and directories are the runner's descriptors; with
+/// the common soft limit of 1,024 or 4,096, a step holding many of them
+/// left the runner unable to open what it needs to measure and check the
+/// outputs (which then failed open). The sandbox caps a step's resources
+/// (`sandbox::MAX_RESOURCES`) well below the raised limit, so the runner
+/// always keeps descriptors of its own.
+fn raise_descriptor_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    raise_descriptor_limit();
     let filter = match cli.verbose {
         0 => "warn",
         1 => "info",

@@ -534,36 +534,82 @@ fn walk(
     Ok(())
 }
 
+/// Deepest directory [`charged_bytes`] measures. Deeper trees fail the
+/// measurement (and so the step): a step can nest directories through
+/// handles far past `PATH_MAX`, and a measurement that skipped what it
+/// cannot name would let those bytes through uncounted. The same bound as
+/// the output check's.
+pub const MAX_MEASURED_DEPTH: usize = crate::outputs::check::MAX_OUTPUT_DEPTH;
+
 /// Bytes a tree occupies for the output limit: each file's length rounded up
 /// to 4 KiB blocks, and 4 KiB for every entry, so that a flood of empty files
 /// or directories is charged like the disk space and inodes it uses. Never
-/// follows links; entries that vanish during the walk are skipped.
-pub fn charged_bytes(root: &Path) -> u64 {
+/// follows links. Entries that vanish during the walk (the step deleted
+/// them) are skipped; anything else that cannot be opened or read, and any
+/// tree deeper than [`MAX_MEASURED_DEPTH`], is an error: a limit that
+/// cannot be measured fails closed.
+pub fn charged_bytes(root: &Path) -> io::Result<u64> {
     const BLOCK: u64 = 4096;
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
     let mut total = 0u64;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
+    let mut stack = vec![(root.to_path_buf(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        if depth > MAX_MEASURED_DEPTH {
+            return Err(io::Error::other(format!(
+                "the output tree is deeper than {MAX_MEASURED_DEPTH} directories"
+            )));
+        }
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if gone(&e) && depth > 0 => continue,
+            Err(e) => return Err(e),
         };
-        for item in rd.flatten() {
+        for item in rd {
+            let item = match item {
+                Ok(i) => i,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e),
+            };
             total = total.saturating_add(BLOCK);
-            let Ok(ft) = item.file_type() else { continue };
+            let ft = match item.file_type() {
+                Ok(t) => t,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e),
+            };
             if ft.is_dir() {
-                stack.push(item.path());
-            } else if ft.is_file()
-                && let Ok(m) = item.metadata()
-            {
-                total = total.saturating_add(m.len().div_ceil(BLOCK) * BLOCK);
+                stack.push((item.path(), depth + 1));
+            } else if ft.is_file() {
+                match item.metadata() {
+                    Ok(m) => total = total.saturating_add(m.len().div_ceil(BLOCK) * BLOCK),
+                    Err(e) if gone(&e) => continue,
+                    Err(e) => return Err(e),
+                }
             }
         }
     }
-    total
+    Ok(total)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tree_too_deep_to_measure_is_an_error_not_zero() {
+        let d = tempfile::tempdir().unwrap();
+        let mut p = d.path().to_path_buf();
+        for _ in 0..=MAX_MEASURED_DEPTH + 1 {
+            p.push("d");
+        }
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("big"), vec![0u8; 10_000]).unwrap();
+        let e = charged_bytes(d.path()).unwrap_err().to_string();
+        assert!(e.contains("deeper than"), "{e}");
+        assert!(charged_bytes(&d.path().join("d")).is_err());
+        let shallow = tempfile::tempdir().unwrap();
+        std::fs::write(shallow.path().join("f"), b"x").unwrap();
+        assert_eq!(charged_bytes(shallow.path()).unwrap(), 4096 + 4096);
+    }
 
     #[test]
     fn tree_digest_is_stable_and_content_sensitive() {
@@ -741,6 +787,6 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("a"), vec![0u8; 5000]).unwrap();
         std::fs::write(d.path().join("b"), b"").unwrap();
-        assert_eq!(charged_bytes(d.path()), 4096 + 8192 + 4096);
+        assert_eq!(charged_bytes(d.path()).unwrap(), 4096 + 8192 + 4096);
     }
 }

@@ -193,7 +193,10 @@ pub fn run_step(
             Access::ReadWrite => {
                 watched.push(Watched {
                     path: m.host.clone(),
-                    baseline: digest::charged_bytes(&m.host),
+                    baseline: digest::charged_bytes(&m.host).map_err(fail(format!(
+                        "cannot measure read-write mount {} before the run",
+                        escape_for_terminal(&m.guest)
+                    )))?,
                 });
                 preopens.push(Preopen {
                     host: m.host.clone(),
@@ -483,6 +486,7 @@ pub fn run_step(
         secrets: outcome.secrets,
         secrets_not_granted: outcome.secrets_not_granted,
         network: outcome.network,
+        network_omitted: outcome.network_omitted,
         limits: plan.limits,
         usage: outcome.usage,
         stdout: outcome.stdout,
@@ -717,6 +721,7 @@ fn serve_from_cache(
         mounts,
         secrets: Default::default(),
         network: Vec::new(),
+        network_omitted: None,
         secrets_not_granted: Default::default(),
         limits: plan.limits,
         usage: Default::default(),

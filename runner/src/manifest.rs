@@ -658,6 +658,51 @@ fn guest_nested(a: &str, b: &str) -> bool {
     a == "/" || b == "/" || b.starts_with(&format!("{a}/")) || a.starts_with(&format!("{b}/"))
 }
 
+/// A host a secret is bound to (`[[secret]] hosts`), with its scheme.
+///
+/// `name` and `name:port` mean **https** only: a bound secret is a
+/// credential, and plain http shows it to every hop on the way. Sending it
+/// over http needs the entry to say so, `http://name[:port]`, which
+/// `cordon audit` flags. A port given is matched exactly; without one,
+/// the scheme's default port (443, 80) is the only one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundHost {
+    /// `https` or `http`.
+    pub scheme: String,
+    /// The host, lowercase.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl BoundHost {
+    /// Parses a `hosts` entry; `None` when it is not one of the forms.
+    pub fn parse(entry: &str) -> Option<BoundHost> {
+        let (scheme, rest) = match entry.split_once("://") {
+            Some((s, r)) if s.eq_ignore_ascii_case("https") => ("https", r),
+            Some((s, r)) if s.eq_ignore_ascii_case("http") => ("http", r),
+            Some(_) => return None,
+            None => ("https", entry),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() || rest.contains(['/', '@', '?', '#']) {
+            return None;
+        }
+        let default = if scheme == "http" { 80 } else { 443 };
+        let (host, port) = split_host_port(rest, default)?;
+        Some(BoundHost {
+            scheme: scheme.into(),
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// Whether a request to `scheme://host:port` may carry the secret.
+    pub fn admits(&self, scheme: &str, host: &str, port: u16) -> bool {
+        self.scheme == scheme && self.host == host && self.port == port
+    }
+}
+
 /// Largest manifest, pipeline or `cordon.toml` the runner reads. These are
 /// reviewed text files of a few kilobytes; the cap keeps a path such as
 /// `/dev/zero` or a runaway generated file from filling the runner's memory.
@@ -893,9 +938,9 @@ impl Manifest {
                         problems.push(lines.of(h).problem("`hosts` is empty", Some("bind at least one host".into())));
                     }
                     for host in &hosts {
-                        if split_host_port(host, 0).is_none() || host.contains('/') {
+                        if BoundHost::parse(host).is_none() {
                             problems.push(lines.of(h).problem(
-                                format!("`{host}` is not a host (`name` or `name:port`)"),
+                                format!("`{host}` is not a host (`name`, `name:port`, `https://name[:port]` or `http://name[:port]`)"),
                                 None,
                             ));
                         }

@@ -196,6 +196,9 @@ pub struct StepRecord {
     /// bodies, duration, and the secrets attached.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub network: Vec<crate::sandbox::net::NetworkCall>,
+    /// Calls past the number a record lists, counted by outcome.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub network_omitted: Option<crate::sandbox::net::OmittedCalls>,
     /// Limits granted.
     pub limits: Limits,
     /// Resources used.

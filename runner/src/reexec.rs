@@ -267,7 +267,8 @@ fn run_in(
                     .map_err(|e| format!("cannot restore {guest}: {e}"))?;
                 watched.push(Watched {
                     path: d.clone(),
-                    baseline: crate::digest::charged_bytes(&d),
+                    baseline: crate::digest::charged_bytes(&d)
+                        .map_err(|e| format!("cannot measure {guest}: {e}"))?,
                 });
                 preopens.push(Preopen {
                     host: d.clone(),

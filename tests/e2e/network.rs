@@ -306,7 +306,7 @@ fn a_bound_secret_reaches_only_its_host_and_never_the_step() {
             format!("http://127.0.0.1:{}/api/", b.port),
         ],
         &format!(
-            "[[secret]]\nname = \"deploy-token\"\nuses = [\"http-header\"]\nhosts = [\"127.0.0.1:{}\"]\n",
+            "[[secret]]\nname = \"deploy-token\"\nuses = [\"http-header\"]\nhosts = [\"http://127.0.0.1:{}\"]\n",
             a.port
         ),
     );
@@ -317,7 +317,7 @@ fn a_bound_secret_reaches_only_its_host_and_never_the_step() {
         format!("network http://127.0.0.1:{}/api/", a.port),
         format!("network http://127.0.0.1:{}/api/", b.port),
         format!(
-            "secret deploy-token (http-header, sent only to 127.0.0.1:{})",
+            "secret deploy-token (http-header, sent only to http://127.0.0.1:{})",
             a.port
         ),
         "network limits requests".to_string(),
@@ -386,7 +386,10 @@ fn a_server_echoing_the_token_does_not_reveal_it_to_the_step() {
             "Bearer ",
         ],
         &[format!("http://127.0.0.1:{}/api/", a.port)],
-        "[[secret]]\nname = \"deploy-token\"\nuses = [\"http-header\"]\nhosts = [\"127.0.0.1\"]\n",
+        &format!(
+            "[[secret]]\nname = \"deploy-token\"\nuses = [\"http-header\"]\nhosts = [\"http://127.0.0.1:{}\"]\n",
+            a.port
+        ),
     );
     let out = ws.run(&[("CORDON_SECRET_DEPLOY_TOKEN", TOKEN)]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -578,7 +581,7 @@ fn the_publish_step_uploads_with_a_bound_token() {
         PUBLISH,
         &["--input", "/in", "--to", &format!("{base}v1"), "--token", "registry-token"],
         &format!(
-            "{}[network]\nallow = [{{ url = \"{base}\", methods = [\"PUT\"] }}]\n\n[[secret]]\nname = \"registry-token\"\nuses = [\"http-header\"]\nhosts = [\"127.0.0.1:{}\"]\n",
+            "{}[network]\nallow = [{{ url = \"{base}\", methods = [\"PUT\"] }}]\n\n[[secret]]\nname = \"registry-token\"\nuses = [\"http-header\"]\nhosts = [\"http://127.0.0.1:{}\"]\n",
             mount("/in", "model", "read"),
             a.port
         ),
@@ -595,4 +598,208 @@ fn the_publish_step_uploads_with_a_bound_token() {
     let rec = ws.record();
     assert_eq!(rec["report"]["metrics"]["files"], 2.0);
     assert!(!contains(&ws.state_bytes(), TOKEN.as_bytes()));
+}
+
+/// A server that reads paths the way Tomcat does: `;` parameters are
+/// stripped from each segment, percent-escapes decoded, then `.` and `..`
+/// resolved. It answers with the path it resolved.
+fn tomcat_like() -> Server {
+    Server::start(|seen| {
+        let path = seen.path.split('?').next().unwrap_or("");
+        let mut out: Vec<String> = Vec::new();
+        for seg in path.split('/') {
+            let seg = seg.split(';').next().unwrap_or("");
+            let seg = percent_decode(seg);
+            match seg.as_str() {
+                "." | "" => {}
+                ".." => {
+                    out.pop();
+                }
+                s => out.push(s.to_string()),
+            }
+        }
+        (
+            200,
+            vec![],
+            format!("resolved /{}", out.join("/")).into_bytes(),
+        )
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn paths_a_server_resolves_out_of_the_granted_prefix_are_refused_before_connecting() {
+    let a = tomcat_like();
+    let ws = Workspace::new();
+    let base = format!("http://127.0.0.1:{}", a.port);
+    let spellings = [
+        "/api/..;/admin",
+        "/api/%2e%2e;/admin",
+        "/api/x/..;jsessionid=1/..;/admin",
+        "/api/%252e%252e/admin",
+        "/api/%c0%ae%c0%ae/admin",
+        "/api/..%5cadmin",
+        "/api/%2e%2e%2fadmin",
+        "/api/.%2e/admin",
+        "/api/x/../../admin",
+    ];
+    let mut args: Vec<String> = Vec::new();
+    for (i, p) in spellings.iter().enumerate() {
+        if i > 0 {
+            args.push("--".into());
+        }
+        args.push("GET".into());
+        args.push(format!("{base}{p}"));
+    }
+    // The one honest request still goes through.
+    args.extend(["--".into(), "GET".into(), format!("{base}/api/ok")]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    http_step(&ws, &args, &[format!("{base}/api/")], "");
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let seen = a.seen();
+    assert_eq!(
+        seen.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(),
+        ["/api/ok"],
+        "only the honest request reached the server"
+    );
+    assert!(
+        out.stdout.contains("-> 200 resolved /api/ok"),
+        "{}",
+        out.stdout
+    );
+    let calls = network_of(&ws.record());
+    let refused: Vec<_> = calls.iter().filter(|c| c["outcome"] == "refused").collect();
+    assert_eq!(refused.len(), spellings.len(), "{calls:?}");
+    for c in refused {
+        assert!(
+            c["reason"]
+                .as_str()
+                .unwrap()
+                .contains("only paths every server reads the same way"),
+            "{c}"
+        );
+    }
+}
+
+#[test]
+fn a_bound_secret_is_never_sent_over_plain_http_unless_its_host_entry_says_http() {
+    let a = Server::start(|s| {
+        (
+            200,
+            vec![],
+            format!("auth={}", s.header("authorization").is_some()).into_bytes(),
+        )
+    });
+    let ws = Workspace::new();
+    env_secrets(&ws);
+    let url = format!("http://127.0.0.1:{}/api/x", a.port);
+    let secret = |hosts: &str| {
+        format!(
+            "[[secret]]\nname = \"deploy-token\"\nuses = [\"http-header\"]\nhosts = [{hosts}]\n"
+        )
+    };
+    let args = [
+        "GET",
+        url.as_str(),
+        "secret-header",
+        "authorization",
+        "deploy-token",
+        "Bearer ",
+    ];
+    let allow = [format!("http://127.0.0.1:{}/api/", a.port)];
+    // `host:port` alone means https: the plain-http request is refused.
+    http_step(
+        &ws,
+        &args,
+        &allow,
+        &secret(&format!("\"127.0.0.1:{}\"", a.port)),
+    );
+    let out = ws.run(&[("CORDON_SECRET_DEPLOY_TOKEN", TOKEN)]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(a.seen().is_empty(), "nothing reached the server");
+    let calls = network_of(&ws.record());
+    assert_eq!(calls[0]["outcome"], "refused");
+    let reason = calls[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("over https only")
+            && reason.contains(&format!("http://127.0.0.1:{}", a.port)),
+        "the refusal says how to allow it: {reason}"
+    );
+    // Said explicitly, it goes; and audit flags it.
+    http_step(
+        &ws,
+        &args,
+        &allow,
+        &secret(&format!("\"http://127.0.0.1:{}\"", a.port)),
+    );
+    let out = ws.run(&[("CORDON_SECRET_DEPLOY_TOKEN", TOKEN)]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        a.seen()[0].header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    assert!(!out.stdout.contains(TOKEN) && !out.stderr.contains(TOKEN));
+}
+
+#[test]
+fn thousands_of_refused_requests_leave_a_bounded_record() {
+    let ws = Workspace::new();
+    let long = "a".repeat(3_000);
+    let mut args: Vec<String> = Vec::new();
+    for i in 0..270 {
+        if i > 0 {
+            args.push("--".into());
+        }
+        args.push("GET".into());
+        args.push(format!("http://127.0.0.1:9/denied/{long}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    http_step(
+        &ws,
+        &args,
+        &["http://127.0.0.1:9/allowed/".to_string()],
+        "[limits]\nrequests = 1000\n",
+    );
+    let out = ws.cordon(&["run", "step.toml", "--quiet"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let recs = ws.records();
+    let rec = &recs[0];
+    let calls = network_of(rec);
+    assert_eq!(calls.len(), 256, "the list stops at its bound");
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["url"].as_str().unwrap().len() < 2_100)
+    );
+    assert_eq!(rec["network_omitted"]["refused"], 270 - 256);
+    let size = std::fs::metadata(&ws.path(".cordon/records"))
+        .map(|_| {
+            std::fs::read_dir(ws.path(".cordon/records"))
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .max()
+                .unwrap()
+        })
+        .unwrap();
+    assert!(size < 4 << 20, "record files stay small: {size} bytes");
 }

@@ -79,6 +79,23 @@ const MAX_MEMORIES: usize = 100;
 /// real program and bounds host memory spent on tables (~80 MB).
 const MAX_TABLE_ELEMENTS: usize = 10_000_000;
 
+/// Most resources a step may hold at once: open files and directories,
+/// streams, HTTP header maps, requests, responses, secret handles. Each one
+/// is host memory (and some a host descriptor) the guest chooses to
+/// allocate, outside its linear-memory limit; wasmtime's default table
+/// allows millions. A real step holds dozens; 2,048 leaves room for deep
+/// directory walks and many open files while bounding the host side.
+pub const MAX_RESOURCES: usize = 2_048;
+
+/// Most bytes one `wasi:http` header map (`fields`) may hold. wasmtime's
+/// default is 128 KiB per map, and a guest may create maps without sending
+/// them: with [`MAX_RESOURCES`] of them that was 256 MiB of runner memory
+/// whatever the step's memory limit. 16 KiB is what common servers accept
+/// for all request headers together, and bounds header maps to
+/// `MAX_RESOURCES × 16 KiB` = 32 MiB of host memory, documented in
+/// docs/network.md. Bodies are bounded by `[limits] request-bytes`.
+pub const MAX_HTTP_FIELDS_BYTES: usize = 16 * 1024;
+
 /// Errors of the runner itself, or of a component that cannot run at all.
 /// A step that runs and fails is not an error: it is a [`Termination`].
 #[derive(Debug, thiserror::Error)]
@@ -269,8 +286,11 @@ pub struct RunOutcome {
     pub secrets: BTreeMap<String, SecretAudit>,
     /// Secret names requested but not granted, with counts.
     pub secrets_not_granted: BTreeMap<String, u64>,
-    /// Every HTTP request the step made or tried to make.
+    /// Every HTTP request the step made or tried to make, up to
+    /// [`net::MAX_RECORDED_CALLS`].
     pub network: Vec<net::NetworkCall>,
+    /// The calls past that bound, counted.
+    pub network_omitted: Option<net::OmittedCalls>,
 }
 
 /// A compiled, pre-instantiated component. Cloning it is cheap (the
@@ -733,12 +753,18 @@ impl Sandbox {
                     timeout: limits.request_timeout,
                 },
             );
-            (wasmtime_wasi_http::WasiHttpCtx::new(), hooks)
+            let mut ctx = wasmtime_wasi_http::WasiHttpCtx::new();
+            ctx.set_field_size_limit(MAX_HTTP_FIELDS_BYTES);
+            (ctx, hooks)
         });
         let net_state = http.as_ref().map(|(_, h)| h.state.clone());
         let state = StepState {
             wasi: b.build(),
-            table: ResourceTable::new(),
+            table: {
+                let mut t = ResourceTable::new();
+                t.set_max_capacity(MAX_RESOURCES);
+                t
+            },
             http,
             cordon,
             limiter: MemoryLimiter {
@@ -780,7 +806,7 @@ impl Sandbox {
             }
         });
         let wall = started.elapsed();
-        let output_bytes = watchdog.stop();
+        let (output_bytes, unmeasured) = watchdog.stop();
 
         let termination = match result {
             Outcome::Finished(Ok(Ok(()))) => Termination::Exited { code: 0 },
@@ -803,6 +829,29 @@ impl Sandbox {
                 ),
             },
         };
+        // The last measurement decides too: a burst written between two
+        // polls, just before the step ended, is over the limit all the
+        // same. And a limit that could not be measured fails the step.
+        let termination = match (&termination, unmeasured) {
+            (_, Some(why)) if !matches!(termination, Termination::Interrupted) => {
+                Termination::LimitExceeded {
+                    limit: LimitKind::Output,
+                    message: format!(
+                        "stopped: the outputs could not be measured against the output limit ({why})"
+                    ),
+                }
+            }
+            (Termination::LimitExceeded { .. } | Termination::Interrupted, _) => termination,
+            _ if output_bytes > limits.output => Termination::LimitExceeded {
+                limit: LimitKind::Output,
+                message: format!(
+                    "output limit of {} exceeded (the step wrote {})",
+                    crate::units::format_size(limits.output),
+                    crate::units::format_size(output_bytes)
+                ),
+            },
+            _ => termination,
+        };
         let fuel_left = store.get_fuel().unwrap_or(0);
         let state = store.into_data();
         Ok(RunOutcome {
@@ -818,6 +867,9 @@ impl Sandbox {
             report: state.cordon.report,
             secrets: state.cordon.audit,
             secrets_not_granted: state.cordon.not_granted,
+            network_omitted: net_state
+                .as_ref()
+                .and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).omitted.take()),
             network: net_state
                 .map(|s| std::mem::take(&mut s.lock().unwrap_or_else(|p| p.into_inner()).calls))
                 .unwrap_or_default(),
@@ -1030,6 +1082,8 @@ fn stub_absent_imports(
 struct OutputWatchdog {
     stop: Arc<AtomicBool>,
     peak: Arc<AtomicU64>,
+    /// Why a measurement failed, when one did.
+    failure: Arc<std::sync::Mutex<Option<String>>>,
     tripped: Option<tokio::sync::oneshot::Receiver<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -1038,11 +1092,13 @@ impl OutputWatchdog {
     fn start(dirs: Vec<Watched>, limit: u64) -> OutputWatchdog {
         let stop = Arc::new(AtomicBool::new(false));
         let peak = Arc::new(AtomicU64::new(0));
+        let failure = Arc::new(std::sync::Mutex::new(None));
         let (tx, rx) = tokio::sync::oneshot::channel();
         if dirs.is_empty() {
             return OutputWatchdog {
                 stop,
                 peak,
+                failure,
                 tripped: Some(rx),
                 thread: None,
             };
@@ -1050,15 +1106,29 @@ impl OutputWatchdog {
         let thread = {
             let stop = stop.clone();
             let peak = peak.clone();
+            let failure = failure.clone();
             std::thread::Builder::new()
                 .name("cordon-output-watch".into())
                 .spawn(move || {
                     let mut tx = Some(tx);
                     loop {
-                        let grown: u64 = dirs
+                        let measured: std::io::Result<u64> = dirs
                             .iter()
-                            .map(|d| charged_bytes(&d.path).saturating_sub(d.baseline))
+                            .map(|d| charged_bytes(&d.path).map(|b| b.saturating_sub(d.baseline)))
                             .sum();
+                        let grown = match measured {
+                            Ok(g) => g,
+                            Err(e) => {
+                                // A limit that cannot be measured fails closed.
+                                if let Ok(mut slot) = failure.lock() {
+                                    slot.get_or_insert(e.to_string());
+                                }
+                                if let Some(tx) = tx.take() {
+                                    let _ = tx.send(());
+                                }
+                                return;
+                            }
+                        };
                         peak.fetch_max(grown, Ordering::Relaxed);
                         if grown > limit {
                             if let Some(tx) = tx.take() {
@@ -1078,6 +1148,7 @@ impl OutputWatchdog {
         OutputWatchdog {
             stop,
             peak,
+            failure,
             tripped: Some(rx),
             thread: thread.ok(),
         }
@@ -1099,13 +1170,14 @@ impl OutputWatchdog {
     }
 
     /// Stops the thread; returns the largest growth seen (one last
-    /// measurement included).
-    fn stop(mut self) -> u64 {
+    /// measurement included) and why a measurement failed, if one did.
+    fn stop(mut self) -> (u64, Option<String>) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             t.thread().unpark();
             let _ = t.join();
         }
-        self.peak.load(Ordering::Relaxed)
+        let failure = self.failure.lock().ok().and_then(|mut f| f.take());
+        (self.peak.load(Ordering::Relaxed), failure)
     }
 }

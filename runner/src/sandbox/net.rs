@@ -70,11 +70,60 @@ pub(crate) struct NetLimits {
     pub timeout: Duration,
 }
 
+/// Most calls a record lists one by one. Every call a step makes, refused
+/// ones included, costs the runner memory and the record bytes; a step
+/// that fires thousands of refused requests must not grow either without
+/// bound. Past this many, calls are only counted ([`OmittedCalls`]), so a
+/// record's network part is at most about
+/// `MAX_RECORDED_CALLS × (MAX_RECORDED_URL + 1 KiB)` ≈ 768 KiB.
+pub const MAX_RECORDED_CALLS: usize = 256;
+
+/// Longest URL a record keeps (bytes); a longer one is cut at a character
+/// boundary and marked with its full length.
+pub const MAX_RECORDED_URL: usize = 2048;
+
+/// The calls past [`MAX_RECORDED_CALLS`], counted by outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OmittedCalls {
+    /// Calls sent.
+    pub sent: u64,
+    /// Calls refused before any connection.
+    pub refused: u64,
+    /// Calls that failed.
+    pub failed: u64,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct NetState {
     pub calls: Vec<NetworkCall>,
+    pub omitted: Option<OmittedCalls>,
     requests: u64,
     bytes: u64,
+}
+
+impl NetState {
+    /// Keeps `call` for the record, or only counts it once the list is full.
+    fn log(&mut self, mut call: NetworkCall) {
+        if self.calls.len() < MAX_RECORDED_CALLS {
+            if call.url.len() > MAX_RECORDED_URL {
+                let total = call.url.len();
+                let mut cut = MAX_RECORDED_URL;
+                while !call.url.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                call.url.truncate(cut);
+                call.url.push_str(&format!("…({total} bytes)"));
+            }
+            self.calls.push(call);
+            return;
+        }
+        let o = self.omitted.get_or_insert_with(OmittedCalls::default);
+        match call.outcome.as_str() {
+            "sent" => o.sent += 1,
+            "refused" => o.refused += 1,
+            _ => o.failed += 1,
+        }
+    }
 }
 
 /// The hooks wasmtime-wasi-http calls for every outgoing request.
@@ -132,15 +181,80 @@ fn redacted_url(uri: &http::Uri) -> String {
     out
 }
 
-/// Whether `path` has dot segments (plain or percent-encoded) a server
-/// might resolve to climb out of a granted prefix.
-fn has_dot_segments(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase().replace("%2e", ".");
-    lower
-        .split(['/', '\\'])
-        .any(|seg| seg == ".." || seg == ".")
-        || lower.contains("%2f")
-        || lower.contains("%5c")
+/// Decodes `%XX` escapes; `None` when an escape is malformed.
+fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let text = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(text, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// Why a request path cannot be judged against a path prefix the way the
+/// server will read it, if it cannot.
+///
+/// Servers do not all read a path the same way: Tomcat and other Java
+/// servers drop `;…` parameters from each segment before resolving `..`
+/// (`/api/..;/admin` is `/admin` to them), many decode percent-escapes
+/// once more than once (`%252e%252e`), some accept overlong UTF-8 for `.`
+/// and `/` (`%c0%ae`), and Windows-minded ones treat `\` as `/`. A prefix
+/// check on the raw string is only sound when none of that can change the
+/// path's meaning, so every such spelling is refused and the path that was
+/// judged is exactly the path that is sent. docs/network.md lists the
+/// refused spellings.
+fn path_problem(path: &str) -> Option<String> {
+    if path.contains('\\') {
+        return Some("a backslash, which some servers read as `/`".into());
+    }
+    if path.contains(';') {
+        return Some("a `;` parameter, which servers such as Tomcat strip from a segment before resolving it".into());
+    }
+    for seg in path.split('/') {
+        let Some(once) = percent_decode(seg.as_bytes()) else {
+            return Some(format!("a malformed percent-escape in `{seg}`"));
+        };
+        if std::str::from_utf8(&once).is_err() {
+            return Some(format!(
+                "bytes in `{seg}` that are not UTF-8 (overlong encodings of `.` or `/` among them)"
+            ));
+        }
+        // A segment that still holds an escape after one decoding was
+        // encoded twice (or more): only a server that decodes as often as
+        // the encoder did reads it as meant, so none is trusted to.
+        let reescaped = once
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
+        let twice = percent_decode(&once).unwrap_or_else(|| once.clone());
+        for (form, how) in [(&once, "decoded"), (&twice, "decoded twice")] {
+            let dots = form.as_slice() == b"." || form.as_slice() == b"..";
+            let separator = form.iter().any(|&b| matches!(b, b'/' | b'\\' | b';' | 0));
+            if dots && form.as_slice() != seg.as_bytes() {
+                return Some(format!(
+                    "a segment that {how} is `{}`",
+                    String::from_utf8_lossy(form)
+                ));
+            }
+            if dots {
+                return Some(format!("a `{seg}` segment"));
+            }
+            if separator {
+                return Some(format!("an encoded separator or NUL in `{seg}` ({how})"));
+            }
+        }
+        if reescaped {
+            return Some(format!("a percent-escape encoded twice in `{seg}`"));
+        }
+    }
+    None
 }
 
 /// The rule that admits `method scheme://host:port/path`, if any.
@@ -152,9 +266,9 @@ fn admitted<'a>(
     port: u16,
     path: &str,
 ) -> Result<&'a AllowRule, String> {
-    if has_dot_segments(path) {
+    if let Some(problem) = path_problem(path) {
         return Err(format!(
-            "the path {path} has dot segments or encoded separators"
+            "the path {path} has {problem}; only paths every server reads the same way are allowed"
         ));
     }
     let mut method_refused = None;
@@ -234,7 +348,7 @@ impl WasiHttpHooks for NetHooks {
         let state = self.state.clone();
         let record = move |call: NetworkCall| {
             if let Ok(mut st) = state.lock() {
-                st.calls.push(call);
+                st.log(call);
             }
         };
         let refuse = |reason: String, secrets: Vec<String>| NetworkCall {
@@ -259,7 +373,7 @@ impl WasiHttpHooks for NetHooks {
                     format!("the request limit of {} is reached", self.limits.requests),
                     vec![],
                 );
-                st.calls.push(call);
+                st.log(call);
                 return Box::new(async { Err(HttpError::HttpRequestDenied) });
             }
             st.requests += 1;
@@ -297,12 +411,32 @@ impl WasiHttpHooks for NetHooks {
                     continue;
                 }
                 let host_port = format!("{host}:{port}");
-                if !b.hosts.iter().any(|h| *h == host || *h == host_port) {
-                    let reason = format!(
-                        "secret `{}` is not bound to host {host_port} (bound: {})",
-                        b.name,
-                        b.hosts.join(", ")
-                    );
+                if !b.hosts.iter().any(|h| {
+                    crate::manifest::BoundHost::parse(h)
+                        .is_some_and(|h| h.admits(&scheme, &host, port))
+                }) {
+                    // The same host over https (at this port, or the bare
+                    // host with https's default): say how to allow http.
+                    let plain = scheme == "http"
+                        && b.hosts.iter().any(|h| {
+                            crate::manifest::BoundHost::parse(h).is_some_and(|h| {
+                                h.scheme == "https"
+                                    && h.host == host
+                                    && (h.port == port || h.port == 443)
+                            })
+                        });
+                    let reason = if plain {
+                        format!(
+                            "secret `{}` is bound to {host} over https only; it is never sent over plain http unless `hosts` says `http://{host_port}`",
+                            b.name
+                        )
+                    } else {
+                        format!(
+                            "secret `{}` is not bound to host {scheme}://{host_port} (bound: {})",
+                            b.name,
+                            b.hosts.join(", ")
+                        )
+                    };
                     record(refuse(reason, vec![b.name.clone()]));
                     return Box::new(async { Err(HttpError::HttpRequestDenied) });
                 }
@@ -354,7 +488,7 @@ impl WasiHttpHooks for NetHooks {
                 call.duration_ms = started.elapsed().as_millis() as u64;
                 let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
                 st.bytes += used;
-                st.calls.push(call);
+                st.log(call);
             };
             let exchange = async {
                 let sent = collect_within(body, budget, true).await?;
@@ -496,6 +630,91 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("method DELETE is not granted"), "{err}");
+    }
+
+    #[test]
+    fn every_spelling_a_server_might_read_differently_is_refused() {
+        for p in [
+            "/api/..;/admin",
+            "/api/%2e%2e;/admin",
+            "/api/x/..;jsessionid=1/..;/admin",
+            "/api/%252e%252e/admin",
+            "/api/%25252e/admin",
+            "/api/%c0%ae%c0%ae/admin",
+            "/api/%e0%80%ae/admin",
+            "/api/..%5cadmin",
+            "/api/a\\..\\admin",
+            "/api/%2e%2e%2fadmin",
+            "/api/%2fadmin",
+            "/api/.%2e/admin",
+            "/api/./admin",
+            "/api/x/../admin",
+            "/api/%00",
+            "/api/%zz",
+            "/api/%",
+        ] {
+            assert!(path_problem(p).is_some(), "{p} must be refused");
+        }
+        for p in ["/api/ok", "/api/a.b/c..d", "/api/%41bc", "/api/x%20y", "/"] {
+            assert_eq!(path_problem(p), None, "{p} is plain");
+        }
+    }
+
+    #[test]
+    fn bound_hosts_mean_https_unless_they_say_http() {
+        use crate::manifest::BoundHost;
+        let bare = BoundHost::parse("Registry.Example.com").unwrap();
+        assert!(bare.admits("https", "registry.example.com", 443));
+        assert!(!bare.admits("http", "registry.example.com", 80));
+        assert!(!bare.admits("https", "registry.example.com", 8443));
+        let port = BoundHost::parse("h:8443").unwrap();
+        assert!(port.admits("https", "h", 8443) && !port.admits("http", "h", 8443));
+        let http = BoundHost::parse("http://h:8080").unwrap();
+        assert!(http.admits("http", "h", 8080) && !http.admits("https", "h", 8080));
+        assert!(
+            BoundHost::parse("http://h")
+                .unwrap()
+                .admits("http", "h", 80)
+        );
+        for bad in ["ftp://h", "https://h/path", "https://u@h", "", "https://"] {
+            assert!(BoundHost::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_call_log_is_bounded_and_counts_the_rest() {
+        let mut st = NetState::default();
+        let call = |outcome: &str, url: String| NetworkCall {
+            method: "GET".into(),
+            url,
+            outcome: outcome.into(),
+            reason: None,
+            status: None,
+            bytes_sent: 0,
+            bytes_received: 0,
+            request_sha256: None,
+            response_sha256: None,
+            duration_ms: 0,
+            secrets: vec![],
+        };
+        st.log(call(
+            "sent",
+            format!("http://h/{}", "é".repeat(MAX_RECORDED_URL)),
+        ));
+        assert!(st.calls[0].url.len() < MAX_RECORDED_URL + 32);
+        assert!(st.calls[0].url.ends_with("bytes)"));
+        for _ in 1..MAX_RECORDED_CALLS + 3 {
+            st.log(call("refused", "u".into()));
+        }
+        assert_eq!(st.calls.len(), MAX_RECORDED_CALLS);
+        assert_eq!(
+            st.omitted,
+            Some(OmittedCalls {
+                sent: 0,
+                refused: 3,
+                failed: 0
+            })
+        );
     }
 
     #[test]
