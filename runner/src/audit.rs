@@ -776,8 +776,8 @@ impl Audit {
         let mut out = format!(
             "capability audit of {} {} ({}) for {}\n{}; paths are relative to the current directory\n",
             self.kind,
-            crate::review::plain(&self.name),
-            crate::review::plain(&self.file),
+            crate::sanitize::escape_for_terminal(&self.name),
+            crate::sanitize::escape_for_terminal(&self.file),
             self.environment_sentence(),
             plural(self.steps.len(), "step"),
         );
@@ -785,7 +785,7 @@ impl Audit {
             out.push_str(&format!(
                 "\nstep {} ({})\n",
                 s.name,
-                crate::review::plain(&s.manifest)
+                crate::sanitize::escape_for_terminal(&s.manifest)
             ));
             for l in s.lines() {
                 out.push_str(&format!("  {:<13}{}\n", l.label, l.phrase.text()));

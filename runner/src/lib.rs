@@ -21,6 +21,9 @@
 //! [`capdiff`] lists every capability change between two versions of a
 //! manifest or pipeline (escalations first), and [`inspect`] reads what a
 //! component imports and exports; [`review`] holds their shared wording.
+//! [`sanitize`] is the one way untrusted text (a step's streams, names
+//! from manifests and records) is neutralized before a terminal or a log
+//! shows it.
 
 /// Writes to stdout or stderr and ignores the error. A closed stream
 /// (`cordon run ... 2>&1 | head`) must not crash a run half-way: a
@@ -79,6 +82,7 @@ pub mod record;
 pub mod reexec;
 pub mod review;
 pub mod sandbox;
+pub mod sanitize;
 pub mod scheduler;
 pub mod secrets;
 pub mod units;

@@ -9,9 +9,11 @@
 //! terminal (control and bidirectional-override characters), or inject
 //! markup into a pull-request comment (a link, an image, an `@` mention, a
 //! closing tag). A [`Phrase`] keeps the two kinds apart: our words are
-//! written as they are, quoted values are escaped for the output format.
+//! written as they are, quoted values are escaped for the output format
+//! (for a terminal by [`crate::sanitize`], the one escaping every sink uses).
 
 use crate::manifest::{Classification, Limits, SecretUse};
+use crate::sanitize::escape_for_terminal as plain;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -122,35 +124,14 @@ impl serde::Serialize for Phrase {
     }
 }
 
-/// Characters that can hide or reorder text on a terminal or a web page:
-/// C0/C1 controls (newlines included) and the Unicode bidirectional
-/// controls ("Trojan Source").
-fn is_deceptive(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
-/// `value` with every deceptive character written as a Rust-style escape
-/// (`\n`, `\u{202e}`), so it stays on one line and shows what it holds.
-pub fn plain(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        if is_deceptive(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Punctuation that can start markup in the middle of a GitHub-flavoured
 /// Markdown line: emphasis, code, links and images, HTML and entities,
 /// tables, strikethrough, math, mentions and issue references, autolinks
 /// (`https:`, `www.`), and the backslash itself.
 const MARKDOWN_ACTIVE: &str = "\\`*_{}[]<>()#!|~&@:.$";
 
-/// `value` as Markdown text: deceptive characters escaped as in [`plain`],
+/// `value` as Markdown text: deceptive characters escaped as in
+/// [`escape_for_terminal`](crate::sanitize::escape_for_terminal),
 /// and every character that could start markup backslash-escaped
 /// (CommonMark allows a backslash before any ASCII punctuation). Our own
 /// text always comes first on a line, so line-start markup (`-`, `+`, `1.`)
