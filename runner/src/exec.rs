@@ -517,6 +517,7 @@ fn serve_from_cache(
         bytes_captured: 0,
         truncated: false,
         redacted: false,
+        escaped: false,
         log,
     };
     let report: crate::sandbox::host::Report =
@@ -632,7 +633,12 @@ fn find_secret_in_outputs(
         {
             let data = std::fs::read(m.dir.join(&e.path)).ok()?;
             if redactor.contains_secret(&data) {
-                return Some(format!("{}/{}", m.guest, e.path));
+                // The name is the step's choice: escaped before any message
+                // or record quotes it.
+                return Some(crate::sanitize::escape_for_terminal(&format!(
+                    "{}/{}",
+                    m.guest, e.path
+                )));
             }
         }
     }

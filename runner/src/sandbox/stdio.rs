@@ -1,5 +1,12 @@
 //! The step's stdout and stderr: streamed to the user with the step name as
-//! prefix, redacted, captured up to a cap for the record, hashed.
+//! prefix, sanitized, redacted, captured up to a cap for the record, hashed.
+//!
+//! Every byte goes through [`StreamSanitizer`] first (escape sequences
+//! removed, other controls written visibly), then through the
+//! [`Redactor`], so a step can neither draw on the runner's terminal nor
+//! split a secret value with escapes to get it past redaction; the capture
+//! file, the terminal and the record's digest all see the same sanitized,
+//! redacted bytes.
 //!
 //! Nothing here buffers without bound. Bytes beyond the cap are counted and
 //! dropped, not stored; a partial line is held back only up to
@@ -7,6 +14,7 @@
 //! across two writes is still redacted).
 
 use crate::manifest::Sha256Digest;
+use crate::sanitize::StreamSanitizer;
 use crate::secrets::Redactor;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
@@ -51,6 +59,9 @@ pub struct StreamSummary {
     pub truncated: bool,
     /// Whether a secret value was found and redacted.
     pub redacted: bool,
+    /// Whether control bytes or escape sequences were removed or written
+    /// visibly (`\x1b`) before the stream was shown and stored.
+    pub escaped: bool,
     /// The capture file, when one was written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<PathBuf>,
@@ -60,6 +71,7 @@ struct Inner {
     prefix: String,
     forward: Forward,
     redactor: Redactor,
+    sanitizer: StreamSanitizer,
     pending: Vec<u8>,
     file: Option<File>,
     log: Option<PathBuf>,
@@ -93,6 +105,7 @@ impl Capture {
             prefix,
             forward,
             redactor,
+            sanitizer: StreamSanitizer::new(),
             pending: Vec::new(),
             file,
             log,
@@ -114,6 +127,10 @@ impl Capture {
     /// Emits whatever is held back and returns the summary.
     pub fn finish(&self) -> StreamSummary {
         let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Inner {
+            sanitizer, pending, ..
+        } = &mut *inner;
+        sanitizer.finish(pending);
         let rest = std::mem::take(&mut inner.pending);
         if !rest.is_empty() {
             inner.emit(&rest);
@@ -127,6 +144,7 @@ impl Capture {
             bytes_captured: inner.captured,
             truncated: inner.truncated,
             redacted: inner.redacted,
+            escaped: inner.sanitizer.changed(),
             log: inner.log.clone(),
         }
     }
@@ -138,7 +156,7 @@ impl Inner {
         if self.truncated {
             return;
         }
-        self.pending.extend_from_slice(data);
+        self.sanitizer.push(data, &mut self.pending);
         // Emit complete lines; hold back a partial line, but never more than
         // MAX_LINE bytes of it.
         let want = match self.pending.iter().rposition(|b| *b == b'\n') {
