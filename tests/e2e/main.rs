@@ -5,6 +5,7 @@
 mod harness;
 
 mod escapes;
+mod hostile_channels;
 mod limits;
 mod manifest_errors;
 mod network;
