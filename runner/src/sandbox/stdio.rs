@@ -10,8 +10,11 @@
 //!
 //! Nothing here buffers without bound. Bytes beyond the cap are counted and
 //! dropped, not stored; a partial line is held back only up to
-//! [`MAX_LINE`] bytes (plus the length of the longest secret, so a value split
-//! across two writes is still redacted).
+//! [`MAX_LINE`] bytes (plus [`Redactor::longest`], so a value split across
+//! two writes is still redacted). A complete line is held back too when its
+//! end could be the start of an encoded value that the next line continues
+//! (base64 wrapped over lines): it is shown once the next line rules that
+//! out, or when the step ends.
 
 use crate::manifest::Sha256Digest;
 use crate::sanitize::StreamSanitizer;
@@ -166,7 +169,16 @@ impl Inner {
             }
             None => 0,
         };
-        let cut = self.redactor.safe_cut(&self.pending, want);
+        let mut cut = self.redactor.safe_cut(&self.pending, want);
+        if cut < want && self.pending.len() <= MAX_LINE {
+            // What may be the start of a value (a PEM line that the next
+            // line continues) is held back with its whole line, so the
+            // terminal never shows a line cut in two.
+            cut = self.pending[..cut]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
+        }
         if cut > 0 {
             let chunk: Vec<u8> = self.pending.drain(..cut).collect();
             self.emit(&chunk);
