@@ -84,6 +84,40 @@ deny contains v if {
 	}
 }
 
+# protected-reveal-egress: a step that sees a secret's bytes and can write
+# outputs or reach the network can leak them in any encoding (XOR,
+# reversal, splitting) that no redaction or output check recognises. Holds
+# even where protected-reveal is disabled for a step that needs the bytes.
+deny contains v if {
+	input.environment.protected
+	some step in input.steps
+	some s in step.secrets
+	"reveal" in s.uses
+	egress(step)
+	v := {
+		"rule": "protected-reveal-egress",
+		"step": step.name,
+		"message": sprintf("secret %s may be revealed to a step that can also %s in protected environment %s: it can leak the value in any encoding", [s.name, egress_words(step), input.environment.name]),
+		"fix": sprintf("remove `reveal` from the uses of %s, or split the step: one that uses the value with no write mount and no network, one that publishes", [s.name]),
+	}
+}
+
+writes(step) if {
+	some m in step.mounts
+	m.access != "read"
+}
+
+egress(step) if writes(step)
+
+egress(step) if count(step.network) > 0
+
+egress_words(step) := "write outputs" if {
+	writes(step)
+	count(step.network) == 0
+} else := "reach the network" if {
+	not writes(step)
+} else := "write outputs and reach the network"
+
 # protected-env-provider: environment variables are the weakest secret
 # source (any process of the runner's user can read them); protected
 # environments use the local store or vault.

@@ -42,6 +42,10 @@ pub const FLAG_CODES: &[(&str, &str)] = &[
         "the step may read a secret's value, not only use it",
     ),
     (
+        "reveal-with-egress",
+        "the step may read a secret's value and also write outputs or reach the network: it can leak the value in any encoding, which no check can recognise",
+    ),
+    (
         "read-write",
         "a mount is changed in place: not staged, kept after a failed step, never cached",
     ),
@@ -582,6 +586,31 @@ fn risk_flags(m: &Manifest, network: &[String]) -> Vec<Flag> {
             });
         }
     }
+    // Redaction and the output check find a value and its accidental
+    // encodings; a step that reads the value and can write anywhere can
+    // XOR, reverse or split it first, and nothing can tell.
+    let writes = m.mounts.iter().any(|x| x.access != Access::Read);
+    if writes || !network.is_empty() {
+        let via = match (writes, !network.is_empty()) {
+            (true, true) => "write outputs and reach the network",
+            (true, false) => "write outputs",
+            _ => "reach the network",
+        };
+        for g in m
+            .secrets
+            .iter()
+            .filter(|g| g.uses.contains(&SecretUse::Reveal))
+        {
+            flags.push(Flag {
+                code: "reveal-with-egress",
+                message: Phrase::new("the step may read the value of secret ")
+                    .code(&g.name)
+                    .words(format!(
+                        " and {via}: it can leak the value in any encoding (XOR, reversal, splitting), which no check can recognise"
+                    )),
+            });
+        }
+    }
     for mount in &m.mounts {
         if mount.access == Access::ReadWrite {
             flags.push(Flag {
@@ -776,8 +805,8 @@ impl Audit {
         let mut out = format!(
             "capability audit of {} {} ({}) for {}\n{}; paths are relative to the current directory\n",
             self.kind,
-            crate::review::plain(&self.name),
-            crate::review::plain(&self.file),
+            crate::sanitize::escape_for_terminal(&self.name),
+            crate::sanitize::escape_for_terminal(&self.file),
             self.environment_sentence(),
             plural(self.steps.len(), "step"),
         );
@@ -785,7 +814,7 @@ impl Audit {
             out.push_str(&format!(
                 "\nstep {} ({})\n",
                 s.name,
-                crate::review::plain(&s.manifest)
+                crate::sanitize::escape_for_terminal(&s.manifest)
             ));
             for l in s.lines() {
                 out.push_str(&format!("  {:<13}{}\n", l.label, l.phrase.text()));
@@ -915,6 +944,25 @@ mod tests {
         assert_eq!(codes(&risk_flags(&m, &[])), ["restricted-data"]);
         let m = manifest("[[secret]]\nname = \"k\"\nuses = [\"sign\", \"reveal\"]\n");
         assert_eq!(codes(&risk_flags(&m, &[])), ["reveal"]);
+        let m = manifest(
+            &(mount("/out", "write", "internal")
+                + "[[secret]]\nname = \"k\"\nuses = [\"reveal\"]\n"),
+        );
+        assert_eq!(
+            codes(&risk_flags(&m, &[])),
+            ["reveal", "reveal-with-egress"]
+        );
+        assert!(
+            risk_flags(&m, &[])[1]
+                .message
+                .text()
+                .contains("can leak the value in any encoding")
+        );
+        let m = manifest("[[secret]]\nname = \"k\"\nuses = [\"reveal\"]\n");
+        assert_eq!(
+            codes(&risk_flags(&m, &["h:1".into()])),
+            ["reveal", "reveal-with-egress"]
+        );
         let m = manifest(&mount("/work", "read-write", "internal"));
         assert_eq!(codes(&risk_flags(&m, &[])), ["read-write"]);
         let m =

@@ -33,9 +33,9 @@ use crate::manifest::{
 };
 use crate::pipeline::{Pipeline, is_pipeline_source};
 use crate::review::{
-    Format, Phrase, classification_name, file_problem, limit_values, md_code, plain, plural,
-    use_name,
+    Format, Phrase, classification_name, file_problem, limit_values, md_code, plural, use_name,
 };
+use crate::sanitize::escape_for_terminal as plain;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@ use crate::pipeline::{Pipeline, PipelinePlan, is_pipeline_file};
 use crate::plan::{PlanContext, plan_step};
 use crate::record::Publication;
 use crate::sandbox::{Sandbox, SandboxError, StepComponent};
+use crate::sanitize::{escape_for_terminal, escape_lines};
 use crate::scheduler::{PipelineOptions, run_pipeline};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -601,7 +602,9 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            say!("error: {:#}", f.error);
+            // Errors quote manifests, paths and what steps wrote: every line
+            // is escaped, so none can draw on the terminal.
+            say!("error: {}", escape_lines(&format!("{:#}", f.error)));
             ExitCode::from(f.code)
         }
     }
@@ -711,6 +714,7 @@ fn run_step_cmd(
     // early return).
     let mut resolution = crate::secrets::resolve(env, &plan.secrets).map_err(bad_input)?;
     let secrets = std::mem::take(&mut resolution.secrets);
+    crate::secrets::refuse_short_values(&env.name, &secrets).map_err(bad_input)?;
     let sandbox = sandbox_for(&plan.state_dir)?;
     let component = load_component(&sandbox, &plan, &manifest)?;
     warn_unsigned(env, &signer);
@@ -756,7 +760,11 @@ fn run_step_cmd(
             } => (reason.clone(), kept_at.clone(), listing.clone()),
             _ => (r.termination.describe(), None, None),
         };
-        say!("cordon: step `{}` failed: {reason}", r.step);
+        say!(
+            "cordon: step `{}` failed: {}",
+            r.step,
+            escape_for_terminal(&reason)
+        );
         if let Some(k) = kept {
             say!(
                 "cordon: nothing was published; partial output kept at {}",
@@ -864,6 +872,9 @@ fn run_pipeline_cmd(
                 .collect()
         })
         .collect();
+    for step in &secrets {
+        crate::secrets::refuse_short_values(&env.name, step).map_err(bad_input)?;
+    }
     let state_dir = plan.steps[0].state_dir.clone();
     let sandbox = sandbox_for(&state_dir)?;
     // One load (compiled-cache read and pre-instantiation) per distinct
@@ -953,7 +964,7 @@ fn run_pipeline_cmd(
             "cordon:   {} {}: {}",
             r.status.word(),
             r.name,
-            r.message.as_deref().unwrap_or("")
+            escape_for_terminal(r.message.as_deref().unwrap_or(""))
         );
         if let Some(rec) = &r.record
             && let Some(log) = &rec.stderr.log
@@ -1204,32 +1215,37 @@ fn manifest_word(v: &impl serde::Serialize) -> String {
 }
 
 fn print_plan(plan: &PipelinePlan, at: &Where) {
-    out!("pipeline {} (environment {})", plan.name, at.env);
+    // Every value here comes from the manifests (paths, purposes,
+    // arguments, environment values): each line is escaped whole.
+    macro_rules! line {
+        ($($arg:tt)*) => { out!("{}", escape_lines(&format!($($arg)*))) };
+    }
+    line!("pipeline {} (environment {})", plan.name, at.env);
     for i in plan.topological_order() {
         let s = &plan.steps[i];
-        out!("\nstep {}", s.name);
-        out!(
+        line!("\nstep {}", s.name);
+        line!(
             "  component {} ({})",
             s.component_path.display(),
             s.component_digest
         );
         for &d in &plan.deps[i] {
-            out!(
+            line!(
                 "  after {} — {}",
                 plan.steps[d].name,
                 plan.reasons.get(&(i, d)).map(String::as_str).unwrap_or("")
             );
         }
-        out!("  args {:?}", s.argv);
+        line!("  args {:?}", s.argv);
         for (k, v) in &s.env {
-            out!("  env {k}={v}");
+            line!("  env {k}={v}");
         }
         for m in &s.mounts {
             let class = m
                 .classification
                 .map(|c| format!(", {c:?}").to_lowercase())
                 .unwrap_or_default();
-            out!(
+            line!(
                 "  mount {} <- {} ({}{class}) — {}",
                 m.guest,
                 m.host.display(),
@@ -1248,17 +1264,17 @@ fn print_plan(plan: &PipelinePlan, at: &Where) {
             } else {
                 format!(", sent only to {}", g.hosts.join(", "))
             };
-            out!("  secret {} ({}{key}{hosts})", g.name, uses.join(", "));
+            line!("  secret {} ({}{key}{hosts})", g.name, uses.join(", "));
         }
         match &s.network {
             Some(grant) => {
                 for rule in &grant.allow {
-                    out!("  network {}", rule.describe());
+                    line!("  network {}", rule.describe());
                 }
             }
-            None => out!("  network none"),
+            None => line!("  network none"),
         }
-        out!(
+        line!(
             "  clock {}, random {}, floats {}, cache {}",
             manifest_word(&s.clock),
             manifest_word(&s.random),
@@ -1266,7 +1282,7 @@ fn print_plan(plan: &PipelinePlan, at: &Where) {
             if plan.cacheable[i] { "on" } else { "off" }
         );
         let l = &s.limits;
-        out!(
+        line!(
             "  limits fuel {}, memory {}, timeout {} s, output {}, stdout {}",
             l.fuel,
             crate::units::format_size(l.memory),
@@ -1275,7 +1291,7 @@ fn print_plan(plan: &PipelinePlan, at: &Where) {
             crate::units::format_size(l.stdout)
         );
         if s.network.is_some() {
-            out!(
+            line!(
                 "  network limits requests {}, request bytes {}, request timeout {} s",
                 l.requests,
                 crate::units::format_size(l.request_bytes),

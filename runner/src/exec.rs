@@ -697,6 +697,7 @@ fn serve_from_cache(
         bytes_captured: 0,
         truncated: false,
         redacted: false,
+        escaped: false,
         log,
     };
     let report: crate::sandbox::host::Report =

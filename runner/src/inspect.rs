@@ -15,8 +15,9 @@
 //! interface, not that it does.
 
 use crate::manifest::{ClockMode, Manifest, RandomMode, SecretUse, Sha256Digest};
-use crate::review::{Format, Phrase, count, md_code, md_text, plain};
+use crate::review::{Format, Phrase, count, md_code, md_text};
 use crate::sandbox::LINKED_INTERFACES;
+use crate::sanitize::escape_for_terminal as plain;
 use serde::Serialize;
 use wasmparser::component_types::ComponentEntityType;
 use wasmparser::{Encoding, KnownCustom, Parser, Payload, Validator, WasmFeatures};

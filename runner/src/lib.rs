@@ -22,6 +22,9 @@
 //! [`capdiff`] lists every capability change between two versions of a
 //! manifest or pipeline (escalations first), and [`inspect`] reads what a
 //! component imports and exports; [`review`] holds their shared wording.
+//! [`sanitize`] is the one way untrusted text (a step's streams, names
+//! from manifests and records) is neutralized before a terminal or a log
+//! shows it.
 
 /// Writes to stdout or stderr and ignores the error. A closed stream
 /// (`cordon run ... 2>&1 | head`) must not crash a run half-way: a

@@ -59,6 +59,10 @@ pub const DEFAULT_RULES: &[Rule] = &[
         reason: "In protected environments no step sees a secret's bytes; it uses the handle.",
     },
     Rule {
+        name: "protected-reveal-egress",
+        reason: "In protected environments a step that sees a secret's bytes may not also write outputs or reach the network: it could leak them in an encoding no check recognises.",
+    },
+    Rule {
         name: "protected-env-provider",
         reason: "Environment variables are the weakest secret source; protected environments use the local store or vault.",
     },
@@ -602,6 +606,11 @@ mod tests {
             ),
             (
                 "protected-reveal",
+                true,
+                Box::new(|s| s["secrets"][0]["uses"] = json!(["reveal"])),
+            ),
+            (
+                "protected-reveal-egress",
                 true,
                 Box::new(|s| s["secrets"][0]["uses"] = json!(["reveal"])),
             ),

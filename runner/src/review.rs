@@ -9,9 +9,11 @@
 //! terminal (control and bidirectional-override characters), or inject
 //! markup into a pull-request comment (a link, an image, an `@` mention, a
 //! closing tag). A [`Phrase`] keeps the two kinds apart: our words are
-//! written as they are, quoted values are escaped for the output format.
+//! written as they are, quoted values are escaped for the output format
+//! (for a terminal by [`crate::sanitize`], the one escaping every sink uses).
 
 use crate::manifest::{Classification, Limits, SecretUse};
+use crate::sanitize::escape_for_terminal as plain;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -122,19 +124,14 @@ impl serde::Serialize for Phrase {
     }
 }
 
-/// `value` with every deceptive character (controls, bidirectional
-/// overrides) written as a Rust-style escape, so it stays on one line and
-/// shows what it holds: the one terminal sanitizer, under the name the
-/// review tools use.
-pub use crate::sanitize::escape_for_terminal as plain;
-
 /// Punctuation that can start markup in the middle of a GitHub-flavoured
 /// Markdown line: emphasis, code, links and images, HTML and entities,
 /// tables, strikethrough, math, mentions and issue references, autolinks
 /// (`https:`, `www.`), and the backslash itself.
 const MARKDOWN_ACTIVE: &str = "\\`*_{}[]<>()#!|~&@:.$";
 
-/// `value` as Markdown text: deceptive characters escaped as in [`plain`],
+/// `value` as Markdown text: deceptive characters escaped as in
+/// [`escape_for_terminal`](crate::sanitize::escape_for_terminal),
 /// and every character that could start markup backslash-escaped
 /// (CommonMark allows a backslash before any ASCII punctuation). Our own
 /// text always comes first on a line, so line-start markup (`-`, `+`, `1.`)

@@ -145,7 +145,7 @@ impl Progress for Plain {
         let why = r
             .message
             .as_ref()
-            .map(|m| format!(": {m}"))
+            .map(|m| format!(": {}", crate::sanitize::escape_for_terminal(m)))
             .unwrap_or_default();
         say!(
             "cordon: [{}] {} in {} ms{why}{record}",
@@ -196,7 +196,7 @@ impl Progress for Live {
         let why = r
             .message
             .as_ref()
-            .map(|m| format!(" — {m}"))
+            .map(|m| format!(" — {}", crate::sanitize::escape_for_terminal(m)))
             .unwrap_or_default();
         self.bars[i].finish_with_message(format!(
             "{} ({} ms){why}",

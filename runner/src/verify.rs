@@ -41,9 +41,19 @@ pub struct Finding {
     pub problem: String,
 }
 
+/// One line: the subject and the problem, escaped. Both quote what records
+/// and the chain hold (output file names a step chose, guest paths), which a
+/// step or anyone who edits the state directory can fill with control
+/// characters.
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.subject, self.problem)
+        use crate::sanitize::escape_for_terminal;
+        write!(
+            f,
+            "{}: {}",
+            escape_for_terminal(&self.subject),
+            escape_for_terminal(&self.problem)
+        )
     }
 }
 

@@ -19,6 +19,11 @@ const STEPS: &[(&str, &str, &str)] = &[
     ("SIGN_MODEL", "cordon-step-sign-model", "sign-model"),
     ("HTTP_PROBE", "cordon-test-http-probe", "http-probe"),
     ("PUBLISH", "cordon-step-publish", "publish"),
+    (
+        "HOSTILE_STREAMS",
+        "cordon-test-hostile-streams",
+        "hostile-streams",
+    ),
 ];
 
 fn main() {

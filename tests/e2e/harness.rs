@@ -30,6 +30,9 @@ pub struct Output {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+    /// The bytes as printed (`stdout`/`stderr` are lossy text).
+    pub raw_stdout: Vec<u8>,
+    pub raw_stderr: Vec<u8>,
 }
 
 impl Output {
@@ -193,10 +196,14 @@ impl Workspace {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        let raw_stdout = t_out.join().unwrap();
+        let raw_stderr = t_err.join().unwrap();
         Output {
             code: status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&t_out.join().unwrap()).into_owned(),
-            stderr: String::from_utf8_lossy(&t_err.join().unwrap()).into_owned(),
+            stdout: String::from_utf8_lossy(&raw_stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&raw_stderr).into_owned(),
+            raw_stdout,
+            raw_stderr,
         }
     }
 

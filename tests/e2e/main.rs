@@ -6,6 +6,7 @@ mod harness;
 
 mod crash;
 mod escapes;
+mod hostile_channels;
 mod hostile_outputs;
 mod limits;
 mod manifest_errors;

@@ -433,6 +433,16 @@ fn every_default_rule_refuses_what_breaks_it_and_passes_what_does_not() {
     write("hmacs", "[[secret]]\nname = \"token\"\nuses = [\"hmac\"]\n");
     assert!(!has("hmacs", "prod", "protected-reveal"));
 
+    // protected-reveal-egress: a revealed secret and a way out (a write
+    // mount or the network) in a protected environment.
+    assert!(!has("reveals", "prod", "protected-reveal-egress"));
+    write(
+        "reveals-and-writes",
+        "[[secret]]\nname = \"token\"\nuses = [\"reveal\"]\n\n[[mount]]\nguest = \"/out\"\nhost = \"out\"\naccess = \"write\"\npurpose = \"a report\"\n",
+    );
+    assert!(!has("reveals-and-writes", "dev", "protected-reveal-egress"));
+    assert!(has("reveals-and-writes", "prod", "protected-reveal-egress"));
+
     // protected-env-provider: secrets from CI variables in a protected
     // environment; the same grant from the local store passes it.
     assert!(has("hmacs", "ci", "protected-env-provider"));

@@ -203,6 +203,7 @@ fn audit_flags_reveal_read_write_and_restricted_data() {
         "  reproducible no: it sees the host's real wall clock (`clock = \"real\"`)\n",
         "  risk         restricted-data: mount /vault holds restricted data\n",
         "  risk         reveal: the step may read the value of secret db-password, not only use it\n",
+        "  risk         reveal-with-egress: the step may read the value of secret db-password and write outputs: it can leak the value in any encoding (XOR, reversal, splitting), which no check can recognise\n",
         "memory 1 GiB; timeout 5 min (default);",
         "may read and change secrets-dir in place at /vault; changes are not staged and survive a failed step (restricted)",
     ] {

@@ -258,6 +258,8 @@ fn run_in(ws: &Workspace, dir: &Path, args: &[&str]) -> Output {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        raw_stdout: out.stdout,
+        raw_stderr: out.stderr,
     }
 }
 

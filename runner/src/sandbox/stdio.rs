@@ -1,12 +1,23 @@
 //! The step's stdout and stderr: streamed to the user with the step name as
-//! prefix, redacted, captured up to a cap for the record, hashed.
+//! prefix, sanitized, redacted, captured up to a cap for the record, hashed.
+//!
+//! Every byte goes through [`StreamSanitizer`] first (escape sequences
+//! removed, other controls written visibly), then through the
+//! [`Redactor`], so a step can neither draw on the runner's terminal nor
+//! split a secret value with escapes to get it past redaction; the capture
+//! file, the terminal and the record's digest all see the same sanitized,
+//! redacted bytes.
 //!
 //! Nothing here buffers without bound. Bytes beyond the cap are counted and
 //! dropped, not stored; a partial line is held back only up to
-//! [`MAX_LINE`] bytes (plus the length of the longest secret, so a value split
-//! across two writes is still redacted).
+//! [`MAX_LINE`] bytes (plus [`Redactor::longest`], so a value split across
+//! two writes is still redacted). A complete line is held back too when its
+//! end could be the start of an encoded value that the next line continues
+//! (base64 wrapped over lines): it is shown once the next line rules that
+//! out, or when the step ends.
 
 use crate::manifest::Sha256Digest;
+use crate::sanitize::StreamSanitizer;
 use crate::secrets::Redactor;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
@@ -51,6 +62,9 @@ pub struct StreamSummary {
     pub truncated: bool,
     /// Whether a secret value was found and redacted.
     pub redacted: bool,
+    /// Whether control bytes or escape sequences were removed or written
+    /// visibly (`\x1b`) before the stream was shown and stored.
+    pub escaped: bool,
     /// The capture file, when one was written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<PathBuf>,
@@ -60,6 +74,7 @@ struct Inner {
     prefix: String,
     forward: Forward,
     redactor: Redactor,
+    sanitizer: StreamSanitizer,
     pending: Vec<u8>,
     file: Option<File>,
     log: Option<PathBuf>,
@@ -93,6 +108,7 @@ impl Capture {
             prefix,
             forward,
             redactor,
+            sanitizer: StreamSanitizer::new(),
             pending: Vec::new(),
             file,
             log,
@@ -114,6 +130,10 @@ impl Capture {
     /// Emits whatever is held back and returns the summary.
     pub fn finish(&self) -> StreamSummary {
         let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Inner {
+            sanitizer, pending, ..
+        } = &mut *inner;
+        sanitizer.finish(pending);
         let rest = std::mem::take(&mut inner.pending);
         if !rest.is_empty() {
             inner.emit(&rest);
@@ -127,6 +147,7 @@ impl Capture {
             bytes_captured: inner.captured,
             truncated: inner.truncated,
             redacted: inner.redacted,
+            escaped: inner.sanitizer.changed(),
             log: inner.log.clone(),
         }
     }
@@ -138,7 +159,7 @@ impl Inner {
         if self.truncated {
             return;
         }
-        self.pending.extend_from_slice(data);
+        self.sanitizer.push(data, &mut self.pending);
         // Emit complete lines; hold back a partial line, but never more than
         // MAX_LINE bytes of it.
         let want = match self.pending.iter().rposition(|b| *b == b'\n') {
@@ -148,7 +169,16 @@ impl Inner {
             }
             None => 0,
         };
-        let cut = self.redactor.safe_cut(&self.pending, want);
+        let mut cut = self.redactor.safe_cut(&self.pending, want);
+        if cut < want && self.pending.len() <= MAX_LINE {
+            // What may be the start of a value (a PEM line that the next
+            // line continues) is held back with its whole line, so the
+            // terminal never shows a line cut in two.
+            cut = self.pending[..cut]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
+        }
         if cut > 0 {
             let chunk: Vec<u8> = self.pending.drain(..cut).collect();
             self.emit(&chunk);
