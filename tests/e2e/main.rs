@@ -6,6 +6,7 @@ mod harness;
 
 mod escapes;
 mod hostile_outputs;
+mod intoto;
 mod limits;
 mod manifest_errors;
 mod network;
