@@ -406,18 +406,31 @@ enum RecordsCommand {
 
 #[derive(Subcommand, Debug)]
 enum ExportCommand {
-    /// A run as in-toto link and layout metadata for `in-toto-verify`.
+    /// A step run or a whole pipeline run as in-toto link and layout
+    /// metadata for `in-toto-verify`.
     ///
-    /// Writes `<step>.<keyid prefix>.link` (signed with the environment's
-    /// signing key) and `root.layout` (signed with --layout-key) into DIR.
-    /// Artifact names are paths relative to --base; verify with
-    /// `in-toto-verify --layout DIR/root.layout --verification-keys
-    /// LAYOUT_KEY.pub --link-dir DIR` run in the base directory.
+    /// Writes `<step>.<keyid prefix>.link` for the step (--run) or for every
+    /// step of the pipeline run (--pipeline-run), signed with the
+    /// environment's signing key, and `root.layout` (signed with
+    /// --layout-key) into DIR. Artifact names are paths relative to --base;
+    /// verify with `in-toto-verify --layout DIR/root.layout
+    /// --verification-keys LAYOUT_KEY.pub --link-dir DIR` run in the base
+    /// directory.
     InToto {
-        /// The run to export.
+        /// The step run to export.
+        #[arg(
+            long,
+            value_name = "ID",
+            required_unless_present = "pipeline_run",
+            conflicts_with = "pipeline_run"
+        )]
+        run: Option<String>,
+        /// The pipeline run to export: one link per step and one layout
+        /// whose steps follow the lineage (the id is the name of its record
+        /// under `<state>/pipelines/`, without `.json`).
         #[arg(long, value_name = "ID")]
-        run: String,
-        /// Where to write the link and the layout.
+        pipeline_run: Option<String>,
+        /// Where to write the links and the layout.
         dir: PathBuf,
         /// The private key (PKCS#8 PEM) that signs the layout.
         #[arg(long, value_name = "FILE")]
@@ -551,13 +564,22 @@ pub fn main() -> ExitCode {
             command:
                 ExportCommand::InToto {
                     run,
+                    pipeline_run,
                     dir,
                     layout_key,
                     state,
                     config,
                     base,
                 },
-        } => export_in_toto(&run, &dir, &layout_key, state, config.as_deref(), base),
+        } => export_in_toto(
+            run.map(ExportTarget::Run)
+                .or(pipeline_run.map(ExportTarget::PipelineRun)),
+            &dir,
+            &layout_key,
+            state,
+            config.as_deref(),
+            base,
+        ),
         Command::Key {
             command:
                 KeyCommand::Generate {
@@ -1646,52 +1668,47 @@ fn reexecute_all(
     Ok(())
 }
 
+/// What `cordon export in-toto` exports.
+enum ExportTarget {
+    /// One step run.
+    Run(String),
+    /// A whole pipeline run.
+    PipelineRun(String),
+}
+
 fn export_in_toto(
-    run: &str,
+    target: Option<ExportTarget>,
     dir: &Path,
     layout_key: &Path,
     state: Option<PathBuf>,
     config: Option<&Path>,
     base: Option<PathBuf>,
 ) -> Result<u8, Failure> {
+    let target =
+        target.ok_or_else(|| bad_input(anyhow::anyhow!("name --run or --pipeline-run")))?;
     let state = state.unwrap_or_else(|| PathBuf::from(".cordon"));
     let cwd = std::env::current_dir().map_err(runner_fault)?;
     let workspace = WorkspaceConfig::discover(config, &cwd).map_err(bad_input)?;
-    // Only a record that verifies is worth exporting.
-    let verdict = crate::verify::verify(
-        &state,
-        &workspace,
-        &crate::keys::TrustRoots::from_process(Vec::new()),
-        &crate::verify::Scope::Run(run.to_string()),
-    )
-    .map_err(bad_input)?;
-    if let Some(f) = verdict.findings.first() {
-        return Err(bad_input(anyhow::anyhow!(
-            "the records do not verify ({f}); run `cordon verify` for every problem"
-        )));
-    }
-    let path = crate::chain::record_path(&state.join("records"), run);
-    let record: serde_json::Value = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| bad_input(anyhow::anyhow!("cannot read {}", path.display())))?;
-    let env_name = record["environment"].as_str().unwrap_or("");
-    let env = workspace.env(env_name).map_err(bad_input)?;
-    let functionary = crate::keys::record_signer(env, &workspace.dir)
-        .map_err(bad_input)?
-        .ok_or_else(|| {
-            bad_input(anyhow::anyhow!(
-                "environment `{env_name}` has no signing key to sign the link with\n  fix: run `cordon key generate --env {env_name}`"
-            ))
-        })?
-        .signer;
     let layout_signer = crate::attest::Signer::load(layout_key).map_err(bad_input)?;
     let base = crate::fsutil::resolve(&base.unwrap_or(cwd)).map_err(bad_input)?;
-    let out = crate::export::export(&record, &functionary, &layout_signer, &base, dir)
-        .map_err(|e| bad_input(anyhow::anyhow!(e)))?;
+    let roots = crate::keys::TrustRoots::from_process(Vec::new());
+    let request = crate::export::ExportRequest {
+        state_dir: &state,
+        workspace: &workspace,
+        roots: &roots,
+        layout_key: &layout_signer,
+        base: &base,
+        dir,
+    };
+    let out = match &target {
+        ExportTarget::Run(id) => crate::export::export_run(&request, id),
+        ExportTarget::PipelineRun(id) => crate::export::export_pipeline_run(&request, id),
+    }
+    .map_err(bad_input)?;
+    let links: Vec<String> = out.links.iter().map(|l| l.display().to_string()).collect();
     say!(
         "cordon: wrote {} and {}",
-        out.link.display(),
+        links.join(", "),
         out.layout.display()
     );
     Ok(0)

@@ -396,11 +396,19 @@ fn settle_skips(plan: &PipelinePlan, st: &mut State, opts: &PipelineOptions) {
     }
 }
 
+/// Format identifier of the pipeline record.
+pub const PIPELINE_RECORD_FORMAT: &str = "cordon.pipeline-record/v1";
+
+/// Where the record of pipeline run `run_id` lives in `state_dir`.
+pub fn pipeline_record_path(state_dir: &std::path::Path, run_id: &str) -> PathBuf {
+    state_dir.join("pipelines").join(format!("{run_id}.json"))
+}
+
 /// The pipeline record: links the step records of one pipeline run with
 /// the dataset versions that went in and the artifacts that came out.
 #[derive(Debug, serde::Serialize)]
 pub struct PipelineRecord {
-    /// `cordon.pipeline-record/v1`.
+    /// [`PIPELINE_RECORD_FORMAT`].
     pub format: &'static str,
     /// Pipeline run id.
     pub run_id: String,
@@ -482,7 +490,7 @@ pub fn write_pipeline_record(
         }
     }
     let record = PipelineRecord {
-        format: "cordon.pipeline-record/v1",
+        format: PIPELINE_RECORD_FORMAT,
         run_id: run_id.clone(),
         pipeline: plan.name.clone(),
         file: crate::record::FileRef {
@@ -498,9 +506,8 @@ pub fn write_pipeline_record(
         policy: policy.cloned(),
         finished_at: crate::record::now_rfc3339(),
     };
-    let dir = state_dir.join("pipelines");
-    crate::fsutil::create_private_dir(&dir)?;
-    let path = dir.join(format!("{run_id}.json"));
+    let path = pipeline_record_path(state_dir, &run_id);
+    crate::fsutil::create_private_dir(path.parent().unwrap_or(state_dir))?;
     let mut bytes = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
     crate::fsutil::write_new(&path, &bytes)?;

@@ -8,6 +8,7 @@ mod crash;
 mod escapes;
 mod hostile_channels;
 mod hostile_outputs;
+mod intoto;
 mod limits;
 mod manifest_errors;
 mod network;

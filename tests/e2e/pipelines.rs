@@ -390,9 +390,14 @@ fn restore_republishes_an_earlier_runs_outputs() {
     );
 }
 
-#[test]
-fn the_example_pipeline_runs_end_to_end_and_reruns_from_the_cache() {
-    let ws = Workspace::new();
+/// The value of both demo secrets of the example pipeline.
+pub(crate) const EXAMPLE_SECRET: &str =
+    "4f4f4f4f4f4f4f4f4f4f4f4f4f4f4f4f4f4f4f4f4f4f4f4f4f4f4f4f4f4f4f4f";
+
+/// Sets up `examples/ml-pipeline` in `ws` as `run.sh` does: the workspace
+/// and pipeline files, the components pinned, a signing key for `dev` and
+/// the demo secrets in its store.
+pub(crate) fn example_pipeline(ws: &Workspace) {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ml-pipeline");
     for f in [
         "cordon.toml",
@@ -425,6 +430,30 @@ fn the_example_pipeline_runs_end_to_end_and_reruns_from_the_cache() {
         let pin = ws.cordon(&["pin", &rel], &[]);
         assert_eq!(pin.code, 0, "{pin:?}");
     }
+    // Demo secrets in the embedded store of `dev`, read from stdin.
+    for name in ["pseudonym-key", "model-signing-key"] {
+        let out = ws.cordon_with_input(
+            &[
+                "secret",
+                "set",
+                name,
+                "--env",
+                "dev",
+                "--config",
+                "cordon.toml",
+            ],
+            &[],
+            Some(EXAMPLE_SECRET.as_bytes()),
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+}
+
+#[test]
+fn the_example_pipeline_runs_end_to_end_and_reruns_from_the_cache() {
+    let ws = Workspace::new();
+    example_pipeline(&ws);
+    let seed = EXAMPLE_SECRET;
     // The example passes policy in dev; prod is protected, and its steps
     // are not approved there.
     let check = ws.cordon(&["check", "pipeline.toml", "--env", "dev"], &[]);
@@ -438,24 +467,6 @@ fn the_example_pipeline_runs_end_to_end_and_reruns_from_the_cache() {
         "{}",
         check.stdout
     );
-    // Demo secrets in the embedded store of `dev`, read from stdin.
-    let seed = "4f".repeat(32);
-    for name in ["pseudonym-key", "model-signing-key"] {
-        let out = ws.cordon_with_input(
-            &[
-                "secret",
-                "set",
-                name,
-                "--env",
-                "dev",
-                "--config",
-                "cordon.toml",
-            ],
-            &[],
-            Some(seed.as_bytes()),
-        );
-        assert_eq!(out.code, 0, "{out:?}");
-    }
     let first = ws.cordon(
         &[
             "run",

@@ -2,6 +2,7 @@
 //! machine nor us can check, and what tampering each check catches.
 
 use crate::harness::*;
+use crate::intoto::in_toto_verify;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use cordon::config::WorkspaceConfig;
@@ -690,29 +691,6 @@ fn a_step_may_ask_for_native_floats_and_the_record_says_so() {
         "{}",
         audit.stdout
     );
-}
-
-/// `in-toto-verify` from PyPI `in-toto`: required, since the point is that
-/// a tool nobody here wrote accepts the export.
-fn in_toto_verify(ws: &Workspace, args: &[&str]) -> Option<std::process::Output> {
-    let found = std::process::Command::new("in-toto-verify")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CORDON_TEST_SKIP_IN_TOTO").is_some(),
-            "in-toto-verify is not installed: `pip install in-toto` (or set CORDON_TEST_SKIP_IN_TOTO=1 to skip this check)"
-        );
-        return None;
-    }
-    Some(
-        std::process::Command::new("in-toto-verify")
-            .args(args)
-            .current_dir(ws.root())
-            .output()
-            .unwrap(),
-    )
 }
 
 #[test]
