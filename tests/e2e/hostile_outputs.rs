@@ -404,7 +404,12 @@ fn a_tree_deeper_than_the_limit_fails_the_step_not_the_runner() {
         BINARY,
         &["output mount /out", "deeper than", "directories"],
     );
-    assert_eq!(ws.record()["termination"]["kind"], "limit-exceeded", "{}", ws.record());
+    assert_eq!(
+        ws.record()["termination"]["kind"],
+        "limit-exceeded",
+        "{}",
+        ws.record()
+    );
     assert!(!ws.path("out").exists(), "nothing published");
     assert_only_a_listing_is_kept(&ws);
 }
