@@ -1734,7 +1734,7 @@ fn inspect_cmd(
     format: crate::review::Format,
 ) -> Result<u8, Failure> {
     let shown = component.display().to_string();
-    let bytes = std::fs::read(component)
+    let bytes = crate::plan::read_component(component)
         .with_context(|| format!("{shown}: cannot read the component"))
         .map_err(bad_input)?;
     let inspection = crate::inspect::inspect(&shown, &bytes)
