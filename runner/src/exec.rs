@@ -136,9 +136,16 @@ pub fn run_step(
     let key = uncacheable
         .is_none()
         .then(|| action_key(plan, &inputs, &secrets));
-    if !opts.no_cache
-        && let Some(k) = &key
-        && let Some(entry) = action_cache.get(k)
+    let cached = match &key {
+        Some(k) if !opts.no_cache => action_cache.get(k).unwrap_or_else(|damaged| {
+            // Never trusted, never fatal: the run's own entry replaces it.
+            tracing::warn!("{damaged}; running step {}", plan.name);
+            None
+        }),
+        _ => None,
+    };
+    if let Some(k) = &key
+        && let Some(entry) = cached
     {
         match serve_from_cache(
             plan,
@@ -155,7 +162,7 @@ pub fn run_step(
             Ok(run) => return Ok(run),
             // A damaged cache entry costs a re-run, never a wrong result.
             Err(e) => tracing::warn!(
-                "cache entry for {} unusable, running the step: {e}",
+                "damaged cache entry for {}: {e}; running the step",
                 plan.name
             ),
         }
@@ -503,7 +510,9 @@ fn serve_from_cache(
         .collect();
     let staging = Staging::create(plan.state_dir.join("staging").join(run_id), &writes)
         .map_err(fail("cannot create the staging directory"))?;
-    for s in &staging.mounts {
+    // Every failure below removes the staging area, so the run that
+    // follows a refused cache entry starts from a clean one.
+    let restored = staging.mounts.iter().try_for_each(|s| {
         let out = entry
             .outputs
             .iter()
@@ -517,7 +526,11 @@ fn serve_from_cache(
         cache
             .cas()
             .restore_tree(&entries, &s.dir)
-            .map_err(fail(format!("cannot restore cached output {}", s.guest)))?;
+            .map_err(fail(format!("cannot restore cached output {}", s.guest)))
+    });
+    if let Err(e) = restored {
+        staging.discard();
+        return Err(e);
     }
     let trees = match staging.verify() {
         Ok(t) => t,
@@ -538,7 +551,7 @@ fn serve_from_cache(
             });
         }
     }
-    staging.publish().map_err(fail(
+    staging.publish_or_remove().map_err(fail(
         "publishing cached outputs failed; the previous outputs are still in place",
     ))?;
     let mut after = trees.iter();
