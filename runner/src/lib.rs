@@ -63,6 +63,7 @@ pub mod capdiff;
 pub mod cas;
 pub mod chain;
 pub mod cli;
+pub mod compiled;
 pub mod config;
 pub mod digest;
 pub mod exec;

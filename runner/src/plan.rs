@@ -126,7 +126,8 @@ pub fn compile_cache_dir(state_dir: &Path) -> PathBuf {
 /// environment's encrypted store, the keys that open them, the trusted
 /// public keys), the stores and key files a configuration names elsewhere,
 /// record-signing and verifying keys, the vault's AppRole secret id file,
-/// the compiled-code cache (native code the runner loads), and the
+/// the compiled-code cache (native code the runner loads) and the key that
+/// seals it, and the
 /// configuration itself (which decides every grant). The state directory is
 /// checked beside these. Paths are resolved through symbolic links first,
 /// so a link in a host path cannot route around the check.
@@ -177,6 +178,9 @@ fn protected_paths(ctx: &PlanContext<'_>, state_dir: &Path) -> Vec<(PathBuf, Str
         &compile_cache_dir(state_dir),
         "the compiled-component cache (native code the runner loads)".into(),
     );
+    if let Some(k) = crate::compiled::key_path() {
+        add(&k, "the key that seals the compiled-component cache".into());
+    }
     out
 }
 
