@@ -70,6 +70,17 @@ pub struct ExecError {
     source: Box<dyn std::error::Error + Send + Sync>,
 }
 
+impl ExecError {
+    /// A panic caught while running a step (a runner bug), with what it
+    /// said.
+    pub fn panicked(message: String) -> ExecError {
+        ExecError {
+            what: "the runner failed on this step (a bug; please report it)".into(),
+            source: message.into(),
+        }
+    }
+}
+
 fn fail<E: std::error::Error + Send + Sync + 'static>(
     what: impl Into<String>,
 ) -> impl FnOnce(E) -> ExecError {
