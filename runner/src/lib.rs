@@ -81,6 +81,7 @@ pub mod plan;
 pub mod policy;
 pub mod record;
 pub mod reexec;
+pub mod restore;
 pub mod review;
 pub mod sandbox;
 pub mod sanitize;
