@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod damaged_state;
 mod escapes;
 mod hostile_outputs;
 mod limits;
