@@ -71,7 +71,7 @@ pub struct Written {
 pub fn approve(manifest_path: &Path, key_path: &Path) -> Result<Written, ApprovalError> {
     let manifest = Manifest::load(manifest_path)?;
     let component = manifest.dir.join(&manifest.component);
-    let bytes = std::fs::read(&component).map_err(|e| {
+    let bytes = crate::plan::read_component(&component).map_err(|e| {
         ApprovalError::Component(format!(
             "cannot read component {}: {e}; build it before approving",
             component.display()

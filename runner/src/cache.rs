@@ -12,6 +12,16 @@
 //! grants (args, env, mounts, limits), the digest of every input tree, the
 //! granted secrets' provider versions (never values), the environment and
 //! the sandbox semantics version. Change any of them and the key changes.
+//!
+//! **Nothing read back is trusted.** An entry file is parsed into typed
+//! values and checked as a whole before any of it is used
+//! ([`ActionEntry::parse`]): its key must be the one it is filed under, every
+//! digest 64 lowercase hex characters, every path a plain relative path
+//! (no `..`, no empty or `.` parts, no NUL), every kind `file` or `dir`.
+//! An entry that fails is a [`DamagedEntry`]: the step runs as on a miss,
+//! with a warning, and the run's own entry replaces it. A blob name that is
+//! not a digest is refused before it becomes a path. This module must never
+//! index, slice or join an unchecked string from the state directory.
 
 use crate::digest::{Entry, EntryKind};
 use crate::manifest::{Access, SecretUse, Sha256Digest};
@@ -47,9 +57,31 @@ pub enum CasError {
         /// What the bytes hash to.
         actual: String,
     },
+    /// The name is not a sha256 digest (64 lowercase hex characters); it
+    /// never becomes a path.
+    #[error("`{0}` is not a blob name (64 lowercase hex characters)")]
+    BadName(String),
     /// Reading or writing failed.
     #[error("{0}")]
     Io(#[from] io::Error),
+}
+
+/// Whether `hex` is a blob name: exactly 64 lowercase hex characters.
+pub fn is_blob_name(hex: &str) -> bool {
+    hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether `path` is a plain relative path inside a tree: `/`-separated,
+/// no empty, `.` or `..` part, no leading `/`, no NUL.
+pub fn is_tree_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// Copies `from` to `to`, returning the sha256 of what was copied.
@@ -78,18 +110,24 @@ impl Cas {
         }
     }
 
-    fn blob(&self, hex: &str) -> PathBuf {
-        self.root.join("sha256").join(&hex[..2]).join(&hex[2..])
+    /// The path of blob `hex`, once `hex` is known to be a blob name.
+    fn blob(&self, hex: &str) -> Result<PathBuf, CasError> {
+        if !is_blob_name(hex) {
+            return Err(CasError::BadName(crate::sanitize::escape_for_terminal(hex)));
+        }
+        let (dir, rest) = hex.split_at(2);
+        Ok(self.root.join("sha256").join(dir).join(rest))
     }
 
-    /// Whether the blob is present.
+    /// Whether the blob is present (never, for a name that is not a
+    /// digest).
     pub fn has(&self, hex: &str) -> bool {
-        self.blob(hex).is_file()
+        self.blob(hex).is_ok_and(|p| p.is_file())
     }
 
     /// Stores the file at `path`, which must hash to `hex`.
     pub fn put_file(&self, path: &Path, hex: &str) -> Result<(), CasError> {
-        let dest = self.blob(hex);
+        let dest = self.blob(hex)?;
         if dest.is_file() {
             return Ok(());
         }
@@ -114,7 +152,7 @@ impl Cas {
 
     /// Copies blob `hex` to `dest`, verifying it on the way.
     pub fn restore_file(&self, hex: &str, dest: &Path) -> Result<(), CasError> {
-        let src = self.blob(hex);
+        let src = self.blob(hex)?;
         if !src.is_file() {
             return Err(CasError::Missing(hex.into()));
         }
@@ -149,6 +187,15 @@ impl Cas {
     /// Recreates a tree under the (existing, empty) directory `dir`.
     pub fn restore_tree(&self, entries: &[Entry], dir: &Path) -> Result<(), CasError> {
         for e in entries {
+            if !is_tree_path(&e.path) {
+                return Err(CasError::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "cannot restore `{}`: not a plain relative path",
+                        crate::sanitize::escape_for_terminal(&e.path)
+                    ),
+                )));
+            }
             let target = dir.join(&e.path);
             match (&e.kind, &e.sha256) {
                 (EntryKind::Dir, _) => std::fs::create_dir_all(&target)?,
@@ -310,6 +357,17 @@ impl CachedEntry {
     }
 }
 
+/// An action-cache entry that cannot be used: it does not parse, or a
+/// field fails its check. The step runs as on a miss.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("damaged cache entry {}: {problem}", file.display())]
+pub struct DamagedEntry {
+    /// The entry file.
+    pub file: PathBuf,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
 /// What the action cache remembers about a run.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ActionEntry {
@@ -323,6 +381,68 @@ pub struct ActionEntry {
     pub outputs: Vec<CachedOutput>,
     /// The facts the step reported.
     pub report: serde_json::Value,
+}
+
+/// Largest action-cache entry read back. An entry lists the files of a
+/// step's outputs (about 150 bytes each), so 64 MiB is some 400,000 files;
+/// the cap keeps a damaged or planted entry from filling the runner's
+/// memory.
+pub const MAX_ENTRY_BYTES: u64 = 64 << 20;
+
+impl ActionEntry {
+    /// Parses and checks the bytes of the entry filed under `key`. On
+    /// success every digest is a blob name, every path a plain relative
+    /// path and every kind `file` (with a digest) or `dir` (without), so
+    /// nothing downstream has to check again. Never panics, whatever the
+    /// bytes.
+    pub fn parse(bytes: &[u8], key: &ActionKey) -> Result<ActionEntry, String> {
+        use crate::sanitize::escape_for_terminal as shown;
+        let entry: ActionEntry =
+            serde_json::from_slice(bytes).map_err(|e| format!("not an entry: {e}"))?;
+        if entry.key != key.0.to_string() {
+            return Err(format!(
+                "it is filed under {} but names key `{}`",
+                key.0,
+                shown(&entry.key)
+            ));
+        }
+        if !crate::chain::is_run_id(&entry.run_id) {
+            return Err(format!(
+                "`{}` is not a run id the runner makes",
+                shown(&entry.run_id)
+            ));
+        }
+        for o in &entry.outputs {
+            let guest = shown(&o.guest);
+            if Sha256Digest::parse(&o.tree).is_err() {
+                return Err(format!("output {guest} has no valid tree digest"));
+            }
+            for e in &o.entries {
+                let path = shown(&e.path);
+                if !is_tree_path(&e.path) {
+                    return Err(format!(
+                        "output {guest} lists `{path}`, which is not a plain relative path"
+                    ));
+                }
+                match (e.kind.as_str(), e.sha256.as_deref()) {
+                    ("file", Some(h)) if is_blob_name(h) => {}
+                    ("file", _) => {
+                        return Err(format!(
+                            "file `{path}` of output {guest} has no valid sha256 digest"
+                        ));
+                    }
+                    ("dir", None) => {}
+                    (kind, _) => {
+                        return Err(format!(
+                            "`{path}` of output {guest} has kind `{}` (expected `file`, or `dir` without a digest)",
+                            shown(kind)
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(entry)
+    }
 }
 
 /// The action cache under `<state>/cache/actions`.
@@ -346,17 +466,27 @@ impl ActionCache {
         &self.cas
     }
 
-    /// The entry for `key`, if present and every blob it needs is still in
-    /// the store.
-    pub fn get(&self, key: &ActionKey) -> Option<ActionEntry> {
-        let bytes = std::fs::read(self.dir.join(format!("{}.json", key.0.hex()))).ok()?;
-        let entry: ActionEntry = serde_json::from_slice(&bytes).ok()?;
+    /// The entry for `key`: `Ok(None)` when there is none or a blob it
+    /// needs is no longer in the store, [`DamagedEntry`] when the file is
+    /// there but unusable (see [`ActionEntry::parse`]).
+    pub fn get(&self, key: &ActionKey) -> Result<Option<ActionEntry>, DamagedEntry> {
+        let file = self.dir.join(format!("{}.json", key.0.hex()));
+        let damaged = |problem: String| DamagedEntry {
+            file: file.clone(),
+            problem,
+        };
+        let bytes = match crate::fsutil::read_regular(&file, MAX_ENTRY_BYTES) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(damaged(format!("cannot be read: {e}"))),
+        };
+        let entry = ActionEntry::parse(&bytes, key).map_err(damaged)?;
         let complete = entry.outputs.iter().all(|o| {
             o.entries
                 .iter()
                 .all(|e| e.sha256.as_deref().is_none_or(|h| self.cas.has(h)))
         });
-        complete.then_some(entry)
+        Ok(complete.then_some(entry))
     }
 
     /// Remembers `entry` (its blobs must already be stored).
@@ -528,11 +658,76 @@ mod tests {
             Err(CasError::Corrupt { .. })
         ));
         // ...and a tampered blob on the way out.
-        std::fs::write(cas.blob(&hex), b"tampered").unwrap();
+        std::fs::write(cas.blob(&hex).unwrap(), b"tampered").unwrap();
         assert!(matches!(
             cas.restore_file(&hex, &d.path().join("o2")),
             Err(CasError::Corrupt { .. })
         ));
         assert!(!d.path().join("o2").exists());
+    }
+
+    mod parse {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn key() -> ActionKey {
+            ActionKey(Sha256Digest::of(b"key"))
+        }
+
+        /// An entry whose strings are arbitrary (multibyte, empty, `..`),
+        /// shaped like a real one so parsing gets past the JSON.
+        fn entry_json(
+            run: String,
+            tree: String,
+            path: String,
+            kind: String,
+            sha: Option<String>,
+        ) -> Vec<u8> {
+            serde_json::to_vec(&serde_json::json!({
+                "key": key().0.to_string(),
+                "run_id": run,
+                "record": "/r.json",
+                "outputs": [{"guest": "/out", "tree": tree, "entries": [
+                    {"path": path, "kind": kind, "size": 1, "sha256": sha}
+                ]}],
+                "report": null,
+            }))
+            .unwrap()
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_parse_or_fail_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = ActionEntry::parse(&bytes, &key());
+            }
+
+            #[test]
+            fn an_accepted_entry_holds_only_checked_names(
+                run in "\\PC{0,12}|[0-9T.Z]{4,12}-s-[0-9a-f]{8}",
+                tree in "\\PC{0,8}|sha256:[0-9a-f]{64}",
+                path in "\\PC{0,12}|[a-z./]{1,12}",
+                kind in "file|dir|symlink|\\PC{0,4}",
+                sha in proptest::option::of("\\PC{0,4}|[0-9a-f]{64}|[0-9a-f]{63}é"),
+            ) {
+                let cas = Cas::new(Path::new("/nonexistent"));
+                if let Some(s) = &sha {
+                    // Never a panic, whatever the name.
+                    let _ = cas.has(s);
+                }
+                if let Ok(e) = ActionEntry::parse(&entry_json(run, tree, path, kind, sha), &key()) {
+                    for o in &e.outputs {
+                        for c in &o.entries {
+                            prop_assert!(is_tree_path(&c.path));
+                            prop_assert!(!c.path.split('/').any(|p| p == ".."));
+                            match c.kind.as_str() {
+                                "file" => prop_assert!(c.sha256.as_deref().is_some_and(is_blob_name)),
+                                "dir" => prop_assert!(c.sha256.is_none()),
+                                other => prop_assert!(false, "kind {other}"),
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

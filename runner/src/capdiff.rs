@@ -951,7 +951,7 @@ fn compare(
 }
 
 fn read_disk(p: &Path) -> std::io::Result<String> {
-    std::fs::read_to_string(p)
+    crate::fsutil::read_regular_to_string(p, crate::manifest::MAX_FILE_BYTES)
 }
 
 /// Compares two files on disk (each a manifest or a pipeline).

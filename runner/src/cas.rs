@@ -27,6 +27,12 @@
 //! a corrupted or tampered store is an error, never wrong data. Like
 //! `digest`, the store never follows a symbolic link when reading a tree;
 //! links are stored as links.
+//!
+//! **Nothing read back is trusted**: a blob is rehashed, a tree listing is
+//! parsed into typed entries ([`parse_listing`]) whose every path is a plain
+//! relative path, every blob name a digest and every link target non-empty
+//! before anything is created, and the restored tree is hashed again. A
+//! store that fails any check is an error, never a panic.
 
 use crate::digest::{self, EntryKind};
 use crate::manifest::Sha256Digest;
@@ -35,6 +41,87 @@ use std::path::{Path, PathBuf};
 
 /// Format identifier of a stored tree listing.
 pub const TREE_FORMAT: &str = "cordon.cas-tree/v1";
+
+/// Largest tree listing read back: some 500,000 entries. A listing is
+/// read whole; the cap keeps a damaged or planted one from filling memory.
+pub const MAX_LISTING_BYTES: u64 = 64 << 20;
+
+/// One entry of a stored tree listing, checked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Listed {
+    /// A regular file with the digest of its bytes.
+    File {
+        /// Relative path.
+        path: String,
+        /// Blob name (64 hex).
+        sha256: String,
+    },
+    /// A directory.
+    Dir {
+        /// Relative path.
+        path: String,
+    },
+    /// A symbolic link, restored as a link.
+    Symlink {
+        /// Relative path.
+        path: String,
+        /// The link's target.
+        target: String,
+    },
+    /// A special file, which cannot be restored.
+    Other {
+        /// Relative path.
+        path: String,
+    },
+}
+
+impl Listed {
+    /// The entry's relative path.
+    pub fn path(&self) -> &str {
+        match self {
+            Listed::File { path, .. }
+            | Listed::Dir { path }
+            | Listed::Symlink { path, .. }
+            | Listed::Other { path } => path,
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Listing {
+    format: String,
+    entries: Vec<Listed>,
+}
+
+/// Parses a stored tree listing and checks every entry: a plain relative
+/// path ([`crate::cache::is_tree_path`]), a blob name that is a digest, a
+/// link target that is not empty and holds no NUL. Never panics, whatever
+/// the bytes.
+pub fn parse_listing(bytes: &[u8]) -> Result<Vec<Listed>, String> {
+    let listing: Listing =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a tree listing: {e}"))?;
+    if listing.format != TREE_FORMAT {
+        return Err("it has an unknown format".into());
+    }
+    for e in &listing.entries {
+        let shown = || crate::sanitize::escape_for_terminal(e.path());
+        if !crate::cache::is_tree_path(e.path()) {
+            return Err(format!("it has an unsafe path `{}`", shown()));
+        }
+        match e {
+            Listed::File { sha256, .. } if !crate::cache::is_blob_name(sha256) => {
+                return Err(format!("file `{}` has no valid digest", shown()));
+            }
+            Listed::Symlink { target, .. } if target.is_empty() || target.contains('\0') => {
+                return Err(format!("link `{}` has an invalid target", shown()));
+            }
+            _ => {}
+        }
+    }
+    Ok(listing.entries)
+}
 
 /// A content-addressed store rooted at one directory.
 #[derive(Debug, Clone)]
@@ -110,7 +197,9 @@ impl Cas {
 
     /// The bytes with digest `d`, checked against it.
     pub fn get(&self, d: &Sha256Digest) -> io::Result<Vec<u8>> {
-        let bytes = std::fs::read(self.blob_path(d))?;
+        // Any size (an output file), but only a regular file: a FIFO or
+        // device planted under a blob's name is refused, not read.
+        let bytes = crate::fsutil::read_regular(&self.blob_path(d), u64::MAX >> 1)?;
         let actual = Sha256Digest::of(&bytes);
         if actual != *d {
             return Err(corrupt(format!(
@@ -160,38 +249,22 @@ impl Cas {
     /// Recreates the tree with digest `d` at `dest` (which must not exist),
     /// and checks the result's digest.
     pub fn restore_tree(&self, d: &Sha256Digest, dest: &Path) -> io::Result<()> {
-        let listing: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(self.tree_path(d))?)?;
-        if listing["format"] != TREE_FORMAT {
-            return Err(corrupt(format!("tree {d} has an unknown format")));
-        }
+        let bytes = crate::fsutil::read_regular(&self.tree_path(d), MAX_LISTING_BYTES)?;
+        let entries = parse_listing(&bytes).map_err(|e| corrupt(format!("tree {d}: {e}")))?;
         std::fs::create_dir(dest)?;
-        for e in listing["entries"].as_array().into_iter().flatten() {
-            let rel = e["path"].as_str().unwrap_or("");
-            if rel.is_empty()
-                || rel
-                    .split('/')
-                    .any(|c| c.is_empty() || c == "." || c == "..")
-            {
-                return Err(corrupt(format!("tree {d} has an unsafe path `{rel}`")));
-            }
-            let path = dest.join(rel);
-            match e["kind"].as_str() {
-                Some("dir") => std::fs::create_dir(&path)?,
-                Some("file") => {
-                    let blob = Sha256Digest::parse(&format!(
-                        "sha256:{}",
-                        e["sha256"].as_str().unwrap_or("")
-                    ))
-                    .map_err(corrupt)?;
+        for e in &entries {
+            let path = dest.join(e.path());
+            match e {
+                Listed::Dir { .. } => std::fs::create_dir(&path)?,
+                Listed::File { sha256, .. } => {
+                    let blob = Sha256Digest::parse(&format!("sha256:{sha256}")).map_err(corrupt)?;
                     std::fs::write(&path, self.get(&blob)?)?;
                 }
-                Some("symlink") => {
-                    std::os::unix::fs::symlink(e["target"].as_str().unwrap_or(""), &path)?
-                }
-                _ => {
+                Listed::Symlink { target, .. } => std::os::unix::fs::symlink(target, &path)?,
+                Listed::Other { path: rel } => {
                     return Err(corrupt(format!(
-                        "tree {d} has an entry that cannot be restored: {rel}"
+                        "tree {d} has an entry that cannot be restored: {}",
+                        crate::sanitize::escape_for_terminal(rel)
                     )));
                 }
             }
@@ -256,5 +329,52 @@ mod tests {
         // A tampered blob fails the restore.
         std::fs::write(cas.blob_path(&Sha256Digest::of(b"beta")), b"BETA").unwrap();
         assert!(cas.restore_tree(&t, &d.path().join("dst2")).is_err());
+    }
+
+    mod parse {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_bytes_parse_or_fail_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = parse_listing(&bytes);
+            }
+
+            #[test]
+            fn an_accepted_listing_holds_only_safe_paths_and_blob_names(
+                path in "\\PC{0,12}|[a-z./]{1,12}",
+                kind in "file|dir|symlink|other|\\PC{0,4}",
+                sha in "\\PC{0,4}|[0-9a-f]{64}|[0-9a-f]{63}é",
+                target in "\\PC{0,6}",
+            ) {
+                let listing = serde_json::json!({"format": TREE_FORMAT, "entries": [
+                    {"path": path, "kind": kind, "sha256": sha, "target": target}
+                ]});
+                let mut only_needed = listing.clone();
+                let e = &mut only_needed["entries"][0];
+                match kind.as_str() {
+                    "file" => { e.as_object_mut().unwrap().remove("target"); }
+                    "symlink" => { e.as_object_mut().unwrap().remove("sha256"); }
+                    _ => {
+                        e.as_object_mut().unwrap().remove("target");
+                        e.as_object_mut().unwrap().remove("sha256");
+                    }
+                }
+                for l in [listing, only_needed] {
+                    if let Ok(entries) = parse_listing(&serde_json::to_vec(&l).unwrap()) {
+                        for e in &entries {
+                            prop_assert!(crate::cache::is_tree_path(e.path()));
+                            if let Listed::File { sha256, .. } = e {
+                                prop_assert!(crate::cache::is_blob_name(sha256));
+                            }
+                            if let Listed::Symlink { target, .. } = e {
+                                prop_assert!(!target.is_empty());
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -65,7 +65,48 @@ pub struct LogEntry {
     pub prev: String,
 }
 
+/// Whether `id` is a run id as the runner makes them (and so a safe file
+/// name stem in the records directory): 1 to 255 ASCII letters, digits and
+/// `-_.:`, not starting with `.`, with no `..`. A run id read from the
+/// state directory becomes a path only after this check.
+pub fn is_run_id(id: &str) -> bool {
+    (1..=255).contains(&id.len())
+        && !id.starts_with('.')
+        && !id.contains("..")
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
 impl LogEntry {
+    /// Parses one log line (without its newline) and checks every field:
+    /// `seq` from 1, `run` a run id ([`is_run_id`]), `record`, `envelope`
+    /// and `prev` digests in the form `sha256:<64 lowercase hex>`. Never
+    /// panics, whatever the line.
+    pub fn parse(line: &str) -> Result<LogEntry, String> {
+        let entry: LogEntry = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        if entry.seq == 0 || entry.seq == u64::MAX {
+            return Err(format!("sequence number {} is out of range", entry.seq));
+        }
+        if !is_run_id(&entry.run) {
+            return Err(format!(
+                "`{}` is not a run id",
+                crate::sanitize::escape_for_terminal(&entry.run)
+            ));
+        }
+        let digest = |what: &str, d: &str| {
+            Sha256Digest::parse(d)
+                .map(|_| ())
+                .map_err(|_| format!("its {what} digest is not `sha256:` and 64 hex characters"))
+        };
+        digest("record", &entry.record)?;
+        if let Some(e) = &entry.envelope {
+            digest("envelope", e)?;
+        }
+        digest("prev", &entry.prev)?;
+        Ok(entry)
+    }
+
     /// The line as written (no newline).
     pub fn to_line(&self) -> String {
         serde_json::to_string(self).expect("entries serialize")
@@ -177,7 +218,7 @@ pub fn seal(
     let (sequence, previous) = match &last {
         None => (1, genesis()),
         Some(line) => {
-            let entry: LogEntry = serde_json::from_str(line).map_err(|e| {
+            let entry = LogEntry::parse(line).map_err(|e| {
                 io::Error::other(format!(
                     "the last line of {} is not a chain entry ({e}); run `cordon verify` and repair the state directory before running more steps",
                     log_path.display()
@@ -316,5 +357,38 @@ mod tests {
             last_entry(&open()).unwrap(),
             (Some(lines[3].clone()), lines[3].len() as u64 + 1)
         );
+    }
+
+    mod parse {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_line_parses_or_fails_without_panicking(line in "\\PC{0,200}") {
+                let _ = LogEntry::parse(&line);
+            }
+
+            #[test]
+            fn an_accepted_line_has_checked_fields_and_round_trips(
+                seq in any::<u64>(),
+                run in "\\PC{0,10}|[0-9T.Z]{4,12}-s-[0-9a-f]{8}|\\.\\./x",
+                record in "\\PC{0,6}|sha256:[0-9a-f]{64}|sha256:[0-9a-f]{63}é",
+                envelope in proptest::option::of("sha256:[0-9a-f]{64}|x"),
+                prev in "sha256:[0-9a-f]{64}|sha256:",
+            ) {
+                let line = serde_json::json!({
+                    "seq": seq, "run": run, "record": record, "envelope": envelope, "prev": prev,
+                }).to_string();
+                if let Ok(e) = LogEntry::parse(&line) {
+                    prop_assert!(e.seq >= 1);
+                    prop_assert!(is_run_id(&e.run));
+                    prop_assert!(!e.run.contains('/'));
+                    prop_assert!(Sha256Digest::parse(&e.record).is_ok());
+                    prop_assert!(Sha256Digest::parse(&e.prev).is_ok());
+                    prop_assert_eq!(LogEntry::parse(&e.to_line()), Ok(e));
+                }
+            }
+        }
     }
 }

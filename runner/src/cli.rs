@@ -139,7 +139,9 @@ enum Command {
         at: Where,
     },
     /// Re-publish the outputs of an earlier run from the content store,
-    /// after checking their digests (rollback).
+    /// after checking their digests (rollback). The record is verified
+    /// first, as `cordon verify --run` does (chain and signature); one that
+    /// does not verify restores nothing (exit 1).
     Restore {
         /// The run id (the record's file name without `.json`).
         #[arg(long)]
@@ -147,6 +149,14 @@ enum Command {
         /// State directory holding the run's record [default: .cordon].
         #[arg(long, value_name = "DIR", default_value = ".cordon")]
         state: PathBuf,
+        /// The workspace file [default: the nearest cordon.toml above the
+        /// state directory, else above the current directory].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// A public key (PEM) to trust for every environment (repeatable),
+        /// as for `cordon verify`.
+        #[arg(long = "trusted-key", value_name = "FILE")]
+        trusted_keys: Vec<PathBuf>,
     },
     /// Check that records are intact, signed by trusted keys, chained, and
     /// that published outputs still match them.
@@ -507,14 +517,40 @@ pub fn main() -> ExitCode {
     };
     let env_filter =
         tracing_subscriber::EnvFilter::try_from_env("CORDON_LOG").unwrap_or_else(|_| filter.into());
+    // Colours only on a terminal: a log file or a CI system must get plain
+    // text, and the runner's own lines hold no escape a reader must trust.
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => fmt.without_time().init(),
         LogFormat::Json => fmt.json().init(),
     }
-    let result = match cli.command {
+    // A panic is a runner bug; it still ends with the runner-failure exit
+    // code and a message (the panic hook has printed where), never with a
+    // crash status a CI system would read as something else.
+    let command = cli.command;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || dispatch(command)))
+        .unwrap_or_else(|_| {
+            Err(runner_fault(anyhow::anyhow!(
+                "the runner failed (a bug; please report it)"
+            )))
+        });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            // Errors quote manifests, paths and what steps wrote: every line
+            // is escaped, so none can draw on the terminal.
+            say!("error: {}", escape_lines(&format!("{:#}", f.error)));
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Runs one parsed command.
+fn dispatch(command: Command) -> Result<u8, Failure> {
+    match command {
         Command::Run {
             file,
             at,
@@ -538,7 +574,12 @@ pub fn main() -> ExitCode {
             command: KeyCommand::Reviewer { name, dir },
         } => key_reviewer(&name, &dir),
         Command::Plan { file, at } => plan_cmd(&file, &at),
-        Command::Restore { run, state } => restore_cmd(&run, &state),
+        Command::Restore {
+            run,
+            state,
+            config,
+            trusted_keys,
+        } => restore_cmd(&run, &state, config.as_deref(), trusted_keys),
         Command::Pin { manifests, check } => pin(&manifests, check),
         Command::Repair { state, dry_run } => repair_cmd(state, dry_run),
         Command::Verify {
@@ -620,15 +661,6 @@ pub fn main() -> ExitCode {
             manifest,
             format,
         } => inspect_cmd(&component, manifest.as_deref(), format),
-    };
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(f) => {
-            // Errors quote manifests, paths and what steps wrote: every line
-            // is escaped, so none can draw on the terminal.
-            say!("error: {}", escape_lines(&format!("{:#}", f.error)));
-            ExitCode::from(f.code)
-        }
     }
 }
 
@@ -1566,85 +1598,39 @@ fn break_glass_records(state: Option<PathBuf>) -> Result<u8, Failure> {
     Ok(0)
 }
 
-fn restore_cmd(run: &str, state: &Path) -> Result<u8, Failure> {
-    let path = state.join("records").join(format!("{run}.json"));
-    let bytes = std::fs::read(&path)
-        .with_context(|| format!("no record for run `{run}` at {}", path.display()))
-        .map_err(bad_input)?;
-    let record: serde_json::Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not a valid record", path.display()))
-        .map_err(bad_input)?;
-    if record["success"] != true {
-        return Err(bad_input(anyhow::anyhow!(
-            "run `{run}` did not succeed; it published nothing to restore"
-        )));
-    }
-    let cas = crate::cache::Cas::new(state);
-    let mut mounts = Vec::new();
-    for m in record["mounts"].as_array().into_iter().flatten() {
-        if m["access"] != "write" {
-            continue;
+fn restore_cmd(
+    run: &str,
+    state: &Path,
+    config: Option<&Path>,
+    trusted_keys: Vec<PathBuf>,
+) -> Result<u8, Failure> {
+    let workspace = verify_workspace(config, state)?;
+    let roots = crate::keys::TrustRoots::from_process(trusted_keys);
+    let restored = crate::restore::restore(state, run, &workspace, &roots).map_err(|e| {
+        let code = if e.is_verification_failure() {
+            1
+        } else if e.is_bad_input() {
+            2
+        } else {
+            3
+        };
+        Failure {
+            code,
+            error: e.into(),
         }
-        let guest = m["guest"].as_str().unwrap_or_default().to_string();
-        let host = PathBuf::from(m["host"].as_str().unwrap_or_default());
-        let entries: Vec<crate::cache::CachedEntry> = m["after"]["entries"]
-            .as_array()
-            .with_context(|| format!("record {run} lacks the entries of {guest}"))
-            .map_err(bad_input)?
-            .iter()
-            .map(|e| crate::cache::CachedEntry {
-                path: e["path"].as_str().unwrap_or_default().to_string(),
-                kind: if e["sha256"].is_string() {
-                    "file".into()
-                } else {
-                    "dir".into()
-                },
-                size: e["size"].as_u64().unwrap_or(0),
-                sha256: e["sha256"].as_str().map(str::to_string),
-            })
-            .collect();
-        let tree = m["after"]["sha256"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        mounts.push((guest, host, entries, tree));
+    })?;
+    for w in &restored.warnings {
+        say!("cordon: warning: {w}");
     }
-    if mounts.is_empty() {
+    if restored.mounts.is_empty() {
         say!("cordon: run `{run}` has no outputs to restore");
-        return Ok(0);
     }
-    let writes: Vec<(String, PathBuf)> = mounts
-        .iter()
-        .map(|(g, h, _, _)| (g.clone(), h.clone()))
-        .collect();
-    let staging = crate::outputs::Staging::create(
-        state.join("staging").join(format!("restore-{run}")),
-        &writes,
-    )
-    .context("cannot create the staging directory")
-    .map_err(runner_fault)?;
-    for ((guest, _, entries, _), s) in mounts.iter().zip(&staging.mounts) {
-        let entries: Vec<crate::digest::Entry> = entries.iter().map(|e| e.to_entry()).collect();
-        if let Err(e) = cas.restore_tree(&entries, &s.dir) {
-            let _ = std::fs::remove_dir_all(state.join("staging").join(format!("restore-{run}")));
-            return Err(runner_fault(anyhow::anyhow!(
-                "cannot restore {guest} of run {run}: {e}"
-            )));
-        }
-    }
-    let trees = staging.verify().map_err(runner_fault)?;
-    for (t, (guest, _, _, tree)) in trees.iter().zip(&mounts) {
-        if t.digest.to_string() != *tree {
-            return Err(runner_fault(anyhow::anyhow!(
-                "restored {guest} does not match the record's tree digest"
-            )));
-        }
-    }
-    staging.publish().map_err(runner_fault)?;
-    for (guest, host, _, tree) in &mounts {
+    for m in &restored.mounts {
         say!(
-            "cordon: restored {guest} of run {run} to {} ({tree})",
-            host.display()
+            "cordon: restored {} of run {run} to {} ({})",
+            m.guest,
+            m.host.display(),
+            m.tree
         );
     }
     Ok(0)
@@ -1848,7 +1834,7 @@ fn inspect_cmd(
     format: crate::review::Format,
 ) -> Result<u8, Failure> {
     let shown = component.display().to_string();
-    let bytes = std::fs::read(component)
+    let bytes = crate::plan::read_component(component)
         .with_context(|| format!("{shown}: cannot read the component"))
         .map_err(bad_input)?;
     let inspection = crate::inspect::inspect(&shown, &bytes)

@@ -70,6 +70,17 @@ pub struct ExecError {
     source: Box<dyn std::error::Error + Send + Sync>,
 }
 
+impl ExecError {
+    /// A panic caught while running a step (a runner bug), with what it
+    /// said.
+    pub fn panicked(message: String) -> ExecError {
+        ExecError {
+            what: "the runner failed on this step (a bug; please report it)".into(),
+            source: message.into(),
+        }
+    }
+}
+
 fn fail<E: std::error::Error + Send + Sync + 'static>(
     what: impl Into<String>,
 ) -> impl FnOnce(E) -> ExecError {
@@ -136,9 +147,16 @@ pub fn run_step(
     let key = uncacheable
         .is_none()
         .then(|| action_key(plan, &inputs, &secrets));
-    if !opts.no_cache
-        && let Some(k) = &key
-        && let Some(entry) = action_cache.get(k)
+    let cached = match &key {
+        Some(k) if !opts.no_cache => action_cache.get(k).unwrap_or_else(|damaged| {
+            // Never trusted, never fatal: the run's own entry replaces it.
+            tracing::warn!("{damaged}; running step {}", plan.name);
+            None
+        }),
+        _ => None,
+    };
+    if let Some(k) = &key
+        && let Some(entry) = cached
     {
         match serve_from_cache(
             plan,
@@ -155,7 +173,7 @@ pub fn run_step(
             Ok(run) => return Ok(run),
             // A damaged cache entry costs a re-run, never a wrong result.
             Err(e) => tracing::warn!(
-                "cache entry for {} unusable, running the step: {e}",
+                "damaged cache entry for {}: {e}; running the step",
                 plan.name
             ),
         }
@@ -639,7 +657,9 @@ fn serve_from_cache(
         .map_err(fail("cannot create the staging directory"))?;
     let _staging_lock = crate::journal::lock_staging(staging.root())
         .map_err(fail("cannot lock the staging directory"))?;
-    for s in &staging.mounts {
+    // Every failure below removes the staging area, so the run that
+    // follows a refused cache entry starts from a clean one.
+    let restored = staging.mounts.iter().try_for_each(|s| {
         let out = entry
             .outputs
             .iter()
@@ -653,7 +673,11 @@ fn serve_from_cache(
         cache
             .cas()
             .restore_tree(&entries, &s.dir)
-            .map_err(fail(format!("cannot restore cached output {}", s.guest)))?;
+            .map_err(fail(format!("cannot restore cached output {}", s.guest)))
+    });
+    if let Err(e) = restored {
+        staging.discard();
+        return Err(e);
     }
     let trees = match staging.verify() {
         Ok(t) => t,

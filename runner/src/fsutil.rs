@@ -54,6 +54,14 @@ fn place_via_temp(
 /// clear error, not a read that never ends. The size is checked on the open
 /// file, and the read stops at `max + 1` bytes whatever the metadata said.
 pub fn read_regular_to_string(path: &Path, max: u64) -> io::Result<String> {
+    String::from_utf8(read_regular(path, max)?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+/// Like [`read_regular_to_string`], for bytes (a component): a regular
+/// file of at most `max` bytes, refused before reading when it is anything
+/// else (a FIFO, a device such as `/dev/zero`, a directory) or larger.
+pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     use std::io::Read;
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
     // writer before the type check below could refuse it.
@@ -77,12 +85,12 @@ pub fn read_regular_to_string(path: &Path, max: u64) -> io::Result<String> {
     if meta.len() > max {
         return Err(too_big());
     }
-    let mut text = String::new();
-    f.take(max + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > max {
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
         return Err(too_big());
     }
-    Ok(text)
+    Ok(bytes)
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same

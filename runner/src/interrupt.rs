@@ -6,6 +6,12 @@
 //! stopped, nothing partial is published, their records say
 //! `interrupted`, and the command then ends its secret sessions and exits
 //! with 130. A second signal aborts at once, still revoking first.
+//!
+//! The graceful stop is bounded: should the run not have ended
+//! [`STOP_GRACE`] after the first signal (a step stuck where the cancel flag
+//! is not seen, a runner bug), the process aborts as on a second signal.
+//! One SIGTERM from a CI system always ends the run. This module must never
+//! publish, record or revoke anything except through [`abort`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once, OnceLock};
@@ -13,6 +19,14 @@ use std::sync::{Arc, Once, OnceLock};
 /// The exit code of an interrupted command (128 + SIGINT), which CI
 /// systems and shells recognise.
 pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// How long a graceful stop may take before the process aborts. Running
+/// steps see the cancel flag within an epoch tick and then only discard
+/// their staging and write their records; half a minute is far beyond
+/// that, and short enough for a CI system's own kill timeout (commonly
+/// 30 s to a few minutes after its SIGTERM) not to strike first on a
+/// healthy runner.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 static GRACEFUL: AtomicBool = AtomicBool::new(false);
 
@@ -28,6 +42,19 @@ pub fn install() {
         let _ = ctrlc::set_handler(|| {
             if GRACEFUL.load(Ordering::SeqCst) && !flag().swap(true, Ordering::SeqCst) {
                 say!("cordon: interrupted; stopping running steps (Ctrl-C again to abort at once)");
+                let watchdog = std::thread::Builder::new()
+                    .name("cordon-stop-grace".into())
+                    .spawn(|| {
+                        std::thread::sleep(STOP_GRACE);
+                        say!(
+                            "cordon: the run did not stop within {} s of the signal; aborting",
+                            STOP_GRACE.as_secs()
+                        );
+                        abort();
+                    });
+                if watchdog.is_err() {
+                    abort();
+                }
                 return;
             }
             abort();

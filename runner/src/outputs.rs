@@ -167,6 +167,19 @@ impl Staging {
         Ok(())
     }
 
+    /// Like [`Staging::publish`], and on failure the staging area is
+    /// removed too: for outputs the content store still holds (a cache
+    /// hit, `cordon restore`), so a failure leaves nothing that blocks the
+    /// next attempt. Mounts published before the failure stay published.
+    pub fn publish_or_remove(self) -> Result<(), OutputError> {
+        let root = self.root.clone();
+        let result = self.publish();
+        if result.is_err() {
+            let _ = check::remove_tree(&root);
+        }
+        result
+    }
+
     /// Moves the staging area to `keep` (for a failed run) and returns it.
     pub fn keep(self, keep: &Path) -> io::Result<PathBuf> {
         if let Some(parent) = keep.parent() {

@@ -137,7 +137,8 @@ fn yes() -> bool {
 /// Whether the TOML file at `path` is a pipeline (`[[step]]` array) rather
 /// than a step manifest (`[step]` table).
 pub fn is_pipeline_file(path: &Path) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|s| is_pipeline_source(&s))
+    crate::fsutil::read_regular_to_string(path, crate::manifest::MAX_FILE_BYTES)
+        .is_ok_and(|s| is_pipeline_source(&s))
 }
 
 /// Whether `source` is the text of a pipeline (`[[step]]` array) rather
@@ -189,7 +190,9 @@ impl Pipeline {
     /// Reads a pipeline file and every manifest it names. Manifest problems
     /// are reported against the manifest files.
     pub fn load(path: &Path) -> Result<Pipeline, Vec<ManifestError>> {
-        Pipeline::load_from(path, &|p: &Path| std::fs::read_to_string(p))
+        Pipeline::load_from(path, &|p: &Path| {
+            crate::fsutil::read_regular_to_string(p, crate::manifest::MAX_FILE_BYTES)
+        })
     }
 
     /// Like [`Pipeline::load`], with the pipeline file and every manifest

@@ -78,6 +78,34 @@ fn nested(a: &Path, b: &Path) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
 
+/// Largest component the runner reads, 256 MiB.
+///
+/// A component is read whole into memory, hashed and compiled; a path such
+/// as `/dev/zero` or a runaway build artifact must be refused before it
+/// fills the runner's memory. Real steps are a few megabytes (a large
+/// Python step with its interpreter some tens); raising the cap costs
+/// that much memory per distinct component of a pipeline, held for the
+/// whole run.
+pub const MAX_COMPONENT_BYTES: u64 = 256 << 20;
+
+/// Reads a component file: a regular file of at most
+/// [`MAX_COMPONENT_BYTES`], with a message that names the limit.
+pub fn read_component(path: &Path) -> std::io::Result<Vec<u8>> {
+    crate::fsutil::read_regular(path, MAX_COMPONENT_BYTES).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "larger than {} MiB, the most a component may be",
+                    MAX_COMPONENT_BYTES >> 20
+                ),
+            )
+        } else {
+            e
+        }
+    })
+}
+
 /// The environment variable that moves the compiled-component cache out
 /// of the state directory.
 pub const COMPILE_CACHE_VAR: &str = "CORDON_COMPILE_CACHE";
@@ -98,7 +126,8 @@ pub fn compile_cache_dir(state_dir: &Path) -> PathBuf {
 /// environment's encrypted store, the keys that open them, the trusted
 /// public keys), the stores and key files a configuration names elsewhere,
 /// record-signing and verifying keys, the vault's AppRole secret id file,
-/// the compiled-code cache (native code the runner loads), and the
+/// the compiled-code cache (native code the runner loads) and the key that
+/// seals it, and the
 /// configuration itself (which decides every grant). The state directory is
 /// checked beside these. Paths are resolved through symbolic links first,
 /// so a link in a host path cannot route around the check.
@@ -149,6 +178,9 @@ fn protected_paths(ctx: &PlanContext<'_>, state_dir: &Path) -> Vec<(PathBuf, Str
         &compile_cache_dir(state_dir),
         "the compiled-component cache (native code the runner loads)".into(),
     );
+    if let Some(k) = crate::compiled::key_path() {
+        add(&k, "the key that seals the compiled-component cache".into());
+    }
     out
 }
 
@@ -271,7 +303,7 @@ pub fn plan_step_with(
     let mut component_bytes: std::sync::Arc<[u8]> = std::sync::Arc::from(Vec::new());
     let read = match files.0.get(&component_rel) {
         Some((bytes, digest)) => Ok((bytes.clone(), digest.clone())),
-        None => std::fs::read(&component_rel).map(|bytes| {
+        None => read_component(&component_rel).map(|bytes| {
             let digest = Sha256Digest::of(&bytes);
             let bytes: std::sync::Arc<[u8]> = bytes.into();
             files

@@ -17,7 +17,7 @@
 use crate::cas::Cas;
 use crate::manifest::{SecretGrant, SecretUse, Sha256Digest};
 use crate::sandbox::{Determinism, Grants, Preopen, Sandbox, Stdio, Termination, Watched};
-use crate::verify::{Finding, Scope};
+use crate::verify::{Finding, FindingKind, Scope};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -58,7 +58,7 @@ pub fn reexecute_scope(
         Scope::All | Scope::Since(_) => {
             let all: Vec<String> = crate::chain::read_lines(&records_dir)?
                 .iter()
-                .filter_map(|l| serde_json::from_str::<crate::chain::LogEntry>(l).ok())
+                .filter_map(|l| crate::chain::LogEntry::parse(l).ok())
                 .map(|e| e.run)
                 .collect();
             match scope {
@@ -93,6 +93,7 @@ pub fn reexecute_scope(
             let Some(source) = record["cache"]["source_run"].as_str() else {
                 findings.push(Finding {
                     subject,
+                    kind: FindingKind::Reexecution,
                     problem: "cannot re-execute: a cache hit that names no source run".into(),
                 });
                 continue;
@@ -108,6 +109,7 @@ pub fn reexecute_scope(
         }) else {
             findings.push(Finding {
                 subject,
+                kind: FindingKind::Reexecution,
                 problem: format!(
                     "cannot re-execute: a cache hit of run {target}, whose record is not in this state directory"
                 ),
@@ -123,6 +125,7 @@ pub fn reexecute_scope(
             Ok(Reexecution::Reproduced { files }) => reproduced.push((shown, files)),
             Ok(Reexecution::Differs(what)) => findings.push(Finding {
                 subject,
+                kind: FindingKind::Reexecution,
                 problem: format!(
                     "re-execution differs{}: {}",
                     if opted_out {
@@ -135,6 +138,7 @@ pub fn reexecute_scope(
             }),
             Err(e) => findings.push(Finding {
                 subject,
+                kind: FindingKind::Reexecution,
                 problem: format!("cannot re-execute: {e}"),
             }),
         }

@@ -7,7 +7,7 @@
 //! step in a pipeline is checked, staged, cached and recorded exactly like a
 //! single `cordon run step.toml`.
 
-use crate::exec::{RunOptions, StepRun, run_step};
+use crate::exec::{ExecError, RunOptions, StepRun, run_step};
 use crate::manifest::Access;
 use crate::pipeline::PipelinePlan;
 use crate::record::StepRecord;
@@ -320,7 +320,13 @@ fn worker(
             hash_index: opts.hash_index.clone(),
             policy: opts.policy.clone(),
         };
-        let result = run_step(&plan.steps[i], sandbox, &components[i], secrets, &run_opts);
+        // A panic here is a runner bug, but it must not leave this step
+        // `running` for ever and every other worker waiting on it: it
+        // becomes a runner failure of this step (exit 3), like any other.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_step(&plan.steps[i], sandbox, &components[i], secrets, &run_opts)
+        }))
+        .unwrap_or_else(|panic| Err(ExecError::panicked(panic_message(&*panic))));
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
         let r = &mut st.results[i];
         r.duration = t0.elapsed();
@@ -361,6 +367,15 @@ fn worker(
         progress.finished(i, &st.results[i]);
         wake.notify_all();
     }
+}
+
+/// What a caught panic says, for the step's failure message.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
 }
 
 /// Marks steps that can no longer run as skipped.

@@ -39,6 +39,45 @@ pub struct Finding {
     pub subject: String,
     /// What is wrong.
     pub problem: String,
+    /// Which check found it.
+    pub kind: FindingKind,
+}
+
+/// Which check a [`Finding`] comes from: what a caller such as `cordon
+/// restore` may go ahead despite (an output that changed is what a
+/// restore repairs) and what it must not (anything else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindingKind {
+    /// The log's structure: a line, a link, a record missing from it.
+    Chain,
+    /// The record file: missing, modified, or placed elsewhere.
+    Record,
+    /// The signed envelope: missing, modified, or not signed by a trusted
+    /// key.
+    Signature,
+    /// The record was written without a signature (its environment had no
+    /// signing key): only the chain vouches for it.
+    Unsigned,
+    /// A published output no longer matches the record.
+    Output,
+    /// Re-execution gave other outputs (`--reexecute`).
+    Reexecution,
+    /// A runner stopped in the middle of a run's commit: `cordon repair`
+    /// completes or rolls it back.
+    Unfinished,
+}
+
+/// What a verification covers beyond chain, records and signatures.
+#[derive(Debug, Clone, Copy)]
+pub struct Checks {
+    /// Hash the published outputs of each record in scope.
+    pub outputs: bool,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Checks { outputs: true }
+    }
 }
 
 /// One line: the subject and the problem, escaped. Both quote what records
@@ -113,10 +152,11 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn fail(&mut self, subject: impl Into<String>, problem: impl Into<String>) {
+    fn fail(&mut self, kind: FindingKind, subject: impl Into<String>, problem: impl Into<String>) {
         self.findings.push(Finding {
             subject: subject.into(),
             problem: problem.into(),
+            kind,
         });
     }
 
@@ -173,6 +213,17 @@ pub fn verify(
     roots: &TrustRoots,
     scope: &Scope,
 ) -> Result<Verdict, VerifyError> {
+    verify_with(state_dir, workspace, roots, scope, Checks::default())
+}
+
+/// Like [`verify`], with `checks` saying whether outputs are hashed.
+pub fn verify_with(
+    state_dir: &Path,
+    workspace: &WorkspaceConfig,
+    roots: &TrustRoots,
+    scope: &Scope,
+    checks: Checks,
+) -> Result<Verdict, VerifyError> {
     let records_dir = state_dir.join("records");
     let io = |e| VerifyError::Io(records_dir.clone(), e);
     if !records_dir.join(chain::LOG_FILE).is_file() {
@@ -195,11 +246,15 @@ pub fn verify(
     for (i, line) in lines.iter().enumerate() {
         let subject = format!("{} line {}", chain::LOG_FILE, i + 1);
         let expected_seq = i as u64 + 1;
-        match serde_json::from_str::<LogEntry>(line) {
-            Err(e) => cx.fail(&subject, format!("not a chain entry: {e}")),
+        match LogEntry::parse(line) {
+            Err(e) => cx.fail(
+                FindingKind::Chain,
+                &subject,
+                format!("not a chain entry: {e}"),
+            ),
             Ok(entry) => {
                 if entry.seq != expected_seq {
-                    cx.fail(
+                    cx.fail(FindingKind::Chain,
                         &subject,
                         format!(
                             "sequence number {} where {expected_seq} belongs (an entry was removed, reordered or inserted)",
@@ -208,7 +263,7 @@ pub fn verify(
                     );
                 }
                 if entry.prev != prev {
-                    cx.fail(
+                    cx.fail(FindingKind::Chain,
                         &subject,
                         format!(
                             "links to {} but the previous entry's digest is {prev} (the log was edited, reordered or truncated)",
@@ -218,6 +273,7 @@ pub fn verify(
                 }
                 if let Some(first) = seen_runs.insert(entry.run.clone(), entry.seq) {
                     cx.fail(
+                        FindingKind::Chain,
                         &subject,
                         format!("run {} is already entry {first} (duplicated)", entry.run),
                     );
@@ -232,7 +288,7 @@ pub fn verify(
     let on_disk = record_files(&records_dir).map_err(io)?;
     for run in &on_disk {
         if !seen_runs.contains_key(run) {
-            cx.fail(
+            cx.fail(FindingKind::Chain,
                 record_subject(run),
                 "is not in the chain: it was added outside a run, or its runner stopped before appending it",
             );
@@ -242,6 +298,7 @@ pub fn verify(
     for run in envelope_files(&records_dir).map_err(io)? {
         if !seen_runs.contains_key(&run) {
             cx.fail(
+                FindingKind::Chain,
                 record_subject(&run),
                 "has a signed envelope but is not in the chain",
             );
@@ -252,6 +309,7 @@ pub fn verify(
     let (unfinished, damaged) = crate::journal::unfinished(state_dir).map_err(io)?;
     for p in damaged {
         cx.fail(
+            FindingKind::Unfinished,
             format!("journal {}", p.display()),
             "is not a publication intent a runner wrote; run `cordon repair`",
         );
@@ -260,12 +318,14 @@ pub fn verify(
     for i in &unfinished {
         if seen_runs.contains_key(&i.run) {
             cx.fail(
+                FindingKind::Unfinished,
                 record_subject(&i.run),
                 "its runner stopped while publishing its outputs; run `cordon repair` to complete the publication",
             );
             interrupted.insert(i.run.clone());
         } else {
             cx.fail(
+                FindingKind::Unfinished,
                 format!("run {}", i.run),
                 "its runner stopped after staging its outputs, before its record was written (nothing was published); run `cordon repair`",
             );
@@ -280,7 +340,16 @@ pub fn verify(
         if let Ok(bytes) = std::fs::read(&path)
             && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
         {
-            for m in v["mounts"].as_array().into_iter().flatten() {
+            // Only a record with the digest the chain holds may say which
+            // host paths it wrote last; a modified one could otherwise take
+            // that over from the real last writer and hide its outputs.
+            let intact = Sha256Digest::of(&bytes).to_string() == e.record;
+            for m in v["mounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|_| intact)
+            {
                 if m.get("after").is_some()
                     && let Some(h) = m["host"].as_str()
                 {
@@ -317,15 +386,10 @@ pub fn verify(
     for entry in &selected {
         // An interrupted publication is reported above; its outputs are
         // what `cordon repair` will complete.
-        let outputs_final = !interrupted.contains(&entry.run);
-        check_record(
-            &mut cx,
-            &records_dir,
-            entry,
-            &parsed,
-            &last_writer,
-            outputs_final,
-        );
+        let checks = Checks {
+            outputs: checks.outputs && !interrupted.contains(&entry.run),
+        };
+        check_record(&mut cx, &records_dir, entry, &parsed, &last_writer, checks);
     }
     Ok(cx.verdict(selected.len(), skipped))
 }
@@ -350,14 +414,16 @@ fn check_record(
     entry: &LogEntry,
     parsed: &BTreeMap<String, (Vec<u8>, Value)>,
     last_writer: &BTreeMap<String, String>,
-    outputs_final: bool,
+    checks: Checks,
 ) {
     let subject = record_subject(&entry.run);
+    let findings_before = cx.findings.len();
     let path = chain::record_path(records_dir, &entry.run);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) => {
             cx.fail(
+                FindingKind::Record,
                 &subject,
                 format!("the record file {} is missing: {e}", path.display()),
             );
@@ -366,7 +432,7 @@ fn check_record(
     };
     let digest = Sha256Digest::of(&bytes).to_string();
     if digest != entry.record {
-        cx.fail(
+        cx.fail(FindingKind::Record,
             &subject,
             format!(
                 "the record file has digest {digest}, but chain entry {} holds {} (the record was modified)",
@@ -375,11 +441,16 @@ fn check_record(
         );
     }
     let Some((_, record)) = parsed.get(&entry.run) else {
-        cx.fail(&subject, "the record file is not valid JSON");
+        cx.fail(
+            FindingKind::Record,
+            &subject,
+            "the record file is not valid JSON",
+        );
         return;
     };
     if record["run_id"] != entry.run.as_str() {
         cx.fail(
+            FindingKind::Record,
             &subject,
             format!("the record names run {}", record["run_id"]),
         );
@@ -387,6 +458,7 @@ fn check_record(
     let link = &record["chain"];
     if link["sequence"] != entry.seq || link["previous"] != entry.prev.as_str() {
         cx.fail(
+            FindingKind::Record,
             &subject,
             format!(
                 "the record places itself at {} after {}, but the chain holds it at {} after {}",
@@ -400,29 +472,38 @@ fn check_record(
     let environment = record["environment"].as_str().unwrap_or("").to_string();
     match &entry.envelope {
         None => cx.fail(
+            FindingKind::Unsigned,
             &subject,
             format!("is not signed (environment `{environment}` had no signing key when it ran)"),
         ),
         Some(expected) => match std::fs::read(&env_path) {
             Err(e) => cx.fail(
+                FindingKind::Signature,
                 &subject,
                 format!("the signed envelope {} is missing: {e}", env_path.display()),
             ),
             Ok(env_bytes) => {
                 let d = Sha256Digest::of(&env_bytes).to_string();
                 if d != *expected {
-                    cx.fail(
+                    cx.fail(FindingKind::Signature,
                         &subject,
                         format!("the envelope has digest {d}, but the chain holds {expected} (the envelope was modified)"),
                     );
                 }
                 match cx.trusted(&environment) {
-                    Err(msg) => cx.fail(&subject, format!("cannot check the signature: {msg}")),
+                    Err(msg) => cx.fail(
+                        FindingKind::Signature,
+                        &subject,
+                        format!("cannot check the signature: {msg}"),
+                    ),
                     Ok(keys) => match attest::open_envelope(&env_bytes, &keys) {
-                        Err(e) => cx.fail(&subject, format!("signature: {e}")),
+                        Err(e) => {
+                            cx.fail(FindingKind::Signature, &subject, format!("signature: {e}"))
+                        }
                         Ok((ptype, payload)) => {
                             if ptype != attest::PAYLOAD_TYPE {
                                 cx.fail(
+                                    FindingKind::Signature,
                                     &subject,
                                     format!("the envelope's payload type is {ptype}"),
                                 );
@@ -435,7 +516,7 @@ fn check_record(
                             if !matches(attest::StatementForm::Current)
                                 && !matches(attest::StatementForm::Legacy)
                             {
-                                cx.fail(
+                                cx.fail(FindingKind::Signature,
                                     &subject,
                                     "the signed statement does not match the record file (the record was modified after signing)",
                                 );
@@ -447,8 +528,18 @@ fn check_record(
         },
     }
 
-    // The outputs.
-    if !outputs_final || (record["outputs"] != "published" && record["outputs"] != "no-outputs") {
+    // The outputs. A record that already failed is not trusted to name
+    // them: the host paths it lists are not hashed (an edited record could
+    // otherwise send the verifier through `/usr`). Only a missing
+    // signature lets the check go on, since the chain still vouches for
+    // the record.
+    let record_failed = cx.findings[findings_before..]
+        .iter()
+        .any(|f| f.kind != FindingKind::Unsigned);
+    if !checks.outputs || record_failed {
+        return;
+    }
+    if record["outputs"] != "published" && record["outputs"] != "no-outputs" {
         return;
     }
     for m in record["mounts"].as_array().into_iter().flatten() {
@@ -461,6 +552,7 @@ fn check_record(
         let guest = m["guest"].as_str().unwrap_or("");
         match digest::tree(Path::new(host)) {
             Err(e) => cx.fail(
+                FindingKind::Output,
                 &subject,
                 format!("output {guest} ({host}) cannot be read: {e}"),
             ),
@@ -468,6 +560,7 @@ fn check_record(
                 if tree.digest.to_string() != after["sha256"].as_str().unwrap_or("") {
                     let diff = differing_files(after, &tree);
                     cx.fail(
+                        FindingKind::Output,
                         &subject,
                         format!(
                             "output {guest} ({host}) no longer matches the record: {}",
@@ -586,5 +679,6 @@ pub fn check_head(
     Ok(crate::head::check(&head, &lines).map(|problem| Finding {
         subject: format!("{} (signed head)", chain::LOG_FILE),
         problem,
+        kind: FindingKind::Chain,
     }))
 }

@@ -19,6 +19,13 @@ fn compile_cache() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-compiled")
 }
 
+/// The key that seals the shared compile cache: one for the whole suite,
+/// or every workspace's own secrets home would hold a different key and
+/// each test would recompile what the last one cached.
+fn compile_cache_key() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-compile-cache.key")
+}
+
 /// sha256 hex of bytes.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
@@ -154,6 +161,7 @@ impl Workspace {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("CORDON_COMPILE_CACHE", compile_cache())
+            .env("CORDON_COMPILE_CACHE_KEY", compile_cache_key())
             .env("CORDON_SECRETS_HOME", self.secrets_home())
             .stdin(if input.is_some() {
                 Stdio::piped()

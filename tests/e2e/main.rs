@@ -5,6 +5,7 @@
 mod harness;
 
 mod crash;
+mod damaged_state;
 mod escapes;
 mod hostile_channels;
 mod hostile_outputs;

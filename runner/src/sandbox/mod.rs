@@ -450,7 +450,9 @@ pub struct Sandbox {
     /// the epoch thread, which ticks both engines.
     native: Arc<std::sync::OnceLock<Kit>>,
     options: SandboxOptions,
-    cache_dir: Option<PathBuf>,
+    /// The compiled-component cache and the key that seals its artifacts
+    /// (see [`crate::compiled`]); without a key nothing is cached.
+    cache: Option<(PathBuf, crate::compiled::CacheKey)>,
     _ticker: EpochTicker,
 }
 
@@ -518,11 +520,29 @@ impl Sandbox {
                     source: e,
                 })?
         };
+        let cache = cache_dir.and_then(|dir| {
+            let key = crate::compiled::key_path()
+                .ok_or_else(|| {
+                    std::io::Error::other(
+                        "no place for its key: neither CORDON_SECRETS_HOME, XDG_CONFIG_HOME nor HOME is set",
+                    )
+                })
+                .and_then(|p| crate::compiled::CacheKey::load_or_create(&p));
+            match key {
+                Ok(key) => Some((dir, key)),
+                Err(e) => {
+                    // Without a key an artifact could not be checked, so none
+                    // is loaded: every run compiles.
+                    tracing::warn!("compiled components are not cached: {e}");
+                    None
+                }
+            }
+        });
         Ok(Sandbox {
             canonical,
             native,
             options,
-            cache_dir,
+            cache,
             _ticker: EpochTicker {
                 stop,
                 thread: Some(thread),
@@ -536,7 +556,7 @@ impl Sandbox {
     /// loads an artifact compiled for another.
     fn cache_path(&self, engine: &Engine, digest: &Sha256Digest) -> Option<PathBuf> {
         use std::hash::{Hash, Hasher};
-        let dir = self.cache_dir.as_ref()?;
+        let (dir, _) = self.cache.as_ref()?;
         let mut h = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         Some(dir.join(format!("{}-{:016x}.cwasm", digest.hex(), h.finish())))
@@ -590,24 +610,9 @@ impl Sandbox {
         let cache = self.cache_path(&kit.engine, digest);
         let mut from_cache = false;
         let mut component = None;
-        if let Some(path) = &cache
-            && path.is_file()
-        {
-            // SAFETY: the cache directory lives in the state directory, which
-            // the runner creates 0700 and never mounts into a step (the plan
-            // refuses mounts that contain it). The artifact is native code, so
-            // whoever can write there can already run code as this user.
-            // A corrupt or incompatible file is rejected by wasmtime's own
-            // header checks and we recompile.
-            match unsafe { Component::deserialize_file(&kit.engine, path) } {
-                Ok(c) => {
-                    component = Some(c);
-                    from_cache = true;
-                }
-                Err(e) => {
-                    tracing::warn!("ignoring unusable compiled cache {}: {e}", path.display())
-                }
-            }
+        if let (Some(path), Some((_, key))) = (&cache, &self.cache) {
+            component = self.load_sealed(&kit.engine, key, path);
+            from_cache = component.is_some();
         }
         let component = match component {
             Some(c) => c,
@@ -646,15 +651,74 @@ impl Sandbox {
         })
     }
 
+    /// The cached compilation at `path`, when there is one and its seal
+    /// holds; otherwise `None` (with a warning for a file that is there but
+    /// refused), and the caller recompiles.
+    fn load_sealed(
+        &self,
+        engine: &Engine,
+        key: &crate::compiled::CacheKey,
+        path: &Path,
+    ) -> Option<Component> {
+        let name = path.file_name()?.to_str()?;
+        let artifact = match crate::fsutil::read_regular(path, crate::compiled::MAX_ARTIFACT_BYTES)
+        {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read compiled component {}: {e}; recompiling",
+                    path.display()
+                );
+                return None;
+            }
+        };
+        let serialized = match key.open(name, &artifact) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("compiled component {}: {e}; recompiling", path.display());
+                return None;
+            }
+        };
+        // SAFETY: `serialized` is, byte for byte, what `store_compiled` got
+        // from `Component::serialize` of this engine for this file name: its
+        // HMAC-SHA256 tag, checked just above over the bytes in memory (so
+        // the file cannot change between check and use), is keyed with a
+        // secret kept outside the cache directory, 0600 in the user's
+        // secrets home, which no step can mount (see `crate::compiled`).
+        // Forging it takes that key, that is, the user's own files.
+        // wasmtime's header check then rejects an artifact of another
+        // engine configuration.
+        match unsafe { Component::deserialize(engine, serialized) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(
+                    "compiled component {} is unusable: {}; recompiling",
+                    path.display(),
+                    wasm_err(e)
+                );
+                None
+            }
+        }
+    }
+
     fn store_compiled(&self, component: &Component, path: &Path) {
+        let Some((_, key)) = &self.cache else {
+            return;
+        };
         let result = (|| -> std::io::Result<()> {
             let bytes = component
                 .serialize()
                 .map_err(|e| std::io::Error::other(wasm_err(e)))?;
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| std::io::Error::other("cache file names are UTF-8"))?;
+            let sealed = key.seal(name, &bytes);
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
+                crate::fsutil::create_private_dir(dir)?;
             }
-            crate::fsutil::write_atomic(path, &bytes)
+            crate::fsutil::write_atomic(path, &sealed)
         })();
         if let Err(e) = result {
             // The cache is an optimisation: a failure costs a recompile next
