@@ -233,7 +233,10 @@ pub fn seal(
     });
     record.signed_by = signer.map(|s| s.signed_by().clone());
 
-    let bytes = record.to_redacted_bytes(redactor);
+    // Values are redacted in the typed record, never in its serialized
+    // text: nothing a secret holds can corrupt the document.
+    record.redact_values(redactor);
+    let bytes = record.to_bytes();
     let record_digest = Sha256Digest::of(&bytes);
     let record_path = record_path(records_dir, &record.run_id);
 

@@ -246,13 +246,49 @@ impl StepRecord {
         v
     }
 
-    /// The record's bytes with every secret value replaced. Values should
-    /// never reach a record at all; this last pass makes sure that a value a
-    /// manifest author pasted into `args` or `env`, or that a step wrote
-    /// into a panic message, does not either. Replacements contain no JSON
-    /// metacharacters, so the document stays valid.
-    pub fn to_redacted_bytes(&self, redactor: &crate::secrets::Redactor) -> Vec<u8> {
-        redactor.redact(&self.to_bytes()).into_owned()
+    /// Replaces every secret value in the strings that can carry one — the
+    /// ones a step or a manifest author chose: arguments, environment
+    /// values, metric names, annotations, names asked for but not granted,
+    /// trap messages, refusal reasons, network URLs and reasons — as
+    /// *values*, before anything is serialized. Digests, paths the plan
+    /// resolved and counts are left alone: redacting serialized text would
+    /// let a value with `"` or `\` survive JSON escaping, and a short value
+    /// (`0000`) would rewrite digests and break the document.
+    pub fn redact_values(&mut self, r: &crate::secrets::Redactor) {
+        if r.is_empty() {
+            return;
+        }
+        for a in &mut self.args {
+            *a = r.redact_str(a);
+        }
+        for v in self.env.values_mut() {
+            *v = r.redact_str(v);
+        }
+        let rekey = |m: &mut BTreeMap<String, u64>| {
+            *m = std::mem::take(m)
+                .into_iter()
+                .map(|(k, v)| (r.redact_str(&k), v))
+                .collect();
+        };
+        rekey(&mut self.secrets_not_granted);
+        self.report.metrics = std::mem::take(&mut self.report.metrics)
+            .into_iter()
+            .map(|(k, v)| (r.redact_str(&k), v))
+            .collect();
+        self.report.annotations = std::mem::take(&mut self.report.annotations)
+            .into_iter()
+            .map(|(k, v)| (r.redact_str(&k), r.redact_str(&v)))
+            .collect();
+        self.termination.redact(r);
+        for c in &mut self.network {
+            c.url = r.redact_str(&c.url);
+            if let Some(reason) = &mut c.reason {
+                *reason = r.redact_str(reason);
+            }
+        }
+        if let Publication::Withheld { reason, .. } = &mut self.outputs {
+            *reason = r.redact_str(reason);
+        }
     }
 }
 

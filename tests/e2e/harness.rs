@@ -237,6 +237,19 @@ impl Workspace {
             .collect()
     }
 
+    /// The record files in the default state directory, oldest first.
+    pub fn records_paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(self.path(".cordon/records"))
+            .map(|rd| {
+                rd.map(|e| e.unwrap().path())
+                    .filter(|p| is_record_file(p))
+                    .collect()
+            })
+            .unwrap_or_default();
+        paths.sort();
+        paths
+    }
+
     /// The single record written so far.
     pub fn record(&self) -> serde_json::Value {
         let mut r = self.records();

@@ -584,3 +584,90 @@ fn store_and_key_paths_come_from_the_named_config() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("lies inside the workspace"), "{out:?}");
 }
+
+#[test]
+fn a_secret_spelled_like_json_syntax_cannot_corrupt_the_record() {
+    // Values used only through the handle may be short; text redaction of
+    // the serialized record turned every `"` into a replacement and every
+    // digest's `sha256:` prefix into garbage. Values are redacted as values.
+    let ws = Workspace::new();
+    assert_eq!(set(&ws, "quote", "\"").code, 0);
+    assert_eq!(set(&ws, "algo", "sha256").code, 0);
+    assert_eq!(ws.cordon(&["key", "generate", "--env", "dev"], &[]).code, 0);
+    ws.write("data/a.txt", "alpha\n");
+    ws.step(
+        PROBE,
+        &[
+            "secret-hmac",
+            "quote",
+            "x",
+            "--",
+            "secret-hmac",
+            "algo",
+            "y",
+            "--",
+            "write",
+            "/out/f.txt",
+            "z",
+        ],
+        &(secret_toml("quote", "\"hmac\"")
+            + &secret_toml("algo", "\"hmac\"")
+            + &mount("/out", "out", "write")),
+    );
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let rec = ws.record();
+    assert!(
+        rec["component"]["sha256"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "digests are intact: {rec}"
+    );
+    let v = ws.cordon(&["verify"], &[]);
+    assert_eq!(v.code, 0, "the record and its outputs verify: {v:?}");
+}
+
+#[test]
+fn a_name_asked_for_that_spells_a_value_with_quotes_and_backslashes_is_redacted_as_a_value() {
+    let ws = Workspace::new();
+    let value = "tok\"en\\with-json-syntax-77";
+    assert_eq!(set(&ws, "deploy", value).code, 0);
+    assert_eq!(ws.cordon(&["key", "generate", "--env", "dev"], &[]).code, 0);
+    // The step never sees the value, but a step that learned it elsewhere
+    // must not get it into the record through a name it asks for, a metric
+    // name or an annotation. The longest name is past the 128-character cut.
+    // Cut at 128 characters, it would keep 18 characters of the value.
+    let long = format!("{}{value}", "p".repeat(110));
+    ws.step(
+        PROBE,
+        &[
+            "secret-name",
+            &format!("x-{value}"),
+            "--",
+            "secret-name",
+            &long,
+            "--",
+            "metric",
+            &format!("m-{value}"),
+            "1",
+            "--",
+            "secret-hmac",
+            "deploy",
+            "data",
+        ],
+        &secret_toml("deploy", "\"hmac\""),
+    );
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let rec = std::fs::read_to_string(&ws.records_paths()[0]).unwrap();
+    let escaped = serde_json::to_string(value).unwrap();
+    let escaped = escaped.trim_matches('"');
+    let part = serde_json::to_string(&value[..14]).unwrap();
+    let part = part.trim_matches('"');
+    for form in [value, escaped, &value[..14], part] {
+        assert!(!rec.contains(form), "`{form}` is in the record:\n{rec}");
+    }
+    assert!(rec.contains("[REDACTED:deploy]"), "{rec}");
+    assert!(!contains(&ws.state_bytes(), value.as_bytes()));
+    assert_eq!(ws.cordon(&["verify"], &[]).code, 0);
+}

@@ -80,6 +80,9 @@ pub struct CordonHost {
     pub(crate) audit: BTreeMap<String, SecretAudit>,
     /// Names the step asked for that the manifest does not grant.
     pub(crate) not_granted: BTreeMap<String, u64>,
+    /// Redacts guest-chosen names as they arrive, before any bound cuts
+    /// them: a cut first would leave most of a value behind.
+    pub(crate) redactor: crate::secrets::Redactor,
     pub(crate) report: Report,
     /// Placeholders of the secrets the step may send as HTTP headers.
     pub(crate) placeholders: BTreeMap<String, String>,
@@ -104,6 +107,7 @@ impl CordonHost {
             })
             .collect();
         CordonHost {
+            redactor: crate::secrets::Redactor::new(&secrets),
             secrets,
             audit,
             ..Default::default()
@@ -185,7 +189,15 @@ impl secrets::Host for CordonView<'_> {
                 // grow the record without limit.
                 let n = self.host.not_granted.len();
                 if n < MAX_FACTS {
-                    let key: String = name.chars().take(MAX_KEY).collect();
+                    // Redacted as a value first, then cut: the name may
+                    // spell a granted value.
+                    let key: String = self
+                        .host
+                        .redactor
+                        .redact_str(&name)
+                        .chars()
+                        .take(MAX_KEY)
+                        .collect();
                     *self.host.not_granted.entry(key).or_default() += 1;
                 }
                 Ok(Err(secrets::Error::NotGranted))
@@ -292,6 +304,7 @@ impl secrets::HostSecret for CordonView<'_> {
 impl report::Host for CordonView<'_> {
     fn metric(&mut self, name: String, value: f64) -> wasmtime::Result<()> {
         if self.host.fact_room(&name) {
+            let name = self.host.redactor.redact_str(&name);
             self.host.report.metrics.insert(name, value);
         }
         Ok(())
@@ -303,6 +316,8 @@ impl report::Host for CordonView<'_> {
             return Ok(());
         }
         if self.host.fact_room(&key) {
+            let r = &self.host.redactor;
+            let (key, value) = (r.redact_str(&key), r.redact_str(&value));
             self.host.report.annotations.insert(key, value);
         }
         Ok(())

@@ -244,6 +244,19 @@ impl Termination {
         matches!(self, Termination::Exited { code: 0 })
     }
 
+    /// Replaces secret values in its messages (a trap message quotes what
+    /// the step wrote).
+    pub fn redact(&mut self, r: &crate::secrets::Redactor) {
+        match self {
+            Termination::Trapped { message, detail } => {
+                *message = r.redact_str(message);
+                *detail = r.redact_str(detail);
+            }
+            Termination::LimitExceeded { message, .. } => *message = r.redact_str(message),
+            _ => {}
+        }
+    }
+
     /// One line for people.
     pub fn describe(&self) -> String {
         match self {
