@@ -799,3 +799,113 @@ fn thousands_of_refused_requests_leave_a_bounded_record() {
         .unwrap();
     assert!(size < 4 << 20, "record files stay small: {size} bytes");
 }
+
+/// gzip of `data`.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// zlib-wrapped deflate of `data`.
+fn zlib(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn a_bound_host_echoing_the_token_in_a_compressed_body_does_not_reveal_it() {
+    for (coding, encode) in [("gzip", gzip as fn(&[u8]) -> Vec<u8>), ("deflate", zlib)] {
+        let a = Server::start(move |s| {
+            let echo = format!("you sent: {}", s.header("authorization").unwrap_or("-"));
+            (
+                200,
+                vec![("Content-Encoding".into(), coding.into())],
+                encode(echo.as_bytes()),
+            )
+        });
+        let ws = Workspace::new();
+        env_secrets(&ws);
+        let url = format!("http://127.0.0.1:{}/api/x", a.port);
+        http_step(
+            &ws,
+            &[
+                "GET",
+                &url,
+                "secret-header",
+                "authorization",
+                "deploy-token",
+                "Bearer ",
+            ],
+            &[format!("http://127.0.0.1:{}/api/", a.port)],
+            &format!(
+                "[[secret]]\nname = \"deploy-token\"\nuses = [\"http-header\"]\nhosts = [\"http://127.0.0.1:{}\"]\n",
+                a.port
+            ),
+        );
+        let out = ws.run(&[("CORDON_SECRET_DEPLOY_TOKEN", TOKEN)]);
+        assert_eq!(out.code, 0, "{coding}: {out:?}");
+        assert_eq!(
+            a.seen()[0].header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str()),
+            "{coding}: the server got the token"
+        );
+        assert!(
+            out.stdout
+                .contains("-> 200 you sent: Bearer [REDACTED:deploy-token]"),
+            "{coding}: the step read the decoded, redacted body: {}",
+            out.stdout
+        );
+        // Not in any form the step could have printed or the runner kept.
+        let compressed = encode(format!("you sent: Bearer {TOKEN}").as_bytes());
+        for sink in [out.stdout.as_bytes(), out.stderr.as_bytes()] {
+            assert!(!contains(sink, TOKEN.as_bytes()), "{coding}");
+            assert!(!contains(sink, &compressed), "{coding}");
+        }
+        assert!(!contains(&ws.state_bytes(), TOKEN.as_bytes()), "{coding}");
+    }
+}
+
+#[test]
+fn a_compressed_body_that_cannot_be_checked_is_not_delivered() {
+    let a = Server::start(|_| {
+        (
+            200,
+            vec![("Content-Encoding".into(), "gzip".into())],
+            b"this is not gzip at all".to_vec(),
+        )
+    });
+    let ws = Workspace::new();
+    env_secrets(&ws);
+    let url = format!("http://127.0.0.1:{}/api/x", a.port);
+    http_step(
+        &ws,
+        &[
+            "GET",
+            &url,
+            "secret-header",
+            "authorization",
+            "deploy-token",
+            "Bearer ",
+        ],
+        &[format!("http://127.0.0.1:{}/api/", a.port)],
+        &format!(
+            "[[secret]]\nname = \"deploy-token\"\nuses = [\"http-header\"]\nhosts = [\"http://127.0.0.1:{}\"]\n",
+            a.port
+        ),
+    );
+    let out = ws.run(&[("CORDON_SECRET_DEPLOY_TOKEN", TOKEN)]);
+    assert!(!out.stdout.contains("this is not gzip"), "{out:?}");
+    let calls = network_of(&ws.record());
+    assert_eq!(calls[0]["outcome"], "failed", "{calls:?}");
+    assert!(
+        calls[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be checked for echoed secrets"),
+        "{calls:?}"
+    );
+}

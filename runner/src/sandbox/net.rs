@@ -328,6 +328,93 @@ async fn collect_within(
     Ok(out)
 }
 
+/// How a response body was encoded, for the echo check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyCoding {
+    Gzip,
+    Deflate,
+    Brotli,
+}
+
+impl BodyCoding {
+    fn of(headers: &http::HeaderMap) -> Option<BodyCoding> {
+        let v = headers.get(http::header::CONTENT_ENCODING)?.to_str().ok()?;
+        match v.trim().to_ascii_lowercase().as_str() {
+            "gzip" | "x-gzip" => Some(BodyCoding::Gzip),
+            "deflate" => Some(BodyCoding::Deflate),
+            "br" => Some(BodyCoding::Brotli),
+            _ => None,
+        }
+    }
+}
+
+/// Decodes a compressed body, reading at most `budget` decoded bytes: a
+/// small body must not inflate into the runner's memory without bound (a
+/// compression bomb), so what decodes past the budget is an error.
+fn decode_body(coding: BodyCoding, body: &[u8], budget: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let reader: Box<dyn Read + '_> = match coding {
+        BodyCoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(body)),
+        // `deflate` is zlib-wrapped by the standard; some servers send raw
+        // deflate: try zlib first, as browsers do.
+        BodyCoding::Deflate => {
+            let mut probe = flate2::read::ZlibDecoder::new(body);
+            let mut first = [0u8; 1];
+            if probe.read(&mut first).is_ok() {
+                Box::new(flate2::read::ZlibDecoder::new(body))
+            } else {
+                Box::new(flate2::read::DeflateDecoder::new(body))
+            }
+        }
+        BodyCoding::Brotli => Box::new(brotli_decompressor::Decompressor::new(body, 4096)),
+    };
+    let mut out = Vec::new();
+    reader
+        .take(budget.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| e.to_string())?;
+    if out.len() as u64 > budget {
+        return Err(format!(
+            "it decodes to more than the {budget} bytes left of the request-bytes limit"
+        ));
+    }
+    Ok(out)
+}
+
+/// The response body the guest may read. A body compressed with gzip,
+/// deflate or br is decoded and scanned like a plain one: a bound host that
+/// echoes a token inside a compressed body would otherwise hand the value
+/// to the step, which decodes it. When the decoded body holds a value it is
+/// delivered decoded and redacted, without its `Content-Encoding`; a body
+/// that cannot be decoded (or would decode past the byte budget) is not
+/// delivered at all. Other encodings pass unchanged: a server that hides
+/// credentials in an encoding of its own is outside what the runner can see
+/// (docs/network.md).
+fn deliverable_body(
+    headers: &mut http::HeaderMap,
+    received: Vec<u8>,
+    redactor: &Redactor,
+    budget: u64,
+) -> Result<Vec<u8>, String> {
+    let Some(coding) = BodyCoding::of(headers) else {
+        return Ok(redactor.redact(&received).into_owned());
+    };
+    if redactor.is_empty() {
+        return Ok(received);
+    }
+    let decoded = decode_body(coding, &received, budget).map_err(|e| {
+        format!(
+            "the response body, encoded as {coding:?}, cannot be checked for echoed secrets: {e}"
+        )
+    })?;
+    if !redactor.contains_secret(&decoded) {
+        return Ok(received);
+    }
+    headers.remove(http::header::CONTENT_ENCODING);
+    headers.remove(http::header::CONTENT_LENGTH);
+    Ok(redactor.redact(&decoded).into_owned())
+}
+
 fn full(bytes: Vec<u8>) -> WasiBody {
     Full::new(Bytes::from(bytes))
         .map_err(|never| match never {})
@@ -510,24 +597,24 @@ impl WasiHttpHooks for NetHooks {
                         .await;
                 io.abort();
                 let received = received?;
-                Ok::<_, HttpError>((
-                    sent_len,
-                    sent_sha,
-                    rparts.status.as_u16(),
+                // Any echo of a secret is gone before the guest sees it,
+                // in the headers and in the body, compressed or not.
+                for v in rparts.headers.values_mut() {
+                    if redactor.contains_secret(v.as_bytes())
+                        && let Ok(clean) =
+                            http::HeaderValue::from_bytes(&redactor.redact(v.as_bytes()))
                     {
-                        // Any echo of a secret is gone before the guest sees it.
-                        for v in rparts.headers.values_mut() {
-                            if redactor.contains_secret(v.as_bytes())
-                                && let Ok(clean) =
-                                    http::HeaderValue::from_bytes(&redactor.redact(v.as_bytes()))
-                            {
-                                *v = clean;
-                            }
-                        }
-                        rparts
-                    },
-                    redactor.redact(&received).into_owned(),
-                ))
+                        *v = clean;
+                    }
+                }
+                let body = deliverable_body(
+                    &mut rparts.headers,
+                    received,
+                    &redactor,
+                    budget.saturating_sub(sent_len),
+                )
+                .map_err(|why| HttpError::InternalError(Some(why)))?;
+                Ok::<_, HttpError>((sent_len, sent_sha, rparts.status.as_u16(), rparts, body))
             };
             match tokio::time::timeout(limits.timeout, exchange).await {
                 Err(_) => {
