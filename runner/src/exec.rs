@@ -480,7 +480,7 @@ pub fn run_step(
         });
     }
     let record = StepRecord {
-        format: record::RECORD_FORMAT,
+        format: record::RECORD_FORMAT.into(),
         run_id: run_id.clone(),
         step: plan.name.clone(),
         environment: plan.environment.clone(),
@@ -727,7 +727,7 @@ fn serve_from_cache(
     let report: crate::sandbox::host::Report =
         serde_json::from_value(entry.report.clone()).unwrap_or_default();
     let record = StepRecord {
-        format: record::RECORD_FORMAT,
+        format: record::RECORD_FORMAT.into(),
         run_id: run_id.to_string(),
         step: plan.name.clone(),
         environment: plan.environment.clone(),

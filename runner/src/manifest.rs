@@ -237,6 +237,15 @@ impl serde::Serialize for Sha256Digest {
     }
 }
 
+/// Read back only in the form it is written, `sha256:<64 lowercase hex>`:
+/// a record or cache entry with anything else is refused, never sliced.
+impl<'de> serde::Deserialize<'de> for Sha256Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+        Sha256Digest::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Sha256Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "sha256:{}", self.0)
@@ -390,14 +399,18 @@ pub fn split_host_port(authority: &str, default_port: u16) -> Option<(String, u1
 }
 
 /// Resource limits, with defaults filled in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Wasm fuel (roughly, instructions) the step may consume.
     pub fuel: u64,
     /// Bytes of linear memory the step may grow to, over all its memories.
     pub memory: u64,
     /// Wall-clock time the step may run.
-    #[serde(serialize_with = "serialize_duration_ms", rename = "timeout_ms")]
+    #[serde(
+        serialize_with = "serialize_duration_ms",
+        deserialize_with = "deserialize_duration_ms",
+        rename = "timeout_ms"
+    )]
     pub timeout: Duration,
     /// Bytes the step may write to its output mounts, in total.
     pub output: u64,
@@ -410,6 +423,7 @@ pub struct Limits {
     /// Time one HTTP request may take, connection to last byte.
     #[serde(
         serialize_with = "serialize_duration_ms",
+        deserialize_with = "deserialize_duration_ms",
         rename = "request_timeout_ms"
     )]
     pub request_timeout: Duration,
@@ -417,6 +431,11 @@ pub struct Limits {
 
 fn serialize_duration_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
+}
+
+fn deserialize_duration_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    use serde::Deserialize as _;
+    u64::deserialize(d).map(Duration::from_millis)
 }
 
 impl Default for Limits {

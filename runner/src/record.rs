@@ -21,7 +21,7 @@ use std::path::PathBuf;
 pub const RECORD_FORMAT: &str = "cordon.step-record/v1";
 
 /// A tree digest as the record stores it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TreeRecord {
     /// Tree digest (see `digest`).
     pub sha256: Sha256Digest,
@@ -37,7 +37,7 @@ pub struct TreeRecord {
 }
 
 /// A mount as the record stores it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MountRecord {
     /// Guest path.
     pub guest: String,
@@ -59,7 +59,7 @@ pub struct MountRecord {
 }
 
 /// What happened to the step's outputs.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Publication {
     /// Outputs were published to their host paths.
@@ -98,28 +98,28 @@ pub struct CacheInfo {
 }
 
 /// The runner that produced a record.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunnerInfo {
     /// `cordon`.
-    pub name: &'static str,
+    pub name: String,
     /// Runner version.
-    pub version: &'static str,
+    pub version: String,
     /// Sandbox semantics: engine and WASI version.
-    pub sandbox: &'static str,
+    pub sandbox: String,
 }
 
 impl Default for RunnerInfo {
     fn default() -> Self {
         RunnerInfo {
-            name: "cordon",
-            version: env!("CARGO_PKG_VERSION"),
-            sandbox: "wasmtime-48 wasi-p2",
+            name: "cordon".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            sandbox: "wasmtime-48 wasi-p2".into(),
         }
     }
 }
 
 /// A file reference with its digest.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FileRef {
     /// Path on the host.
     pub path: PathBuf,
@@ -129,7 +129,7 @@ pub struct FileRef {
 
 /// What the step saw of time and randomness, so that it can be run again
 /// in the same world.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Reproducibility {
     /// Whether re-running the step with the same inputs is expected to give
     /// the same outputs: false when the manifest opted out of the fixed
@@ -153,7 +153,7 @@ pub struct Reproducibility {
 }
 
 /// The record's place in the state directory's hash chain (see `chain`).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ChainLink {
     /// 1 for the first record of the state directory.
     pub sequence: u64,
@@ -162,10 +162,10 @@ pub struct ChainLink {
 }
 
 /// One step run.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StepRecord {
     /// [`RECORD_FORMAT`].
-    pub format: &'static str,
+    pub format: String,
     /// Unique id of this run.
     pub run_id: String,
     /// Step name.
@@ -189,7 +189,7 @@ pub struct StepRecord {
     /// Granted secrets: provider, version, uses (never values).
     pub secrets: BTreeMap<String, SecretAudit>,
     /// Secret names the step asked for that were not granted.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub secrets_not_granted: BTreeMap<String, u64>,
     /// Every HTTP request the step made or tried to make: method, URL
     /// (query values redacted), outcome, status, bytes and sha256 of both

@@ -440,6 +440,20 @@ fn check_record(
             ),
         );
     }
+    // The record is read through its type too: a record the runner could
+    // not have written is named, not half-read.
+    if let Err(e) = serde_json::from_slice::<crate::record::StepRecord>(&bytes)
+        && parsed.contains_key(&entry.run)
+    {
+        cx.fail(
+            FindingKind::Record,
+            &subject,
+            format!(
+                "the record file is not a {} document: {e}",
+                crate::record::RECORD_FORMAT
+            ),
+        );
+    }
     let Some((_, record)) = parsed.get(&entry.run) else {
         cx.fail(
             FindingKind::Record,

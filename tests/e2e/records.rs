@@ -801,3 +801,26 @@ fn every_statement_validates_with_in_toto_attestation_and_securesystemslib() {
         "{statement}"
     );
 }
+
+#[test]
+fn every_record_reads_back_through_its_type_byte_for_byte() {
+    let ws = signed_workspace();
+    checksum_step(&ws);
+    run_ok(&ws);
+    run_ok(&ws); // a cache hit
+    ws.step(PROBE, &["metric", "m", "1", "--", "exit", "1"], "");
+    assert_eq!(ws.run(&[]).code, 1);
+    let paths = record_paths(&ws);
+    assert_eq!(paths.len(), 3);
+    for p in paths {
+        let bytes = std::fs::read(&p).unwrap();
+        let record: cordon::record::StepRecord =
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert_eq!(
+            String::from_utf8(record.to_bytes()).unwrap(),
+            String::from_utf8(bytes).unwrap(),
+            "{}: the typed record is the whole record",
+            p.display()
+        );
+    }
+}

@@ -41,7 +41,7 @@ pub struct SecretHandle {
 }
 
 /// What the record says about one secret.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SecretAudit {
     /// Provider that supplied the value.
     pub provider: String,

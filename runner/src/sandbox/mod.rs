@@ -197,7 +197,7 @@ impl Stdio {
 }
 
 /// Which limit stopped a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LimitKind {
     /// Fuel ran out.
@@ -211,7 +211,7 @@ pub enum LimitKind {
 }
 
 /// How a step run ended.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Termination {
     /// `wasi:cli/run` returned or the step called `exit`; 0 is success.
@@ -270,7 +270,7 @@ impl Termination {
 }
 
 /// Resources a run consumed.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     /// Fuel consumed.
     pub fuel: u64,

@@ -50,7 +50,7 @@ pub enum Forward {
 }
 
 /// What the record keeps about one stream.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StreamSummary {
     /// sha256 of the captured (redacted) bytes.
     pub sha256: Sha256Digest,
@@ -63,7 +63,9 @@ pub struct StreamSummary {
     /// Whether a secret value was found and redacted.
     pub redacted: bool,
     /// Whether control bytes or escape sequences were removed or written
-    /// visibly (`\x1b`) before the stream was shown and stored.
+    /// visibly (`\x1b`) before the stream was shown and stored. (Absent
+    /// from records written before it existed.)
+    #[serde(default)]
     pub escaped: bool,
     /// The capture file, when one was written.
     #[serde(skip_serializing_if = "Option::is_none")]
