@@ -800,6 +800,28 @@ fn thousands_of_refused_requests_leave_a_bounded_record() {
     assert!(size < 4 << 20, "record files stay small: {size} bytes");
 }
 
+/// `step.toml` for the http probe: one GET of `path` on 127.0.0.1:`port`
+/// with the bound secret `deploy-token` as a bearer header, granting
+/// `/api/` there and binding the secret to `http://127.0.0.1:port`.
+fn bound_get(ws: &Workspace, port: u16, path: &str) {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    http_step(
+        ws,
+        &[
+            "GET",
+            &url,
+            "secret-header",
+            "authorization",
+            "deploy-token",
+            "Bearer ",
+        ],
+        &[format!("http://127.0.0.1:{port}/api/")],
+        &format!(
+            "[[secret]]\nname = \"deploy-token\"\nuses = [\"http-header\"]\nhosts = [\"http://127.0.0.1:{port}\"]\n"
+        ),
+    );
+}
+
 /// gzip of `data`.
 fn gzip(data: &[u8]) -> Vec<u8> {
     use std::io::Write as _;
@@ -829,23 +851,7 @@ fn a_bound_host_echoing_the_token_in_a_compressed_body_does_not_reveal_it() {
         });
         let ws = Workspace::new();
         env_secrets(&ws);
-        let url = format!("http://127.0.0.1:{}/api/x", a.port);
-        http_step(
-            &ws,
-            &[
-                "GET",
-                &url,
-                "secret-header",
-                "authorization",
-                "deploy-token",
-                "Bearer ",
-            ],
-            &[format!("http://127.0.0.1:{}/api/", a.port)],
-            &format!(
-                "[[secret]]\nname = \"deploy-token\"\nuses = [\"http-header\"]\nhosts = [\"http://127.0.0.1:{}\"]\n",
-                a.port
-            ),
-        );
+        bound_get(&ws, a.port, "/api/x");
         let out = ws.run(&[("CORDON_SECRET_DEPLOY_TOKEN", TOKEN)]);
         assert_eq!(out.code, 0, "{coding}: {out:?}");
         assert_eq!(
@@ -880,23 +886,7 @@ fn a_compressed_body_that_cannot_be_checked_is_not_delivered() {
     });
     let ws = Workspace::new();
     env_secrets(&ws);
-    let url = format!("http://127.0.0.1:{}/api/x", a.port);
-    http_step(
-        &ws,
-        &[
-            "GET",
-            &url,
-            "secret-header",
-            "authorization",
-            "deploy-token",
-            "Bearer ",
-        ],
-        &[format!("http://127.0.0.1:{}/api/", a.port)],
-        &format!(
-            "[[secret]]\nname = \"deploy-token\"\nuses = [\"http-header\"]\nhosts = [\"http://127.0.0.1:{}\"]\n",
-            a.port
-        ),
-    );
+    bound_get(&ws, a.port, "/api/x");
     let out = ws.run(&[("CORDON_SECRET_DEPLOY_TOKEN", TOKEN)]);
     assert!(!out.stdout.contains("this is not gzip"), "{out:?}");
     let calls = network_of(&ws.record());

@@ -59,7 +59,7 @@ fn findings(ws: &Workspace) -> Vec<String> {
 
 /// Fails when any file under `dir` holds a PEM private key.
 fn assert_no_private_key_in(dir: &Path) {
-    for e in walk(dir) {
+    for e in walk_files(dir) {
         let text = std::fs::read(&e).unwrap_or_default();
         assert!(
             !String::from_utf8_lossy(&text).contains("PRIVATE KEY"),
@@ -67,23 +67,6 @@ fn assert_no_private_key_in(dir: &Path) {
             e.display()
         );
     }
-}
-
-/// Every regular file under `dir`.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let t = e.file_type().unwrap();
-            if t.is_dir() {
-                todo.push(e.path());
-            } else if t.is_file() {
-                out.push(e.path());
-            }
-        }
-    }
-    out
 }
 
 /// A probe step that prints, so each run leaves a small record.

@@ -718,20 +718,3 @@ fn records_are_signed_by_a_transit_key_that_never_leaves_the_server() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stdout.contains("not a trusted key"), "{out:?}");
 }
-
-/// Every regular file under `dir`.
-fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let t = e.file_type().unwrap();
-            if t.is_dir() {
-                todo.push(e.path());
-            } else if t.is_file() {
-                out.push(e.path());
-            }
-        }
-    }
-    out
-}
