@@ -7,6 +7,7 @@ mod harness;
 mod crash;
 mod damaged_state;
 mod escapes;
+mod full_disk;
 mod hostile_channels;
 mod hostile_outputs;
 mod intoto;

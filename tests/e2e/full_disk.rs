@@ -1,0 +1,149 @@
+//! A full disk, on a small tmpfs holding the state directory and the
+//! outputs: every earlier record and output stays intact, nothing is
+//! published without a record, the error says what happened, and once
+//! there is room again `repair`, `verify` and the next run all succeed.
+//!
+//! Mounting a tmpfs needs root (CI runs as root); elsewhere the tests say
+//! they are skipped and why.
+
+use crate::harness::*;
+use cordon_test_artifacts::PROBE;
+use std::path::PathBuf;
+
+/// A tmpfs of `size` mounted at `path`, unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(path: PathBuf, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(&path).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!(
+                "skipped: cannot mount a tmpfs at {} (needs root); CI runs this test",
+                path.display()
+            );
+            return None;
+        }
+        Some(SmallDisk(path))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// `cordon ARGS --state disk/state` in the workspace.
+fn on_disk(ws: &Workspace, args: &[&str]) -> Output {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--state", "disk/state"]);
+    ws.cordon(&all, &[])
+}
+
+fn write_step(ws: &Workspace, file: &str, content: &str) {
+    ws.step(
+        PROBE,
+        &["write", &format!("/out/{file}"), content],
+        &mount("/out", "disk/out", "write"),
+    );
+}
+
+#[test]
+fn a_step_that_fills_the_disk_publishes_nothing_and_loses_nothing() {
+    let ws = Workspace::new();
+    let Some(_disk) = SmallDisk::mount(ws.path("disk"), "6m") else {
+        return;
+    };
+    assert_eq!(ws.cordon(&["key", "generate", "--env", "dev"], &[]).code, 0);
+    write_step(&ws, "a.txt", "first");
+    let first = on_disk(&ws, &["run", "step.toml"]);
+    assert_eq!(first.code, 0, "{first:?}");
+
+    // Writes until the disk is full.
+    ws.step(
+        PROBE,
+        &["flood-disk", "/out/big"],
+        &mount("/out", "disk/out", "write"),
+    );
+    let out = on_disk(&ws, &["run", "step.toml", "--no-cache"]);
+    assert!(out.code == 1 || out.code == 3, "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path("disk/out/a.txt")).unwrap(),
+        "first",
+        "the earlier output stands"
+    );
+    assert!(
+        !ws.path("disk/out/big").exists(),
+        "nothing of the flood is published"
+    );
+
+    let r = on_disk(&ws, &["repair"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let v = on_disk(&ws, &["verify"]);
+    assert_eq!(v.code, 0, "every record holds: {v:?}");
+    write_step(&ws, "b.txt", "after");
+    let next = on_disk(&ws, &["run", "step.toml"]);
+    assert_eq!(next.code, 0, "the next run works: {next:?}");
+    assert_eq!(on_disk(&ws, &["verify"]).code, 0);
+}
+
+#[test]
+fn a_disk_too_full_for_the_record_fails_the_runner_clearly_and_publishes_nothing() {
+    let ws = Workspace::new();
+    let Some(_disk) = SmallDisk::mount(ws.path("disk"), "6m") else {
+        return;
+    };
+    assert_eq!(ws.cordon(&["key", "generate", "--env", "dev"], &[]).code, 0);
+    write_step(&ws, "a.txt", "first");
+    assert_eq!(on_disk(&ws, &["run", "step.toml"]).code, 0);
+    let records_before = std::fs::read(ws.path("disk/state/records/chain.log")).unwrap();
+
+    // Something else fills the disk, to the last block.
+    let filler = ws.path("disk/filler");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        while f.write_all(&[0u8; 512]).is_ok() {}
+        let _ = f.sync_all();
+    }
+    write_step(&ws, "a.txt", "second");
+    let out = on_disk(&ws, &["run", "step.toml", "--no-cache"]);
+    assert_eq!(out.code, 3, "the runner itself failed: {out:?}");
+    assert!(
+        out.stderr.contains("No space left on device"),
+        "the error says why: {out:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path("disk/out/a.txt")).unwrap(),
+        "first",
+        "nothing was published without a record"
+    );
+    assert!(
+        std::fs::read(ws.path("disk/state/records/chain.log"))
+            .unwrap()
+            .starts_with(&records_before),
+        "earlier records are intact"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let r = on_disk(&ws, &["repair"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let v = on_disk(&ws, &["verify"]);
+    assert_eq!(v.code, 0, "{v:?}");
+    let next = on_disk(&ws, &["run", "step.toml", "--no-cache"]);
+    assert_eq!(next.code, 0, "{next:?}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path("disk/out/a.txt")).unwrap(),
+        "second"
+    );
+}
