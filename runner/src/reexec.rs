@@ -392,7 +392,9 @@ fn run_in(
                 continue;
             }
             if tree.digest.to_string() != after["sha256"].as_str().unwrap_or("") {
-                for d in crate::verify::differing_files(after, &tree) {
+                let recorded: crate::record::TreeRecord = serde_json::from_value(after.clone())
+                    .map_err(|e| format!("the record's tree of {guest} is not a tree: {e}"))?;
+                for d in crate::verify::differing_files(&recorded, &tree) {
                     differs.push(format!("{guest}/{d}"));
                 }
             }

@@ -28,7 +28,11 @@ use crate::config::WorkspaceConfig;
 use crate::digest;
 use crate::keys::{TrustOrigin, TrustRoots};
 use crate::manifest::Sha256Digest;
+use crate::record::{Publication, StepRecord, TreeRecord};
 use serde_json::Value;
+
+/// A record file's bytes and what they parse to.
+type Parsed = (Vec<u8>, Result<StepRecord, String>);
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -334,29 +338,23 @@ pub fn verify_with(
 
     // Which record last wrote each host path: only its outputs must match.
     let mut last_writer: BTreeMap<String, String> = BTreeMap::new();
-    let mut parsed: BTreeMap<String, (Vec<u8>, Value)> = BTreeMap::new();
+    // Records are read through their type: a file that is not one is
+    // reported below, never half-read by key.
+    let mut parsed: BTreeMap<String, Parsed> = BTreeMap::new();
     for e in &entries {
         let path = chain::record_path(&records_dir, &e.run);
-        if let Ok(bytes) = std::fs::read(&path)
-            && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
-        {
+        if let Ok(bytes) = std::fs::read(&path) {
+            let record = serde_json::from_slice::<StepRecord>(&bytes).map_err(|e| e.to_string());
             // Only a record with the digest the chain holds may say which
             // host paths it wrote last; a modified one could otherwise take
             // that over from the real last writer and hide its outputs.
             let intact = Sha256Digest::of(&bytes).to_string() == e.record;
-            for m in v["mounts"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|_| intact)
-            {
-                if m.get("after").is_some()
-                    && let Some(h) = m["host"].as_str()
-                {
-                    last_writer.insert(h.to_string(), e.run.clone());
+            if let (Ok(r), true) = (&record, intact) {
+                for m in r.mounts.iter().filter(|m| m.after.is_some()) {
+                    last_writer.insert(m.host.display().to_string(), e.run.clone());
                 }
             }
-            parsed.insert(e.run.clone(), (bytes, v));
+            parsed.insert(e.run.clone(), (bytes, record));
         }
     }
 
@@ -412,7 +410,7 @@ fn check_record(
     cx: &mut Ctx<'_>,
     records_dir: &Path,
     entry: &LogEntry,
-    parsed: &BTreeMap<String, (Vec<u8>, Value)>,
+    parsed: &BTreeMap<String, Parsed>,
     last_writer: &BTreeMap<String, String>,
     checks: Checks,
 ) {
@@ -440,50 +438,50 @@ fn check_record(
             ),
         );
     }
-    // The record is read through its type too: a record the runner could
-    // not have written is named, not half-read.
-    if let Err(e) = serde_json::from_slice::<crate::record::StepRecord>(&bytes)
-        && parsed.contains_key(&entry.run)
-    {
-        cx.fail(
-            FindingKind::Record,
-            &subject,
-            format!(
-                "the record file is not a {} document: {e}",
-                crate::record::RECORD_FORMAT
-            ),
-        );
-    }
-    let Some((_, record)) = parsed.get(&entry.run) else {
-        cx.fail(
-            FindingKind::Record,
-            &subject,
-            "the record file is not valid JSON",
-        );
-        return;
+    let record = match parsed.get(&entry.run) {
+        Some((_, Ok(r))) => r,
+        Some((_, Err(e))) => {
+            cx.fail(
+                FindingKind::Record,
+                &subject,
+                format!(
+                    "the record file is not a {} document: {e}",
+                    crate::record::RECORD_FORMAT
+                ),
+            );
+            return;
+        }
+        None => {
+            cx.fail(FindingKind::Record, &subject, "the record file cannot be read");
+            return;
+        }
     };
-    if record["run_id"] != entry.run.as_str() {
+    if record.run_id != entry.run {
         cx.fail(
             FindingKind::Record,
             &subject,
-            format!("the record names run {}", record["run_id"]),
+            format!("the record names run {}", record.run_id),
         );
     }
-    let link = &record["chain"];
-    if link["sequence"] != entry.seq || link["previous"] != entry.prev.as_str() {
+    let placed = record
+        .chain
+        .as_ref()
+        .map(|l| (l.sequence, l.previous.to_string()));
+    if placed.as_ref() != Some(&(entry.seq, entry.prev.clone())) {
+        let (seq, prev) = placed.unwrap_or((0, "nothing".into()));
         cx.fail(
             FindingKind::Record,
             &subject,
             format!(
-                "the record places itself at {} after {}, but the chain holds it at {} after {}",
-                link["sequence"], link["previous"], entry.seq, entry.prev
+                "the record places itself at {seq} after {prev}, but the chain holds it at {} after {}",
+                entry.seq, entry.prev
             ),
         );
     }
 
     // The signature.
     let env_path = chain::envelope_path(records_dir, &entry.run);
-    let environment = record["environment"].as_str().unwrap_or("").to_string();
+    let environment = record.environment.clone();
     match &entry.envelope {
         None => cx.fail(
             FindingKind::Unsigned,
@@ -553,25 +551,26 @@ fn check_record(
     if !checks.outputs || record_failed {
         return;
     }
-    if record["outputs"] != "published" && record["outputs"] != "no-outputs" {
+    if matches!(record.outputs, Publication::Withheld { .. }) {
         return;
     }
-    for m in record["mounts"].as_array().into_iter().flatten() {
-        let (Some(after), Some(host)) = (m.get("after"), m["host"].as_str()) else {
+    for m in &record.mounts {
+        let Some(after) = &m.after else {
             continue;
         };
-        if last_writer.get(host) != Some(&entry.run) {
+        let host = m.host.display().to_string();
+        if last_writer.get(&host) != Some(&entry.run) {
             continue;
         }
-        let guest = m["guest"].as_str().unwrap_or("");
-        match digest::tree(Path::new(host)) {
+        let guest = &m.guest;
+        match digest::tree(&m.host) {
             Err(e) => cx.fail(
                 FindingKind::Output,
                 &subject,
                 format!("output {guest} ({host}) cannot be read: {e}"),
             ),
             Ok(tree) => {
-                if tree.digest.to_string() != after["sha256"].as_str().unwrap_or("") {
+                if tree.digest != after.sha256 {
                     let diff = differing_files(after, &tree);
                     cx.fail(
                         FindingKind::Output,
@@ -587,38 +586,28 @@ fn check_record(
     }
 }
 
-/// What identifies an entry's content in a record's JSON form: the file's
-/// sha256, the link's target, or the kind.
-fn entry_identity(e: &Value) -> String {
-    if let Some(h) = e["sha256"].as_str() {
-        h.to_string()
-    } else if let Some(t) = e.get("symlink") {
-        format!("symlink to {}", t["target"])
-    } else if e.get("dir").is_some() {
-        "dir".into()
-    } else {
-        "other".into()
+/// What identifies an entry's content: the file's sha256, the link's
+/// target, or the kind.
+fn entry_identity(e: &digest::Entry) -> String {
+    match (&e.kind, &e.sha256) {
+        (_, Some(h)) => h.clone(),
+        (digest::EntryKind::Symlink { target }, None) => format!("symlink to {target:?}"),
+        (digest::EntryKind::Dir, None) => "dir".into(),
+        _ => "other".into(),
     }
 }
 
-/// Names of the entries that differ between a recorded tree (its JSON form
-/// in a record) and a tree on disk.
-pub fn differing_files(recorded: &Value, now: &digest::Tree) -> Vec<String> {
-    let listing = |entries: &Value| -> BTreeMap<String, String> {
+/// Names of the entries that differ between a recorded tree and a tree on
+/// disk.
+pub fn differing_files(recorded: &TreeRecord, now: &digest::Tree) -> Vec<String> {
+    let listing = |entries: &[digest::Entry]| -> BTreeMap<String, String> {
         entries
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| {
-                (
-                    e["path"].as_str().unwrap_or("").to_string(),
-                    entry_identity(e),
-                )
-            })
+            .iter()
+            .map(|e| (e.path.clone(), entry_identity(e)))
             .collect()
     };
-    let before = listing(&recorded["entries"]);
-    let after = listing(&serde_json::to_value(&now.entries).unwrap_or_default());
+    let before = listing(recorded.entries.as_deref().unwrap_or_default());
+    let after = listing(&now.entries);
     let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
     let mut out = Vec::new();
     for n in names {
