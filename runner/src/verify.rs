@@ -452,7 +452,11 @@ fn check_record(
             return;
         }
         None => {
-            cx.fail(FindingKind::Record, &subject, "the record file cannot be read");
+            cx.fail(
+                FindingKind::Record,
+                &subject,
+                "the record file cannot be read",
+            );
             return;
         }
     };
