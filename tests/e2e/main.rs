@@ -8,6 +8,7 @@ mod crash;
 mod damaged_state;
 mod escapes;
 mod hostile_channels;
+mod hostile_limits;
 mod hostile_outputs;
 mod intoto;
 mod limits;
