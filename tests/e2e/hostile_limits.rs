@@ -52,9 +52,10 @@ fn thousands_of_full_header_maps_never_dropped_are_stopped_at_the_resource_cap()
     let (out, peak, rec, size) = http_probe_measured(&["hoard-fields", "20000", "12288"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert_eq!(rec["success"], false, "{rec:#}");
-    assert_eq!(rec["termination"]["kind"], "trapped", "{rec:#}");
+    assert_eq!(rec["termination"]["kind"], "limit-exceeded", "{rec:#}");
+    assert_eq!(rec["termination"]["limit"], "resources", "{rec:#}");
     let why = rec["termination"]["message"].as_str().unwrap();
-    assert!(why.contains("resource table"), "{why}");
+    assert!(why.contains("held 2048 resources at once"), "{why}");
     assert!(
         out.stderr.contains(why),
         "the runner says why: {}",
