@@ -61,6 +61,10 @@ pub const FLAG_CODES: &[(&str, &str)] = &[
         "unclassified-mount",
         "a mount has no classification, so neither reviewers nor policy can tell how sensitive it is",
     ),
+    (
+        "secret-over-plain-http",
+        "a secret is bound to a plain http host: every hop between the runner and that host can read it",
+    ),
 ];
 
 /// The audit of one manifest or pipeline in one environment.
@@ -660,6 +664,32 @@ fn risk_flags(m: &Manifest, network: &[String]) -> Vec<Flag> {
                 )),
         });
     }
+    // A bound secret is a credential; over plain http every proxy and
+    // network hop sees it. The manifest allows it only when the entry says
+    // `http://` outright, and a reviewer should see that choice.
+    for g in &m.secrets {
+        let plain: Vec<&String> = g
+            .hosts
+            .iter()
+            .filter(|h| crate::manifest::BoundHost::parse(h).is_some_and(|b| b.scheme == "http"))
+            .collect();
+        if let Some(first) = plain.first() {
+            flags.push(Flag {
+                code: "secret-over-plain-http",
+                message: Phrase::new("secret ")
+                    .code(&g.name)
+                    .words(" is sent as a header over plain http to ")
+                    .code(first.as_str())
+                    .words(format!(
+                        "{}: every hop on the way can read it",
+                        match plain.len() {
+                            1 => String::new(),
+                            n => format!(" and {} more", n - 1),
+                        }
+                    )),
+            });
+        }
+    }
     for mount in &m.mounts {
         if mount.classification.is_none() {
             flags.push(Flag {
@@ -991,12 +1021,32 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_bound_to_a_plain_http_host_is_flagged() {
+        let secret = |hosts: &str| {
+            manifest(&format!(
+                "[network]\nallow = [\"https://api.example/\"]\n\n[[secret]]\nname = \"tok\"\nuses = [\"http-header\"]\nhosts = [{hosts}]\n"
+            ))
+        };
+        let https = secret("\"api.example\", \"https://b.example:8443\"");
+        assert!(risk_flags(&https, &[]).is_empty());
+        let m = secret("\"api.example\", \"HTTP://a.example:8080\", \"http://b.example\"");
+        let f = risk_flags(&m, &[]);
+        assert_eq!(codes(&f), ["secret-over-plain-http"]);
+        assert_eq!(
+            f[0].message.text(),
+            "secret tok is sent as a header over plain http to http://a.example:8080 and 1 more: every hop on the way can read it"
+        );
+    }
+
+    #[test]
     fn every_flag_code_is_documented() {
         let m = manifest(
             &(mount("/a", "read-write", "restricted")
                 + &mount("/b", "write", "public")
                 + &mount("/c", "read", "")
-                + "[[secret]]\nname = \"k\"\nuses = [\"reveal\"]\n"),
+                + "[[secret]]\nname = \"k\"\nuses = [\"reveal\"]\n"
+                + "[network]\nallow = [\"http://h/\"]\n\n"
+                + "[[secret]]\nname = \"t\"\nuses = [\"http-header\"]\nhosts = [\"http://h\"]\n"),
         );
         for f in risk_flags(&m, &["h:1".into()]) {
             assert!(FLAG_CODES.iter().any(|(c, _)| *c == f.code), "{}", f.code);

@@ -54,6 +54,41 @@ impl Output {
     }
 }
 
+/// A child's stdout and stderr, drained on threads so a chatty step
+/// cannot block the runner.
+struct Streams {
+    out: std::thread::JoinHandle<Vec<u8>>,
+    err: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl Streams {
+    fn drain(child: &mut std::process::Child) -> Streams {
+        let read = |mut r: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut s = Vec::new();
+                r.read_to_end(&mut s).unwrap();
+                s
+            })
+        };
+        Streams {
+            out: read(Box::new(child.stdout.take().unwrap())),
+            err: read(Box::new(child.stderr.take().unwrap())),
+        }
+    }
+
+    fn output(self, code: i32) -> Output {
+        let raw_stdout = self.out.join().unwrap();
+        let raw_stderr = self.err.join().unwrap();
+        Output {
+            code,
+            stdout: String::from_utf8_lossy(&raw_stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&raw_stderr).into_owned(),
+            raw_stdout,
+            raw_stderr,
+        }
+    }
+}
+
 /// A scratch directory holding manifests, components and data, and a
 /// separate one (outside it, as key files must be) for the local secret
 /// stores and their keys.
@@ -155,42 +190,18 @@ impl Workspace {
         env: &[(&str, &str)],
         input: Option<&[u8]>,
     ) -> Output {
-        let mut cmd = Command::new(CORDON);
-        cmd.args(args)
-            .current_dir(self.root())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("CORDON_COMPILE_CACHE", compile_cache())
-            .env("CORDON_COMPILE_CACHE_KEY", compile_cache_key())
-            .env("CORDON_SECRETS_HOME", self.secrets_home())
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        let mut cmd = self.command(args, env);
+        cmd.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         let mut child = cmd.spawn().expect("spawn cordon");
         if let Some(input) = input {
             let mut stdin = child.stdin.take().unwrap();
             std::io::Write::write_all(&mut stdin, input).unwrap();
         }
-        // Drain the pipes on threads so a chatty step cannot block the runner.
-        let mut out = child.stdout.take().unwrap();
-        let mut err = child.stderr.take().unwrap();
-        let t_out = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            std::io::Read::read_to_end(&mut out, &mut s).unwrap();
-            s
-        });
-        let t_err = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            std::io::Read::read_to_end(&mut err, &mut s).unwrap();
-            s
-        });
+        let streams = Streams::drain(&mut child);
         let start = Instant::now();
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {
@@ -204,15 +215,84 @@ impl Workspace {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let raw_stdout = t_out.join().unwrap();
-        let raw_stderr = t_err.join().unwrap();
-        Output {
-            code: status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&raw_stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&raw_stderr).into_owned(),
-            raw_stdout,
-            raw_stderr,
+        streams.output(status.code().unwrap_or(-1))
+    }
+
+    /// Runs `cordon ARGS` like [`Workspace::cordon`], with the (soft, hard)
+    /// limits on open descriptors set to `nofile` when given, and returns
+    /// the runner's peak resident memory in bytes as the kernel counted it
+    /// (`ru_maxrss` of the reaped process, which covers every thread and
+    /// allocation of the runner, the step's linear memory included).
+    pub fn cordon_measured(&self, args: &[&str], nofile: Option<(u64, u64)>) -> (Output, u64) {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = self.command(args, &[]);
+        cmd.stdin(Stdio::null());
+        if let Some((soft, hard)) = nofile {
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: runs in the forked child before exec and calls only
+            // setrlimit, which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
+        let mut child = cmd.spawn().expect("spawn cordon");
+        let pid = child.id() as libc::pid_t;
+        let streams = Streams::drain(&mut child);
+        let start = Instant::now();
+        let (status, rusage) = loop {
+            let mut status = 0;
+            // SAFETY: an all-zero rusage is a valid value of the C struct.
+            let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: `pid` is our own unreaped child; both pointers are
+            // to live locals. std's `Child` is never waited on after this.
+            let got = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut rusage) };
+            assert!(got >= 0, "wait4: {}", std::io::Error::last_os_error());
+            if got == pid {
+                break (status, rusage);
+            }
+            if start.elapsed() > HANG_GUARD {
+                let _ = child.kill();
+                panic!(
+                    "cordon {args:?} did not finish within {HANG_GUARD:?}: the step was not stopped"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let code = if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        };
+        // Linux reports ru_maxrss in KiB.
+        let peak = rusage.ru_maxrss as u64 * 1024;
+        (streams.output(code), peak)
+    }
+
+    /// `cordon ARGS` in the workspace with a clean environment plus `env`,
+    /// its output streams piped.
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(CORDON);
+        cmd.args(args)
+            .current_dir(self.root())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CORDON_COMPILE_CACHE", compile_cache())
+            .env("CORDON_COMPILE_CACHE_KEY", compile_cache_key())
+            .env("CORDON_SECRETS_HOME", self.secrets_home())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
     }
 
     /// `cordon run step.toml`.

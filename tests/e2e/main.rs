@@ -9,6 +9,7 @@ mod damaged_state;
 mod escapes;
 mod full_disk;
 mod hostile_channels;
+mod hostile_limits;
 mod hostile_outputs;
 mod intoto;
 mod limits;

@@ -47,7 +47,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use stdio::{Capture, Forward, StreamSummary};
-use wasmtime::component::{Component, HasData, Linker, ResourceTable, ResourceType};
+use wasmtime::component::{
+    Component, HasData, Linker, ResourceTable, ResourceTableError, ResourceType,
+};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -208,6 +210,8 @@ pub enum LimitKind {
     Timeout,
     /// Output mounts grew beyond the limit.
     Output,
+    /// The step held [`MAX_RESOURCES`] resources and asked for another.
+    Resources,
 }
 
 /// How a step run ended.
@@ -1015,6 +1019,23 @@ fn classify(e: wasmtime::Error, store: &Store<StepState>, limits: &Limits) -> Te
         return Termination::LimitExceeded {
             limit: LimitKind::Fuel,
             message: format!("stopped: fuel limit of {} exhausted", limits.fuel),
+        };
+    }
+    // A full resource table can only be the cap: wasmtime-wasi traps
+    // instead of returning an error to the guest, and the step should learn
+    // from its record which limit that was, not read a table's message.
+    let table_full = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<ResourceTableError>(),
+            Some(ResourceTableError::Full)
+        )
+    });
+    if table_full {
+        return Termination::LimitExceeded {
+            limit: LimitKind::Resources,
+            message: format!(
+                "stopped: the step held {MAX_RESOURCES} resources at once (open files and directories, streams, HTTP header maps, requests), the most a step may"
+            ),
         };
     }
     let message = e.chain().last().map(|c| c.to_string()).unwrap_or_default();

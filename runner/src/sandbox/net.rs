@@ -75,11 +75,13 @@ pub(crate) struct NetLimits {
 /// that fires thousands of refused requests must not grow either without
 /// bound. Past this many, calls are only counted ([`OmittedCalls`]), so a
 /// record's network part is at most about
-/// `MAX_RECORDED_CALLS × (MAX_RECORDED_URL + 1 KiB)` ≈ 768 KiB.
+/// `MAX_RECORDED_CALLS × (2 × MAX_RECORDED_URL + 1 KiB)` ≈ 1.25 MiB (the
+/// URL and the refusal reason, which quotes the path, are each cut).
 pub const MAX_RECORDED_CALLS: usize = 256;
 
 /// Longest URL a record keeps (bytes); a longer one is cut at a character
-/// boundary and marked with its full length.
+/// boundary and marked with its full length. A refusal reason, which
+/// names the path it refused, is cut at the same length.
 pub const MAX_RECORDED_URL: usize = 2048;
 
 /// The calls past [`MAX_RECORDED_CALLS`], counted by outcome.
@@ -105,14 +107,9 @@ impl NetState {
     /// Keeps `call` for the record, or only counts it once the list is full.
     fn log(&mut self, mut call: NetworkCall) {
         if self.calls.len() < MAX_RECORDED_CALLS {
-            if call.url.len() > MAX_RECORDED_URL {
-                let total = call.url.len();
-                let mut cut = MAX_RECORDED_URL;
-                while !call.url.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                call.url.truncate(cut);
-                call.url.push_str(&format!("…({total} bytes)"));
+            cut_for_record(&mut call.url);
+            if let Some(reason) = call.reason.as_mut() {
+                cut_for_record(reason);
             }
             self.calls.push(call);
             return;
@@ -123,6 +120,20 @@ impl NetState {
             "refused" => o.refused += 1,
             _ => o.failed += 1,
         }
+    }
+}
+
+/// Cuts `text` at [`MAX_RECORDED_URL`] bytes (at a character boundary),
+/// marked with its full length.
+fn cut_for_record(text: &mut String) {
+    if text.len() > MAX_RECORDED_URL {
+        let total = text.len();
+        let mut cut = MAX_RECORDED_URL;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(&format!("…({total} bytes)"));
     }
 }
 
@@ -790,7 +801,15 @@ mod tests {
         ));
         assert!(st.calls[0].url.len() < MAX_RECORDED_URL + 32);
         assert!(st.calls[0].url.ends_with("bytes)"));
-        for _ in 1..MAX_RECORDED_CALLS + 3 {
+        let long = format!("http://h/{}", "a".repeat(4 * MAX_RECORDED_URL));
+        st.log(NetworkCall {
+            reason: Some(format!("{long} is not in the step's network grant")),
+            ..call("refused", long)
+        });
+        let reason = st.calls[1].reason.as_deref().unwrap();
+        assert!(reason.len() < MAX_RECORDED_URL + 32, "{}", reason.len());
+        assert!(reason.ends_with("bytes)"));
+        for _ in 2..MAX_RECORDED_CALLS + 3 {
             st.log(call("refused", "u".into()));
         }
         assert_eq!(st.calls.len(), MAX_RECORDED_CALLS);

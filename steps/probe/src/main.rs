@@ -164,6 +164,38 @@ fn run(op: &str, a: &[String]) -> Result<String, String> {
                 f.write_all(&chunk).map_err(e)?;
             }
         }
+        // `burst PATH BYTES`: BYTES bytes in one host call, then the step
+        // exits 0 at once, without a line, so no poll of the output
+        // watchdog need fall between the write and the end.
+        "burst" => {
+            let n: usize = arg(a, 1).parse().unwrap();
+            burst(arg(a, 0), &vec![7u8; n])?;
+            std::process::exit(0)
+        }
+        // `hold-files-then-write DIR BYTES`: opens `DIR/big.bin`, then
+        // opens `DIR/held` again and again until the runner refuses (the
+        // step's resource cap or the host's descriptor limit) and keeps
+        // every handle, then writes BYTES bytes to `big.bin` in 1 MiB
+        // chunks.
+        "hold-files-then-write" => {
+            let dir = arg(a, 0);
+            let total: u64 = arg(a, 1).parse().unwrap();
+            let mut big = std::fs::File::create(format!("{dir}/big.bin")).map_err(e)?;
+            std::fs::write(format!("{dir}/held"), b"").map_err(e)?;
+            let mut held = Vec::new();
+            while let Ok(f) = std::fs::File::open(format!("{dir}/held")) {
+                held.push(f);
+            }
+            println!("hold-files-then-write: holding {}", held.len());
+            let chunk = vec![7u8; 1 << 20];
+            let mut n = 0u64;
+            while n < total {
+                big.write_all(&chunk).map_err(e)?;
+                n += chunk.len() as u64;
+            }
+            big.sync_all().map_err(e)?;
+            Ok(format!("wrote {n} holding {}", held.len()))
+        }
         "many-files" => {
             let dir = arg(a, 0);
             let mut i = 0u64;
@@ -273,6 +305,39 @@ fn recurse_small(n: u64) -> u64 {
         0
     } else {
         recurse_small(n + 1).wrapping_add(black_box(1))
+    }
+}
+
+/// Writes `data` to the new file `path` with one `descriptor.write` (std
+/// writes through a stream, a few KiB per host call).
+fn burst(path: &str, data: &[u8]) -> Result<(), String> {
+    #[cfg(target_os = "wasi")]
+    {
+        use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+        for (dir, guest) in wasi::filesystem::preopens::get_directories() {
+            if let Some(rel) = path.strip_prefix(&format!("{}/", guest.trim_end_matches('/'))) {
+                let e = |e: wasi::filesystem::types::ErrorCode| format!("{e:?}");
+                let file = dir
+                    .open_at(
+                        PathFlags::empty(),
+                        rel,
+                        OpenFlags::CREATE,
+                        DescriptorFlags::WRITE,
+                    )
+                    .map_err(e)?;
+                let written = file.write(data, 0).map_err(e)?;
+                return if written as usize == data.len() {
+                    Ok(())
+                } else {
+                    Err(format!("short write: {written} bytes"))
+                };
+            }
+        }
+        Err("no preopen contains the path".into())
+    }
+    #[cfg(not(target_os = "wasi"))]
+    {
+        std::fs::write(path, data).map_err(|e| e.to_string())
     }
 }
 
