@@ -113,6 +113,17 @@ pub fn run_step(
     let (determinism, reproducibility) = determinism_for(plan);
     let state = &plan.state_dir;
 
+    // Held from before the inputs are hashed until the outputs are
+    // published (dropped on return): no runner sharing this state directory
+    // changes a read mount while the step may read it, or publishes to one
+    // of its destinations alongside it (see `mount_locks`).
+    let _mount_locks =
+        crate::mount_locks::acquire(state, &mount_lock_order(plan), opts.cancel.as_deref())
+            .map_err(fail(format!(
+                "cannot lock the mounts of step {}",
+                plan.name
+            )))?;
+
     // Inputs are hashed before the step starts: the record binds what the
     // step could read.
     // `--no-cache` trusts nothing remembered, not even file digests.
@@ -276,6 +287,11 @@ pub fn run_step(
         .run(component, grants, stdio)
         .map_err(fail("cannot run the step"))?;
 
+    // The locks keep other runners out, not everything else on the host:
+    // a read mount that changed while the step ran fails the step, so the
+    // record never names an input the step may not have seen.
+    let input_changed = changed_input(plan, &before, index);
+
     // The output check, on every writable mount and whatever the step's
     // exit: a step that fails on purpose must not get a value out through
     // the partial output kept for inspection either.
@@ -301,7 +317,15 @@ pub fn run_step(
 
     // Outputs: publish only when the step succeeded and the check passed,
     // and only after the record is chained (see `journal`).
-    let mut success = outcome.termination.success() && refusal.is_none();
+    let mut success = outcome.termination.success() && refusal.is_none() && input_changed.is_none();
+    // Why the step failed, most serious first: a leak, an input that
+    // changed under it, then its own exit.
+    let failure_reason = || {
+        refusal
+            .clone()
+            .or_else(|| input_changed.clone())
+            .unwrap_or_else(|| outcome.termination.describe())
+    };
     let mut pending: Option<(Staging, Option<ActionEntry>)> = None;
     let mut runner_failure: Option<ExecError> = None;
     let mut after_trees: Vec<Tree> = Vec::new();
@@ -326,9 +350,7 @@ pub fn run_step(
             Publication::NoOutputs
         } else {
             Publication::Withheld {
-                reason: refusal
-                    .clone()
-                    .unwrap_or_else(|| outcome.termination.describe()),
+                reason: failure_reason(),
                 kept_at: None,
                 listing: None,
             }
@@ -346,9 +368,7 @@ pub fn run_step(
                 Err(e) => Err(e.to_string()),
             }
         } else {
-            Err(refusal
-                .clone()
-                .unwrap_or_else(|| outcome.termination.describe()))
+            Err(failure_reason())
         };
         match verdict {
             Ok(trees) => {
@@ -619,6 +639,52 @@ fn commit(
         record_path: sealed.record_path,
         envelope_path: sealed.envelope_path,
     })
+}
+
+/// The locks a run of `plan` holds (see [`crate::mount_locks`]): shared on
+/// what it only reads, exclusive on what it writes.
+fn mount_lock_order(plan: &StepPlan) -> Vec<crate::mount_locks::PathLock> {
+    use crate::mount_locks::LockMode;
+    crate::mount_locks::lock_order(plan.mounts.iter().map(|m| {
+        let mode = match m.access {
+            Access::Read => LockMode::Shared,
+            Access::Write | Access::ReadWrite => LockMode::Exclusive,
+        };
+        (m.host.clone(), mode)
+    }))
+}
+
+/// Hashes every `read` mount again after the run and names the first whose
+/// tree is no longer the one hashed before it (the digests the record
+/// holds), or `None`. With the hash index, a file is read again unless its
+/// device, inode, size, mtime and ctime are unchanged, as before the run.
+fn changed_input(
+    plan: &StepPlan,
+    before: &[Option<Tree>],
+    index: Option<&digest::HashIndex>,
+) -> Option<String> {
+    for (m, b) in plan.mounts.iter().zip(before) {
+        let (Access::Read, Some(b)) = (m.access, b) else {
+            continue;
+        };
+        let reason = match digest::tree_with(&m.host, index) {
+            Ok(now) if now.digest == b.digest => continue,
+            Ok(now) => format!(
+                "input mount {} changed during the run ({} when the step started, {} after); nothing was published",
+                escape_for_terminal(&m.guest),
+                b.digest,
+                now.digest
+            ),
+            // Gone or unreadable is changed too: the step did not read
+            // what was hashed, or cannot be shown to have.
+            Err(e) => format!(
+                "input mount {} changed during the run (it cannot be hashed again: {e}); nothing was published",
+                escape_for_terminal(&m.guest)
+            ),
+        };
+        return Some(reason);
+    }
+    None
 }
 
 /// Publishes a cached run's outputs and records the hit.
