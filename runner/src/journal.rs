@@ -15,7 +15,10 @@
 //! 6. **done**: the intent is removed.
 //!
 //! So no output is ever visible without a chained record that names it,
-//! and no cache entry points at a run without one. A runner killed at any
+//! and no cache entry points at a run without one. Throughout, from before
+//! the inputs are hashed to the end of 5, the run holds its mount locks
+//! ([`crate::mount_locks`]), so no other runner of the state directory
+//! publishes to its destinations or changes what it reads. A runner killed at any
 //! point leaves one of three states, which `cordon repair` finishes (and
 //! `cordon verify` reports until it has):
 //!
