@@ -71,6 +71,16 @@ pub struct ExecError {
 }
 
 impl ExecError {
+    /// Whether the run was cancelled before its step started, while it
+    /// waited for another run's mount lock: it ran nothing and wrote no
+    /// record, so it is an interruption, not a failure of the runner.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(
+            self.source.downcast_ref::<crate::mount_locks::LockError>(),
+            Some(crate::mount_locks::LockError::Cancelled { .. })
+        )
+    }
+
     /// A panic caught while running a step (a runner bug), with what it
     /// said.
     pub fn panicked(message: String) -> ExecError {

@@ -120,3 +120,79 @@ fn an_input_changed_outside_cordon_while_the_step_runs_fails_the_step_and_publis
     let v = ws.cordon(&["verify"], &[]);
     assert_eq!(v.code, 0, "the failed run's record holds: {v:?}");
 }
+
+/// The lock file of `path` in the workspace's state directory, as
+/// `runner/src/mount_locks.rs` names it, locked by the test as another run
+/// would lock it.
+fn hold_lock_of(ws: &Workspace, path: &std::path::Path) -> std::fs::File {
+    let key = sha256_hex(path.as_os_str().as_encoded_bytes());
+    let dir = ws.path(".cordon/locks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = std::fs::File::create(dir.join(format!("{key}.lock"))).unwrap();
+    f.lock().unwrap();
+    f
+}
+
+/// Starts `cordon run step.toml` and returns it once it says it waits for
+/// a lock.
+fn start_waiting_run(ws: &Workspace) -> std::process::Child {
+    let mut child = std::process::Command::new(CORDON)
+        .args(["run", "step.toml"])
+        .current_dir(ws.root())
+        .env("CORDON_SECRETS_HOME", ws.secrets_home())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let waiting = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .any(|l| l.contains("cordon: waiting for another run to release"));
+    assert!(waiting, "the run waits for the held lock");
+    // Keep draining so the runner never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    child
+}
+
+/// A run whose write destination another run holds waits for it instead
+/// of failing, publishes once it is released, and Ctrl-C stops the wait
+/// without running anything.
+#[test]
+fn a_run_whose_destination_is_locked_waits_and_ctrl_c_stops_the_wait() {
+    let ws = Workspace::new();
+    let key = ws.cordon(&["key", "generate", "--env", "dev"], &[]);
+    assert_eq!(key.code, 0, "{key:?}");
+    ws.step(
+        PROBE,
+        &["write", "/out/y.txt", "published"],
+        &mount("/out", "out", "write"),
+    );
+    let dest = std::fs::canonicalize(ws.root()).unwrap().join("out");
+
+    let held = hold_lock_of(&ws, &dest);
+    let child = start_waiting_run(&ws);
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = child.wait_with_output().unwrap();
+    assert_eq!(exit.status.code(), Some(130), "interrupted while waiting");
+    assert!(ws.records().is_empty(), "nothing ran, nothing was recorded");
+    assert!(!dest.exists(), "nothing was published");
+
+    let mut child = start_waiting_run(&ws);
+    drop(held);
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "the run went ahead once released");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("y.txt")).unwrap(),
+        "published"
+    );
+    assert_eq!(ws.records().len(), 1);
+}
