@@ -127,12 +127,16 @@ pub fn run_step(
     // published (dropped on return): no runner sharing this state directory
     // changes a read mount while the step may read it, or publishes to one
     // of its destinations alongside it (see `mount_locks`).
-    let _mount_locks =
-        crate::mount_locks::acquire(state, &mount_lock_order(plan), opts.cancel.as_deref())
-            .map_err(fail(format!(
-                "cannot lock the mounts of step {}",
-                plan.name
-            )))?;
+    let _mount_locks = crate::mount_locks::acquire(
+        state,
+        &mount_lock_order(plan),
+        opts.cancel.as_deref(),
+        &mut say_waiting,
+    )
+    .map_err(fail(format!(
+        "cannot lock the mounts of step {}",
+        plan.name
+    )))?;
 
     // Inputs are hashed before the step starts: the record binds what the
     // step could read.
@@ -649,6 +653,14 @@ fn commit(
         record_path: sealed.record_path,
         envelope_path: sealed.envelope_path,
     })
+}
+
+/// Says why a run does not start yet (see [`crate::mount_locks`]).
+pub(crate) fn say_waiting(path: &std::path::Path) {
+    say!(
+        "cordon: waiting for another run to release {}",
+        escape_for_terminal(&path.display().to_string())
+    );
 }
 
 /// The locks a run of `plan` holds (see [`crate::mount_locks`]): shared on

@@ -22,8 +22,8 @@
 //! never removed: removing one that another run is waiting on would let two
 //! runs hold "the" lock of one path at once.
 //!
-//! **Waiting.** A run whose lock is held waits for it (saying so once on
-//! the terminal), and stops waiting when it is cancelled. Locks are always
+//! **Waiting.** A run whose lock is held waits for it (its caller is told,
+//! once, to say so), and stops waiting when it is cancelled. Locks are always
 //! taken in one order, by key, and all of a step's locks are taken before
 //! it starts and released together after its commit; a run never waits
 //! while holding a lock another run's step waits for in a cycle, so two
@@ -118,12 +118,15 @@ pub struct HeldLocks {
     _files: Vec<File>,
 }
 
-/// Takes every lock in `locks` (as [`lock_order`] returns them) under
-/// `state`, waiting for each that another run holds, until `cancel` is set.
+/// Takes every lock in `locks`, in that order (as [`lock_order`] returns
+/// them), under `state`, waiting for each that another run holds, until
+/// `cancel` is set. `on_wait` is told once of each path it waits for, so
+/// the caller can say why the run does not start.
 pub fn acquire(
     state: &Path,
     locks: &[PathLock],
     cancel: Option<&AtomicBool>,
+    on_wait: &mut dyn FnMut(&Path),
 ) -> Result<HeldLocks, LockError> {
     let dir = state.join(LOCKS_DIR);
     let mut files = Vec::with_capacity(locks.len());
@@ -158,10 +161,7 @@ pub fn acquire(
                 });
             }
             if !said {
-                say!(
-                    "cordon: waiting for another run to release {}",
-                    crate::sanitize::escape_for_terminal(&l.path.display().to_string())
-                );
+                on_wait(&l.path);
                 said = true;
             }
             std::thread::sleep(POLL);
@@ -224,32 +224,56 @@ mod tests {
         }
     }
 
-    /// Two runs that lock the same two paths exclusively, listed in
-    /// opposite orders, many times over: both finish. Taken in manifest
-    /// order, each would soon hold one lock and wait for the other's.
+    /// A run that waits holds no lock that sorts after the one it waits
+    /// for, whatever order its manifest lists them in. So of two runs that
+    /// need the same locks, the one that holds the first can always take
+    /// the rest: no cycle, no deadlock. (Taken in manifest order, the
+    /// waiting run below would hold `second` while waiting for `first`.)
     #[test]
-    fn two_runs_listing_the_same_paths_in_opposite_orders_never_deadlock() {
+    fn a_run_waiting_for_a_lock_holds_none_that_sorts_after_it() {
         let state = tempfile::tempdir().unwrap();
-        let (done, finished) = mpsc::channel();
-        for order in [["/w/a", "/w/b"], ["/w/b", "/w/a"]] {
-            let state = state.path().to_path_buf();
-            let done = done.clone();
-            std::thread::spawn(move || {
-                for _ in 0..200 {
-                    let locks = lock_order(order.map(|s| (p(s), LockMode::Exclusive)));
-                    let held = acquire(&state, &locks, None).unwrap();
-                    drop(held);
-                }
-                done.send(()).unwrap();
-            });
-        }
-        for _ in 0..2 {
-            // A generous bound, not a timing assertion: without it a
-            // deadlock would hang the suite instead of failing it.
-            finished
-                .recv_timeout(Duration::from_secs(120))
-                .expect("both runs finish");
-        }
+        let sorted = lock_order([
+            (p("/w/a"), LockMode::Exclusive),
+            (p("/w/b"), LockMode::Exclusive),
+        ]);
+        let (first, second) = (sorted[0].clone(), sorted[1].clone());
+        let held_first = acquire(
+            state.path(),
+            std::slice::from_ref(&first),
+            None,
+            &mut |_| {},
+        )
+        .unwrap();
+
+        let (waits, waiting) = mpsc::channel();
+        let dir = state.path().to_path_buf();
+        let listed = [second.path.clone(), first.path.clone()];
+        let other = std::thread::spawn(move || {
+            let locks = lock_order(listed.map(|p| (p, LockMode::Exclusive)));
+            acquire(&dir, &locks, None, &mut |p| {
+                waits.send(p.to_path_buf()).unwrap()
+            })
+            .map(drop)
+        });
+        // A generous bound on a condition, not a timing assertion.
+        let on = waiting
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the other run waits");
+        assert_eq!(on, first.path, "it waits for the lock that sorts first");
+        // It holds nothing meanwhile: `second` is free.
+        let cancel = AtomicBool::new(true);
+        let held_second = acquire(
+            state.path(),
+            std::slice::from_ref(&second),
+            Some(&cancel),
+            &mut |_| {},
+        )
+        .expect("the waiting run holds no lock that sorts after the one it waits for");
+        drop((held_first, held_second));
+        other
+            .join()
+            .unwrap()
+            .expect("and it goes ahead once released");
     }
 
     #[test]
@@ -257,14 +281,15 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let read = lock_order([(p("/w/in"), LockMode::Shared)]);
         let write = lock_order([(p("/w/in"), LockMode::Exclusive)]);
-        let r1 = acquire(state.path(), &read, None).unwrap();
-        let r2 = acquire(state.path(), &read, None).unwrap();
+        let r1 = acquire(state.path(), &read, None, &mut |_| {}).unwrap();
+        let r2 = acquire(state.path(), &read, None, &mut |_| {}).unwrap();
         // A writer waits; cancelled, it stops waiting with the reason.
         let cancel = AtomicBool::new(true);
-        let err = acquire(state.path(), &write, Some(&cancel)).unwrap_err();
+        let err = acquire(state.path(), &write, Some(&cancel), &mut |_| {}).unwrap_err();
         assert!(matches!(err, LockError::Cancelled { .. }), "{err}");
         drop(r1);
         drop(r2);
-        acquire(state.path(), &write, Some(&cancel)).expect("free once the readers are gone");
+        acquire(state.path(), &write, Some(&cancel), &mut |_| {})
+            .expect("free once the readers are gone");
     }
 }

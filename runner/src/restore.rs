@@ -312,6 +312,7 @@ fn publish(
                 .map(|p| (p.host.clone(), crate::mount_locks::LockMode::Exclusive)),
         ),
         None,
+        &mut crate::exec::say_waiting,
     )?;
     let root = state_dir.join("staging").join(format!(
         "restore-{run}-{}-{:08x}",
