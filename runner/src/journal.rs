@@ -281,6 +281,35 @@ pub fn repair(
             continue;
         }
         if chained(&intent.run) {
+            // Completing a publication is publishing: it needs the
+            // destinations' exclusive locks, like a run (see
+            // `mount_locks`). It does not wait for them: repair holds the
+            // chain lock, which the live run holding them needs to finish.
+            let _locks = if dry_run {
+                None
+            } else {
+                let locks = crate::mount_locks::lock_order(
+                    intent
+                        .trees
+                        .iter()
+                        .map(|t| (t.dest.clone(), crate::mount_locks::LockMode::Exclusive)),
+                );
+                let no_wait = std::sync::atomic::AtomicBool::new(true);
+                match crate::mount_locks::acquire(state, &locks, Some(&no_wait), &mut |_| {}) {
+                    Ok(held) => Some(held),
+                    Err(crate::mount_locks::LockError::Cancelled { path }) => {
+                        done.push(Repair::NeedsHand {
+                            subject: format!("run {}", intent.run),
+                            problem: format!(
+                                "a running run holds {}; run `cordon repair` again once it has finished",
+                                path.display()
+                            ),
+                        });
+                        continue;
+                    }
+                    Err(e) => return Err(io::Error::other(e)),
+                }
+            };
             let mut published = 0;
             let mut problems = Vec::new();
             for t in &intent.trees {
