@@ -781,7 +781,16 @@ fn run_step_cmd(
         hash_index: Some(Arc::new(HashIndex::load(&plan.state_dir))),
         policy: Some(policy),
     };
-    let run = run_step(&plan, &sandbox, &component, secrets, &opts).map_err(runner_fault)?;
+    let run = run_step(&plan, &sandbox, &component, secrets, &opts).map_err(|e| {
+        if e.is_cancelled() {
+            Failure {
+                code: crate::interrupt::EXIT_INTERRUPTED,
+                error: e.into(),
+            }
+        } else {
+            runner_fault(e)
+        }
+    })?;
     save_hash_index(opts.hash_index.as_deref());
     if let Err(e) = resolution.finish() {
         say!("cordon: warning: {e}");

@@ -71,6 +71,16 @@ pub struct ExecError {
 }
 
 impl ExecError {
+    /// Whether the run was cancelled before its step started, while it
+    /// waited for another run's mount lock: it ran nothing and wrote no
+    /// record, so it is an interruption, not a failure of the runner.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(
+            self.source.downcast_ref::<crate::mount_locks::LockError>(),
+            Some(crate::mount_locks::LockError::Cancelled { .. })
+        )
+    }
+
     /// A panic caught while running a step (a runner bug), with what it
     /// said.
     pub fn panicked(message: String) -> ExecError {
@@ -112,6 +122,21 @@ pub fn run_step(
     let started_at = record::now_rfc3339();
     let (determinism, reproducibility) = determinism_for(plan);
     let state = &plan.state_dir;
+
+    // Held from before the inputs are hashed until the outputs are
+    // published (dropped on return): no runner sharing this state directory
+    // changes a read mount while the step may read it, or publishes to one
+    // of its destinations alongside it (see `mount_locks`).
+    let _mount_locks = crate::mount_locks::acquire(
+        state,
+        &mount_lock_order(plan),
+        opts.cancel.as_deref(),
+        &mut say_waiting,
+    )
+    .map_err(fail(format!(
+        "cannot lock the mounts of step {}",
+        plan.name
+    )))?;
 
     // Inputs are hashed before the step starts: the record binds what the
     // step could read.
@@ -276,6 +301,11 @@ pub fn run_step(
         .run(component, grants, stdio)
         .map_err(fail("cannot run the step"))?;
 
+    // The locks keep other runners out, not everything else on the host:
+    // a read mount that changed while the step ran fails the step, so the
+    // record never names an input the step may not have seen.
+    let input_changed = changed_input(plan, &before, index);
+
     // The output check, on every writable mount and whatever the step's
     // exit: a step that fails on purpose must not get a value out through
     // the partial output kept for inspection either.
@@ -301,7 +331,15 @@ pub fn run_step(
 
     // Outputs: publish only when the step succeeded and the check passed,
     // and only after the record is chained (see `journal`).
-    let mut success = outcome.termination.success() && refusal.is_none();
+    let mut success = outcome.termination.success() && refusal.is_none() && input_changed.is_none();
+    // Why the step failed, most serious first: a leak, an input that
+    // changed under it, then its own exit.
+    let failure_reason = || {
+        refusal
+            .clone()
+            .or_else(|| input_changed.clone())
+            .unwrap_or_else(|| outcome.termination.describe())
+    };
     let mut pending: Option<(Staging, Option<ActionEntry>)> = None;
     let mut runner_failure: Option<ExecError> = None;
     let mut after_trees: Vec<Tree> = Vec::new();
@@ -326,9 +364,7 @@ pub fn run_step(
             Publication::NoOutputs
         } else {
             Publication::Withheld {
-                reason: refusal
-                    .clone()
-                    .unwrap_or_else(|| outcome.termination.describe()),
+                reason: failure_reason(),
                 kept_at: None,
                 listing: None,
             }
@@ -346,9 +382,7 @@ pub fn run_step(
                 Err(e) => Err(e.to_string()),
             }
         } else {
-            Err(refusal
-                .clone()
-                .unwrap_or_else(|| outcome.termination.describe()))
+            Err(failure_reason())
         };
         match verdict {
             Ok(trees) => {
@@ -619,6 +653,60 @@ fn commit(
         record_path: sealed.record_path,
         envelope_path: sealed.envelope_path,
     })
+}
+
+/// Says why a run does not start yet (see [`crate::mount_locks`]).
+pub(crate) fn say_waiting(path: &std::path::Path) {
+    say!(
+        "cordon: waiting for another run to release {}",
+        escape_for_terminal(&path.display().to_string())
+    );
+}
+
+/// The locks a run of `plan` holds (see [`crate::mount_locks`]): shared on
+/// what it only reads, exclusive on what it writes.
+fn mount_lock_order(plan: &StepPlan) -> Vec<crate::mount_locks::PathLock> {
+    use crate::mount_locks::LockMode;
+    crate::mount_locks::lock_order(plan.mounts.iter().map(|m| {
+        let mode = match m.access {
+            Access::Read => LockMode::Shared,
+            Access::Write | Access::ReadWrite => LockMode::Exclusive,
+        };
+        (m.host.clone(), mode)
+    }))
+}
+
+/// Hashes every `read` mount again after the run and names the first whose
+/// tree is no longer the one hashed before it (the digests the record
+/// holds), or `None`. With the hash index, a file is read again unless its
+/// device, inode, size, mtime and ctime are unchanged, as before the run.
+fn changed_input(
+    plan: &StepPlan,
+    before: &[Option<Tree>],
+    index: Option<&digest::HashIndex>,
+) -> Option<String> {
+    for (m, b) in plan.mounts.iter().zip(before) {
+        let (Access::Read, Some(b)) = (m.access, b) else {
+            continue;
+        };
+        let reason = match digest::tree_with(&m.host, index) {
+            Ok(now) if now.digest == b.digest => continue,
+            Ok(now) => format!(
+                "input mount {} changed during the run ({} when the step started, {} after); nothing was published",
+                escape_for_terminal(&m.guest),
+                b.digest,
+                now.digest
+            ),
+            // Gone or unreadable is changed too: the step did not read
+            // what was hashed, or cannot be shown to have.
+            Err(e) => format!(
+                "input mount {} changed during the run (it cannot be hashed again: {e}); nothing was published",
+                escape_for_terminal(&m.guest)
+            ),
+        };
+        return Some(reason);
+    }
+    None
 }
 
 /// Publishes a cached run's outputs and records the hit.

@@ -15,7 +15,10 @@
 //! 6. **done**: the intent is removed.
 //!
 //! So no output is ever visible without a chained record that names it,
-//! and no cache entry points at a run without one. A runner killed at any
+//! and no cache entry points at a run without one. Throughout, from before
+//! the inputs are hashed to the end of 5, the run holds its mount locks
+//! ([`crate::mount_locks`]), so no other runner of the state directory
+//! publishes to its destinations or changes what it reads. A runner killed at any
 //! point leaves one of three states, which `cordon repair` finishes (and
 //! `cordon verify` reports until it has):
 //!
@@ -278,6 +281,35 @@ pub fn repair(
             continue;
         }
         if chained(&intent.run) {
+            // Completing a publication is publishing: it needs the
+            // destinations' exclusive locks, like a run (see
+            // `mount_locks`). It does not wait for them: repair holds the
+            // chain lock, which the live run holding them needs to finish.
+            let _locks = if dry_run {
+                None
+            } else {
+                let locks = crate::mount_locks::lock_order(
+                    intent
+                        .trees
+                        .iter()
+                        .map(|t| (t.dest.clone(), crate::mount_locks::LockMode::Exclusive)),
+                );
+                let no_wait = std::sync::atomic::AtomicBool::new(true);
+                match crate::mount_locks::acquire(state, &locks, Some(&no_wait), &mut |_| {}) {
+                    Ok(held) => Some(held),
+                    Err(crate::mount_locks::LockError::Cancelled { path }) => {
+                        done.push(Repair::NeedsHand {
+                            subject: format!("run {}", intent.run),
+                            problem: format!(
+                                "a running run holds {}; run `cordon repair` again once it has finished",
+                                path.display()
+                            ),
+                        });
+                        continue;
+                    }
+                    Err(e) => return Err(io::Error::other(e)),
+                }
+            };
             let mut published = 0;
             let mut problems = Vec::new();
             for t in &intent.trees {

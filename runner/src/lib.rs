@@ -79,6 +79,7 @@ pub mod interrupt;
 pub mod journal;
 pub mod keys;
 pub mod manifest;
+pub mod mount_locks;
 pub mod outputs;
 pub mod pin;
 pub mod pipeline;

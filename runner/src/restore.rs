@@ -16,8 +16,10 @@
 //! Outputs are staged under `<state>/staging/restore-<run>-<tag>`, checked
 //! against the record's tree digests, then published. On any failure the
 //! staging area is removed, so a failed restore never blocks the next one.
-//! This module never writes outside that staging area and the host paths
-//! of a record that verified.
+//! The destinations are locked exclusively for the whole restore, as a
+//! run locks its write mounts ([`crate::mount_locks`]). This module never
+//! writes outside that staging area and the host paths of a record that
+//! verified.
 
 use crate::cache::{CachedEntry, Cas, CasError, is_blob_name, is_tree_path};
 use crate::config::WorkspaceConfig;
@@ -82,6 +84,9 @@ pub enum RestoreError {
     /// Checking or publishing the rebuilt outputs failed.
     #[error(transparent)]
     Publish(#[from] OutputError),
+    /// The destinations could not be locked against runs publishing there.
+    #[error(transparent)]
+    Lock(#[from] crate::mount_locks::LockError),
 }
 
 impl RestoreError {
@@ -296,6 +301,19 @@ fn publish(
     run: &str,
     planned: &[Planned],
 ) -> Result<Vec<RestoredMount>, RestoreError> {
+    // A restore publishes like a run does, so it holds the same exclusive
+    // locks on the destinations (see `mount_locks`): it waits for a run
+    // that reads or writes one of them, and keeps new ones out until done.
+    let _locks = crate::mount_locks::acquire(
+        state_dir,
+        &crate::mount_locks::lock_order(
+            planned
+                .iter()
+                .map(|p| (p.host.clone(), crate::mount_locks::LockMode::Exclusive)),
+        ),
+        None,
+        &mut crate::exec::say_waiting,
+    )?;
     let root = state_dir.join("staging").join(format!(
         "restore-{run}-{}-{:08x}",
         std::process::id(),

@@ -354,6 +354,11 @@ fn worker(
                 r.record = Some(record);
                 r.record_path = Some(record_path);
             }
+            // Ctrl-C while it waited for another run's lock: nothing ran.
+            Err(e) if e.is_cancelled() => {
+                r.status = StepStatus::Skipped;
+                r.message = Some(format!("interrupted: {e}"));
+            }
             Err(e) => {
                 r.status = StepStatus::Failed;
                 r.runner_fault = true;

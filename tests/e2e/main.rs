@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod concurrency;
 mod crash;
 mod damaged_state;
 mod escapes;
