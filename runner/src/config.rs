@@ -13,9 +13,12 @@
 //! provider = "local"               # where this environment's secrets come from:
 //!                                  # local (default), env or vault
 //!
-//! [env.dev.records]                # see docs/records.md
-//! signing-key = "keys/dev.key"     # ed25519 PKCS#8 PEM, mode 0600; signs every record
-//! trusted-keys = ["keys/dev.pub"]  # PEM public keys `cordon verify` accepts
+//! [env.dev.records]                # see docs/records.md; usually absent: the
+//!                                  # signing key lives in the secret store
+//!                                  # (`cordon key generate`)
+//! # transit-key = "cordon-dev"     # vault only: sign with this Transit key
+//! # signing-key = "/path/dev.key"  # deprecated: a PKCS#8 PEM file, mode 0600
+//! # trusted-keys = ["dev.pub"]     # self-asserted candidates for `verify`
 //!
 //! [env.prod.secrets]
 //! provider = "vault"
