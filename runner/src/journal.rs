@@ -319,16 +319,29 @@ pub fn repair(
                         problems.push(format!("{}: {e}", t.guest));
                     }
                 } else {
-                    // Already moved: the destination must hold the tree
-                    // the record names.
-                    match crate::digest::tree(&t.dest) {
-                        Ok(tree) if tree.digest.to_string() == t.tree => {}
-                        Ok(_) => problems.push(format!(
-                            "{} ({}) holds another tree than the record names",
+                    // Already moved: the destination holds the tree the
+                    // record names, or the kill came between moving the
+                    // staged tree beside the destination and exchanging
+                    // it in, and it waits there as `.NAME.cordon-new-*`.
+                    let in_place = crate::digest::tree(&t.dest)
+                        .is_ok_and(|tree| tree.digest.to_string() == t.tree);
+                    if in_place {
+                        continue;
+                    }
+                    match incoming_tree(&t.dest, &t.tree) {
+                        Some(incoming) => {
+                            published += 1;
+                            if !dry_run
+                                && let Err(e) = crate::outputs::publish_one(&incoming, &t.dest)
+                            {
+                                problems.push(format!("{}: {e}", t.guest));
+                            }
+                        }
+                        None => problems.push(format!(
+                            "{} ({}) holds another tree than the record names, and no staged copy is left",
                             t.guest,
                             t.dest.display()
                         )),
-                        Err(e) => problems.push(format!("{}: {e}", t.guest)),
                     }
                 }
             }
@@ -449,6 +462,20 @@ pub fn repair_state(state: &Path, dry_run: bool) -> io::Result<Vec<Repair>> {
     Ok(done)
 }
 
+/// A `.NAME.cordon-new-*` tree beside `dest` whose digest is `tree`: a
+/// staged output moved next to its destination by a runner killed before
+/// the exchange.
+fn incoming_tree(dest: &Path, tree: &str) -> Option<PathBuf> {
+    let parent = dest.parent()?;
+    let prefix = format!(".{}.cordon-new-", dest.file_name()?.to_string_lossy());
+    std::fs::read_dir(parent)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .find(|p| crate::digest::tree(p).is_ok_and(|t| t.digest.to_string() == tree))
+}
+
 /// Removes `.NAME.cordon-new-*` / `.NAME.cordon-old-*` trees beside each of
 /// `outputs` (the host paths records publish to), unless `dry_run`.
 pub fn sweep_swaps(outputs: &[PathBuf], dry_run: bool) -> io::Result<Vec<Repair>> {
@@ -543,6 +570,29 @@ mod tests {
                 published: 0
             }]
         );
+    }
+
+    #[test]
+    fn a_run_killed_between_moving_its_tree_beside_the_output_and_exchanging_it_is_completed() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("out");
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::write(dest.join("old.txt"), b"old").unwrap();
+        let i = intent(d.path(), "r1", &dest);
+        begin(d.path(), &i).unwrap();
+        // What the first rename of `publish_one` leaves.
+        let incoming = d.path().join(".out.cordon-new-1-0");
+        std::fs::rename(&i.trees[0].staged, &incoming).unwrap();
+        let done = repair(d.path(), false, &|_| true).unwrap();
+        assert_eq!(
+            done,
+            vec![Repair::RolledForward {
+                run: "r1".into(),
+                published: 1
+            }]
+        );
+        assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"new");
+        assert!(!dest.join("old.txt").exists());
     }
 
     #[test]

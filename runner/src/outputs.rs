@@ -222,6 +222,7 @@ pub fn publish_one(staged: &Path, dest: &Path) -> io::Result<()> {
         }
         Err(e) => return Err(e),
     }
+    crate::fault::point("before-exchange");
     use rustix::fs::{CWD, RenameFlags, renameat_with};
     match renameat_with(CWD, &incoming, CWD, dest, RenameFlags::EXCHANGE) {
         Ok(()) => {
