@@ -21,3 +21,16 @@ pub fn point(point: &str) {
     #[cfg(not(feature = "fault-injection"))]
     let _ = point;
 }
+
+/// Panics here when [`FAULT_VAR`] names `point`: a runner bug on purpose,
+/// to prove that a panicking worker fails its step instead of hanging the
+/// pipeline.
+#[inline]
+pub fn panic_point(point: &str) {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var(FAULT_VAR).is_ok_and(|v| v == point) {
+        panic!("fault point {point}");
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = point;
+}

@@ -324,6 +324,7 @@ fn worker(
         // `running` for ever and every other worker waiting on it: it
         // becomes a runner failure of this step (exit 3), like any other.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::fault::panic_point("worker-panic");
             run_step(&plan.steps[i], sandbox, &components[i], secrets, &run_opts)
         }))
         .unwrap_or_else(|panic| Err(ExecError::panicked(panic_message(&*panic))));

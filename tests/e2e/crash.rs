@@ -188,3 +188,23 @@ fn runners_killed_at_random_moments_leave_nothing_unrecorded() {
     assert!(interrupted > 0, "no run was interrupted");
     recover(&ws, false);
 }
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_worker_that_panics_fails_the_pipeline_with_exit_3_and_never_hangs() {
+    let ws = Workspace::new();
+    ws.write("data/a.txt", "alpha\n");
+    ws.step(cordon_test_artifacts::PROBE, &["print", "hi"], "");
+    ws.write(
+        "pipeline.toml",
+        "[pipeline]\nname = \"p\"\n\n[[step]]\nmanifest = \"step.toml\"\n",
+    );
+    // The harness kills a runner that does not finish within its hang
+    // guard and fails the test: a hang cannot pass.
+    let out = ws.cordon(
+        &["run", "pipeline.toml"],
+        &[("CORDON_FAULT", "worker-panic")],
+    );
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("fault point worker-panic"), "{out:?}");
+}
