@@ -28,6 +28,7 @@ fn published_once() -> Workspace {
     ws
 }
 
+#[cfg(feature = "fault-injection")]
 fn sums(ws: &Workspace) -> String {
     std::fs::read_to_string(ws.path("sums/SHA256SUMS")).unwrap()
 }
