@@ -190,13 +190,56 @@ fn last_entry(log: &std::fs::File) -> io::Result<(Option<String>, u64)> {
 
 /// Links `record` to the end of the chain in `records_dir`, writes it (and
 /// its signed statement when `signer` is given), and appends the log entry,
-/// all under the chain lock. Secret values are redacted from the record
-/// bytes before anything is hashed, signed or written.
+/// all under the chain lock. Secret values are redacted from the typed
+/// record before anything is hashed, signed or written.
 pub fn seal(
     records_dir: &Path,
     record: &mut StepRecord,
     redactor: &crate::secrets::Redactor,
     signer: Option<&Signer>,
+) -> io::Result<Sealed> {
+    let run_id = record.run_id.clone();
+    append(records_dir, &run_id, signer, |link| {
+        record.chain = Some(link);
+        record.signed_by = signer.map(|s| s.signed_by().clone());
+        // Values are redacted in the typed record, never in its serialized
+        // text: nothing a secret holds can corrupt the document.
+        record.redact_values(redactor);
+        let bytes = record.to_bytes();
+        let payload = attest::statement_bytes(&bytes).map_err(io::Error::other)?;
+        Ok((bytes, attest::PAYLOAD_TYPE, payload))
+    })
+}
+
+/// The DSSE payload type of a signed repair record: the record's own bytes.
+pub const REPAIR_PAYLOAD_TYPE: &str = "application/vnd.cordon.repair-record+json";
+
+/// Appends what `cordon repair` did to the chain, signed (the envelope's
+/// payload is the record file itself), so a repair is as visible and as
+/// tamper-evident as the runs it completed.
+pub fn seal_repair(
+    records_dir: &Path,
+    record: &mut crate::record::RepairRecord,
+    signer: Option<&Signer>,
+) -> io::Result<Sealed> {
+    let run_id = record.run_id.clone();
+    append(records_dir, &run_id, signer, |link| {
+        record.chain = Some(link);
+        record.signed_by = signer.map(|s| s.signed_by().clone());
+        let bytes = record.to_bytes();
+        Ok((bytes.clone(), REPAIR_PAYLOAD_TYPE, bytes))
+    })
+}
+
+/// The one way anything enters the chain: under the chain lock, `build`
+/// gets the new entry's place and returns the record's bytes with what to
+/// sign (payload type and payload); both files are durable before the log
+/// line that lists them is written.
+fn append(
+    records_dir: &Path,
+    run_id: &str,
+    signer: Option<&Signer>,
+    build: impl FnOnce(ChainLink) -> io::Result<(Vec<u8>, &'static str, Vec<u8>)>,
 ) -> io::Result<Sealed> {
     crate::fsutil::create_private_dir(records_dir)?;
     let lock = OpenOptions::new()
@@ -227,33 +270,26 @@ pub fn seal(
             (entry.seq + 1, Sha256Digest::of(line.as_bytes()))
         }
     };
-    record.chain = Some(ChainLink {
+    let (bytes, payload_type, payload) = build(ChainLink {
         sequence,
         previous: previous.clone(),
-    });
-    record.signed_by = signer.map(|s| s.signed_by().clone());
-
-    // Values are redacted in the typed record, never in its serialized
-    // text: nothing a secret holds can corrupt the document.
-    record.redact_values(redactor);
-    let bytes = record.to_bytes();
+    })?;
     let record_digest = Sha256Digest::of(&bytes);
-    let record_path = record_path(records_dir, &record.run_id);
+    let record_path = record_path(records_dir, run_id);
 
     let mut envelope_digest = None;
     let mut envelope_file = None;
     let mut envelope_bytes = Vec::new();
     if let Some(signer) = signer {
-        let payload = attest::statement_bytes(&bytes).map_err(io::Error::other)?;
         envelope_bytes = serde_json::to_vec_pretty(
             &signer
-                .envelope(attest::PAYLOAD_TYPE, &payload)
+                .envelope(payload_type, &payload)
                 .map_err(|e| io::Error::other(format!("cannot sign the record: {e}")))?,
         )
         .map_err(io::Error::other)?;
         envelope_bytes.push(b'\n');
         envelope_digest = Some(Sha256Digest::of(&envelope_bytes).to_string());
-        envelope_file = Some(envelope_path(records_dir, &record.run_id));
+        envelope_file = Some(envelope_path(records_dir, run_id));
     }
     // Both files are durable before the log entry that lists them is
     // written.
@@ -266,7 +302,7 @@ pub fn seal(
 
     let entry = LogEntry {
         seq: sequence,
-        run: record.run_id.clone(),
+        run: run_id.to_string(),
         record: record_digest.to_string(),
         envelope: envelope_digest,
         prev: previous.to_string(),

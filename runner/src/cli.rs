@@ -255,6 +255,14 @@ enum Command {
         /// List what would be done, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// The environment whose record key signs the repair record that is
+        /// appended to the chain.
+        #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_ENV)]
+        env: String,
+        /// The workspace file [default: the nearest cordon.toml above the
+        /// state directory, else above the current directory].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Write the current digest of a manifest's component into the manifest.
     ///
@@ -581,7 +589,12 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             trusted_keys,
         } => restore_cmd(&run, &state, config.as_deref(), trusted_keys),
         Command::Pin { manifests, check } => pin(&manifests, check),
-        Command::Repair { state, dry_run } => repair_cmd(state, dry_run),
+        Command::Repair {
+            state,
+            dry_run,
+            env,
+            config,
+        } => repair_cmd(state, dry_run, &env, config.as_deref()),
         Command::Verify {
             record,
             run,
@@ -1165,7 +1178,12 @@ fn verify_workspace(config: Option<&Path>, state_dir: &Path) -> Result<Workspace
     .map_err(bad_input)
 }
 
-fn repair_cmd(state: Option<PathBuf>, dry_run: bool) -> Result<u8, Failure> {
+fn repair_cmd(
+    state: Option<PathBuf>,
+    dry_run: bool,
+    env: &str,
+    config: Option<&Path>,
+) -> Result<u8, Failure> {
     let state = state.unwrap_or_else(|| PathBuf::from(".cordon"));
     if !state.is_dir() {
         return Err(bad_input(anyhow::anyhow!(
@@ -1173,6 +1191,17 @@ fn repair_cmd(state: Option<PathBuf>, dry_run: bool) -> Result<u8, Failure> {
             state.display()
         )));
     }
+    // The signer is found before anything changes: a repair whose record
+    // cannot be signed where it must be changes nothing.
+    let signer = if dry_run {
+        None
+    } else {
+        let workspace = verify_workspace(config, &state)?;
+        let env_config = workspace.env(env).map_err(bad_input)?;
+        crate::keys::signer_for_run(env_config, &workspace.dir)
+            .map_err(bad_input)?
+            .map(|k| k.signer)
+    };
     let done = crate::journal::repair_state(&state, dry_run)
         .with_context(|| format!("cannot repair {}", state.display()))
         .map_err(runner_fault)?;
@@ -1182,6 +1211,16 @@ fn repair_cmd(state: Option<PathBuf>, dry_run: bool) -> Result<u8, Failure> {
         .count();
     for r in &done {
         out!("{}{r}", if dry_run { "would: " } else { "" });
+    }
+    // What was done goes into the chain, signed, like the runs it touched.
+    if !dry_run && !done.is_empty() {
+        let mut record =
+            crate::record::RepairRecord::new(env, done.iter().map(ToString::to_string).collect());
+        let sealed =
+            crate::chain::seal_repair(&state.join("records"), &mut record, signer.as_ref())
+                .with_context(|| "cannot append the repair record to the chain".to_string())
+                .map_err(runner_fault)?;
+        say!("cordon: repair record: {}", sealed.record_path.display());
     }
     say!(
         "cordon: {} {}{}",

@@ -292,6 +292,66 @@ impl StepRecord {
     }
 }
 
+/// Format identifier of a repair record.
+pub const REPAIR_FORMAT: &str = "cordon.repair-record/v1";
+
+/// What one `cordon repair` did to a state directory, chained like a step
+/// record so that completing or rolling back a run is as visible as the run.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairRecord {
+    /// [`REPAIR_FORMAT`].
+    pub format: String,
+    /// Its id in the chain (`<time>-repair-<random>`).
+    pub run_id: String,
+    /// The environment whose key signs it.
+    pub environment: String,
+    /// The runner that repaired.
+    pub runner: RunnerInfo,
+    /// RFC 3339 time of the repair.
+    pub repaired_at: String,
+    /// Each thing done, as `cordon repair` printed it.
+    pub actions: Vec<String>,
+    /// Place in the hash chain; set when it is appended.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub chain: Option<ChainLink>,
+    /// The key that signs it; set when it is appended.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub signed_by: Option<crate::attest::SignedBy>,
+}
+
+impl RepairRecord {
+    /// A record of `actions`, for `environment`, not yet chained.
+    pub fn new(environment: &str, actions: Vec<String>) -> RepairRecord {
+        RepairRecord {
+            format: REPAIR_FORMAT.into(),
+            run_id: new_run_id("repair"),
+            environment: environment.into(),
+            runner: RunnerInfo::default(),
+            repaired_at: now_rfc3339(),
+            actions,
+            chain: None,
+            signed_by: None,
+        }
+    }
+
+    /// The canonical bytes (pretty JSON, newline-terminated).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("records serialize");
+        v.push(b'\n');
+        v
+    }
+}
+
+/// Whether the record bytes are a repair record (read by its `format`).
+pub fn is_repair_record(bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Format {
+        format: String,
+    }
+    serde_json::from_slice::<Format>(bytes).is_ok_and(|f| f.format == REPAIR_FORMAT)
+}
+
 /// A new run id: UTC time, step name and random bits, so ids sort by time
 /// and two runners never collide.
 pub fn new_run_id(step: &str) -> String {

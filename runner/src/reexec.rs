@@ -86,6 +86,10 @@ pub fn reexecute_scope(
         let Some(record) = read(&run) else {
             continue;
         };
+        // A repair record ran nothing either: there is nothing to repeat.
+        if record["format"] == crate::record::REPAIR_FORMAT {
+            continue;
+        }
         // A cache hit ran nothing: its outputs are those of the run that
         // produced them (restored from the store, digests checked), so that
         // run is what is re-executed.

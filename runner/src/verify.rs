@@ -438,9 +438,30 @@ fn check_record(
             ),
         );
     }
-    let record = match parsed.get(&entry.run) {
-        Some((_, Ok(r))) => r,
-        Some((_, Err(e))) => {
+    // A repair record (what `cordon repair` did) is chained and signed like
+    // a step record, but has no statement and no outputs.
+    let repair = if crate::record::is_repair_record(&bytes) {
+        match serde_json::from_slice::<crate::record::RepairRecord>(&bytes) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                cx.fail(
+                    FindingKind::Record,
+                    &subject,
+                    format!(
+                        "the record file is not a {} document: {e}",
+                        crate::record::REPAIR_FORMAT
+                    ),
+                );
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let record = match (&repair, parsed.get(&entry.run)) {
+        (Some(_), _) => None,
+        (None, Some((_, Ok(r)))) => Some(r),
+        (None, Some((_, Err(e)))) => {
             cx.fail(
                 FindingKind::Record,
                 &subject,
@@ -451,7 +472,7 @@ fn check_record(
             );
             return;
         }
-        None => {
+        (None, None) => {
             cx.fail(
                 FindingKind::Record,
                 &subject,
@@ -460,17 +481,19 @@ fn check_record(
             return;
         }
     };
-    if record.run_id != entry.run {
+    let (run_id, link, environment) = match (&repair, record) {
+        (Some(r), _) => (&r.run_id, &r.chain, r.environment.clone()),
+        (None, Some(r)) => (&r.run_id, &r.chain, r.environment.clone()),
+        (None, None) => return,
+    };
+    if *run_id != entry.run {
         cx.fail(
             FindingKind::Record,
             &subject,
-            format!("the record names run {}", record.run_id),
+            format!("the record names run {run_id}"),
         );
     }
-    let placed = record
-        .chain
-        .as_ref()
-        .map(|l| (l.sequence, l.previous.to_string()));
+    let placed = link.as_ref().map(|l| (l.sequence, l.previous.to_string()));
     if placed.as_ref() != Some(&(entry.seq, entry.prev.clone())) {
         let (seq, prev) = placed.unwrap_or((0, "nothing".into()));
         cx.fail(
@@ -485,7 +508,6 @@ fn check_record(
 
     // The signature.
     let env_path = chain::envelope_path(records_dir, &entry.run);
-    let environment = record.environment.clone();
     match &entry.envelope {
         None => cx.fail(
             FindingKind::Unsigned,
@@ -515,6 +537,16 @@ fn check_record(
                     Ok(keys) => match attest::open_envelope(&env_bytes, &keys) {
                         Err(e) => {
                             cx.fail(FindingKind::Signature, &subject, format!("signature: {e}"))
+                        }
+                        Ok((ptype, payload)) if repair.is_some() => {
+                            // A repair record signs its own bytes.
+                            if ptype != chain::REPAIR_PAYLOAD_TYPE || payload != bytes {
+                                cx.fail(
+                                    FindingKind::Signature,
+                                    &subject,
+                                    "the signed repair record does not match the record file",
+                                );
+                            }
                         }
                         Ok((ptype, payload)) => {
                             if ptype != attest::PAYLOAD_TYPE {
@@ -552,6 +584,9 @@ fn check_record(
     let record_failed = cx.findings[findings_before..]
         .iter()
         .any(|f| f.kind != FindingKind::Unsigned);
+    let Some(record) = record else {
+        return;
+    };
     if !checks.outputs || record_failed {
         return;
     }

@@ -209,3 +209,47 @@ fn a_worker_that_panics_fails_the_pipeline_with_exit_3_and_never_hangs() {
     assert_eq!(out.code, 3, "{out:?}");
     assert!(out.stderr.contains("fault point worker-panic"), "{out:?}");
 }
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn what_repair_did_is_appended_to_the_chain_signed_and_tamper_evident() {
+    let (ws, _) = killed_at("after-record");
+    let r = ws.cordon(&["repair"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("repair record:"), "{r:?}");
+    let log = std::fs::read_to_string(ws.path(".cordon/records/chain.log")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert!(
+        last["envelope"].is_string(),
+        "the repair record is signed: {last}"
+    );
+    let path = ws.path(&format!(
+        ".cordon/records/{}.json",
+        last["run"].as_str().unwrap()
+    ));
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(record["format"], "cordon.repair-record/v1");
+    assert!(
+        record["actions"][0]
+            .as_str()
+            .unwrap()
+            .contains("publication completed"),
+        "{record}"
+    );
+    let v = ws.cordon(&["verify"], &[]);
+    assert_eq!(v.code, 0, "{v:?}");
+    // Nothing to do: nothing is appended.
+    let lines = log.lines().count();
+    assert_eq!(ws.cordon(&["repair"], &[]).code, 0);
+    let again = std::fs::read_to_string(ws.path(".cordon/records/chain.log")).unwrap();
+    assert_eq!(again.lines().count(), lines);
+    // An edited repair record is detected.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen("publication completed", "nothing happened", 1),
+    )
+    .unwrap();
+    let v = ws.cordon(&["verify"], &[]);
+    assert_eq!(v.code, 1, "{v:?}");
+}
