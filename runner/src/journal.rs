@@ -142,6 +142,25 @@ pub fn unfinished(state: &Path) -> io::Result<(Vec<Intent>, Vec<PathBuf>)> {
     ))
 }
 
+/// Staging roots of runs that were stopped while their step ran: no live
+/// run holds them and no intent names them. Their run left no record (it
+/// never reached its commit); `cordon repair` removes them.
+pub fn stopped_runs(state: &Path) -> io::Result<Vec<PathBuf>> {
+    let (intents, _) = pending(state)?;
+    let named: Vec<&PathBuf> = intents.iter().map(|i| &i.staging).collect();
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(state.join("staging")) {
+        for e in entries.filter_map(|e| e.ok()) {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) && !named.contains(&&p) && !is_live(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// The lock a live run holds on its staging root, so that `cordon repair`
 /// never removes the staging of a run that is still going. Dropping it
 /// removes the lock file.

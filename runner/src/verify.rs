@@ -318,6 +318,17 @@ pub fn verify_with(
             "is not a publication intent a runner wrote; run `cordon repair`",
         );
     }
+    for root in crate::journal::stopped_runs(state_dir).map_err(io)? {
+        let run = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        cx.fail(
+            FindingKind::Unfinished,
+            format!("run {run}"),
+            "its runner stopped while the step ran: it left no record and published nothing (anything the step sent over the network is not recorded); run `cordon repair` to remove its staging",
+        );
+    }
     let mut interrupted = BTreeSet::new();
     for i in &unfinished {
         if seen_runs.contains_key(&i.run) {

@@ -73,6 +73,9 @@ fn killed_before_its_intent_a_run_publishes_nothing() {
     let (ws, old) = killed_at("before-intent");
     assert_eq!(sums(&ws), old, "the old outputs stand");
     assert_eq!(ws.records().len(), 1, "no record of the killed run");
+    let v = ws.cordon(&["verify"], &[]);
+    assert_eq!(v.code, 1, "verify names the stopped run: {v:?}");
+    assert!(v.stdout.contains("stopped while the step ran"), "{v:?}");
     recover(&ws, false);
 }
 
