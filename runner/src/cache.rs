@@ -489,6 +489,42 @@ impl ActionCache {
         Ok(complete.then_some(entry))
     }
 
+    /// Entry files that point at a run `chained` does not name, or that are
+    /// damaged: no cache hit may come from a run without a chained record.
+    /// (Entries whose blobs left the store are merely unusable, not stale.)
+    pub fn stale_entries(&self, chained: &dyn Fn(&str) -> bool) -> io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for e in entries.filter_map(|e| e.ok()) {
+            let path = e.path();
+            let Some(hex) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            let Ok(digest) = Sha256Digest::parse(&format!("sha256:{hex}")) else {
+                out.push(path);
+                continue;
+            };
+            let stale = match crate::fsutil::read_regular(&path, MAX_ENTRY_BYTES) {
+                Ok(bytes) => ActionEntry::parse(&bytes, &ActionKey(digest))
+                    .map_or(true, |entry| !chained(&entry.run_id)),
+                Err(_) => true,
+            };
+            if stale {
+                out.push(path);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Remembers `entry` (its blobs must already be stored).
     pub fn put(&self, key: &ActionKey, entry: &ActionEntry) -> io::Result<()> {
         crate::fsutil::create_private_dir(&self.dir)?;

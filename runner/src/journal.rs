@@ -235,6 +235,12 @@ pub enum Repair {
         /// The run.
         run: String,
     },
+    /// An action-cache entry for a run without a chained record, or a
+    /// damaged one: removed (the step simply runs again next time).
+    StaleCacheEntry {
+        /// The entry file.
+        path: PathBuf,
+    },
     /// Something repair will not decide by itself.
     NeedsHand {
         /// What it is.
@@ -270,6 +276,11 @@ impl std::fmt::Display for Repair {
             Repair::Orphaned { run } => write!(
                 f,
                 "record {run} is not in the chain (its runner stopped before chaining it): moved to records/orphaned/"
+            ),
+            Repair::StaleCacheEntry { path } => write!(
+                f,
+                "cache entry {} points at a run without a chained record (or is damaged): removed",
+                esc(path)
             ),
             Repair::NeedsHand { subject, problem } => write!(f, "{subject}: {problem}"),
         }
@@ -457,6 +468,15 @@ pub fn repair_state(state: &Path, dry_run: bool) -> io::Result<Vec<Repair>> {
         done.push(Repair::Orphaned { run: run.clone() });
     }
     done.extend(repair(state, dry_run, &|run| chained.contains(run))?);
+    // Cache entries that point at a run without a chained record (left by
+    // an older runner, or whose record was just moved aside) or that are
+    // damaged.
+    for path in crate::cache::ActionCache::new(state).stale_entries(&|run| chained.contains(run))? {
+        if !dry_run {
+            std::fs::remove_file(&path)?;
+        }
+        done.push(Repair::StaleCacheEntry { path });
+    }
     // Every host path a record publishes to.
     let mut outputs = Vec::new();
     for run in &chained {

@@ -256,3 +256,33 @@ fn what_repair_did_is_appended_to_the_chain_signed_and_tamper_evident() {
     let v = ws.cordon(&["verify"], &[]);
     assert_eq!(v.code, 1, "{v:?}");
 }
+
+#[test]
+fn a_cache_entry_for_a_run_without_a_chained_record_is_removed_by_repair() {
+    let ws = published_once();
+    let dir = ws.path(".cordon/cache/actions");
+    let entry = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("the run left a cache entry");
+    let text = std::fs::read_to_string(&entry).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let run = v["run_id"].as_str().unwrap();
+    // An entry whose run never got a chained record (an older runner's
+    // order: the cache entry before the record).
+    let ghost = format!("{}-ghost-{}", &run[..run.find('-').unwrap()], "0badf00d");
+    std::fs::write(&entry, text.replace(run, &ghost)).unwrap();
+    let dry = ws.cordon(&["repair", "--dry-run"], &[]);
+    assert_eq!(dry.code, 1, "{dry:?}");
+    assert!(
+        dry.stdout
+            .contains("points at a run without a chained record"),
+        "{dry:?}"
+    );
+    assert!(entry.exists(), "a dry run changes nothing");
+    let r = ws.cordon(&["repair"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!entry.exists(), "the stale entry is gone");
+    assert_eq!(ws.cordon(&["verify"], &[]).code, 0);
+}
