@@ -149,7 +149,28 @@ pub struct Reproducibility {
     /// Whether the engine canonicalized NaNs: true unless the manifest says
     /// `floats = "native"`, in which case NaN bit patterns are the CPU's
     /// and a re-execution is bit for bit only on the same CPU architecture.
+    #[serde(default = "canonical_by_default")]
     pub nan_canonicalization: bool,
+}
+
+/// Records written before the float setting existed always canonicalized.
+fn canonical_by_default() -> bool {
+    true
+}
+
+/// What a record without reproducibility facts (written before they were
+/// recorded) is read as: not reproducible, nothing fixed.
+impl Default for Reproducibility {
+    fn default() -> Self {
+        Reproducibility {
+            reproducible: false,
+            clock: ClockMode::Real,
+            fixed_clock_unix_s: None,
+            random: RandomMode::Real,
+            seed: None,
+            nan_canonicalization: true,
+        }
+    }
 }
 
 /// The record's place in the state directory's hash chain (see `chain`).
@@ -179,6 +200,7 @@ pub struct StepRecord {
     /// The component that ran.
     pub component: FileRef,
     /// Whether the compiled component came from the cache.
+    #[serde(default)]
     pub compiled_from_cache: bool,
     /// argv.
     pub args: Vec<String>,
@@ -187,6 +209,7 @@ pub struct StepRecord {
     /// Mounts with their tree digests.
     pub mounts: Vec<MountRecord>,
     /// Granted secrets: provider, version, uses (never values).
+    #[serde(default)]
     pub secrets: BTreeMap<String, SecretAudit>,
     /// Secret names the step asked for that were not granted.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
@@ -202,12 +225,14 @@ pub struct StepRecord {
     /// Limits granted.
     pub limits: Limits,
     /// Resources used.
+    #[serde(default)]
     pub usage: Usage,
     /// The step's stdout.
     pub stdout: StreamSummary,
     /// The step's stderr.
     pub stderr: StreamSummary,
     /// Facts the step reported.
+    #[serde(default)]
     pub report: Report,
     /// How the step ended.
     pub termination: Termination,
@@ -216,12 +241,14 @@ pub struct StepRecord {
     /// What happened to the outputs.
     pub outputs: Publication,
     /// The action cache's view of this run.
+    #[serde(default)]
     pub cache: CacheInfo,
     /// RFC 3339 start time.
     pub started_at: String,
     /// RFC 3339 end time.
     pub finished_at: String,
     /// Clock, randomness and float semantics the step ran with.
+    #[serde(default)]
     pub reproducibility: Reproducibility,
     /// The policy that let the run go ahead: files by digest, disabled
     /// rules, and the decision (`allow`, or `break-glass` with the

@@ -15,10 +15,10 @@
 //! with the record.
 
 use crate::cas::Cas;
-use crate::manifest::{SecretGrant, SecretUse, Sha256Digest};
+use crate::manifest::{Access, SecretGrant, Sha256Digest};
+use crate::record::{StepRecord, TreeRecord};
 use crate::sandbox::{Determinism, Grants, Preopen, Sandbox, Stdio, Termination, Watched};
 use crate::verify::{Finding, FindingKind, Scope};
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -72,10 +72,13 @@ pub fn reexecute_scope(
     };
     let mut findings = Vec::new();
     let mut reproduced = Vec::new();
+    // Read through the record's type; a repair record (or anything that is
+    // not a step record) has nothing to repeat and is skipped, like an
+    // unreadable one (`verify` reports those).
     let read = |run: &str| {
         std::fs::read(crate::chain::record_path(&records_dir, run))
             .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|b| serde_json::from_slice::<StepRecord>(&b).ok())
     };
     // Each executed run is re-executed once, however many cache hits it
     // served.
@@ -86,15 +89,11 @@ pub fn reexecute_scope(
         let Some(record) = read(&run) else {
             continue;
         };
-        // A repair record ran nothing either: there is nothing to repeat.
-        if record["format"] == crate::record::REPAIR_FORMAT {
-            continue;
-        }
         // A cache hit ran nothing: its outputs are those of the run that
         // produced them (restored from the store, digests checked), so that
         // run is what is re-executed.
-        let (target, shown) = if record["cache"]["hit"] == true {
-            let Some(source) = record["cache"]["source_run"].as_str() else {
+        let (target, shown) = if record.cache.hit {
+            let Some(source) = record.cache.source_run.clone() else {
                 findings.push(Finding {
                     subject,
                     kind: FindingKind::Reexecution,
@@ -120,7 +119,7 @@ pub fn reexecute_scope(
             });
             continue;
         };
-        let opted_out = target_record["reproducibility"]["reproducible"] == false;
+        let opted_out = !target_record.reproducibility.reproducible;
         let result = done
             .entry(target)
             .or_insert_with(|| reexecute(state_dir, &target_record, sandbox))
@@ -153,39 +152,44 @@ pub fn reexecute_scope(
     })
 }
 
-fn digest_of(v: &Value) -> Result<Sha256Digest, String> {
-    Sha256Digest::parse(v.as_str().unwrap_or(""))
-        .map_err(|e| format!("the record is malformed: {e}"))
+/// The tree a mount held before the run, which a re-execution needs.
+fn before_of(m: &crate::record::MountRecord) -> Result<Sha256Digest, String> {
+    m.before.as_ref().map(|t| t.sha256.clone()).ok_or_else(|| {
+        format!(
+            "the record is malformed: mount {} has no tree before the run",
+            m.guest
+        )
+    })
 }
 
-/// Runs the step of `record` (its parsed JSON) again.
+/// Runs the step of `record` again.
 pub fn reexecute(
     state_dir: &Path,
-    record: &Value,
+    record: &StepRecord,
     sandbox: &Sandbox,
 ) -> Result<Reexecution, String> {
-    let run_id = record["run_id"].as_str().unwrap_or("run");
+    let run_id = &record.run_id;
     let cas = Cas::for_state(state_dir).map_err(|e| format!("cannot open the store: {e}"))?;
 
     // The component.
-    let component_digest = digest_of(&record["component"]["sha256"])?;
+    let component_digest = record.component.sha256.clone();
     let bytes = match cas.get(&component_digest) {
         Ok(b) => b,
         Err(_) => {
-            let path = record["component"]["path"].as_str().unwrap_or("");
+            let path = &record.component.path;
             match std::fs::read(path) {
                 Ok(b) if Sha256Digest::of(&b) == component_digest => b,
                 _ => {
                     return Err(format!(
-                        "the component {component_digest} is neither in the store nor at {path}"
+                        "the component {component_digest} is neither in the store nor at {}",
+                        path.display()
                     ));
                 }
             }
         }
     };
-    // The same float semantics as the recorded run (records before the
-    // setting existed always canonicalized).
-    let floats = if record["reproducibility"]["nan_canonicalization"] == Value::Bool(false) {
+    // The same float semantics as the recorded run.
+    let floats = if !record.reproducibility.nan_canonicalization {
         crate::manifest::FloatMode::Native
     } else {
         crate::manifest::FloatMode::Canonical
@@ -207,24 +211,19 @@ pub fn reexecute(
 fn run_in(
     scratch: &Path,
     cas: &Cas,
-    record: &Value,
+    record: &StepRecord,
     sandbox: &Sandbox,
     component: &crate::sandbox::StepComponent,
 ) -> Result<Reexecution, String> {
     let mut preopens = Vec::new();
     let mut watched = Vec::new();
-    let mut outputs: Vec<(String, PathBuf, Value)> = Vec::new();
-    for (i, m) in record["mounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let guest = m["guest"].as_str().unwrap_or("").to_string();
-        let host = PathBuf::from(m["host"].as_str().unwrap_or(""));
-        match m["access"].as_str() {
-            Some("read") => {
-                let want = digest_of(&m["before"]["sha256"])?;
+    let mut outputs: Vec<(String, PathBuf, Option<TreeRecord>)> = Vec::new();
+    for (i, m) in record.mounts.iter().enumerate() {
+        let guest = m.guest.clone();
+        let host = m.host.clone();
+        match m.access {
+            Access::Read => {
+                let want = before_of(m)?;
                 let dir = match crate::digest::tree(&host) {
                     Ok(t) if t.digest == want => host,
                     _ if cas.has_tree(&want) => {
@@ -246,7 +245,7 @@ fn run_in(
                     writable: false,
                 });
             }
-            Some("write") => {
+            Access::Write => {
                 let d = scratch.join(format!("out-{i}"));
                 std::fs::create_dir(&d)
                     .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
@@ -259,12 +258,12 @@ fn run_in(
                     guest: guest.clone(),
                     writable: true,
                 });
-                outputs.push((guest, d, m["after"].clone()));
+                outputs.push((guest, d, m.after.clone()));
             }
-            _ => {
+            Access::ReadWrite => {
                 // A read-write mount's contents before the run were replaced
                 // in place by the run itself.
-                let want = digest_of(&m["before"]["sha256"])?;
+                let want = before_of(m)?;
                 if !cas.has_tree(&want) {
                     return Err(format!(
                         "read-write mount {guest} was changed in place and its earlier contents are not in the store"
@@ -283,21 +282,17 @@ fn run_in(
                     guest: guest.clone(),
                     writable: true,
                 });
-                outputs.push((guest, d, m["after"].clone()));
+                outputs.push((guest, d, m.after.clone()));
             }
         }
     }
 
-    let grants_for: Vec<SecretGrant> = record["secrets"]
-        .as_object()
-        .into_iter()
-        .flatten()
+    let grants_for: Vec<SecretGrant> = record
+        .secrets
+        .iter()
         .map(|(name, a)| SecretGrant {
             name: name.clone(),
-            uses: serde_json::from_value::<Vec<SecretUse>>(a["granted_uses"].clone())
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
+            uses: a.granted_uses.iter().copied().collect(),
             key: None,
             hosts: Vec::new(),
             at: Default::default(),
@@ -308,25 +303,18 @@ fn run_in(
     let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
     let workspace =
         crate::config::WorkspaceConfig::discover(None, &cwd).map_err(|e| e.to_string())?;
-    let env_name = record["environment"]
-        .as_str()
-        .unwrap_or(crate::config::DEFAULT_ENV);
-    let env = workspace.env(env_name).map_err(|e| e.to_string())?;
+    let env = workspace
+        .env(&record.environment)
+        .map_err(|e| e.to_string())?;
     let mut resolution = crate::secrets::resolve(env, &grants_for).map_err(|e| e.to_string())?;
     let secrets = std::mem::take(&mut resolution.secrets);
 
-    let mut limits = crate::manifest::Limits::default();
-    let l = &record["limits"];
-    let num = |v: &Value, d: u64| v.as_u64().unwrap_or(d);
-    limits.fuel = num(&l["fuel"], limits.fuel);
-    limits.memory = num(&l["memory"], limits.memory);
-    limits.timeout =
-        Duration::from_millis(num(&l["timeout_ms"], limits.timeout.as_millis() as u64));
-    limits.output = num(&l["output"], limits.output);
-    limits.stdout = num(&l["stdout"], limits.stdout);
+    // The limits the run had (network limits do not matter: a
+    // re-execution has no network).
+    let limits = record.limits;
 
-    let r = &record["reproducibility"];
-    let seed = match r["seed"].as_str() {
+    let r = &record.reproducibility;
+    let seed = match r.seed.as_deref() {
         None => None,
         Some(h) => Some(
             hex::decode(h)
@@ -336,24 +324,16 @@ fn run_in(
         ),
     };
     let determinism = Determinism {
-        wall_clock: r["fixed_clock_unix_s"].as_u64().map(Duration::from_secs),
+        wall_clock: r.fixed_clock_unix_s.map(Duration::from_secs),
         seed,
     };
 
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.as_str().map(str::to_string))
-            .collect()
-    };
     let grants = Grants {
-        argv: strings(&record["args"]),
-        env: record["env"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+        argv: record.args.clone(),
+        env: record
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         preopens,
         secrets,
@@ -371,7 +351,7 @@ fn run_in(
         .map_err(|e| format!("cannot run the step: {e}"))?;
 
     let mut differs = Vec::new();
-    let recorded_termination: Value = record["termination"].clone();
+    let recorded_termination = serde_json::to_value(&record.termination).unwrap_or_default();
     let now_termination = serde_json::to_value(&outcome.termination).unwrap_or_default();
     if recorded_termination["kind"] != now_termination["kind"]
         || recorded_termination["code"] != now_termination["code"]
@@ -382,8 +362,11 @@ fn run_in(
             recorded_termination
         ));
     }
-    for (name, summary) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
-        if summary.sha256.to_string() != record[name]["sha256"].as_str().unwrap_or("") {
+    for (name, summary, recorded) in [
+        ("stdout", &outcome.stdout, &record.stdout),
+        ("stderr", &outcome.stderr, &record.stderr),
+    ] {
+        if summary.sha256 != recorded.sha256 {
             differs.push(format!("{name} differs"));
         }
     }
@@ -392,13 +375,11 @@ fn run_in(
         for (guest, dir, after) in &outputs {
             let tree = crate::digest::tree(dir).map_err(|e| format!("cannot hash {guest}: {e}"))?;
             files += tree.file_count() as usize;
-            if after.is_null() {
+            let Some(after) = after else {
                 continue;
-            }
-            if tree.digest.to_string() != after["sha256"].as_str().unwrap_or("") {
-                let recorded: crate::record::TreeRecord = serde_json::from_value(after.clone())
-                    .map_err(|e| format!("the record's tree of {guest} is not a tree: {e}"))?;
-                for d in crate::verify::differing_files(&recorded, &tree) {
+            };
+            if tree.digest != after.sha256 {
+                for d in crate::verify::differing_files(after, &tree) {
                     differs.push(format!("{guest}/{d}"));
                 }
             }
