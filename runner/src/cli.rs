@@ -1124,8 +1124,11 @@ fn verify(
         say!("cordon: warning: {w}");
     }
     for (env, source, origin) in &verdict.trusted {
+        // The environment's name comes from the records being judged.
         say!(
-            "cordon: trusting for `{env}`: {source} ({})",
+            "cordon: trusting for `{}`: {} ({})",
+            escape_for_terminal(env),
+            escape_for_terminal(source),
             origin.describe()
         );
     }

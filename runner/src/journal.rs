@@ -252,37 +252,42 @@ pub enum Repair {
 
 impl std::fmt::Display for Repair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let esc = |p: &Path| crate::sanitize::escape_for_terminal(&p.display().to_string());
+        // Run ids, guest paths and host paths come from journal and record
+        // files anyone who can write the state directory can edit: every
+        // one is escaped before it reaches a terminal or a repair record.
+        use crate::sanitize::escape_for_terminal as esc;
+        let path = |p: &Path| esc(&p.display().to_string());
         match self {
             Repair::RolledForward { run, published } => write!(
                 f,
-                "run {run}: its record is chained; publication completed ({published} output tree{} published now)",
+                "run {}: its record is chained; publication completed ({published} output tree{} published now)",
+                esc(run),
                 if *published == 1 { "" } else { "s" }
             ),
             Repair::RolledBack { run } => write!(
                 f,
-                "run {run}: stopped before its record was written; nothing had been published; its staging was removed"
+                "run {}: stopped before its record was written; nothing had been published; its staging was removed",
+                esc(run)
             ),
-            Repair::LeftoverStaging { path } => {
-                write!(
-                    f,
-                    "leftover staging {} of a stopped run: removed",
-                    esc(path)
-                )
+            Repair::LeftoverStaging { path: p } => {
+                write!(f, "leftover staging {} of a stopped run: removed", path(p))
             }
-            Repair::LeftoverSwap { path } => {
-                write!(f, "leftover publication tree {}: removed", esc(path))
+            Repair::LeftoverSwap { path: p } => {
+                write!(f, "leftover publication tree {}: removed", path(p))
             }
             Repair::Orphaned { run } => write!(
                 f,
-                "record {run} is not in the chain (its runner stopped before chaining it): moved to records/orphaned/"
+                "record {} is not in the chain (its runner stopped before chaining it): moved to records/orphaned/",
+                esc(run)
             ),
-            Repair::StaleCacheEntry { path } => write!(
+            Repair::StaleCacheEntry { path: p } => write!(
                 f,
                 "cache entry {} points at a run without a chained record (or is damaged): removed",
-                esc(path)
+                path(p)
             ),
-            Repair::NeedsHand { subject, problem } => write!(f, "{subject}: {problem}"),
+            Repair::NeedsHand { subject, problem } => {
+                write!(f, "{}: {}", esc(subject), esc(problem))
+            }
         }
     }
 }
@@ -644,6 +649,27 @@ mod tests {
         let done = repair(d.path(), false, &|_| false).unwrap();
         assert_eq!(done, vec![Repair::LeftoverStaging { path: dead.clone() }]);
         assert!(live.exists() && !dead.exists());
+    }
+
+    #[test]
+    fn names_from_the_state_directory_are_escaped_when_shown() {
+        let shown = Repair::RolledBack {
+            run: "r\u{1b}[2Jx\rcordon: ok".into(),
+        }
+        .to_string();
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\r'),
+            "{shown}"
+        );
+        let shown = Repair::NeedsHand {
+            subject: "run \u{202e}x".into(),
+            problem: "a\nb".into(),
+        }
+        .to_string();
+        assert!(
+            !shown.contains('\u{202e}') && !shown.contains('\n'),
+            "{shown}"
+        );
     }
 
     #[test]
