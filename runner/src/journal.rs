@@ -192,6 +192,8 @@ fn lock_path(root: &Path) -> PathBuf {
 }
 
 /// Whether a live run holds `root`'s lock.
+/// Fails safe: only a lock file that is absent, or that opens and locks,
+/// says the run is gone; anything else counts as live and is left alone.
 fn is_live(root: &Path) -> bool {
     match File::open(lock_path(root)) {
         Ok(f) => match f.try_lock() {
@@ -199,7 +201,7 @@ fn is_live(root: &Path) -> bool {
             Err(std::fs::TryLockError::WouldBlock) => true,
             Err(std::fs::TryLockError::Error(_)) => true,
         },
-        Err(_) => false,
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
     }
 }
 

@@ -134,10 +134,10 @@ pub fn compile_cache_dir(state_dir: &Path) -> PathBuf {
 fn protected_paths(ctx: &PlanContext<'_>, state_dir: &Path) -> Vec<(PathBuf, String)> {
     let env = ctx.env;
     let mut out: Vec<(PathBuf, String)> = Vec::new();
+    // A path that cannot be resolved is still protected as written:
+    // dropping it would let the check fail open.
     let mut add = |p: &Path, what: String| {
-        if let Ok(r) = resolve(p) {
-            out.push((r, what));
-        }
+        out.push((resolve(p).unwrap_or_else(|_| p.to_path_buf()), what));
     };
     if let Some(home) = crate::secrets::local::secrets_home() {
         add(
