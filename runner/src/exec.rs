@@ -433,11 +433,7 @@ pub fn run_step(
                             what: what.clone(),
                             source: Box::new(e),
                         });
-                        Publication::Withheld {
-                            reason: format!("runner failure: {what}"),
-                            kept_at: None,
-                            listing: None,
-                        }
+                        Publication::runner_failure(&what)
                     }
                 }
             }
@@ -502,11 +498,7 @@ pub fn run_step(
         if let Some((staging, _)) = pending.take() {
             staging.discard();
             success = false;
-            publication = Publication::Withheld {
-                reason: format!("runner failure: {what}; nothing was published"),
-                kept_at: None,
-                listing: None,
-            };
+            publication = Publication::runner_failure(&format!("{what}; nothing was published"));
         }
         runner_failure.get_or_insert(ExecError {
             what,
@@ -614,11 +606,7 @@ fn commit(
             staging.discard();
             let what = format!("cannot write the publication intent ({e}); nothing was published");
             record.success = false;
-            record.outputs = Publication::Withheld {
-                reason: format!("runner failure: {what}"),
-                kept_at: None,
-                listing: None,
-            };
+            record.outputs = Publication::runner_failure(&what);
             crate::chain::seal(&state.join("records"), &mut record, redactor, signer)
                 .map_err(fail("cannot write the execution record"))?;
             return Err(ExecError {

@@ -81,6 +81,18 @@ pub enum Publication {
     NoOutputs,
 }
 
+impl Publication {
+    /// Nothing published because the runner itself failed after the step
+    /// ran (`what` says how): the record of such a run says so.
+    pub fn runner_failure(what: &str) -> Publication {
+        Publication::Withheld {
+            reason: format!("runner failure: {what}"),
+            kept_at: None,
+            listing: None,
+        }
+    }
+}
+
 /// The action cache's part of a record.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct CacheInfo {

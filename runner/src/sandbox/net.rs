@@ -53,6 +53,26 @@ pub struct NetworkCall {
     pub secrets: Vec<String>,
 }
 
+impl NetworkCall {
+    /// A call with `outcome` that moved no bytes yet: what a refusal
+    /// records, and where a sent call starts.
+    fn new(method: String, url: String, outcome: &str, secrets: Vec<String>) -> NetworkCall {
+        NetworkCall {
+            method,
+            url,
+            outcome: outcome.into(),
+            reason: None,
+            status: None,
+            bytes_sent: 0,
+            bytes_received: 0,
+            request_sha256: None,
+            response_sha256: None,
+            duration_ms: 0,
+            secrets,
+        }
+    }
+}
+
 /// A secret the step may send as an HTTP header.
 #[derive(Clone)]
 pub(crate) struct Bound {
@@ -450,17 +470,8 @@ impl WasiHttpHooks for NetHooks {
             }
         };
         let refuse = |reason: String, secrets: Vec<String>| NetworkCall {
-            method: method.clone(),
-            url: url.clone(),
-            outcome: "refused".into(),
             reason: Some(reason),
-            status: None,
-            bytes_sent: 0,
-            bytes_received: 0,
-            request_sha256: None,
-            response_sha256: None,
-            duration_ms: 0,
-            secrets,
+            ..NetworkCall::new(method.clone(), url.clone(), "refused", secrets)
         };
 
         // 1. The request count.
@@ -569,19 +580,7 @@ impl WasiHttpHooks for NetHooks {
                 let st = state.lock().unwrap_or_else(|p| p.into_inner());
                 limits.bytes.saturating_sub(st.bytes)
             };
-            let mut call = NetworkCall {
-                method,
-                url,
-                outcome: "failed".into(),
-                reason: None,
-                status: None,
-                bytes_sent: 0,
-                bytes_received: 0,
-                request_sha256: None,
-                response_sha256: None,
-                duration_ms: 0,
-                secrets: attached,
-            };
+            let mut call = NetworkCall::new(method, url, "failed", attached);
             let finish = |mut call: NetworkCall, used: u64| {
                 call.duration_ms = started.elapsed().as_millis() as u64;
                 let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -782,19 +781,8 @@ mod tests {
     #[test]
     fn the_call_log_is_bounded_and_counts_the_rest() {
         let mut st = NetState::default();
-        let call = |outcome: &str, url: String| NetworkCall {
-            method: "GET".into(),
-            url,
-            outcome: outcome.into(),
-            reason: None,
-            status: None,
-            bytes_sent: 0,
-            bytes_received: 0,
-            request_sha256: None,
-            response_sha256: None,
-            duration_ms: 0,
-            secrets: vec![],
-        };
+        let call =
+            |outcome: &str, url: String| NetworkCall::new("GET".into(), url, outcome, vec![]);
         st.log(call(
             "sent",
             format!("http://h/{}", "é".repeat(MAX_RECORDED_URL)),
