@@ -173,14 +173,7 @@ fn a_run_whose_destination_is_locked_waits_and_ctrl_c_stops_the_wait() {
 
     let held = hold_lock_of(&ws, &dest);
     let child = start_waiting_run(&ws);
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    send_signal(child.id(), "-INT");
     let exit = child.wait_with_output().unwrap();
     assert_eq!(exit.status.code(), Some(130), "interrupted while waiting");
     assert!(ws.records().is_empty(), "nothing ran, nothing was recorded");

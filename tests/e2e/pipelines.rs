@@ -595,14 +595,7 @@ fn ctrl_c_stops_running_steps_and_publishes_nothing_partial() {
             break;
         }
     }
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    send_signal(child.id(), "-INT");
     let exit = child.wait().unwrap();
     assert_eq!(exit.code(), Some(130), "interrupted runs exit with 130");
     let s = steps_of(&ws, "r.json");

@@ -500,11 +500,7 @@ fn interrupted_run_revokes_the_token(signal: &str) {
     assert_eq!(&first, b"[probe] secr", "the step is running");
     assert!(bao.accessor_alive(&run_accessor));
 
-    let kill = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    send_signal(child.id(), signal);
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
