@@ -427,19 +427,21 @@ fn check_record(
 ) {
     let subject = record_subject(&entry.run);
     let findings_before = cx.findings.len();
-    let path = chain::record_path(records_dir, &entry.run);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) => {
-            cx.fail(
-                FindingKind::Record,
-                &subject,
-                format!("the record file {} is missing: {e}", path.display()),
-            );
-            return;
-        }
+    // Read once, when the chain was walked.
+    let Some((bytes, _)) = parsed.get(&entry.run) else {
+        let path = chain::record_path(records_dir, &entry.run);
+        let why = std::fs::metadata(&path)
+            .err()
+            .map_or_else(|| "it cannot be read".to_string(), |e| e.to_string());
+        cx.fail(
+            FindingKind::Record,
+            &subject,
+            format!("the record file {} is missing: {why}", path.display()),
+        );
+        return;
     };
-    let digest = Sha256Digest::of(&bytes).to_string();
+    let bytes = bytes.as_slice();
+    let digest = Sha256Digest::of(bytes).to_string();
     if digest != entry.record {
         cx.fail(FindingKind::Record,
             &subject,
@@ -451,8 +453,8 @@ fn check_record(
     }
     // A repair record (what `cordon repair` did) is chained and signed like
     // a step record, but has no statement and no outputs.
-    let repair = if crate::record::is_repair_record(&bytes) {
-        match serde_json::from_slice::<crate::record::RepairRecord>(&bytes) {
+    let repair = if crate::record::is_repair_record(bytes) {
+        match serde_json::from_slice::<crate::record::RepairRecord>(bytes) {
             Ok(r) => Some(r),
             Err(e) => {
                 cx.fail(
@@ -569,8 +571,7 @@ fn check_record(
                             }
                             let signed: Option<Value> = serde_json::from_slice(&payload).ok();
                             let matches = |form| {
-                                signed.is_some()
-                                    && attest::statement_in(&bytes, form).ok() == signed
+                                signed.is_some() && attest::statement_in(bytes, form).ok() == signed
                             };
                             if !matches(attest::StatementForm::Current)
                                 && !matches(attest::StatementForm::Legacy)
