@@ -452,7 +452,7 @@ pub fn repair_state(state: &Path, dry_run: bool) -> io::Result<Vec<Repair>> {
     };
     let chained: std::collections::BTreeSet<String> = crate::chain::read_lines(&records_dir)?
         .iter()
-        .filter_map(|l| serde_json::from_str::<crate::chain::LogEntry>(l).ok())
+        .filter_map(|l| crate::chain::LogEntry::parse(l).ok())
         .map(|e| e.run)
         .collect();
     let on_disk = if records_dir.is_dir() {
