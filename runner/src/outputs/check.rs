@@ -352,6 +352,10 @@ pub fn check_mount(root: &Path, guest: &str, in_place: bool, redactor: &Redactor
                     &mut listed,
                 ),
             }
+        } else if ft.is_file() && redactor.is_empty() {
+            // No value to look for: contents cannot be refused, so they are
+            // not read here (the staging digest reads them once).
+            listed.size = meta.len();
         } else if ft.is_file() {
             match scan_file(&frame.dir, &name, redactor) {
                 Ok(scan) => {
