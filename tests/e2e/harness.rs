@@ -278,7 +278,9 @@ impl Workspace {
 
     /// `cordon ARGS` in the workspace with a clean environment plus `env`,
     /// its output streams piped.
-    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+    /// The `cordon ARGS` command as every helper here runs it (clean
+    /// environment plus `env`, the workspace as working directory).
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(CORDON);
         cmd.args(args)
             .current_dir(self.root())
