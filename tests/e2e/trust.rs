@@ -255,3 +255,51 @@ fn run_in(ws: &Workspace, dir: &Path, args: &[&str]) -> Output {
         raw_stderr: out.stderr,
     }
 }
+
+#[test]
+fn a_signed_chain_head_kept_elsewhere_detects_that_the_newest_records_were_removed() {
+    let ws = prod_workspace("");
+    for _ in 0..2 {
+        let out = ws.cordon(&["run", "step.toml", "--env", "prod", "--no-cache"], &[]);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let out = ws.cordon(&["records", "head", "--env", "prod"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let kept = tempfile::tempdir().unwrap();
+    let head = kept.path().join("head.json");
+    std::fs::write(&head, &out.stdout).unwrap();
+    let head = head.to_str().unwrap();
+    let out = ws.cordon(&["verify", "--head", head], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // Whoever can write the state directory removes the newest record:
+    // its files and its chain line. The chain alone still verifies.
+    let log_path = ws.path(".cordon/records/chain.log");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let mut lines: Vec<&str> = log.lines().collect();
+    let last: serde_json::Value = serde_json::from_str(lines.pop().unwrap()).unwrap();
+    let run = last["run"].as_str().unwrap();
+    std::fs::remove_file(ws.path(&format!(".cordon/records/{run}.json"))).unwrap();
+    std::fs::remove_file(ws.path(&format!(".cordon/records/{run}.dsse.json"))).unwrap();
+    std::fs::write(&log_path, format!("{}\n", lines.join("\n"))).unwrap();
+    let out = ws.cordon(&["verify"], &[]);
+    assert_eq!(out.code, 0, "a truncated chain is a valid chain: {out:?}");
+    let out = ws.cordon(&["verify", "--head", head], &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("newest records were removed"),
+        "{out:?}"
+    );
+
+    // A head nobody trusted signed is refused outright.
+    let other_home = tempfile::tempdir().unwrap();
+    let out = ws.cordon(
+        &["verify", "--head", head],
+        &[("CORDON_SECRETS_HOME", other_home.path().to_str().unwrap())],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("not a valid signed chain head"),
+        "{out:?}"
+    );
+}
