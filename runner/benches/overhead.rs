@@ -13,11 +13,11 @@
 
 mod common;
 
-use cordon::config::WorkspaceConfig;
-use cordon::exec::{RunOptions, run_step};
-use cordon::manifest::{Limits, Manifest};
-use cordon::plan::{PlanContext, StepPlan, plan_step};
-use cordon::sandbox::{Grants, Sandbox, SandboxOptions, Stdio, StepComponent};
+use cordon_engine::exec::{RunOptions, run_step};
+use cordon_manifest::config::WorkspaceConfig;
+use cordon_manifest::manifest::{Limits, Manifest};
+use cordon_manifest::plan::{PlanContext, StepPlan, plan_step};
+use cordon_sandbox::{Grants, Sandbox, SandboxOptions, Stdio, StepComponent};
 use criterion::{Criterion, criterion_group, criterion_main};
 use sha2::Digest;
 use std::hint::black_box;
@@ -129,13 +129,13 @@ fn stages(c: &mut Criterion) {
     });
     g.bench_function("policy_check", |b| {
         b.iter(|| {
-            let steps = [cordon::policy::StepInput {
+            let steps = [cordon_policy::policy::StepInput {
                 manifest: &manifest,
                 plan: &plan,
                 cache: true,
             }];
-            let input = cordon::policy::input(env, &steps, &f.root).unwrap();
-            let e = cordon::policy::evaluate(env, input).unwrap();
+            let input = cordon_policy::policy::input(env, &steps, &f.root).unwrap();
+            let e = cordon_policy::policy::evaluate(env, input).unwrap();
             assert!(e.violations.is_empty());
             e
         })
@@ -161,7 +161,7 @@ fn stages(c: &mut Criterion) {
     let record = vec![b'x'; 4096];
     let target = f.root.join("record.json");
     g.bench_function("atomic_fsynced_write_4k", |b| {
-        b.iter(|| cordon::fsutil::write_atomic(&target, black_box(&record)).unwrap())
+        b.iter(|| cordon_core::fsutil::write_atomic(&target, black_box(&record)).unwrap())
     });
     g.finish();
 }
@@ -212,7 +212,7 @@ fn whole_step(c: &mut Criterion) {
         .records
         .signing_key
         .as_ref()
-        .map(|k| Arc::new(cordon::attest::Signer::load(k).unwrap()));
+        .map(|k| Arc::new(cordon_record::attest::Signer::load(k).unwrap()));
     assert!(signer.is_some(), "the fixture's environment signs records");
     let mut g = c.benchmark_group("run_step");
     for (name, pooling, no_cache) in [
@@ -225,7 +225,7 @@ fn whole_step(c: &mut Criterion) {
             quiet: true,
             no_cache,
             signer: signer.clone(),
-            hash_index: Some(Arc::new(cordon::digest::HashIndex::in_memory())),
+            hash_index: Some(Arc::new(cordon_core::digest::HashIndex::in_memory())),
             ..RunOptions::default()
         };
         g.bench_function(name, |b| {

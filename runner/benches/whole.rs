@@ -13,7 +13,7 @@
 
 mod common;
 
-use cordon::manifest::FloatMode;
+use cordon_manifest::manifest::FloatMode;
 use sha2::Digest;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -351,7 +351,7 @@ fn hashing(report: &mut Report, data: &Path, mib: usize) {
     // The index only trusts files whose mtime is older than its racy
     // window; make sure freshly generated data is.
     std::thread::sleep(Duration::from_millis(2100));
-    let cores = cordon::digest::default_hash_threads();
+    let cores = cordon_core::digest::default_hash_threads();
     let reps = 3;
     let mut rows = Vec::new();
     for (label, dir) in [("many files", &many), ("one file", &one)] {
@@ -359,19 +359,19 @@ fn hashing(report: &mut Report, data: &Path, mib: usize) {
         let sha256sum = median_of(reps, || run(Command::new("sha256sum").args(&files)).wall);
         let ours_1 = median_of(reps, || {
             let t = Instant::now();
-            cordon::digest::tree_with_threads(dir, None, 1).unwrap();
+            cordon_core::digest::tree_with_threads(dir, None, 1).unwrap();
             t.elapsed()
         });
         let ours_n = median_of(reps, || {
             let t = Instant::now();
-            cordon::digest::tree_with_threads(dir, None, cores).unwrap();
+            cordon_core::digest::tree_with_threads(dir, None, cores).unwrap();
             t.elapsed()
         });
-        let index = cordon::digest::HashIndex::in_memory();
-        cordon::digest::tree_with(dir, Some(&index)).unwrap();
+        let index = cordon_core::digest::HashIndex::in_memory();
+        cordon_core::digest::tree_with(dir, Some(&index)).unwrap();
         let reindexed = median_of(reps, || {
             let t = Instant::now();
-            cordon::digest::tree_with(dir, Some(&index)).unwrap();
+            cordon_core::digest::tree_with(dir, Some(&index)).unwrap();
             t.elapsed()
         });
         let rate = |d: Duration| format!("{:.0} MiB/s", mib as f64 / d.as_secs_f64());
@@ -496,7 +496,7 @@ fn compute(report: &mut Report, work: &Path, reps: usize) {
     // Where the difference goes: the same component run in process, with
     // each of the sandbox's compile-time guarantees switched off in turn.
     let wasm = std::fs::read(ws.root.join("train.wasm")).unwrap();
-    let digest = cordon::manifest::Sha256Digest::of(&wasm);
+    let digest = cordon_manifest::manifest::Sha256Digest::of(&wasm);
     let ablation_out = ws.root.join("ablation-out");
     let mut ablation = Vec::new();
     for (label, without_fuel, floats) in [
@@ -509,9 +509,9 @@ fn compute(report: &mut Report, work: &Path, reps: usize) {
         ("without NaN canonicalization", false, FloatMode::Native),
         ("without both", true, FloatMode::Native),
     ] {
-        let sandbox = cordon::sandbox::Sandbox::with_options(
+        let sandbox = cordon_sandbox::Sandbox::with_options(
             None,
-            cordon::sandbox::SandboxOptions {
+            cordon_sandbox::SandboxOptions {
                 without_fuel,
                 ..Default::default()
             },
@@ -525,18 +525,18 @@ fn compute(report: &mut Report, work: &Path, reps: usize) {
             let mut argv = vec!["train".to_string()];
             argv.extend(args.iter().map(|a| a.to_string()));
             let preopens = vec![
-                cordon::sandbox::Preopen {
+                cordon_sandbox::Preopen {
                     host: input.clone(),
                     guest: "/in".into(),
                     writable: false,
                 },
-                cordon::sandbox::Preopen {
+                cordon_sandbox::Preopen {
                     host: ablation_out.clone(),
                     guest: "/out".into(),
                     writable: true,
                 },
             ];
-            let limits = cordon::manifest::Limits {
+            let limits = cordon_manifest::manifest::Limits {
                 fuel: 2_000_000_000_000,
                 memory: 1 << 30,
                 timeout: Duration::from_secs(600),
@@ -547,7 +547,7 @@ fn compute(report: &mut Report, work: &Path, reps: usize) {
                 .run(
                     &component,
                     common::grants(argv, preopens, limits),
-                    cordon::sandbox::Stdio::discard(),
+                    cordon_sandbox::Stdio::discard(),
                 )
                 .unwrap();
             let elapsed = t.elapsed();

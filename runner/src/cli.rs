@@ -2,18 +2,18 @@
 //! command calls the library and turns its result into a message and an
 //! exit code.
 
-use crate::config::WorkspaceConfig;
-use crate::digest::HashIndex;
-use crate::exec::{RunOptions, run_step};
-use crate::manifest::{Manifest, ManifestError};
-use crate::pipeline::{Pipeline, PipelinePlan, is_pipeline_file};
-use crate::plan::{PlanContext, plan_step};
-use crate::record::Publication;
-use crate::sandbox::{Sandbox, SandboxError, StepComponent};
-use crate::sanitize::{escape_for_terminal, escape_lines};
-use crate::scheduler::{PipelineOptions, run_pipeline};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use cordon_core::digest::HashIndex;
+use cordon_core::sanitize::{escape_for_terminal, escape_lines};
+use cordon_engine::exec::{RunOptions, run_step};
+use cordon_engine::scheduler::{PipelineOptions, run_pipeline};
+use cordon_manifest::config::WorkspaceConfig;
+use cordon_manifest::manifest::{Manifest, ManifestError};
+use cordon_manifest::pipeline::{Pipeline, PipelinePlan, is_pipeline_file};
+use cordon_manifest::plan::{PlanContext, plan_step};
+use cordon_record::record::Publication;
+use cordon_sandbox::{Sandbox, SandboxError, StepComponent};
 use secret_cmd::{SecretCommand, records, secret};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -62,7 +62,7 @@ enum LogFormat {
 #[derive(clap::Args, Debug, Clone)]
 struct Where {
     /// The environment, as defined in cordon.toml.
-    #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_ENV)]
+    #[arg(long, value_name = "NAME", default_value = cordon_manifest::config::DEFAULT_ENV)]
     env: String,
     /// The workspace file [default: the nearest cordon.toml above the
     /// manifest or pipeline, if any].
@@ -257,7 +257,7 @@ enum Command {
         dry_run: bool,
         /// The environment whose record key signs the repair record that is
         /// appended to the chain.
-        #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_ENV)]
+        #[arg(long, value_name = "NAME", default_value = cordon_manifest::config::DEFAULT_ENV)]
         env: String,
         /// The workspace file [default: the nearest cordon.toml above the
         /// state directory, else above the current directory].
@@ -289,7 +289,7 @@ enum Command {
         /// A step's capability manifest, or a pipeline file (TOML).
         file: PathBuf,
         /// The environment whose variables and secret provider apply.
-        #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_ENV)]
+        #[arg(long, value_name = "NAME", default_value = cordon_manifest::config::DEFAULT_ENV)]
         env: String,
         /// The workspace file [default: the nearest cordon.toml above the
         /// manifest or pipeline, if any].
@@ -297,7 +297,7 @@ enum Command {
         config: Option<PathBuf>,
         /// Output format; `markdown` is meant for a pull-request comment.
         #[arg(long, value_enum, default_value = "text")]
-        format: crate::review::Format,
+        format: cordon_review::review::Format,
     },
     /// List every capability change between two versions of a manifest or
     /// pipeline, escalations first; exit 1 when anything escalates.
@@ -315,7 +315,7 @@ enum Command {
         git: Option<String>,
         /// Output format; `markdown` is meant for a pull-request comment.
         #[arg(long, value_enum, default_value = "text")]
-        format: crate::review::Format,
+        format: cordon_review::review::Format,
     },
     /// Show a component's digest, size, producers, imports and exports.
     ///
@@ -331,7 +331,7 @@ enum Command {
         manifest: Option<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
-        format: crate::review::Format,
+        format: cordon_review::review::Format,
     },
 }
 
@@ -410,7 +410,7 @@ enum RecordsCommand {
     /// show that its newest entries were cut off.
     Head {
         /// The environment whose key signs the head.
-        #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_ENV)]
+        #[arg(long, value_name = "NAME", default_value = cordon_manifest::config::DEFAULT_ENV)]
         env: String,
         /// State directory holding `records/` [default: .cordon].
         #[arg(long, value_name = "DIR")]
@@ -517,6 +517,13 @@ fn raise_descriptor_limit() {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The vault provider asks for the handler when a token is issued (so a
+    // signal revokes it) and reads the token to report revocation; the
+    // handler itself stays the binary's.
+    cordon_secrets::vault::set_signal_hooks(cordon_secrets::vault::SignalHooks {
+        session_started: crate::interrupt::install,
+        interrupted: crate::interrupt::flag().clone(),
+    });
     raise_descriptor_limit();
     let filter = match cli.verbose {
         0 => "warn",
@@ -606,8 +613,8 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             reexecute,
         } => verify(
             record,
-            run.map(crate::verify::Scope::Run)
-                .or(since.map(crate::verify::Scope::Since)),
+            run.map(cordon_record::verify::Scope::Run)
+                .or(since.map(cordon_record::verify::Scope::Since)),
             state,
             config.as_deref(),
             trusted_keys,
@@ -687,10 +694,10 @@ fn dir_of(path: &Path) -> PathBuf {
 /// The environment's record signer. A protected environment must have
 /// one; elsewhere its absence is a warning and the records are unsigned.
 fn signer_for(
-    env: &crate::config::EnvConfig,
+    env: &cordon_manifest::config::EnvConfig,
     workspace_dir: &Path,
-) -> Result<Option<Arc<crate::attest::Signer>>, Failure> {
-    let key = crate::keys::signer_for_run(env, workspace_dir).map_err(bad_input)?;
+) -> Result<Option<Arc<cordon_record::attest::Signer>>, Failure> {
+    let key = cordon_engine::keys::signer_for_run(env, workspace_dir).map_err(bad_input)?;
     Ok(key.map(|k| {
         if let Some(w) = &k.warning {
             say!("cordon: warning: {w}");
@@ -701,7 +708,10 @@ fn signer_for(
 
 /// Says, once everything is checked and the run is about to start, that
 /// its records will not be signed.
-fn warn_unsigned(env: &crate::config::EnvConfig, signer: &Option<Arc<crate::attest::Signer>>) {
+fn warn_unsigned(
+    env: &cordon_manifest::config::EnvConfig,
+    signer: &Option<Arc<cordon_record::attest::Signer>>,
+) {
     if signer.is_none() {
         say!(
             "cordon: warning: environment `{}` has no signing key; records will be chained but not signed, and `cordon verify` reports them (fix: `cordon key generate --env {}`)",
@@ -712,16 +722,16 @@ fn warn_unsigned(env: &crate::config::EnvConfig, signer: &Option<Arc<crate::atte
 }
 
 fn sandbox_for(state_dir: &Path) -> Result<Sandbox, Failure> {
-    crate::fsutil::create_private_dir(state_dir)
+    cordon_core::fsutil::create_private_dir(state_dir)
         .with_context(|| format!("cannot create the state directory {}", state_dir.display()))
         .map_err(runner_fault)?;
-    let cache_dir = crate::plan::compile_cache_dir(state_dir);
+    let cache_dir = cordon_manifest::plan::compile_cache_dir(state_dir);
     Sandbox::new(Some(cache_dir)).map_err(runner_fault)
 }
 
 fn load_component(
     sandbox: &Sandbox,
-    plan: &crate::plan::StepPlan,
+    plan: &cordon_manifest::plan::StepPlan,
     manifest: &Manifest,
 ) -> Result<StepComponent, Failure> {
     sandbox
@@ -779,9 +789,9 @@ fn run_step_cmd(
     // Every granted secret is read now, before anything runs; a vault
     // session ends when `resolution` does (finish below, or drop on any
     // early return).
-    let mut resolution = crate::secrets::resolve(env, &plan.secrets).map_err(bad_input)?;
+    let mut resolution = cordon_secrets::resolve(env, &plan.secrets).map_err(bad_input)?;
     let secrets = std::mem::take(&mut resolution.secrets);
-    crate::secrets::refuse_short_values(&env.name, &secrets).map_err(bad_input)?;
+    cordon_secrets::refuse_short_values(&env.name, &secrets).map_err(bad_input)?;
     let sandbox = sandbox_for(&plan.state_dir)?;
     let component = load_component(&sandbox, &plan, &manifest)?;
     warn_unsigned(env, &signer);
@@ -824,7 +834,7 @@ fn run_step_cmd(
             r.step,
             r.usage.wall_ms,
             r.usage.fuel,
-            crate::units::format_size(r.usage.peak_memory)
+            cordon_core::units::format_size(r.usage.peak_memory)
         );
         Ok(0)
     } else {
@@ -872,7 +882,14 @@ fn failed_or_interrupted() -> u8 {
 fn plan_pipeline(
     file: &Path,
     at: &Where,
-) -> Result<(PipelinePlan, Vec<Manifest>, crate::config::EnvConfig), Failure> {
+) -> Result<
+    (
+        PipelinePlan,
+        Vec<Manifest>,
+        cordon_manifest::config::EnvConfig,
+    ),
+    Failure,
+> {
     let pipeline = Pipeline::load(file).map_err(bad_files)?;
     let workspace =
         WorkspaceConfig::discover(at.config.as_deref(), &pipeline.dir).map_err(bad_input)?;
@@ -921,7 +938,7 @@ fn run_pipeline_cmd(
     // One provider session for the whole pipeline: the union of the grants
     // is read once, before any step runs; each step then gets exactly its
     // own grants (names and uses) with those values.
-    let mut union: Vec<crate::manifest::SecretGrant> = Vec::new();
+    let mut union: Vec<cordon_manifest::manifest::SecretGrant> = Vec::new();
     for p in &plan.steps {
         for g in &p.secrets {
             if !union.iter().any(|u| u.name == g.name) {
@@ -929,9 +946,9 @@ fn run_pipeline_cmd(
             }
         }
     }
-    let mut resolution = crate::secrets::resolve(&env, &union).map_err(bad_input)?;
+    let mut resolution = cordon_secrets::resolve(&env, &union).map_err(bad_input)?;
     let values = std::mem::take(&mut resolution.secrets);
-    let secrets: Vec<Vec<crate::secrets::ResolvedSecret>> = plan
+    let secrets: Vec<Vec<cordon_secrets::ResolvedSecret>> = plan
         .steps
         .iter()
         .map(|p| {
@@ -939,7 +956,7 @@ fn run_pipeline_cmd(
                 .iter()
                 .filter_map(|g| {
                     values.iter().find(|v| v.name == g.name).map(|v| {
-                        crate::secrets::ResolvedSecret {
+                        cordon_secrets::ResolvedSecret {
                             uses: g.uses.clone(),
                             ..v.clone()
                         }
@@ -949,7 +966,7 @@ fn run_pipeline_cmd(
         })
         .collect();
     for step in &secrets {
-        crate::secrets::refuse_short_values(&env.name, step).map_err(bad_input)?;
+        cordon_secrets::refuse_short_values(&env.name, step).map_err(bad_input)?;
     }
     let state_dir = plan.steps[0].state_dir.clone();
     let sandbox = sandbox_for(&state_dir)?;
@@ -958,9 +975,9 @@ fn run_pipeline_cmd(
     let mut components: Vec<StepComponent> = Vec::new();
     let mut loaded: std::collections::HashMap<
         (
-            crate::manifest::Sha256Digest,
+            cordon_manifest::manifest::Sha256Digest,
             bool,
-            crate::manifest::FloatMode,
+            cordon_manifest::manifest::FloatMode,
         ),
         StepComponent,
     > = Default::default();
@@ -997,7 +1014,7 @@ fn run_pipeline_cmd(
     if let Err(e) = resolution.finish() {
         say!("cordon: warning: {e}");
     }
-    let record = crate::scheduler::write_pipeline_record(
+    let record = cordon_engine::scheduler::write_pipeline_record(
         &plan,
         &outcome,
         &state_dir,
@@ -1007,9 +1024,9 @@ fn run_pipeline_cmd(
     .map_err(runner_fault)?;
     for (kind, path) in &outputs {
         let text = match *kind {
-            "junit" => crate::scheduler::junit_report(&plan, &outcome),
+            "junit" => cordon_engine::scheduler::junit_report(&plan, &outcome),
             _ => {
-                serde_json::to_string_pretty(&crate::scheduler::json_report(
+                serde_json::to_string_pretty(&cordon_engine::scheduler::json_report(
                     &plan, &outcome, &record,
                 ))
                 .unwrap_or_default()
@@ -1020,9 +1037,10 @@ fn run_pipeline_cmd(
             .with_context(|| format!("cannot write report {}", path.display()))
             .map_err(runner_fault)?;
     }
-    let count =
-        |s: crate::scheduler::StepStatus| outcome.steps.iter().filter(|r| r.status == s).count();
-    use crate::scheduler::StepStatus as S;
+    let count = |s: cordon_engine::scheduler::StepStatus| {
+        outcome.steps.iter().filter(|r| r.status == s).count()
+    };
+    use cordon_engine::scheduler::StepStatus as S;
     say!(
         "cordon: {} ran, {} cached, {} failed, {} skipped in {} ms",
         count(S::Succeeded),
@@ -1064,14 +1082,14 @@ fn run_pipeline_cmd(
 
 fn verify(
     record: Option<PathBuf>,
-    scope: Option<crate::verify::Scope>,
+    scope: Option<cordon_record::verify::Scope>,
     state: Option<PathBuf>,
     config: Option<&Path>,
     trusted_keys: Vec<PathBuf>,
     head: Option<&Path>,
     reexecute: bool,
 ) -> Result<u8, Failure> {
-    use crate::verify::Scope;
+    use cordon_record::verify::Scope;
     let (state_dir, scope) = match (record, scope) {
         (Some(file), _) => {
             let id = file
@@ -1086,7 +1104,7 @@ fn verify(
                     ))
                 })?
                 .to_string();
-            let records = crate::fsutil::resolve(&file)
+            let records = cordon_core::fsutil::resolve(&file)
                 .map_err(bad_input)?
                 .parent()
                 .map(Path::to_path_buf)
@@ -1106,15 +1124,19 @@ fn verify(
         ),
     };
     let workspace = verify_workspace(config, &state_dir)?;
-    let roots = crate::keys::TrustRoots::from_process(trusted_keys);
+    let roots = cordon_engine::keys::TrustRoots::from_process(trusted_keys);
     let mut verdict =
-        crate::verify::verify(&state_dir, &workspace, &roots, &scope).map_err(bad_input)?;
+        cordon_record::verify::verify(&state_dir, &workspace, &roots, &scope).map_err(bad_input)?;
     if let Some(head) = head {
-        let bytes = crate::fsutil::read_regular_to_string(head, crate::manifest::MAX_FILE_BYTES)
-            .with_context(|| format!("cannot read the chain head {}", head.display()))
-            .map_err(bad_input)?;
-        let finding = crate::verify::check_head(&state_dir, &workspace, &roots, bytes.as_bytes())
-            .map_err(bad_input)?;
+        let bytes = cordon_core::fsutil::read_regular_to_string(
+            head,
+            cordon_manifest::manifest::MAX_FILE_BYTES,
+        )
+        .with_context(|| format!("cannot read the chain head {}", head.display()))
+        .map_err(bad_input)?;
+        let finding =
+            cordon_record::verify::check_head(&state_dir, &workspace, &roots, bytes.as_bytes())
+                .map_err(bad_input)?;
         verdict.findings.extend(finding);
     }
     if reexecute {
@@ -1170,9 +1192,9 @@ fn verify_workspace(config: Option<&Path>, state_dir: &Path) -> Result<Workspace
         let cwd = std::env::current_dir().map_err(runner_fault)?;
         return WorkspaceConfig::discover_for_review(config, &cwd).map_err(bad_input);
     }
-    let beside = crate::fsutil::resolve(state_dir)
+    let beside = cordon_core::fsutil::resolve(state_dir)
         .ok()
-        .and_then(|s| s.parent().and_then(crate::config::find));
+        .and_then(|s| s.parent().and_then(cordon_manifest::config::find));
     let cwd = std::env::current_dir().map_err(runner_fault)?;
     match beside {
         Some(found) => WorkspaceConfig::discover_for_review(Some(&found), &cwd),
@@ -1201,26 +1223,28 @@ fn repair_cmd(
     } else {
         let workspace = verify_workspace(config, &state)?;
         let env_config = workspace.env(env).map_err(bad_input)?;
-        crate::keys::signer_for_run(env_config, &workspace.dir)
+        cordon_engine::keys::signer_for_run(env_config, &workspace.dir)
             .map_err(bad_input)?
             .map(|k| k.signer)
     };
-    let done = crate::journal::repair_state(&state, dry_run)
+    let done = cordon_engine::repair::repair_state(&state, dry_run)
         .with_context(|| format!("cannot repair {}", state.display()))
         .map_err(runner_fault)?;
     let by_hand = done
         .iter()
-        .filter(|r| matches!(r, crate::journal::Repair::NeedsHand { .. }))
+        .filter(|r| matches!(r, cordon_engine::repair::Repair::NeedsHand { .. }))
         .count();
     for r in &done {
         out!("{}{r}", if dry_run { "would: " } else { "" });
     }
     // What was done goes into the chain, signed, like the runs it touched.
     if !dry_run && !done.is_empty() {
-        let mut record =
-            crate::record::RepairRecord::new(env, done.iter().map(ToString::to_string).collect());
+        let mut record = cordon_record::record::RepairRecord::new(
+            env,
+            done.iter().map(ToString::to_string).collect(),
+        );
         let sealed =
-            crate::chain::seal_repair(&state.join("records"), &mut record, signer.as_ref())
+            cordon_record::chain::seal_repair(&state.join("records"), &mut record, signer.as_ref())
                 .with_context(|| "cannot append the repair record to the chain".to_string())
                 .map_err(runner_fault)?;
         say!("cordon: repair record: {}", sealed.record_path.display());
@@ -1250,15 +1274,15 @@ fn records_head(env: &str, state: Option<PathBuf>, config: Option<&Path>) -> Res
     let state = state.unwrap_or_else(|| PathBuf::from(".cordon"));
     let workspace = verify_workspace(config, &state)?;
     let env_config = workspace.env(env).map_err(bad_input)?;
-    let key = crate::keys::record_signer(env_config, &workspace.dir)
+    let key = cordon_engine::keys::record_signer(env_config, &workspace.dir)
         .map_err(bad_input)?
         .ok_or_else(|| {
             bad_input(anyhow::anyhow!(
                 "environment `{env}` has no record-signing key to sign the head with\n  fix: run `cordon key generate --env {env}`"
             ))
         })?;
-    let head = crate::head::current(&state.join("records"), env).map_err(bad_input)?;
-    let signed = crate::head::sign(&head, &key.signer).map_err(runner_fault)?;
+    let head = cordon_record::head::current(&state.join("records"), env).map_err(bad_input)?;
+    let signed = cordon_record::head::sign(&head, &key.signer).map_err(runner_fault)?;
     out_raw!("{}", String::from_utf8_lossy(&signed));
     say!(
         "cordon: chain head: entry {} (run {}), signed by `{env}` (keyid {}); keep this file where the state directory's writers cannot change it, and check it with `cordon verify --head FILE`",
@@ -1279,7 +1303,14 @@ fn plan_cmd(file: &Path, at: &Where) -> Result<u8, Failure> {
 fn plan_any(
     file: &Path,
     at: &Where,
-) -> Result<(PipelinePlan, Vec<Manifest>, crate::config::EnvConfig), Failure> {
+) -> Result<
+    (
+        PipelinePlan,
+        Vec<Manifest>,
+        cordon_manifest::config::EnvConfig,
+    ),
+    Failure,
+> {
     if is_pipeline_file(file) {
         plan_pipeline(file, at)
     } else {
@@ -1390,16 +1421,16 @@ fn print_plan(plan: &PipelinePlan, at: &Where) {
         line!(
             "  limits fuel {}, memory {}, timeout {} s, output {}, stdout {}",
             l.fuel,
-            crate::units::format_size(l.memory),
+            cordon_core::units::format_size(l.memory),
             l.timeout.as_secs(),
-            crate::units::format_size(l.output),
-            crate::units::format_size(l.stdout)
+            cordon_core::units::format_size(l.output),
+            cordon_core::units::format_size(l.stdout)
         );
         if s.network.is_some() {
             line!(
                 "  network limits requests {}, request bytes {}, request timeout {} s",
                 l.requests,
-                crate::units::format_size(l.request_bytes),
+                cordon_core::units::format_size(l.request_bytes),
                 l.request_timeout.as_secs()
             );
         }
@@ -1411,12 +1442,12 @@ fn print_plan(plan: &PipelinePlan, at: &Where) {
 /// unless break-glass is asked for, allowed here, and justified: then it
 /// says so loudly and returns the `break-glass` decision for the records.
 fn policy_gate(
-    env: &crate::config::EnvConfig,
+    env: &cordon_manifest::config::EnvConfig,
     manifests: &[Manifest],
-    plans: &[crate::plan::StepPlan],
+    plans: &[cordon_manifest::plan::StepPlan],
     cacheable: &[bool],
     break_glass: Option<&str>,
-) -> Result<Arc<crate::policy::Decision>, Failure> {
+) -> Result<Arc<cordon_policy::policy::Decision>, Failure> {
     let justification = break_glass.map(str::trim);
     if justification == Some("") {
         return Err(bad_input(anyhow::anyhow!(
@@ -1436,7 +1467,7 @@ fn policy_gate(
         }
         return Ok(Arc::new(evaluation.decision(None)));
     }
-    let report = crate::policy::render_text(&evaluation);
+    let report = cordon_policy::policy::render_text(&evaluation);
     let n = evaluation.violations.len();
     match justification {
         None => {
@@ -1475,34 +1506,36 @@ fn policy_gate(
 }
 
 fn evaluate_policy(
-    env: &crate::config::EnvConfig,
+    env: &cordon_manifest::config::EnvConfig,
     manifests: &[Manifest],
-    plans: &[crate::plan::StepPlan],
+    plans: &[cordon_manifest::plan::StepPlan],
     cacheable: &[bool],
-) -> Result<crate::policy::Evaluation, Failure> {
-    let steps: Vec<crate::policy::StepInput<'_>> = manifests
+) -> Result<cordon_policy::policy::Evaluation, Failure> {
+    let steps: Vec<cordon_policy::policy::StepInput<'_>> = manifests
         .iter()
         .zip(plans)
         .zip(cacheable)
-        .map(|((manifest, plan), &cache)| crate::policy::StepInput {
-            manifest,
-            plan,
-            cache,
-        })
+        .map(
+            |((manifest, plan), &cache)| cordon_policy::policy::StepInput {
+                manifest,
+                plan,
+                cache,
+            },
+        )
         .collect();
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let input = crate::policy::input(env, &steps, &cwd).map_err(bad_input)?;
-    crate::policy::evaluate(env, input).map_err(bad_input)
+    let input = cordon_policy::policy::input(env, &steps, &cwd).map_err(bad_input)?;
+    cordon_policy::policy::evaluate(env, input).map_err(bad_input)
 }
 
 fn check_cmd(file: &Path, at: &Where, format: CheckFormat) -> Result<u8, Failure> {
     let (plan, manifests, env) = plan_any(file, at)?;
     let evaluation = evaluate_policy(&env, &manifests, &plan.steps, &plan.cacheable)?;
     match format {
-        CheckFormat::Text => out_raw!("{}", crate::policy::render_text(&evaluation)),
+        CheckFormat::Text => out_raw!("{}", cordon_policy::policy::render_text(&evaluation)),
         CheckFormat::Json => out!(
             "{}",
-            serde_json::to_string_pretty(&crate::policy::render_json(&evaluation))
+            serde_json::to_string_pretty(&cordon_policy::policy::render_json(&evaluation))
                 .unwrap_or_default()
         ),
         CheckFormat::Sarif => {
@@ -1510,15 +1543,19 @@ fn check_cmd(file: &Path, at: &Where, format: CheckFormat) -> Result<u8, Failure
             let manifests: Vec<(String, PathBuf)> = manifests
                 .iter()
                 .map(|m| {
-                    let abs = crate::fsutil::resolve(&m.path).unwrap_or_else(|_| m.path.clone());
+                    let abs =
+                        cordon_core::fsutil::resolve(&m.path).unwrap_or_else(|_| m.path.clone());
                     let rel = abs.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(abs);
                     (m.name.clone(), rel)
                 })
                 .collect();
             out!(
                 "{}",
-                serde_json::to_string_pretty(&crate::policy::render_sarif(&evaluation, &manifests))
-                    .unwrap_or_default()
+                serde_json::to_string_pretty(&cordon_policy::policy::render_sarif(
+                    &evaluation,
+                    &manifests
+                ))
+                .unwrap_or_default()
             )
         }
     }
@@ -1530,7 +1567,7 @@ fn check_cmd(file: &Path, at: &Where, format: CheckFormat) -> Result<u8, Failure
 }
 
 fn approve_cmd(manifest: &Path, key: &Path) -> Result<u8, Failure> {
-    let w = crate::approval::approve(manifest, key).map_err(bad_input)?;
+    let w = cordon_policy::approval::approve(manifest, key).map_err(bad_input)?;
     say!(
         "cordon: approved {} with reviewer key {} ({}); written to {}",
         manifest.display(),
@@ -1549,7 +1586,7 @@ fn approve_cmd(manifest: &Path, key: &Path) -> Result<u8, Failure> {
 }
 
 fn key_reviewer(name: &str, dir: &Path) -> Result<u8, Failure> {
-    if !crate::manifest::is_valid_name(name) {
+    if !cordon_manifest::manifest::is_valid_name(name) {
         return Err(bad_input(anyhow::anyhow!(
             "reviewer name `{name}` is invalid; use lowercase letters, digits and `-`"
         )));
@@ -1569,11 +1606,11 @@ fn key_reviewer(name: &str, dir: &Path) -> Result<u8, Failure> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create {}", dir.display()))
         .map_err(runner_fault)?;
-    let (private_pem, public_pem) = crate::attest::generate();
-    crate::fsutil::write_new(&key, private_pem.as_bytes())
+    let (private_pem, public_pem) = cordon_record::attest::generate();
+    cordon_core::fsutil::write_new(&key, private_pem.as_bytes())
         .with_context(|| format!("cannot write {}", key.display()))
         .map_err(runner_fault)?;
-    crate::fsutil::write_new(&public, public_pem.as_bytes())
+    cordon_core::fsutil::write_new(&public, public_pem.as_bytes())
         .with_context(|| format!("cannot write {}", public.display()))
         .map_err(runner_fault)?;
     say!(
@@ -1656,20 +1693,21 @@ fn restore_cmd(
     trusted_keys: Vec<PathBuf>,
 ) -> Result<u8, Failure> {
     let workspace = verify_workspace(config, state)?;
-    let roots = crate::keys::TrustRoots::from_process(trusted_keys);
-    let restored = crate::restore::restore(state, run, &workspace, &roots).map_err(|e| {
-        let code = if e.is_verification_failure() {
-            1
-        } else if e.is_bad_input() {
-            2
-        } else {
-            3
-        };
-        Failure {
-            code,
-            error: e.into(),
-        }
-    })?;
+    let roots = cordon_engine::keys::TrustRoots::from_process(trusted_keys);
+    let restored =
+        cordon_engine::restore::restore(state, run, &workspace, &roots).map_err(|e| {
+            let code = if e.is_verification_failure() {
+                1
+            } else if e.is_bad_input() {
+                2
+            } else {
+                3
+            };
+            Failure {
+                code,
+                error: e.into(),
+            }
+        })?;
     for w in &restored.warnings {
         say!("cordon: warning: {w}");
     }
@@ -1691,13 +1729,13 @@ fn restore_cmd(
 /// says which runs reproduced.
 fn reexecute_all(
     state_dir: &Path,
-    scope: &crate::verify::Scope,
-    verdict: &mut crate::verify::Verdict,
+    scope: &cordon_record::verify::Scope,
+    verdict: &mut cordon_record::verify::Verdict,
 ) -> Result<(), Failure> {
-    let sandbox =
-        Sandbox::new(Some(crate::plan::compile_cache_dir(state_dir))).map_err(runner_fault)?;
+    let sandbox = Sandbox::new(Some(cordon_manifest::plan::compile_cache_dir(state_dir)))
+        .map_err(runner_fault)?;
     let report =
-        crate::reexec::reexecute_scope(state_dir, scope, &sandbox).map_err(runner_fault)?;
+        cordon_engine::reexec::reexecute_scope(state_dir, scope, &sandbox).map_err(runner_fault)?;
     for (run, files) in report.reproduced {
         say!("cordon: record {run}: reproducible ({files} output files identical)");
     }
@@ -1726,10 +1764,10 @@ fn export_in_toto(
     let state = state.unwrap_or_else(|| PathBuf::from(".cordon"));
     let cwd = std::env::current_dir().map_err(runner_fault)?;
     let workspace = WorkspaceConfig::discover(config, &cwd).map_err(bad_input)?;
-    let layout_signer = crate::attest::Signer::load(layout_key).map_err(bad_input)?;
-    let base = crate::fsutil::resolve(&base.unwrap_or(cwd)).map_err(bad_input)?;
-    let roots = crate::keys::TrustRoots::from_process(Vec::new());
-    let request = crate::export::ExportRequest {
+    let layout_signer = cordon_record::attest::Signer::load(layout_key).map_err(bad_input)?;
+    let base = cordon_core::fsutil::resolve(&base.unwrap_or(cwd)).map_err(bad_input)?;
+    let roots = cordon_engine::keys::TrustRoots::from_process(Vec::new());
+    let request = cordon_engine::export::ExportRequest {
         state_dir: &state,
         workspace: &workspace,
         roots: &roots,
@@ -1738,8 +1776,8 @@ fn export_in_toto(
         dir,
     };
     let out = match &target {
-        ExportTarget::Run(id) => crate::export::export_run(&request, id),
-        ExportTarget::PipelineRun(id) => crate::export::export_pipeline_run(&request, id),
+        ExportTarget::Run(id) => cordon_engine::export::export_run(&request, id),
+        ExportTarget::PipelineRun(id) => cordon_engine::export::export_pipeline_run(&request, id),
     }
     .map_err(bad_input)?;
     let links: Vec<String> = out.links.iter().map(|l| l.display().to_string()).collect();
@@ -1757,7 +1795,7 @@ fn key_generate(env: &str, config: Option<&Path>, if_missing: bool) -> Result<u8
     let env_config = workspace.env(env).map_err(bad_input)?;
     if if_missing
         && let Some(key) =
-            crate::keys::record_signer(env_config, &workspace.dir).map_err(bad_input)?
+            cordon_engine::keys::record_signer(env_config, &workspace.dir).map_err(bad_input)?
     {
         say!(
             "cordon: environment `{env}` already signs its records (keyid {})",
@@ -1765,8 +1803,8 @@ fn key_generate(env: &str, config: Option<&Path>, if_missing: bool) -> Result<u8
         );
         return Ok(0);
     }
-    let g = crate::keys::generate_for_env(env_config).map_err(|e| match e {
-        crate::keys::KeyError::Io(..) => runner_fault(e),
+    let g = cordon_engine::keys::generate_for_env(env_config).map_err(|e| match e {
+        cordon_engine::keys::KeyError::Io(..) => runner_fault(e),
         _ => bad_input(e),
     })?;
     say!(
@@ -1782,12 +1820,12 @@ fn pin(manifests: &[PathBuf], check: bool) -> Result<u8, Failure> {
     let mut drifted = 0;
     for manifest in manifests {
         let found = if check {
-            crate::pin::compare(manifest)
+            cordon_manifest::pin::compare(manifest)
         } else {
-            crate::pin::pin(manifest)
+            cordon_manifest::pin::pin(manifest)
         }
         .map_err(|e| match e {
-            crate::pin::PinError::Write(..) => runner_fault(e),
+            cordon_manifest::pin::PinError::Write(..) => runner_fault(e),
             _ => bad_input(e),
         })?;
         let shown = manifest.display();
@@ -1843,10 +1881,10 @@ fn audit_cmd(
     file: &Path,
     env: &str,
     config: Option<&Path>,
-    format: crate::review::Format,
+    format: cordon_review::review::Format,
 ) -> Result<u8, Failure> {
-    let paths = crate::audit::Paths::from_cwd().map_err(runner_fault)?;
-    let audit = crate::audit::audit(file, config, env, &paths).map_err(bad_files)?;
+    let paths = cordon_review::audit::Paths::from_cwd().map_err(runner_fault)?;
+    let audit = cordon_review::audit::audit(file, config, env, &paths).map_err(bad_files)?;
     out_raw!("{}", audit.render(format));
     Ok(0)
 }
@@ -1854,9 +1892,9 @@ fn audit_cmd(
 fn diff_cmd(
     files: &[PathBuf],
     git: Option<&str>,
-    format: crate::review::Format,
+    format: cordon_review::review::Format,
 ) -> Result<u8, Failure> {
-    use crate::capdiff::{DiffError, diff_files, diff_git};
+    use cordon_review::capdiff::{DiffError, diff_files, diff_git};
     let diff = match (git, files) {
         (Some(rev), [file]) => diff_git(rev, file),
         (None, [old, new]) => diff_files(old, new),
@@ -1882,13 +1920,13 @@ fn diff_cmd(
 fn inspect_cmd(
     component: &Path,
     manifest: Option<&Path>,
-    format: crate::review::Format,
+    format: cordon_review::review::Format,
 ) -> Result<u8, Failure> {
     let shown = component.display().to_string();
-    let bytes = crate::plan::read_component(component)
+    let bytes = cordon_manifest::plan::read_component(component)
         .with_context(|| format!("{shown}: cannot read the component"))
         .map_err(bad_input)?;
-    let inspection = crate::inspect::inspect(&shown, &bytes)
+    let inspection = cordon_review::inspect::inspect(&shown, &bytes)
         .map_err(|e| bad_input(anyhow::anyhow!("{shown}: {e}")))?;
     let check = match manifest {
         None => None,
@@ -1900,14 +1938,14 @@ fn inspect_cmd(
         }
         Some(m) => {
             let man = Manifest::load(m).map_err(bad_input)?;
-            Some(crate::inspect::check(
+            Some(cordon_review::inspect::check(
                 &inspection,
                 &man,
                 &m.display().to_string(),
             ))
         }
     };
-    let report = crate::inspect::Report {
+    let report = cordon_review::inspect::Report {
         inspection,
         manifest: check,
     };

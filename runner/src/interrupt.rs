@@ -13,8 +13,9 @@
 //! One SIGTERM from a CI system always ends the run. This module must never
 //! publish, record or revoke anything except through [`abort`].
 
+use cordon_core::cancel::Cancel;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Once, OnceLock};
+use std::sync::{Once, OnceLock};
 
 /// The exit code of an interrupted command (128 + SIGINT), which CI
 /// systems and shells recognise.
@@ -30,9 +31,10 @@ pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 static GRACEFUL: AtomicBool = AtomicBool::new(false);
 
-fn flag() -> &'static Arc<AtomicBool> {
-    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
+/// The process's one cancellation token, which the handler sets.
+pub fn flag() -> &'static Cancel {
+    static FLAG: OnceLock<Cancel> = OnceLock::new();
+    FLAG.get_or_init(Cancel::new)
 }
 
 /// Installs the handler (once; later calls do nothing).
@@ -40,7 +42,8 @@ pub fn install() {
     static INSTALLED: Once = Once::new();
     INSTALLED.call_once(|| {
         let _ = ctrlc::set_handler(|| {
-            if GRACEFUL.load(Ordering::SeqCst) && !flag().swap(true, Ordering::SeqCst) {
+            if GRACEFUL.load(Ordering::SeqCst) && !flag().is_cancelled() {
+                flag().cancel();
                 say!("cordon: interrupted; stopping running steps (Ctrl-C again to abort at once)");
                 let watchdog = std::thread::Builder::new()
                     .name("cordon-stop-grace".into())
@@ -64,7 +67,7 @@ pub fn install() {
 
 /// Revokes every live vault session and exits with [`EXIT_INTERRUPTED`].
 fn abort() -> ! {
-    if !crate::secrets::vault::revoke_live_sessions() {
+    if !cordon_secrets::vault::revoke_live_sessions() {
         say!("cordon: interrupted");
     }
     std::process::exit(EXIT_INTERRUPTED.into())
@@ -72,7 +75,7 @@ fn abort() -> ! {
 
 /// Switches to graceful cancellation and returns the flag running steps
 /// watch.
-pub fn cancel_flag() -> Arc<AtomicBool> {
+pub fn cancel_flag() -> Cancel {
     install();
     GRACEFUL.store(true, Ordering::SeqCst);
     flag().clone()
@@ -80,5 +83,5 @@ pub fn cancel_flag() -> Arc<AtomicBool> {
 
 /// Whether a signal arrived during graceful cancellation.
 pub fn interrupted() -> bool {
-    flag().load(Ordering::SeqCst)
+    flag().is_cancelled()
 }

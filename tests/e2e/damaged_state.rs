@@ -422,7 +422,8 @@ fn an_oversized_component_is_refused() {
     let ws = Workspace::new();
     // Sparse: one byte over the limit costs no disk.
     let big = std::fs::File::create(ws.path("big.wasm")).unwrap();
-    big.set_len(cordon::plan::MAX_COMPONENT_BYTES + 1).unwrap();
+    big.set_len(cordon_manifest::plan::MAX_COMPONENT_BYTES + 1)
+        .unwrap();
     ws.write(
         "step.toml",
         format!(

@@ -5,9 +5,9 @@ use crate::harness::*;
 use crate::intoto::in_toto_verify;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use cordon::config::WorkspaceConfig;
-use cordon::keys::TrustRoots;
-use cordon::verify::{Scope, verify};
+use cordon_engine::keys::TrustRoots;
+use cordon_manifest::config::WorkspaceConfig;
+use cordon_record::verify::{Scope, verify};
 use cordon_test_artifacts::{CHECKSUM, PROBE};
 use ed25519_dalek::pkcs8::DecodePublicKey;
 use serde_json::Value;
@@ -797,7 +797,7 @@ fn every_record_reads_back_through_its_type_byte_for_byte() {
     assert_eq!(paths.len(), 3);
     for p in paths {
         let bytes = std::fs::read(&p).unwrap();
-        let record: cordon::record::StepRecord =
+        let record: cordon_record::record::StepRecord =
             serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         assert_eq!(
             String::from_utf8(record.to_bytes()).unwrap(),
@@ -819,7 +819,7 @@ fn every_record_reads_back_through_its_type_byte_for_byte() {
         ] {
             old.as_object_mut().unwrap().remove(field);
         }
-        let read: cordon::record::StepRecord = serde_json::from_value(old)
+        let read: cordon_record::record::StepRecord = serde_json::from_value(old)
             .unwrap_or_else(|e| panic!("{}: an older record does not read: {e}", p.display()));
         assert!(!read.reproducibility.reproducible);
     }

@@ -39,15 +39,15 @@ fn only_record(ws: &Workspace) -> (String, std::path::PathBuf) {
 /// What an attacker who can write the workspace and the state directory
 /// does: edits the record, signs the edited statement with a key of their
 /// own, and rewrites the chain entry to the new digests.
-fn forge(ws: &Workspace, signer: &cordon::attest::Signer) {
+fn forge(ws: &Workspace, signer: &cordon_record::attest::Signer) {
     let (run, record) = only_record(ws);
     let text = std::fs::read_to_string(&record).unwrap();
     let forged = text.replacen("\"probe\"", "\"probe-forged\"", 1);
     assert_ne!(forged, text, "the record names its step");
     std::fs::write(&record, &forged).unwrap();
-    let statement = cordon::attest::statement_bytes(forged.as_bytes()).unwrap();
+    let statement = cordon_record::attest::statement_bytes(forged.as_bytes()).unwrap();
     let envelope = signer
-        .envelope(cordon::attest::PAYLOAD_TYPE, &statement)
+        .envelope(cordon_record::attest::PAYLOAD_TYPE, &statement)
         .unwrap();
     let envelope = serde_json::to_vec(&envelope).unwrap();
     let envelope_path = record.with_extension("dsse.json");
@@ -73,7 +73,7 @@ fn a_key_added_to_cordon_toml_cannot_make_a_forged_record_of_a_protected_environ
     // The attacker's own key pair, trusted by an edit of cordon.toml.
     let out = ws.cordon(&["key", "reviewer", "mallory", "--dir", "keys"], &[]);
     assert_eq!(out.code, 0, "{out:?}");
-    let mallory = cordon::attest::Signer::load(&ws.path("keys/mallory.key")).unwrap();
+    let mallory = cordon_record::attest::Signer::load(&ws.path("keys/mallory.key")).unwrap();
     forge(&ws, &mallory);
     let config = std::fs::read_to_string(ws.path("cordon.toml")).unwrap();
     ws.write(

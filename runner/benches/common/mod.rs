@@ -1,7 +1,7 @@
 //! What both benchmarks build the same way.
 
-use cordon::manifest::Limits;
-use cordon::sandbox::{Grants, Preopen};
+use cordon_manifest::manifest::Limits;
+use cordon_sandbox::{Grants, Preopen};
 
 /// Grants of `argv`, `preopens` and `limits` and nothing else: no
 /// environment, secrets, network, output watch or cancellation, the real

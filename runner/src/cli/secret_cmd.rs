@@ -1,17 +1,17 @@
 //! `cordon secret` (the local store) and `cordon records --secret`: argument
-//! handling and terminal input; the work is in [`crate::secrets`].
+//! handling and terminal input; the work is in [`cordon_secrets`].
 
 use super::{Failure, bad_input, runner_fault};
-use crate::config::WorkspaceConfig;
 use anyhow::Context;
 use clap::Subcommand;
+use cordon_manifest::config::WorkspaceConfig;
 use std::path::PathBuf;
 
 /// Which environment's store a `secret` command works on.
 #[derive(clap::Args, Debug)]
 pub(super) struct StoreArgs {
     /// The environment, as defined in cordon.toml.
-    #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_ENV)]
+    #[arg(long, value_name = "NAME", default_value = cordon_manifest::config::DEFAULT_ENV)]
     env: String,
     /// The workspace file [default: the nearest cordon.toml above the
     /// current directory, if any].
@@ -52,7 +52,7 @@ pub(super) enum SecretCommand {
 }
 
 pub(super) fn secret(action: SecretCommand) -> Result<u8, Failure> {
-    use crate::secrets::local::LocalStore;
+    use cordon_secrets::local::LocalStore;
     let store_args = match &action {
         SecretCommand::Set { store, .. }
         | SecretCommand::Rotate { store, .. }
@@ -65,7 +65,7 @@ pub(super) fn secret(action: SecretCommand) -> Result<u8, Failure> {
     let workspace =
         WorkspaceConfig::discover(store_args.config.as_deref(), &cwd).map_err(bad_input)?;
     let env = workspace.env(&store_args.env).map_err(bad_input)?;
-    if env.secrets.provider != crate::config::ProviderKind::Local {
+    if env.secrets.provider != cordon_manifest::config::ProviderKind::Local {
         return Err(bad_input(anyhow::anyhow!(
             "environment `{}` uses the `{}` secret provider; `cordon secret` manages only `local` stores",
             env.name,
@@ -119,11 +119,10 @@ pub(super) fn secret(action: SecretCommand) -> Result<u8, Failure> {
 
 /// Reads a secret value from stdin: all of it when piped, one line with
 /// echo turned off when it is a terminal. One trailing newline is dropped.
-fn read_value(name: &str) -> Result<crate::secrets::SecretValue, Failure> {
+fn read_value(name: &str) -> Result<cordon_secrets::SecretValue, Failure> {
     use std::io::Read;
     let mut buf = zeroize::Zeroizing::new(Vec::new());
-    // SAFETY: isatty only inspects the descriptor.
-    let tty = unsafe { libc::isatty(0) } == 1;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
     if tty {
         say_raw!("Value for secret `{name}` (input hidden): ");
         let _echo = EchoOff::new();
@@ -146,36 +145,34 @@ fn read_value(name: &str) -> Result<crate::secrets::SecretValue, Failure> {
             buf.pop();
         }
     }
-    Ok(crate::secrets::SecretValue::new(std::mem::take(&mut *buf)))
+    Ok(cordon_secrets::SecretValue::new(std::mem::take(&mut *buf)))
 }
 
 /// Turns terminal echo off until dropped.
-struct EchoOff(Option<libc::termios>);
+struct EchoOff(Option<rustix::termios::Termios>);
 
 impl EchoOff {
     fn new() -> Self {
-        // SAFETY: termios is plain data; tcgetattr/tcsetattr on fd 0 only
-        // change the terminal's flags, which Drop restores.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(0, &mut t) != 0 {
-                return EchoOff(None);
-            }
-            let saved = t;
-            t.c_lflag &= !libc::ECHO;
-            libc::tcsetattr(0, libc::TCSANOW, &t);
-            EchoOff(Some(saved))
-        }
+        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let Ok(saved) = tcgetattr(&stdin) else {
+            return EchoOff(None);
+        };
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(LocalModes::ECHO);
+        let _ = tcsetattr(&stdin, OptionalActions::Now, &quiet);
+        EchoOff(Some(saved))
     }
 }
 
 impl Drop for EchoOff {
     fn drop(&mut self) {
         if let Some(t) = &self.0 {
-            // SAFETY: restores the flags saved in `new`.
-            unsafe {
-                libc::tcsetattr(0, libc::TCSANOW, t);
-            }
+            let _ = rustix::termios::tcsetattr(
+                std::io::stdin(),
+                rustix::termios::OptionalActions::Now,
+                t,
+            );
         }
     }
 }
@@ -187,7 +184,7 @@ pub(super) fn records(
 ) -> Result<u8, Failure> {
     let state = state.unwrap_or_else(|| PathBuf::from(".cordon"));
     let dir = state.join("records");
-    let runs = crate::secrets::usage::runs_using(&dir, secret, version)
+    let runs = cordon_secrets::usage::runs_using(&dir, secret, version)
         .with_context(|| format!("cannot read records in {}", dir.display()))
         .map_err(bad_input)?;
     let which = match version {

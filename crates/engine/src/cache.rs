@@ -1,0 +1,771 @@
+//! The content-addressed store and the action cache.
+//!
+//! **CAS** (`<state>/cas/sha256/ab/cdef...`): every output file of every
+//! successful run, stored by its sha256, so outputs can be restored (cache
+//! hits, `cordon restore`) and re-checked byte for byte. Blobs are copied in
+//! (never hard-linked: a later in-place edit of a published file must not
+//! change the store) and verified on the way in and on the way out.
+//!
+//! **Action cache** (`<state>/cache/actions/<key>.json`): maps an
+//! [`ActionKey`] — everything that can change a step's outputs — to the run
+//! that produced them. The key binds the component digest, the resolved
+//! grants (args, env, mounts, limits), the digest of every input tree, the
+//! granted secrets' provider versions (never values), the environment and
+//! the sandbox semantics version. Change any of them and the key changes.
+//!
+//! **Nothing read back is trusted.** An entry file is parsed into typed
+//! values and checked as a whole before any of it is used
+//! ([`ActionEntry::parse`]): its key must be the one it is filed under, every
+//! digest 64 lowercase hex characters, every path a plain relative path
+//! (no `..`, no empty or `.` parts, no NUL), every kind `file` or `dir`.
+//! An entry that fails is a [`DamagedEntry`]: the step runs as on a miss,
+//! with a warning, and the run's own entry replaces it. A blob name that is
+//! not a digest is refused before it becomes a path. This module must never
+//! index, slice or join an unchecked string from the state directory.
+
+use cordon_core::digest::{Entry, EntryKind};
+use cordon_manifest::manifest::{Access, SecretUse, Sha256Digest};
+use cordon_manifest::plan::StepPlan;
+use cordon_sandbox::host::Report;
+use cordon_secrets::ResolvedSecret;
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeSet;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Bumped whenever the meaning of a step run changes in a way the other key
+/// parts do not capture (engine semantics, WASI behaviour, staging rules).
+pub const SANDBOX_SEMANTICS: &str = "cordon-sandbox/1 wasmtime-48 wasi-p2";
+
+/// Blobs by sha256 under a directory.
+#[derive(Debug, Clone)]
+pub struct Cas {
+    root: PathBuf,
+}
+
+/// A blob that is missing or does not match its name.
+#[derive(Debug, thiserror::Error)]
+pub enum CasError {
+    /// Not in the store.
+    #[error("blob {0} is not in the content store")]
+    Missing(String),
+    /// The bytes do not hash to the name.
+    #[error("blob {hex} is corrupt: its bytes hash to {actual}")]
+    Corrupt {
+        /// Expected digest.
+        hex: String,
+        /// What the bytes hash to.
+        actual: String,
+    },
+    /// The name is not a sha256 digest (64 lowercase hex characters); it
+    /// never becomes a path.
+    #[error("`{0}` is not a blob name (64 lowercase hex characters)")]
+    BadName(String),
+    /// Reading or writing failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Whether `hex` is a blob name: exactly 64 lowercase hex characters.
+pub fn is_blob_name(hex: &str) -> bool {
+    hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether `path` is a plain relative path inside a tree: `/`-separated,
+/// no empty, `.` or `..` part, no leading `/`, no NUL.
+pub fn is_tree_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// Copies `from` to `to`, returning the sha256 of what was copied.
+fn copy_hashing(from: &Path, to: &Path) -> io::Result<String> {
+    let mut src = std::fs::File::open(from)?;
+    let mut dst = std::fs::File::create(to)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        dst.write_all(&buf[..n])?;
+    }
+    dst.sync_all()?;
+    Ok(hex::encode(h.finalize()))
+}
+
+impl Cas {
+    /// The store under `<state>/cas`.
+    pub fn new(state_dir: &Path) -> Cas {
+        Cas {
+            root: state_dir.join("cas"),
+        }
+    }
+
+    /// The path of blob `hex`, once `hex` is known to be a blob name.
+    fn blob(&self, hex: &str) -> Result<PathBuf, CasError> {
+        if !is_blob_name(hex) {
+            return Err(CasError::BadName(
+                cordon_core::sanitize::escape_for_terminal(hex),
+            ));
+        }
+        let (dir, rest) = hex.split_at(2);
+        Ok(self.root.join("sha256").join(dir).join(rest))
+    }
+
+    /// Whether the blob is present (never, for a name that is not a
+    /// digest).
+    pub fn has(&self, hex: &str) -> bool {
+        self.blob(hex).is_ok_and(|p| p.is_file())
+    }
+
+    /// Stores the file at `path`, which must hash to `hex`.
+    pub fn put_file(&self, path: &Path, hex: &str) -> Result<(), CasError> {
+        let dest = self.blob(hex)?;
+        if dest.is_file() {
+            return Ok(());
+        }
+        let dir = dest.parent().expect("blob has a parent");
+        cordon_core::fsutil::create_private_dir(dir)?;
+        let tmp = dir.join(format!(
+            ".tmp-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let actual = copy_hashing(path, &tmp)?;
+        if actual != hex {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(CasError::Corrupt {
+                hex: hex.into(),
+                actual,
+            });
+        }
+        std::fs::rename(&tmp, &dest)?;
+        Ok(())
+    }
+
+    /// Copies blob `hex` to `dest`, verifying it on the way.
+    pub fn restore_file(&self, hex: &str, dest: &Path) -> Result<(), CasError> {
+        let src = self.blob(hex)?;
+        if !src.is_file() {
+            return Err(CasError::Missing(hex.into()));
+        }
+        let actual = copy_hashing(&src, dest)?;
+        if actual != hex {
+            let _ = std::fs::remove_file(dest);
+            return Err(CasError::Corrupt {
+                hex: hex.into(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// Stores every file of a tree rooted at `dir`.
+    pub fn put_tree(&self, dir: &Path, entries: &[Entry]) -> Result<(), CasError> {
+        for e in entries {
+            if let (EntryKind::File, Some(hex)) = (&e.kind, &e.sha256) {
+                self.put_file(&dir.join(&e.path), hex)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every file of the tree is present.
+    pub fn has_tree(&self, entries: &[Entry]) -> bool {
+        entries
+            .iter()
+            .all(|e| e.sha256.as_deref().is_none_or(|h| self.has(h)))
+    }
+
+    /// Recreates a tree under the (existing, empty) directory `dir`.
+    pub fn restore_tree(&self, entries: &[Entry], dir: &Path) -> Result<(), CasError> {
+        for e in entries {
+            if !is_tree_path(&e.path) {
+                return Err(CasError::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "cannot restore `{}`: not a plain relative path",
+                        cordon_core::sanitize::escape_for_terminal(&e.path)
+                    ),
+                )));
+            }
+            let target = dir.join(&e.path);
+            match (&e.kind, &e.sha256) {
+                (EntryKind::Dir, _) => std::fs::create_dir_all(&target)?,
+                (EntryKind::File, Some(hex)) => {
+                    if let Some(p) = target.parent() {
+                        std::fs::create_dir_all(p)?;
+                    }
+                    self.restore_file(hex, &target)?;
+                }
+                _ => {
+                    return Err(CasError::Io(io::Error::other(format!(
+                        "cannot restore `{}`: not a plain file",
+                        e.path
+                    ))));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The digest of everything that determines a step's outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionKey(pub Sha256Digest);
+
+/// Why a step is never served from the cache, or `None` when it may be.
+pub fn uncacheable_reason(
+    plan: &StepPlan,
+    secrets: &[ResolvedSecret],
+    pipeline_allows: bool,
+) -> Option<String> {
+    uncacheable_by_grants(
+        plan.mounts.iter().map(|m| m.access),
+        secrets.iter().map(|s| (s.name.as_str(), &s.uses)),
+        plan.network.is_some(),
+        pipeline_allows,
+    )
+    .or_else(|| {
+        secrets
+            .iter()
+            .find(|s| s.version.is_none())
+            .map(|s| unversioned_secret_reason(&s.name, s.provider))
+    })
+}
+
+/// The part of [`uncacheable_reason`] that the grants alone decide, before
+/// any secret is read (what `cordon audit` reports).
+pub fn uncacheable_by_grants<'a>(
+    accesses: impl IntoIterator<Item = Access>,
+    secrets: impl IntoIterator<Item = (&'a str, &'a BTreeSet<SecretUse>)>,
+    network: bool,
+    pipeline_allows: bool,
+) -> Option<String> {
+    if !pipeline_allows {
+        return Some("the pipeline says `cache = false`".into());
+    }
+    if network {
+        // A network call is an effect the cache cannot replay, and its
+        // answer is an input the key cannot see.
+        return Some("it may reach the network".into());
+    }
+    if accesses.into_iter().any(|a| a == Access::ReadWrite) {
+        return Some("it changes a read-write mount in place".into());
+    }
+    if let Some((name, _)) = secrets
+        .into_iter()
+        .find(|(_, uses)| uses.contains(&SecretUse::Reveal))
+    {
+        return Some(format!("it may reveal secret `{name}`"));
+    }
+    None
+}
+
+/// Why a step using secret `name` from `provider`, which keeps no versions,
+/// is not cached: without a version the key could not tell an old value
+/// from a new one.
+pub fn unversioned_secret_reason(name: &str, provider: &str) -> String {
+    format!("secret `{name}` comes from a provider without versions ({provider})")
+}
+
+/// Computes the action key of a step whose read mounts hash to `inputs`
+/// (guest path → tree digest).
+pub fn action_key(
+    plan: &StepPlan,
+    inputs: &[(String, Sha256Digest)],
+    secrets: &[ResolvedSecret],
+) -> ActionKey {
+    let doc = serde_json::json!({
+        "semantics": SANDBOX_SEMANTICS,
+        "environment": plan.environment,
+        "component": plan.component_digest.to_string(),
+        "args": plan.argv,
+        "env": plan.env,
+        "mounts": plan.mounts,
+        "limits": plan.limits,
+        "clock": format!("{:?}", plan.clock),
+        "random": format!("{:?}", plan.random),
+        "floats": format!("{:?}", plan.floats),
+        "inputs": inputs.iter().map(|(g, d)| (g.clone(), d.to_string())).collect::<Vec<_>>(),
+        "secrets": secrets.iter().map(|s| serde_json::json!({
+            "name": s.name, "provider": s.provider, "version": s.version, "uses": s.uses,
+        })).collect::<Vec<_>>(),
+    });
+    ActionKey(Sha256Digest::of(doc.to_string().as_bytes()))
+}
+
+/// One written mount of a cached run.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CachedOutput {
+    /// Guest path.
+    pub guest: String,
+    /// Tree digest.
+    pub tree: String,
+    /// Entries (paths and file digests).
+    pub entries: Vec<CachedEntry>,
+}
+
+/// A file or directory of a cached output.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CachedEntry {
+    /// Relative path.
+    pub path: String,
+    /// `file` or `dir`.
+    pub kind: String,
+    /// Size.
+    pub size: u64,
+    /// sha256 (files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl CachedEntry {
+    /// From a digest entry (files and directories only).
+    pub fn from_entry(e: &Entry) -> CachedEntry {
+        CachedEntry {
+            path: e.path.clone(),
+            kind: if e.kind == EntryKind::Dir {
+                "dir".into()
+            } else {
+                "file".into()
+            },
+            size: e.size,
+            sha256: e.sha256.clone(),
+        }
+    }
+
+    /// Back to a digest entry.
+    pub fn to_entry(&self) -> Entry {
+        Entry {
+            path: self.path.clone(),
+            kind: if self.kind == "dir" {
+                EntryKind::Dir
+            } else {
+                EntryKind::File
+            },
+            size: self.size,
+            sha256: self.sha256.clone(),
+        }
+    }
+}
+
+/// An action-cache entry that cannot be used: it does not parse, or a
+/// field fails its check. The step runs as on a miss.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("damaged cache entry {}: {problem}", file.display())]
+pub struct DamagedEntry {
+    /// The entry file.
+    pub file: PathBuf,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// What the action cache remembers about a run.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ActionEntry {
+    /// The key, as `sha256:...`.
+    pub key: String,
+    /// The run that produced the outputs.
+    pub run_id: String,
+    /// Its record file.
+    pub record: PathBuf,
+    /// The outputs by mount.
+    pub outputs: Vec<CachedOutput>,
+    /// The facts the step reported.
+    pub report: serde_json::Value,
+}
+
+/// Largest action-cache entry read back. An entry lists the files of a
+/// step's outputs (about 150 bytes each), so 64 MiB is some 400,000 files;
+/// the cap keeps a damaged or planted entry from filling the runner's
+/// memory.
+pub const MAX_ENTRY_BYTES: u64 = 64 << 20;
+
+impl ActionEntry {
+    /// Parses and checks the bytes of the entry filed under `key`. On
+    /// success every digest is a blob name, every path a plain relative
+    /// path and every kind `file` (with a digest) or `dir` (without), so
+    /// nothing downstream has to check again. Never panics, whatever the
+    /// bytes.
+    pub fn parse(bytes: &[u8], key: &ActionKey) -> Result<ActionEntry, String> {
+        use cordon_core::sanitize::escape_for_terminal as shown;
+        let entry: ActionEntry =
+            serde_json::from_slice(bytes).map_err(|e| format!("not an entry: {e}"))?;
+        if entry.key != key.0.to_string() {
+            return Err(format!(
+                "it is filed under {} but names key `{}`",
+                key.0,
+                shown(&entry.key)
+            ));
+        }
+        if !cordon_record::chain::is_run_id(&entry.run_id) {
+            return Err(format!(
+                "`{}` is not a run id the runner makes",
+                shown(&entry.run_id)
+            ));
+        }
+        for o in &entry.outputs {
+            let guest = shown(&o.guest);
+            if Sha256Digest::parse(&o.tree).is_err() {
+                return Err(format!("output {guest} has no valid tree digest"));
+            }
+            for e in &o.entries {
+                let path = shown(&e.path);
+                if !is_tree_path(&e.path) {
+                    return Err(format!(
+                        "output {guest} lists `{path}`, which is not a plain relative path"
+                    ));
+                }
+                match (e.kind.as_str(), e.sha256.as_deref()) {
+                    ("file", Some(h)) if is_blob_name(h) => {}
+                    ("file", _) => {
+                        return Err(format!(
+                            "file `{path}` of output {guest} has no valid sha256 digest"
+                        ));
+                    }
+                    ("dir", None) => {}
+                    (kind, _) => {
+                        return Err(format!(
+                            "`{path}` of output {guest} has kind `{}` (expected `file`, or `dir` without a digest)",
+                            shown(kind)
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(entry)
+    }
+}
+
+/// The action cache under `<state>/cache/actions`.
+#[derive(Debug, Clone)]
+pub struct ActionCache {
+    dir: PathBuf,
+    cas: Cas,
+}
+
+impl ActionCache {
+    /// The cache of the state directory.
+    pub fn new(state_dir: &Path) -> ActionCache {
+        ActionCache {
+            dir: state_dir.join("cache").join("actions"),
+            cas: Cas::new(state_dir),
+        }
+    }
+
+    /// The content store behind it.
+    pub fn cas(&self) -> &Cas {
+        &self.cas
+    }
+
+    /// The entry for `key`: `Ok(None)` when there is none or a blob it
+    /// needs is no longer in the store, [`DamagedEntry`] when the file is
+    /// there but unusable (see [`ActionEntry::parse`]).
+    pub fn get(&self, key: &ActionKey) -> Result<Option<ActionEntry>, DamagedEntry> {
+        let file = self.dir.join(format!("{}.json", key.0.hex()));
+        let damaged = |problem: String| DamagedEntry {
+            file: file.clone(),
+            problem,
+        };
+        let bytes = match cordon_core::fsutil::read_regular(&file, MAX_ENTRY_BYTES) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(damaged(format!("cannot be read: {e}"))),
+        };
+        let entry = ActionEntry::parse(&bytes, key).map_err(damaged)?;
+        let complete = entry.outputs.iter().all(|o| {
+            o.entries
+                .iter()
+                .all(|e| e.sha256.as_deref().is_none_or(|h| self.cas.has(h)))
+        });
+        Ok(complete.then_some(entry))
+    }
+
+    /// Entry files that point at a run `chained` does not name, or that are
+    /// damaged: no cache hit may come from a run without a chained record.
+    /// (Entries whose blobs left the store are merely unusable, not stale.)
+    pub fn stale_entries(&self, chained: &dyn Fn(&str) -> bool) -> io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for e in entries.filter_map(|e| e.ok()) {
+            let path = e.path();
+            let Some(hex) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            let Ok(digest) = Sha256Digest::parse(&format!("sha256:{hex}")) else {
+                out.push(path);
+                continue;
+            };
+            let stale = match cordon_core::fsutil::read_regular(&path, MAX_ENTRY_BYTES) {
+                Ok(bytes) => ActionEntry::parse(&bytes, &ActionKey(digest))
+                    .map_or(true, |entry| !chained(&entry.run_id)),
+                Err(_) => true,
+            };
+            if stale {
+                out.push(path);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Remembers `entry` (its blobs must already be stored).
+    pub fn put(&self, key: &ActionKey, entry: &ActionEntry) -> io::Result<()> {
+        cordon_core::fsutil::create_private_dir(&self.dir)?;
+        let bytes = serde_json::to_vec_pretty(entry).map_err(io::Error::other)?;
+        cordon_core::fsutil::write_atomic(&self.dir.join(format!("{}.json", key.0.hex())), &bytes)
+    }
+}
+
+/// Serialises a report for the action entry.
+pub fn report_json(r: &Report) -> serde_json::Value {
+    serde_json::to_value(r).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_alone_decide_some_steps_are_never_cached() {
+        let hmac = BTreeSet::from([SecretUse::Hmac]);
+        let reveal = BTreeSet::from([SecretUse::Sign, SecretUse::Reveal]);
+        assert_eq!(
+            uncacheable_by_grants([Access::Read, Access::Write], [("k", &hmac)], false, true),
+            None
+        );
+        assert!(
+            uncacheable_by_grants([], [], false, false)
+                .unwrap()
+                .contains("cache = false")
+        );
+        assert!(
+            uncacheable_by_grants([Access::ReadWrite], [], false, true)
+                .unwrap()
+                .contains("read-write")
+        );
+        assert_eq!(
+            uncacheable_by_grants([], [("k", &hmac), ("r", &reveal)], false, true).unwrap(),
+            "it may reveal secret `r`"
+        );
+    }
+
+    /// Each part of the action key is there: changing any one of them gives
+    /// a different key, so a run that differs in it is never served another
+    /// run's outputs.
+    #[test]
+    fn every_part_of_the_action_key_changes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.wasm"), b"component").unwrap();
+        let digest = Sha256Digest::of(b"component");
+        let manifest = dir.path().join("step.toml");
+        std::fs::write(
+            &manifest,
+            format!("[step]\nname = \"s\"\ncomponent = \"c.wasm\"\ndigest = \"{digest}\"\n"),
+        )
+        .unwrap();
+        let m = cordon_manifest::manifest::Manifest::load(&manifest).unwrap();
+        let ws = cordon_manifest::config::WorkspaceConfig::implicit(dir.path());
+        let env = ws.env(cordon_manifest::config::DEFAULT_ENV).unwrap();
+        let state = dir.path().join(".cordon");
+        let ctx = cordon_manifest::plan::PlanContext {
+            env,
+            workspace_dir: dir.path(),
+            state_dir: &state,
+            produced: &[],
+        };
+        let plan = cordon_manifest::plan::plan_step(&m, &ctx).unwrap();
+        let inputs = vec![("/in".to_string(), Sha256Digest::of(b"tree"))];
+        let secret = ResolvedSecret {
+            name: "k".into(),
+            uses: BTreeSet::from([SecretUse::Hmac]),
+            provider: "local",
+            version: Some("1".into()),
+            credential: None,
+            value: cordon_secrets::SecretValue::new(b"value".to_vec()),
+        };
+        let base = action_key(&plan, &inputs, std::slice::from_ref(&secret));
+        assert_eq!(
+            base,
+            action_key(&plan, &inputs, std::slice::from_ref(&secret)),
+            "the key is a function of its parts"
+        );
+
+        let mut changed: Vec<(&str, ActionKey)> = Vec::new();
+        let mut p = plan.clone();
+        p.env.push(("MODE".into(), "fast".into()));
+        changed.push((
+            "an environment variable",
+            action_key(&p, &inputs, std::slice::from_ref(&secret)),
+        ));
+        let mut p = plan.clone();
+        p.component_digest = Sha256Digest::of(b"another component");
+        changed.push((
+            "the component digest",
+            action_key(&p, &inputs, std::slice::from_ref(&secret)),
+        ));
+        let mut p = plan.clone();
+        p.argv.push("--epochs".into());
+        changed.push((
+            "an argument",
+            action_key(&p, &inputs, std::slice::from_ref(&secret)),
+        ));
+        let mut p = plan.clone();
+        p.environment = "prod".into();
+        changed.push((
+            "the environment",
+            action_key(&p, &inputs, std::slice::from_ref(&secret)),
+        ));
+        let mut p = plan.clone();
+        p.limits.fuel += 1;
+        changed.push((
+            "a limit",
+            action_key(&p, &inputs, std::slice::from_ref(&secret)),
+        ));
+        let mut p = plan.clone();
+        p.floats = cordon_manifest::manifest::FloatMode::Native;
+        changed.push((
+            "the float mode",
+            action_key(&p, &inputs, std::slice::from_ref(&secret)),
+        ));
+        let mut p = plan.clone();
+        p.clock = cordon_manifest::manifest::ClockMode::Real;
+        changed.push((
+            "the clock mode",
+            action_key(&p, &inputs, std::slice::from_ref(&secret)),
+        ));
+        let other_input = vec![("/in".to_string(), Sha256Digest::of(b"other tree"))];
+        changed.push((
+            "an input tree",
+            action_key(&plan, &other_input, std::slice::from_ref(&secret)),
+        ));
+        let mut s = secret.clone();
+        s.version = Some("2".into());
+        changed.push(("the secret version", action_key(&plan, &inputs, &[s])));
+        let mut s = secret.clone();
+        s.uses.insert(SecretUse::Sign);
+        changed.push(("the secret uses", action_key(&plan, &inputs, &[s])));
+        changed.push(("the set of secrets", action_key(&plan, &inputs, &[])));
+        // The value never enters the key: a rotated value is a new version.
+        let mut s = secret.clone();
+        s.value = cordon_secrets::SecretValue::new(b"another value".to_vec());
+        assert_eq!(
+            base,
+            action_key(&plan, &inputs, &[s]),
+            "values are not in the key"
+        );
+
+        for (what, key) in &changed {
+            assert_ne!(*key, base, "changing {what} must change the action key");
+        }
+    }
+
+    #[test]
+    fn cas_round_trip_and_corruption() {
+        let d = tempfile::tempdir().unwrap();
+        let cas = Cas::new(d.path());
+        let f = d.path().join("f");
+        std::fs::write(&f, b"bytes").unwrap();
+        let hex = hex::encode(Sha256::digest(b"bytes"));
+        cas.put_file(&f, &hex).unwrap();
+        assert!(cas.has(&hex));
+        let out = d.path().join("out");
+        cas.restore_file(&hex, &out).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"bytes");
+        // A wrong digest is refused on the way in...
+        assert!(matches!(
+            cas.put_file(&f, &"0".repeat(64)),
+            Err(CasError::Corrupt { .. })
+        ));
+        // ...and a tampered blob on the way out.
+        std::fs::write(cas.blob(&hex).unwrap(), b"tampered").unwrap();
+        assert!(matches!(
+            cas.restore_file(&hex, &d.path().join("o2")),
+            Err(CasError::Corrupt { .. })
+        ));
+        assert!(!d.path().join("o2").exists());
+    }
+
+    mod parse {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn key() -> ActionKey {
+            ActionKey(Sha256Digest::of(b"key"))
+        }
+
+        /// An entry whose strings are arbitrary (multibyte, empty, `..`),
+        /// shaped like a real one so parsing gets past the JSON.
+        fn entry_json(
+            run: String,
+            tree: String,
+            path: String,
+            kind: String,
+            sha: Option<String>,
+        ) -> Vec<u8> {
+            serde_json::to_vec(&serde_json::json!({
+                "key": key().0.to_string(),
+                "run_id": run,
+                "record": "/r.json",
+                "outputs": [{"guest": "/out", "tree": tree, "entries": [
+                    {"path": path, "kind": kind, "size": 1, "sha256": sha}
+                ]}],
+                "report": null,
+            }))
+            .unwrap()
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_parse_or_fail_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = ActionEntry::parse(&bytes, &key());
+            }
+
+            #[test]
+            fn an_accepted_entry_holds_only_checked_names(
+                run in "\\PC{0,12}|[0-9T.Z]{4,12}-s-[0-9a-f]{8}",
+                tree in "\\PC{0,8}|sha256:[0-9a-f]{64}",
+                path in "\\PC{0,12}|[a-z./]{1,12}",
+                kind in "file|dir|symlink|\\PC{0,4}",
+                sha in proptest::option::of("\\PC{0,4}|[0-9a-f]{64}|[0-9a-f]{63}é"),
+            ) {
+                let cas = Cas::new(Path::new("/nonexistent"));
+                if let Some(s) = &sha {
+                    // Never a panic, whatever the name.
+                    let _ = cas.has(s);
+                }
+                if let Ok(e) = ActionEntry::parse(&entry_json(run, tree, path, kind, sha), &key()) {
+                    for o in &e.outputs {
+                        for c in &o.entries {
+                            prop_assert!(is_tree_path(&c.path));
+                            prop_assert!(!c.path.split('/').any(|p| p == ".."));
+                            match c.kind.as_str() {
+                                "file" => prop_assert!(c.sha256.as_deref().is_some_and(is_blob_name)),
+                                "dir" => prop_assert!(c.sha256.is_none()),
+                                other => prop_assert!(false, "kind {other}"),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

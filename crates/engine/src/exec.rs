@@ -1,0 +1,929 @@
+//! Running one planned step: hash the inputs, stage the outputs, run the
+//! sandbox, check and publish (or keep) the outputs, write the record.
+//!
+//! This is where the one-way flow meets: it takes a [`StepPlan`] and resolved
+//! secrets, drives the sandbox, and hands the facts to the record. It never
+//! parses a manifest and never sees a secret value except to pass it on.
+
+use crate::cache::{
+    ActionCache, ActionEntry, CachedEntry, CachedOutput, action_key, report_json,
+    uncacheable_reason,
+};
+use crate::outputs::check::{self, MountCheck};
+use crate::outputs::{OutputError, Staging};
+use cordon_core::digest::{self, Tree};
+use cordon_core::sanitize::escape_for_terminal;
+use cordon_manifest::manifest::{Access, ClockMode, RandomMode};
+use cordon_manifest::plan::StepPlan;
+use cordon_record::record::CacheInfo;
+use cordon_record::record::{
+    self, FileRef, MountRecord, Publication, Reproducibility, RunnerInfo, StepRecord, TreeRecord,
+};
+use cordon_sandbox::stdio::Forward;
+use cordon_sandbox::{
+    Determinism, Grants, Preopen, Sandbox, Stdio, StepComponent, Termination, Watched,
+};
+use cordon_secrets::{Redactor, ResolvedSecret};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Do not forward the step's stdout/stderr to the terminal.
+    pub quiet: bool,
+    /// Run even when the action cache has the outputs (`--no-cache`).
+    pub no_cache: bool,
+    /// The pipeline says `cache = false` for this step.
+    pub cache_forbidden: bool,
+    /// Set to stop the step (Ctrl-C); the run then publishes nothing.
+    pub cancel: Option<cordon_core::cancel::Cancel>,
+    /// The environment's record signing key; without one the record is
+    /// chained but not signed.
+    pub signer: Option<std::sync::Arc<cordon_record::attest::Signer>>,
+    /// The index of input file digests; unchanged files are not read again.
+    /// Without one (and always with `no_cache`), every input is read.
+    pub hash_index: Option<Arc<digest::HashIndex>>,
+    /// The policy decision that let this run go ahead, for the record.
+    pub policy: Option<Arc<cordon_policy::policy::Decision>>,
+}
+
+/// A finished run: the record and where it was written.
+#[derive(Debug)]
+pub struct StepRun {
+    /// The record.
+    pub record: StepRecord,
+    /// Its file.
+    pub record_path: PathBuf,
+    /// Its signed statement, when the environment signs records.
+    pub envelope_path: Option<PathBuf>,
+}
+
+/// A failure of the runner (not of the step): the run could not be carried
+/// out or its results could not be stored.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct ExecError {
+    what: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl ExecError {
+    /// Whether the run was cancelled before its step started, while it
+    /// waited for another run's mount lock: it ran nothing and wrote no
+    /// record, so it is an interruption, not a failure of the runner.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(
+            self.source.downcast_ref::<crate::mount_locks::LockError>(),
+            Some(crate::mount_locks::LockError::Cancelled { .. })
+        )
+    }
+
+    /// A panic caught while running a step (a runner bug), with what it
+    /// said.
+    pub fn panicked(message: String) -> ExecError {
+        ExecError {
+            what: "the runner failed on this step (a bug; please report it)".into(),
+            source: message.into(),
+        }
+    }
+}
+
+fn fail<E: std::error::Error + Send + Sync + 'static>(
+    what: impl Into<String>,
+) -> impl FnOnce(E) -> ExecError {
+    let what = what.into();
+    move |e| ExecError {
+        what,
+        source: Box::new(e),
+    }
+}
+
+fn tree_record(t: &Tree, with_entries: bool) -> TreeRecord {
+    TreeRecord {
+        sha256: t.digest.clone(),
+        files: t.file_count(),
+        bytes: t.total_bytes(),
+        entries: with_entries.then(|| t.entries.clone()),
+    }
+}
+
+/// Runs `plan` once.
+pub fn run_step(
+    plan: &StepPlan,
+    sandbox: &Sandbox,
+    component: &StepComponent,
+    secrets: Vec<ResolvedSecret>,
+    opts: &RunOptions,
+) -> Result<StepRun, ExecError> {
+    let run_id = record::new_run_id(&plan.name);
+    let started_at = record::now_rfc3339();
+    let (determinism, reproducibility) = determinism_for(plan);
+    let state = &plan.state_dir;
+
+    // Held from before the inputs are hashed until the outputs are
+    // published (dropped on return): no runner sharing this state directory
+    // changes a read mount while the step may read it, or publishes to one
+    // of its destinations alongside it (see `mount_locks`).
+    let _mount_locks = crate::mount_locks::acquire(
+        state,
+        &mount_lock_order(plan),
+        opts.cancel.as_ref(),
+        &mut say_waiting,
+    )
+    .map_err(fail(format!(
+        "cannot lock the mounts of step {}",
+        plan.name
+    )))?;
+
+    // Inputs are hashed before the step starts: the record binds what the
+    // step could read.
+    // `--no-cache` trusts nothing remembered, not even file digests.
+    let index = if opts.no_cache {
+        None
+    } else {
+        opts.hash_index.as_deref()
+    };
+    let mut before: Vec<Option<Tree>> = Vec::new();
+    for m in &plan.mounts {
+        before.push(match m.access {
+            Access::Read | Access::ReadWrite => {
+                Some(digest::tree_with(&m.host, index).map_err(fail(format!(
+                    "cannot hash input mount {} ({})",
+                    m.guest,
+                    m.host.display()
+                )))?)
+            }
+            Access::Write => None,
+        });
+    }
+
+    // The action cache: serve the outputs of an identical earlier run.
+    let action_cache = ActionCache::new(state);
+    let uncacheable = uncacheable_reason(plan, &secrets, !opts.cache_forbidden);
+    let inputs: Vec<(String, cordon_manifest::manifest::Sha256Digest)> = plan
+        .mounts
+        .iter()
+        .zip(&before)
+        .filter_map(|(m, t)| t.as_ref().map(|t| (m.guest.clone(), t.digest.clone())))
+        .collect();
+    let key = uncacheable
+        .is_none()
+        .then(|| action_key(plan, &inputs, &secrets));
+    let cached = match &key {
+        Some(k) if !opts.no_cache => action_cache.get(k).unwrap_or_else(|damaged| {
+            // Never trusted, never fatal: the run's own entry replaces it.
+            tracing::warn!("{damaged}; running step {}", plan.name);
+            None
+        }),
+        _ => None,
+    };
+    if let Some(k) = &key
+        && let Some(entry) = cached
+    {
+        match serve_from_cache(
+            plan,
+            &run_id,
+            started_at.clone(),
+            &before,
+            &action_cache,
+            k,
+            &entry,
+            component.from_cache,
+            reproducibility.clone(),
+            opts,
+        ) {
+            Ok(run) => return Ok(run),
+            // A damaged cache entry costs a re-run, never a wrong result.
+            Err(e) => tracing::warn!(
+                "damaged cache entry for {}: {e}; running the step",
+                plan.name
+            ),
+        }
+    }
+    let cache_info = CacheInfo {
+        key: key.as_ref().map(|k| k.0.to_string()),
+        hit: false,
+        source_run: None,
+        uncacheable: uncacheable.clone(),
+    };
+
+    let writes: Vec<(String, PathBuf)> = plan
+        .mounts
+        .iter()
+        .filter(|m| m.access == Access::Write)
+        .map(|m| (m.guest.clone(), m.host.clone()))
+        .collect();
+    let staging = Staging::create(state.join("staging").join(&run_id), &writes)
+        .map_err(fail("cannot create the staging directory"))?;
+    // Held until the run is committed: `cordon repair` leaves a locked
+    // staging alone.
+    let _staging_lock = cordon_record::journal::lock_staging(staging.root())
+        .map_err(fail("cannot lock the staging directory"))?;
+
+    let mut preopens = Vec::new();
+    let mut watched = Vec::new();
+    let mut staged = staging.mounts.iter();
+    for m in &plan.mounts {
+        match m.access {
+            Access::Read => preopens.push(Preopen {
+                host: m.host.clone(),
+                guest: m.guest.clone(),
+                writable: false,
+            }),
+            Access::ReadWrite => {
+                watched.push(Watched {
+                    path: m.host.clone(),
+                    baseline: digest::charged_bytes(&m.host).map_err(fail(format!(
+                        "cannot measure read-write mount {} before the run",
+                        escape_for_terminal(&m.guest)
+                    )))?,
+                });
+                preopens.push(Preopen {
+                    host: m.host.clone(),
+                    guest: m.guest.clone(),
+                    writable: true,
+                });
+            }
+            Access::Write => {
+                let s = staged.next().expect("one staging dir per write mount");
+                watched.push(Watched {
+                    path: s.dir.clone(),
+                    baseline: 0,
+                });
+                preopens.push(Preopen {
+                    host: s.dir.clone(),
+                    guest: m.guest.clone(),
+                    writable: true,
+                });
+            }
+        }
+    }
+
+    let run_dir = state.join("runs").join(&run_id);
+    cordon_core::fsutil::create_private_dir(&run_dir)
+        .map_err(fail("cannot create the run directory"))?;
+    let redactor = Redactor::new(&secrets);
+    let grants = Grants {
+        argv: plan.argv.clone(),
+        env: plan.env.clone(),
+        preopens,
+        secrets,
+        limits: plan.limits,
+        outputs: watched,
+        cancel: opts.cancel.clone(),
+        determinism,
+        network: plan.network.clone(),
+        secret_hosts: plan
+            .secrets
+            .iter()
+            .filter(|g| !g.hosts.is_empty())
+            .map(|g| (g.name.clone(), g.hosts.clone()))
+            .collect(),
+    };
+    let stdio = Stdio {
+        prefix: format!("[{}] ", plan.name),
+        stdout: if opts.quiet {
+            Forward::None
+        } else {
+            Forward::Stdout
+        },
+        stderr: if opts.quiet {
+            Forward::None
+        } else {
+            Forward::Stderr
+        },
+        stdout_log: Some(run_dir.join("stdout.log")),
+        stderr_log: Some(run_dir.join("stderr.log")),
+    };
+    let outcome = sandbox
+        .run(component, grants, stdio)
+        .map_err(fail("cannot run the step"))?;
+
+    // The locks keep other runners out, not everything else on the host:
+    // a read mount that changed while the step ran fails the step, so the
+    // record never names an input the step may not have seen.
+    let input_changed = changed_input(plan, &before, index);
+
+    // The output check, on every writable mount and whatever the step's
+    // exit: a step that fails on purpose must not get a value out through
+    // the partial output kept for inspection either.
+    let checks = check_outputs(plan, &staging, &redactor);
+    let leaked = checks.iter().any(MountCheck::leaks);
+    let refusal = first_refusal(&checks, &redactor);
+    if leaked {
+        // What leaks in a read-write mount is already on the host: take it
+        // out again. (Only when there are values to protect; see
+        // `MountCheck::removes`.)
+        for (m, c) in plan
+            .mounts
+            .iter()
+            .filter(|m| m.access == Access::ReadWrite)
+            .zip(checks.iter().filter(|c| c.in_place))
+        {
+            check::remove_refused(&m.host, c).map_err(fail(format!(
+                "cannot remove refused output from read-write mount {}",
+                escape_for_terminal(&m.guest)
+            )))?;
+        }
+    }
+
+    // Outputs: publish only when the step succeeded and the check passed,
+    // and only after the record is chained (see `journal`).
+    let mut success = outcome.termination.success() && refusal.is_none() && input_changed.is_none();
+    // Why the step failed, most serious first: a leak, an input that
+    // changed under it, then its own exit.
+    let failure_reason = || {
+        refusal
+            .clone()
+            .or_else(|| input_changed.clone())
+            .unwrap_or_else(|| outcome.termination.describe())
+    };
+    let mut pending: Option<(Staging, Option<ActionEntry>)> = None;
+    let mut runner_failure: Option<ExecError> = None;
+    let mut after_trees: Vec<Tree> = Vec::new();
+    let publication = if leaked {
+        let reason = refusal.clone().unwrap_or_default();
+        // A refused output is not kept: only its listing (names redacted,
+        // sizes, digests), never the bytes that leaked.
+        staging.destroy().map_err(fail(
+            "cannot remove a refused output from the staging directory",
+        ))?;
+        let listing = check::keep_listing(&state.join("failed").join(&run_id), &reason, &checks)
+            .map_err(fail("cannot keep the listing of the refused output"))?;
+        Publication::Withheld {
+            reason,
+            kept_at: None,
+            listing: Some(listing),
+        }
+    } else if writes.is_empty() {
+        // No write mount: the (empty) staging root goes at once.
+        staging.discard();
+        if success {
+            Publication::NoOutputs
+        } else {
+            Publication::Withheld {
+                reason: failure_reason(),
+                kept_at: None,
+                listing: None,
+            }
+        }
+    } else {
+        let verdict = if success {
+            match staging.verify() {
+                Ok(trees) => Ok(trees),
+                Err(OutputError::Io { what, source }) => {
+                    return Err(ExecError {
+                        what,
+                        source: Box::new(source),
+                    });
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        } else {
+            Err(failure_reason())
+        };
+        match verdict {
+            Ok(trees) => {
+                after_trees = trees;
+                // Stage 1 of the commit (see `journal`): the staged trees
+                // go into the content store, for rollback (`cordon
+                // restore`) and for the action cache; they are published
+                // only once the record that names them is chained.
+                let cas = action_cache.cas();
+                let stored: Result<(), crate::cache::CasError> = staging
+                    .mounts
+                    .iter()
+                    .zip(&after_trees)
+                    .try_for_each(|(s, t)| cas.put_tree(&s.dir, &t.entries));
+                match stored {
+                    Ok(()) => {
+                        let cache_entry = key.as_ref().map(|k| ActionEntry {
+                            key: k.0.to_string(),
+                            run_id: run_id.clone(),
+                            record: state.join("records").join(format!("{run_id}.json")),
+                            outputs: staging
+                                .mounts
+                                .iter()
+                                .zip(&after_trees)
+                                .map(|(s, t)| CachedOutput {
+                                    guest: s.guest.clone(),
+                                    tree: t.digest.to_string(),
+                                    entries: t
+                                        .entries
+                                        .iter()
+                                        .map(CachedEntry::from_entry)
+                                        .collect(),
+                                })
+                                .collect(),
+                            report: report_json(&outcome.report),
+                        });
+                        pending = Some((staging, cache_entry));
+                        Publication::Published
+                    }
+                    Err(e) => {
+                        // Every run leaves a record, a runner failure too.
+                        success = false;
+                        staging.discard();
+                        let what = format!(
+                            "cannot store the outputs in the content store ({e}); nothing was published"
+                        );
+                        runner_failure.get_or_insert(ExecError {
+                            what: what.clone(),
+                            source: Box::new(e),
+                        });
+                        Publication::runner_failure(&what)
+                    }
+                }
+            }
+            Err(reason) => {
+                success = false;
+                let kept = staging
+                    .keep(&state.join("failed").join(&run_id))
+                    .map_err(fail("cannot keep the partial output"))?;
+                Publication::Withheld {
+                    reason,
+                    kept_at: Some(kept),
+                    listing: None,
+                }
+            }
+        }
+    };
+
+    let mut after_iter = after_trees.iter();
+    let mut mounts = Vec::new();
+    for (m, before) in plan.mounts.iter().zip(before) {
+        let after = match m.access {
+            Access::Write => after_iter.next().map(|t| tree_record(t, true)),
+            Access::ReadWrite => match digest::tree(&m.host) {
+                Ok(t) => Some(tree_record(&t, true)),
+                // The check already failed the step over what this mount
+                // holds (a tree too deep to name, say); the record says why.
+                Err(_) if refusal.is_some() => None,
+                Err(e) => {
+                    return Err(fail(format!(
+                        "cannot hash read-write mount {}",
+                        escape_for_terminal(&m.guest)
+                    ))(e));
+                }
+            },
+            Access::Read => None,
+        };
+        mounts.push(MountRecord {
+            guest: m.guest.clone(),
+            host: m.host.clone(),
+            access: m.access,
+            purpose: m.purpose.clone(),
+            classification: m.classification,
+            before: before.as_ref().map(|t| tree_record(t, true)),
+            after,
+        });
+    }
+
+    let mut report = outcome.report;
+    // The step's own words pass through the redactor like its logs do.
+    report.annotations = report
+        .annotations
+        .into_iter()
+        .map(|(k, v)| (redactor.redact_str(&k), redactor.redact_str(&v)))
+        .collect();
+    // The component goes into the store so the run can be repeated from
+    // its record (`cordon verify --reexecute`) after the file is rebuilt.
+    let mut publication = publication;
+    if let Err(e) = crate::cas::Cas::for_state(state)
+        .and_then(|cas| cas.put_verified(&plan.component_digest, &plan.component_bytes))
+    {
+        let what = format!("cannot store the component in the content store ({e})");
+        if let Some((staging, _)) = pending.take() {
+            staging.discard();
+            success = false;
+            publication = Publication::runner_failure(&format!("{what}; nothing was published"));
+        }
+        runner_failure.get_or_insert(ExecError {
+            what,
+            source: Box::new(e),
+        });
+    }
+    let record = StepRecord {
+        format: record::RECORD_FORMAT.into(),
+        run_id: run_id.clone(),
+        step: plan.name.clone(),
+        environment: plan.environment.clone(),
+        runner: RunnerInfo::default(),
+        manifest: FileRef {
+            path: plan.manifest_path.clone(),
+            sha256: plan.manifest_sha256.clone(),
+        },
+        component: FileRef {
+            path: plan.component_path.clone(),
+            sha256: plan.component_digest.clone(),
+        },
+        compiled_from_cache: component.from_cache,
+        args: plan.argv.iter().map(|a| redactor.redact_str(a)).collect(),
+        env: plan
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), redactor.redact_str(v)))
+            .collect(),
+        mounts,
+        secrets: outcome.secrets,
+        secrets_not_granted: outcome.secrets_not_granted,
+        network: outcome.network,
+        network_omitted: outcome.network_omitted,
+        limits: plan.limits,
+        usage: outcome.usage,
+        stdout: outcome.stdout,
+        stderr: outcome.stderr,
+        report,
+        termination: redact_termination(outcome.termination, &redactor),
+        success,
+        outputs: publication,
+        cache: cache_info,
+        started_at,
+        finished_at: record::now_rfc3339(),
+        reproducibility,
+        policy: opts.policy.as_deref().cloned(),
+        chain: None,
+        signed_by: None,
+    };
+    let run = commit(
+        state,
+        record,
+        &redactor,
+        opts.signer.as_deref(),
+        pending,
+        &action_cache,
+        key.as_ref(),
+    )?;
+    match runner_failure {
+        // The record of the failed run is chained; the runner's own
+        // failure still ends the command with exit 3.
+        Some(e) => Err(e),
+        None => Ok(run),
+    }
+}
+
+/// Stages 2–6 of the commit protocol (see [`cordon_record::journal`]): the intent,
+/// the chained record, the cache entry, publication, done. Without
+/// outputs to publish, only the record.
+fn commit(
+    state: &std::path::Path,
+    mut record: StepRecord,
+    redactor: &Redactor,
+    signer: Option<&cordon_record::attest::Signer>,
+    pending: Option<(Staging, Option<ActionEntry>)>,
+    action_cache: &ActionCache,
+    key: Option<&crate::cache::ActionKey>,
+) -> Result<StepRun, ExecError> {
+    let run_id = record.run_id.clone();
+    cordon_core::fault::point("before-intent");
+    if let Some((staging, _)) = &pending {
+        let after: Vec<&TreeRecord> = record
+            .mounts
+            .iter()
+            .filter(|m| m.access == Access::Write)
+            .filter_map(|m| m.after.as_ref())
+            .collect();
+        let intent = cordon_record::journal::Intent {
+            run: run_id.clone(),
+            staging: staging.root().to_path_buf(),
+            trees: staging
+                .mounts
+                .iter()
+                .zip(after)
+                .map(|(s, t)| cordon_record::journal::StagedTree {
+                    guest: s.guest.clone(),
+                    staged: s.dir.clone(),
+                    dest: s.dest.clone(),
+                    tree: t.sha256.to_string(),
+                })
+                .collect(),
+        };
+        if let Err(e) = cordon_record::journal::begin(state, &intent) {
+            // Nothing is visible yet: record the failure instead.
+            let (staging, _) = pending.expect("checked above");
+            staging.discard();
+            let what = format!("cannot write the publication intent ({e}); nothing was published");
+            record.success = false;
+            record.outputs = Publication::runner_failure(&what);
+            cordon_record::chain::seal(&state.join("records"), &mut record, redactor, signer)
+                .map_err(fail("cannot write the execution record"))?;
+            return Err(ExecError {
+                what,
+                source: Box::new(e),
+            });
+        }
+    }
+    cordon_core::fault::point("after-intent");
+    let sealed = cordon_record::chain::seal(&state.join("records"), &mut record, redactor, signer)
+        .map_err(fail("cannot write the execution record"))?;
+    cordon_core::fault::point("after-record");
+    if let Some((staging, cache_entry)) = pending {
+        if let (Some(k), Some(entry)) = (key, cache_entry)
+            && let Err(e) = action_cache.put(k, &entry)
+        {
+            tracing::warn!("cannot write the action cache entry: {e}");
+        }
+        cordon_core::fault::point("after-cache");
+        staging.publish().map_err(|e| ExecError {
+            what: format!(
+                "the record of run {run_id} is written, but publishing its outputs failed; run `cordon repair` to complete the publication"
+            ),
+            source: Box::new(e),
+        })?;
+        cordon_core::fault::point("after-publish");
+        cordon_record::journal::finish(state, &run_id)
+            .map_err(fail("cannot remove the finished publication intent"))?;
+    }
+    Ok(StepRun {
+        record,
+        record_path: sealed.record_path,
+        envelope_path: sealed.envelope_path,
+    })
+}
+
+/// Says why a run does not start yet (see [`crate::mount_locks`]).
+pub(crate) fn say_waiting(path: &std::path::Path) {
+    say!(
+        "cordon: waiting for another run to release {}",
+        escape_for_terminal(&path.display().to_string())
+    );
+}
+
+/// The locks a run of `plan` holds (see [`crate::mount_locks`]): shared on
+/// what it only reads, exclusive on what it writes.
+fn mount_lock_order(plan: &StepPlan) -> Vec<crate::mount_locks::PathLock> {
+    use crate::mount_locks::LockMode;
+    crate::mount_locks::lock_order(plan.mounts.iter().map(|m| {
+        let mode = match m.access {
+            Access::Read => LockMode::Shared,
+            Access::Write | Access::ReadWrite => LockMode::Exclusive,
+        };
+        (m.host.clone(), mode)
+    }))
+}
+
+/// Hashes every `read` mount again after the run and names the first whose
+/// tree is no longer the one hashed before it (the digests the record
+/// holds), or `None`. With the hash index, a file is read again unless its
+/// device, inode, size, mtime and ctime are unchanged, as before the run.
+fn changed_input(
+    plan: &StepPlan,
+    before: &[Option<Tree>],
+    index: Option<&digest::HashIndex>,
+) -> Option<String> {
+    for (m, b) in plan.mounts.iter().zip(before) {
+        let (Access::Read, Some(b)) = (m.access, b) else {
+            continue;
+        };
+        let reason = match digest::tree_with(&m.host, index) {
+            Ok(now) if now.digest == b.digest => continue,
+            Ok(now) => format!(
+                "input mount {} changed during the run ({} when the step started, {} after); nothing was published",
+                escape_for_terminal(&m.guest),
+                b.digest,
+                now.digest
+            ),
+            // Gone or unreadable is changed too: the step did not read
+            // what was hashed, or cannot be shown to have.
+            Err(e) => format!(
+                "input mount {} changed during the run (it cannot be hashed again: {e}); nothing was published",
+                escape_for_terminal(&m.guest)
+            ),
+        };
+        return Some(reason);
+    }
+    None
+}
+
+/// Publishes a cached run's outputs and records the hit.
+#[allow(clippy::too_many_arguments)]
+fn serve_from_cache(
+    plan: &StepPlan,
+    run_id: &str,
+    started_at: String,
+    before: &[Option<Tree>],
+    cache: &ActionCache,
+    key: &crate::cache::ActionKey,
+    entry: &ActionEntry,
+    compiled_from_cache: bool,
+    reproducibility: Reproducibility,
+    opts: &RunOptions,
+) -> Result<StepRun, ExecError> {
+    let signer = opts.signer.as_deref();
+    // A hit must come from a recorded run: an entry whose record is gone
+    // (or was moved aside by `cordon repair`) means "run the step".
+    if !entry.record.is_file() {
+        return Err(ExecError {
+            what: format!(
+                "cache entry points at run {}, which has no record",
+                entry.run_id
+            ),
+            source: "no record".into(),
+        });
+    }
+    let writes: Vec<(String, PathBuf)> = plan
+        .mounts
+        .iter()
+        .filter(|m| m.access == Access::Write)
+        .map(|m| (m.guest.clone(), m.host.clone()))
+        .collect();
+    let staging = Staging::create(plan.state_dir.join("staging").join(run_id), &writes)
+        .map_err(fail("cannot create the staging directory"))?;
+    let _staging_lock = cordon_record::journal::lock_staging(staging.root())
+        .map_err(fail("cannot lock the staging directory"))?;
+    // Every failure below removes the staging area, so the run that
+    // follows a refused cache entry starts from a clean one.
+    let restored = staging.mounts.iter().try_for_each(|s| {
+        let out = entry
+            .outputs
+            .iter()
+            .find(|o| o.guest == s.guest)
+            .ok_or_else(|| ExecError {
+                what: format!("cache entry lacks output {}", s.guest),
+                source: "incomplete entry".into(),
+            })?;
+        let entries: Vec<cordon_core::digest::Entry> =
+            out.entries.iter().map(CachedEntry::to_entry).collect();
+        cache
+            .cas()
+            .restore_tree(&entries, &s.dir)
+            .map_err(fail(format!("cannot restore cached output {}", s.guest)))
+    });
+    if let Err(e) = restored {
+        staging.discard();
+        return Err(e);
+    }
+    let trees = match staging.verify() {
+        Ok(t) => t,
+        Err(e) => {
+            staging.discard();
+            return Err(ExecError {
+                what: "cached output failed verification".into(),
+                source: Box::new(e),
+            });
+        }
+    };
+    for (t, out) in trees.iter().zip(&entry.outputs) {
+        if t.digest.to_string() != out.tree {
+            staging.discard();
+            return Err(ExecError {
+                what: format!("cached output {} does not match its tree digest", out.guest),
+                source: "digest mismatch".into(),
+            });
+        }
+    }
+    let mut after = trees.iter();
+    let mounts = plan
+        .mounts
+        .iter()
+        .zip(before)
+        .map(|(m, b)| MountRecord {
+            guest: m.guest.clone(),
+            host: m.host.clone(),
+            access: m.access,
+            purpose: m.purpose.clone(),
+            classification: m.classification,
+            before: b.as_ref().map(|t| tree_record(t, false)),
+            after: (m.access == Access::Write)
+                .then(|| after.next().map(|t| tree_record(t, true)))
+                .flatten(),
+        })
+        .collect();
+    let empty = |log: Option<PathBuf>| cordon_sandbox::stdio::StreamSummary {
+        sha256: cordon_manifest::manifest::Sha256Digest::of(b""),
+        bytes_written: 0,
+        bytes_captured: 0,
+        truncated: false,
+        redacted: false,
+        escaped: false,
+        log,
+    };
+    let report: cordon_sandbox::host::Report =
+        serde_json::from_value(entry.report.clone()).unwrap_or_default();
+    let record = StepRecord {
+        format: record::RECORD_FORMAT.into(),
+        run_id: run_id.to_string(),
+        step: plan.name.clone(),
+        environment: plan.environment.clone(),
+        runner: RunnerInfo::default(),
+        manifest: FileRef {
+            path: plan.manifest_path.clone(),
+            sha256: plan.manifest_sha256.clone(),
+        },
+        component: FileRef {
+            path: plan.component_path.clone(),
+            sha256: plan.component_digest.clone(),
+        },
+        compiled_from_cache,
+        args: plan.argv.clone(),
+        env: plan.env.iter().cloned().collect(),
+        mounts,
+        secrets: Default::default(),
+        network: Vec::new(),
+        network_omitted: None,
+        secrets_not_granted: Default::default(),
+        limits: plan.limits,
+        usage: Default::default(),
+        stdout: empty(None),
+        stderr: empty(None),
+        report,
+        termination: Termination::Exited { code: 0 },
+        success: true,
+        outputs: if writes.is_empty() {
+            Publication::NoOutputs
+        } else {
+            Publication::Published
+        },
+        cache: CacheInfo {
+            key: Some(key.0.to_string()),
+            hit: true,
+            source_run: Some(entry.run_id.clone()),
+            uncacheable: None,
+        },
+        started_at,
+        finished_at: record::now_rfc3339(),
+        reproducibility,
+        policy: opts.policy.as_deref().cloned(),
+        chain: None,
+        signed_by: None,
+    };
+    // The hit's record is chained before its outputs are published, like
+    // any run's.
+    let pending = if writes.is_empty() {
+        staging.discard();
+        None
+    } else {
+        Some((staging, None))
+    };
+    commit(
+        &plan.state_dir,
+        record,
+        &Redactor::default(),
+        signer,
+        pending,
+        cache,
+        None,
+    )
+}
+
+/// A fixed clock (this second) and a fresh seed, unless the manifest opts
+/// out; and how the record describes them.
+fn determinism_for(plan: &StepPlan) -> (Determinism, Reproducibility) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let clock = (plan.clock == ClockMode::Fixed).then_some(now.as_secs());
+    let seed = (plan.random == RandomMode::Seeded).then(rand::random::<[u8; 32]>);
+    (
+        Determinism {
+            wall_clock: clock.map(std::time::Duration::from_secs),
+            seed,
+        },
+        Reproducibility {
+            reproducible: clock.is_some() && seed.is_some(),
+            clock: plan.clock,
+            fixed_clock_unix_s: clock,
+            random: plan.random,
+            seed: seed.map(hex::encode),
+            nan_canonicalization: cordon_sandbox::NAN_CANONICALIZATION
+                && plan.floats == cordon_manifest::manifest::FloatMode::Canonical,
+        },
+    )
+}
+
+fn redact_termination(t: Termination, r: &Redactor) -> Termination {
+    match t {
+        Termination::Trapped { message, detail } => Termination::Trapped {
+            message: r.redact_str(&message),
+            detail: r.redact_str(&detail),
+        },
+        other => other,
+    }
+}
+
+/// Runs the output check on every writable mount, in manifest order: the
+/// staged directory of each `write` mount, the host directory of each
+/// `read-write` mount.
+fn check_outputs(plan: &StepPlan, staging: &Staging, redactor: &Redactor) -> Vec<MountCheck> {
+    let mut staged = staging.mounts.iter();
+    plan.mounts
+        .iter()
+        .filter_map(|m| match m.access {
+            Access::Read => None,
+            Access::Write => staged
+                .next()
+                .map(|s| check::check_mount(&s.dir, &m.guest, false, redactor)),
+            Access::ReadWrite => Some(check::check_mount(&m.host, &m.guest, true, redactor)),
+        })
+        .collect()
+}
+
+/// The reason the check gives for failing the step: the first problem that
+/// can leak a value, else the first problem, named by mount and path.
+fn first_refusal(checks: &[MountCheck], redactor: &Redactor) -> Option<String> {
+    let leaking = checks.iter().find(|c| c.leaks());
+    let c = leaking.or_else(|| checks.iter().find(|c| c.worst().is_some()))?;
+    c.worst().map(|p| c.reason(p, redactor))
+}

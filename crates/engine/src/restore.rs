@@ -1,0 +1,438 @@
+//! `cordon restore`: re-publish the outputs of an earlier run from the
+//! content store (rollback).
+//!
+//! A record names the host paths its outputs were published to, and a
+//! restore replaces those paths. So the record is **verified before any
+//! path is touched**, as `cordon verify --run ID` verifies it
+//! ([`cordon_record::verify::verify_with`]): the chain, the record's digest in it
+//! and its signature by a key trusted for its environment. Any finding
+//! refuses the restore, except that a record written without a signature
+//! (its environment had no signing key) is restored with a warning when
+//! the environment is not protected, since only the chain vouches for it.
+//! The outputs themselves are not hashed: that they changed is what a
+//! restore repairs. The record is then parsed into typed values, every
+//! path and digest checked ([`crate::cache::ActionEntry`]'s rules).
+//!
+//! Outputs are staged under `<state>/staging/restore-<run>-<tag>`, checked
+//! against the record's tree digests, then published. On any failure the
+//! staging area is removed, so a failed restore never blocks the next one.
+//! The destinations are locked exclusively for the whole restore, as a
+//! run locks its write mounts ([`crate::mount_locks`]). This module never
+//! writes outside that staging area and the host paths of a record that
+//! verified.
+
+use crate::cache::{CachedEntry, Cas, CasError, is_blob_name, is_tree_path};
+use crate::keys::TrustRoots;
+use crate::outputs::{OutputError, Staging};
+use cordon_manifest::config::WorkspaceConfig;
+use cordon_manifest::manifest::Sha256Digest;
+use cordon_record::verify::{Checks, FindingKind, Scope, VerifyError};
+use std::path::{Path, PathBuf};
+
+/// Largest record file read: records list every input and output file
+/// (about 150 bytes each); 64 MiB is some 400,000 files. The cap keeps a
+/// planted file from filling memory.
+pub const MAX_RECORD_BYTES: u64 = 64 << 20;
+
+/// Why a restore did not happen (or did not finish).
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The run is unknown, or the state directory has no records.
+    #[error(transparent)]
+    Unknown(#[from] VerifyError),
+    /// The record does not verify: nothing was touched.
+    #[error(
+        "the record of run `{run}` does not verify, so nothing was restored:\n  {}\n  fix: run `cordon verify --run {run}` and restore a record that holds",
+        problems.join("\n  ")
+    )]
+    Unverified {
+        /// The run.
+        run: String,
+        /// What `verify` found.
+        problems: Vec<String>,
+    },
+    /// The record verified but is not one that can be restored.
+    #[error("record {path}: {problem}")]
+    Unusable {
+        /// The record file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The run failed, so it published nothing.
+    #[error("run `{0}` did not succeed; it published nothing to restore")]
+    NotPublished(String),
+    /// The staging area could not be made.
+    #[error("cannot create the staging directory: {0}")]
+    Staging(std::io::Error),
+    /// An output could not be rebuilt from the content store.
+    #[error("cannot restore {guest} of run {run}: {source}")]
+    Store {
+        /// Guest path.
+        guest: String,
+        /// The run.
+        run: String,
+        /// What failed.
+        source: CasError,
+    },
+    /// A rebuilt output does not have the record's tree digest.
+    #[error("restored {guest} does not match the record's tree digest")]
+    Mismatch {
+        /// Guest path.
+        guest: String,
+    },
+    /// Checking or publishing the rebuilt outputs failed.
+    #[error(transparent)]
+    Publish(#[from] OutputError),
+    /// The destinations could not be locked against runs publishing there.
+    #[error(transparent)]
+    Lock(#[from] crate::mount_locks::LockError),
+}
+
+impl RestoreError {
+    /// Whether the failure says something about the state directory's
+    /// integrity (exit 1, like `cordon verify`), rather than bad input (2)
+    /// or a failure of the runner or the host (3).
+    pub fn is_verification_failure(&self) -> bool {
+        matches!(self, RestoreError::Unverified { .. })
+    }
+
+    /// Whether the failure is a wrong invocation or an unusable record.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            RestoreError::Unknown(_)
+                | RestoreError::Unusable { .. }
+                | RestoreError::NotPublished(_)
+        )
+    }
+}
+
+/// One output mount that was restored.
+#[derive(Debug, Clone)]
+pub struct RestoredMount {
+    /// Guest path.
+    pub guest: String,
+    /// Where it was published.
+    pub host: PathBuf,
+    /// Its tree digest.
+    pub tree: Sha256Digest,
+}
+
+/// What a restore did.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The mounts published, in record order.
+    pub mounts: Vec<RestoredMount>,
+    /// Things to tell the user (an unsigned record, say).
+    pub warnings: Vec<String>,
+}
+
+/// The parts of a record a restore uses, typed.
+#[derive(serde::Deserialize)]
+struct RecordView {
+    run_id: String,
+    success: bool,
+    #[serde(default)]
+    environment: String,
+    #[serde(default)]
+    mounts: Vec<MountView>,
+}
+
+#[derive(serde::Deserialize)]
+struct MountView {
+    guest: String,
+    host: PathBuf,
+    access: String,
+    after: Option<TreeView>,
+}
+
+#[derive(serde::Deserialize)]
+struct TreeView {
+    sha256: String,
+    entries: Option<Vec<EntryView>>,
+}
+
+#[derive(serde::Deserialize)]
+struct EntryView {
+    path: String,
+    #[serde(default)]
+    size: u64,
+    sha256: Option<String>,
+}
+
+/// A write mount to restore, checked.
+struct Planned {
+    guest: String,
+    host: PathBuf,
+    tree: Sha256Digest,
+    entries: Vec<cordon_core::digest::Entry>,
+}
+
+/// Verifies the record of `run` in `state_dir` against `roots` (and
+/// `workspace`'s environments), then restores its outputs.
+pub fn restore(
+    state_dir: &Path,
+    run: &str,
+    workspace: &WorkspaceConfig,
+    roots: &TrustRoots,
+) -> Result<Restored, RestoreError> {
+    let verdict = cordon_record::verify::verify_with(
+        state_dir,
+        workspace,
+        roots,
+        &Scope::Run(run.to_string()),
+        Checks { outputs: false },
+    )?;
+    let path = cordon_record::chain::record_path(&state_dir.join("records"), run);
+    let unusable = |problem: String| RestoreError::Unusable {
+        path: path.clone(),
+        problem,
+    };
+    let bytes = cordon_core::fsutil::read_regular(&path, MAX_RECORD_BYTES)
+        .map_err(|e| unusable(format!("cannot be read: {e}")))?;
+    let record: RecordView = serde_json::from_slice(&bytes)
+        .map_err(|e| unusable(format!("is not a record this runner can restore: {e}")))?;
+    let protected = workspace
+        .envs
+        .get(&record.environment)
+        .is_some_and(|e| e.protected);
+
+    let subject = format!("record {run}");
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    for f in &verdict.findings {
+        let about_this_run =
+            f.subject == subject || f.subject.starts_with(cordon_record::chain::LOG_FILE);
+        match f.kind {
+            FindingKind::Unsigned if !protected => warnings.push(format!(
+                "{f}; only the chain vouches for it, and anyone who can write the state directory can rewrite a chain"
+            )),
+            FindingKind::Chain if !about_this_run => {}
+            FindingKind::Output | FindingKind::Reexecution => {}
+            _ => problems.push(f.to_string()),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(RestoreError::Unverified {
+            run: run.to_string(),
+            problems,
+        });
+    }
+    warnings.extend(verdict.warnings);
+
+    if !record.success {
+        return Err(RestoreError::NotPublished(run.to_string()));
+    }
+    if record.run_id != run {
+        return Err(unusable(format!(
+            "it names run `{}`",
+            cordon_core::sanitize::escape_for_terminal(&record.run_id)
+        )));
+    }
+    let planned = plan_mounts(record.mounts).map_err(unusable)?;
+    if planned.is_empty() {
+        return Ok(Restored {
+            mounts: Vec::new(),
+            warnings,
+        });
+    }
+    let mounts = publish(state_dir, run, &planned)?;
+    Ok(Restored { mounts, warnings })
+}
+
+/// The write mounts of a record, every path and digest checked.
+fn plan_mounts(mounts: Vec<MountView>) -> Result<Vec<Planned>, String> {
+    let mut out = Vec::new();
+    for m in mounts.into_iter().filter(|m| m.access == "write") {
+        let guest = cordon_core::sanitize::escape_for_terminal(&m.guest);
+        if !m.host.is_absolute() {
+            return Err(format!(
+                "output {guest} has a host path that is not absolute"
+            ));
+        }
+        let after = m
+            .after
+            .ok_or_else(|| format!("it lacks the tree of output {guest}"))?;
+        let tree = Sha256Digest::parse(&after.sha256)
+            .map_err(|_| format!("output {guest} has no valid tree digest"))?;
+        let listed = after
+            .entries
+            .ok_or_else(|| format!("it lacks the entries of {guest}"))?;
+        let mut entries = Vec::with_capacity(listed.len());
+        for e in listed {
+            if !is_tree_path(&e.path) {
+                return Err(format!(
+                    "output {guest} lists `{}`, which is not a plain relative path",
+                    cordon_core::sanitize::escape_for_terminal(&e.path)
+                ));
+            }
+            if let Some(h) = &e.sha256
+                && !is_blob_name(h)
+            {
+                return Err(format!(
+                    "output {guest} lists a file with an invalid digest"
+                ));
+            }
+            let kind = if e.sha256.is_some() { "file" } else { "dir" };
+            entries.push(
+                CachedEntry {
+                    path: e.path,
+                    kind: kind.into(),
+                    size: e.size,
+                    sha256: e.sha256,
+                }
+                .to_entry(),
+            );
+        }
+        out.push(Planned {
+            guest: m.guest,
+            host: m.host,
+            tree,
+            entries,
+        });
+    }
+    Ok(out)
+}
+
+/// Stages, checks and publishes `planned`; the staging area is removed on
+/// every failure.
+fn publish(
+    state_dir: &Path,
+    run: &str,
+    planned: &[Planned],
+) -> Result<Vec<RestoredMount>, RestoreError> {
+    // A restore publishes like a run does, so it holds the same exclusive
+    // locks on the destinations (see `mount_locks`): it waits for a run
+    // that reads or writes one of them, and keeps new ones out until done.
+    let _locks = crate::mount_locks::acquire(
+        state_dir,
+        &crate::mount_locks::lock_order(
+            planned
+                .iter()
+                .map(|p| (p.host.clone(), crate::mount_locks::LockMode::Exclusive)),
+        ),
+        None,
+        &mut crate::exec::say_waiting,
+    )?;
+    let root = state_dir.join("staging").join(format!(
+        "restore-{run}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let writes: Vec<(String, PathBuf)> = planned
+        .iter()
+        .map(|p| (p.guest.clone(), p.host.clone()))
+        .collect();
+    let staging = match Staging::create(root.clone(), &writes) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&root);
+            return Err(RestoreError::Staging(e));
+        }
+    };
+    let cas = Cas::new(state_dir);
+    let checked = (|| {
+        for (p, s) in planned.iter().zip(&staging.mounts) {
+            cas.restore_tree(&p.entries, &s.dir)
+                .map_err(|source| RestoreError::Store {
+                    guest: p.guest.clone(),
+                    run: run.to_string(),
+                    source,
+                })?;
+        }
+        let trees = staging.verify()?;
+        for (t, p) in trees.iter().zip(planned) {
+            if t.digest != p.tree {
+                return Err(RestoreError::Mismatch {
+                    guest: p.guest.clone(),
+                });
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = checked {
+        staging.discard();
+        return Err(e);
+    }
+    staging.publish_or_remove()?;
+    Ok(planned
+        .iter()
+        .map(|p| RestoredMount {
+            guest: p.guest.clone(),
+            host: p.host.clone(),
+            tree: p.tree.clone(),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_mount_with_an_escaping_path_or_bad_digest_is_refused() {
+        let view = |path: &str, sha: Option<&str>| MountView {
+            guest: "/out".into(),
+            host: PathBuf::from("/tmp/out"),
+            access: "write".into(),
+            after: Some(TreeView {
+                sha256: Sha256Digest::of(b"t").to_string(),
+                entries: Some(vec![EntryView {
+                    path: path.into(),
+                    size: 1,
+                    sha256: sha.map(str::to_string),
+                }]),
+            }),
+        };
+        let good = "a".repeat(64);
+        assert!(plan_mounts(vec![view("f.txt", Some(&good))]).is_ok());
+        for (path, sha) in [
+            ("../f", Some(good.as_str())),
+            ("/etc/passwd", Some(good.as_str())),
+            ("a//b", None),
+            ("f", Some("x")),
+            ("f", Some("aé")),
+        ] {
+            assert!(
+                plan_mounts(vec![view(path, sha)]).is_err(),
+                "{path:?} {sha:?}"
+            );
+        }
+        let mut relative = view("f", None);
+        relative.host = PathBuf::from("out");
+        assert!(plan_mounts(vec![relative]).is_err());
+    }
+
+    #[test]
+    fn a_failed_publish_removes_the_staging_area() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("state");
+        let cas = Cas::new(&state);
+        let f = d.path().join("f");
+        std::fs::write(&f, b"bytes").unwrap();
+        let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"bytes"));
+        cas.put_file(&f, &hex).unwrap();
+        // The destination's parent is a file: publishing fails.
+        std::fs::write(d.path().join("blocked"), b"").unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::copy(&f, src.join("f")).unwrap();
+        let tree = cordon_core::digest::tree(&src).unwrap();
+        let planned = vec![Planned {
+            guest: "/out".into(),
+            host: d.path().join("blocked/out"),
+            tree: tree.digest,
+            entries: tree.entries,
+        }];
+        assert!(matches!(
+            publish(&state, "r", &planned),
+            Err(RestoreError::Publish(_))
+        ));
+        let left: Vec<_> = std::fs::read_dir(state.join("staging"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}

@@ -1,0 +1,623 @@
+//! Running a pipeline: independent steps side by side, each step after the
+//! ones it depends on, a failure stopping only its dependents (or everything
+//! with `fail_fast`), Ctrl-C stopping running steps without publishing, and
+//! progress for a person at a terminal or plain lines for CI.
+//!
+//! Every step goes through [`exec::run_step`](crate::exec::run_step), so a
+//! step in a pipeline is checked, staged, cached and recorded exactly like a
+//! single `cordon run step.toml`.
+
+use crate::exec::{ExecError, RunOptions, StepRun, run_step};
+use cordon_manifest::manifest::Access;
+use cordon_manifest::pipeline::PipelinePlan;
+use cordon_record::record::StepRecord;
+use cordon_sandbox::{Sandbox, StepComponent, Termination};
+use cordon_secrets::ResolvedSecret;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How to run a pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Most steps running at once.
+    pub jobs: usize,
+    /// Stop starting steps after the first failure.
+    pub fail_fast: bool,
+    /// Never serve a step from the action cache.
+    pub no_cache: bool,
+    /// Show a live view (a terminal); otherwise one plain line per event.
+    pub live: bool,
+    /// Set by Ctrl-C.
+    pub cancel: cordon_core::cancel::Cancel,
+    /// The environment's record signer.
+    pub signer: Option<Arc<cordon_record::attest::Signer>>,
+    /// The input hash index shared by every step of the run.
+    pub hash_index: Option<Arc<cordon_core::digest::HashIndex>>,
+    /// The policy decision for the run, copied into every step record.
+    pub policy: Option<Arc<cordon_policy::policy::Decision>>,
+}
+
+/// Where a step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepStatus {
+    /// Waiting for its dependencies.
+    Waiting,
+    /// Running now.
+    Running,
+    /// Ran and succeeded.
+    Succeeded,
+    /// Served from the action cache.
+    Cached,
+    /// Ran and failed, or the runner failed running it.
+    Failed,
+    /// Not run: a dependency failed, `--fail-fast`, or Ctrl-C.
+    Skipped,
+    /// Stopped by Ctrl-C while running.
+    Interrupted,
+}
+
+impl StepStatus {
+    fn ok(self) -> bool {
+        matches!(self, StepStatus::Succeeded | StepStatus::Cached)
+    }
+
+    /// The word people read.
+    pub fn word(self) -> &'static str {
+        match self {
+            StepStatus::Waiting => "waiting",
+            StepStatus::Running => "running",
+            StepStatus::Succeeded => "done",
+            StepStatus::Cached => "cached",
+            StepStatus::Failed => "FAILED",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// The result of one step of a pipeline run.
+#[derive(Debug, Clone)]
+pub struct StepResult {
+    /// Step name.
+    pub name: String,
+    /// Final status.
+    pub status: StepStatus,
+    /// Wall time, when it ran.
+    pub duration: Duration,
+    /// Its record, when one was written.
+    pub record: Option<StepRecord>,
+    /// The record file.
+    pub record_path: Option<PathBuf>,
+    /// Why it failed or was skipped.
+    pub message: Option<String>,
+    /// Whether the runner itself failed on this step.
+    pub runner_fault: bool,
+}
+
+/// The result of a pipeline run.
+#[derive(Debug, Clone)]
+pub struct PipelineOutcome {
+    /// Per step, in file order.
+    pub steps: Vec<StepResult>,
+    /// Wall time of the whole run.
+    pub duration: Duration,
+}
+
+impl PipelineOutcome {
+    /// Whether every step succeeded or was cached.
+    pub fn success(&self) -> bool {
+        self.steps.iter().all(|s| s.status.ok())
+    }
+}
+
+struct State {
+    results: Vec<StepResult>,
+    secrets: Vec<Option<Vec<ResolvedSecret>>>,
+    running: usize,
+    failed: bool,
+}
+
+/// Prints progress.
+trait Progress: Sync {
+    fn started(&self, i: usize);
+    fn finished(&self, i: usize, r: &StepResult);
+    fn done(&self);
+}
+
+struct Plain {
+    names: Vec<String>,
+}
+
+impl Progress for Plain {
+    fn started(&self, i: usize) {
+        say!("cordon: [{}] started", self.names[i]);
+    }
+
+    fn finished(&self, _i: usize, r: &StepResult) {
+        let record = r
+            .record_path
+            .as_ref()
+            .map(|p| format!(" record: {}", p.display()))
+            .unwrap_or_default();
+        let why = r
+            .message
+            .as_ref()
+            .map(|m| format!(": {}", cordon_core::sanitize::escape_for_terminal(m)))
+            .unwrap_or_default();
+        say!(
+            "cordon: [{}] {} in {} ms{why}{record}",
+            r.name,
+            r.status.word(),
+            r.duration.as_millis()
+        );
+    }
+
+    fn done(&self) {}
+}
+
+struct Live {
+    bars: Vec<indicatif::ProgressBar>,
+    _multi: indicatif::MultiProgress,
+}
+
+impl Live {
+    fn new(names: &[String]) -> Live {
+        let multi = indicatif::MultiProgress::new();
+        let width = names.iter().map(String::len).max().unwrap_or(4);
+        let style = indicatif::ProgressStyle::with_template("{spinner} {prefix} {msg}")
+            .expect("valid template");
+        let bars = names
+            .iter()
+            .map(|n| {
+                let b = multi.add(indicatif::ProgressBar::new_spinner());
+                b.set_style(style.clone());
+                b.set_prefix(format!("{n:width$}"));
+                b.set_message("waiting");
+                b
+            })
+            .collect();
+        Live {
+            bars,
+            _multi: multi,
+        }
+    }
+}
+
+impl Progress for Live {
+    fn started(&self, i: usize) {
+        self.bars[i].set_message("running");
+        self.bars[i].enable_steady_tick(Duration::from_millis(120));
+    }
+
+    fn finished(&self, i: usize, r: &StepResult) {
+        let why = r
+            .message
+            .as_ref()
+            .map(|m| format!(" — {}", cordon_core::sanitize::escape_for_terminal(m)))
+            .unwrap_or_default();
+        self.bars[i].finish_with_message(format!(
+            "{} ({} ms){why}",
+            r.status.word(),
+            r.duration.as_millis()
+        ));
+    }
+
+    fn done(&self) {
+        for b in &self.bars {
+            if !b.is_finished() {
+                b.finish();
+            }
+        }
+    }
+}
+
+/// Runs every step of `plan`. `components[i]` and `secrets[i]` belong to
+/// step `i`.
+pub fn run_pipeline(
+    plan: &PipelinePlan,
+    sandbox: &Sandbox,
+    components: &[StepComponent],
+    secrets: Vec<Vec<ResolvedSecret>>,
+    opts: &PipelineOptions,
+) -> PipelineOutcome {
+    let n = plan.steps.len();
+    let names: Vec<String> = plan.steps.iter().map(|s| s.name.clone()).collect();
+    let progress: Box<dyn Progress> = if opts.live {
+        Box::new(Live::new(&names))
+    } else {
+        Box::new(Plain {
+            names: names.clone(),
+        })
+    };
+    let state = Mutex::new(State {
+        results: names
+            .iter()
+            .map(|name| StepResult {
+                name: name.clone(),
+                status: StepStatus::Waiting,
+                duration: Duration::ZERO,
+                record: None,
+                record_path: None,
+                message: None,
+                runner_fault: false,
+            })
+            .collect(),
+        secrets: secrets.into_iter().map(Some).collect(),
+        running: 0,
+        failed: false,
+    });
+    let wake = Condvar::new();
+    let started = Instant::now();
+    let workers = opts.jobs.clamp(1, n.max(1));
+
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                worker(
+                    plan,
+                    sandbox,
+                    components,
+                    opts,
+                    &state,
+                    &wake,
+                    progress.as_ref(),
+                )
+            });
+        }
+    });
+    progress.done();
+    let st = state.into_inner().unwrap_or_else(|p| p.into_inner());
+    PipelineOutcome {
+        steps: st.results,
+        duration: started.elapsed(),
+    }
+}
+
+fn worker(
+    plan: &PipelinePlan,
+    sandbox: &Sandbox,
+    components: &[StepComponent],
+    opts: &PipelineOptions,
+    state: &Mutex<State>,
+    wake: &Condvar,
+    progress: &dyn Progress,
+) {
+    loop {
+        let (i, secrets) = {
+            let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                settle_skips(plan, &mut st, opts);
+                let ready = (0..plan.steps.len()).find(|&i| {
+                    st.results[i].status == StepStatus::Waiting
+                        && plan.deps[i].iter().all(|&d| st.results[d].status.ok())
+                });
+                if let Some(i) = ready {
+                    st.results[i].status = StepStatus::Running;
+                    st.running += 1;
+                    let secrets = st.secrets[i].take().unwrap_or_default();
+                    break (i, secrets);
+                }
+                let waiting = st.results.iter().any(|r| r.status == StepStatus::Waiting);
+                if st.running == 0 || !waiting {
+                    wake.notify_all();
+                    return;
+                }
+                st = wake.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        progress.started(i);
+        let t0 = Instant::now();
+        let run_opts = RunOptions {
+            // Step output would tear the live view; it is in the logs.
+            quiet: opts.live,
+            no_cache: opts.no_cache,
+            cache_forbidden: !plan.cacheable[i],
+            cancel: Some(opts.cancel.clone()),
+            signer: opts.signer.clone(),
+            hash_index: opts.hash_index.clone(),
+            policy: opts.policy.clone(),
+        };
+        // A panic here is a runner bug, but it must not leave this step
+        // `running` for ever and every other worker waiting on it: it
+        // becomes a runner failure of this step (exit 3), like any other.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cordon_core::fault::panic_point("worker-panic");
+            run_step(&plan.steps[i], sandbox, &components[i], secrets, &run_opts)
+        }))
+        .unwrap_or_else(|panic| Err(ExecError::panicked(panic_message(&*panic))));
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        let r = &mut st.results[i];
+        r.duration = t0.elapsed();
+        match result {
+            Ok(StepRun {
+                record,
+                record_path,
+                ..
+            }) => {
+                r.status = if record.cache.hit {
+                    StepStatus::Cached
+                } else if record.termination == Termination::Interrupted {
+                    StepStatus::Interrupted
+                } else if record.success {
+                    StepStatus::Succeeded
+                } else {
+                    StepStatus::Failed
+                };
+                if !record.success {
+                    r.message = Some(match &record.outputs {
+                        cordon_record::record::Publication::Withheld { reason, .. } => {
+                            reason.clone()
+                        }
+                        _ => record.termination.describe(),
+                    });
+                }
+                r.record = Some(record);
+                r.record_path = Some(record_path);
+            }
+            // Ctrl-C while it waited for another run's lock: nothing ran.
+            Err(e) if e.is_cancelled() => {
+                r.status = StepStatus::Skipped;
+                r.message = Some(format!("interrupted: {e}"));
+            }
+            Err(e) => {
+                r.status = StepStatus::Failed;
+                r.runner_fault = true;
+                r.message = Some(format!("{e:#}"));
+            }
+        }
+        if !r.status.ok() {
+            st.failed = true;
+        }
+        st.running -= 1;
+        progress.finished(i, &st.results[i]);
+        wake.notify_all();
+    }
+}
+
+/// What a caught panic says, for the step's failure message.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
+/// Marks steps that can no longer run as skipped.
+fn settle_skips(plan: &PipelinePlan, st: &mut State, opts: &PipelineOptions) {
+    let stop_all = opts.cancel.is_cancelled() || (opts.fail_fast && st.failed);
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for i in 0..plan.steps.len() {
+            if st.results[i].status != StepStatus::Waiting {
+                continue;
+            }
+            let blocked = plan.deps[i].iter().find(|&&d| {
+                matches!(
+                    st.results[d].status,
+                    StepStatus::Failed | StepStatus::Skipped | StepStatus::Interrupted
+                )
+            });
+            let why = match blocked {
+                Some(&d) => Some(format!("`{}` did not succeed", plan.steps[d].name)),
+                None if stop_all && opts.cancel.is_cancelled() => Some("interrupted".into()),
+                None if stop_all => Some("--fail-fast after a failure".into()),
+                None => None,
+            };
+            if let Some(why) = why {
+                st.results[i].status = StepStatus::Skipped;
+                st.results[i].message = Some(why);
+                changed = true;
+            }
+        }
+    }
+}
+
+/// Format identifier of the pipeline record.
+pub const PIPELINE_RECORD_FORMAT: &str = "cordon.pipeline-record/v1";
+
+/// Where the record of pipeline run `run_id` lives in `state_dir`.
+pub fn pipeline_record_path(state_dir: &std::path::Path, run_id: &str) -> PathBuf {
+    state_dir.join("pipelines").join(format!("{run_id}.json"))
+}
+
+/// The pipeline record: links the step records of one pipeline run with
+/// the dataset versions that went in and the artifacts that came out.
+#[derive(Debug, serde::Serialize)]
+pub struct PipelineRecord {
+    /// [`PIPELINE_RECORD_FORMAT`].
+    pub format: &'static str,
+    /// Pipeline run id.
+    pub run_id: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// The pipeline file and its digest.
+    pub file: cordon_record::record::FileRef,
+    /// Environment.
+    pub environment: String,
+    /// Whether every step succeeded or was cached.
+    pub success: bool,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// Per step: status, record, metrics.
+    pub steps: Vec<serde_json::Value>,
+    /// Inputs no step of the pipeline produced, with their tree digests.
+    pub datasets: Vec<serde_json::Value>,
+    /// Outputs of the steps nothing depends on.
+    pub artifacts: Vec<serde_json::Value>,
+    /// The policy decision the run went ahead under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<cordon_policy::policy::Decision>,
+    /// When it finished.
+    pub finished_at: String,
+}
+
+/// Builds and writes the pipeline record under `<state>/pipelines/`.
+pub fn write_pipeline_record(
+    plan: &PipelinePlan,
+    outcome: &PipelineOutcome,
+    state_dir: &std::path::Path,
+    policy: Option<&cordon_policy::policy::Decision>,
+) -> std::io::Result<PathBuf> {
+    let run_id = cordon_record::record::new_run_id(&plan.name);
+    let environment = plan
+        .steps
+        .first()
+        .map(|s| s.environment.clone())
+        .unwrap_or_default();
+    let produced: Vec<&PathBuf> = plan
+        .steps
+        .iter()
+        .flat_map(|s| {
+            s.mounts
+                .iter()
+                .filter(|m| m.access != Access::Read)
+                .map(|m| &m.host)
+        })
+        .collect();
+    let mut datasets = Vec::new();
+    let mut artifacts = Vec::new();
+    let mut steps = Vec::new();
+    for (i, r) in outcome.steps.iter().enumerate() {
+        steps.push(serde_json::json!({
+            "name": r.name,
+            "status": r.status,
+            "duration_ms": r.duration.as_millis() as u64,
+            "run_id": r.record.as_ref().map(|x| x.run_id.clone()),
+            "record": r.record_path,
+            "cache_hit": r.record.as_ref().is_some_and(|x| x.cache.hit),
+            "metrics": r.record.as_ref().map(|x| &x.report.metrics),
+            "message": r.message,
+        }));
+        let Some(rec) = &r.record else { continue };
+        let terminal = !plan.deps.iter().any(|d| d.contains(&i));
+        for m in &rec.mounts {
+            if m.access == Access::Read
+                && !produced.iter().any(|p| m.host.starts_with(p))
+                && let Some(b) = &m.before
+            {
+                datasets.push(serde_json::json!({"step": r.name, "guest": m.guest, "host": m.host, "sha256": b.sha256, "files": b.files, "bytes": b.bytes, "classification": m.classification}));
+            }
+            if terminal
+                && m.access != Access::Read
+                && let Some(a) = &m.after
+            {
+                artifacts.push(serde_json::json!({"step": r.name, "guest": m.guest, "host": m.host, "sha256": a.sha256, "files": a.entries}));
+            }
+        }
+    }
+    let record = PipelineRecord {
+        format: PIPELINE_RECORD_FORMAT,
+        run_id: run_id.clone(),
+        pipeline: plan.name.clone(),
+        file: cordon_record::record::FileRef {
+            path: plan.path.clone(),
+            sha256: plan.sha256.clone(),
+        },
+        environment,
+        success: outcome.success(),
+        duration_ms: outcome.duration.as_millis() as u64,
+        steps,
+        datasets,
+        artifacts,
+        policy: policy.cloned(),
+        finished_at: cordon_record::record::now_rfc3339(),
+    };
+    let path = pipeline_record_path(state_dir, &run_id);
+    cordon_core::fsutil::create_private_dir(path.parent().unwrap_or(state_dir))?;
+    let mut bytes = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    cordon_core::fsutil::write_new(&path, &bytes)?;
+    Ok(path)
+}
+
+/// `--report json=FILE`: every step, status, duration, record id, cache hit.
+pub fn json_report(
+    plan: &PipelinePlan,
+    outcome: &PipelineOutcome,
+    pipeline_record: &std::path::Path,
+) -> serde_json::Value {
+    serde_json::json!({
+        "pipeline": plan.name,
+        "success": outcome.success(),
+        "duration_ms": outcome.duration.as_millis() as u64,
+        "pipeline_record": pipeline_record,
+        "steps": outcome.steps.iter().map(|r| serde_json::json!({
+            "name": r.name,
+            "status": r.status,
+            "duration_ms": r.duration.as_millis() as u64,
+            "run_id": r.record.as_ref().map(|x| x.run_id.clone()),
+            "record": r.record_path,
+            "cache_hit": r.record.as_ref().is_some_and(|x| x.cache.hit),
+            "message": r.message,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn xml_escape(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&apos;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// `--report junit=FILE`: each step a test case.
+pub fn junit_report(plan: &PipelinePlan, outcome: &PipelineOutcome) -> String {
+    let failures = outcome
+        .steps
+        .iter()
+        .filter(|r| matches!(r.status, StepStatus::Failed | StepStatus::Interrupted))
+        .count();
+    let skipped = outcome
+        .steps
+        .iter()
+        .filter(|r| r.status == StepStatus::Skipped)
+        .count();
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    x.push_str(&format!(
+        "<testsuites name=\"cordon\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.3}\">\n",
+        outcome.steps.len(),
+        outcome.duration.as_secs_f64()
+    ));
+    x.push_str(&format!(
+        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{:.3}\">\n",
+        xml_escape(&plan.name),
+        outcome.steps.len(),
+        outcome.duration.as_secs_f64()
+    ));
+    for r in &outcome.steps {
+        x.push_str(&format!(
+            "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\">",
+            xml_escape(&plan.name),
+            xml_escape(&r.name),
+            r.duration.as_secs_f64()
+        ));
+        let msg = xml_escape(r.message.as_deref().unwrap_or(""));
+        match r.status {
+            StepStatus::Failed | StepStatus::Interrupted => {
+                x.push_str(&format!("<failure message=\"{msg}\">{msg}</failure>"))
+            }
+            StepStatus::Skipped => x.push_str(&format!("<skipped message=\"{msg}\"/>")),
+            _ => {}
+        }
+        if let Some(p) = &r.record_path {
+            x.push_str(&format!(
+                "<system-out>record: {}</system-out>",
+                xml_escape(&p.display().to_string())
+            ));
+        }
+        x.push_str("</testcase>\n");
+    }
+    x.push_str("  </testsuite>\n</testsuites>\n");
+    x
+}

@@ -1,0 +1,516 @@
+//! The plan: a validated manifest resolved against the machine.
+//!
+//! This module reads the component and checks its digest, resolves every
+//! host path to an absolute canonical one, and checks that the grants make
+//! sense together (no mount overlapping a written mount, none exposing the
+//! state directory). What comes out is exactly what the sandbox will be
+//! given; nothing downstream resolves a path again.
+//!
+//! Errors are [`ManifestError`]s pointing at the manifest line to change.
+
+use crate::config::EnvConfig;
+use crate::manifest::{
+    Access, Classification, ClockMode, Limits, Manifest, ManifestError, Mount, Problem, RandomMode,
+    SecretGrant, Sha256Digest,
+};
+use cordon_core::fsutil::resolve;
+use std::path::{Path, PathBuf};
+
+/// A mount with its host path resolved.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlannedMount {
+    /// Absolute guest path.
+    pub guest: String,
+    /// Absolute, canonical host path. For `write` mounts the directory may
+    /// not exist yet; it is created when outputs are published.
+    pub host: PathBuf,
+    /// Access.
+    pub access: Access,
+    /// Why the step needs it.
+    pub purpose: String,
+    /// Data classification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
+}
+
+/// One step, ready to run.
+#[derive(Debug, Clone)]
+pub struct StepPlan {
+    /// Step name.
+    pub name: String,
+    /// Canonical manifest path.
+    pub manifest_path: PathBuf,
+    /// sha256 of the manifest bytes.
+    pub manifest_sha256: Sha256Digest,
+    /// Canonical component path.
+    pub component_path: PathBuf,
+    /// The verified component digest.
+    pub component_digest: Sha256Digest,
+    /// The component bytes that were verified (never re-read, so the file
+    /// cannot change between the check and the run). Shared: the steps of a
+    /// pipeline that run the same component hold one copy.
+    pub component_bytes: std::sync::Arc<[u8]>,
+    /// argv: the step name, then the granted arguments.
+    pub argv: Vec<String>,
+    /// The granted environment.
+    pub env: Vec<(String, String)>,
+    /// Mounts in manifest order.
+    pub mounts: Vec<PlannedMount>,
+    /// Secret grants (names and uses; values are resolved later).
+    pub secrets: Vec<SecretGrant>,
+    /// Limits.
+    pub limits: Limits,
+    /// The state directory (absolute).
+    pub state_dir: PathBuf,
+    /// The environment's name.
+    pub environment: String,
+    /// The wall clock the step sees.
+    pub clock: ClockMode,
+    /// The randomness the step sees.
+    pub random: RandomMode,
+    /// NaN handling of the step's float arithmetic.
+    pub floats: crate::manifest::FloatMode,
+    /// The network the step may reach; `None`: no `wasi:http` at all.
+    pub network: Option<crate::manifest::NetworkGrant>,
+}
+
+fn nested(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// Largest component the runner reads, 256 MiB.
+///
+/// A component is read whole into memory, hashed and compiled; a path such
+/// as `/dev/zero` or a runaway build artifact must be refused before it
+/// fills the runner's memory. Real steps are a few megabytes (a large
+/// Python step with its interpreter some tens); raising the cap costs
+/// that much memory per distinct component of a pipeline, held for the
+/// whole run.
+pub const MAX_COMPONENT_BYTES: u64 = 256 << 20;
+
+/// Reads a component file: a regular file of at most
+/// [`MAX_COMPONENT_BYTES`], with a message that names the limit.
+pub fn read_component(path: &Path) -> std::io::Result<Vec<u8>> {
+    cordon_core::fsutil::read_regular(path, MAX_COMPONENT_BYTES).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "larger than {} MiB, the most a component may be",
+                    MAX_COMPONENT_BYTES >> 20
+                ),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+pub use cordon_core::locations::{COMPILE_CACHE_VAR, compile_cache_dir};
+
+/// Paths no mount may contain, equal or lie inside, with what each holds.
+///
+/// A mount is how a step reaches the host, so a mount that reaches the
+/// runner's own secrets hands them to the step: the secrets home (every
+/// environment's encrypted store, the keys that open them, the trusted
+/// public keys), the stores and key files a configuration names elsewhere,
+/// record-signing and verifying keys, the vault's AppRole secret id file,
+/// the compiled-code cache (native code the runner loads) and the key that
+/// seals it, and the
+/// configuration itself (which decides every grant). The state directory is
+/// checked beside these. Paths are resolved through symbolic links first,
+/// so a link in a host path cannot route around the check.
+fn protected_paths(ctx: &PlanContext<'_>, state_dir: &Path) -> Vec<(PathBuf, String)> {
+    let env = ctx.env;
+    let mut out: Vec<(PathBuf, String)> = Vec::new();
+    // A path that cannot be resolved is still protected as written:
+    // dropping it would let the check fail open.
+    let mut add = |p: &Path, what: String| {
+        out.push((resolve(p).unwrap_or_else(|_| p.to_path_buf()), what));
+    };
+    if let Some(home) = cordon_core::locations::secrets_home() {
+        add(
+            &home,
+            "the secrets home (encrypted secret stores, their keys and the trusted keys)".into(),
+        );
+    }
+    if let Some(s) = &env.secrets.local.store {
+        add(s, format!("the secret store of environment `{}`", env.name));
+    }
+    if let Some(k) = &env.secrets.local.key_file {
+        add(
+            k,
+            format!("the key of environment `{}`'s secret store", env.name),
+        );
+    }
+    if let Some(v) = &env.secrets.vault {
+        if let crate::config::SecretIdSource::File(f) = &v.secret_id {
+            add(f, "the vault AppRole secret id file".into());
+        }
+        if let Some(ca) = &v.ca_file {
+            add(ca, "the vault CA file".into());
+        }
+    }
+    if let Some(k) = &env.records.signing_key {
+        add(k, "the record-signing key".into());
+        if let Some(dir) = k.parent() {
+            add(dir, "the directory of the record-signing key".into());
+        }
+    }
+    for k in env.records.trusted_keys.iter().chain(&env.policy.reviewers) {
+        add(k, "a key named in the configuration".into());
+    }
+    if let Some(c) = &env.config_file {
+        add(c, "the workspace configuration".into());
+    }
+    add(
+        &compile_cache_dir(state_dir),
+        "the compiled-component cache (native code the runner loads)".into(),
+    );
+    if let Some(k) = cordon_core::locations::compile_cache_key_path() {
+        add(&k, "the key that seals the compiled-component cache".into());
+    }
+    out
+}
+
+/// What a plan is resolved against.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanContext<'a> {
+    /// The environment the run is for.
+    pub env: &'a EnvConfig,
+    /// The directory of `cordon.toml` (relative variable values resolve
+    /// against it).
+    pub workspace_dir: &'a Path,
+    /// The state directory of the run.
+    pub state_dir: &'a Path,
+    /// Host paths that earlier steps of a pipeline will write: a `read`
+    /// mount inside one of them need not exist when the plan is made.
+    pub produced: &'a [PathBuf],
+}
+
+/// Replaces `${name}` in a mount's host path with the environment's
+/// variable; a relative value is relative to the workspace directory, and
+/// made absolute: the manifest's directory is joined in front of a
+/// relative result, and `--config cordon.toml` gives a relative workspace
+/// directory.
+fn expand_vars(host: &str, ctx: &PlanContext<'_>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = host;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed `${{` in host path `{host}`"))?;
+        let name = &after[..end];
+        let value = ctx.env.vars.get(name).ok_or_else(|| {
+            format!(
+                "`${{{name}}}` is not defined for environment `{}`",
+                ctx.env.name
+            )
+        })?;
+        if start == 0 && Path::new(value).is_relative() {
+            let joined = ctx.workspace_dir.join(value);
+            let joined = std::path::absolute(&joined).unwrap_or(joined);
+            out.push_str(&joined.to_string_lossy());
+        } else {
+            out.push_str(value);
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A mount's host path with variables expanded, joined to the manifest's
+/// directory; neither resolved nor checked on disk (the audit shows it
+/// without touching the data).
+pub fn mount_host_raw(
+    manifest: &Manifest,
+    m: &Mount,
+    ctx: &PlanContext<'_>,
+) -> Result<PathBuf, String> {
+    Ok(manifest
+        .dir
+        .join(expand_vars(&m.host.to_string_lossy(), ctx)?))
+}
+
+/// A mount's absolute, canonical host path in `ctx` (what lineage compares).
+pub fn mount_host(
+    manifest: &Manifest,
+    m: &Mount,
+    ctx: &PlanContext<'_>,
+) -> Result<PathBuf, String> {
+    let raw = mount_host_raw(manifest, m, ctx)?;
+    resolve(&raw).map_err(|e| format!("cannot resolve host path {}: {e}", raw.display()))
+}
+
+/// Resolves `manifest` for a run in `ctx`.
+pub fn plan_step(manifest: &Manifest, ctx: &PlanContext<'_>) -> Result<StepPlan, ManifestError> {
+    plan_step_with(manifest, ctx, &mut ComponentFiles::default())
+}
+
+/// Component files read and hashed while planning, by path. The steps of a
+/// pipeline that share a component file read and hash it once, and all run
+/// the very bytes that were checked.
+#[derive(Default)]
+pub struct ComponentFiles(std::collections::HashMap<PathBuf, (std::sync::Arc<[u8]>, Sha256Digest)>);
+
+/// Like [`plan_step`], reusing (and adding to) the component files in
+/// `files`.
+pub fn plan_step_with(
+    manifest: &Manifest,
+    ctx: &PlanContext<'_>,
+    files: &mut ComponentFiles,
+) -> Result<StepPlan, ManifestError> {
+    let state_dir = ctx.state_dir;
+    let mut problems: Vec<Problem> = Vec::new();
+    let fail = |problems: Vec<Problem>| ManifestError {
+        path: manifest.path.clone(),
+        problems,
+    };
+    let io_problem = |what: String| Problem {
+        line: 0,
+        column: 0,
+        message: what,
+        fix: None,
+    };
+
+    let state_dir = resolve(state_dir).map_err(|e| {
+        fail(vec![io_problem(format!(
+            "cannot resolve the state directory: {e}"
+        ))])
+    })?;
+    let manifest_path = resolve(&manifest.path).map_err(|e| {
+        fail(vec![io_problem(format!(
+            "cannot resolve the manifest path: {e}"
+        ))])
+    })?;
+
+    let component_rel = manifest.dir.join(&manifest.component);
+    let mut component_path = component_rel.clone();
+    let mut component_bytes: std::sync::Arc<[u8]> = std::sync::Arc::from(Vec::new());
+    let read = match files.0.get(&component_rel) {
+        Some((bytes, digest)) => Ok((bytes.clone(), digest.clone())),
+        None => read_component(&component_rel).map(|bytes| {
+            let digest = Sha256Digest::of(&bytes);
+            let bytes: std::sync::Arc<[u8]> = bytes.into();
+            files
+                .0
+                .insert(component_rel.clone(), (bytes.clone(), digest.clone()));
+            (bytes, digest)
+        }),
+    };
+    match read {
+        Err(e) => problems.push(manifest.component_at.problem(
+            format!("cannot read component {}: {e}", component_rel.display()),
+            Some("build the step (`cargo build --release --target wasm32-wasip2`) or correct the path; it is relative to the manifest".into()),
+        )),
+        Ok((bytes, actual)) => {
+            if actual != manifest.digest {
+                problems.push(manifest.digest_at.problem(
+                    format!(
+                        "component {} has digest {actual}, but the manifest pins {}; refusing to run an unreviewed component",
+                        component_rel.display(),
+                        manifest.digest
+                    ),
+                    Some(format!(
+                        "if this build is the one you reviewed, pin it: digest = \"{actual}\" (or run `cordon pin {}`)",
+                        manifest.path.display()
+                    )),
+                ));
+            }
+            component_bytes = bytes;
+            component_path = resolve(&component_rel).unwrap_or(component_rel);
+        }
+    }
+
+    let mut mounts = Vec::new();
+    for m in &manifest.mounts {
+        let raw = match mount_host_raw(manifest, m, ctx) {
+            Ok(r) => r,
+            Err(msg) => {
+                problems.push(m.host_at.problem(
+                    msg,
+                    Some(format!(
+                        "define it under `[env.{}.vars]` in cordon.toml",
+                        ctx.env.name
+                    )),
+                ));
+                continue;
+            }
+        };
+
+        let host = match resolve(&raw) {
+            Ok(h) => h,
+            Err(e) => {
+                problems.push(m.host_at.problem(
+                    format!("cannot resolve host path {}: {e}", raw.display()),
+                    None,
+                ));
+                continue;
+            }
+        };
+        let upstream = m.access == Access::Read && ctx.produced.iter().any(|p| host.starts_with(p));
+        match (m.access, std::fs::symlink_metadata(&raw)) {
+            // An earlier step of the pipeline will create it.
+            (Access::Read, Err(_)) if upstream => {}
+            (Access::Read | Access::ReadWrite, Err(_)) => {
+                problems.push(m.host_at.problem(
+                    format!("host directory {} for {} mount {} does not exist", raw.display(), m.access, m.guest),
+                    Some("create it or correct the path (relative to the manifest); only `write` mounts are created for the step".into()),
+                ));
+                continue;
+            }
+            (Access::Read | Access::ReadWrite, Ok(_)) if !host.is_dir() && !upstream => {
+                problems.push(m.host_at.problem(
+                    format!(
+                        "host path {} for mount {} is not a directory",
+                        raw.display(),
+                        m.guest
+                    ),
+                    Some(
+                        "mounts are directories; mount the directory that contains the file".into(),
+                    ),
+                ));
+                continue;
+            }
+            (Access::Write, Ok(meta)) if meta.file_type().is_symlink() || !meta.is_dir() => {
+                problems.push(m.host_at.problem(
+                    format!("output path {} for write mount {} exists and is not a plain directory", raw.display(), m.guest),
+                    Some("outputs are published by replacing a directory; point the mount at a directory (or a path that does not exist yet)".into()),
+                ));
+                continue;
+            }
+            _ => {}
+        }
+        mounts.push((m, host));
+    }
+
+    // Grants must not overlap in ways that would make a write escape its
+    // mount or expose the runner's own state.
+    let protected = protected_paths(ctx, &state_dir);
+    for (i, (m, host)) in mounts.iter().enumerate() {
+        for (p, what) in &protected {
+            if nested(host, p) {
+                let how = if host == p {
+                    "is"
+                } else if host.starts_with(p) {
+                    "lies inside"
+                } else {
+                    "contains"
+                };
+                problems.push(m.host_at.problem(
+                    format!(
+                        "mount {} ({}) {how} {what}, {}, which no step may reach",
+                        m.guest,
+                        host.display(),
+                        p.display()
+                    ),
+                    Some("mount a narrower directory that holds only the step's data".into()),
+                ));
+            }
+        }
+        if nested(host, &state_dir) {
+            problems.push(m.host_at.problem(
+                format!(
+                    "mount {} ({}) overlaps the state directory {}, which holds records and compiled code the step must not touch",
+                    m.guest,
+                    host.display(),
+                    state_dir.display()
+                ),
+                Some("mount a narrower directory, or move the state with `--state DIR`".into()),
+            ));
+        }
+        for (other, other_host) in &mounts[..i] {
+            let writes = m.access != Access::Read || other.access != Access::Read;
+            if writes && nested(host, other_host) {
+                problems.push(m.host_at.problem(
+                    format!(
+                        "host path {} of mount {} overlaps {} of mount {}, and one of them is written",
+                        host.display(),
+                        m.guest,
+                        other_host.display(),
+                        other.guest
+                    ),
+                    Some("written mounts need host directories of their own, outside every other mount".into()),
+                ));
+            }
+        }
+    }
+
+    problems.sort_by_key(|p| (p.line, p.column));
+    if !problems.is_empty() {
+        return Err(fail(problems));
+    }
+
+    let mut argv = vec![manifest.name.clone()];
+    argv.extend(manifest.args.iter().cloned());
+    Ok(StepPlan {
+        name: manifest.name.clone(),
+        manifest_path,
+        manifest_sha256: manifest.sha256.clone(),
+        component_path,
+        component_digest: manifest.digest.clone(),
+        component_bytes,
+        argv,
+        env: manifest
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        mounts: mounts
+            .into_iter()
+            .map(|(m, host)| PlannedMount {
+                guest: m.guest.clone(),
+                host,
+                access: m.access,
+                purpose: m.purpose.clone(),
+                classification: m.classification,
+            })
+            .collect(),
+        secrets: manifest.secrets.clone(),
+        limits: manifest.limits,
+        state_dir,
+        environment: ctx.env.name.clone(),
+        clock: manifest.clock,
+        random: manifest.random,
+        floats: manifest.floats,
+        network: manifest.network.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_relative_workspace_directory_still_expands_to_the_workspace() {
+        let mut env = crate::config::WorkspaceConfig::implicit(Path::new("."))
+            .envs
+            .remove("dev")
+            .unwrap();
+        env.vars = BTreeMap::from([("data_root".to_string(), "data/dev".to_string())]);
+        let ctx = PlanContext {
+            env: &env,
+            workspace_dir: Path::new("."),
+            state_dir: Path::new(".cordon"),
+            produced: &[],
+        };
+        let expanded = expand_vars("${data_root}/raw", &ctx).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(Path::new(&expanded), cwd.join("data/dev/raw"));
+        let manifest = Manifest::parse(
+            Path::new("steps/s.toml"),
+            "[step]\nname = \"s\"\ncomponent = \"s.wasm\"\ndigest = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n\
+             [[mount]]\nguest = \"/in\"\nhost = \"${data_root}/raw\"\naccess = \"read\"\npurpose = \"p\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            mount_host_raw(&manifest, &manifest.mounts[0], &ctx).unwrap(),
+            cwd.join("data/dev/raw"),
+            "not under steps/"
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! Policy over plans: Rego evaluation with the default rule pack and an
+//! organization's own files ([`policy`]), SARIF and JSON renderings of its
+//! findings, and reviewers' signed approvals of manifests ([`approval`]).
+//!
+//! Policy decides before anything runs; it reads plans and approvals, and
+//! must never run a step or see a secret value.
+
+#![deny(unsafe_code)]
+
+pub mod approval;
+pub mod policy;

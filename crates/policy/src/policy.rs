@@ -1,0 +1,638 @@
+//! Policy as code: Rego rules, evaluated with regorus over the resolved
+//! plan, gate every run before a single step starts.
+//!
+//! The input document (versioned, [`INPUT_VERSION`]; see `docs/policy.md`)
+//! is the plan as JSON: the environment, and per step its manifest and
+//! component digests, mounts, secrets, env var names, network grants,
+//! limits (and which were set explicitly), cache setting and approvals.
+//! Every policy module contributes violations to its package's `deny` set;
+//! a violation is an object `{rule, step, message, fix}` (a bare string is
+//! accepted as the message).
+//!
+//! The default pack ([`DEFAULT_PACK`], package `cordon.default`) is always
+//! loaded; an environment adds its own files and may disable a default rule
+//! only by name, which every check and record states.
+
+use crate::approval;
+use cordon_manifest::config::{EnvConfig, ProviderKind};
+use cordon_manifest::manifest::{Access, Manifest, Sha256Digest};
+use cordon_manifest::plan::StepPlan;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+/// The version of the input document's schema. Changes that remove or
+/// rename fields raise it; additions do not.
+pub const INPUT_VERSION: u32 = 1;
+
+/// The default policy pack.
+pub const DEFAULT_PACK: &str = include_str!("../policy/default.rego");
+
+/// The name under which the default pack appears in records and reports.
+pub const DEFAULT_PACK_NAME: &str = "builtin:cordon/default.rego";
+
+pub use cordon_manifest::rules::{DEFAULT_RULES, Rule};
+
+/// Why policy could not be evaluated (distinct from violations).
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A policy file cannot be read or does not parse.
+    #[error("policy file {path}: {message}")]
+    Load {
+        /// The file.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A reviewer key cannot be loaded.
+    #[error("{0}")]
+    Key(#[from] cordon_record::attest::AttestError),
+    /// Evaluation failed (for example a rule raised a conflict).
+    #[error("evaluating policy {package}: {message}")]
+    Eval {
+        /// The package whose `deny` failed.
+        package: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+pub use cordon_record::run::{Decision, PolicyFile, Violation};
+
+/// The result of evaluating policy over a plan.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// The environment.
+    pub environment: String,
+    /// Every file evaluated.
+    pub files: Vec<PolicyFile>,
+    /// Default rules disabled by the environment (with where, for messages).
+    pub disabled: Vec<(String, String)>,
+    /// What broke, sorted by step and rule.
+    pub violations: Vec<Violation>,
+    /// The input document, for `cordon check --format json`.
+    pub input: Value,
+}
+
+impl Evaluation {
+    /// The violations concerning step `name` (and those naming no step).
+    pub fn for_step(&self, name: &str) -> Vec<Violation> {
+        self.violations
+            .iter()
+            .filter(|v| v.step.as_deref().is_none_or(|s| s == name))
+            .cloned()
+            .collect()
+    }
+
+    /// The record entry for a run that passed (or was let through by
+    /// break-glass with `justification`).
+    pub fn decision(&self, justification: Option<&str>) -> Decision {
+        let broke = !self.violations.is_empty();
+        Decision {
+            decision: if broke { "break-glass" } else { "allow" }.into(),
+            input_version: INPUT_VERSION,
+            files: self.files.clone(),
+            disabled_rules: self.disabled.iter().map(|(n, _)| n.clone()).collect(),
+            justification: broke.then(|| justification.unwrap_or("").to_string()),
+            overridden: self.violations.clone(),
+        }
+    }
+}
+
+/// One step as policy sees it.
+pub struct StepInput<'a> {
+    /// The manifest.
+    pub manifest: &'a Manifest,
+    /// Its plan for the environment.
+    pub plan: &'a StepPlan,
+    /// Whether the pipeline lets the action cache serve it.
+    pub cache: bool,
+}
+
+fn provider_name(p: ProviderKind) -> &'static str {
+    match p {
+        ProviderKind::Local => "local",
+        ProviderKind::Env => "env",
+        ProviderKind::Vault => "vault",
+    }
+}
+
+/// Builds the input document for `steps` in `env`, checking approvals
+/// against the environment's reviewer keys. Paths are shown relative to
+/// `base` where they lie under it.
+pub fn input(env: &EnvConfig, steps: &[StepInput<'_>], base: &Path) -> Result<Value, PolicyError> {
+    let reviewers = env
+        .policy
+        .reviewers
+        .iter()
+        .map(|p| cordon_record::attest::TrustedKey::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rel = |p: &Path| -> String {
+        let abs = cordon_core::fsutil::resolve(p).unwrap_or_else(|_| p.to_path_buf());
+        let base = cordon_core::fsutil::resolve(base).unwrap_or_else(|_| base.to_path_buf());
+        abs.strip_prefix(&base)
+            .map(Path::to_path_buf)
+            .unwrap_or(abs)
+            .display()
+            .to_string()
+    };
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|s| {
+            let p = s.plan;
+            let m = s.manifest;
+            let approval = approval::status(m, &reviewers);
+            json!({
+                "name": p.name,
+                "manifest": {"path": rel(&m.path), "sha256": m.sha256.hex()},
+                "component": {"path": rel(&p.component_path), "digest": p.component_digest.to_string()},
+                "args": p.argv.iter().skip(1).collect::<Vec<_>>(),
+                "env": p.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                "mounts": p.mounts.iter().map(|mt| json!({
+                    "guest": mt.guest,
+                    "host": mt.host.display().to_string(),
+                    "access": match mt.access { Access::Read => "read", Access::Write => "write", Access::ReadWrite => "read-write" },
+                    "purpose": mt.purpose,
+                    "classification": mt.classification,
+                })).collect::<Vec<_>>(),
+                "secrets": p.secrets.iter().map(|g| json!({
+                    "name": g.name,
+                    "key": g.provider_key(),
+                    "provider": provider_name(env.secrets.provider),
+                    "uses": g.uses,
+                    "hosts": g.hosts,
+                })).collect::<Vec<_>>(),
+                "network": p.network.as_ref().map(|n| n.allow.iter().map(|r| json!({
+                    "url": r.url, "scheme": r.scheme, "host": r.host, "port": r.port,
+                    "path_prefix": r.path_prefix, "methods": r.methods,
+                })).collect::<Vec<_>>()).unwrap_or_default(),
+                "limits": {
+                    "fuel": p.limits.fuel,
+                    "memory": p.limits.memory,
+                    "timeout_ms": p.limits.timeout.as_millis() as u64,
+                    "output": p.limits.output,
+                    "stdout": p.limits.stdout,
+                    "explicit": m.limits_set,
+                },
+                "cache": s.cache,
+                "clock": p.clock,
+                "random": p.random,
+                "floats": p.floats,
+                "approval": approval,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "version": INPUT_VERSION,
+        "environment": {
+            "name": env.name,
+            "protected": env.protected,
+            "break_glass": env.policy.break_glass,
+            "secret_provider": provider_name(env.secrets.provider),
+        },
+        "steps": steps,
+    }))
+}
+
+/// Evaluates the default pack and the environment's own files over `input`.
+pub fn evaluate(env: &EnvConfig, input: Value) -> Result<Evaluation, PolicyError> {
+    let mut sources: Vec<(String, String)> =
+        vec![(DEFAULT_PACK_NAME.to_string(), DEFAULT_PACK.to_string())];
+    for f in &env.policy.files {
+        let text = std::fs::read_to_string(f).map_err(|e| PolicyError::Load {
+            path: f.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
+        sources.push((f.display().to_string(), text));
+    }
+    let mut files = Vec::new();
+    let mut packages: Vec<(String, String)> = Vec::new();
+    let mut engine = regorus::Engine::new();
+    for (path, text) in &sources {
+        files.push(PolicyFile {
+            path: path.clone(),
+            sha256: Sha256Digest::of(text.as_bytes()).hex().to_string(),
+        });
+        let package =
+            engine
+                .add_policy(path.clone(), text.clone())
+                .map_err(|e| PolicyError::Load {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+        if !packages.iter().any(|(p, _)| *p == package) {
+            packages.push((package, path.clone()));
+        }
+    }
+    let input_json = serde_json::to_string(&input).expect("JSON encodes");
+    engine
+        .set_input_json(&input_json)
+        .map_err(|e| PolicyError::Eval {
+            package: "input".into(),
+            message: e.to_string(),
+        })?;
+    let disabled: Vec<(String, String)> = env
+        .policy
+        .disable
+        .iter()
+        .map(|(n, at)| (n.clone(), format!("line {}", at.line)))
+        .collect();
+    let mut violations = Vec::new();
+    for (package, source) in &packages {
+        let eval_err = |e: anyhow::Error| PolicyError::Eval {
+            package: package.clone(),
+            message: e.to_string(),
+        };
+        let rule = format!("{package}.deny");
+        // A module without `deny` contributes nothing.
+        let has_deny = engine
+            .eval_query(format!("{rule} == {rule}"), false)
+            .map(|r| !r.result.is_empty())
+            .unwrap_or(false);
+        if !has_deny {
+            continue;
+        }
+        let value = engine.eval_rule(rule.clone()).map_err(eval_err)?;
+        let json_text = value.to_json_str().map_err(eval_err)?;
+        let items: Value = serde_json::from_str(&json_text).unwrap_or(Value::Null);
+        let items = match items {
+            Value::Array(a) => a,
+            Value::Null => Vec::new(),
+            other => vec![other],
+        };
+        let default_rule = package.trim_start_matches("data.").to_string();
+        for item in items {
+            let v = match item {
+                Value::String(message) => Violation {
+                    rule: default_rule.clone(),
+                    step: None,
+                    message,
+                    fix: None,
+                    source: source.clone(),
+                },
+                Value::Object(o) => Violation {
+                    rule: o
+                        .get("rule")
+                        .and_then(Value::as_str)
+                        .unwrap_or(&default_rule)
+                        .to_string(),
+                    step: o.get("step").and_then(Value::as_str).map(str::to_string),
+                    message: o
+                        .get("message")
+                        .or_else(|| o.get("msg"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("(the rule gave no message)")
+                        .to_string(),
+                    fix: o.get("fix").and_then(Value::as_str).map(str::to_string),
+                    source: source.clone(),
+                },
+                other => Violation {
+                    rule: default_rule.clone(),
+                    step: None,
+                    message: other.to_string(),
+                    fix: None,
+                    source: source.clone(),
+                },
+            };
+            let off = v.source == DEFAULT_PACK_NAME && disabled.iter().any(|(n, _)| *n == v.rule);
+            if !off {
+                violations.push(v);
+            }
+        }
+    }
+    violations.sort_by(|a, b| (&a.step, &a.rule, &a.message).cmp(&(&b.step, &b.rule, &b.message)));
+    violations.dedup();
+    Ok(Evaluation {
+        environment: env.name.clone(),
+        files,
+        disabled,
+        violations,
+        input,
+    })
+}
+
+/// The text report: one block per violation, then a summary line.
+pub fn render_text(e: &Evaluation) -> String {
+    let mut out = String::new();
+    for (name, at) in &e.disabled {
+        out.push_str(&format!(
+            "policy: default rule `{name}` is disabled for environment `{}` (cordon.toml {at})\n",
+            e.environment
+        ));
+    }
+    for v in &e.violations {
+        out.push_str(&format!(
+            "violation: [{}] step `{}`: {}\n",
+            v.rule,
+            v.step.as_deref().unwrap_or("-"),
+            v.message
+        ));
+        if let Some(fix) = &v.fix {
+            out.push_str(&format!("  fix: {fix}\n"));
+        }
+        if v.source != DEFAULT_PACK_NAME {
+            out.push_str(&format!("  rule from: {}\n", v.source));
+        } else if let Some(r) = DEFAULT_RULES.iter().find(|r| r.name == v.rule) {
+            out.push_str(&format!("  why: {}\n", r.reason));
+        }
+    }
+    if e.violations.is_empty() {
+        out.push_str(&format!(
+            "policy: no violations in environment `{}` ({} policy files)\n",
+            e.environment,
+            e.files.len()
+        ));
+    } else {
+        out.push_str(&format!(
+            "policy: {} violation{} in environment `{}`\n",
+            e.violations.len(),
+            if e.violations.len() == 1 { "" } else { "s" },
+            e.environment
+        ));
+    }
+    out
+}
+
+/// The JSON report: violations, files, disabled rules and the input.
+pub fn render_json(e: &Evaluation) -> Value {
+    json!({
+        "environment": e.environment,
+        "passed": e.violations.is_empty(),
+        "violations": e.violations,
+        "files": e.files,
+        "disabled_rules": e.disabled.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        "input": e.input,
+    })
+}
+
+/// A SARIF 2.1.0 log, so code-scanning UIs show the findings on the
+/// manifests. `manifests` maps step names to their manifest paths
+/// (relative to the repository root, as SARIF consumers expect).
+pub fn render_sarif(e: &Evaluation, manifests: &[(String, PathBuf)]) -> Value {
+    let mut rules: Vec<Value> = DEFAULT_RULES
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.name,
+                "name": r.name,
+                "shortDescription": {"text": r.reason},
+                "fullDescription": {"text": r.reason},
+                "defaultConfiguration": {"level": "error"},
+                "helpUri": "https://cordon.dev/docs/policy#default-rules",
+            })
+        })
+        .collect();
+    for v in &e.violations {
+        if !rules.iter().any(|r| r["id"] == v.rule.as_str()) {
+            rules.push(json!({
+                "id": v.rule,
+                "name": v.rule,
+                "shortDescription": {"text": format!("rule from {}", v.source)},
+                "defaultConfiguration": {"level": "error"},
+            }));
+        }
+    }
+    let results: Vec<Value> = e
+        .violations
+        .iter()
+        .map(|v| {
+            let uri = v
+                .step
+                .as_ref()
+                .and_then(|s| manifests.iter().find(|(n, _)| n == s))
+                .map(|(_, p)| p.display().to_string())
+                .unwrap_or_else(|| "cordon.toml".into());
+            let text = match &v.fix {
+                Some(f) => format!("{} (fix: {f})", v.message),
+                None => v.message.clone(),
+            };
+            json!({
+                "ruleId": v.rule,
+                "level": "error",
+                "message": {"text": text},
+                "locations": [{
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": uri},
+                        "region": {"startLine": 1},
+                    },
+                }],
+                "properties": {"step": v.step, "environment": e.environment, "policyFile": v.source},
+            })
+        })
+        .collect();
+    json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "cordon",
+                "version": env!("CARGO_PKG_VERSION"),
+                "informationUri": "https://cordon.dev/docs/policy",
+                "rules": rules,
+            }},
+            "results": results,
+        }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+
+    #[test]
+    fn the_rule_catalogue_and_the_default_pack_name_the_same_rules() {
+        let in_pack: std::collections::BTreeSet<&str> = DEFAULT_PACK
+            .split("\"rule\": \"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        let listed: std::collections::BTreeSet<&str> =
+            DEFAULT_RULES.iter().map(|r| r.name).collect();
+        assert_eq!(in_pack, listed);
+    }
+
+    use super::*;
+
+    fn env(protected: bool) -> EnvConfig {
+        let mut e = cordon_manifest::config::WorkspaceConfig::implicit(Path::new("."))
+            .envs
+            .remove("dev")
+            .unwrap();
+        e.protected = protected;
+        e
+    }
+
+    /// A step every default rule accepts, even in a protected environment.
+    fn clean_step() -> Value {
+        json!({
+            "name": "train",
+            "manifest": {"path": "steps/train.toml", "sha256": "00"},
+            "component": {"path": "train.wasm", "digest": "sha256:00"},
+            "args": [], "env": [],
+            "mounts": [
+                {"guest": "/in", "host": "/d/in", "access": "read", "purpose": "features", "classification": "restricted"},
+                {"guest": "/out", "host": "/d/out", "access": "write", "purpose": "model", "classification": "internal"},
+            ],
+            "secrets": [{"name": "k", "key": "k", "provider": "vault", "uses": ["hmac"]}],
+            "network": [],
+            "limits": {"fuel": 1, "memory": 1, "timeout_ms": 1, "output": 1, "stdout": 1,
+                       "explicit": ["fuel", "memory", "timeout", "output"]},
+            "cache": true, "clock": "fixed", "random": "seeded",
+            "approval": {"approved": true, "reviewers": ["ab"], "problems": []},
+        })
+    }
+
+    fn input_with(protected: bool, step: Value) -> Value {
+        json!({
+            "version": INPUT_VERSION,
+            "environment": {"name": "prod", "protected": protected, "break_glass": false, "secret_provider": "vault"},
+            "steps": [step],
+        })
+    }
+
+    fn rules_broken(protected: bool, step: Value) -> Vec<String> {
+        evaluate(&env(protected), input_with(protected, step))
+            .unwrap()
+            .violations
+            .into_iter()
+            .map(|v| v.rule)
+            .collect()
+    }
+
+    #[test]
+    fn a_clean_plan_passes_every_default_rule() {
+        assert_eq!(rules_broken(true, clean_step()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_default_rule_fails_its_plan() {
+        // (rule, protected environment, how to break it)
+        type Case = (&'static str, bool, Box<dyn Fn(&mut Value)>);
+        let cases: Vec<Case> = vec![
+            (
+                "mount-purpose",
+                false,
+                Box::new(|s| s["mounts"][0]["purpose"] = json!("  ")),
+            ),
+            (
+                "restricted-isolation",
+                false,
+                Box::new(|s| s["network"] = json!(["https://x/"])),
+            ),
+            (
+                "restricted-isolation",
+                false,
+                Box::new(|s| s["mounts"][1]["access"] = json!("read-write")),
+            ),
+            (
+                "protected-read-write",
+                true,
+                Box::new(|s| {
+                    s["mounts"][0]["classification"] = json!("internal");
+                    s["mounts"][1]["access"] = json!("read-write");
+                }),
+            ),
+            (
+                "protected-reveal",
+                true,
+                Box::new(|s| s["secrets"][0]["uses"] = json!(["reveal"])),
+            ),
+            (
+                "protected-reveal-egress",
+                true,
+                Box::new(|s| s["secrets"][0]["uses"] = json!(["reveal"])),
+            ),
+            (
+                "protected-env-provider",
+                true,
+                Box::new(|s| s["secrets"][0]["provider"] = json!("env")),
+            ),
+            (
+                "protected-approval",
+                true,
+                Box::new(
+                    |s| s["approval"] = json!({"approved": false, "reviewers": [], "problems": ["stale: the manifest changed after it was approved"]}),
+                ),
+            ),
+            (
+                "protected-explicit-limits",
+                true,
+                Box::new(|s| s["limits"]["explicit"] = json!(["fuel", "memory", "timeout"])),
+            ),
+        ];
+        for (rule, protected, change) in cases {
+            let mut step = clean_step();
+            change(&mut step);
+            let broken = rules_broken(protected, step.clone());
+            assert!(broken.contains(&rule.to_string()), "{rule}: {broken:?}");
+            // The protected-only rules hold outside protected environments.
+            if rule.starts_with("protected-") {
+                assert_eq!(rules_broken(false, step), Vec::<String>::new(), "{rule}");
+            }
+        }
+    }
+
+    #[test]
+    fn violations_say_which_step_why_and_how_to_fix() {
+        let mut step = clean_step();
+        step["approval"] =
+            json!({"approved": false, "reviewers": [], "problems": ["no approvals"]});
+        let e = evaluate(&env(true), input_with(true, step)).unwrap();
+        let v = &e.violations[0];
+        assert_eq!(v.step.as_deref(), Some("train"));
+        assert!(v.message.contains("(no approvals)"), "{v:?}");
+        assert!(
+            v.fix
+                .as_deref()
+                .unwrap()
+                .contains("cordon approve steps/train.toml"),
+            "{v:?}"
+        );
+        let text = render_text(&e);
+        assert!(
+            text.contains("violation: [protected-approval] step `train`"),
+            "{text}"
+        );
+        assert!(text.contains("  why: "), "{text}");
+    }
+
+    #[test]
+    fn user_rules_add_violations_and_disabled_rules_are_skipped_visibly() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("org.rego");
+        std::fs::write(
+            &f,
+            "package org.rules\n\ndeny contains v if {\n  some s in input.steps\n  count(s.args) > 0\n  v := {\"rule\": \"no-args\", \"step\": s.name, \"message\": \"no args allowed\"}\n}\n",
+        )
+        .unwrap();
+        let mut e = env(true);
+        e.policy.files.push(f.clone());
+        e.policy
+            .disable
+            .push(("protected-approval".into(), Default::default()));
+        let mut step = clean_step();
+        step["args"] = json!(["--x"]);
+        step["approval"] = json!({"approved": false, "reviewers": [], "problems": []});
+        let ev = evaluate(&e, input_with(true, step)).unwrap();
+        let rules: Vec<&str> = ev.violations.iter().map(|v| v.rule.as_str()).collect();
+        assert_eq!(rules, ["no-args"]);
+        assert_eq!(ev.violations[0].source, f.display().to_string());
+        assert_eq!(ev.files.len(), 2);
+        assert!(render_text(&ev).contains("default rule `protected-approval` is disabled"));
+        let d = ev.decision(Some("incident 42"));
+        assert_eq!(d.decision, "break-glass");
+        assert_eq!(d.disabled_rules, ["protected-approval"]);
+    }
+
+    #[test]
+    fn a_malformed_rego_file_is_an_error_with_its_line() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("bad.rego");
+        std::fs::write(&f, "package bad\n\ndeny contains v if {\n  v := \n}\n").unwrap();
+        let mut e = env(false);
+        e.policy.files.push(f.clone());
+        let err = evaluate(&e, input_with(false, clean_step()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&f.display().to_string()), "{err}");
+        assert!(err.contains(":4:") || err.contains(":5:"), "{err}");
+    }
+}

@@ -1,0 +1,209 @@
+//! The commit protocol of one step run, and its journal.
+//!
+//! A run's outputs become visible in this order, each step durable before
+//! the next begins:
+//!
+//! 1. **stage**: the step writes into staging directories; they are checked
+//!    (secrets, links, limits) and digested, and go into the content store;
+//! 2. **intent**: `<state>/journal/<run>.json` names every staged tree,
+//!    where it goes and its digest;
+//! 3. **record**: the record that names those outputs is written and
+//!    appended to the chain (signed, fsynced);
+//! 4. **cache**: the action-cache entry that points at that record;
+//! 5. **publish**: each staged tree is exchanged into place
+//!    (the engine's `outputs::publish_one`);
+//! 6. **done**: the intent is removed.
+//!
+//! So no output is ever visible without a chained record that names it,
+//! and no cache entry points at a run without one. Throughout, from before
+//! the inputs are hashed to the end of 5, the run holds its mount locks
+//! (the engine's `mount_locks`), so no other runner of the state directory
+//! publishes to its destinations or changes what it reads. A runner killed at any
+//! point leaves one of three states, which `cordon repair` finishes (and
+//! `cordon verify` reports until it has):
+//!
+//! - an intent and no record (killed in 2–3): nothing was published; the
+//!   staging is removed (**rolled back**);
+//! - an intent and its record (killed in 3–6): publication is completed
+//!   from the staged trees, or found already complete (**rolled forward**);
+//! - a staging directory without an intent, whose run no longer holds its
+//!   lock (killed while the step ran): removed.
+//!
+//! This module owns the journal's format: writing and reading intents and
+//! finding what a stopped runner left. Acting on it (`cordon repair`) is the
+//! engine's; this module never runs a step, never publishes and never sees
+//! a secret value.
+
+use cordon_core::fsutil;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The journal directory inside a state directory.
+pub const JOURNAL_DIR: &str = "journal";
+
+/// Largest journal file read back. An intent names a handful of mounts;
+/// anything larger was not written by a runner.
+const MAX_INTENT_BYTES: u64 = 1 << 20;
+
+/// One staged tree an intent will publish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StagedTree {
+    /// The guest path of the write mount.
+    pub guest: String,
+    /// The staging directory that holds it.
+    pub staged: PathBuf,
+    /// Where it is published.
+    pub dest: PathBuf,
+    /// Its tree digest (`sha256:<hex>`).
+    pub tree: String,
+}
+
+/// A run that is about to publish its outputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intent {
+    /// The run id (its record's file stem).
+    pub run: String,
+    /// The run's staging root, removed once the run is done.
+    pub staging: PathBuf,
+    /// Every tree to publish.
+    pub trees: Vec<StagedTree>,
+}
+
+fn journal_dir(state: &Path) -> PathBuf {
+    state.join(JOURNAL_DIR)
+}
+
+fn intent_path(state: &Path, run: &str) -> PathBuf {
+    journal_dir(state).join(format!("{run}.json"))
+}
+
+/// Step 2: writes the intent durably (temporary file, fsync, rename, fsync
+/// of the directory).
+pub fn begin(state: &Path, intent: &Intent) -> io::Result<()> {
+    fsutil::create_private_dir(&journal_dir(state))?;
+    let bytes = serde_json::to_vec_pretty(intent).map_err(io::Error::other)?;
+    fsutil::write_atomic(&intent_path(state, &intent.run), &bytes)
+}
+
+/// Step 6: the run is done; its intent goes.
+pub fn finish(state: &Path, run: &str) -> io::Result<()> {
+    match std::fs::remove_file(intent_path(state, run)) {
+        Ok(()) => fsutil::sync_dir(&journal_dir(state)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every intent in the journal, with the ones that cannot be read named
+/// by their file (a damaged intent is reported, never guessed at).
+pub fn pending(state: &Path) -> io::Result<(Vec<Intent>, Vec<PathBuf>)> {
+    let mut intents = Vec::new();
+    let mut damaged = Vec::new();
+    let dir = journal_dir(state);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((intents, damaged)),
+        Err(e) => return Err(e),
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    paths.sort();
+    for p in paths {
+        match fsutil::read_regular_to_string(&p, MAX_INTENT_BYTES)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Intent>(&t).ok())
+            .filter(|i| p.file_stem().is_some_and(|s| s.to_string_lossy() == i.run))
+        {
+            Some(i) => intents.push(i),
+            None => damaged.push(p),
+        }
+    }
+    Ok((intents, damaged))
+}
+
+/// The intents of runs that are no longer running (a live run's intent is
+/// its commit in progress, not an interruption), and damaged intent files.
+pub fn unfinished(state: &Path) -> io::Result<(Vec<Intent>, Vec<PathBuf>)> {
+    let (intents, damaged) = pending(state)?;
+    Ok((
+        intents
+            .into_iter()
+            .filter(|i| !is_live(&i.staging))
+            .collect(),
+        damaged,
+    ))
+}
+
+/// Staging roots of runs that were stopped while their step ran: no live
+/// run holds them and no intent names them. Their run left no record (it
+/// never reached its commit); `cordon repair` removes them.
+pub fn stopped_runs(state: &Path) -> io::Result<Vec<PathBuf>> {
+    let (intents, _) = pending(state)?;
+    let named: Vec<&PathBuf> = intents.iter().map(|i| &i.staging).collect();
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(state.join("staging")) {
+        for e in entries.filter_map(|e| e.ok()) {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) && !named.contains(&&p) && !is_live(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The lock a live run holds on its staging root, so that `cordon repair`
+/// never removes the staging of a run that is still going. Dropping it
+/// removes the lock file.
+#[derive(Debug)]
+pub struct StagingLock {
+    path: PathBuf,
+    _file: File,
+}
+
+impl Drop for StagingLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Takes the lock of the staging root `root` (created if needed).
+pub fn lock_staging(root: &Path) -> io::Result<StagingLock> {
+    fsutil::create_private_dir(root)?;
+    let path = lock_path(root);
+    let f = File::create(&path)?;
+    f.lock()?;
+    Ok(StagingLock { path, _file: f })
+}
+
+/// The lock file of the staging root `root`.
+pub fn lock_path(root: &Path) -> PathBuf {
+    let mut name = root.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Whether a live run holds `root`'s lock.
+/// Fails safe: only a lock file that is absent, or that opens and locks,
+/// says the run is gone; anything else counts as live and is left alone.
+pub fn is_live(root: &Path) -> bool {
+    match File::open(lock_path(root)) {
+        Ok(f) => match f.try_lock() {
+            Ok(()) => false,
+            Err(std::fs::TryLockError::WouldBlock) => true,
+            Err(std::fs::TryLockError::Error(_)) => true,
+        },
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
+    }
+}

@@ -1,0 +1,397 @@
+//! Execution records: what ran, on what, with which grants, what came out.
+//!
+//! One JSON document per step run, written once under
+//! `<state>/records/<run-id>.json` and never overwritten (`chain::seal`
+//! writes it, links it into the hash chain and signs its statement). The
+//! record holds names, digests and counts; it never sees a secret value
+//! (stdout and stderr digests are of the redacted streams).
+//!
+//! `attest` turns the stored bytes into an in-toto statement: subjects are
+//! the output files, dependencies the component, manifest and input files.
+
+use crate::run::{
+    Decision, NetworkCall, OmittedCalls, Report, SecretAudit, StreamSummary, Termination, Usage,
+};
+use cordon_core::digest::Entry;
+use cordon_core::redact::Redact;
+use cordon_manifest::manifest::{
+    Access, Classification, ClockMode, Limits, RandomMode, Sha256Digest,
+};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Format identifier of the record document.
+pub const RECORD_FORMAT: &str = "cordon.step-record/v1";
+
+/// A tree digest as the record stores it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TreeRecord {
+    /// Tree digest (see `digest`).
+    pub sha256: Sha256Digest,
+    /// Regular files.
+    pub files: u64,
+    /// Bytes of regular files.
+    pub bytes: u64,
+    /// Every entry with its digest: inputs and outputs alike, so the
+    /// statement can name every input file as a dependency and every output
+    /// file as a subject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entries: Option<Vec<Entry>>,
+}
+
+/// A mount as the record stores it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MountRecord {
+    /// Guest path.
+    pub guest: String,
+    /// Host path.
+    pub host: PathBuf,
+    /// Access; `read-write` mounts were changed in place, not staged.
+    pub access: Access,
+    /// Why the step needed it.
+    pub purpose: String,
+    /// Data classification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
+    /// Tree before the run (read and read-write mounts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<TreeRecord>,
+    /// Tree after the run (write and read-write mounts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<TreeRecord>,
+}
+
+/// What happened to the step's outputs.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Publication {
+    /// Outputs were published to their host paths.
+    Published,
+    /// Nothing was published; the partial output is kept at `kept_at`.
+    Withheld {
+        /// Why.
+        reason: String,
+        /// Where the partial output is, for inspection.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        kept_at: Option<PathBuf>,
+        /// For an output the check refused (a secret value in a name or in
+        /// contents, or something it could not read): its listing, names
+        /// redacted, sizes and digests, kept instead of its bytes.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        listing: Option<PathBuf>,
+    },
+    /// The step has no write mounts.
+    NoOutputs,
+}
+
+impl Publication {
+    /// Nothing published because the runner itself failed after the step
+    /// ran (`what` says how): the record of such a run says so.
+    pub fn runner_failure(what: &str) -> Publication {
+        Publication::Withheld {
+            reason: format!("runner failure: {what}"),
+            kept_at: None,
+            listing: None,
+        }
+    }
+}
+
+/// The action cache's part of a record.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct CacheInfo {
+    /// The action key (absent for steps that are never cached).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Whether the outputs were served from the cache instead of running.
+    pub hit: bool,
+    /// For a hit: the run that produced the outputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_run: Option<String>,
+    /// Why the step is never cached, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uncacheable: Option<String>,
+}
+
+/// The runner that produced a record.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunnerInfo {
+    /// `cordon`.
+    pub name: String,
+    /// Runner version.
+    pub version: String,
+    /// Sandbox semantics: engine and WASI version.
+    pub sandbox: String,
+}
+
+impl Default for RunnerInfo {
+    fn default() -> Self {
+        RunnerInfo {
+            name: "cordon".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            sandbox: "wasmtime-48 wasi-p2".into(),
+        }
+    }
+}
+
+/// A file reference with its digest.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FileRef {
+    /// Path on the host.
+    pub path: PathBuf,
+    /// Content digest.
+    pub sha256: Sha256Digest,
+}
+
+/// What the step saw of time and randomness, so that it can be run again
+/// in the same world.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Reproducibility {
+    /// Whether re-running the step with the same inputs is expected to give
+    /// the same outputs: false when the manifest opted out of the fixed
+    /// clock or the seeded randomness.
+    pub reproducible: bool,
+    /// The wall clock the step saw.
+    pub clock: ClockMode,
+    /// The instant a fixed wall clock showed, in seconds since the Unix
+    /// epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_clock_unix_s: Option<u64>,
+    /// The randomness the step saw.
+    pub random: RandomMode,
+    /// The seed of the step's random streams (64 hex characters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
+    /// Whether the engine canonicalized NaNs: true unless the manifest says
+    /// `floats = "native"`, in which case NaN bit patterns are the CPU's
+    /// and a re-execution is bit for bit only on the same CPU architecture.
+    #[serde(default = "canonical_by_default")]
+    pub nan_canonicalization: bool,
+}
+
+/// Records written before the float setting existed always canonicalized.
+fn canonical_by_default() -> bool {
+    true
+}
+
+/// What a record without reproducibility facts (written before they were
+/// recorded) is read as: not reproducible, nothing fixed.
+impl Default for Reproducibility {
+    fn default() -> Self {
+        Reproducibility {
+            reproducible: false,
+            clock: ClockMode::Real,
+            fixed_clock_unix_s: None,
+            random: RandomMode::Real,
+            seed: None,
+            nan_canonicalization: true,
+        }
+    }
+}
+
+/// The record's place in the state directory's hash chain (see `chain`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ChainLink {
+    /// 1 for the first record of the state directory.
+    pub sequence: u64,
+    /// Digest of the previous log entry (all zeros for the first).
+    pub previous: Sha256Digest,
+}
+
+/// One step run.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StepRecord {
+    /// [`RECORD_FORMAT`].
+    pub format: String,
+    /// Unique id of this run.
+    pub run_id: String,
+    /// Step name.
+    pub step: String,
+    /// The environment the step ran in.
+    pub environment: String,
+    /// Runner identity.
+    pub runner: RunnerInfo,
+    /// The manifest that granted the run.
+    pub manifest: FileRef,
+    /// The component that ran.
+    pub component: FileRef,
+    /// Whether the compiled component came from the cache.
+    #[serde(default)]
+    pub compiled_from_cache: bool,
+    /// argv.
+    pub args: Vec<String>,
+    /// The environment the step saw.
+    pub env: BTreeMap<String, String>,
+    /// Mounts with their tree digests.
+    pub mounts: Vec<MountRecord>,
+    /// Granted secrets: provider, version, uses (never values).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretAudit>,
+    /// Secret names the step asked for that were not granted.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub secrets_not_granted: BTreeMap<String, u64>,
+    /// Every HTTP request the step made or tried to make: method, URL
+    /// (query values redacted), outcome, status, bytes and sha256 of both
+    /// bodies, duration, and the secrets attached.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub network: Vec<NetworkCall>,
+    /// Calls past the number a record lists, counted by outcome.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub network_omitted: Option<OmittedCalls>,
+    /// Limits granted.
+    pub limits: Limits,
+    /// Resources used.
+    #[serde(default)]
+    pub usage: Usage,
+    /// The step's stdout.
+    pub stdout: StreamSummary,
+    /// The step's stderr.
+    pub stderr: StreamSummary,
+    /// Facts the step reported.
+    #[serde(default)]
+    pub report: Report,
+    /// How the step ended.
+    pub termination: Termination,
+    /// Whether the run succeeded (exit 0 and outputs acceptable).
+    pub success: bool,
+    /// What happened to the outputs.
+    pub outputs: Publication,
+    /// The action cache's view of this run.
+    #[serde(default)]
+    pub cache: CacheInfo,
+    /// RFC 3339 start time.
+    pub started_at: String,
+    /// RFC 3339 end time.
+    pub finished_at: String,
+    /// Clock, randomness and float semantics the step ran with.
+    #[serde(default)]
+    pub reproducibility: Reproducibility,
+    /// The policy that let the run go ahead: files by digest, disabled
+    /// rules, and the decision (`allow`, or `break-glass` with the
+    /// justification and every violation overridden).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Decision>,
+    /// Place in the hash chain; set when the record is appended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainLink>,
+    /// The key that signs the record's statement and where it is held
+    /// (its keyid, `local-store`, `vault-transit` with the Transit key's
+    /// name and version, or `file`); set when the record is sealed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<crate::attest::SignedBy>,
+}
+
+impl StepRecord {
+    /// The canonical bytes of the record (pretty JSON, stable field order).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("records serialize");
+        v.push(b'\n');
+        v
+    }
+
+    /// Replaces every secret value in the strings that can carry one — the
+    /// ones a step or a manifest author chose: arguments, environment
+    /// values, metric names, annotations, names asked for but not granted,
+    /// trap messages, refusal reasons, network URLs and reasons — as
+    /// *values*, before anything is serialized. Digests, paths the plan
+    /// resolved and counts are left alone: redacting serialized text would
+    /// let a value with `"` or `\` survive JSON escaping, and a short value
+    /// (`0000`) would rewrite digests and break the document.
+    pub fn redact_values(&mut self, r: &dyn Redact) {
+        if r.is_empty() {
+            return;
+        }
+        for a in &mut self.args {
+            *a = r.redact_str(a);
+        }
+        for v in self.env.values_mut() {
+            *v = r.redact_str(v);
+        }
+        let rekey = |m: &mut BTreeMap<String, u64>| {
+            *m = std::mem::take(m)
+                .into_iter()
+                .map(|(k, v)| (r.redact_str(&k), v))
+                .collect();
+        };
+        rekey(&mut self.secrets_not_granted);
+        self.report.metrics = std::mem::take(&mut self.report.metrics)
+            .into_iter()
+            .map(|(k, v)| (r.redact_str(&k), v))
+            .collect();
+        self.report.annotations = std::mem::take(&mut self.report.annotations)
+            .into_iter()
+            .map(|(k, v)| (r.redact_str(&k), r.redact_str(&v)))
+            .collect();
+        self.termination.redact(r);
+        for c in &mut self.network {
+            c.url = r.redact_str(&c.url);
+            if let Some(reason) = &mut c.reason {
+                *reason = r.redact_str(reason);
+            }
+        }
+        if let Publication::Withheld { reason, .. } = &mut self.outputs {
+            *reason = r.redact_str(reason);
+        }
+    }
+}
+
+/// Format identifier of a repair record.
+pub const REPAIR_FORMAT: &str = "cordon.repair-record/v1";
+
+/// What one `cordon repair` did to a state directory, chained like a step
+/// record so that completing or rolling back a run is as visible as the run.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairRecord {
+    /// [`REPAIR_FORMAT`].
+    pub format: String,
+    /// Its id in the chain (`<time>-repair-<random>`).
+    pub run_id: String,
+    /// The environment whose key signs it.
+    pub environment: String,
+    /// The runner that repaired.
+    pub runner: RunnerInfo,
+    /// RFC 3339 time of the repair.
+    pub repaired_at: String,
+    /// Each thing done, as `cordon repair` printed it.
+    pub actions: Vec<String>,
+    /// Place in the hash chain; set when it is appended.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub chain: Option<ChainLink>,
+    /// The key that signs it; set when it is appended.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub signed_by: Option<crate::attest::SignedBy>,
+}
+
+impl RepairRecord {
+    /// A record of `actions`, for `environment`, not yet chained.
+    pub fn new(environment: &str, actions: Vec<String>) -> RepairRecord {
+        RepairRecord {
+            format: REPAIR_FORMAT.into(),
+            run_id: new_run_id("repair"),
+            environment: environment.into(),
+            runner: RunnerInfo::default(),
+            repaired_at: now_rfc3339(),
+            actions,
+            chain: None,
+            signed_by: None,
+        }
+    }
+
+    /// The canonical bytes (pretty JSON, newline-terminated).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("records serialize");
+        v.push(b'\n');
+        v
+    }
+}
+
+/// Whether the record bytes are a repair record (read by its `format`).
+pub fn is_repair_record(bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Format {
+        format: String,
+    }
+    serde_json::from_slice::<Format>(bytes).is_ok_and(|f| f.format == REPAIR_FORMAT)
+}
+
+pub use cordon_core::clock::{new_run_id, now_rfc3339};

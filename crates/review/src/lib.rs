@@ -1,0 +1,15 @@
+//! For reviewers: [`audit`] says in plain language what each step may do,
+//! with risk flags; [`capdiff`] lists every capability change between two
+//! versions of a manifest or pipeline, escalations first; [`inspect`] reads
+//! what a component imports and exports; [`review`] holds their shared
+//! wording and escaping.
+//!
+//! Review reads manifests, configurations and components; it must never run
+//! a step, open a secret store or write anything.
+
+#![deny(unsafe_code)]
+
+pub mod audit;
+pub mod capdiff;
+pub mod inspect;
+pub mod review;

@@ -1,0 +1,356 @@
+//! The step's stdout and stderr: streamed to the user with the step name as
+//! prefix, sanitized, redacted, captured up to a cap for the record, hashed.
+//!
+//! Every byte goes through [`StreamSanitizer`] first (escape sequences
+//! removed, other controls written visibly), then through the
+//! [`Redactor`], so a step can neither draw on the runner's terminal nor
+//! split a secret value with escapes to get it past redaction; the capture
+//! file, the terminal and the record's digest all see the same sanitized,
+//! redacted bytes.
+//!
+//! Nothing here buffers without bound. Bytes beyond the cap are counted and
+//! dropped, not stored; a partial line is held back only up to
+//! [`MAX_LINE`] bytes (plus [`Redactor::longest`], so a value split across
+//! two writes is still redacted). A complete line is held back too when its
+//! end could be the start of an encoded value that the next line continues
+//! (base64 wrapped over lines): it is shown once the next line rules that
+//! out, or when the step ends.
+
+use bytes::Bytes;
+use cordon_core::sanitize::StreamSanitizer;
+use cordon_manifest::manifest::Sha256Digest;
+use cordon_secrets::Redactor;
+use sha2::{Digest as _, Sha256};
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi_io::poll::Pollable;
+use wasmtime_wasi_io::streams::{OutputStream, StreamError};
+
+/// Longest partial line held back before it is emitted without a newline.
+/// Bounds the memory a step that never prints `\n` can make us hold.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Most bytes one `write` may hand us; WASI streams ask before writing.
+const WRITE_BUDGET: usize = 64 * 1024;
+
+/// Where a stream's lines go besides the capture file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// The runner's own stdout.
+    Stdout,
+    /// The runner's own stderr.
+    Stderr,
+    /// Nowhere (quiet runs, benchmarks).
+    None,
+}
+
+pub use cordon_record::run::StreamSummary;
+
+struct Inner {
+    prefix: String,
+    forward: Forward,
+    redactor: Redactor,
+    sanitizer: StreamSanitizer,
+    pending: Vec<u8>,
+    file: Option<File>,
+    log: Option<PathBuf>,
+    cap: u64,
+    captured: u64,
+    total: u64,
+    hasher: Sha256,
+    truncated: bool,
+    redacted: bool,
+}
+
+/// One captured stream, shared by every handle the guest opens to it.
+#[derive(Clone)]
+pub struct Capture(Arc<Mutex<Inner>>);
+
+impl Capture {
+    /// A stream labelled `prefix`, forwarded to `forward`, captured into
+    /// `log` (when given) up to `cap` bytes.
+    pub fn new(
+        prefix: String,
+        forward: Forward,
+        redactor: Redactor,
+        log: Option<PathBuf>,
+        cap: u64,
+    ) -> std::io::Result<Self> {
+        let file = match &log {
+            Some(p) => Some(File::create(p)?),
+            None => None,
+        };
+        Ok(Capture(Arc::new(Mutex::new(Inner {
+            prefix,
+            forward,
+            redactor,
+            sanitizer: StreamSanitizer::new(),
+            pending: Vec::new(),
+            file,
+            log,
+            cap,
+            captured: 0,
+            total: 0,
+            hasher: Sha256::new(),
+            truncated: false,
+            redacted: false,
+        }))))
+    }
+
+    /// Takes bytes the guest wrote.
+    pub fn push(&self, data: &[u8]) {
+        let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        inner.push(data);
+    }
+
+    /// Emits whatever is held back and returns the summary.
+    pub fn finish(&self) -> StreamSummary {
+        let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Inner {
+            sanitizer, pending, ..
+        } = &mut *inner;
+        sanitizer.finish(pending);
+        let rest = std::mem::take(&mut inner.pending);
+        if !rest.is_empty() {
+            inner.emit(&rest);
+        }
+        if let Some(f) = inner.file.as_mut() {
+            let _ = f.flush();
+        }
+        StreamSummary {
+            sha256: Sha256Digest::from_bytes(inner.hasher.clone().finalize().into()),
+            bytes_written: inner.total,
+            bytes_captured: inner.captured,
+            truncated: inner.truncated,
+            redacted: inner.redacted,
+            escaped: inner.sanitizer.changed(),
+            log: inner.log.clone(),
+        }
+    }
+}
+
+impl Inner {
+    fn push(&mut self, data: &[u8]) {
+        self.total += data.len() as u64;
+        if self.truncated {
+            return;
+        }
+        self.sanitizer.push(data, &mut self.pending);
+        // Emit complete lines; hold back a partial line, but never more than
+        // MAX_LINE bytes of it.
+        let want = match self.pending.iter().rposition(|b| *b == b'\n') {
+            Some(i) => i + 1,
+            None if self.pending.len() > MAX_LINE => {
+                self.pending.len() - self.redactor.longest().saturating_sub(1)
+            }
+            None => 0,
+        };
+        let mut cut = self.redactor.safe_cut(&self.pending, want);
+        if cut < want && self.pending.len() <= MAX_LINE {
+            // What may be the start of a value (a PEM line that the next
+            // line continues) is held back with its whole line, so the
+            // terminal never shows a line cut in two.
+            cut = self.pending[..cut]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
+        }
+        if cut > 0 {
+            let chunk: Vec<u8> = self.pending.drain(..cut).collect();
+            self.emit(&chunk);
+        }
+    }
+
+    fn emit(&mut self, raw: &[u8]) {
+        let red = self.redactor.redact(raw);
+        if red.len() != raw.len() || *red != *raw {
+            self.redacted = true;
+        }
+        let room = self.cap.saturating_sub(self.captured) as usize;
+        let take = room.min(red.len());
+        let kept = &red[..take];
+        self.hasher.update(kept);
+        self.captured += take as u64;
+        if let Some(f) = self.file.as_mut() {
+            let _ = f.write_all(kept);
+        }
+        if self.forward != Forward::None && !kept.is_empty() {
+            let mut text = String::new();
+            for line in String::from_utf8_lossy(kept).split_inclusive('\n') {
+                text.push_str(&self.prefix);
+                text.push_str(line);
+            }
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            match self.forward {
+                Forward::Stdout => {
+                    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+                }
+                Forward::Stderr => {
+                    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+                }
+                Forward::None => {}
+            }
+        }
+        if take < red.len() {
+            self.truncated = true;
+            self.pending.clear();
+            if self.forward != Forward::None {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{}[cordon] output cut at {} bytes (limit); the rest is counted, not kept",
+                    self.prefix,
+                    self.cap
+                );
+            }
+        }
+    }
+}
+
+/// The handle the guest writes through.
+struct CaptureStream(Capture);
+
+#[async_trait::async_trait]
+impl Pollable for CaptureStream {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for CaptureStream {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.0.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(WRITE_BUDGET)
+    }
+}
+
+impl tokio::io::AsyncWrite for CaptureStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.0.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl IsTerminal for Capture {
+    fn is_terminal(&self) -> bool {
+        // The guest never learns whether the runner has a terminal.
+        false
+    }
+}
+
+impl StdoutStream for Capture {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(CaptureStream(self.clone()))
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(CaptureStream(self.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cordon_secrets::{ResolvedSecret, SecretValue};
+
+    fn redactor(value: &str) -> Redactor {
+        Redactor::new(&[ResolvedSecret {
+            name: "tok".into(),
+            uses: Default::default(),
+            provider: "env",
+            version: None,
+            credential: None,
+            value: SecretValue::new(value.as_bytes().to_vec()),
+        }])
+    }
+
+    #[test]
+    fn caps_without_buffering_and_counts_everything() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("out.log");
+        let c = Capture::new(
+            "[s] ".into(),
+            Forward::None,
+            Redactor::default(),
+            Some(log.clone()),
+            10,
+        )
+        .unwrap();
+        for _ in 0..1000 {
+            c.push(b"0123456789\n");
+        }
+        let s = c.finish();
+        assert_eq!(s.bytes_written, 11_000);
+        assert_eq!(s.bytes_captured, 10);
+        assert!(s.truncated);
+        assert_eq!(std::fs::read(&log).unwrap(), b"0123456789");
+    }
+
+    #[test]
+    fn redacts_values_split_across_writes() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("out.log");
+        let c = Capture::new(
+            String::new(),
+            Forward::None,
+            redactor("s3cr3t-v4lue"),
+            Some(log.clone()),
+            1 << 20,
+        )
+        .unwrap();
+        c.push(b"token=s3cr");
+        c.push(b"3t-v4");
+        c.push(b"lue done\nno newline s3cr3t-");
+        c.push(b"v4lue");
+        let s = c.finish();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert_eq!(text, "token=[REDACTED:tok] done\nno newline [REDACTED:tok]");
+        assert!(s.redacted);
+    }
+
+    #[test]
+    fn long_lines_are_flushed_but_redaction_holds() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("out.log");
+        let c = Capture::new(
+            String::new(),
+            Forward::None,
+            redactor("XYZSECRET"),
+            Some(log.clone()),
+            1 << 30,
+        )
+        .unwrap();
+        let mut big = vec![b'a'; MAX_LINE + 3];
+        big.extend_from_slice(b"XYZS");
+        c.push(&big);
+        c.push(b"ECRET");
+        c.finish();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains("XYZSECRET") && text.ends_with("[REDACTED:tok]"));
+    }
+}
