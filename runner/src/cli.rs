@@ -5,6 +5,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use cordon_core::digest::HashIndex;
+use cordon_core::locations::StateDir;
 use cordon_core::sanitize::{escape_for_terminal, escape_lines};
 use cordon_engine::exec::{RunOptions, run_step};
 use cordon_engine::scheduler::{PipelineOptions, run_pipeline};
@@ -147,7 +148,7 @@ enum Command {
         #[arg(long)]
         run: String,
         /// State directory holding the run's record [default: .cordon].
-        #[arg(long, value_name = "DIR", default_value = ".cordon")]
+        #[arg(long, value_name = "DIR", default_value = cordon_core::locations::STATE_DIR_NAME)]
         state: PathBuf,
         /// The workspace file [default: the nearest cordon.toml above the
         /// state directory, else above the current directory].
@@ -741,19 +742,29 @@ fn load_component(
             plan.network.is_some(),
             plan.floats,
         )
-        .map_err(|e| match e {
-            SandboxError::InvalidComponent(msg) => {
-                let at = manifest.component_at;
-                bad_input(anyhow::anyhow!(
-                    "{}:{}:{}: component {}: {msg}",
-                    manifest.path.display(),
-                    at.line,
-                    at.column,
-                    plan.component_path.display()
-                ))
-            }
-            other => runner_fault(other),
-        })
+        .map_err(|e| component_error(e, plan, manifest))
+}
+
+/// A component that cannot be loaded: an invalid one is the manifest's
+/// problem (named at its `component` key); anything else is the runner's.
+fn component_error(
+    e: SandboxError,
+    plan: &cordon_manifest::plan::StepPlan,
+    manifest: &Manifest,
+) -> Failure {
+    match e {
+        SandboxError::InvalidComponent(msg) => {
+            let at = manifest.component_at;
+            bad_input(anyhow::anyhow!(
+                "{}:{}:{}: component {}: {msg}",
+                manifest.path.display(),
+                at.line,
+                at.column,
+                plan.component_path.display()
+            ))
+        }
+        other => runner_fault(other),
+    }
 }
 
 fn run_step_cmd(
@@ -767,10 +778,7 @@ fn run_step_cmd(
     let workspace =
         WorkspaceConfig::discover(at.config.as_deref(), &manifest.dir).map_err(bad_input)?;
     let env = workspace.env(&at.env).map_err(bad_input)?;
-    let state_dir = at
-        .state
-        .clone()
-        .unwrap_or_else(|| manifest.dir.join(".cordon"));
+    let state_dir = StateDir::resolve(at.state.clone(), &manifest.dir).into_path();
     let ctx = PlanContext {
         env,
         workspace_dir: &workspace.dir,
@@ -789,9 +797,11 @@ fn run_step_cmd(
     // Every granted secret is read now, before anything runs; a vault
     // session ends when `resolution` does (finish below, or drop on any
     // early return).
-    let mut resolution = cordon_secrets::resolve(env, &plan.secrets).map_err(bad_input)?;
-    let secrets = std::mem::take(&mut resolution.secrets);
-    cordon_secrets::refuse_short_values(&env.name, &secrets).map_err(bad_input)?;
+    let cordon_secrets::StepSecrets {
+        mut resolution,
+        steps,
+    } = cordon_secrets::resolve_steps(env, &[&plan.secrets]).map_err(bad_input)?;
+    let secrets = steps.into_iter().next().unwrap_or_default();
     let sandbox = sandbox_for(&plan.state_dir)?;
     let component = load_component(&sandbox, &plan, &manifest)?;
     warn_unsigned(env, &signer);
@@ -894,10 +904,7 @@ fn plan_pipeline(
     let workspace =
         WorkspaceConfig::discover(at.config.as_deref(), &pipeline.dir).map_err(bad_input)?;
     let env = workspace.env(&at.env).map_err(bad_input)?;
-    let state_dir = at
-        .state
-        .clone()
-        .unwrap_or_else(|| pipeline.dir.join(".cordon"));
+    let state_dir = StateDir::resolve(at.state.clone(), &pipeline.dir).into_path();
     let ctx = PlanContext {
         env,
         workspace_dir: &workspace.dir,
@@ -935,62 +942,17 @@ fn run_pipeline_cmd(
     let (plan, manifests, env) = plan_pipeline(file, at)?;
     let signer = signer_for(&env, &dir_of(file))?;
     let policy = policy_gate(&env, &manifests, &plan.steps, &plan.cacheable, break_glass)?;
-    // One provider session for the whole pipeline: the union of the grants
-    // is read once, before any step runs; each step then gets exactly its
-    // own grants (names and uses) with those values.
-    let mut union: Vec<cordon_manifest::manifest::SecretGrant> = Vec::new();
-    for p in &plan.steps {
-        for g in &p.secrets {
-            if !union.iter().any(|u| u.name == g.name) {
-                union.push(g.clone());
-            }
-        }
-    }
-    let mut resolution = cordon_secrets::resolve(&env, &union).map_err(bad_input)?;
-    let values = std::mem::take(&mut resolution.secrets);
-    let secrets: Vec<Vec<cordon_secrets::ResolvedSecret>> = plan
-        .steps
-        .iter()
-        .map(|p| {
-            p.secrets
-                .iter()
-                .filter_map(|g| {
-                    values.iter().find(|v| v.name == g.name).map(|v| {
-                        cordon_secrets::ResolvedSecret {
-                            uses: g.uses.clone(),
-                            ..v.clone()
-                        }
-                    })
-                })
-                .collect()
-        })
-        .collect();
-    for step in &secrets {
-        cordon_secrets::refuse_short_values(&env.name, step).map_err(bad_input)?;
-    }
+    // One provider session for the whole pipeline (see `resolve_steps`).
+    let grants: Vec<&[cordon_manifest::manifest::SecretGrant]> =
+        plan.steps.iter().map(|p| p.secrets.as_slice()).collect();
+    let cordon_secrets::StepSecrets {
+        mut resolution,
+        steps: secrets,
+    } = cordon_secrets::resolve_steps(&env, &grants).map_err(bad_input)?;
     let state_dir = plan.steps[0].state_dir.clone();
     let sandbox = sandbox_for(&state_dir)?;
-    // One load (compiled-cache read and pre-instantiation) per distinct
-    // component and linking, however many steps run it.
-    let mut components: Vec<StepComponent> = Vec::new();
-    let mut loaded: std::collections::HashMap<
-        (
-            cordon_manifest::manifest::Sha256Digest,
-            bool,
-            cordon_manifest::manifest::FloatMode,
-        ),
-        StepComponent,
-    > = Default::default();
-    for (p, m) in plan.steps.iter().zip(&manifests) {
-        let key = (p.component_digest.clone(), p.network.is_some(), p.floats);
-        let c = match loaded.entry(key) {
-            std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(load_component(&sandbox, p, m)?).clone()
-            }
-        };
-        components.push(c);
-    }
+    let components = cordon_engine::scheduler::load_components(&sandbox, &plan.steps)
+        .map_err(|(i, e)| component_error(e, &plan.steps[i], &manifests[i]))?;
     let live = !quiet && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
     warn_unsigned(&env, &signer);
     let opts = PipelineOptions {
@@ -1119,7 +1081,7 @@ fn verify(
             (state, Scope::Run(id))
         }
         (None, scope) => (
-            state.unwrap_or_else(|| PathBuf::from(".cordon")),
+            StateDir::resolve_here(state).into_path(),
             scope.unwrap_or(Scope::All),
         ),
     };
@@ -1209,7 +1171,7 @@ fn repair_cmd(
     env: &str,
     config: Option<&Path>,
 ) -> Result<u8, Failure> {
-    let state = state.unwrap_or_else(|| PathBuf::from(".cordon"));
+    let state = StateDir::resolve_here(state).into_path();
     if !state.is_dir() {
         return Err(bad_input(anyhow::anyhow!(
             "{} is not a state directory; name one with --state",
@@ -1271,7 +1233,7 @@ fn repair_cmd(
 }
 
 fn records_head(env: &str, state: Option<PathBuf>, config: Option<&Path>) -> Result<u8, Failure> {
-    let state = state.unwrap_or_else(|| PathBuf::from(".cordon"));
+    let state = StateDir::resolve_here(state).into_path();
     let workspace = verify_workspace(config, &state)?;
     let env_config = workspace.env(env).map_err(bad_input)?;
     let key = cordon_engine::keys::record_signer(env_config, &workspace.dir)
@@ -1318,10 +1280,7 @@ fn plan_any(
         let workspace =
             WorkspaceConfig::discover(at.config.as_deref(), &manifest.dir).map_err(bad_input)?;
         let env = workspace.env(&at.env).map_err(bad_input)?;
-        let state_dir = at
-            .state
-            .clone()
-            .unwrap_or_else(|| dir_of(file).join(".cordon"));
+        let state_dir = StateDir::resolve(at.state.clone(), &dir_of(file)).into_path();
         let ctx = PlanContext {
             env,
             workspace_dir: &workspace.dir,
@@ -1448,59 +1407,29 @@ fn policy_gate(
     cacheable: &[bool],
     break_glass: Option<&str>,
 ) -> Result<Arc<cordon_policy::policy::Decision>, Failure> {
-    let justification = break_glass.map(str::trim);
-    if justification == Some("") {
-        return Err(bad_input(anyhow::anyhow!(
-            "--break-glass needs a justification: --break-glass \"why this run cannot wait for a fix\""
-        )));
-    }
+    let justification = cordon_policy::gate::justification(break_glass).map_err(bad_input)?;
     let evaluation = evaluate_policy(env, manifests, plans, cacheable)?;
-    for (name, at) in &evaluation.disabled {
-        say!(
-            "cordon: policy: default rule `{name}` is disabled for environment `{}` (cordon.toml {at})",
-            env.name
-        );
-    }
-    if evaluation.violations.is_empty() {
-        if break_glass.is_some() {
-            say!("cordon: policy: no violations; --break-glass is not needed and is not recorded");
+    match cordon_policy::gate::gate(env, &evaluation, justification) {
+        Ok(gate) => {
+            for n in &gate.notices {
+                say!("cordon: {n}");
+            }
+            if let Some(report) = &gate.report {
+                say_raw!("{report}");
+            }
+            for n in &gate.after_report {
+                say!("cordon: {n}");
+            }
+            Ok(Arc::new(gate.decision))
         }
-        return Ok(Arc::new(evaluation.decision(None)));
-    }
-    let report = cordon_policy::policy::render_text(&evaluation);
-    let n = evaluation.violations.len();
-    match justification {
-        None => {
-            say_raw!("{report}");
-            Err(bad_input(anyhow::anyhow!(
-                "policy refused the run ({n} violation{}); nothing ran\n  fix: change the manifests as each violation says{}",
-                if n == 1 { "" } else { "s" },
-                if env.policy.break_glass {
-                    ", or in an emergency run with --break-glass \"justification\" (recorded)"
-                } else {
-                    ""
-                }
-            )))
-        }
-        Some(_) if !env.policy.break_glass => {
-            say_raw!("{report}");
-            Err(bad_input(anyhow::anyhow!(
-                "environment `{}` does not allow break-glass; nothing ran\n  fix: fix the violations (break-glass is enabled per environment with `break-glass = true` under [env.{}.policy] in cordon.toml)",
-                env.name,
-                env.name
-            )))
-        }
-        Some(why) => {
-            say_raw!("{report}");
-            say!(
-                "cordon: BREAK-GLASS: running despite {n} policy violation{} in environment `{}`; justification: {why}",
-                if n == 1 { "" } else { "s" },
-                env.name
-            );
-            say!(
-                "cordon: BREAK-GLASS: the justification and every overridden violation are in the records (`cordon records --break-glass`)"
-            );
-            Ok(Arc::new(evaluation.decision(Some(why))))
+        Err(refusal) => {
+            for n in &refusal.notices {
+                say!("cordon: {n}");
+            }
+            if let Some(report) = &refusal.report {
+                say_raw!("{report}");
+            }
+            Err(bad_input(refusal.error))
         }
     }
 }
@@ -1626,62 +1555,29 @@ fn key_reviewer(name: &str, dir: &Path) -> Result<u8, Failure> {
 }
 
 fn break_glass_records(state: Option<PathBuf>) -> Result<u8, Failure> {
-    let dir = state
-        .unwrap_or_else(|| PathBuf::from(".cordon"))
-        .join("records");
-    let mut paths: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension().is_some_and(|x| x == "json")
-                    && !p.to_string_lossy().ends_with(".dsse.json")
-            })
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
-            return Err(bad_input(anyhow::anyhow!(
-                "cannot read records in {}: {e}",
-                dir.display()
-            )));
-        }
-    };
-    // Run ids start with the UTC start time, so names sort by time.
-    paths.sort();
-    let mut found = 0;
-    for path in paths {
-        let Ok(rec) = std::fs::read(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| {
-                serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())
-            })
-        else {
-            continue;
-        };
-        let policy = &rec["policy"];
-        if policy["decision"] != "break-glass" {
-            continue;
-        }
-        if found == 0 {
-            out!("run\tstep\tenvironment\tstarted\toverridden\tjustification\trecord");
-        }
-        found += 1;
-        let rules: Vec<&str> = policy["overridden"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v["rule"].as_str()).collect())
-            .unwrap_or_default();
+    let dir = StateDir::resolve_here(state).records();
+    let runs = cordon_record::query::break_glass_runs(&dir).map_err(|e| {
+        bad_input(anyhow::anyhow!(
+            "cannot read records in {}: {e}",
+            dir.display()
+        ))
+    })?;
+    if runs.is_empty() {
+        say!("cordon: no break-glass runs (records in {})", dir.display());
+        return Ok(0);
+    }
+    out!("run\tstep\tenvironment\tstarted\toverridden\tjustification\trecord");
+    for r in &runs {
         out!(
             "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            rec["run_id"].as_str().unwrap_or("?"),
-            rec["step"].as_str().unwrap_or("?"),
-            rec["environment"].as_str().unwrap_or("?"),
-            rec["started_at"].as_str().unwrap_or("?"),
-            rules.join(","),
-            policy["justification"].as_str().unwrap_or(""),
-            path.display()
+            escape_for_terminal(&r.run_id),
+            escape_for_terminal(&r.step),
+            escape_for_terminal(&r.environment),
+            escape_for_terminal(&r.started_at),
+            escape_for_terminal(&r.overridden.join(",")),
+            escape_for_terminal(&r.justification),
+            escape_for_terminal(&r.record.display().to_string())
         );
-    }
-    if found == 0 {
-        say!("cordon: no break-glass runs (records in {})", dir.display());
     }
     Ok(0)
 }
@@ -1761,7 +1657,7 @@ fn export_in_toto(
 ) -> Result<u8, Failure> {
     let target =
         target.ok_or_else(|| bad_input(anyhow::anyhow!("name --run or --pipeline-run")))?;
-    let state = state.unwrap_or_else(|| PathBuf::from(".cordon"));
+    let state = StateDir::resolve_here(state).into_path();
     let cwd = std::env::current_dir().map_err(runner_fault)?;
     let workspace = WorkspaceConfig::discover(config, &cwd).map_err(bad_input)?;
     let layout_signer = cordon_record::attest::Signer::load(layout_key).map_err(bad_input)?;

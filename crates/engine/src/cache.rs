@@ -24,12 +24,11 @@
 //! index, slice or join an unchecked string from the state directory.
 
 use cordon_core::digest::{Entry, EntryKind};
-use cordon_manifest::manifest::{Access, SecretUse, Sha256Digest};
+use cordon_manifest::manifest::Sha256Digest;
 use cordon_manifest::plan::StepPlan;
 use cordon_sandbox::host::Report;
 use cordon_secrets::ResolvedSecret;
 use sha2::{Digest as _, Sha256};
-use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -243,40 +242,7 @@ pub fn uncacheable_reason(
     })
 }
 
-/// The part of [`uncacheable_reason`] that the grants alone decide, before
-/// any secret is read (what `cordon audit` reports).
-pub fn uncacheable_by_grants<'a>(
-    accesses: impl IntoIterator<Item = Access>,
-    secrets: impl IntoIterator<Item = (&'a str, &'a BTreeSet<SecretUse>)>,
-    network: bool,
-    pipeline_allows: bool,
-) -> Option<String> {
-    if !pipeline_allows {
-        return Some("the pipeline says `cache = false`".into());
-    }
-    if network {
-        // A network call is an effect the cache cannot replay, and its
-        // answer is an input the key cannot see.
-        return Some("it may reach the network".into());
-    }
-    if accesses.into_iter().any(|a| a == Access::ReadWrite) {
-        return Some("it changes a read-write mount in place".into());
-    }
-    if let Some((name, _)) = secrets
-        .into_iter()
-        .find(|(_, uses)| uses.contains(&SecretUse::Reveal))
-    {
-        return Some(format!("it may reveal secret `{name}`"));
-    }
-    None
-}
-
-/// Why a step using secret `name` from `provider`, which keeps no versions,
-/// is not cached: without a version the key could not tell an old value
-/// from a new one.
-pub fn unversioned_secret_reason(name: &str, provider: &str) -> String {
-    format!("secret `{name}` comes from a provider without versions ({provider})")
-}
+pub use cordon_manifest::plan::{uncacheable_by_grants, unversioned_secret_reason};
 
 /// Computes the action key of a step whose read mounts hash to `inputs`
 /// (guest path → tree digest).
@@ -543,6 +509,8 @@ pub fn report_json(r: &Report) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cordon_manifest::manifest::{Access, SecretUse};
+    use std::collections::BTreeSet;
 
     #[test]
     fn grants_alone_decide_some_steps_are_never_cached() {

@@ -214,6 +214,43 @@ impl Progress for Live {
 }
 
 /// Runs every step of `plan`. `components[i]` and `secrets[i]` belong to
+/// Loads the component of every step, once per distinct component and
+/// linking (digest, network, float mode) however many steps run it: one
+/// compiled-cache read and one pre-instantiation each. On failure, the index
+/// of the first step whose component could not be loaded.
+pub fn load_components(
+    sandbox: &Sandbox,
+    steps: &[cordon_manifest::plan::StepPlan],
+) -> Result<Vec<StepComponent>, (usize, cordon_sandbox::SandboxError)> {
+    type Linking = (
+        cordon_manifest::manifest::Sha256Digest,
+        bool,
+        cordon_manifest::manifest::FloatMode,
+    );
+    let mut loaded: std::collections::HashMap<Linking, StepComponent> = Default::default();
+    let mut components = Vec::with_capacity(steps.len());
+    for (i, p) in steps.iter().enumerate() {
+        let key = (p.component_digest.clone(), p.network.is_some(), p.floats);
+        let c = match loaded.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
+            std::collections::hash_map::Entry::Vacant(e) => e
+                .insert(
+                    sandbox
+                        .load_step(
+                            &p.component_digest,
+                            &p.component_bytes,
+                            p.network.is_some(),
+                            p.floats,
+                        )
+                        .map_err(|err| (i, err))?,
+                )
+                .clone(),
+        };
+        components.push(c);
+    }
+    Ok(components)
+}
+
 /// step `i`.
 pub fn run_pipeline(
     plan: &PipelinePlan,

@@ -11,7 +11,7 @@
 use crate::config::EnvConfig;
 use crate::manifest::{
     Access, Classification, ClockMode, Limits, Manifest, ManifestError, Mount, Problem, RandomMode,
-    SecretGrant, Sha256Digest,
+    SecretGrant, SecretUse, Sha256Digest,
 };
 use cordon_core::fsutil::resolve;
 use std::path::{Path, PathBuf};
@@ -478,6 +478,42 @@ pub fn plan_step_with(
         floats: manifest.floats,
         network: manifest.network.clone(),
     })
+}
+
+/// Why a step is never cached, as far as its grants alone decide, before
+/// any secret is read: the engine's action cache adds what only the read
+/// secrets can say, and `cordon audit` reports this part.
+pub fn uncacheable_by_grants<'a>(
+    accesses: impl IntoIterator<Item = Access>,
+    secrets: impl IntoIterator<Item = (&'a str, &'a std::collections::BTreeSet<SecretUse>)>,
+    network: bool,
+    pipeline_allows: bool,
+) -> Option<String> {
+    if !pipeline_allows {
+        return Some("the pipeline says `cache = false`".into());
+    }
+    if network {
+        // A network call is an effect the cache cannot replay, and its
+        // answer is an input the key cannot see.
+        return Some("it may reach the network".into());
+    }
+    if accesses.into_iter().any(|a| a == Access::ReadWrite) {
+        return Some("it changes a read-write mount in place".into());
+    }
+    if let Some((name, _)) = secrets
+        .into_iter()
+        .find(|(_, uses)| uses.contains(&SecretUse::Reveal))
+    {
+        return Some(format!("it may reveal secret `{name}`"));
+    }
+    None
+}
+
+/// Why a step using secret `name` from `provider`, which keeps no versions,
+/// is not cached: without a version the key could not tell an old value
+/// from a new one.
+pub fn unversioned_secret_reason(name: &str, provider: &str) -> String {
+    format!("secret `{name}` comes from a provider without versions ({provider})")
 }
 
 #[cfg(test)]

@@ -8,4 +8,5 @@
 #![deny(unsafe_code)]
 
 pub mod approval;
+pub mod gate;
 pub mod policy;

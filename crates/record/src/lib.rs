@@ -17,6 +17,7 @@ pub mod attest;
 pub mod chain;
 pub mod head;
 pub mod journal;
+pub mod query;
 pub mod record;
 pub mod run;
 pub mod trust;

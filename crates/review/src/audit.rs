@@ -484,7 +484,7 @@ fn audit_step(
         })
         .collect();
 
-    let cacheable = cordon_engine::cache::uncacheable_by_grants(
+    let cacheable = cordon_manifest::plan::uncacheable_by_grants(
         m.mounts.iter().map(|x| x.access),
         m.secrets.iter().map(|g| (g.name.as_str(), &g.uses)),
         m.network.is_some(),
@@ -494,7 +494,7 @@ fn audit_step(
         (!provider.keeps_versions())
             .then(|| m.secrets.first())
             .flatten()
-            .map(|g| cordon_engine::cache::unversioned_secret_reason(&g.name, provider.as_str()))
+            .map(|g| cordon_manifest::plan::unversioned_secret_reason(&g.name, provider.as_str()))
     });
     let cacheable = match cacheable {
         None => Verdict {

@@ -36,7 +36,6 @@ extern crate cordon_core;
 
 pub mod env;
 pub mod local;
-pub mod usage;
 pub mod vault;
 
 use cordon_manifest::config::{EnvConfig, ProviderKind};
@@ -212,6 +211,62 @@ pub fn resolve(env: &EnvConfig, grants: &[SecretGrant]) -> Result<Resolution, Se
             Err(e)
         }
     }
+}
+
+/// The secrets of every step of a run, read in one provider session.
+#[derive(Debug)]
+pub struct StepSecrets {
+    /// The session; [`Resolution::finish`] ends it when the run is over.
+    pub resolution: Resolution,
+    /// For each step, in order, exactly its own grants (names and uses)
+    /// with their values.
+    pub steps: Vec<Vec<ResolvedSecret>>,
+}
+
+/// Reads the secrets of several steps at once: the union of their grants
+/// (by name) is read once, before any step runs, so a pipeline opens one
+/// provider session; each step then gets exactly its own grants with those
+/// values. A value too short to be redacted reliably is refused for any
+/// step that may see it (see [`refuse_short_values`]).
+pub fn resolve_steps(
+    env: &EnvConfig,
+    steps: &[&[SecretGrant]],
+) -> Result<StepSecrets, SecretError> {
+    let mut union: Vec<SecretGrant> = Vec::new();
+    for g in steps.iter().flat_map(|s| s.iter()) {
+        if !union.iter().any(|u| u.name == g.name) {
+            union.push(g.clone());
+        }
+    }
+    let mut resolution = resolve(env, &union)?;
+    let values = std::mem::take(&mut resolution.secrets);
+    let per_step: Vec<Vec<ResolvedSecret>> = steps
+        .iter()
+        .map(|grants| {
+            grants
+                .iter()
+                .filter_map(|g| {
+                    values
+                        .iter()
+                        .find(|v| v.name == g.name)
+                        .map(|v| ResolvedSecret {
+                            uses: g.uses.clone(),
+                            ..v.clone()
+                        })
+                })
+                .collect()
+        })
+        .collect();
+    for step in &per_step {
+        if let Err(e) = refuse_short_values(&env.name, step) {
+            let _ = resolution.finish();
+            return Err(e);
+        }
+    }
+    Ok(StepSecrets {
+        resolution,
+        steps: per_step,
+    })
 }
 
 /// Values shorter than this are redacted only as they are, not in their

@@ -182,9 +182,9 @@ pub(super) fn records(
     version: Option<&str>,
     state: Option<PathBuf>,
 ) -> Result<u8, Failure> {
-    let state = state.unwrap_or_else(|| PathBuf::from(".cordon"));
+    let state = cordon_core::locations::StateDir::resolve_here(state).into_path();
     let dir = state.join("records");
-    let runs = cordon_secrets::usage::runs_using(&dir, secret, version)
+    let runs = cordon_record::query::runs_using(&dir, secret, version)
         .with_context(|| format!("cannot read records in {}", dir.display()))
         .map_err(bad_input)?;
     let which = match version {
