@@ -11,6 +11,7 @@
 //! Cordon crate.
 
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 /// Writes to stdout or stderr and ignores the error. A closed stream
 /// (`cordon run ... 2>&1 | head`) must not crash a run half-way: a

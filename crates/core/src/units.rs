@@ -4,10 +4,19 @@
 
 use std::time::Duration;
 
+/// A size or duration that does not parse; the message says the accepted forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnitError(pub String);
+
 /// Parses a byte size such as `"512"`, `"64KiB"`, `"256MiB"`, `"1GiB"` or
 /// `"10MB"`. Binary (`KiB`, `MiB`, `GiB`, `TiB`) and decimal (`KB`, `MB`,
 /// `GB`, `TB`) suffixes are accepted; a bare number is bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, UnitError> {
+    parse_size_message(text).map_err(UnitError)
+}
+
+fn parse_size_message(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t
         .find(|c: char| !c.is_ascii_digit() && c != '_')
@@ -38,7 +47,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// Parses a duration such as `"250ms"`, `"60s"`, `"5m"` or `"2h"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
+    parse_duration_message(text).map_err(UnitError)
+}
+
+fn parse_duration_message(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t
         .find(|c: char| !c.is_ascii_digit() && c != '_')
@@ -94,12 +107,14 @@ mod tests {
         assert!(
             parse_size("12 parsecs")
                 .unwrap_err()
+                .0
                 .contains("unknown size unit")
         );
         assert!(parse_size("MiB").is_err());
         assert!(
             parse_size("99999999999TiB")
                 .unwrap_err()
+                .0
                 .contains("too large")
         );
     }
@@ -109,10 +124,11 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert!(parse_duration("60").unwrap_err().contains("needs a unit"));
+        assert!(parse_duration("60").unwrap_err().0.contains("needs a unit"));
         assert!(
             parse_duration("3d")
                 .unwrap_err()
+                .0
                 .contains("unknown duration unit")
         );
     }

@@ -1,10 +1,8 @@
-//! The content-addressed store and the action cache.
+//! The action cache: which run already produced a step's outputs.
 //!
-//! **CAS** (`<state>/cas/sha256/ab/cdef...`): every output file of every
-//! successful run, stored by its sha256, so outputs can be restored (cache
-//! hits, `cordon restore`) and re-checked byte for byte. Blobs are copied in
-//! (never hard-linked: a later in-place edit of a published file must not
-//! change the store) and verified on the way in and on the way out.
+//! The content store itself is [`crate::cas`]: every output file of every
+//! successful run is kept there by its sha256, so outputs can be restored
+//! (cache hits, `cordon restore`) and re-checked byte for byte.
 //!
 //! **Action cache** (`<state>/cache/actions/<key>.json`): maps an
 //! [`ActionKey`] — everything that can change a step's outputs — to the run
@@ -23,200 +21,19 @@
 //! not a digest is refused before it becomes a path. This module must never
 //! index, slice or join an unchecked string from the state directory.
 
+pub use crate::cas::{Cas, CasError, is_blob_name, is_tree_path};
 use cordon_core::digest::{Entry, EntryKind};
 use cordon_manifest::manifest::Sha256Digest;
 use cordon_manifest::plan::StepPlan;
 use cordon_sandbox::host::Report;
 use cordon_secrets::ResolvedSecret;
-use sha2::{Digest as _, Sha256};
-use std::io::{self, Read, Write};
+
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the meaning of a step run changes in a way the other key
 /// parts do not capture (engine semantics, WASI behaviour, staging rules).
 pub const SANDBOX_SEMANTICS: &str = "cordon-sandbox/1 wasmtime-48 wasi-p2";
-
-/// Blobs by sha256 under a directory.
-#[derive(Debug, Clone)]
-pub struct Cas {
-    root: PathBuf,
-}
-
-/// A blob that is missing or does not match its name.
-#[derive(Debug, thiserror::Error)]
-pub enum CasError {
-    /// Not in the store.
-    #[error("blob {0} is not in the content store")]
-    Missing(String),
-    /// The bytes do not hash to the name.
-    #[error("blob {hex} is corrupt: its bytes hash to {actual}")]
-    Corrupt {
-        /// Expected digest.
-        hex: String,
-        /// What the bytes hash to.
-        actual: String,
-    },
-    /// The name is not a sha256 digest (64 lowercase hex characters); it
-    /// never becomes a path.
-    #[error("`{0}` is not a blob name (64 lowercase hex characters)")]
-    BadName(String),
-    /// Reading or writing failed.
-    #[error("{0}")]
-    Io(#[from] io::Error),
-}
-
-/// Whether `hex` is a blob name: exactly 64 lowercase hex characters.
-pub fn is_blob_name(hex: &str) -> bool {
-    hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// Whether `path` is a plain relative path inside a tree: `/`-separated,
-/// no empty, `.` or `..` part, no leading `/`, no NUL.
-pub fn is_tree_path(path: &str) -> bool {
-    !path.is_empty()
-        && !path.contains('\0')
-        && path
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..")
-}
-
-/// Copies `from` to `to`, returning the sha256 of what was copied.
-fn copy_hashing(from: &Path, to: &Path) -> io::Result<String> {
-    let mut src = std::fs::File::open(from)?;
-    let mut dst = std::fs::File::create(to)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = src.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        dst.write_all(&buf[..n])?;
-    }
-    dst.sync_all()?;
-    Ok(hex::encode(h.finalize()))
-}
-
-impl Cas {
-    /// The store under `<state>/cas`.
-    pub fn new(state_dir: &Path) -> Cas {
-        Cas {
-            root: state_dir.join("cas"),
-        }
-    }
-
-    /// The path of blob `hex`, once `hex` is known to be a blob name.
-    fn blob(&self, hex: &str) -> Result<PathBuf, CasError> {
-        if !is_blob_name(hex) {
-            return Err(CasError::BadName(
-                cordon_core::sanitize::escape_for_terminal(hex),
-            ));
-        }
-        let (dir, rest) = hex.split_at(2);
-        Ok(self.root.join("sha256").join(dir).join(rest))
-    }
-
-    /// Whether the blob is present (never, for a name that is not a
-    /// digest).
-    pub fn has(&self, hex: &str) -> bool {
-        self.blob(hex).is_ok_and(|p| p.is_file())
-    }
-
-    /// Stores the file at `path`, which must hash to `hex`.
-    pub fn put_file(&self, path: &Path, hex: &str) -> Result<(), CasError> {
-        let dest = self.blob(hex)?;
-        if dest.is_file() {
-            return Ok(());
-        }
-        let dir = dest.parent().expect("blob has a parent");
-        cordon_core::fsutil::create_private_dir(dir)?;
-        let tmp = dir.join(format!(
-            ".tmp-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let actual = copy_hashing(path, &tmp)?;
-        if actual != hex {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(CasError::Corrupt {
-                hex: hex.into(),
-                actual,
-            });
-        }
-        std::fs::rename(&tmp, &dest)?;
-        Ok(())
-    }
-
-    /// Copies blob `hex` to `dest`, verifying it on the way.
-    pub fn restore_file(&self, hex: &str, dest: &Path) -> Result<(), CasError> {
-        let src = self.blob(hex)?;
-        if !src.is_file() {
-            return Err(CasError::Missing(hex.into()));
-        }
-        let actual = copy_hashing(&src, dest)?;
-        if actual != hex {
-            let _ = std::fs::remove_file(dest);
-            return Err(CasError::Corrupt {
-                hex: hex.into(),
-                actual,
-            });
-        }
-        Ok(())
-    }
-
-    /// Stores every file of a tree rooted at `dir`.
-    pub fn put_tree(&self, dir: &Path, entries: &[Entry]) -> Result<(), CasError> {
-        for e in entries {
-            if let (EntryKind::File, Some(hex)) = (&e.kind, &e.sha256) {
-                self.put_file(&dir.join(&e.path), hex)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether every file of the tree is present.
-    pub fn has_tree(&self, entries: &[Entry]) -> bool {
-        entries
-            .iter()
-            .all(|e| e.sha256.as_deref().is_none_or(|h| self.has(h)))
-    }
-
-    /// Recreates a tree under the (existing, empty) directory `dir`.
-    pub fn restore_tree(&self, entries: &[Entry], dir: &Path) -> Result<(), CasError> {
-        for e in entries {
-            if !is_tree_path(&e.path) {
-                return Err(CasError::Io(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "cannot restore `{}`: not a plain relative path",
-                        cordon_core::sanitize::escape_for_terminal(&e.path)
-                    ),
-                )));
-            }
-            let target = dir.join(&e.path);
-            match (&e.kind, &e.sha256) {
-                (EntryKind::Dir, _) => std::fs::create_dir_all(&target)?,
-                (EntryKind::File, Some(hex)) => {
-                    if let Some(p) = target.parent() {
-                        std::fs::create_dir_all(p)?;
-                    }
-                    self.restore_file(hex, &target)?;
-                }
-                _ => {
-                    return Err(CasError::Io(io::Error::other(format!(
-                        "cannot restore `{}`: not a plain file",
-                        e.path
-                    ))));
-                }
-            }
-        }
-        Ok(())
-    }
-}
 
 /// The digest of everything that determines a step's outputs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,7 +180,7 @@ impl ActionEntry {
     /// path and every kind `file` (with a digest) or `dir` (without), so
     /// nothing downstream has to check again. Never panics, whatever the
     /// bytes.
-    pub fn parse(bytes: &[u8], key: &ActionKey) -> Result<ActionEntry, String> {
+    pub(crate) fn parse(bytes: &[u8], key: &ActionKey) -> Result<ActionEntry, String> {
         use cordon_core::sanitize::escape_for_terminal as shown;
         let entry: ActionEntry =
             serde_json::from_slice(bytes).map_err(|e| format!("not an entry: {e}"))?;
@@ -452,7 +269,7 @@ impl ActionCache {
         let complete = entry.outputs.iter().all(|o| {
             o.entries
                 .iter()
-                .all(|e| e.sha256.as_deref().is_none_or(|h| self.cas.has(h)))
+                .all(|e| e.sha256.as_deref().is_none_or(|h| self.cas.has_blob(h)))
         });
         Ok(complete.then_some(entry))
     }
@@ -652,9 +469,9 @@ mod tests {
         let cas = Cas::new(d.path());
         let f = d.path().join("f");
         std::fs::write(&f, b"bytes").unwrap();
-        let hex = hex::encode(Sha256::digest(b"bytes"));
+        let hex = Sha256Digest::of(b"bytes").hex().to_string();
         cas.put_file(&f, &hex).unwrap();
-        assert!(cas.has(&hex));
+        assert!(cas.has_blob(&hex));
         let out = d.path().join("out");
         cas.restore_file(&hex, &out).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"bytes");
@@ -664,7 +481,7 @@ mod tests {
             Err(CasError::Corrupt { .. })
         ));
         // ...and a tampered blob on the way out.
-        std::fs::write(cas.blob(&hex).unwrap(), b"tampered").unwrap();
+        std::fs::write(cas.blob_at(&hex).unwrap(), b"tampered").unwrap();
         assert!(matches!(
             cas.restore_file(&hex, &d.path().join("o2")),
             Err(CasError::Corrupt { .. })
@@ -718,7 +535,7 @@ mod tests {
                 let cas = Cas::new(Path::new("/nonexistent"));
                 if let Some(s) = &sha {
                     // Never a panic, whatever the name.
-                    let _ = cas.has(s);
+                    let _ = cas.has_blob(s);
                 }
                 if let Ok(e) = ActionEntry::parse(&entry_json(run, tree, path, kind, sha), &key()) {
                     for o in &e.outputs {

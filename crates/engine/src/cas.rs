@@ -1,5 +1,8 @@
-//! A content-addressed store under `<state>/cas/`: blobs by sha256, and
-//! directory trees by their tree digest (see `digest`).
+//! The one content-addressed store of a state directory, under
+//! `<state>/cas/`: blobs by sha256, and directory trees by their tree digest
+//! (see `digest`). Every output file of every successful run (for cache hits
+//! and `cordon restore`), every component that ran and every input tree
+//! kept for re-execution live here, in one layout:
 //!
 //! ```text
 //! cas/blobs/sha256/<2 hex>/<62 hex>   the bytes whose sha256 is the name
@@ -34,7 +37,7 @@
 //! before anything is created, and the restored tree is hashed again. A
 //! store that fails any check is an error, never a panic.
 
-use cordon_core::digest::{self, EntryKind};
+use cordon_core::digest::{self, Entry, EntryKind};
 use cordon_manifest::manifest::Sha256Digest;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -96,10 +99,10 @@ struct Listing {
 }
 
 /// Parses a stored tree listing and checks every entry: a plain relative
-/// path ([`crate::cache::is_tree_path`]), a blob name that is a digest, a
+/// path ([`is_tree_path`]), a blob name that is a digest, a
 /// link target that is not empty and holds no NUL. Never panics, whatever
 /// the bytes.
-pub fn parse_listing(bytes: &[u8]) -> Result<Vec<Listed>, String> {
+pub(crate) fn parse_listing(bytes: &[u8]) -> Result<Vec<Listed>, String> {
     let listing: Listing =
         serde_json::from_slice(bytes).map_err(|e| format!("not a tree listing: {e}"))?;
     if listing.format != TREE_FORMAT {
@@ -107,11 +110,11 @@ pub fn parse_listing(bytes: &[u8]) -> Result<Vec<Listed>, String> {
     }
     for e in &listing.entries {
         let shown = || cordon_core::sanitize::escape_for_terminal(e.path());
-        if !crate::cache::is_tree_path(e.path()) {
+        if !is_tree_path(e.path()) {
             return Err(format!("it has an unsafe path `{}`", shown()));
         }
         match e {
-            Listed::File { sha256, .. } if !crate::cache::is_blob_name(sha256) => {
+            Listed::File { sha256, .. } if !is_blob_name(sha256) => {
                 return Err(format!("file `{}` has no valid digest", shown()));
             }
             Listed::Symlink { target, .. } if target.is_empty() || target.contains('\0') => {
@@ -123,7 +126,48 @@ pub fn parse_listing(bytes: &[u8]) -> Result<Vec<Listed>, String> {
     Ok(listing.entries)
 }
 
-/// A content-addressed store rooted at one directory.
+/// A blob that is missing or does not match its name.
+#[derive(Debug, thiserror::Error)]
+pub enum CasError {
+    /// Not in the store.
+    #[error("blob {0} is not in the content store")]
+    Missing(String),
+    /// The bytes do not hash to the name.
+    #[error("blob {hex} is corrupt: its bytes hash to {actual}")]
+    Corrupt {
+        /// Expected digest.
+        hex: String,
+        /// What the bytes hash to.
+        actual: String,
+    },
+    /// The name is not a sha256 digest (64 lowercase hex characters); it
+    /// never becomes a path.
+    #[error("`{0}` is not a blob name (64 lowercase hex characters)")]
+    BadName(String),
+    /// Reading or writing failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Whether `hex` is a blob name: exactly 64 lowercase hex characters.
+pub fn is_blob_name(hex: &str) -> bool {
+    hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether `path` is a plain relative path inside a tree: `/`-separated,
+/// no empty, `.` or `..` part, no leading `/`, no NUL.
+pub fn is_tree_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// The content store of a state directory, rooted at one directory.
 #[derive(Debug, Clone)]
 pub struct Cas {
     root: PathBuf,
@@ -133,7 +177,46 @@ fn corrupt(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what)
 }
 
+/// Copies `from` to a new file `to` in 1 MiB pieces (never the whole file
+/// in memory: an output can be far larger than the runner's own budget),
+/// fsyncs it, and returns the sha256 of what was copied. `from` is opened
+/// without following a symbolic link.
+fn copy_hashing(from: &Path, to: &Path) -> io::Result<String> {
+    use sha2::{Digest as _, Sha256};
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut src = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(from)?;
+    let mut dst = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        dst.write_all(&buf[..n])?;
+    }
+    dst.sync_all()?;
+    Ok(hex::encode(h.finalize()))
+}
+
 impl Cas {
+    /// The store of a state directory (`<state>/cas`), created only when
+    /// something is stored.
+    pub fn new(state_dir: &Path) -> Cas {
+        Cas {
+            root: state_dir.join("cas"),
+        }
+    }
+
     /// The store of a state directory (`<state>/cas`), created if missing.
     pub fn for_state(state_dir: &Path) -> io::Result<Cas> {
         Cas::open(&state_dir.join("cas"))
@@ -147,9 +230,36 @@ impl Cas {
         })
     }
 
+    /// Where blob `hex` is written, once `hex` is known to be a blob name.
+    pub(crate) fn blob_at(&self, hex: &str) -> Result<PathBuf, CasError> {
+        if !is_blob_name(hex) {
+            return Err(CasError::BadName(
+                cordon_core::sanitize::escape_for_terminal(hex),
+            ));
+        }
+        Ok(self
+            .root
+            .join("blobs/sha256")
+            .join(&hex[..2])
+            .join(&hex[2..]))
+    }
+
+    /// Where blob `hex` can be read: its place, or, for a state directory
+    /// whose action cache was written before the stores became one, the
+    /// place that cache used (`<cas>/sha256/<2>/<62>`), so earlier runs stay
+    /// restorable. Reads verify either way.
+    fn readable_blob(&self, hex: &str) -> Result<Option<PathBuf>, CasError> {
+        let at = self.blob_at(hex)?;
+        if at.is_file() {
+            return Ok(Some(at));
+        }
+        let legacy = self.root.join("sha256").join(&hex[..2]).join(&hex[2..]);
+        Ok(legacy.is_file().then_some(legacy))
+    }
+
+    #[cfg(test)]
     fn blob_path(&self, d: &Sha256Digest) -> PathBuf {
-        let h = d.hex();
-        self.root.join("blobs/sha256").join(&h[..2]).join(&h[2..])
+        self.blob_at(d.hex()).expect("a digest is a blob name")
     }
 
     fn tree_path(&self, d: &Sha256Digest) -> PathBuf {
@@ -160,7 +270,13 @@ impl Cas {
 
     /// Whether a blob with digest `d` is stored.
     pub fn has(&self, d: &Sha256Digest) -> bool {
-        self.blob_path(d).is_file()
+        self.has_blob(d.hex())
+    }
+
+    /// Whether blob `hex` is stored (never, for a name that is not a
+    /// digest).
+    pub fn has_blob(&self, hex: &str) -> bool {
+        self.readable_blob(hex).is_ok_and(|p| p.is_some())
     }
 
     /// Whether a tree with digest `d` is stored.
@@ -171,7 +287,7 @@ impl Cas {
     /// Stores `bytes`; returns their digest.
     pub fn put(&self, bytes: &[u8]) -> io::Result<Sha256Digest> {
         let d = Sha256Digest::of(bytes);
-        let path = self.blob_path(&d);
+        let path = self.blob_at(d.hex()).map_err(io::Error::other)?;
         if !path.is_file() {
             cordon_core::fsutil::create_private_dir(
                 path.parent().expect("blob paths have a parent"),
@@ -197,11 +313,22 @@ impl Cas {
         Ok(())
     }
 
-    /// The bytes with digest `d`, checked against it.
+    /// The bytes with digest `d`, checked against it: for what the runner
+    /// reads whole anyway (a component). Trees are restored file by file,
+    /// streamed ([`Cas::restore_file`]).
     pub fn get(&self, d: &Sha256Digest) -> io::Result<Vec<u8>> {
-        // Any size (an output file), but only a regular file: a FIFO or
-        // device planted under a blob's name is refused, not read.
-        let bytes = cordon_core::fsutil::read_regular(&self.blob_path(d), u64::MAX >> 1)?;
+        let path = self
+            .readable_blob(d.hex())
+            .map_err(io::Error::other)?
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("blob {d} is not in the content store"),
+                )
+            })?;
+        // Only a regular file: a FIFO or device planted under a blob's name
+        // is refused, not read.
+        let bytes = cordon_core::fsutil::read_regular(&path, u64::MAX >> 1)?;
         let actual = Sha256Digest::of(&bytes);
         if actual != *d {
             return Err(corrupt(format!(
@@ -211,19 +338,124 @@ impl Cas {
         Ok(bytes)
     }
 
-    /// Stores every file under `dir` and the tree's listing; returns the
-    /// tree digest (the same `digest::tree` computes).
+    /// Stores the file at `path`, which must hash to `hex`; streamed, and
+    /// copied (never hard-linked: a later in-place edit of a published file
+    /// must not change the store).
+    pub fn put_file(&self, path: &Path, hex: &str) -> Result<(), CasError> {
+        let dest = self.blob_at(hex)?;
+        if dest.is_file() {
+            return Ok(());
+        }
+        let dir = dest.parent().expect("blob has a parent");
+        cordon_core::fsutil::create_private_dir(dir)?;
+        let tmp = dir.join(format!(
+            ".tmp-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let actual = match copy_hashing(path, &tmp) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+        };
+        if actual != hex {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(CasError::Corrupt {
+                hex: hex.into(),
+                actual,
+            });
+        }
+        std::fs::rename(&tmp, &dest)?;
+        Ok(())
+    }
+
+    /// Copies blob `hex` to the new file `dest`, streamed and verified on
+    /// the way; a mismatch removes `dest`.
+    pub fn restore_file(&self, hex: &str, dest: &Path) -> Result<(), CasError> {
+        let src = self
+            .readable_blob(hex)?
+            .ok_or_else(|| CasError::Missing(hex.into()))?;
+        let actual = copy_hashing(&src, dest)?;
+        if actual != hex {
+            let _ = std::fs::remove_file(dest);
+            return Err(CasError::Corrupt {
+                hex: hex.into(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// Stores every file of the tree rooted at `dir` whose entries (from
+    /// `digest::tree`) are `entries`.
+    pub fn put_entries(&self, dir: &Path, entries: &[Entry]) -> Result<(), CasError> {
+        for e in entries {
+            if let (EntryKind::File, Some(hex)) = (&e.kind, &e.sha256) {
+                self.put_file(&dir.join(&e.path), hex)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every file of a tree with these entries is stored.
+    pub fn has_entries(&self, entries: &[Entry]) -> bool {
+        entries
+            .iter()
+            .all(|e| e.sha256.as_deref().is_none_or(|h| self.has_blob(h)))
+    }
+
+    /// Recreates a tree of plain files and directories with these entries
+    /// under the (existing, empty) directory `dir`.
+    pub fn restore_entries(&self, entries: &[Entry], dir: &Path) -> Result<(), CasError> {
+        for e in entries {
+            if !is_tree_path(&e.path) {
+                return Err(CasError::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "cannot restore `{}`: not a plain relative path",
+                        cordon_core::sanitize::escape_for_terminal(&e.path)
+                    ),
+                )));
+            }
+            let target = dir.join(&e.path);
+            match (&e.kind, &e.sha256) {
+                (EntryKind::Dir, _) => std::fs::create_dir_all(&target)?,
+                (EntryKind::File, Some(hex)) => {
+                    if let Some(p) = target.parent() {
+                        std::fs::create_dir_all(p)?;
+                    }
+                    self.restore_file(hex, &target)?;
+                }
+                _ => {
+                    return Err(CasError::Io(io::Error::other(format!(
+                        "cannot restore `{}`: not a plain file",
+                        cordon_core::sanitize::escape_for_terminal(&e.path)
+                    ))));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores every file under `dir` (streamed) and the tree's listing;
+    /// returns the tree digest (the same `digest::tree` computes). A file
+    /// that changes while it is stored is an error.
     pub fn store_tree(&self, dir: &Path) -> io::Result<Sha256Digest> {
         let tree = digest::tree(dir)?;
         for e in &tree.entries {
-            if e.kind == EntryKind::File {
-                let bytes = read_nofollow(&dir.join(&e.path))?;
-                let d = self.put(&bytes)?;
-                if Some(d.hex()) != e.sha256.as_deref() {
-                    return Err(corrupt(format!(
-                        "{} changed while it was being stored",
-                        dir.join(&e.path).display()
-                    )));
+            if let (EntryKind::File, Some(hex)) = (&e.kind, &e.sha256) {
+                match self.put_file(&dir.join(&e.path), hex) {
+                    Ok(()) => {}
+                    Err(CasError::Corrupt { .. }) => {
+                        return Err(corrupt(format!(
+                            "{} changed while it was being stored",
+                            dir.join(&e.path).display()
+                        )));
+                    }
+                    Err(CasError::Io(e)) => return Err(e),
+                    Err(other) => return Err(corrupt(other.to_string())),
                 }
             }
         }
@@ -249,7 +481,7 @@ impl Cas {
     }
 
     /// Recreates the tree with digest `d` at `dest` (which must not exist),
-    /// and checks the result's digest.
+    /// file by file (streamed and verified), and checks the result's digest.
     pub fn restore_tree(&self, d: &Sha256Digest, dest: &Path) -> io::Result<()> {
         let bytes = cordon_core::fsutil::read_regular(&self.tree_path(d), MAX_LISTING_BYTES)?;
         let entries = parse_listing(&bytes).map_err(|e| corrupt(format!("tree {d}: {e}")))?;
@@ -258,11 +490,11 @@ impl Cas {
             let path = dest.join(e.path());
             match e {
                 Listed::Dir { .. } => std::fs::create_dir(&path)?,
-                Listed::File { sha256, .. } => {
-                    let blob = Sha256Digest::parse(&format!("sha256:{sha256}"))
-                        .map_err(|e| corrupt(e.to_string()))?;
-                    std::fs::write(&path, self.get(&blob)?)?;
-                }
+                Listed::File { sha256, .. } => match self.restore_file(sha256, &path) {
+                    Ok(()) => {}
+                    Err(CasError::Io(e)) => return Err(e),
+                    Err(other) => return Err(corrupt(format!("tree {d}: {other}"))),
+                },
                 Listed::Symlink { target, .. } => std::os::unix::fs::symlink(target, &path)?,
                 Listed::Other { path: rel } => {
                     return Err(corrupt(format!(
@@ -282,18 +514,6 @@ impl Cas {
     }
 }
 
-fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    let mut v = Vec::new();
-    f.read_to_end(&mut v)?;
-    Ok(v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,6 +530,41 @@ mod tests {
         std::fs::write(cas.blob_path(&h), b"jello").unwrap();
         let err = cas.get(&h).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    }
+
+    #[test]
+    fn one_layout_serves_entries_and_trees_and_blobs_of_the_old_layout_stay_readable() {
+        let d = tempfile::tempdir().unwrap();
+        let cas = Cas::new(d.path());
+        let f = d.path().join("f");
+        std::fs::write(&f, b"output").unwrap();
+        let hex = Sha256Digest::of(b"output").hex().to_string();
+        cas.put_file(&f, &hex).unwrap();
+        // What the action cache stores, `get` and trees read: one place.
+        assert!(cas.has(&Sha256Digest::of(b"output")));
+        assert_eq!(cas.get(&Sha256Digest::of(b"output")).unwrap(), b"output");
+        assert!(
+            d.path()
+                .join("cas/blobs/sha256")
+                .join(&hex[..2])
+                .join(&hex[2..])
+                .is_file()
+        );
+        // A blob an older runner's action cache wrote at `cas/sha256/`.
+        let old = Sha256Digest::of(b"older").hex().to_string();
+        let legacy = d.path().join("cas/sha256").join(&old[..2]);
+        std::fs::create_dir_all(&legacy).unwrap();
+        std::fs::write(legacy.join(&old[2..]), b"older").unwrap();
+        assert!(cas.has_blob(&old));
+        cas.restore_file(&old, &d.path().join("restored")).unwrap();
+        assert_eq!(std::fs::read(d.path().join("restored")).unwrap(), b"older");
+        // ... and is verified like any other.
+        std::fs::write(legacy.join(&old[2..]), b"tampered").unwrap();
+        assert!(matches!(
+            cas.restore_file(&old, &d.path().join("again")),
+            Err(CasError::Corrupt { .. })
+        ));
+        assert!(!d.path().join("again").exists());
     }
 
     #[test]
@@ -367,9 +622,9 @@ mod tests {
                 for l in [listing, only_needed] {
                     if let Ok(entries) = parse_listing(&serde_json::to_vec(&l).unwrap()) {
                         for e in &entries {
-                            prop_assert!(crate::cache::is_tree_path(e.path()));
+                            prop_assert!(is_tree_path(e.path()));
                             if let Listed::File { sha256, .. } = e {
-                                prop_assert!(crate::cache::is_blob_name(sha256));
+                                prop_assert!(is_blob_name(sha256));
                             }
                             if let Listed::Symlink { target, .. } = e {
                                 prop_assert!(!target.is_empty());

@@ -396,7 +396,7 @@ pub fn run_step(
                     .mounts
                     .iter()
                     .zip(&after_trees)
-                    .try_for_each(|(s, t)| cas.put_tree(&s.dir, &t.entries));
+                    .try_for_each(|(s, t)| cas.put_entries(&s.dir, &t.entries));
                 match stored {
                     Ok(()) => {
                         let cache_entry = key.as_ref().map(|k| ActionEntry {
@@ -505,48 +505,35 @@ pub fn run_step(
             source: Box::new(e),
         });
     }
-    let record = StepRecord {
-        format: record::RECORD_FORMAT.into(),
-        run_id: run_id.clone(),
-        step: plan.name.clone(),
-        environment: plan.environment.clone(),
-        runner: RunnerInfo::default(),
-        manifest: FileRef {
-            path: plan.manifest_path.clone(),
-            sha256: plan.manifest_sha256.clone(),
-        },
-        component: FileRef {
-            path: plan.component_path.clone(),
-            sha256: plan.component_digest.clone(),
-        },
-        compiled_from_cache: component.from_cache,
-        args: plan.argv.iter().map(|a| redactor.redact_str(a)).collect(),
-        env: plan
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), redactor.redact_str(v)))
-            .collect(),
-        mounts,
-        secrets: outcome.secrets,
-        secrets_not_granted: outcome.secrets_not_granted,
-        network: outcome.network,
-        network_omitted: outcome.network_omitted,
-        limits: plan.limits,
-        usage: outcome.usage,
-        stdout: outcome.stdout,
-        stderr: outcome.stderr,
-        report,
-        termination: redact_termination(outcome.termination, &redactor),
-        success,
-        outputs: publication,
-        cache: cache_info,
+    let record = step_record(
+        plan,
+        &run_id,
         started_at,
-        finished_at: record::now_rfc3339(),
+        component.from_cache,
         reproducibility,
-        policy: opts.policy.as_deref().cloned(),
-        chain: None,
-        signed_by: None,
-    };
+        opts,
+        RunParts {
+            args: plan.argv.iter().map(|a| redactor.redact_str(a)).collect(),
+            env: plan
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), redactor.redact_str(v)))
+                .collect(),
+            mounts,
+            secrets: outcome.secrets,
+            secrets_not_granted: outcome.secrets_not_granted,
+            network: outcome.network,
+            network_omitted: outcome.network_omitted,
+            usage: outcome.usage,
+            stdout: outcome.stdout,
+            stderr: outcome.stderr,
+            report,
+            termination: redact_termination(outcome.termination, &redactor),
+            success,
+            outputs: publication,
+            cache: cache_info,
+        },
+    );
     let run = commit(
         state,
         record,
@@ -735,45 +722,65 @@ fn serve_from_cache(
         .map_err(fail("cannot lock the staging directory"))?;
     // Every failure below removes the staging area, so the run that
     // follows a refused cache entry starts from a clean one.
-    let restored = staging.mounts.iter().try_for_each(|s| {
-        let out = entry
-            .outputs
-            .iter()
-            .find(|o| o.guest == s.guest)
-            .ok_or_else(|| ExecError {
-                what: format!("cache entry lacks output {}", s.guest),
-                source: "incomplete entry".into(),
-            })?;
-        let entries: Vec<cordon_core::digest::Entry> =
-            out.entries.iter().map(CachedEntry::to_entry).collect();
-        cache
-            .cas()
-            .restore_tree(&entries, &s.dir)
-            .map_err(fail(format!("cannot restore cached output {}", s.guest)))
-    });
-    if let Err(e) = restored {
-        staging.discard();
-        return Err(e);
-    }
-    let trees = match staging.verify() {
+    // Each staged mount's entries and tree digest, from the entry; an
+    // entry that lacks one, or names a tree digest that does not parse, is
+    // refused before anything is restored.
+    let wanted: Result<
+        Vec<(
+            Vec<cordon_core::digest::Entry>,
+            cordon_core::digest::Sha256Digest,
+        )>,
+        ExecError,
+    > = staging
+        .mounts
+        .iter()
+        .map(|s| {
+            let out = entry
+                .outputs
+                .iter()
+                .find(|o| o.guest == s.guest)
+                .ok_or_else(|| ExecError {
+                    what: format!("cache entry lacks output {}", s.guest),
+                    source: "incomplete entry".into(),
+                })?;
+            let tree =
+                cordon_core::digest::Sha256Digest::parse(&out.tree).map_err(|e| ExecError {
+                    what: format!("cache entry names no tree digest for output {}", s.guest),
+                    source: Box::new(e),
+                })?;
+            Ok((
+                out.entries.iter().map(CachedEntry::to_entry).collect(),
+                tree,
+            ))
+        })
+        .collect();
+    let wanted = match wanted {
+        Ok(w) => w,
+        Err(e) => {
+            staging.discard();
+            return Err(e);
+        }
+    };
+    let refs: Vec<_> = wanted.iter().map(|(e, t)| (e.as_slice(), t)).collect();
+    let trees = match staging.refill(cache.cas(), &refs) {
         Ok(t) => t,
         Err(e) => {
             staging.discard();
+            let what = match &e {
+                crate::outputs::RefillError::Store { guest, .. } => {
+                    format!("cannot restore cached output {guest}")
+                }
+                crate::outputs::RefillError::Check(_) => "cached output failed verification".into(),
+                crate::outputs::RefillError::Mismatch { guest } => {
+                    format!("cached output {guest} does not match its tree digest")
+                }
+            };
             return Err(ExecError {
-                what: "cached output failed verification".into(),
+                what,
                 source: Box::new(e),
             });
         }
     };
-    for (t, out) in trees.iter().zip(&entry.outputs) {
-        if t.digest.to_string() != out.tree {
-            staging.discard();
-            return Err(ExecError {
-                what: format!("cached output {} does not match its tree digest", out.guest),
-                source: "digest mismatch".into(),
-            });
-        }
-    }
     let mut after = trees.iter();
     let mounts = plan
         .mounts
@@ -802,53 +809,40 @@ fn serve_from_cache(
     };
     let report: cordon_sandbox::host::Report =
         serde_json::from_value(entry.report.clone()).unwrap_or_default();
-    let record = StepRecord {
-        format: record::RECORD_FORMAT.into(),
-        run_id: run_id.to_string(),
-        step: plan.name.clone(),
-        environment: plan.environment.clone(),
-        runner: RunnerInfo::default(),
-        manifest: FileRef {
-            path: plan.manifest_path.clone(),
-            sha256: plan.manifest_sha256.clone(),
-        },
-        component: FileRef {
-            path: plan.component_path.clone(),
-            sha256: plan.component_digest.clone(),
-        },
-        compiled_from_cache,
-        args: plan.argv.clone(),
-        env: plan.env.iter().cloned().collect(),
-        mounts,
-        secrets: Default::default(),
-        network: Vec::new(),
-        network_omitted: None,
-        secrets_not_granted: Default::default(),
-        limits: plan.limits,
-        usage: Default::default(),
-        stdout: empty(None),
-        stderr: empty(None),
-        report,
-        termination: Termination::Exited { code: 0 },
-        success: true,
-        outputs: if writes.is_empty() {
-            Publication::NoOutputs
-        } else {
-            Publication::Published
-        },
-        cache: CacheInfo {
-            key: Some(key.0.to_string()),
-            hit: true,
-            source_run: Some(entry.run_id.clone()),
-            uncacheable: None,
-        },
+    let record = step_record(
+        plan,
+        run_id,
         started_at,
-        finished_at: record::now_rfc3339(),
+        compiled_from_cache,
         reproducibility,
-        policy: opts.policy.as_deref().cloned(),
-        chain: None,
-        signed_by: None,
-    };
+        opts,
+        RunParts {
+            args: plan.argv.clone(),
+            env: plan.env.iter().cloned().collect(),
+            mounts,
+            secrets: Default::default(),
+            secrets_not_granted: Default::default(),
+            network: Vec::new(),
+            network_omitted: None,
+            usage: Default::default(),
+            stdout: empty(None),
+            stderr: empty(None),
+            report,
+            termination: Termination::Exited { code: 0 },
+            success: true,
+            outputs: if writes.is_empty() {
+                Publication::NoOutputs
+            } else {
+                Publication::Published
+            },
+            cache: CacheInfo {
+                key: Some(key.0.to_string()),
+                hit: true,
+                source_run: Some(entry.run_id.clone()),
+                uncacheable: None,
+            },
+        },
+    );
     // The hit's record is chained before its outputs are published, like
     // any run's.
     let pending = if writes.is_empty() {
@@ -866,6 +860,77 @@ fn serve_from_cache(
         cache,
         None,
     )
+}
+
+/// What one run (or cache hit) produced, for [`step_record`].
+struct RunParts {
+    args: Vec<String>,
+    env: std::collections::BTreeMap<String, String>,
+    mounts: Vec<MountRecord>,
+    secrets: std::collections::BTreeMap<String, cordon_record::run::SecretAudit>,
+    secrets_not_granted: std::collections::BTreeMap<String, u64>,
+    network: Vec<cordon_record::run::NetworkCall>,
+    network_omitted: Option<cordon_record::run::OmittedCalls>,
+    usage: cordon_record::run::Usage,
+    stdout: cordon_record::run::StreamSummary,
+    stderr: cordon_record::run::StreamSummary,
+    report: cordon_record::run::Report,
+    termination: Termination,
+    success: bool,
+    outputs: Publication,
+    cache: CacheInfo,
+}
+
+/// The one place a step record is built: what the plan says ran, and what
+/// the run (or the cache hit) produced. It is sealed (redacted as values,
+/// chained, signed) by `commit`.
+fn step_record(
+    plan: &StepPlan,
+    run_id: &str,
+    started_at: String,
+    compiled_from_cache: bool,
+    reproducibility: Reproducibility,
+    opts: &RunOptions,
+    parts: RunParts,
+) -> StepRecord {
+    StepRecord {
+        format: record::RECORD_FORMAT.into(),
+        run_id: run_id.to_string(),
+        step: plan.name.clone(),
+        environment: plan.environment.clone(),
+        runner: RunnerInfo::default(),
+        manifest: FileRef {
+            path: plan.manifest_path.clone(),
+            sha256: plan.manifest_sha256.clone(),
+        },
+        component: FileRef {
+            path: plan.component_path.clone(),
+            sha256: plan.component_digest.clone(),
+        },
+        compiled_from_cache,
+        args: parts.args,
+        env: parts.env,
+        mounts: parts.mounts,
+        secrets: parts.secrets,
+        secrets_not_granted: parts.secrets_not_granted,
+        network: parts.network,
+        network_omitted: parts.network_omitted,
+        limits: plan.limits,
+        usage: parts.usage,
+        stdout: parts.stdout,
+        stderr: parts.stderr,
+        report: parts.report,
+        termination: parts.termination,
+        success: parts.success,
+        outputs: parts.outputs,
+        cache: parts.cache,
+        started_at,
+        finished_at: record::now_rfc3339(),
+        reproducibility,
+        policy: opts.policy.as_deref().cloned(),
+        chain: None,
+        signed_by: None,
+    }
 }
 
 /// A fixed clock (this second) and a fresh seed, unless the manifest opts

@@ -11,6 +11,7 @@
 //! handler or draws anything but the live view it is asked for.
 
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 #[macro_use]
 extern crate cordon_core;

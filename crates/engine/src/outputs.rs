@@ -80,6 +80,28 @@ pub enum OutputError {
     },
 }
 
+/// Why outputs could not be rebuilt from the content store.
+#[derive(Debug, thiserror::Error)]
+pub enum RefillError {
+    /// A tree's files could not be restored from the store.
+    #[error("cannot restore {guest}: {source}")]
+    Store {
+        /// Guest path.
+        guest: String,
+        /// What failed.
+        source: crate::cas::CasError,
+    },
+    /// Hashing what was restored failed.
+    #[error(transparent)]
+    Check(#[from] OutputError),
+    /// A rebuilt tree does not have the digest it was restored for.
+    #[error("{guest} does not match its tree digest")]
+    Mismatch {
+        /// Guest path.
+        guest: String,
+    },
+}
+
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> OutputError {
     let what = what.into();
     move |source| OutputError::Io { what, source }
@@ -96,6 +118,36 @@ fn slug(guest: &str) -> String {
 }
 
 impl Staging {
+    /// Rebuilds each staged mount from the content store and checks it:
+    /// `wanted[i]` holds the entries and tree digest of `mounts[i]`. The one
+    /// "restore, verify" every publication from the store goes through (a
+    /// cache hit, `cordon restore`); the caller publishes or discards.
+    pub fn refill(
+        &self,
+        cas: &crate::cas::Cas,
+        wanted: &[(
+            &[cordon_core::digest::Entry],
+            &cordon_manifest::manifest::Sha256Digest,
+        )],
+    ) -> Result<Vec<Tree>, RefillError> {
+        for (s, (entries, _)) in self.mounts.iter().zip(wanted) {
+            cas.restore_entries(entries, &s.dir)
+                .map_err(|source| RefillError::Store {
+                    guest: s.guest.clone(),
+                    source,
+                })?;
+        }
+        let trees = self.verify()?;
+        for ((t, (_, digest)), s) in trees.iter().zip(wanted).zip(&self.mounts) {
+            if t.digest != **digest {
+                return Err(RefillError::Mismatch {
+                    guest: s.guest.clone(),
+                });
+            }
+        }
+        Ok(trees)
+    }
+
     /// Creates empty staging directories under `root` for `(guest, dest)`
     /// write mounts.
     pub fn create(root: PathBuf, mounts: &[(String, PathBuf)]) -> io::Result<Staging> {

@@ -163,7 +163,7 @@ fn before_of(m: &cordon_record::record::MountRecord) -> Result<Sha256Digest, Str
 }
 
 /// Runs the step of `record` again.
-pub fn reexecute(
+pub(crate) fn reexecute(
     state_dir: &Path,
     record: &StepRecord,
     sandbox: &Sandbox,

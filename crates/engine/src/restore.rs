@@ -21,9 +21,10 @@
 //! writes outside that staging area and the host paths of a record that
 //! verified.
 
-use crate::cache::{CachedEntry, Cas, CasError, is_blob_name, is_tree_path};
+use crate::cache::CachedEntry;
+use crate::cas::{Cas, CasError, is_blob_name, is_tree_path};
 use crate::keys::TrustRoots;
-use crate::outputs::{OutputError, Staging};
+use crate::outputs::{OutputError, RefillError, Staging};
 use cordon_manifest::config::WorkspaceConfig;
 use cordon_manifest::manifest::Sha256Digest;
 use cordon_record::verify::{Checks, FindingKind, Scope, VerifyError};
@@ -331,29 +332,21 @@ fn publish(
             return Err(RestoreError::Staging(e));
         }
     };
-    let cas = Cas::new(state_dir);
-    let checked = (|| {
-        for (p, s) in planned.iter().zip(&staging.mounts) {
-            cas.restore_tree(&p.entries, &s.dir)
-                .map_err(|source| RestoreError::Store {
-                    guest: p.guest.clone(),
-                    run: run.to_string(),
-                    source,
-                })?;
-        }
-        let trees = staging.verify()?;
-        for (t, p) in trees.iter().zip(planned) {
-            if t.digest != p.tree {
-                return Err(RestoreError::Mismatch {
-                    guest: p.guest.clone(),
-                });
-            }
-        }
-        Ok(())
-    })();
-    if let Err(e) = checked {
+    let wanted: Vec<_> = planned
+        .iter()
+        .map(|p| (p.entries.as_slice(), &p.tree))
+        .collect();
+    if let Err(e) = staging.refill(&Cas::new(state_dir), &wanted) {
         staging.discard();
-        return Err(e);
+        return Err(match e {
+            RefillError::Store { guest, source } => RestoreError::Store {
+                guest,
+                run: run.to_string(),
+                source,
+            },
+            RefillError::Check(e) => RestoreError::Publish(e),
+            RefillError::Mismatch { guest } => RestoreError::Mismatch { guest },
+        });
     }
     staging.publish_or_remove()?;
     Ok(planned

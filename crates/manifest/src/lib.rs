@@ -11,6 +11,7 @@
 //! or write anything but the manifest `pin` is asked to edit.
 
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod config;
 pub mod manifest;

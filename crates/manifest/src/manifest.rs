@@ -24,6 +24,11 @@ pub use cordon_core::digest::Sha256Digest;
 use std::time::Duration;
 use toml::Spanned;
 
+/// An `allow` URL of a network grant that is not of the accepted form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AllowUrlError(pub String);
+
 /// The only manifest format version this runner understands.
 pub const FORMAT_VERSION: i64 = 1;
 
@@ -286,7 +291,11 @@ pub struct NetworkGrant {
 
 /// A URL split into the parts the allowlist compares. Only `http` and
 /// `https` URLs without user info or fragment are accepted.
-pub fn parse_allow_url(text: &str) -> Result<(String, String, u16, String), String> {
+pub fn parse_allow_url(text: &str) -> Result<(String, String, u16, String), AllowUrlError> {
+    parse_allow_url_message(text).map_err(AllowUrlError)
+}
+
+fn parse_allow_url_message(text: &str) -> Result<(String, String, u16, String), String> {
     let (scheme, rest) = text
         .split_once("://")
         .ok_or_else(|| format!("`{text}` is not a URL (expected `https://host/path/`)"))?;
@@ -955,7 +964,7 @@ impl Manifest {
                         });
                     }
                     Err(msg) => problems.push(at.problem(
-                        msg,
+                        msg.to_string(),
                         Some("write destinations as `https://host[:port]/path/prefix/`".into()),
                     )),
                 }
@@ -1012,7 +1021,7 @@ impl Manifest {
                                 .problem(format!("{what} limit must be more than zero"), None),
                         ),
                         Ok(n) => *slot = n,
-                        Err(msg) => problems.push(lines.of(v).problem(msg, None)),
+                        Err(msg) => problems.push(lines.of(v).problem(msg.to_string(), None)),
                     }
                 }
             };
@@ -1025,7 +1034,7 @@ impl Manifest {
                         problems.push(lines.of(t).problem("timeout must be more than zero", None))
                     }
                     Ok(d) => limits.timeout = d,
-                    Err(msg) => problems.push(lines.of(t).problem(msg, None)),
+                    Err(msg) => problems.push(lines.of(t).problem(msg.to_string(), None)),
                 }
             }
             if let Some(r) = &l.requests {
@@ -1043,7 +1052,7 @@ impl Manifest {
                             .problem("request-bytes must be more than zero", None),
                     ),
                     Ok(n) => limits.request_bytes = n,
-                    Err(msg) => problems.push(lines.of(b).problem(msg, None)),
+                    Err(msg) => problems.push(lines.of(b).problem(msg.to_string(), None)),
                 }
             }
             if let Some(t) = &l.request_timeout {
@@ -1054,7 +1063,7 @@ impl Manifest {
                             .problem("request-timeout must be more than zero", None),
                     ),
                     Ok(d) => limits.request_timeout = d,
-                    Err(msg) => problems.push(lines.of(t).problem(msg, None)),
+                    Err(msg) => problems.push(lines.of(t).problem(msg.to_string(), None)),
                 }
             }
         }

@@ -16,6 +16,11 @@ use crate::manifest::{
 use cordon_core::fsutil::resolve;
 use std::path::{Path, PathBuf};
 
+/// A mount's host path that cannot be expanded (an unknown variable).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MountPathError(pub String);
+
 /// A mount with its host path resolved.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PlannedMount {
@@ -229,6 +234,14 @@ pub fn mount_host_raw(
     manifest: &Manifest,
     m: &Mount,
     ctx: &PlanContext<'_>,
+) -> Result<PathBuf, MountPathError> {
+    mount_host_raw_message(manifest, m, ctx).map_err(MountPathError)
+}
+
+fn mount_host_raw_message(
+    manifest: &Manifest,
+    m: &Mount,
+    ctx: &PlanContext<'_>,
 ) -> Result<PathBuf, String> {
     Ok(manifest
         .dir
@@ -236,12 +249,12 @@ pub fn mount_host_raw(
 }
 
 /// A mount's absolute, canonical host path in `ctx` (what lineage compares).
-pub fn mount_host(
+pub(crate) fn mount_host(
     manifest: &Manifest,
     m: &Mount,
     ctx: &PlanContext<'_>,
 ) -> Result<PathBuf, String> {
-    let raw = mount_host_raw(manifest, m, ctx)?;
+    let raw = mount_host_raw_message(manifest, m, ctx)?;
     resolve(&raw).map_err(|e| format!("cannot resolve host path {}: {e}", raw.display()))
 }
 
@@ -331,7 +344,7 @@ pub fn plan_step_with(
             Ok(r) => r,
             Err(msg) => {
                 problems.push(m.host_at.problem(
-                    msg,
+                    msg.to_string(),
                     Some(format!(
                         "define it under `[env.{}.vars]` in cordon.toml",
                         ctx.env.name

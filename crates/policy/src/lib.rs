@@ -6,6 +6,7 @@
 //! must never run a step or see a secret value.
 
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod approval;
 pub mod gate;

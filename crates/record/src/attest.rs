@@ -68,8 +68,13 @@ pub fn keyid(key: &VerifyingKey) -> String {
 /// ed25519 signature of `message` exactly (no prehash), or why not.
 pub trait RemoteSign: Send + Sync + std::fmt::Debug {
     /// The signature of `message`.
-    fn sign(&self, message: &[u8]) -> Result<[u8; 64], String>;
+    fn sign(&self, message: &[u8]) -> Result<[u8; 64], RemoteSignError>;
 }
+
+/// Why a remote signer gave no signature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RemoteSignError(pub String);
 
 /// Who holds a signer's private key, as records name it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -197,7 +202,7 @@ impl Signer {
         match &self.backend {
             Backend::Local(k) => Ok(k.sign(message)),
             Backend::Remote(r) => {
-                let bytes = r.sign(message).map_err(AttestError::Envelope)?;
+                let bytes = r.sign(message).map_err(|e| AttestError::Envelope(e.0))?;
                 let sig = Signature::from_bytes(&bytes);
                 self.public.verify_strict(message, &sig).map_err(|_| {
                     AttestError::Envelope(format!(

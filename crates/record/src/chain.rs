@@ -39,6 +39,11 @@ use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// A chain log line that does not hold: what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LineError(pub String);
+
 /// The log's file name inside the records directory.
 pub const LOG_FILE: &str = "chain.log";
 /// The lock file's name inside the records directory.
@@ -83,7 +88,11 @@ impl LogEntry {
     /// `seq` from 1, `run` a run id ([`is_run_id`]), `record`, `envelope`
     /// and `prev` digests in the form `sha256:<64 lowercase hex>`. Never
     /// panics, whatever the line.
-    pub fn parse(line: &str) -> Result<LogEntry, String> {
+    pub fn parse(line: &str) -> Result<LogEntry, LineError> {
+        Self::parse_message(line).map_err(LineError)
+    }
+
+    fn parse_message(line: &str) -> Result<LogEntry, String> {
         let entry: LogEntry = serde_json::from_str(line).map_err(|e| e.to_string())?;
         if entry.seq == 0 || entry.seq == u64::MAX {
             return Err(format!("sequence number {} is out of range", entry.seq));

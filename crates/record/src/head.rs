@@ -71,7 +71,7 @@ pub fn current(records_dir: &Path, environment: &str) -> Result<ChainHead, HeadE
     let last = lines
         .last()
         .ok_or_else(|| HeadError::Empty(records_dir.to_path_buf()))?;
-    let entry = chain::LogEntry::parse(last).map_err(HeadError::Damaged)?;
+    let entry = chain::LogEntry::parse(last).map_err(|e| HeadError::Damaged(e.0))?;
     Ok(ChainHead {
         format: HEAD_FORMAT.into(),
         environment: environment.into(),

@@ -12,6 +12,7 @@
 //! else.
 
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod attest;
 pub mod chain;

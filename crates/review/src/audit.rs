@@ -305,7 +305,7 @@ pub fn audit(
             match mount_host_raw(e.manifest, m, &ctx) {
                 Ok(raw) => h.push(paths.absolute(&raw)),
                 Err(msg) => problems.push(m.host_at.problem(
-                    msg,
+                    msg.to_string(),
                     Some(format!(
                         "define it under `[env.{}.vars]` in cordon.toml",
                         env.name

@@ -8,6 +8,7 @@
 //! a step, open a secret store or write anything.
 
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod audit;
 pub mod capdiff;

@@ -215,7 +215,7 @@ impl secrets::HostSecret for CordonView<'_> {
                 use ed25519_dalek::Signer;
                 key.sign(&data).to_bytes().to_vec()
             })
-            .map_err(secrets::Error::Unavailable))
+            .map_err(|e| secrets::Error::Unavailable(e.0)))
     }
 
     fn public_key_ed25519(
@@ -230,7 +230,7 @@ impl secrets::HostSecret for CordonView<'_> {
             .value
             .ed25519_key()
             .map(|key| key.verifying_key().to_bytes().to_vec())
-            .map_err(secrets::Error::Unavailable))
+            .map_err(|e| secrets::Error::Unavailable(e.0)))
     }
 
     fn reveal(

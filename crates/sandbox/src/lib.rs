@@ -30,6 +30,9 @@
 //! ([`Sandbox::load`] compiles or loads the cached artifact and
 //! pre-instantiates), once per run ([`Sandbox::run`] builds the store).
 
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
 pub mod compiled;
 pub mod determinism;
 pub mod host;
@@ -585,7 +588,9 @@ impl Sandbox {
 
     /// The cached compilation at `path`, when there is one and its seal
     /// holds; otherwise `None` (with a warning for a file that is there but
-    /// refused), and the caller recompiles.
+    /// refused), and the caller recompiles. The crate's one `unsafe` block
+    /// (loading native code) is here.
+    #[allow(unsafe_code)]
     fn load_sealed(
         &self,
         engine: &Engine,

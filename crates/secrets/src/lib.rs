@@ -30,6 +30,7 @@
 //! revokes the token).
 
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 #[macro_use]
 extern crate cordon_core;
@@ -45,6 +46,11 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 use zeroize::Zeroizing;
+
+/// A secret that is not an ed25519 seed in an accepted form (never quoting the value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyFormError(pub String);
 
 pub use env::env_var_for;
 
@@ -74,7 +80,11 @@ impl SecretValue {
     /// The ed25519 signing key whose seed is this value: 64 hex characters
     /// (either case) or exactly 32 raw bytes. The error names the accepted
     /// forms and never the value.
-    pub fn ed25519_key(&self) -> Result<ed25519_dalek::SigningKey, String> {
+    pub fn ed25519_key(&self) -> Result<ed25519_dalek::SigningKey, KeyFormError> {
+        self.ed25519_key_message().map_err(KeyFormError)
+    }
+
+    fn ed25519_key_message(&self) -> Result<ed25519_dalek::SigningKey, String> {
         let v = self.expose();
         let mut seed = Zeroizing::new([0u8; 32]);
         if v.len() == 64 && hex::decode_to_slice(v, seed.as_mut()).is_ok() {
@@ -1262,7 +1272,7 @@ mod tests {
         let err = SecretValue::new(b"not a seed".to_vec())
             .ed25519_key()
             .unwrap_err();
-        assert!(err.contains("64 hex characters or 32 raw bytes"), "{err}");
-        assert!(!err.contains("not a seed"));
+        assert!(err.0.contains("64 hex characters or 32 raw bytes"), "{err}");
+        assert!(!err.0.contains("not a seed"));
     }
 }

@@ -633,9 +633,10 @@ impl TransitSigner {
 }
 
 impl cordon_record::attest::RemoteSign for TransitSigner {
-    fn sign(&self, message: &[u8]) -> Result<[u8; 64], String> {
+    fn sign(&self, message: &[u8]) -> Result<[u8; 64], cordon_record::attest::RemoteSignError> {
         self.provider
             .transit_sign(&self.mount, &self.key, self.version, message)
+            .map_err(cordon_record::attest::RemoteSignError)
     }
 }
 
