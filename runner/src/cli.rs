@@ -1673,7 +1673,9 @@ fn export_in_toto(
     };
     let out = match &target {
         ExportTarget::Run(id) => cordon_engine::export::export_run(&request, id),
-        ExportTarget::PipelineRun(id) => cordon_engine::export::export_pipeline_run(&request, id),
+        ExportTarget::PipelineRun(id) => {
+            cordon_engine::export::pipeline::export_pipeline_run(&request, id)
+        }
     }
     .map_err(bad_input)?;
     let links: Vec<String> = out.links.iter().map(|l| l.display().to_string()).collect();

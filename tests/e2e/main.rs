@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod architecture;
 mod concurrency;
 mod crash;
 mod damaged_state;

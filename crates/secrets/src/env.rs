@@ -7,7 +7,7 @@
 //! versions to record, and nothing expires when the run ends. Values are
 //! never read from argv, which other users on the machine can see.
 
-use super::{Provider, ResolvedSecret, SecretError, SecretValue};
+use crate::value::{Provider, ResolvedSecret, SecretError, SecretValue};
 use cordon_manifest::manifest::SecretGrant;
 
 /// The environment variable the `env` provider reads for `name` (or the

@@ -24,7 +24,7 @@
 //! numbering from the last removed version, so a version number in an old
 //! record never names two different values.
 
-use super::{Provider, ResolvedSecret, SecretError, SecretValue};
+use crate::value::{Provider, ResolvedSecret, SecretError, SecretValue};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use cordon_manifest::config::EnvConfig;

@@ -15,7 +15,7 @@
 //! permission denied) is reported naming the environment and the secret,
 //! before any step runs.
 
-use super::{Provider, ResolvedSecret, SecretError, SecretValue};
+use crate::value::{Provider, ResolvedSecret, SecretError, SecretValue};
 use cordon_manifest::config::{EnvConfig, SecretIdSource, VaultConfig};
 use cordon_manifest::manifest::SecretGrant;
 use std::collections::BTreeMap;

@@ -35,8 +35,6 @@
 pub mod pipeline;
 pub mod rules;
 
-pub use pipeline::export_pipeline_run;
-
 use crate::keys::{KeyError, TrustRoots};
 use cordon_manifest::config::WorkspaceConfig;
 use cordon_manifest::manifest::ManifestError;
