@@ -554,3 +554,30 @@ fn an_output_file_name_in_the_leak_message_is_escaped() {
     );
     assert_value_nowhere(&ws, &out, LONGER);
 }
+
+#[test]
+fn a_secret_rotated_to_a_short_value_is_refused_by_reexecution_too() {
+    let ws = Workspace::new();
+    set(&ws, "pin", b"a-long-enough-pin");
+    ws.step(
+        HOSTILE_STREAMS,
+        &["encode", "pin", "hex"],
+        &grant("pin", "\"reveal\""),
+    );
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // Re-execution reads the environment's current value, as a run would:
+    // the same rule applies before the step sees it.
+    let rotated = ws.cordon_with_input(&["secret", "rotate", "pin"], &[], Some(b"1234"));
+    assert_eq!(rotated.code, 0, "{rotated:?}");
+    let out = ws.cordon(&["verify", "--reexecute"], &[]);
+    assert_ne!(out.code, 0, "{out:?}");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains(
+            "secret `pin` is 4 bytes long, shorter than the 8 bytes the runner can redact reliably"
+        ),
+        "{all}"
+    );
+    assert!(!all.contains("1234"), "{all}");
+}

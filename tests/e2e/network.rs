@@ -838,9 +838,21 @@ fn zlib(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// brotli of `data`.
+fn br(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let params = brotli::enc::BrotliEncoderParams::default();
+    brotli::BrotliCompress(&mut std::io::Cursor::new(data), &mut out, &params).unwrap();
+    out
+}
+
 #[test]
 fn a_bound_host_echoing_the_token_in_a_compressed_body_does_not_reveal_it() {
-    for (coding, encode) in [("gzip", gzip as fn(&[u8]) -> Vec<u8>), ("deflate", zlib)] {
+    for (coding, encode) in [
+        ("gzip", gzip as fn(&[u8]) -> Vec<u8>),
+        ("deflate", zlib),
+        ("br", br),
+    ] {
         let a = Server::start(move |s| {
             let echo = format!("you sent: {}", s.header("authorization").unwrap_or("-"));
             (

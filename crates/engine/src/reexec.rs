@@ -306,8 +306,13 @@ fn run_in(
     let env = workspace
         .env(&record.environment)
         .map_err(|e| e.to_string())?;
-    let mut resolution = cordon_secrets::resolve(env, &grants_for).map_err(|e| e.to_string())?;
-    let secrets = std::mem::take(&mut resolution.secrets);
+    // The same reading as a run's: the grants only, and a value too short
+    // to be redacted reliably refused for a use that shows it.
+    let cordon_secrets::StepSecrets {
+        resolution: _resolution,
+        steps,
+    } = cordon_secrets::resolve_steps(env, &[&grants_for]).map_err(|e| e.to_string())?;
+    let secrets = steps.into_iter().next().unwrap_or_default();
 
     // The limits the run had (network limits do not matter: a
     // re-execution has no network).

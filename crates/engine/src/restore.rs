@@ -21,12 +21,14 @@
 //! writes outside that staging area and the host paths of a record that
 //! verified.
 
-use crate::cache::CachedEntry;
 use crate::cas::{Cas, CasError, is_blob_name, is_tree_path};
 use crate::keys::TrustRoots;
 use crate::outputs::{OutputError, RefillError, Staging};
+use cordon_core::digest::EntryKind;
 use cordon_manifest::config::WorkspaceConfig;
+use cordon_manifest::manifest::Access;
 use cordon_manifest::manifest::Sha256Digest;
+use cordon_record::record::{MountRecord, StepRecord};
 use cordon_record::verify::{Checks, FindingKind, Scope, VerifyError};
 use std::path::{Path, PathBuf};
 
@@ -129,39 +131,6 @@ pub struct Restored {
     pub warnings: Vec<String>,
 }
 
-/// The parts of a record a restore uses, typed.
-#[derive(serde::Deserialize)]
-struct RecordView {
-    run_id: String,
-    success: bool,
-    #[serde(default)]
-    environment: String,
-    #[serde(default)]
-    mounts: Vec<MountView>,
-}
-
-#[derive(serde::Deserialize)]
-struct MountView {
-    guest: String,
-    host: PathBuf,
-    access: String,
-    after: Option<TreeView>,
-}
-
-#[derive(serde::Deserialize)]
-struct TreeView {
-    sha256: String,
-    entries: Option<Vec<EntryView>>,
-}
-
-#[derive(serde::Deserialize)]
-struct EntryView {
-    path: String,
-    #[serde(default)]
-    size: u64,
-    sha256: Option<String>,
-}
-
 /// A write mount to restore, checked.
 struct Planned {
     guest: String,
@@ -192,7 +161,9 @@ pub fn restore(
     };
     let bytes = cordon_core::fsutil::read_regular(&path, MAX_RECORD_BYTES)
         .map_err(|e| unusable(format!("cannot be read: {e}")))?;
-    let record: RecordView = serde_json::from_slice(&bytes)
+    // Read through the one record schema, like `verify` (which has just
+    // checked this very file) and re-execution.
+    let record: StepRecord = serde_json::from_slice(&bytes)
         .map_err(|e| unusable(format!("is not a record this runner can restore: {e}")))?;
     let protected = workspace
         .envs
@@ -243,9 +214,9 @@ pub fn restore(
 }
 
 /// The write mounts of a record, every path and digest checked.
-fn plan_mounts(mounts: Vec<MountView>) -> Result<Vec<Planned>, String> {
+fn plan_mounts(mounts: Vec<MountRecord>) -> Result<Vec<Planned>, String> {
     let mut out = Vec::new();
-    for m in mounts.into_iter().filter(|m| m.access == "write") {
+    for m in mounts.into_iter().filter(|m| m.access == Access::Write) {
         let guest = cordon_core::sanitize::escape_for_terminal(&m.guest);
         if !m.host.is_absolute() {
             return Err(format!(
@@ -255,8 +226,7 @@ fn plan_mounts(mounts: Vec<MountView>) -> Result<Vec<Planned>, String> {
         let after = m
             .after
             .ok_or_else(|| format!("it lacks the tree of output {guest}"))?;
-        let tree = Sha256Digest::parse(&after.sha256)
-            .map_err(|_| format!("output {guest} has no valid tree digest"))?;
+        let tree = after.sha256;
         let listed = after
             .entries
             .ok_or_else(|| format!("it lacks the entries of {guest}"))?;
@@ -275,16 +245,15 @@ fn plan_mounts(mounts: Vec<MountView>) -> Result<Vec<Planned>, String> {
                     "output {guest} lists a file with an invalid digest"
                 ));
             }
-            let kind = if e.sha256.is_some() { "file" } else { "dir" };
-            entries.push(
-                CachedEntry {
-                    path: e.path,
-                    kind: kind.into(),
-                    size: e.size,
-                    sha256: e.sha256,
+            match (&e.kind, &e.sha256) {
+                (EntryKind::File, Some(_)) | (EntryKind::Dir, None) => entries.push(e),
+                _ => {
+                    return Err(format!(
+                        "output {guest} lists `{}`, which is not a plain file or directory",
+                        cordon_core::sanitize::escape_for_terminal(&e.path)
+                    ));
                 }
-                .to_entry(),
-            );
+            }
         }
         out.push(Planned {
             guest: m.guest,
@@ -362,17 +331,29 @@ fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cordon_core::digest::Entry;
+    use cordon_record::record::TreeRecord;
 
     #[test]
     fn a_record_mount_with_an_escaping_path_or_bad_digest_is_refused() {
-        let view = |path: &str, sha: Option<&str>| MountView {
+        let view = |path: &str, sha: Option<&str>| MountRecord {
             guest: "/out".into(),
             host: PathBuf::from("/tmp/out"),
-            access: "write".into(),
-            after: Some(TreeView {
-                sha256: Sha256Digest::of(b"t").to_string(),
-                entries: Some(vec![EntryView {
+            access: Access::Write,
+            purpose: "p".into(),
+            classification: None,
+            before: None,
+            after: Some(TreeRecord {
+                sha256: Sha256Digest::of(b"t"),
+                files: 1,
+                bytes: 1,
+                entries: Some(vec![Entry {
                     path: path.into(),
+                    kind: if sha.is_some() {
+                        EntryKind::File
+                    } else {
+                        EntryKind::Dir
+                    },
                     size: 1,
                     sha256: sha.map(str::to_string),
                 }]),

@@ -38,44 +38,7 @@ pub struct PipelineOptions {
     pub policy: Option<Arc<cordon_policy::policy::Decision>>,
 }
 
-/// Where a step stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StepStatus {
-    /// Waiting for its dependencies.
-    Waiting,
-    /// Running now.
-    Running,
-    /// Ran and succeeded.
-    Succeeded,
-    /// Served from the action cache.
-    Cached,
-    /// Ran and failed, or the runner failed running it.
-    Failed,
-    /// Not run: a dependency failed, `--fail-fast`, or Ctrl-C.
-    Skipped,
-    /// Stopped by Ctrl-C while running.
-    Interrupted,
-}
-
-impl StepStatus {
-    fn ok(self) -> bool {
-        matches!(self, StepStatus::Succeeded | StepStatus::Cached)
-    }
-
-    /// The word people read.
-    pub fn word(self) -> &'static str {
-        match self {
-            StepStatus::Waiting => "waiting",
-            StepStatus::Running => "running",
-            StepStatus::Succeeded => "done",
-            StepStatus::Cached => "cached",
-            StepStatus::Failed => "FAILED",
-            StepStatus::Skipped => "skipped",
-            StepStatus::Interrupted => "interrupted",
-        }
-    }
-}
+pub use cordon_record::pipeline::StepStatus;
 
 /// The result of one step of a pipeline run.
 #[derive(Debug, Clone)]
@@ -453,44 +416,7 @@ fn settle_skips(plan: &PipelinePlan, st: &mut State, opts: &PipelineOptions) {
     }
 }
 
-/// Format identifier of the pipeline record.
-pub const PIPELINE_RECORD_FORMAT: &str = "cordon.pipeline-record/v1";
-
-/// Where the record of pipeline run `run_id` lives in `state_dir`.
-pub fn pipeline_record_path(state_dir: &std::path::Path, run_id: &str) -> PathBuf {
-    state_dir.join("pipelines").join(format!("{run_id}.json"))
-}
-
-/// The pipeline record: links the step records of one pipeline run with
-/// the dataset versions that went in and the artifacts that came out.
-#[derive(Debug, serde::Serialize)]
-pub struct PipelineRecord {
-    /// [`PIPELINE_RECORD_FORMAT`].
-    pub format: &'static str,
-    /// Pipeline run id.
-    pub run_id: String,
-    /// Pipeline name.
-    pub pipeline: String,
-    /// The pipeline file and its digest.
-    pub file: cordon_record::record::FileRef,
-    /// Environment.
-    pub environment: String,
-    /// Whether every step succeeded or was cached.
-    pub success: bool,
-    /// Wall time.
-    pub duration_ms: u64,
-    /// Per step: status, record, metrics.
-    pub steps: Vec<serde_json::Value>,
-    /// Inputs no step of the pipeline produced, with their tree digests.
-    pub datasets: Vec<serde_json::Value>,
-    /// Outputs of the steps nothing depends on.
-    pub artifacts: Vec<serde_json::Value>,
-    /// The policy decision the run went ahead under.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy: Option<cordon_policy::policy::Decision>,
-    /// When it finished.
-    pub finished_at: String,
-}
+pub use cordon_record::pipeline::{PIPELINE_RECORD_FORMAT, PipelineRecord, pipeline_record_path};
 
 /// Builds and writes the pipeline record under `<state>/pipelines/`.
 pub fn write_pipeline_record(
@@ -519,16 +445,16 @@ pub fn write_pipeline_record(
     let mut artifacts = Vec::new();
     let mut steps = Vec::new();
     for (i, r) in outcome.steps.iter().enumerate() {
-        steps.push(serde_json::json!({
-            "name": r.name,
-            "status": r.status,
-            "duration_ms": r.duration.as_millis() as u64,
-            "run_id": r.record.as_ref().map(|x| x.run_id.clone()),
-            "record": r.record_path,
-            "cache_hit": r.record.as_ref().is_some_and(|x| x.cache.hit),
-            "metrics": r.record.as_ref().map(|x| &x.report.metrics),
-            "message": r.message,
-        }));
+        steps.push(cordon_record::pipeline::PipelineStep {
+            name: r.name.clone(),
+            status: r.status,
+            duration_ms: r.duration.as_millis() as u64,
+            run_id: r.record.as_ref().map(|x| x.run_id.clone()),
+            record: r.record_path.clone(),
+            cache_hit: r.record.as_ref().is_some_and(|x| x.cache.hit),
+            metrics: r.record.as_ref().map(|x| x.report.metrics.clone()),
+            message: r.message.clone(),
+        });
         let Some(rec) = &r.record else { continue };
         let terminal = !plan.deps.iter().any(|d| d.contains(&i));
         for m in &rec.mounts {
@@ -536,18 +462,32 @@ pub fn write_pipeline_record(
                 && !produced.iter().any(|p| m.host.starts_with(p))
                 && let Some(b) = &m.before
             {
-                datasets.push(serde_json::json!({"step": r.name, "guest": m.guest, "host": m.host, "sha256": b.sha256, "files": b.files, "bytes": b.bytes, "classification": m.classification}));
+                datasets.push(cordon_record::pipeline::Dataset {
+                    step: r.name.clone(),
+                    guest: m.guest.clone(),
+                    host: m.host.clone(),
+                    sha256: b.sha256.clone(),
+                    files: b.files,
+                    bytes: b.bytes,
+                    classification: m.classification,
+                });
             }
             if terminal
                 && m.access != Access::Read
                 && let Some(a) = &m.after
             {
-                artifacts.push(serde_json::json!({"step": r.name, "guest": m.guest, "host": m.host, "sha256": a.sha256, "files": a.entries}));
+                artifacts.push(cordon_record::pipeline::Artifact {
+                    step: r.name.clone(),
+                    guest: m.guest.clone(),
+                    host: m.host.clone(),
+                    sha256: a.sha256.clone(),
+                    files: a.entries.clone(),
+                });
             }
         }
     }
     let record = PipelineRecord {
-        format: PIPELINE_RECORD_FORMAT,
+        format: PIPELINE_RECORD_FORMAT.into(),
         run_id: run_id.clone(),
         pipeline: plan.name.clone(),
         file: cordon_record::record::FileRef {
@@ -565,10 +505,42 @@ pub fn write_pipeline_record(
     };
     let path = pipeline_record_path(state_dir, &run_id);
     cordon_core::fsutil::create_private_dir(path.parent().unwrap_or(state_dir))?;
-    let mut bytes = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
-    bytes.push(b'\n');
-    cordon_core::fsutil::write_new(&path, &bytes)?;
+    cordon_core::fsutil::write_new(&path, &record.to_bytes())?;
     Ok(path)
+}
+
+/// `--report json=FILE`: the pipeline and every step, typed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JsonReport {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Whether every step succeeded or was cached.
+    pub success: bool,
+    /// Wall time, milliseconds.
+    pub duration_ms: u64,
+    /// The pipeline record's file.
+    pub pipeline_record: PathBuf,
+    /// Each step, in pipeline order.
+    pub steps: Vec<JsonReportStep>,
+}
+
+/// One step of a [`JsonReport`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JsonReportStep {
+    /// Step name.
+    pub name: String,
+    /// How it ended.
+    pub status: StepStatus,
+    /// Wall time, milliseconds.
+    pub duration_ms: u64,
+    /// The step record's run id.
+    pub run_id: Option<String>,
+    /// The step record's file.
+    pub record: Option<PathBuf>,
+    /// Whether it was served from the action cache.
+    pub cache_hit: bool,
+    /// Why it failed or was skipped.
+    pub message: Option<String>,
 }
 
 /// `--report json=FILE`: every step, status, duration, record id, cache hit.
@@ -576,22 +548,26 @@ pub fn json_report(
     plan: &PipelinePlan,
     outcome: &PipelineOutcome,
     pipeline_record: &std::path::Path,
-) -> serde_json::Value {
-    serde_json::json!({
-        "pipeline": plan.name,
-        "success": outcome.success(),
-        "duration_ms": outcome.duration.as_millis() as u64,
-        "pipeline_record": pipeline_record,
-        "steps": outcome.steps.iter().map(|r| serde_json::json!({
-            "name": r.name,
-            "status": r.status,
-            "duration_ms": r.duration.as_millis() as u64,
-            "run_id": r.record.as_ref().map(|x| x.run_id.clone()),
-            "record": r.record_path,
-            "cache_hit": r.record.as_ref().is_some_and(|x| x.cache.hit),
-            "message": r.message,
-        })).collect::<Vec<_>>(),
-    })
+) -> JsonReport {
+    JsonReport {
+        pipeline: plan.name.clone(),
+        success: outcome.success(),
+        duration_ms: outcome.duration.as_millis() as u64,
+        pipeline_record: pipeline_record.to_path_buf(),
+        steps: outcome
+            .steps
+            .iter()
+            .map(|r| JsonReportStep {
+                name: r.name.clone(),
+                status: r.status,
+                duration_ms: r.duration.as_millis() as u64,
+                run_id: r.record.as_ref().map(|x| x.run_id.clone()),
+                record: r.record_path.clone(),
+                cache_hit: r.record.as_ref().is_some_and(|x| x.cache.hit),
+                message: r.message.clone(),
+            })
+            .collect(),
+    }
 }
 
 fn xml_escape(s: &str) -> String {

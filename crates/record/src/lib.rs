@@ -18,6 +18,7 @@ pub mod attest;
 pub mod chain;
 pub mod head;
 pub mod journal;
+pub mod pipeline;
 pub mod query;
 pub mod record;
 pub mod run;

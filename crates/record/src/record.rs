@@ -134,7 +134,7 @@ impl Default for RunnerInfo {
 }
 
 /// A file reference with its digest.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileRef {
     /// Path on the host.
     pub path: PathBuf,

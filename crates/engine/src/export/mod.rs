@@ -36,13 +36,18 @@ pub mod pipeline;
 pub mod rules;
 
 use crate::keys::{KeyError, TrustRoots};
+use cordon_core::digest::Entry;
+#[cfg(test)]
+use cordon_core::digest::Sha256Digest;
 use cordon_manifest::config::WorkspaceConfig;
 use cordon_manifest::manifest::ManifestError;
 use cordon_record::attest::{self, AttestError, Signer};
+#[cfg(test)]
 use cordon_record::record::CacheInfo;
+use cordon_record::record::{MountRecord, StepRecord, TreeRecord};
+use cordon_record::run::Termination;
 use cordon_record::verify::{Finding, Scope, VerifyError};
 use rules::Rule;
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -121,57 +126,6 @@ pub struct Exported {
     pub layout: PathBuf,
 }
 
-/// The part of a step record an export reads, typed: a record that lacks
-/// something a link states is refused rather than exported with a blank.
-#[derive(Debug, Clone, Deserialize)]
-struct RecordView {
-    run_id: String,
-    step: String,
-    environment: String,
-    success: bool,
-    args: Vec<String>,
-    mounts: Vec<MountView>,
-    termination: TerminationView,
-    stdout: DigestView,
-    stderr: DigestView,
-    component: DigestView,
-    #[serde(default)]
-    cache: CacheInfo,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct TerminationView {
-    #[serde(default)]
-    code: Option<i64>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct DigestView {
-    sha256: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct MountView {
-    guest: String,
-    host: PathBuf,
-    before: Option<TreeView>,
-    after: Option<TreeView>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct TreeView {
-    sha256: String,
-    #[serde(default)]
-    entries: Option<Vec<EntryView>>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct EntryView {
-    path: String,
-    #[serde(default)]
-    sha256: Option<String>,
-}
-
 /// A mount directory of a run: its host path and its artifact name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Dir {
@@ -192,7 +146,7 @@ impl Dir {
 /// (base-relative paths) with their sha256.
 #[derive(Debug, Clone)]
 struct Run {
-    record: RecordView,
+    record: StepRecord,
     materials: BTreeMap<String, String>,
     products: BTreeMap<String, String>,
     /// Read and read-write mounts.
@@ -221,7 +175,7 @@ fn relative(base: &Path, host: &Path, rel: &str) -> Result<String, ExportError> 
 fn files(
     base: &Path,
     host: &Path,
-    entries: &[EntryView],
+    entries: &[Entry],
     into: &mut BTreeMap<String, String>,
 ) -> Result<(), ExportError> {
     for e in entries {
@@ -238,8 +192,8 @@ impl Run {
     /// the run that produced the outputs, whose input trees are the same
     /// (the action key covers them; the digests are compared here).
     fn new(
-        record: RecordView,
-        source: Option<&RecordView>,
+        record: StepRecord,
+        source: Option<&StepRecord>,
         base: &Path,
     ) -> Result<Run, ExportError> {
         if !record.success {
@@ -299,7 +253,7 @@ impl Run {
         let mut environment = json!({
             "cordon-run": r.run_id,
             "cordon-environment": r.environment,
-            "cordon-component": r.component.sha256,
+            "cordon-component": r.component.sha256.to_string(),
         });
         if r.cache.hit
             && let Some(source) = &r.cache.source_run
@@ -313,9 +267,12 @@ impl Run {
             "materials": artifacts(&self.materials),
             "products": artifacts(&self.products),
             "byproducts": {
-                "return-value": r.termination.code.unwrap_or(-1),
-                "stdout-sha256": r.stdout.sha256,
-                "stderr-sha256": r.stderr.sha256,
+                "return-value": match r.termination {
+                    Termination::Exited { code } => i64::from(code),
+                    _ => -1,
+                },
+                "stdout-sha256": r.stdout.sha256.to_string(),
+                "stderr-sha256": r.stderr.sha256.to_string(),
             },
             "environment": environment,
         })
@@ -325,11 +282,11 @@ impl Run {
 /// The input files of mount `m` of cache hit `record`, from the run that
 /// produced its outputs.
 fn source_entries<'a>(
-    record: &RecordView,
-    m: &MountView,
-    before: &TreeView,
-    source: Option<&'a RecordView>,
-) -> Result<&'a [EntryView], ExportError> {
+    record: &StepRecord,
+    m: &MountRecord,
+    before: &TreeRecord,
+    source: Option<&'a StepRecord>,
+) -> Result<&'a [Entry], ExportError> {
     let refuse = |why: String| {
         ExportError::Refused(format!(
             "cannot name the input files of {} of run {} (step `{}`): {why}",
@@ -359,7 +316,7 @@ fn source_entries<'a>(
 
 /// Verifies run `run_id` as `cordon verify --run` does, then reads its
 /// record.
-fn verified_record(req: &ExportRequest<'_>, run_id: &str) -> Result<RecordView, ExportError> {
+fn verified_record(req: &ExportRequest<'_>, run_id: &str) -> Result<StepRecord, ExportError> {
     let verdict = cordon_record::verify::verify(
         req.state_dir,
         req.workspace,
@@ -550,19 +507,32 @@ pub fn export_run(req: &ExportRequest<'_>, run_id: &str) -> Result<Exported, Exp
 mod tests {
     use super::*;
 
-    pub(super) fn record(step: &str, mounts: Value) -> RecordView {
+    /// A complete step record of a successful run of `step` (the one
+    /// schema every reader uses).
+    pub(super) fn record(step: &str, mounts: Value) -> StepRecord {
+        let d = |s: &str| Sha256Digest::of(s.as_bytes()).to_string();
+        let stream = json!({"sha256": d(""), "bytes_written": 0, "bytes_captured": 0,
+                            "truncated": false, "redacted": false});
         serde_json::from_value(json!({
+            "format": cordon_record::record::RECORD_FORMAT,
             "run_id": format!("r-{step}"),
             "step": step,
             "environment": "dev",
-            "success": true,
+            "runner": {"name": "cordon", "version": "0", "sandbox": "x"},
+            "manifest": {"path": "/m.toml", "sha256": d("manifest")},
+            "component": {"path": "/c.wasm", "sha256": d("component")},
             "args": [step],
+            "env": {},
             "mounts": mounts,
+            "limits": cordon_manifest::manifest::Limits::default(),
+            "stdout": stream,
+            "stderr": stream,
             "termination": {"kind": "exited", "code": 0},
-            "stdout": {"sha256": "sha256:00"},
-            "stderr": {"sha256": "sha256:00"},
-            "component": {"sha256": "sha256:11"},
+            "success": true,
+            "outputs": "published",
             "cache": {"hit": false},
+            "started_at": "t",
+            "finished_at": "t",
         }))
         .unwrap()
     }
@@ -570,9 +540,18 @@ mod tests {
     pub(super) fn mount(guest: &str, host: &str, access: &str, files: &[(&str, &str)]) -> Value {
         let entries: Vec<Value> = files
             .iter()
-            .map(|(p, h)| json!({"path": p, "kind": "file", "size": 1, "sha256": h}))
+            .map(|(p, h)| {
+                serde_json::to_value(Entry {
+                    path: p.to_string(),
+                    kind: cordon_core::digest::EntryKind::File,
+                    size: 1,
+                    sha256: Some(h.to_string()),
+                })
+                .unwrap()
+            })
             .collect();
-        let tree = json!({"sha256": format!("sha256:{}", files.len()), "files": files.len(), "bytes": 1, "entries": entries});
+        let tree = json!({"sha256": Sha256Digest::of(files.len().to_string().as_bytes()).to_string(),
+                          "files": files.len(), "bytes": 1, "entries": entries});
         let mut m = json!({"guest": guest, "host": host, "access": access, "purpose": "p"});
         if access != "write" {
             m["before"] = tree.clone();
@@ -637,7 +616,7 @@ mod tests {
         let err = Run::new(hit.clone(), None, Path::new("/w")).unwrap_err();
         assert!(err.to_string().contains("tree digest"), "{err}");
         let mut other = source.clone();
-        other.mounts[0].before.as_mut().unwrap().sha256 = "sha256:other".into();
+        other.mounts[0].before.as_mut().unwrap().sha256 = Sha256Digest::of(b"other");
         let err = Run::new(hit, Some(&other), Path::new("/w")).unwrap_err();
         assert!(err.to_string().contains("read a different /in"), "{err}");
     }

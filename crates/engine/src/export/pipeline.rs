@@ -26,34 +26,15 @@
 
 use super::rules::{self, Rule};
 use super::{Dir, ExportError, ExportRequest, Exported, Run};
-use serde::Deserialize;
+use cordon_record::pipeline::PipelineRecord;
 use serde_json::Value;
-
-/// The part of a pipeline record the export reads.
-#[derive(Debug, Deserialize)]
-struct PipelineRunView {
-    format: String,
-    run_id: String,
-    pipeline: String,
-    environment: String,
-    success: bool,
-    steps: Vec<PipelineStepView>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PipelineStepView {
-    name: String,
-    status: String,
-    #[serde(default)]
-    run_id: Option<String>,
-}
 
 /// Whether `id` can name a file in `<state>/pipelines/` and nothing else.
 fn plausible_id(id: &str) -> bool {
     !id.is_empty() && !id.starts_with('.') && !id.contains(['/', '\\', '\0'])
 }
 
-fn read_pipeline_record(req: &ExportRequest<'_>, id: &str) -> Result<PipelineRunView, ExportError> {
+fn read_pipeline_record(req: &ExportRequest<'_>, id: &str) -> Result<PipelineRecord, ExportError> {
     let path = crate::scheduler::pipeline_record_path(req.state_dir, id);
     let missing = || {
         ExportError::Refused(format!(
@@ -74,7 +55,7 @@ fn read_pipeline_record(req: &ExportRequest<'_>, id: &str) -> Result<PipelineRun
             });
         }
     };
-    let view: PipelineRunView =
+    let view: PipelineRecord =
         serde_json::from_slice(&bytes).map_err(|e| ExportError::Unreadable {
             path: path.clone(),
             message: format!("not a pipeline record: {e}"),
