@@ -334,6 +334,18 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: cordon_review::review::Format,
     },
+    /// Print a shell completion script for `cordon` to stdout.
+    ///
+    /// bash: `cordon completions bash > ~/.local/share/bash-completion/completions/cordon`;
+    /// zsh: `cordon completions zsh > "${fpath[1]}/_cordon"`;
+    /// fish: `cordon completions fish > ~/.config/fish/completions/cordon.fish`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout: `cordon man | man -l -`, or
+    /// `cordon man > /usr/local/share/man/man1/cordon.1`.
+    Man,
 }
 
 const REPAIR_EXIT_CODES: &str = "\
@@ -541,7 +553,12 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => fmt.without_time().init(),
-        LogFormat::Json => fmt.json().init(),
+        LogFormat::Json => {
+            // Every line the runner writes becomes one JSON event, and the
+            // tracing events put their message at the top level too.
+            cordon_core::log::set_json(true);
+            fmt.json().flatten_event(true).init()
+        }
     }
     // A panic is a runner bug; it still ends with the runner-failure exit
     // code and a message (the panic hook has printed where), never with a
@@ -682,6 +699,23 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             manifest,
             format,
         } => inspect_cmd(&component, manifest.as_deref(), format),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut cmd = Cli::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "cordon", &mut out);
+            out_raw!("{}", String::from_utf8_lossy(&out));
+            Ok(0)
+        }
+        Command::Man => {
+            use clap::CommandFactory as _;
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(runner_fault)?;
+            out_raw!("{}", String::from_utf8_lossy(&out));
+            Ok(0)
+        }
     }
 }
 

@@ -502,3 +502,29 @@ pub fn send_signal(pid: u32, signal: &str) {
         .expect("run kill");
     assert!(sent.success(), "kill {signal} {pid}");
 }
+
+/// Validates the JSON document `file` against the JSON Schema `schema` with
+/// Python's `jsonschema` (installed by ./test.sh), failing with every error.
+pub fn validate_json(schema: &Path, file: &Path) {
+    let script = "import json, sys, jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        doc = json.load(open(sys.argv[2]))\n\
+        cls = jsonschema.validators.validator_for(schema)\n\
+        errors = list(cls(schema).iter_errors(doc))\n\
+        for e in errors: print(e.json_path, e.message)\n\
+        sys.exit(1 if errors else 0)\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(schema)
+        .arg(file)
+        .output()
+        .expect("python3 runs (./test.sh installs jsonschema)");
+    assert!(
+        out.status.success(),
+        "{} does not validate against {}: {}{}",
+        file.display(),
+        schema.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

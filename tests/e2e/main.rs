@@ -5,6 +5,7 @@
 mod harness;
 
 mod architecture;
+mod cli;
 mod concurrency;
 mod crash;
 mod damaged_state;

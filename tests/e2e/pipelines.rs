@@ -200,7 +200,17 @@ fn a_failed_step_stops_its_dependents_but_not_independent_branches() {
     probe_step(
         &ws,
         "bad",
-        &["write", "/out/x", "partial", "--", "exit", "1"],
+        &[
+            "write",
+            "/out/x",
+            "partial",
+            "--",
+            "eprint",
+            "AUC 0.771 is below the required 0.99",
+            "--",
+            "exit",
+            "1",
+        ],
         &mount("/out", "bad-out", "write"),
     );
     probe_step(
@@ -245,22 +255,51 @@ fn a_failed_step_stops_its_dependents_but_not_independent_branches() {
         "yes"
     );
 
-    // The JUnit report is well-formed XML with one case per step.
+    // The JUnit report: one case per step, read by junitparser (what CI
+    // test reporters are built on), with only the attributes junit-10.xsd
+    // (Jenkins xUnit) allows where it allows them, and a failure that says
+    // why in the step's own (redacted) words.
     let check = std::process::Command::new("python3")
         .args([
             "-c",
-            "import sys,xml.etree.ElementTree as E; r=E.parse(sys.argv[1]).getroot(); s=r.find('testsuite'); \
-             cases=s.findall('testcase'); assert len(cases)==3, cases; \
-             assert s.get('failures')=='1' and s.get('skipped')=='1', s.attrib; \
-             assert sum(1 for c in cases if c.find('failure') is not None)==1; print('ok')",
+            "import sys, junitparser, xml.etree.ElementTree as E\n\
+             x = junitparser.JUnitXml.fromfile(sys.argv[1])\n\
+             suites = list(x)\n\
+             cases = [c for s in suites for c in s]\n\
+             assert len(cases) == 3, cases\n\
+             failed = [c for c in cases if any(isinstance(r, junitparser.Failure) for r in c.result)]\n\
+             assert len(failed) == 1, failed\n\
+             text = failed[0].result[0].text or ''\n\
+             assert 'exited with code 1' in text and 'AUC 0.771 is below the required 0.99' in text, text\n\
+             assert 'AUC 0.771' in (failed[0].system_err or ''), failed[0].system_err\n\
+             r = E.parse(sys.argv[1]).getroot()\n\
+             assert set(r.attrib) <= {'name', 'time', 'tests', 'failures', 'errors'}, r.attrib\n\
+             s = r.find('testsuite')\n\
+             assert s.get('failures') == '1' and s.get('skipped') == '1' and s.get('errors') == '0', s.attrib\n\
+             assert {'name', 'tests', 'failures', 'errors'} <= set(s.attrib)\n\
+             for c in s.findall('testcase'):\n\
+             \x20   assert {ch.tag for ch in c} <= {'skipped', 'error', 'failure', 'system-out', 'system-err'}\n\
+             print('ok')",
             ws.path("junit.xml").to_str().unwrap(),
         ])
         .output()
-        .expect("python3 parses the JUnit report");
+        .expect("python3 runs (./test.sh installs junitparser)");
     assert!(
         check.status.success(),
-        "{}",
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
+    );
+
+    // The JSON report and the pipeline record match their published schemas.
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/schemas");
+    validate_json(&docs.join("report.schema.json"), &ws.path("r.json"));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.path("r.json")).unwrap()).unwrap();
+    assert_eq!(report["schema"], "cordon.report/v1");
+    validate_json(
+        &docs.join("pipeline-record.schema.json"),
+        std::path::Path::new(report["pipeline_record"].as_str().unwrap()),
     );
 
     // --fail-fast starts nothing after the failure (jobs 1: `ok` comes later).

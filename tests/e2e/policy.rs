@@ -319,25 +319,7 @@ fn validate_sarif(file: &std::path::Path) {
         "the SARIF 2.1.0 schema is missing at {}: run .ci/run, or `npm pack @microsoft/sarif-multitool-linux` and extract package/sarif-2.1.0.json there",
         schema.display()
     );
-    let script = "import json, sys, jsonschema\n\
-        schema = json.load(open(sys.argv[1]))\n\
-        doc = json.load(open(sys.argv[2]))\n\
-        cls = jsonschema.validators.validator_for(schema)\n\
-        errors = list(cls(schema).iter_errors(doc))\n\
-        for e in errors: print(e.json_path, e.message)\n\
-        sys.exit(1 if errors else 0)\n";
-    let out = std::process::Command::new("python3")
-        .args(["-c", script])
-        .arg(&schema)
-        .arg(file)
-        .output()
-        .expect("python3 runs (pip install jsonschema)");
-    assert!(
-        out.status.success(),
-        "SARIF does not validate: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    validate_json(&schema, file);
 }
 
 /// The rules `cordon check --format json` reports for `file` in `env`.

@@ -3,8 +3,9 @@
 //! operations ([`fsutil`]), the one way untrusted text is neutralized for a
 //! terminal ([`sanitize`]), the clock and run ids ([`clock`]), where the
 //! runner's own state lives ([`locations`]), the redaction seam
-//! ([`redact::Redact`]), cooperative cancellation ([`cancel`]) and the
-//! crash-test fault points ([`fault`]).
+//! ([`redact::Redact`]), cooperative cancellation ([`cancel`]), the
+//! runner's own output lines, plain or JSON ([`log`]), and the crash-test
+//! fault points ([`fault`]).
 //!
 //! This crate owns no policy and no format of its own beyond digests: it
 //! must never read a manifest, a record or a secret, and depends on no other
@@ -26,16 +27,20 @@ macro_rules! emit {
     }};
 }
 
-/// `eprintln!` that never panics (see [`emit!`]).
+/// A line of the runner's own on stderr: `eprintln!` that never panics
+/// (see [`emit!`]), and that becomes a JSON event with `--log-format json`
+/// (see [`log`]).
 #[macro_export]
 macro_rules! say {
-    ($($arg:tt)*) => { $crate::emit!(stderr, writeln, $($arg)*) };
+    () => { $crate::log::say("") };
+    ($($arg:tt)*) => { $crate::log::say(&format!($($arg)*)) };
 }
 
-/// `eprint!` that never panics.
+/// `eprint!` that never panics (a JSON event per line with
+/// `--log-format json`).
 #[macro_export]
 macro_rules! say_raw {
-    ($($arg:tt)*) => { $crate::emit!(stderr, write, $($arg)*) };
+    ($($arg:tt)*) => { $crate::log::say_raw(&format!($($arg)*)) };
 }
 
 /// `println!` that never panics: `cordon plan ... | head` ends quietly.
@@ -56,6 +61,7 @@ pub mod digest;
 pub mod fault;
 pub mod fsutil;
 pub mod locations;
+pub mod log;
 pub mod redact;
 pub mod sanitize;
 pub mod units;

@@ -86,7 +86,9 @@ struct State {
 trait Progress: Sync {
     fn started(&self, i: usize);
     fn finished(&self, i: usize, r: &StepResult);
-    fn done(&self);
+    /// The run is over; `results` is every step's final state (a step
+    /// skipped after a failure never started or finished).
+    fn done(&self, results: &[StepResult]);
 }
 
 struct Plain {
@@ -117,7 +119,7 @@ impl Progress for Plain {
         );
     }
 
-    fn done(&self) {}
+    fn done(&self, _results: &[StepResult]) {}
 }
 
 struct Live {
@@ -167,16 +169,20 @@ impl Progress for Live {
         ));
     }
 
-    fn done(&self) {
-        for b in &self.bars {
+    fn done(&self, results: &[StepResult]) {
+        // The last frame says what the summary says: a step skipped after
+        // a failure shows `skipped` and why, not `waiting`.
+        for (i, b) in self.bars.iter().enumerate() {
             if !b.is_finished() {
-                b.finish();
+                match results.get(i) {
+                    Some(r) => self.finished(i, r),
+                    None => b.finish(),
+                }
             }
         }
     }
 }
 
-/// Runs every step of `plan`. `components[i]` and `secrets[i]` belong to
 /// Loads the component of every step, once per distinct component and
 /// linking (digest, network, float mode) however many steps run it: one
 /// compiled-cache read and one pre-instantiation each. On failure, the index
@@ -214,6 +220,7 @@ pub fn load_components(
     Ok(components)
 }
 
+/// Runs every step of `plan`. `components[i]` and `secrets[i]` belong to
 /// step `i`.
 pub fn run_pipeline(
     plan: &PipelinePlan,
@@ -267,8 +274,8 @@ pub fn run_pipeline(
             });
         }
     });
-    progress.done();
     let st = state.into_inner().unwrap_or_else(|p| p.into_inner());
+    progress.done(&st.results);
     PipelineOutcome {
         steps: st.results,
         duration: started.elapsed(),
@@ -509,9 +516,15 @@ pub fn write_pipeline_record(
     Ok(path)
 }
 
+/// The schema version of the JSON report.
+pub const REPORT_SCHEMA: &str = "cordon.report/v1";
+
 /// `--report json=FILE`: the pipeline and every step, typed.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct JsonReport {
+    /// [`REPORT_SCHEMA`]: the version of this document's shape
+    /// (docs/schemas/report.schema.json).
+    pub schema: &'static str,
     /// Pipeline name.
     pub pipeline: String,
     /// Whether every step succeeded or was cached.
@@ -550,6 +563,7 @@ pub fn json_report(
     pipeline_record: &std::path::Path,
 ) -> JsonReport {
     JsonReport {
+        schema: REPORT_SCHEMA,
         pipeline: plan.name.clone(),
         success: outcome.success(),
         duration_ms: outcome.duration.as_millis() as u64,
@@ -579,12 +593,42 @@ fn xml_escape(s: &str) -> String {
             '>' => "&gt;".to_string(),
             '"' => "&quot;".to_string(),
             '\'' => "&apos;".to_string(),
+            // Not characters XML 1.0 allows.
+            '\u{fffe}' | '\u{ffff}' => String::new(),
             c => c.to_string(),
         })
         .collect()
 }
 
-/// `--report junit=FILE`: each step a test case.
+/// Most bytes of a step's captured stream a JUnit report carries in
+/// `system-out` / `system-err` (the end of it, where failures are said).
+pub const JUNIT_STREAM_BYTES: usize = 64 * 1024;
+
+/// Lines of stderr a failure's text quotes.
+pub const JUNIT_FAILURE_LINES: usize = 20;
+
+/// The last `max` bytes of a captured (already redacted and escaped)
+/// stream, from the start of a line; empty when there is none.
+fn stream_tail(log: Option<&std::path::Path>, max: usize) -> String {
+    let Some(bytes) = log.and_then(|p| cordon_core::fsutil::read_regular(p, u64::MAX >> 1).ok())
+    else {
+        return String::new();
+    };
+    let from = bytes.len().saturating_sub(max);
+    let mut tail = &bytes[from..];
+    if from > 0
+        && let Some(nl) = tail.iter().position(|&b| b == b'\n')
+    {
+        tail = &tail[nl + 1..];
+    }
+    String::from_utf8_lossy(tail).into_owned()
+}
+
+/// `--report junit=FILE`: each step a test case, in the dialect of the
+/// Jenkins xUnit `junit-10.xsd` (what GitLab, Jenkins and GitHub test
+/// reporters read). A failure says how the step ended and quotes the last
+/// lines of its (redacted) stderr; `system-out` and `system-err` hold the
+/// end of its redacted streams, at most [`JUNIT_STREAM_BYTES`] each.
 pub fn junit_report(plan: &PipelinePlan, outcome: &PipelineOutcome) -> String {
     let failures = outcome
         .steps
@@ -597,8 +641,9 @@ pub fn junit_report(plan: &PipelinePlan, outcome: &PipelineOutcome) -> String {
         .filter(|r| r.status == StepStatus::Skipped)
         .count();
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    // `testsuites` takes no `skipped` count in junit-10.xsd; the suite does.
     x.push_str(&format!(
-        "<testsuites name=\"cordon\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.3}\">\n",
+        "<testsuites name=\"cordon\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{:.3}\">\n",
         outcome.steps.len(),
         outcome.duration.as_secs_f64()
     ));
@@ -616,18 +661,43 @@ pub fn junit_report(plan: &PipelinePlan, outcome: &PipelineOutcome) -> String {
             r.duration.as_secs_f64()
         ));
         let msg = xml_escape(r.message.as_deref().unwrap_or(""));
+        let stdout_log = r.record.as_ref().and_then(|x| x.stdout.log.as_deref());
+        let stderr_log = r.record.as_ref().and_then(|x| x.stderr.log.as_deref());
         match r.status {
             StepStatus::Failed | StepStatus::Interrupted => {
-                x.push_str(&format!("<failure message=\"{msg}\">{msg}</failure>"))
+                let termination = r
+                    .record
+                    .as_ref()
+                    .map(|x| x.termination.describe())
+                    .unwrap_or_else(|| "the runner failed".into());
+                let err = stream_tail(stderr_log, JUNIT_STREAM_BYTES);
+                let lines: Vec<&str> = err.lines().collect();
+                let last = &lines[lines.len().saturating_sub(JUNIT_FAILURE_LINES)..];
+                let mut text = format!("{}\n{termination}", r.message.as_deref().unwrap_or(""));
+                if !last.is_empty() {
+                    text.push_str("\nlast lines of stderr:\n");
+                    text.push_str(&last.join("\n"));
+                }
+                x.push_str(&format!(
+                    "<failure message=\"{msg}\" type=\"{}\">{}</failure>",
+                    xml_escape(&termination),
+                    xml_escape(&text)
+                ))
             }
             StepStatus::Skipped => x.push_str(&format!("<skipped message=\"{msg}\"/>")),
             _ => {}
         }
+        let mut out = String::new();
         if let Some(p) = &r.record_path {
-            x.push_str(&format!(
-                "<system-out>record: {}</system-out>",
-                xml_escape(&p.display().to_string())
-            ));
+            out.push_str(&format!("record: {}\n", p.display()));
+        }
+        out.push_str(&stream_tail(stdout_log, JUNIT_STREAM_BYTES));
+        if !out.is_empty() {
+            x.push_str(&format!("<system-out>{}</system-out>", xml_escape(&out)));
+        }
+        let err = stream_tail(stderr_log, JUNIT_STREAM_BYTES);
+        if !err.is_empty() {
+            x.push_str(&format!("<system-err>{}</system-err>", xml_escape(&err)));
         }
         x.push_str("</testcase>\n");
     }

@@ -181,9 +181,24 @@ impl Inner {
         }
         if self.forward != Forward::None && !kept.is_empty() {
             let mut text = String::new();
+            let json = cordon_core::log::is_json();
+            let stream = if self.forward == Forward::Stdout {
+                "stdout"
+            } else {
+                "stderr"
+            };
             for line in String::from_utf8_lossy(kept).split_inclusive('\n') {
-                text.push_str(&self.prefix);
-                text.push_str(line);
+                if json {
+                    // One event per line, the bytes the plain view shows.
+                    text.push_str(
+                        &cordon_core::log::step_output_event(&self.prefix, stream, line)
+                            .to_string(),
+                    );
+                    text.push('\n');
+                } else {
+                    text.push_str(&self.prefix);
+                    text.push_str(line);
+                }
             }
             if !text.ends_with('\n') {
                 text.push('\n');
@@ -202,12 +217,10 @@ impl Inner {
             self.truncated = true;
             self.pending.clear();
             if self.forward != Forward::None {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "{}[cordon] output cut at {} bytes (limit); the rest is counted, not kept",
-                    self.prefix,
-                    self.cap
-                );
+                cordon_core::log::say(&format!(
+                    "cordon: {}output cut at {} bytes (limit); the rest is counted, not kept",
+                    self.prefix, self.cap
+                ));
             }
         }
     }
