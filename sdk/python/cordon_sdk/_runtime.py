@@ -4,7 +4,10 @@ componentize-py generates the `wit_world` package into the component it
 builds; it does not exist anywhere else. Its absence means a native run
 (a step's unit tests), where `cordon_sdk.testing` stands in for the runner.
 Nothing here calls the runner at import time: componentize-py runs module
-top levels while it builds the component, when no step is running.
+top levels while it builds the component, when no step is running. But
+every binding module the SDK may use is *imported* then: the component is
+a snapshot of the interpreter after that import, and a module first
+imported later has no file to load from.
 """
 
 import importlib
@@ -17,6 +20,20 @@ try:
     IN_COMPONENT = True
 except ImportError:
     IN_COMPONENT = False
+
+# The generated modules the SDK calls (those of wasi:http exist only in the
+# step-http world).
+_BINDINGS = (
+    "secrets",
+    "report",
+    "preopens",
+    "types",
+    "wasi_filesystem_types",
+    "streams",
+    "poll",
+    "outgoing_handler",
+    "wasi_http_types",
+)
 
 
 def imports(*names: str) -> ModuleType:
@@ -39,3 +56,10 @@ def optional_import(name: str) -> Optional[ModuleType]:
         return importlib.import_module(f"wit_world.imports.{name}")
     except ImportError:
         return None
+
+
+if IN_COMPONENT:
+    import componentize_py_types  # noqa: F401  (Err, for the bindings' errors)
+
+    for _name in _BINDINGS:
+        optional_import(_name)
