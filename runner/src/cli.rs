@@ -333,6 +333,43 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: crate::review::Format,
     },
+    /// Create a step project (source, capability manifest with a purpose on
+    /// every mount, native unit test, README, the WIT) that builds with
+    /// public registries only.
+    New {
+        /// The step's name: lower-case letters, digits and `-`.
+        name: String,
+        /// The step's language.
+        #[arg(long, value_enum)]
+        lang: crate::scaffold::Lang,
+        /// Where to create it (missing or empty) [default: ./NAME].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Build a step made by `cordon new` for its language (cargo for Rust,
+    /// componentize-py for Python) and pin the built component's digest
+    /// in its manifest.
+    Build {
+        /// The step's capability manifest.
+        #[arg(value_name = "MANIFEST", default_value = "step.toml")]
+        manifest: PathBuf,
+    },
+    /// Write the cordon:step WIT package this runner implements, to
+    /// generate a step's bindings from.
+    Wit {
+        /// The directory to write it to.
+        dir: PathBuf,
+    },
+    /// Compile a step's component ahead of time into the compile cache,
+    /// so that its first run does not compile (for CI images).
+    Compile {
+        /// The step's capability manifest (its component must be pinned).
+        manifest: PathBuf,
+        /// State directory whose compile cache to fill [default: .cordon/
+        /// beside the manifest; $CORDON_COMPILE_CACHE overrides the cache].
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+    },
 }
 
 const REPAIR_EXIT_CODES: &str = "\
@@ -674,6 +711,29 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             manifest,
             format,
         } => inspect_cmd(&component, manifest.as_deref(), format),
+        Command::New { name, lang, dir } => {
+            scaffolded(crate::scaffold::new_step(&name, lang, dir.as_deref()))
+        }
+        Command::Build { manifest } => scaffolded(crate::scaffold::build(&manifest)),
+        Command::Wit { dir } => scaffolded(crate::scaffold::wit(&dir)),
+        Command::Compile { manifest, state } => {
+            scaffolded(crate::scaffold::compile(&manifest, state.as_deref()))
+        }
+    }
+}
+
+/// Says what a scaffolding command did, or turns its error into an exit
+/// code (3 when the runner itself failed, 2 otherwise).
+fn scaffolded<T: std::fmt::Display>(
+    done: Result<T, crate::scaffold::ScaffoldError>,
+) -> Result<u8, Failure> {
+    match done {
+        Ok(what) => {
+            say!("{what}");
+            Ok(0)
+        }
+        Err(e) if e.is_runner_fault() => Err(runner_fault(e)),
+        Err(e) => Err(bad_input(e)),
     }
 }
 

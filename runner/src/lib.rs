@@ -91,6 +91,7 @@ pub mod restore;
 pub mod review;
 pub mod sandbox;
 pub mod sanitize;
+pub mod scaffold;
 pub mod scheduler;
 pub mod secrets;
 pub mod units;
