@@ -152,14 +152,14 @@ pub enum ScaffoldError {
     )]
     NotEmpty(PathBuf),
     /// Reading or writing a file failed.
-    #[error("{what} {}: {source}", path.display())]
+    #[error("{what} {}: {error}", path.display())]
     Io {
         /// What was being done.
         what: &'static str,
         /// The file or directory.
         path: PathBuf,
-        /// The error.
-        source: std::io::Error,
+        /// The error (in the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// The manifest's directory is not a project `cordon build` knows.
     #[error(
@@ -176,12 +176,12 @@ pub enum ScaffoldError {
         message: String,
     },
     /// The build tool is not installed.
-    #[error("cannot run `{tool}`: {source}\n  fix: {fix}")]
+    #[error("cannot run `{tool}`: {error}\n  fix: {fix}")]
     ToolMissing {
         /// The program.
         tool: String,
         /// Why it could not start.
-        source: std::io::Error,
+        error: std::io::Error,
         /// How to install it.
         fix: String,
     },
@@ -218,12 +218,12 @@ pub enum ScaffoldError {
         pinned: Sha256Digest,
     },
     /// The engine could not compile the component.
-    #[error("{}: {source}", component.display())]
+    #[error("{}: {error}", component.display())]
     Compile {
         /// The component.
         component: PathBuf,
         /// Why.
-        source: SandboxError,
+        error: SandboxError,
     },
 }
 
@@ -234,8 +234,8 @@ impl ScaffoldError {
         match self {
             ScaffoldError::Io { .. } => true,
             ScaffoldError::Pin(PinError::Write(..)) => true,
-            ScaffoldError::Compile { source, .. } => {
-                !matches!(source, SandboxError::InvalidComponent(_))
+            ScaffoldError::Compile { error, .. } => {
+                !matches!(error, SandboxError::InvalidComponent(_))
             }
             _ => false,
         }
@@ -244,7 +244,7 @@ impl ScaffoldError {
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ScaffoldError {
     let path = path.to_path_buf();
-    move |source| ScaffoldError::Io { what, path, source }
+    move |error| ScaffoldError::Io { what, path, error }
 }
 
 /// What `cordon wit` wrote.
@@ -441,6 +441,9 @@ struct BuildTarget {
 }
 
 fn build_target(manifest: &Path) -> Result<BuildTarget, ScaffoldError> {
+    // The tools run in the project's directory: every path handed to them
+    // (or written after them) is absolute.
+    let manifest = &std::path::absolute(manifest).map_err(io("cannot resolve", manifest))?;
     let bad = |message: String| ScaffoldError::Manifest {
         path: manifest.to_path_buf(),
         message,
@@ -524,9 +527,9 @@ fn run_tool(
     } else {
         cmd.stdout(std::io::stderr());
     }
-    let out = cmd.output().map_err(|source| ScaffoldError::ToolMissing {
+    let out = cmd.output().map_err(|error| ScaffoldError::ToolMissing {
         tool: program.to_string(),
-        source,
+        error,
         fix: fix.to_string(),
     })?;
     if !out.status.success() {
@@ -681,9 +684,9 @@ pub fn compile(manifest: &Path, state_dir: Option<&Path>) -> Result<Compiled, Sc
     let state = state_dir.map_or_else(|| m.dir.join(".cordon"), Path::to_path_buf);
     crate::fsutil::create_private_dir(&state).map_err(io("cannot create", &state))?;
     let cache = crate::plan::compile_cache_dir(&state);
-    let compile_err = |source| ScaffoldError::Compile {
+    let compile_err = |error| ScaffoldError::Compile {
         component: component.clone(),
-        source,
+        error,
     };
     let sandbox = Sandbox::new(Some(cache.clone())).map_err(compile_err)?;
     let start = Instant::now();
