@@ -309,3 +309,102 @@ fn the_python_sdk_passes_its_own_native_tests() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("OK"), "{out:?}");
 }
+
+/// A Python step over the SDK's HTTP helper: it follows a relative
+/// redirect, sends a host-bound secret through its placeholder, and a
+/// request outside its grant is refused.
+const PYTHON_HTTP_APP: &str = r#"
+import cordon_sdk as cordon
+from cordon_sdk import http
+
+
+def step(ctx):
+    base = ctx.option("--base")
+    token = cordon.secrets.get("deploy-token").http_header_placeholder()
+    lines = []
+    resp = http.get(f"{base}/v1/latest", headers={"authorization": f"Bearer {token}"})
+    lines.append(f"{resp.status} {resp.body.decode()}")
+    try:
+        http.get(ctx.option("--elsewhere"))
+        lines.append("elsewhere: answered")
+    except http.Refused as e:
+        lines.append(f"elsewhere: {e}")
+    with open(f"{ctx.output().path}/result.txt", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    cordon.report.annotate("fetched", resp.body.decode())
+
+
+class Run:
+    def run(self):
+        cordon.run(step)
+"#;
+
+#[test]
+fn a_python_step_fetches_over_wasi_http_with_a_bound_secret_and_relative_redirects() {
+    const TOKEN: &str = "py-http-token-7c1d-must-never-print";
+    let server = crate::network::Server::start(|seen| match seen.path.as_str() {
+        "/v1/latest" => (302, vec![("location".into(), "../v2/model".into())], vec![]),
+        "/v2/model" => (200, vec![], b"weights".to_vec()),
+        _ => (404, vec![], vec![]),
+    });
+    let other = crate::network::Server::start(|_| (200, vec![], b"other".to_vec()));
+    let ws = Workspace::new();
+    ws.write("cordon.toml", "[env.dev.secrets]\nprovider = \"env\"\n");
+    let out = ws.cordon(&["new", "fetch", "--lang", "python"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    ws.write("fetch/app.py", PYTHON_HTTP_APP);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let elsewhere = format!("http://127.0.0.1:{}/x", other.port);
+    ws.write(
+        "fetch/step.toml",
+        format!(
+            "[step]\nname = \"fetch\"\ncomponent = \"build/fetch.wasm\"\nargs = [\"--base\", \"{base}\", \"--elsewhere\", \"{elsewhere}\"]\n\n\
+             [[mount]]\nguest = \"/out\"\nhost = \"data/out\"\naccess = \"write\"\npurpose = \"what was fetched\"\n\n\
+             [[secret]]\nname = \"deploy-token\"\nuses = [\"http-header\"]\nhosts = [\"{base}\"]\n\n\
+             [network]\nallow = [\"{base}/\"]\n\n\
+             [limits]\nfuel = 20_000_000_000\nmemory = \"256MiB\"\n"
+        ),
+    );
+    let built = ws.cordon(&["build", "fetch/step.toml"], &[]);
+    assert_eq!(built.code, 0, "{built:?}");
+    assert!(
+        built.stderr.contains("-w cordon:step/step-http"),
+        "a [network] grant builds against step-http: {built:?}"
+    );
+    let run = ws.cordon(
+        &["run", "fetch/step.toml"],
+        &[("CORDON_SECRET_DEPLOY_TOKEN", TOKEN)],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path("fetch/data/out/result.txt")).unwrap(),
+        "200 weights\nelsewhere: request refused by the runner (see the step's record)\n"
+    );
+    let seen = server.seen();
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/v1/latest", "/v2/model"],
+        "the relative redirect per RFC 3986"
+    );
+    for s in &seen {
+        assert_eq!(
+            s.header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str()),
+            "the runner substituted the bound secret"
+        );
+    }
+    assert!(other.seen().is_empty(), "nothing reached an ungranted host");
+    let rec = &project_records(&ws.path("fetch"))[0];
+    assert_eq!(rec["report"]["annotations"]["fetched"], "weights", "{rec}");
+    assert_eq!(rec["network"].as_array().map(Vec::len), Some(3), "{rec}");
+    assert!(!run.stdout.contains(TOKEN) && !run.stderr.contains(TOKEN));
+    let mut state = Vec::new();
+    for f in walk_files(&ws.path("fetch/.cordon")) {
+        state.extend(std::fs::read(f).unwrap_or_default());
+    }
+    assert!(
+        !contains(&state, TOKEN.as_bytes()),
+        "the token reached the state"
+    );
+}
