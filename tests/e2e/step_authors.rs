@@ -371,9 +371,16 @@ fn a_python_step_fetches_over_wasi_http_with_a_bound_secret_and_relative_redirec
         built.stderr.contains("-w cordon:step/step-http"),
         "a [network] grant builds against step-http: {built:?}"
     );
+    // componentize-py builds are not reproducible (a new digest each
+    // time), so the compiled artifact goes to a cache that is removed with
+    // the workspace rather than to the suite's shared one.
+    let cache = ws.path("compile-cache");
     let run = ws.cordon(
         &["run", "fetch/step.toml"],
-        &[("CORDON_SECRET_DEPLOY_TOKEN", TOKEN)],
+        &[
+            ("CORDON_SECRET_DEPLOY_TOKEN", TOKEN),
+            ("CORDON_COMPILE_CACHE", cache.to_str().unwrap()),
+        ],
     );
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(
