@@ -20,8 +20,8 @@
 //! too).
 //!
 //! In a native build (a step's unit tests) requests go to the thread's
-//! [`crate::testing`] double instead: it answers the routes a test set
-//! with [`crate::testing::respond`], refuses every other request as the
+//! `cordon_sdk::testing` double instead: it answers the routes a test set
+//! with `testing::respond`, refuses every other request as the
 //! runner refuses an ungranted destination, and keeps what was sent.
 
 use std::fmt;

@@ -17,7 +17,7 @@
 //! - [`http`]: a blocking HTTP client for steps with a `[network]` grant;
 //!   with [`secrets::Secret::http_header_placeholder`], a step sends a token
 //!   to the hosts it is bound to without ever holding it.
-//! - [`testing`] (native builds only): test doubles for the runner's side
+//! - `testing` (native builds only): test doubles for the runner's side
 //!   of `secrets`, `report` and `http`, so a step's logic is unit-tested
 //!   with a plain `cargo test`.
 //!

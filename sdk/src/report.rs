@@ -2,7 +2,7 @@
 //!
 //! Built for the host rather than wasm32 (to test a step's logic, or to
 //! benchmark it against its component), a step has no record: the facts go
-//! to the thread's [`crate::testing`] double, where a test can read them.
+//! to the thread's `cordon_sdk::testing` double, where a test can read them.
 
 #[cfg(target_arch = "wasm32")]
 use crate::bindings::cordon::step::report as wit;

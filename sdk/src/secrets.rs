@@ -2,8 +2,8 @@
 //! only ask the runner to use it in the ways its manifest grants.
 //!
 //! In a native build (a step's unit tests) the runner's side is the
-//! thread's [`crate::testing`] double: grant a secret there with
-//! [`crate::testing::grant_secret`] and the same calls compute the same
+//! thread's `cordon_sdk::testing` double: grant a secret there with
+//! `testing::grant_secret` and the same calls compute the same
 //! tags and signatures the runner would.
 
 use std::fmt;
