@@ -383,6 +383,16 @@ fn a_python_step_fetches_over_wasi_http_with_a_bound_secret_and_relative_redirec
         ],
     );
     assert_eq!(run.code, 0, "{run:?}");
+    let digest = assert_pins_its_component(&ws.path("fetch"), "fetch");
+    assert!(
+        run.stderr
+            .contains(&format!("cordon: compiling component {digest} ("))
+            && run.stderr.contains(" MiB) to native code")
+            && run
+                .stderr
+                .contains(&format!("cordon: compiled component {digest} in ")),
+        "the first run says it is compiling, the size and how long it took: {run:?}"
+    );
     assert_eq!(
         std::fs::read_to_string(ws.path("fetch/data/out/result.txt")).unwrap(),
         "200 weights\nelsewhere: request refused by the runner (see the step's record)\n"
