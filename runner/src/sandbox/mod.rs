@@ -645,9 +645,14 @@ impl Sandbox {
                 let started = Instant::now();
                 if announce {
                     say!(
-                        "cordon: compiling component {} ({}) to native code; the result is cached, so this happens once (`cordon compile` does it ahead of time)",
+                        "cordon: compiling component {} ({}) to native code; {}",
                         digest,
-                        crate::units::format_size(bytes.len() as u64)
+                        crate::units::format_size(bytes.len() as u64),
+                        if cache.is_some() {
+                            "the result is cached, so this happens once (`cordon compile` does it ahead of time)"
+                        } else {
+                            "the compile cache is off (see the warning above), so every run compiles"
+                        }
                     );
                 }
                 let c = Component::new(&kit.engine, bytes)
