@@ -346,6 +346,43 @@ enum Command {
     /// Print the manual page (roff) to stdout: `cordon man | man -l -`, or
     /// `cordon man > /usr/local/share/man/man1/cordon.1`.
     Man,
+    /// Create a step project (source, capability manifest with a purpose on
+    /// every mount, native unit test, README, the WIT) that builds with
+    /// public registries only.
+    New {
+        /// The step's name: lower-case letters, digits and `-`.
+        name: String,
+        /// The step's language.
+        #[arg(long, value_enum)]
+        lang: LangArg,
+        /// Where to create it (missing or empty) [default: ./NAME].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Build a step made by `cordon new` for its language (cargo for Rust,
+    /// componentize-py for Python) and pin the built component's digest
+    /// in its manifest.
+    Build {
+        /// The step's capability manifest.
+        #[arg(value_name = "MANIFEST", default_value = "step.toml")]
+        manifest: PathBuf,
+    },
+    /// Write the cordon:step WIT package this runner implements, to
+    /// generate a step's bindings from.
+    Wit {
+        /// The directory to write it to.
+        dir: PathBuf,
+    },
+    /// Compile a step's component ahead of time into the compile cache,
+    /// so that its first run does not compile (for CI images).
+    Compile {
+        /// The step's capability manifest (its component must be pinned).
+        manifest: PathBuf,
+        /// State directory whose compile cache to fill [default: .cordon/
+        /// beside the manifest; $CORDON_COMPILE_CACHE overrides the cache].
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+    },
 }
 
 const REPAIR_EXIT_CODES: &str = "\
@@ -365,6 +402,24 @@ const CHECK_EXIT_CODES: &str = "\
 Exit codes:
   0  no violations
   2  violations (or the invocation, a manifest, a policy file is wrong)";
+
+/// `cordon new --lang`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LangArg {
+    /// Rust, built with cargo for `wasm32-wasip2`.
+    Rust,
+    /// Python, built with componentize-py.
+    Python,
+}
+
+impl From<LangArg> for cordon_engine::scaffold::Lang {
+    fn from(l: LangArg) -> Self {
+        match l {
+            LangArg::Rust => cordon_engine::scaffold::Lang::Rust,
+            LangArg::Python => cordon_engine::scaffold::Lang::Python,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum CheckFormat {
@@ -716,6 +771,32 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             out_raw!("{}", String::from_utf8_lossy(&out));
             Ok(0)
         }
+        Command::New { name, lang, dir } => scaffolded(cordon_engine::scaffold::new_step(
+            &name,
+            lang.into(),
+            dir.as_deref(),
+        )),
+        Command::Build { manifest } => scaffolded(cordon_engine::scaffold::build(&manifest)),
+        Command::Wit { dir } => scaffolded(cordon_engine::scaffold::wit(&dir)),
+        Command::Compile { manifest, state } => scaffolded(cordon_engine::scaffold::compile(
+            &manifest,
+            state.as_deref(),
+        )),
+    }
+}
+
+/// Says what a scaffolding command did, or turns its error into an exit
+/// code (3 when the runner itself failed, 2 otherwise).
+fn scaffolded<T: std::fmt::Display>(
+    done: Result<T, cordon_engine::scaffold::ScaffoldError>,
+) -> Result<u8, Failure> {
+    match done {
+        Ok(what) => {
+            say!("{what}");
+            Ok(0)
+        }
+        Err(e) if e.is_runner_fault() => Err(runner_fault(e)),
+        Err(e) => Err(bad_input(e)),
     }
 }
 

@@ -24,5 +24,6 @@ mod records;
 mod review;
 mod runs;
 mod secrets;
+mod step_authors;
 mod trust;
 mod vault;

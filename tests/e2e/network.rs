@@ -12,15 +12,15 @@ const TOKEN: &str = "tok-9f8e7d6c5b4a-must-never-print";
 
 /// What a server saw of one request.
 #[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Seen {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -29,16 +29,17 @@ impl Seen {
 }
 
 /// A one-request-per-connection HTTP/1.1 server on 127.0.0.1 that records
-/// every request and answers with `respond`.
-struct Server {
-    port: u16,
+/// every request and answers with `respond` (the step-author tests use it
+/// too).
+pub(crate) struct Server {
+    pub(crate) port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 type Responder = dyn Fn(&Seen) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + Sync;
 
 impl Server {
-    fn start(
+    pub(crate) fn start(
         respond: impl Fn(&Seen) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + Sync + 'static,
     ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -107,7 +108,7 @@ impl Server {
         Server::start(|_| (200, vec![], b"hello".to_vec()))
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }

@@ -26,4 +26,5 @@ pub mod outputs;
 pub mod reexec;
 pub mod repair;
 pub mod restore;
+pub mod scaffold;
 pub mod scheduler;

@@ -33,6 +33,9 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+#[macro_use]
+extern crate cordon_core;
+
 pub mod compiled;
 pub mod determinism;
 pub mod host;
@@ -367,6 +370,13 @@ pub struct SandboxOptions {
     pub without_fuel: bool,
 }
 
+/// Components at least this large are announced while they compile, with
+/// their size and then how long it took. Compile time grows with code
+/// size: an interpreter-sized component (componentize-py's are about
+/// 18 MiB) takes long enough on its first run that silence looks like a
+/// hang, while steps below this size compile quickly and stay quiet.
+pub const ANNOUNCE_COMPILE_BYTES: usize = 4 << 20;
+
 /// Instance slots the pooling allocator reserves: enough for every step of
 /// a wide pipeline running at once with room to spare.
 pub const POOL_SLOTS: u32 = 64;
@@ -552,8 +562,29 @@ impl Sandbox {
         let component = match component {
             Some(c) => c,
             None => {
+                let announce = bytes.len() >= ANNOUNCE_COMPILE_BYTES;
+                let started = Instant::now();
+                if announce {
+                    say!(
+                        "cordon: compiling component {} ({}) to native code; {}",
+                        digest,
+                        cordon_core::units::format_size(bytes.len() as u64),
+                        if cache.is_some() {
+                            "the result is cached, so this happens once (`cordon compile` does it ahead of time)"
+                        } else {
+                            "the compile cache is off (see the warning above), so every run compiles"
+                        }
+                    );
+                }
                 let c = Component::new(&kit.engine, bytes)
                     .map_err(|e| SandboxError::InvalidComponent(explain_invalid(bytes, e)))?;
+                if announce {
+                    say!(
+                        "cordon: compiled component {} in {:.1} s",
+                        digest,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
                 if let Some(path) = &cache {
                     self.store_compiled(&c, path);
                 }

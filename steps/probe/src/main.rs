@@ -266,6 +266,33 @@ fn run(op: &str, a: &[String]) -> Result<String, String> {
         "write-random" => std::fs::write(arg(a, 0), random_hex())
             .map(|_| "written".into())
             .map_err(e),
+        // What the SDK discovers the step was granted (preopens, args).
+        "grants" => {
+            let ctx = cordon_sdk::Context::from_runtime();
+            let mounts: Vec<String> = ctx
+                .mounts()
+                .iter()
+                .map(|m| format!("{}:{}", m.guest(), if m.writable() { "rw" } else { "ro" }))
+                .collect();
+            Ok(format!(
+                "mounts={} output={} args={:?}",
+                mounts.join(","),
+                ctx.output()
+                    .map(|m| m.guest().to_string())
+                    .unwrap_or_else(|e| e.to_string()),
+                ctx.args()
+            ))
+        }
+        // The SDK's entry point with a failing step: exits at once.
+        "sdk-fail" => {
+            let code =
+                cordon_sdk::run(|_| Err::<(), _>(format!("deliberate failure: {}", arg(a, 0))));
+            std::process::exit(if code == std::process::ExitCode::SUCCESS {
+                0
+            } else {
+                1
+            });
+        }
         other => Err(format!("unknown op {other}")),
     }
 }
