@@ -4,7 +4,8 @@
 # On a fresh machine with only rustup and python3 it installs what the tests
 # need into project-local places under target/ (the pinned toolchain and its
 # wasm32-wasip2 target through rustup; Python tools into target/tools/venv;
-# the SARIF 2.1.0 schema into target/), then checks, in order:
+# sarif-multitool and the SARIF 2.1.0 schema into target/tools/), then
+# checks, in order:
 #
 #   1. formatting        cargo fmt --all --check
 #   2. lints             cargo clippy --workspace --all-targets -- -D warnings
@@ -46,19 +47,22 @@ fi
 # The tests find `bao`, `in-toto-verify` and `python3` (with jsonschema) here.
 export PATH="$venv/bin:$PATH"
 
-stage "the SARIF 2.1.0 schema into $target/sarif-2.1.0.json"
-if [ ! -f "$target/sarif-2.1.0.json" ]; then
+stage "sarif-multitool and the SARIF 2.1.0 schema into $target/tools/sarif-multitool"
+multitool="$target/tools/sarif-multitool"
+if [ ! -x "$multitool/Sarif.Multitool" ] || [ ! -f "$target/sarif-2.1.0.json" ]; then
   command -v npm >/dev/null || {
-    echo "error: npm is needed once to fetch the SARIF 2.1.0 schema (@microsoft/sarif-multitool-linux)" >&2
+    echo "error: npm is needed once to fetch sarif-multitool and the SARIF 2.1.0 schema (@microsoft/sarif-multitool-linux)" >&2
     echo "  fix: install Node.js and npm, then run ./test.sh again" >&2
     exit 1
   }
   tmp="$(mktemp -d)"
   (cd "$tmp" && npm pack --silent @microsoft/sarif-multitool-linux@5.7.0 >/dev/null)
-  mkdir -p "$target"
-  tar -xzf "$tmp/microsoft-sarif-multitool-linux-5.7.0.tgz" -O package/sarif-2.1.0.json \
-    > "$target/sarif-2.1.0.json.tmp"
+  rm -rf "$multitool.tmp" && mkdir -p "$multitool.tmp"
+  tar -xzf "$tmp/microsoft-sarif-multitool-linux-5.7.0.tgz" -C "$multitool.tmp" --strip-components=1
+  chmod u+x "$multitool.tmp/Sarif.Multitool"
+  cp "$multitool.tmp/sarif-2.1.0.json" "$target/sarif-2.1.0.json.tmp"
   mv "$target/sarif-2.1.0.json.tmp" "$target/sarif-2.1.0.json"
+  rm -rf "$multitool" && mv "$multitool.tmp" "$multitool"
   rm -rf "$tmp"
 fi
 

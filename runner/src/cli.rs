@@ -560,9 +560,43 @@ fn runner_fault(e: impl Into<anyhow::Error>) -> Failure {
     }
 }
 
+/// Several files' errors, kept typed so that `check --format sarif` can
+/// report each problem at its line; shown one `error:` per problem.
+#[derive(Debug)]
+struct ManifestErrors(Vec<ManifestError>);
+
+impl std::fmt::Display for ManifestErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text: Vec<String> = self.0.iter().map(|e| e.to_string()).collect();
+        f.write_str(&text.join("\nerror: "))
+    }
+}
+
+impl std::error::Error for ManifestErrors {}
+
 fn bad_files(errors: Vec<ManifestError>) -> Failure {
-    let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-    bad_input(anyhow::anyhow!(text.join("\nerror: ")))
+    bad_input(ManifestErrors(errors))
+}
+
+/// The manifest, pipeline or configuration errors a failure carries, if
+/// that is what it is.
+fn manifest_errors(f: &Failure) -> Option<Vec<&ManifestError>> {
+    if let Some(ManifestErrors(all)) = f.error.downcast_ref::<ManifestErrors>() {
+        return Some(all.iter().collect());
+    }
+    f.error.downcast_ref::<ManifestError>().map(|e| vec![e])
+}
+
+/// `path` as a SARIF URI: relative to the current directory when it lies
+/// below it.
+fn sarif_uri(path: &Path) -> String {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let abs = cordon_core::fsutil::resolve(path).unwrap_or_else(|_| path.to_path_buf());
+    abs.strip_prefix(&cwd)
+        .map(Path::to_path_buf)
+        .unwrap_or(abs)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Parses the arguments, runs the command, returns the exit code.
@@ -1573,7 +1607,32 @@ fn evaluate_policy(
 }
 
 fn check_cmd(file: &Path, at: &Where, format: CheckFormat) -> Result<u8, Failure> {
-    let (plan, manifests, env) = plan_any(file, at)?;
+    let (plan, manifests, env) = match plan_any(file, at) {
+        Ok(p) => p,
+        Err(f) => {
+            // Code scanning shows the most common failure too: the errors
+            // as SARIF results on stdout, the usual message on stderr.
+            if matches!(format, CheckFormat::Sarif)
+                && let Some(errors) = manifest_errors(&f)
+            {
+                let owned: Vec<ManifestError> = errors
+                    .into_iter()
+                    .map(|e| ManifestError {
+                        path: e.path.clone(),
+                        problems: e.problems.clone(),
+                    })
+                    .collect();
+                out!(
+                    "{}",
+                    serde_json::to_string_pretty(&cordon_policy::policy::render_sarif_errors(
+                        &at.env, &owned, &sarif_uri
+                    ))
+                    .unwrap_or_default()
+                );
+            }
+            return Err(f);
+        }
+    };
     let evaluation = evaluate_policy(&env, &manifests, &plan.steps, &plan.cacheable)?;
     match format {
         CheckFormat::Text => out_raw!("{}", cordon_policy::policy::render_text(&evaluation)),
@@ -1583,21 +1642,50 @@ fn check_cmd(file: &Path, at: &Where, format: CheckFormat) -> Result<u8, Failure
                 .unwrap_or_default()
         ),
         CheckFormat::Sarif => {
-            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-            let manifests: Vec<(String, PathBuf)> = manifests
-                .iter()
-                .map(|m| {
-                    let abs =
-                        cordon_core::fsutil::resolve(&m.path).unwrap_or_else(|_| m.path.clone());
-                    let rel = abs.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(abs);
-                    (m.name.clone(), rel)
-                })
-                .collect();
+            // Each violation at the key it is about: the mount's, the
+            // secret's, else the step's component; a rule about no step at
+            // the policy file that holds it.
+            let locate = |v: &cordon_policy::policy::Violation| {
+                let step = v
+                    .step
+                    .as_ref()
+                    .and_then(|s| manifests.iter().find(|m| &m.name == s));
+                match step {
+                    Some(m) => {
+                        let at = v
+                            .mount
+                            .as_ref()
+                            .and_then(|g| m.mounts.iter().find(|x| &x.guest == g))
+                            .map(|x| x.host_at)
+                            .or_else(|| {
+                                v.secret
+                                    .as_ref()
+                                    .and_then(|n| m.secrets.iter().find(|x| &x.name == n))
+                                    .map(|x| x.at)
+                            })
+                            .unwrap_or(m.component_at);
+                        cordon_policy::policy::SarifLocation {
+                            uri: sarif_uri(&m.path),
+                            line: at.line,
+                            column: at.column,
+                        }
+                    }
+                    None => cordon_policy::policy::SarifLocation {
+                        uri: if v.source == cordon_policy::policy::DEFAULT_PACK_NAME {
+                            sarif_uri(file)
+                        } else {
+                            sarif_uri(Path::new(&v.source))
+                        },
+                        line: 1,
+                        column: 1,
+                    },
+                }
+            };
             out!(
                 "{}",
                 serde_json::to_string_pretty(&cordon_policy::policy::render_sarif(
                     &evaluation,
-                    &manifests
+                    &locate
                 ))
                 .unwrap_or_default()
             )

@@ -305,6 +305,117 @@ fn check_speaks_json_and_sarif_2_1_0() {
     validate_sarif(&ws.write("out.sarif", &out.stdout));
 }
 
+/// `sarif-multitool validate` (npm `@microsoft/sarif-multitool-linux`,
+/// which ./test.sh unpacks into target/tools/sarif-multitool) over `file`,
+/// with the default rules and with `--rule-kind Gh` (what GitHub code
+/// scanning requires): every error or warning it reports, as
+/// `rule: arguments`.
+fn multitool_findings(ws: &Workspace, file: &std::path::Path) -> Vec<String> {
+    let tool = std::env::var_os("CORDON_SARIF_MULTITOOL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/tools/sarif-multitool/Sarif.Multitool")
+        });
+    assert!(
+        tool.is_file(),
+        "sarif-multitool is missing at {}: run ./test.sh, which unpacks it there",
+        tool.display()
+    );
+    let mut findings = Vec::new();
+    for (i, kind) in [None, Some("Gh")].into_iter().enumerate() {
+        let log = ws.path(&format!("validation-{i}.sarif"));
+        let mut cmd = std::process::Command::new(&tool);
+        cmd.arg("validate").arg(file).arg("-o").arg(&log);
+        if let Some(k) = kind {
+            cmd.args(["--rule-kind", k]);
+        }
+        cmd.args(["--level", "Error", "Warning"])
+            .env("DOTNET_SYSTEM_GLOBALIZATION_INVARIANT", "1");
+        let out = cmd.output().expect("sarif-multitool runs");
+        assert!(log.is_file(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&log).unwrap()).unwrap();
+        for r in v["runs"][0]["results"].as_array().into_iter().flatten() {
+            findings.push(format!(
+                "{:?} {}: {}",
+                kind,
+                r["ruleId"].as_str().unwrap_or("?"),
+                r["message"]["arguments"]
+            ));
+        }
+    }
+    findings
+}
+
+#[test]
+fn sarif_passes_sarif_multitool_for_github_and_points_at_the_offending_key() {
+    let ws = Workspace::new();
+    ws.step(
+        PLAIN,
+        &[],
+        "[[mount]]\nguest = \"/data\"\nhost = \"data\"\naccess = \"read-write\"\npurpose = \"the data\"\n",
+    );
+    std::fs::create_dir_all(ws.path("data")).unwrap();
+    protected(&ws, "");
+    let out = ws.cordon(
+        &["check", "step.toml", "--env", "prod", "--format", "sarif"],
+        &[],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    let file = ws.write("check.sarif", &out.stdout);
+    let findings = multitool_findings(&ws, &file);
+    assert!(findings.is_empty(), "{findings:#?}");
+    let sarif: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let run = &sarif["runs"][0];
+    assert_eq!(run["automationDetails"]["id"], "cordon/check/prod/");
+    assert!(run["tool"]["driver"]["fullName"].is_string());
+    for rule in run["tool"]["driver"]["rules"].as_array().unwrap() {
+        assert_ne!(rule["name"], rule["id"]);
+        assert!(rule["help"]["text"].is_string() && rule["help"]["markdown"].is_string());
+    }
+    // The read-write violation points at the mount's `host` key: line 10
+    // of step.toml (the [step] table takes the first six lines).
+    let rw = run["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ruleId"] == "protected-read-write")
+        .expect("the read-write mount is refused");
+    let toml = std::fs::read_to_string(ws.path("step.toml")).unwrap();
+    let line = toml
+        .lines()
+        .position(|l| l.starts_with("host = \"data\""))
+        .unwrap()
+        + 1;
+    assert_eq!(
+        rw["locations"][0]["physicalLocation"]["region"]["startLine"], line,
+        "{rw}"
+    );
+    assert_eq!(rw["properties"]["mount"], "/data");
+}
+
+#[test]
+fn a_manifest_error_is_a_sarif_result_at_its_line_and_exit_code_stays_2() {
+    let ws = Workspace::new();
+    ws.write("step.toml", "[step]\nname = \"x\"\ncomponent = 3\n");
+    let out = ws.cordon(&["check", "step.toml", "--format", "sarif"], &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("error: step.toml:"), "{}", out.stderr);
+    let sarif: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("no SARIF on stdout ({e}): {out:?}"));
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    assert!(!results.is_empty());
+    assert!(results.iter().all(|r| r["ruleId"] == "manifest-error"));
+    assert_eq!(
+        results[0]["locations"][0]["physicalLocation"]["region"]["startLine"], 3,
+        "{results:?}"
+    );
+    let file = ws.write("errors.sarif", &out.stdout);
+    validate_sarif(&file);
+    let findings = multitool_findings(&ws, &file);
+    assert!(findings.is_empty(), "{findings:#?}");
+}
+
 /// Validates `file` against the SARIF 2.1.0 JSON schema with Python's
 /// `jsonschema`. `.ci/run` fetches the schema (from the npm package
 /// `@microsoft/sarif-multitool-linux`) into `target/sarif-2.1.0.json`.

@@ -3,7 +3,9 @@
 # (`[env.NAME.policy] disable = ["rule-name"]`), and every run says so.
 #
 # Input: the resolved plan (docs/policy.md, input version 1). Each rule adds
-# violations to `deny`: {rule, step, message, fix}.
+# violations to `deny`: {rule, step, message, fix}, and `mount` (its guest
+# path) or `secret` (its name) when the violation is about one, so reports
+# can point at its line.
 package cordon.default
 
 # mount-purpose: every mount says why the step needs it, so a reviewer can
@@ -15,6 +17,7 @@ deny contains v if {
 	v := {
 		"rule": "mount-purpose",
 		"step": step.name,
+		"mount": m.guest,
 		"message": sprintf("mount %s (%s) has no purpose", [m.guest, m.host]),
 		"fix": sprintf("add `purpose = \"...\"` to the mount %s, saying why the step needs it", [m.guest]),
 	}
@@ -49,6 +52,7 @@ deny contains v if {
 	v := {
 		"rule": "restricted-isolation",
 		"step": step.name,
+		"mount": m.guest,
 		"message": sprintf("the step reads restricted data and may also write in place to %s (read-write), outside its declared outputs", [m.guest]),
 		"fix": sprintf("make %s a `read` mount and write results to a separate `write` mount", [m.guest]),
 	}
@@ -64,6 +68,7 @@ deny contains v if {
 	v := {
 		"rule": "protected-read-write",
 		"step": step.name,
+		"mount": m.guest,
 		"message": sprintf("mount %s is read-write in protected environment %s", [m.guest, input.environment.name]),
 		"fix": sprintf("use a `read` mount for the input and a `write` mount for the output instead of `read-write` on %s", [m.guest]),
 	}
@@ -79,6 +84,7 @@ deny contains v if {
 	v := {
 		"rule": "protected-reveal",
 		"step": step.name,
+		"secret": s.name,
 		"message": sprintf("secret %s may be revealed to the step in protected environment %s", [s.name, input.environment.name]),
 		"fix": sprintf("remove `reveal` from the uses of %s; use the handle (hmac, sign, http-header) instead", [s.name]),
 	}
@@ -97,6 +103,7 @@ deny contains v if {
 	v := {
 		"rule": "protected-reveal-egress",
 		"step": step.name,
+		"secret": s.name,
 		"message": sprintf("secret %s may be revealed to a step that can also %s in protected environment %s: it can leak the value in any encoding", [s.name, egress_words(step), input.environment.name]),
 		"fix": sprintf("remove `reveal` from the uses of %s, or split the step: one that uses the value with no write mount and no network, one that publishes", [s.name]),
 	}
@@ -129,6 +136,7 @@ deny contains v if {
 	v := {
 		"rule": "protected-env-provider",
 		"step": step.name,
+		"secret": s.name,
 		"message": sprintf("secret %s comes from the `env` provider in protected environment %s", [s.name, input.environment.name]),
 		"fix": sprintf("set [env.%s.secrets] provider = \"vault\" (or \"local\") in cordon.toml", [input.environment.name]),
 	}

@@ -153,6 +153,8 @@ mod tests {
                     message: "m".into(),
                     fix: None,
                     source: "builtin".into(),
+                    mount: None,
+                    secret: None,
                 })
                 .collect(),
             input: serde_json::Value::Null,

@@ -18,7 +18,7 @@ use cordon_manifest::config::{EnvConfig, ProviderKind};
 use cordon_manifest::manifest::{Access, Manifest, Sha256Digest};
 use cordon_manifest::plan::StepPlan;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The version of the input document's schema. Changes that remove or
 /// rename fields raise it; additions do not.
@@ -268,6 +268,8 @@ pub fn evaluate(env: &EnvConfig, input: Value) -> Result<Evaluation, PolicyError
                     message,
                     fix: None,
                     source: source.clone(),
+                    mount: None,
+                    secret: None,
                 },
                 Value::Object(o) => Violation {
                     rule: o
@@ -284,6 +286,8 @@ pub fn evaluate(env: &EnvConfig, input: Value) -> Result<Evaluation, PolicyError
                         .to_string(),
                     fix: o.get("fix").and_then(Value::as_str).map(str::to_string),
                     source: source.clone(),
+                    mount: o.get("mount").and_then(Value::as_str).map(str::to_string),
+                    secret: o.get("secret").and_then(Value::as_str).map(str::to_string),
                 },
                 other => Violation {
                     rule: default_rule.clone(),
@@ -291,6 +295,8 @@ pub fn evaluate(env: &EnvConfig, input: Value) -> Result<Evaluation, PolicyError
                     message: other.to_string(),
                     fix: None,
                     source: source.clone(),
+                    mount: None,
+                    secret: None,
                 },
             };
             let off = v.source == DEFAULT_PACK_NAME && disabled.iter().any(|(n, _)| *n == v.rule);
@@ -364,78 +370,187 @@ pub fn render_json(e: &Evaluation) -> Value {
     })
 }
 
-/// A SARIF 2.1.0 log, so code-scanning UIs show the findings on the
-/// manifests. `manifests` maps step names to their manifest paths
-/// (relative to the repository root, as SARIF consumers expect).
-pub fn render_sarif(e: &Evaluation, manifests: &[(String, PathBuf)]) -> Value {
-    let mut rules: Vec<Value> = DEFAULT_RULES
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.name,
-                "name": r.name,
-                "shortDescription": {"text": r.reason},
-                "fullDescription": {"text": r.reason},
-                "defaultConfiguration": {"level": "error"},
-                "helpUri": "https://cordon.dev/docs/policy#default-rules",
-            })
+/// Where a SARIF result points: a file (relative to where the report is
+/// read) and the 1-based line and column of the offending key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SarifLocation {
+    /// The file, as a relative URI.
+    pub uri: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+}
+
+/// The SARIF rule id of a manifest, pipeline or configuration error.
+pub const MANIFEST_ERROR_RULE: &str = "manifest-error";
+
+/// `mount-purpose` → `MountPurpose`: SARIF rule names are distinct from
+/// their ids and Pascal-cased, as code-scanning tools expect.
+fn pascal(id: &str) -> String {
+    id.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
         })
-        .collect();
-    for v in &e.violations {
-        if !rules.iter().any(|r| r["id"] == v.rule.as_str()) {
-            rules.push(json!({
-                "id": v.rule,
-                "name": v.rule,
-                "shortDescription": {"text": format!("rule from {}", v.source)},
-                "defaultConfiguration": {"level": "error"},
-            }));
-        }
-    }
-    let results: Vec<Value> = e
-        .violations
-        .iter()
-        .map(|v| {
-            let uri = v
-                .step
-                .as_ref()
-                .and_then(|s| manifests.iter().find(|(n, _)| n == s))
-                .map(|(_, p)| p.display().to_string())
-                .unwrap_or_else(|| "cordon.toml".into());
-            let text = match &v.fix {
-                Some(f) => format!("{} (fix: {f})", v.message),
-                None => v.message.clone(),
-            };
-            json!({
-                "ruleId": v.rule,
-                "level": "error",
-                "message": {"text": text},
-                "locations": [{
-                    "physicalLocation": {
-                        "artifactLocation": {"uri": uri},
-                        "region": {"startLine": 1},
-                    },
-                }],
-                "properties": {"step": v.step, "environment": e.environment, "policyFile": v.source},
-            })
-        })
-        .collect();
+        .collect()
+}
+
+fn sarif_rule(id: &str, short: &str, full: &str, help: &str) -> Value {
+    json!({
+        "id": id,
+        "name": pascal(id),
+        "shortDescription": {"text": short},
+        "fullDescription": {"text": full},
+        "help": {
+            "text": help,
+            "markdown": format!("**{id}**: {help}\n\nSee [the default rules](https://example.invalid/cordon/docs/policy.md#default-rules)."),
+        },
+        "helpUri": "https://example.invalid/cordon/docs/policy.md#default-rules",
+        "defaultConfiguration": {"level": "error"},
+    })
+}
+
+fn sarif_result(rule: &str, text: String, at: &SarifLocation, properties: Value) -> Value {
+    json!({
+        "ruleId": rule,
+        "level": "error",
+        "message": {"text": text},
+        "locations": [{
+            "physicalLocation": {
+                "artifactLocation": {"uri": at.uri},
+                "region": {"startLine": at.line.max(1), "startColumn": at.column.max(1)},
+            },
+        }],
+        "properties": properties,
+    })
+}
+
+/// A SARIF 2.1.0 log of one `cordon check` run, as GitHub code scanning
+/// and `sarif-multitool validate` accept it.
+fn sarif_log(environment: &str, rules: Vec<Value>, results: Vec<Value>) -> Value {
     json!({
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
         "runs": [{
             "tool": {"driver": {
                 "name": "cordon",
+                "fullName": "Cordon capability policy check",
                 "version": env!("CARGO_PKG_VERSION"),
-                "informationUri": "https://cordon.dev/docs/policy",
+                "semanticVersion": env!("CARGO_PKG_VERSION"),
+                "informationUri": "https://example.invalid/cordon/docs/policy.md",
                 "rules": rules,
             }},
+            "automationDetails": {"id": format!("cordon/check/{environment}/")},
+            "columnKind": "unicodeCodePoints",
             "results": results,
         }],
     })
 }
 
+/// The violations of `e` as SARIF: every default rule with its help, every
+/// other rule a violation names, and each violation at the line and column
+/// `locate` finds for it (the mount's or the secret's key, else the step).
+pub fn render_sarif(e: &Evaluation, locate: &dyn Fn(&Violation) -> SarifLocation) -> Value {
+    let mut rules: Vec<Value> = DEFAULT_RULES
+        .iter()
+        .map(|r| {
+            sarif_rule(
+                r.name,
+                r.reason,
+                r.reason,
+                &format!(
+                    "{} Each violation says how to fix it; docs/policy.md lists every rule.",
+                    r.reason
+                ),
+            )
+        })
+        .collect();
+    for v in &e.violations {
+        if !rules.iter().any(|r| r["id"] == v.rule.as_str()) {
+            let what = format!("Rule `{}` from policy file {}.", v.rule, v.source);
+            rules.push(sarif_rule(
+                &v.rule,
+                &what,
+                &what,
+                &format!("{what} Each violation says how to fix it."),
+            ));
+        }
+    }
+    let results: Vec<Value> = e
+        .violations
+        .iter()
+        .map(|v| {
+            let text = match &v.fix {
+                Some(f) => format!("{}. Fix: {f}.", v.message.trim_end_matches('.')),
+                None => format!("{}.", v.message.trim_end_matches('.')),
+            };
+            sarif_result(
+                &v.rule,
+                text,
+                &locate(v),
+                json!({"step": v.step, "environment": e.environment, "policyFile": v.source,
+                       "mount": v.mount, "secret": v.secret}),
+            )
+        })
+        .collect();
+    sarif_log(&e.environment, rules, results)
+}
+
+/// Manifest, pipeline and configuration errors as SARIF results, so code
+/// scanning shows the most common failure too: each problem at its file,
+/// line and column, under the rule [`MANIFEST_ERROR_RULE`]. `uri` turns a
+/// path into the URI the report uses.
+pub fn render_sarif_errors(
+    environment: &str,
+    errors: &[cordon_manifest::manifest::ManifestError],
+    uri: &dyn Fn(&std::path::Path) -> String,
+) -> Value {
+    let help = "A capability manifest, pipeline file or cordon.toml that Cordon cannot accept: nothing runs until it is fixed. The message names the problem and, where there is one, the fix.";
+    let rules = vec![sarif_rule(
+        MANIFEST_ERROR_RULE,
+        "A manifest, pipeline or configuration file is not valid.",
+        help,
+        help,
+    )];
+    let results = errors
+        .iter()
+        .flat_map(|err| {
+            err.problems.iter().map(move |p| {
+                let text = match &p.fix {
+                    Some(f) => format!("{}. Fix: {f}.", p.message.trim_end_matches('.')),
+                    None => format!("{}.", p.message.trim_end_matches('.')),
+                };
+                sarif_result(
+                    MANIFEST_ERROR_RULE,
+                    text,
+                    &SarifLocation {
+                        uri: uri(&err.path),
+                        line: p.line,
+                        column: p.column,
+                    },
+                    json!({"environment": environment}),
+                )
+            })
+        })
+        .collect();
+    sarif_log(environment, rules, results)
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn sarif_rule_names_are_pascal_case_and_distinct_from_ids() {
+        assert_eq!(super::pascal("mount-purpose"), "MountPurpose");
+        assert_eq!(
+            super::pascal("protected-reveal-egress"),
+            "ProtectedRevealEgress"
+        );
+    }
 
     #[test]
     fn the_rule_catalogue_and_the_default_pack_name_the_same_rules() {

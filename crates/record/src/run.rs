@@ -215,6 +215,12 @@ pub struct Violation {
     pub fix: Option<String>,
     /// The policy file the rule is in.
     pub source: String,
+    /// The mount (guest path) the violation is about, when it is about one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mount: Option<String>,
+    /// The secret (name) the violation is about, when it is about one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub secret: Option<String>,
 }
 
 /// A policy file that took part, by digest.
