@@ -94,6 +94,7 @@ fn load_plan(f: &Fixture, state: &Path) -> (Manifest, StepPlan, WorkspaceConfig)
             workspace_dir: &workspace.dir,
             state_dir: state,
             produced: &[],
+            hash_index: None,
         };
         plan_step(&manifest, &ctx).expect("plan")
     };
@@ -123,6 +124,7 @@ fn stages(c: &mut Criterion) {
                 workspace_dir: &workspace.dir,
                 state_dir: &state,
                 produced: &[],
+                hash_index: None,
             };
             plan_step(&m, &ctx).unwrap()
         })
@@ -146,13 +148,13 @@ fn stages(c: &mut Criterion) {
     let sandbox = Sandbox::new(Some(cache.clone())).unwrap();
     // Fill the compiled-component cache once; every load below reads it.
     let first = sandbox
-        .load(&plan.component_digest, &plan.component_bytes)
+        .load(&plan.component_digest, &plan.component_bytes.get().unwrap())
         .unwrap();
     drop(first);
     g.bench_function("compile_cache_load", |b| {
         b.iter(|| {
             let c = sandbox
-                .load(&plan.component_digest, &plan.component_bytes)
+                .load(&plan.component_digest, &plan.component_bytes.get().unwrap())
                 .unwrap();
             assert!(c.from_cache, "the compiled cache must serve the load");
             c
@@ -178,7 +180,7 @@ fn loaded(state: &Path, plan: &StepPlan, pooling: bool) -> (Sandbox, StepCompone
     )
     .unwrap();
     let component = sandbox
-        .load(&plan.component_digest, &plan.component_bytes)
+        .load(&plan.component_digest, &plan.component_bytes.get().unwrap())
         .unwrap();
     (sandbox, component)
 }

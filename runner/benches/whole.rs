@@ -518,7 +518,12 @@ fn compute(report: &mut Report, work: &Path, reps: usize) {
         )
         .unwrap();
         // `floats = "native"` runs on the engine without canonicalization.
-        let component = sandbox.load_step(&digest, &wasm, false, floats).unwrap();
+        let checked = cordon_manifest::plan::ComponentBytes::checked(
+            std::path::PathBuf::from("train.wasm"),
+            digest.clone(),
+            wasm.clone().into(),
+        );
+        let component = sandbox.load_step(&digest, &checked, false, floats).unwrap();
         let t = median_of(1, || {
             let _ = std::fs::remove_dir_all(&ablation_out);
             std::fs::create_dir_all(&ablation_out).unwrap();

@@ -928,11 +928,15 @@ fn run_step_cmd(
         WorkspaceConfig::discover(at.config.as_deref(), &manifest.dir).map_err(bad_input)?;
     let env = workspace.env(&at.env).map_err(bad_input)?;
     let state_dir = StateDir::resolve(at.state.clone(), &manifest.dir).into_path();
+    // One index for planning (an unchanged component is not re-hashed) and
+    // for the run's inputs; `--no-cache` trusts nothing remembered.
+    let index = Arc::new(HashIndex::load(&state_dir));
     let ctx = PlanContext {
         env,
         workspace_dir: &workspace.dir,
         state_dir: &state_dir,
         produced: &[],
+        hash_index: (!no_cache).then_some(&*index),
     };
     let plan = plan_step(&manifest, &ctx).map_err(bad_input)?;
     let signer = signer_for(env, &workspace.dir)?;
@@ -960,7 +964,7 @@ fn run_step_cmd(
         cache_forbidden: false,
         cancel: Some(crate::interrupt::cancel_flag()),
         signer,
-        hash_index: Some(Arc::new(HashIndex::load(&plan.state_dir))),
+        hash_index: Some(index.clone()),
         policy: Some(policy),
     };
     let run = run_step(&plan, &sandbox, &component, secrets, &opts).map_err(|e| {
@@ -1041,6 +1045,7 @@ fn failed_or_interrupted() -> u8 {
 fn plan_pipeline(
     file: &Path,
     at: &Where,
+    index: Option<&HashIndex>,
 ) -> Result<
     (
         PipelinePlan,
@@ -1059,6 +1064,7 @@ fn plan_pipeline(
         workspace_dir: &workspace.dir,
         state_dir: &state_dir,
         produced: &[],
+        hash_index: index,
     };
     let plan = pipeline.plan(&ctx).map_err(bad_files)?;
     let manifests = pipeline.steps.into_iter().map(|s| s.manifest).collect();
@@ -1088,7 +1094,14 @@ fn run_pipeline_cmd(
             }
         }
     }
-    let (plan, manifests, env) = plan_pipeline(file, at)?;
+    // The state directory's hash index, loaded before planning so that an
+    // unchanged component is not re-hashed; `--no-cache` trusts nothing
+    // remembered.
+    let pipeline_dir = dir_of(file);
+    let index = Arc::new(HashIndex::load(
+        StateDir::resolve(at.state.clone(), &pipeline_dir).path(),
+    ));
+    let (plan, manifests, env) = plan_pipeline(file, at, (!no_cache).then_some(&*index))?;
     let signer = signer_for(&env, &dir_of(file))?;
     let policy = policy_gate(&env, &manifests, &plan.steps, &plan.cacheable, break_glass)?;
     // One provider session for the whole pipeline (see `resolve_steps`).
@@ -1111,7 +1124,7 @@ fn run_pipeline_cmd(
         live,
         cancel: crate::interrupt::cancel_flag(),
         signer,
-        hash_index: Some(Arc::new(HashIndex::load(&state_dir))),
+        hash_index: Some(index.clone()),
         policy: Some(policy),
     };
     say!(
@@ -1423,7 +1436,7 @@ fn plan_any(
     Failure,
 > {
     if is_pipeline_file(file) {
-        plan_pipeline(file, at)
+        plan_pipeline(file, at, None)
     } else {
         let manifest = Manifest::load(file).map_err(bad_input)?;
         let workspace =
@@ -1435,6 +1448,7 @@ fn plan_any(
             workspace_dir: &workspace.dir,
             state_dir: &state_dir,
             produced: &[],
+            hash_index: None,
         };
         let step = plan_step(&manifest, &ctx).map_err(bad_input)?;
         let plan = PipelinePlan {

@@ -510,6 +510,38 @@ impl HashIndex {
         );
     }
 
+    /// The digest of the regular file at `path` (a symbolic link is
+    /// followed, as reading a component does) when the index vouches for
+    /// it: its device, inode, size, mtime and ctime are those it had when
+    /// it was hashed. Nothing is read.
+    pub fn vouch(&self, path: &Path) -> Option<Sha256Digest> {
+        let meta = std::fs::metadata(path).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        self.lookup(path, &Stamp::of(&meta))
+    }
+
+    /// Reads the regular file at `path` whole (at most `max` bytes, see
+    /// [`crate::fsutil::read_regular`]) and hashes it; the digest is
+    /// remembered when the file did not change while it was read and its
+    /// timestamps have settled, so that a later [`HashIndex::vouch`] can
+    /// answer without reading.
+    pub fn read_whole(&self, path: &Path, max: u64) -> io::Result<(Vec<u8>, Sha256Digest)> {
+        let started = std::time::SystemTime::now();
+        let before = Stamp::of(&std::fs::metadata(path)?);
+        let bytes = crate::fsutil::read_regular(path, max)?;
+        let after = Stamp::of(&std::fs::metadata(path)?);
+        let digest = Sha256Digest::of(&bytes);
+        if before == after
+            && after.size == bytes.len() as u64
+            && after.settled_before(started, self.settle)
+        {
+            self.insert(path, after, &digest);
+        }
+        Ok((bytes, digest))
+    }
+
     /// Writes the index back atomically, leaving out files that no longer
     /// exist. Two runners sharing a state directory may overwrite each
     /// other's additions; that costs a re-hash, nothing more.
@@ -776,6 +808,28 @@ mod tests {
         let second = tree_with(d.path(), Some(&index)).unwrap();
         assert_ne!(second.digest, first.digest);
         assert_eq!(second, tree(d.path()).unwrap());
+    }
+
+    #[test]
+    fn a_whole_file_read_once_is_vouched_for_until_it_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.wasm");
+        std::fs::write(&f, b"component").unwrap();
+        let index = eager_index();
+        assert_eq!(index.vouch(&f), None, "never read: nothing to vouch for");
+        let (bytes, digest) = index.read_whole(&f, 1 << 20).unwrap();
+        assert_eq!(bytes, b"component");
+        assert_eq!(index.vouch(&f), Some(digest.clone()));
+        // Rewritten (same size): the ctime moves, the vouching stops.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&f, b"c0mponent").unwrap();
+        assert_eq!(index.vouch(&f), None);
+        // Too large is refused as before, and not remembered.
+        assert!(index.read_whole(&f, 3).is_err());
+        // A file written just now is read but not remembered by default.
+        let strict = HashIndex::in_memory();
+        strict.read_whole(&f, 1 << 20).unwrap();
+        assert_eq!(strict.vouch(&f), None);
     }
 
     #[test]

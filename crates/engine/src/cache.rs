@@ -376,6 +376,7 @@ mod tests {
             workspace_dir: dir.path(),
             state_dir: &state,
             produced: &[],
+            hash_index: None,
         };
         let plan = cordon_manifest::plan::plan_step(&m, &ctx).unwrap();
         let inputs = vec![("/in".to_string(), Sha256Digest::of(b"tree"))];

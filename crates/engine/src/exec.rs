@@ -491,9 +491,14 @@ pub fn run_step(
     // The component goes into the store so the run can be repeated from
     // its record (`cordon verify --reexecute`) after the file is rebuilt.
     let mut publication = publication;
-    if let Err(e) = crate::cas::Cas::for_state(state)
-        .and_then(|cas| cas.put_verified(&plan.component_digest, &plan.component_bytes))
-    {
+    if let Err(e) = crate::cas::Cas::for_state(state).and_then(|cas| {
+        // Present already (every run after the first): the file is not
+        // read, whether or not planning read it.
+        if cas.has(&plan.component_digest) {
+            return Ok(());
+        }
+        cas.put_verified(&plan.component_digest, &plan.component_bytes.get()?)
+    }) {
         let what = format!("cannot store the component in the content store ({e})");
         if let Some((staging, _)) = pending.take() {
             staging.discard();

@@ -194,8 +194,14 @@ pub(crate) fn reexecute(
     } else {
         cordon_manifest::manifest::FloatMode::Canonical
     };
+    // Read from the content store, which verified them.
+    let checked = cordon_manifest::plan::ComponentBytes::checked(
+        record.component.path.clone(),
+        component_digest.clone(),
+        bytes.into(),
+    );
     let component = sandbox
-        .load_step(&component_digest, &bytes, false, floats)
+        .load_step(&component_digest, &checked, false, floats)
         .map_err(|e| format!("cannot load the component: {e}"))?;
 
     let scratch = state_dir

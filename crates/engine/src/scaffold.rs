@@ -694,11 +694,17 @@ pub fn compile(manifest: &Path, state_dir: Option<&Path>) -> Result<Compiled, Sc
     };
     let sandbox = Sandbox::new(Some(cache.clone())).map_err(compile_err)?;
     let start = Instant::now();
+    let size = bytes.len() as u64;
+    let checked = cordon_manifest::plan::ComponentBytes::checked(
+        component.clone(),
+        digest.clone(),
+        bytes.into(),
+    );
     let loaded = sandbox
-        .load_step(&digest, &bytes, m.network.is_some(), m.floats)
+        .load_step(&digest, &checked, m.network.is_some(), m.floats)
         .map_err(compile_err)?;
     Ok(Compiled {
-        bytes: bytes.len() as u64,
+        bytes: size,
         component,
         digest,
         from_cache: loaded.from_cache,

@@ -51,10 +51,13 @@ pub struct StepPlan {
     pub component_path: PathBuf,
     /// The verified component digest.
     pub component_digest: Sha256Digest,
-    /// The component bytes that were verified (never re-read, so the file
-    /// cannot change between the check and the run). Shared: the steps of a
-    /// pipeline that run the same component hold one copy.
-    pub component_bytes: std::sync::Arc<[u8]>,
+    /// The component's bytes, verified against the pinned digest: read
+    /// while planning, or, when the state directory's hash index vouches
+    /// for the unchanged file, read (and verified again) only if something
+    /// needs them (a compile-cache miss, the first copy into the content
+    /// store). Shared: the steps of a pipeline that run the same component
+    /// hold one copy.
+    pub component_bytes: ComponentBytes,
     /// argv: the step name, then the granted arguments.
     pub argv: Vec<String>,
     /// The granted environment.
@@ -96,19 +99,23 @@ pub const MAX_COMPONENT_BYTES: u64 = 256 << 20;
 /// Reads a component file: a regular file of at most
 /// [`MAX_COMPONENT_BYTES`], with a message that names the limit.
 pub fn read_component(path: &Path) -> std::io::Result<Vec<u8>> {
-    cordon_core::fsutil::read_regular(path, MAX_COMPONENT_BYTES).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::InvalidData {
-            std::io::Error::new(
-                e.kind(),
-                format!(
-                    "larger than {} MiB, the most a component may be",
-                    MAX_COMPONENT_BYTES >> 20
-                ),
-            )
-        } else {
-            e
-        }
-    })
+    cordon_core::fsutil::read_regular(path, MAX_COMPONENT_BYTES).map_err(component_read_error)
+}
+
+/// The error of reading a component, naming the size limit when that is
+/// what was hit.
+fn component_read_error(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "larger than {} MiB, the most a component may be",
+                MAX_COMPONENT_BYTES >> 20
+            ),
+        )
+    } else {
+        e
+    }
 }
 
 pub use cordon_core::locations::{COMPILE_CACHE_VAR, compile_cache_dir};
@@ -191,6 +198,79 @@ pub struct PlanContext<'a> {
     /// Host paths that earlier steps of a pipeline will write: a `read`
     /// mount inside one of them need not exist when the plan is made.
     pub produced: &'a [PathBuf],
+    /// The state directory's hash index, when the run may trust it: an
+    /// unchanged component file is then not read and hashed again.
+    pub hash_index: Option<&'a cordon_core::digest::HashIndex>,
+}
+
+/// A step's component: its file and pinned digest, and its bytes once
+/// read. Cloning shares the bytes. The bytes are only ever handed out after
+/// their digest was found equal to the pinned one.
+#[derive(Clone)]
+pub struct ComponentBytes(std::sync::Arc<ComponentInner>);
+
+struct ComponentInner {
+    path: PathBuf,
+    digest: Sha256Digest,
+    bytes: std::sync::OnceLock<std::sync::Arc<[u8]>>,
+}
+
+impl std::fmt::Debug for ComponentBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentBytes")
+            .field("path", &self.0.path)
+            .field("digest", &self.0.digest)
+            .field("read", &self.0.bytes.get().is_some())
+            .finish()
+    }
+}
+
+impl ComponentBytes {
+    /// Bytes already read and found to have `digest`.
+    pub fn checked(path: PathBuf, digest: Sha256Digest, bytes: std::sync::Arc<[u8]>) -> Self {
+        let cell = std::sync::OnceLock::new();
+        let _ = cell.set(bytes);
+        ComponentBytes(std::sync::Arc::new(ComponentInner {
+            path,
+            digest,
+            bytes: cell,
+        }))
+    }
+
+    /// A file the hash index vouches has `digest`, not read yet.
+    pub fn vouched(path: PathBuf, digest: Sha256Digest) -> Self {
+        ComponentBytes(std::sync::Arc::new(ComponentInner {
+            path,
+            digest,
+            bytes: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// Whether the bytes have been read.
+    pub fn is_read(&self) -> bool {
+        self.0.bytes.get().is_some()
+    }
+
+    /// The bytes, read now if they were not: a file that no longer has the
+    /// pinned digest is an error (fail closed), never run.
+    pub fn get(&self) -> std::io::Result<std::sync::Arc<[u8]>> {
+        if let Some(b) = self.0.bytes.get() {
+            return Ok(b.clone());
+        }
+        let bytes = read_component(&self.0.path)?;
+        let actual = Sha256Digest::of(&bytes);
+        if actual != self.0.digest {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "component {} changed after it was checked: it now has digest {actual}, the manifest pins {}",
+                    self.0.path.display(),
+                    self.0.digest
+                ),
+            ));
+        }
+        Ok(self.0.bytes.get_or_init(|| bytes.into()).clone())
+    }
 }
 
 /// Replaces `${name}` in a mount's host path with the environment's
@@ -267,7 +347,7 @@ pub fn plan_step(manifest: &Manifest, ctx: &PlanContext<'_>) -> Result<StepPlan,
 /// pipeline that share a component file read and hash it once, and all run
 /// the very bytes that were checked.
 #[derive(Default)]
-pub struct ComponentFiles(std::collections::HashMap<PathBuf, (std::sync::Arc<[u8]>, Sha256Digest)>);
+pub struct ComponentFiles(std::collections::HashMap<PathBuf, (ComponentBytes, Sha256Digest)>);
 
 /// Like [`plan_step`], reusing (and adding to) the component files in
 /// `files`.
@@ -302,17 +382,56 @@ pub fn plan_step_with(
 
     let component_rel = manifest.dir.join(&manifest.component);
     let mut component_path = component_rel.clone();
-    let mut component_bytes: std::sync::Arc<[u8]> = std::sync::Arc::from(Vec::new());
+    let mut component_bytes = ComponentBytes::checked(
+        component_rel.clone(),
+        manifest.digest.clone(),
+        Vec::new().into(),
+    );
     let read = match files.0.get(&component_rel) {
         Some((bytes, digest)) => Ok((bytes.clone(), digest.clone())),
-        None => read_component(&component_rel).map(|bytes| {
-            let digest = Sha256Digest::of(&bytes);
-            let bytes: std::sync::Arc<[u8]> = bytes.into();
-            files
-                .0
-                .insert(component_rel.clone(), (bytes.clone(), digest.clone()));
-            (bytes, digest)
-        }),
+        None => {
+            // An unchanged file the index vouches for is not read again
+            // (a large component costs tens of milliseconds per run to
+            // hash); otherwise it is read, hashed, and remembered.
+            // Keyed by its canonical path, as every other entry is.
+            let key = resolve(&component_rel).unwrap_or_else(|_| component_rel.clone());
+            let read = match ctx.hash_index {
+                Some(index) if index.vouch(&key).as_ref() == Some(&manifest.digest) => Ok((
+                    ComponentBytes::vouched(component_rel.clone(), manifest.digest.clone()),
+                    manifest.digest.clone(),
+                )),
+                Some(index) => index
+                    .read_whole(&key, MAX_COMPONENT_BYTES)
+                    .map_err(component_read_error)
+                    .map(|(bytes, digest)| {
+                        (
+                            ComponentBytes::checked(
+                                component_rel.clone(),
+                                digest.clone(),
+                                bytes.into(),
+                            ),
+                            digest,
+                        )
+                    }),
+                None => read_component(&component_rel).map(|bytes| {
+                    let digest = Sha256Digest::of(&bytes);
+                    (
+                        ComponentBytes::checked(
+                            component_rel.clone(),
+                            digest.clone(),
+                            bytes.into(),
+                        ),
+                        digest,
+                    )
+                }),
+            };
+            if let Ok((bytes, digest)) = &read {
+                files
+                    .0
+                    .insert(component_rel.clone(), (bytes.clone(), digest.clone()));
+            }
+            read
+        }
     };
     match read {
         Err(e) => problems.push(manifest.component_at.problem(
@@ -546,6 +665,7 @@ mod tests {
             workspace_dir: Path::new("."),
             state_dir: Path::new(".cordon"),
             produced: &[],
+            hash_index: None,
         };
         let expanded = expand_vars("${data_root}/raw", &ctx).unwrap();
         let cwd = std::env::current_dir().unwrap();
@@ -561,5 +681,57 @@ mod tests {
             cwd.join("data/dev/raw"),
             "not under steps/"
         );
+    }
+
+    #[test]
+    fn an_unchanged_component_the_index_vouches_for_is_not_read_and_a_changed_one_fails_closed() {
+        let d = tempfile::tempdir().unwrap();
+        let wasm = d.path().join("s.wasm");
+        std::fs::write(&wasm, b"\0asm component bytes").unwrap();
+        let digest = Sha256Digest::of(b"\0asm component bytes");
+        let manifest = Manifest::parse(
+            &d.path().join("s.toml"),
+            &format!("[step]\nname = \"s\"\ncomponent = \"s.wasm\"\ndigest = \"{digest}\"\n"),
+        )
+        .unwrap();
+        let env = crate::config::WorkspaceConfig::implicit(d.path())
+            .envs
+            .remove("dev")
+            .unwrap();
+        // The index remembers only files whose timestamps have settled
+        // (two seconds): wait them out rather than fake them.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let index = cordon_core::digest::HashIndex::in_memory();
+        let ctx = PlanContext {
+            env: &env,
+            workspace_dir: d.path(),
+            state_dir: &d.path().join(".cordon"),
+            produced: &[],
+            hash_index: Some(&index),
+        };
+        let first = plan_step(&manifest, &ctx).unwrap();
+        assert!(
+            first.component_bytes.is_read(),
+            "first plan reads and hashes"
+        );
+        let second = plan_step(&manifest, &ctx).unwrap();
+        assert!(!second.component_bytes.is_read(), "vouched for: not read");
+        assert_eq!(
+            &*second.component_bytes.get().unwrap(),
+            b"\0asm component bytes"
+        );
+        // Changed after planning (same size): the bytes are refused, never
+        // handed out.
+        let third = plan_step(&manifest, &ctx).unwrap();
+        std::fs::write(&wasm, b"\0asm c0mponent bytes").unwrap();
+        let err = third.component_bytes.get().unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(
+            err.to_string().contains("changed after it was checked"),
+            "{err}"
+        );
+        // And the next plan reads it again and refuses the digest.
+        let e = plan_step(&manifest, &ctx).unwrap_err().to_string();
+        assert!(e.contains("refusing to run an unreviewed component"), "{e}");
     }
 }

@@ -293,6 +293,7 @@ pub fn audit(
         workspace_dir: &workspace.dir,
         state_dir: dir,
         produced: &[],
+        hash_index: None,
     };
 
     // Host paths of every mount, for this environment.

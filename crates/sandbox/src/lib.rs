@@ -523,7 +523,14 @@ impl Sandbox {
         bytes: &[u8],
         network: bool,
     ) -> Result<StepComponent, SandboxError> {
-        self.load_step(digest, bytes, network, FloatMode::Canonical)
+        // Bytes the caller holds and has checked (re-execution reads them
+        // from the content store, which verifies what it returns).
+        let component = cordon_manifest::plan::ComponentBytes::checked(
+            PathBuf::from("(in memory)"),
+            digest.clone(),
+            bytes.into(),
+        );
+        self.load_step(digest, &component, network, FloatMode::Canonical)
     }
 
     /// The engine and linker for `floats`, the native one made on first use.
@@ -547,7 +554,7 @@ impl Sandbox {
     pub fn load_step(
         &self,
         digest: &Sha256Digest,
-        bytes: &[u8],
+        source: &cordon_manifest::plan::ComponentBytes,
         network: bool,
         floats: FloatMode,
     ) -> Result<StepComponent, SandboxError> {
@@ -562,6 +569,12 @@ impl Sandbox {
         let component = match component {
             Some(c) => c,
             None => {
+                // Only a compile needs the bytes: a cached compilation of the
+                // pinned digest runs without the file being read at all.
+                let bytes = source.get().map_err(|e| {
+                    SandboxError::InvalidComponent(format!("cannot read the component: {e}"))
+                })?;
+                let bytes: &[u8] = &bytes;
                 let announce = bytes.len() >= ANNOUNCE_COMPILE_BYTES;
                 let started = Instant::now();
                 if announce {
