@@ -314,7 +314,15 @@ impl ActionCache {
     pub fn put(&self, key: &ActionKey, entry: &ActionEntry) -> io::Result<()> {
         cordon_core::fsutil::create_private_dir(&self.dir)?;
         let bytes = serde_json::to_vec_pretty(entry).map_err(io::Error::other)?;
-        cordon_core::fsutil::write_atomic(&self.dir.join(format!("{}.json", key.0.hex())), &bytes)
+        // Not fsynced: an entry is a hint written after the record it points
+        // at is durable. Lost in a power failure, the step runs again; left
+        // empty or torn, it is a damaged entry, which is a miss (see
+        // `ActionEntry::parse`). What a crash can lose of records and
+        // outputs does not change.
+        cordon_core::fsutil::replace_unsynced(
+            &self.dir.join(format!("{}.json", key.0.hex())),
+            &bytes,
+        )
     }
 }
 
