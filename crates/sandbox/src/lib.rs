@@ -1,8 +1,9 @@
 //! The sandbox: a wasmtime engine, a linker that offers only what Cordon
 //! grants, and one store per step run.
 //!
-//! Resolved [`Grants`] go in, a [`RunOutcome`] comes out. This module never
-//! reads a manifest and never opens a path the plan did not resolve; like
+//! Resolved [`Grants`] go in, a [`RunOutcome`] comes out. This crate must
+//! never read a manifest, open a path the plan did not resolve, publish an
+//! output or write a record (the engine does); like
 //! `WasiCtxBuilder`, nothing is available to the guest until a grant adds it:
 //!
 //! - **Filesystem**: one WASI preopen per mount, read-only or read-write. No

@@ -1,9 +1,11 @@
 //! Secret values, where they come from, and keeping them out of every output.
 //!
-//! This module owns secret *values*. Everything else handles names: the plan
-//! lists which secrets a step is granted, the sandbox hands the guest opaque
-//! handles and asks this module to use a value on its behalf, and the record
-//! stores names, providers and versions, never values.
+//! This crate owns secret *values*, and must never print one, write one to
+//! a file other than its encrypted store, or install a signal handler.
+//! Everything else handles names: the plan lists which secrets a step is
+//! granted, the sandbox hands the guest opaque handles and asks this crate
+//! to use a value on its behalf, and the record stores names, providers and
+//! versions, never values.
 //!
 //! Values live in [`SecretValue`], which zeroes its memory on drop and whose
 //! `Debug` never prints the bytes, so a stray `{:?}` or a panic message
