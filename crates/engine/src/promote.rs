@@ -277,6 +277,16 @@ fn lineage(
     (order, datasets)
 }
 
+/// An artifact picked for promotion, before its lineage is followed.
+struct Chosen {
+    /// Index of the record that wrote it.
+    producer: usize,
+    guest: String,
+    host: PathBuf,
+    tree: Sha256Digest,
+    entries: Vec<Entry>,
+}
+
 /// Chooses the artifacts: every artifact of the run, or the tree named by
 /// `guest` (an output's guest path, or a read mount's guest path whose
 /// tree a step of the run wrote, such as `/model`).
@@ -284,7 +294,7 @@ fn choose(
     pipeline: &PipelineRecord,
     records: &[StepRecord],
     guest: Option<&str>,
-) -> Result<Vec<(usize, String, PathBuf, Sha256Digest, Vec<Entry>)>, String> {
+) -> Result<Vec<Chosen>, String> {
     let producer_of = |host: &Path, tree: &Sha256Digest| {
         records.iter().enumerate().find_map(|(j, r)| {
             written(r)
@@ -292,10 +302,16 @@ fn choose(
                 .map(|(m, t)| (j, m.guest.clone(), t.entries.clone().unwrap_or_default()))
         })
     };
-    let mut out: Vec<(usize, String, PathBuf, Sha256Digest, Vec<Entry>)> = Vec::new();
+    let mut out: Vec<Chosen> = Vec::new();
     let mut push = |j: usize, g: String, host: PathBuf, tree: Sha256Digest, entries: Vec<Entry>| {
-        if !out.iter().any(|(_, _, h, t, _)| *h == host && *t == tree) {
-            out.push((j, g, host, tree, entries));
+        if !out.iter().any(|c| c.host == host && c.tree == tree) {
+            out.push(Chosen {
+                producer: j,
+                guest: g,
+                host,
+                tree,
+                entries,
+            });
         }
     };
     match guest {
@@ -349,7 +365,7 @@ fn choose(
                     out.len(),
                     pipeline.run_id,
                     out.iter()
-                        .map(|(j, _, h, _, _)| format!("`{}` → {}", records[*j].step, h.display()))
+                        .map(|c| format!("`{}` → {}", records[c.producer].step, c.host.display()))
                         .collect::<Vec<_>>()
                         .join(", ")
                 ));
@@ -462,7 +478,14 @@ pub fn promote(request: &PromoteRequest<'_>) -> Result<Promoted, PromoteError> {
     };
 
     let mut candidates = Vec::new();
-    for (producer, guest, host, tree, entries) in chosen {
+    for Chosen {
+        producer,
+        guest,
+        host,
+        tree,
+        entries,
+    } in chosen
+    {
         let (lineage, datasets) = lineage(&records, producer, &mut reasons);
         candidates.push(Candidate {
             producer,
