@@ -491,4 +491,53 @@ fn the_provenance_card_of_the_example_run_names_datasets_steps_grants_and_signat
         assert!(md.stdout.contains(line), "`{line}` in:\n{}", md.stdout);
     }
     assert!(md.stdout.contains("| `train` |"), "{}", md.stdout);
+    golden_card(&normalized(&md.stdout, &card, &ws));
+}
+
+/// The Markdown card with what differs between runs replaced: the
+/// workspace path, run ids, the finish time, key ids and digests (which
+/// change with every rebuilt step, and which the JSON checks above and
+/// the schema cover).
+fn normalized(md: &str, card: &serde_json::Value, ws: &Workspace) -> String {
+    let mut s = md.replace(
+        &ws.root().canonicalize().unwrap().display().to_string(),
+        "$WORKSPACE",
+    );
+    s = s.replace(card["run_id"].as_str().unwrap(), "$PIPELINE_RUN");
+    s = s.replace(card["finished_at"].as_str().unwrap(), "$FINISHED");
+    for st in card["steps"].as_array().unwrap() {
+        s = s.replace(st["run_id"].as_str().unwrap(), "$RUN");
+        let keyid = st["signature"]["keyid"].as_str().unwrap();
+        s = s.replace(&keyid[..8], "$KEYID");
+    }
+    let mut out = String::new();
+    let mut rest = s.as_str();
+    while let Some(i) = rest.find("sha256:") {
+        out.push_str(&rest[..i + 7]);
+        rest = &rest[i + 7..];
+        let hex = rest.chars().take_while(|c| c.is_ascii_hexdigit()).count();
+        if hex > 0 {
+            out.push_str("$DIGEST");
+            rest = &rest[hex..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Compares the card with `tests/golden/card.md` (`UPDATE_UI=1` rewrites
+/// it, as for the other golden files).
+fn golden_card(actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/card.md");
+    if std::env::var_os("UPDATE_UI").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        expected,
+        actual,
+        "{} differs (UPDATE_UI=1 rewrites it)",
+        path.display()
+    );
 }

@@ -175,6 +175,7 @@ fn data_root(env: &EnvConfig, workspace: &WorkspaceConfig) -> Option<PathBuf> {
 /// Where an artifact at `host` in `source` lands in `target`: the same
 /// path relative to the data roots.
 fn destination(
+    state_dir: &Path,
     host: &Path,
     source: &EnvConfig,
     target: &EnvConfig,
@@ -203,7 +204,29 @@ fn destination(
     if rel.as_os_str().is_empty() {
         return Err("the artifact is the whole data root".into());
     }
-    Ok(to_root.join(rel))
+    let dest = to_root.join(rel);
+    // A promotion publishes like a step's output, so it must not reach
+    // what no mount may reach: a misconfigured data root would otherwise
+    // let an artifact overwrite the runner's records or secrets.
+    let mut protected = vec![(state_dir.to_path_buf(), "the state directory")];
+    if let Some(home) = cordon_core::locations::secrets_home() {
+        protected.push((home, "the secrets home"));
+    }
+    if let Some(c) = &target.config_file {
+        protected.push((c.clone(), "the workspace configuration"));
+    }
+    for (p, what) in protected {
+        let p = cordon_core::fsutil::resolve(&p).unwrap_or(p);
+        if dest.starts_with(&p) || p.starts_with(&dest) {
+            return Err(format!(
+                "the artifact's destination {} in `{}` reaches {what} ({})",
+                dest.display(),
+                target.name,
+                p.display()
+            ));
+        }
+    }
+    Ok(dest)
 }
 
 fn written(
@@ -583,7 +606,7 @@ pub fn promote(request: &PromoteRequest<'_>) -> Result<Promoted, PromoteError> {
             ));
         }
         evaluations.push(e);
-        match destination(&c.host, source, target, workspace) {
+        match destination(state_dir, &c.host, source, target, workspace) {
             Ok(d) => destinations.push(d),
             Err(e) => {
                 reasons.push(e);
@@ -824,4 +847,60 @@ pub fn unpromoted_inputs(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workspace(dir: &Path, prod_root: &str) -> WorkspaceConfig {
+        let toml = format!(
+            "version = 1\n[env.dev.vars]\ndata_root = \"data/dev\"\n[env.prod.vars]\ndata_root = \"{prod_root}\"\n"
+        );
+        std::fs::write(dir.join("cordon.toml"), toml).unwrap();
+        std::fs::create_dir_all(dir.join("data/dev/model")).unwrap();
+        WorkspaceConfig::load(&dir.join("cordon.toml")).unwrap()
+    }
+
+    #[test]
+    fn an_artifact_lands_at_the_same_place_under_the_target_data_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = cordon_core::fsutil::resolve(d.path()).unwrap();
+        let ws = workspace(&root, "data/prod");
+        let dest = destination(
+            &root.join(".cordon"),
+            &root.join("data/dev/model"),
+            &ws.envs["dev"],
+            &ws.envs["prod"],
+            &ws,
+        )
+        .unwrap();
+        assert_eq!(dest, root.join("data/prod/model"));
+        // Outside the source's data root: its place in the target is unknown.
+        let err = destination(
+            &root.join(".cordon"),
+            &root.join("elsewhere/model"),
+            &ws.envs["dev"],
+            &ws.envs["prod"],
+            &ws,
+        )
+        .unwrap_err();
+        assert!(err.contains("outside the data root"), "{err}");
+    }
+
+    #[test]
+    fn a_target_data_root_that_reaches_the_state_directory_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let root = cordon_core::fsutil::resolve(d.path()).unwrap();
+        let ws = workspace(&root, ".cordon/records");
+        let err = destination(
+            &root.join(".cordon"),
+            &root.join("data/dev/model"),
+            &ws.envs["dev"],
+            &ws.envs["prod"],
+            &ws,
+        )
+        .unwrap_err();
+        assert!(err.contains("reaches the state directory"), "{err}");
+    }
 }
