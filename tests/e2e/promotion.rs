@@ -27,7 +27,18 @@ fn configure(ws: &Workspace, promotion: &str, dev_policy: &str) {
 /// The example set up, `prod` with its own record key and reviewer alice,
 /// and one dev run of the pipeline; returns the pipeline run id.
 fn example_run(ws: &Workspace, dev_policy: &str, run_args: &[&str]) -> String {
+    example_run_with(ws, dev_policy, run_args, &|_| {})
+}
+
+/// [`example_run`], with `prepare` changing the workspace before the run.
+fn example_run_with(
+    ws: &Workspace,
+    dev_policy: &str,
+    run_args: &[&str],
+    prepare: &dyn Fn(&Workspace),
+) -> String {
     example_pipeline(ws);
+    prepare(ws);
     let out = ws.cordon(&["key", "reviewer", "alice", "--dir", "keys"], &[]);
     assert_eq!(out.code, 0, "{out:?}");
     configure(ws, "", dev_policy);
@@ -539,5 +550,39 @@ fn golden_card(actual: &str) {
         actual,
         "{} differs (UPDATE_UI=1 rewrites it)",
         path.display()
+    );
+}
+
+#[test]
+fn a_step_that_saw_the_real_clock_is_promoted_only_after_it_re_executes_identically() {
+    let ws = Workspace::new();
+    let run = example_run_with(&ws, "", &[], &|ws| {
+        let train = std::fs::read_to_string(ws.path("steps/train.toml")).unwrap();
+        ws.write(
+            "steps/train.toml",
+            train.replacen("[step]\n", "[step]\nclock = \"real\"\n", 1),
+        );
+    });
+    assert_eq!(
+        step_record(&ws, &run, "train")["reproducibility"]["reproducible"],
+        false
+    );
+    trust_dev_for_prod(&ws);
+    approve_all(&ws);
+    let before = target_state(&ws);
+    let out = promote(&ws, &run, &["--artifact", "/model"]);
+    assert_refused(
+        &out,
+        "[promotion-reproducible] step `train` is not reproducible",
+    );
+    assert_eq!(target_state(&ws), before, "a refusal wrote into prod");
+
+    // Run again from its record, it gives the same model: that is proof
+    // enough for the default pack.
+    let out = promote(&ws, &run, &["--artifact", "/model", "--reexecute"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        snapshot(&ws.path("data/prod/model")),
+        snapshot(&ws.path("data/dev/model"))
     );
 }

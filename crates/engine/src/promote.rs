@@ -400,7 +400,16 @@ fn choose(
 
 /// Verifies `request`'s artifacts and, when nothing is refused, publishes
 /// them into the target with a signed VSA each (see the module doc).
-pub fn promote(request: &PromoteRequest<'_>) -> Result<Promoted, PromoteError> {
+///
+/// With `reexecute`, each step of a lineage that is not reproducible by
+/// construction (it saw the real clock or real randomness) is run again
+/// from its record in that sandbox (see [`crate::reexec`]); one that gives
+/// the same outputs, streams and exit status counts as re-executed for
+/// the promotion policy, one that differs is refused.
+pub fn promote(
+    request: &PromoteRequest<'_>,
+    reexecute: Option<&cordon_sandbox::Sandbox>,
+) -> Result<Promoted, PromoteError> {
     let PromoteRequest {
         state_dir,
         workspace,
@@ -575,6 +584,30 @@ pub fn promote(request: &PromoteRequest<'_>) -> Result<Promoted, PromoteError> {
     warnings.sort();
     warnings.dedup();
 
+    let mut reexecuted = BTreeSet::new();
+    if let Some(sandbox) = reexecute {
+        for &i in &in_lineage {
+            let r = &records[i];
+            if r.reproducibility.reproducible {
+                continue;
+            }
+            let report =
+                crate::reexec::reexecute_scope(state_dir, &Scope::Run(r.run_id.clone()), sandbox)
+                    .map_err(|e| PromoteError::Publish {
+                    what: format!("re-executing step `{}`", r.step),
+                    message: e.to_string(),
+                })?;
+            for f in &report.findings {
+                reasons.push(format!("{f} (step `{}`, re-executed)", r.step));
+            }
+            if report.findings.is_empty()
+                && report.reproduced.iter().any(|(run, _)| *run == r.run_id)
+            {
+                reexecuted.insert(r.run_id.clone());
+            }
+        }
+    }
+
     // Policy, per artifact.
     let mut evaluations = Vec::new();
     let mut destinations = Vec::new();
@@ -591,7 +624,7 @@ pub fn promote(request: &PromoteRequest<'_>) -> Result<Promoted, PromoteError> {
             },
             datasets: c.datasets.iter().collect(),
             steps: c.lineage.iter().map(|&i| &records[i]).collect(),
-            reexecuted: BTreeSet::new(),
+            reexecuted: reexecuted.clone(),
         };
         let e = promotion::evaluate(target, promotion::input(&p)?)?;
         for v in &e.violations {

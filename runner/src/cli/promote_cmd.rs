@@ -45,6 +45,11 @@ pub(super) struct PromoteArgs {
     /// `<secrets home>/trusted/<to>/promote-from/<from>/*.pub`.
     #[arg(long = "trusted-key", value_name = "FILE")]
     trusted_keys: Vec<PathBuf>,
+    /// Run each step of the lineage that is not reproducible by
+    /// construction (real clock or randomness) again from its record; one
+    /// that gives the same outputs counts as re-executed.
+    #[arg(long)]
+    reexecute: bool,
 }
 
 pub(super) fn promote(a: PromoteArgs) -> Result<u8, Failure> {
@@ -58,7 +63,12 @@ pub(super) fn promote(a: PromoteArgs) -> Result<u8, Failure> {
         artifact: a.artifact.as_deref(),
         trusted_keys: &a.trusted_keys,
     };
-    let promoted = cordon_engine::promote::promote(&request).map_err(|e| {
+    let sandbox = if a.reexecute {
+        Some(super::sandbox_for(&a.state)?)
+    } else {
+        None
+    };
+    let promoted = cordon_engine::promote::promote(&request, sandbox.as_ref()).map_err(|e| {
         if e.is_refusal() {
             Failure {
                 code: 1,
