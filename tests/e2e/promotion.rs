@@ -586,3 +586,34 @@ fn a_step_that_saw_the_real_clock_is_promoted_only_after_it_re_executes_identica
         snapshot(&ws.path("data/dev/model"))
     );
 }
+
+#[test]
+fn the_promotion_table_refuses_unknown_keys_and_missing_policy_files_at_their_line() {
+    let ws = Workspace::new();
+    ws.write(
+        "cordon.toml",
+        "version = 1\n[env.dev]\n[env.prod.promotion]\nbreakglass = true\n",
+    );
+    ws.step(cordon_test_artifacts::PLAIN, &[], "");
+    let out = ws.cordon(&["check", "step.toml", "--env", "dev"], &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("cordon.toml:4:1: unknown field `breakglass`"),
+        "{}",
+        out.stderr
+    );
+    ws.write(
+        "cordon.toml",
+        "version = 1\n[env.dev]\n[env.prod.promotion]\npolicy = [\"policy/missing.rego\"]\n",
+    );
+    let out = ws.cordon(&["check", "step.toml", "--env", "dev"], &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("cordon.toml:4:11: promotion policy file")
+            && out.stderr.contains("policy/missing.rego does not exist"),
+        "{}",
+        out.stderr
+    );
+}

@@ -166,8 +166,9 @@ pub fn find(state_dir: &Path, env: &str, tree: &Sha256Digest, trusted: &[Trusted
 }
 
 /// Checks the VSA envelope at `path`: signature, statement type,
-/// predicate type, verifier, result and subject.
-pub fn check(
+/// predicate type, verifier, result and subject. The problem is a sentence
+/// for [`Lookup::problems`].
+fn check(
     path: &Path,
     env: &str,
     tree: &Sha256Digest,
