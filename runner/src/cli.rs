@@ -15,7 +15,7 @@ use cordon_manifest::pipeline::{Pipeline, PipelinePlan, is_pipeline_file};
 use cordon_manifest::plan::{PlanContext, plan_step};
 use cordon_record::record::Publication;
 use cordon_sandbox::{Sandbox, SandboxError, StepComponent};
-use promote_cmd::{CardArgs, PROMOTE_EXIT_CODES, PromoteArgs};
+use promote_cmd::{CardArgs, PROMOTE_EXIT_CODES, PostureArgs, PromoteArgs};
 use secret_cmd::{SecretCommand, records, secret};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -222,6 +222,11 @@ enum Command {
     /// their components, grants, policy decisions and signatures, metrics,
     /// artifacts and promotions, from the records.
     Card(CardArgs),
+    /// Answer an operator's questions about an environment from its
+    /// records: runs, runs with every check passing, break-glass runs and
+    /// their justifications, unsigned or unverifiable records, secret
+    /// versions in use.
+    Posture(PostureArgs),
     /// Manage the secrets of an environment whose provider is `local`.
     ///
     /// Values are read from stdin, never from arguments (which other users
@@ -771,6 +776,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
         Command::Secret { action } => secret(action),
         Command::Promote(args) => promote_cmd::promote(args),
         Command::Card(args) => promote_cmd::card(args),
+        Command::Posture(args) => promote_cmd::posture(args),
         Command::Records {
             command: Some(RecordsCommand::Head { env, state, config }),
             ..

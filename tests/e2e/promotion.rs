@@ -617,3 +617,67 @@ fn the_promotion_table_refuses_unknown_keys_and_missing_policy_files_at_their_li
         out.stderr
     );
 }
+
+#[test]
+fn posture_counts_a_break_glass_run_and_a_failed_step() {
+    let ws = Workspace::new();
+    ws.write(
+        "policy/no-train.rego",
+        "package org.freeze\n\ndeny contains v if {\n\tsome s in input.steps\n\ts.name == \"train\"\n\tv := {\"rule\": \"freeze\", \"step\": s.name, \"message\": \"training is frozen\"}\n}\n",
+    );
+    example_run(
+        &ws,
+        "files = [\"policy/no-train.rego\"]\nbreak-glass = true",
+        &["--break-glass", "incident 42: retrain now"],
+    );
+    ws.step(
+        cordon_test_artifacts::PROBE,
+        &["exit", "1"],
+        &mount("/out", "out", "write"),
+    );
+    let out = ws.cordon(&["run", "step.toml", "--env", "dev"], &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+
+    let out = ws.cordon(&["posture", "--env", "dev", "--format", "json"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let p: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(p["runs"], 6, "{p}");
+    assert_eq!(p["failed"], 1, "{p}");
+    let bg = p["break_glass"].as_array().unwrap();
+    assert!(
+        bg.iter()
+            .any(|b| b["step"] == "train" && b["justification"] == "incident 42: retrain now"),
+        "{p}"
+    );
+    // Passing: succeeded, a clean decision, and a record that verifies.
+    assert_eq!(p["passing"], 5 - bg.len() as u64, "{p}");
+    assert_eq!(p["unsigned"].as_array().unwrap().len(), 0, "{p}");
+    assert_eq!(p["unverifiable"].as_object().unwrap().len(), 0, "{p}");
+    let secrets: Vec<&str> = p["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(secrets, ["model-signing-key", "pseudonym-key"], "{p}");
+    assert!(!out.stdout.contains(crate::pipelines::EXAMPLE_SECRET));
+
+    let out = ws.cordon(&["posture", "--env", "dev", "--format", "openmetrics"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("cordon_runs{environment=\"dev\"} 6\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("cordon_runs_failed{environment=\"dev\"} 1\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.ends_with("# EOF\n"), "{}", out.stdout);
+    // prod ran nothing.
+    let out = ws.cordon(&["posture", "--env", "prod", "--format", "json"], &[]);
+    let p: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(p["runs"], 0, "{p}");
+}

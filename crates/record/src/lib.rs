@@ -4,7 +4,8 @@
 //! statements and DSSE signatures ([`attest`]), the signed chain head
 //! ([`head`]), the commit journal's format ([`journal`]), the trust roots a
 //! verifier is given ([`trust`]), verification itself ([`verify`]) and the
-//! verification summaries a promotion signs ([`vsa`]).
+//! verification summaries a promotion signs ([`vsa`]), and an environment's
+//! posture read from its records ([`posture`]).
 //!
 //! Records are built from typed values and redacted as values (through
 //! [`cordon_core::redact::Redact`]) before they are serialized. This crate
@@ -20,6 +21,7 @@ pub mod chain;
 pub mod head;
 pub mod journal;
 pub mod pipeline;
+pub mod posture;
 pub mod query;
 pub mod record;
 pub mod run;

@@ -1,5 +1,6 @@
-//! `cordon promote` and `cordon card`: argument handling and rendering;
-//! the work is in [`cordon_engine::promote`] and [`cordon_review::card`].
+//! `cordon promote`, `cordon card` and `cordon posture`: argument handling
+//! and rendering; the work is in [`cordon_engine::promote`],
+//! [`cordon_review::card`] and [`cordon_record::posture`].
 
 use super::{Failure, bad_input, runner_fault, verify_workspace};
 use cordon_core::sanitize::escape_for_terminal;
@@ -149,6 +150,60 @@ pub(super) fn card(a: CardArgs) -> Result<u8, Failure> {
         CardFormat::Markdown => cordon_review::card::render_markdown(&card),
         CardFormat::Json => {
             let mut t = serde_json::to_string_pretty(&card).map_err(runner_fault)?;
+            t.push('\n');
+            t
+        }
+    };
+    use std::io::Write as _;
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(runner_fault)?;
+    Ok(0)
+}
+
+/// How `cordon posture` writes its answer.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(super) enum PostureFormat {
+    /// For people.
+    Text,
+    /// JSON.
+    Json,
+    /// OpenMetrics text, for a Prometheus scrape.
+    Openmetrics,
+}
+
+/// The arguments of `cordon posture`.
+#[derive(clap::Args, Debug)]
+pub(super) struct PostureArgs {
+    /// The environment.
+    #[arg(long, value_name = "E")]
+    env: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: PostureFormat,
+    /// State directory [default: .cordon].
+    #[arg(long, value_name = "DIR", default_value = cordon_core::locations::STATE_DIR_NAME)]
+    state: PathBuf,
+    /// The workspace file [default: the nearest cordon.toml above the
+    /// state directory, else above the current directory].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A public key (PEM) to trust for every environment (repeatable), as
+    /// for `cordon verify`.
+    #[arg(long = "trusted-key", value_name = "FILE")]
+    trusted_keys: Vec<PathBuf>,
+}
+
+pub(super) fn posture(a: PostureArgs) -> Result<u8, Failure> {
+    let workspace = verify_workspace(a.config.as_deref(), &a.state)?;
+    let roots = cordon_engine::keys::TrustRoots::from_process(a.trusted_keys);
+    let p =
+        cordon_record::posture::posture(&a.state, &workspace, &roots, &a.env).map_err(bad_input)?;
+    let text = match a.format {
+        PostureFormat::Text => cordon_record::posture::render_text(&p),
+        PostureFormat::Openmetrics => cordon_record::posture::render_openmetrics(&p),
+        PostureFormat::Json => {
+            let mut t = serde_json::to_string_pretty(&p).map_err(runner_fault)?;
             t.push('\n');
             t
         }
