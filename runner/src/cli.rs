@@ -15,12 +15,14 @@ use cordon_manifest::pipeline::{Pipeline, PipelinePlan, is_pipeline_file};
 use cordon_manifest::plan::{PlanContext, plan_step};
 use cordon_record::record::Publication;
 use cordon_sandbox::{Sandbox, SandboxError, StepComponent};
+use promote_cmd::{CardArgs, PROMOTE_EXIT_CODES, PostureArgs, PromoteArgs};
 use secret_cmd::{SecretCommand, records, secret};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod promote_cmd;
 mod secret_cmd;
 
 const EXIT_CODES: &str = "\
@@ -210,6 +212,21 @@ enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Let an artifact of a pipeline run into a higher environment: verify
+    /// its whole provenance against the target's trust roots and promotion
+    /// policy, copy it by digest into the target's data root and sign a
+    /// SLSA Verification Summary Attestation (docs/promotion.md).
+    #[command(after_help = PROMOTE_EXIT_CODES)]
+    Promote(PromoteArgs),
+    /// Write the provenance card of a pipeline run: datasets, steps with
+    /// their components, grants, policy decisions and signatures, metrics,
+    /// artifacts and promotions, from the records.
+    Card(CardArgs),
+    /// Answer an operator's questions about an environment from its
+    /// records: runs, runs with every check passing, break-glass runs and
+    /// their justifications, unsigned or unverifiable records, secret
+    /// versions in use.
+    Posture(PostureArgs),
     /// Manage the secrets of an environment whose provider is `local`.
     ///
     /// Values are read from stdin, never from arguments (which other users
@@ -757,6 +774,9 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 },
         } => key_generate(&env, config.as_deref(), if_missing),
         Command::Secret { action } => secret(action),
+        Command::Promote(args) => promote_cmd::promote(args),
+        Command::Card(args) => promote_cmd::card(args),
+        Command::Posture(args) => promote_cmd::posture(args),
         Command::Records {
             command: Some(RecordsCommand::Head { env, state, config }),
             ..
@@ -947,6 +967,7 @@ fn run_step_cmd(
         &[true],
         break_glass,
     )?;
+    promote_cmd::require_promoted(env, std::slice::from_ref(&plan))?;
     // Every granted secret is read now, before anything runs; a vault
     // session ends when `resolution` does (finish below, or drop on any
     // early return).
@@ -1104,6 +1125,7 @@ fn run_pipeline_cmd(
     let (plan, manifests, env) = plan_pipeline(file, at, (!no_cache).then_some(&*index))?;
     let signer = signer_for(&env, &dir_of(file))?;
     let policy = policy_gate(&env, &manifests, &plan.steps, &plan.cacheable, break_glass)?;
+    promote_cmd::require_promoted(&env, &plan.steps)?;
     // One provider session for the whole pipeline (see `resolve_steps`).
     let grants: Vec<&[cordon_manifest::manifest::SecretGrant]> =
         plan.steps.iter().map(|p| p.secrets.as_slice()).collect();

@@ -20,6 +20,7 @@ mod manifest_errors;
 mod network;
 mod pipelines;
 mod policy;
+mod promotion;
 mod records;
 mod review;
 mod runs;

@@ -4,7 +4,8 @@
 //! published by the commit protocol ([`outputs`], [`mount_locks`],
 //! [`repair`]), rollback to an earlier run's outputs ([`restore`]),
 //! re-execution of a recorded run ([`reexec`]), the environments'
-//! record-signing keys ([`keys`]) and in-toto exports ([`export`]).
+//! record-signing keys ([`keys`]), in-toto exports ([`export`]) and
+//! promotion of artifacts between environments ([`promote`]).
 //!
 //! Everything a run publishes is named by a durable, chained record first.
 //! This crate decides; it never parses a command line, installs a signal
@@ -23,6 +24,7 @@ pub mod export;
 pub mod keys;
 pub mod mount_locks;
 pub mod outputs;
+pub mod promote;
 pub mod reexec;
 pub mod repair;
 pub mod restore;

@@ -36,7 +36,7 @@
 //! walking up from the manifest (or pipeline) directory, or named with
 //! `--config`. Unknown keys are errors, located like manifest errors.
 
-use crate::manifest::{Location, ManifestError, Problem};
+use crate::manifest::{Classification, Location, ManifestError, Problem};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -366,6 +366,44 @@ struct RawRecords {
     trusted_keys: Vec<Spanned<String>>,
 }
 
+/// What an environment accepts from a lower one (`[env.NAME.promotion]`),
+/// paths resolved against the workspace directory. `cordon promote` reads
+/// it for the *target* environment: the target decides what it lets in.
+#[derive(Debug, Clone, Default)]
+pub struct PromotionConfig {
+    /// The organisation's own promotion `.rego` files, evaluated with the
+    /// default promotion pack.
+    pub policy: Vec<PathBuf>,
+    /// Steps that must be in an artifact's provenance.
+    pub required_steps: Vec<String>,
+    /// Data classifications the environment accepts in an artifact's
+    /// source datasets and mounts; empty accepts every classification.
+    pub classifications: Vec<Classification>,
+    /// Whether an artifact whose provenance holds a break-glass run may
+    /// come in.
+    pub break_glass: bool,
+    /// Whether steps that ran with `floats = "native"` (bit for bit only on
+    /// the same CPU architecture) may be in its provenance.
+    pub native_floats: bool,
+    /// Where the table is, for messages (none when absent).
+    pub at: Option<Location>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPromotion {
+    #[serde(default)]
+    policy: Vec<Spanned<String>>,
+    #[serde(default)]
+    required_steps: Vec<String>,
+    #[serde(default)]
+    classifications: Vec<Classification>,
+    #[serde(default)]
+    break_glass: bool,
+    #[serde(default)]
+    native_floats: bool,
+}
+
 /// One environment, validated.
 #[derive(Debug, Clone)]
 pub struct EnvConfig {
@@ -382,6 +420,8 @@ pub struct EnvConfig {
     pub records: RecordsConfig,
     /// Its policy: extra rules, disabled rules, break-glass, reviewers.
     pub policy: PolicyConfig,
+    /// What it accepts by `cordon promote` (`[env.NAME.promotion]`).
+    pub promotion: PromotionConfig,
     /// Where it is defined.
     pub at: Location,
     /// The `cordon.toml` that defines it (none for the built-in default).
@@ -420,6 +460,7 @@ struct RawEnv {
     secrets: RawSecrets,
     #[serde(default)]
     policy: RawPolicy,
+    promotion: Option<Spanned<RawPromotion>>,
 }
 
 impl RawPolicy {
@@ -509,6 +550,7 @@ impl WorkspaceConfig {
             secrets: SecretsConfig::default(),
             records: RecordsConfig::default(),
             policy: PolicyConfig::default(),
+            promotion: PromotionConfig::default(),
             at: Location::default(),
             config_file: None,
         };
@@ -663,6 +705,34 @@ impl WorkspaceConfig {
             let policy = env
                 .policy
                 .validate(name.get_ref(), &abs_dir, &lines, &mut problems);
+            let promotion = env.promotion.map_or_else(PromotionConfig::default, |p| {
+                let at = lines.at(p.span().start);
+                let p = p.into_inner();
+                let policy = p
+                    .policy
+                    .into_iter()
+                    .map(|f| {
+                        let full = abs_dir.join(f.get_ref());
+                        if !full.is_file() {
+                            problems.push(lines.at(f.span().start).problem(
+                                format!("promotion policy file {} does not exist", full.display()),
+                                Some(format!(
+                                    "correct the path (paths are relative to {FILE_NAME})"
+                                )),
+                            ));
+                        }
+                        full
+                    })
+                    .collect();
+                PromotionConfig {
+                    policy,
+                    required_steps: p.required_steps,
+                    classifications: p.classifications,
+                    break_glass: p.break_glass,
+                    native_floats: p.native_floats,
+                    at: Some(at),
+                }
+            });
             envs.insert(
                 name.get_ref().clone(),
                 EnvConfig {
@@ -672,6 +742,7 @@ impl WorkspaceConfig {
                     records,
                     secrets,
                     policy,
+                    promotion,
                     at,
                     config_file: Some(path.to_path_buf()),
                 },

@@ -214,7 +214,14 @@ pub struct Mount {
     pub purpose: String,
     /// Data classification, when the manifest gives one.
     pub classification: Option<Classification>,
+    /// `requires = "promoted"`: the mount's tree must have been let into
+    /// the run's environment by `cordon promote` (a valid VSA of that
+    /// environment names its digest), or the run is refused.
+    pub requires_promoted: bool,
 }
+
+/// The one value `requires` of a mount takes.
+pub const REQUIRES_PROMOTED: &str = "promoted";
 
 /// A secret grant, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -505,6 +512,7 @@ struct RawMount {
     access: Spanned<Access>,
     purpose: Spanned<String>,
     classification: Option<Spanned<Classification>>,
+    requires: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -837,6 +845,28 @@ impl Manifest {
                     ),
                 );
             }
+            let mut requires_promoted = false;
+            if let Some(r) = &m.requires {
+                let at = lines.of(r);
+                if r.get_ref() != REQUIRES_PROMOTED {
+                    problems.push(at.problem(
+                        format!(
+                            "mount `{guest}` requires `{}`, which is not a requirement",
+                            r.get_ref()
+                        ),
+                        Some(format!(
+                            "write `requires = \"{REQUIRES_PROMOTED}\"`, or remove `requires`"
+                        )),
+                    ));
+                } else if *m.access.get_ref() != Access::Read {
+                    problems.push(at.problem(
+                        format!("mount `{guest}` requires promoted inputs but is not a `read` mount"),
+                        Some("only an input can require promotion: make it `access = \"read\"`, or remove `requires`".into()),
+                    ));
+                } else {
+                    requires_promoted = true;
+                }
+            }
             mounts.push(Mount {
                 guest,
                 host: PathBuf::from(m.host.get_ref()),
@@ -844,6 +874,7 @@ impl Manifest {
                 access: *m.access.get_ref(),
                 purpose: m.purpose.get_ref().clone(),
                 classification: m.classification.as_ref().map(|c| *c.get_ref()),
+                requires_promoted,
             });
         }
 

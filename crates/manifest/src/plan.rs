@@ -36,6 +36,10 @@ pub struct PlannedMount {
     /// Data classification.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub classification: Option<Classification>,
+    /// Whether its tree must have been promoted into the environment
+    /// (`requires = "promoted"`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub requires_promoted: bool,
 }
 
 /// One step, ready to run.
@@ -599,6 +603,7 @@ pub fn plan_step_with(
                 access: m.access,
                 purpose: m.purpose.clone(),
                 classification: m.classification,
+                requires_promoted: m.requires_promoted,
             })
             .collect(),
         secrets: manifest.secrets.clone(),

@@ -149,7 +149,20 @@ pub struct Status {
 /// environment trusts. A manifest written inline in a pipeline has no
 /// approvals file and is never approved.
 pub fn status(manifest: &Manifest, trusted: &[TrustedKey]) -> Status {
-    let path = file_for(&manifest.path);
+    status_of(&manifest.path, &manifest.sha256, &manifest.digest, trusted)
+}
+
+/// Like [`status`], for the manifest at `manifest_path` as a record names
+/// it: the approvals must bind exactly `manifest_sha256` and
+/// `component_digest` (what ran), whatever the file holds now.
+/// `cordon promote` asks this of every step in an artifact's provenance.
+pub fn status_of(
+    manifest_path: &Path,
+    manifest_sha256: &Sha256Digest,
+    component_digest: &Sha256Digest,
+    trusted: &[TrustedKey],
+) -> Status {
+    let path = file_for(manifest_path);
     let mut st = Status::default();
     let list = match read_file(&path) {
         Ok(l) => l,
@@ -166,7 +179,7 @@ pub fn status(manifest: &Manifest, trusted: &[TrustedKey]) -> Status {
     for envelope in &list {
         let keyid = keyid_of(envelope).unwrap_or("?");
         let short = &keyid[..keyid.len().min(8)];
-        match check(envelope, manifest, trusted) {
+        match check(envelope, manifest_sha256, component_digest, trusted) {
             Ok(()) => {
                 st.approved = true;
                 st.reviewers.push(keyid.to_string());
@@ -177,7 +190,12 @@ pub fn status(manifest: &Manifest, trusted: &[TrustedKey]) -> Status {
     st
 }
 
-fn check(envelope: &Value, manifest: &Manifest, trusted: &[TrustedKey]) -> Result<(), String> {
+fn check(
+    envelope: &Value,
+    manifest_sha256: &Sha256Digest,
+    component_digest: &Sha256Digest,
+    trusted: &[TrustedKey],
+) -> Result<(), String> {
     let bytes = serde_json::to_vec(envelope).map_err(|e| e.to_string())?;
     let (payload_type, payload) = match cordon_record::attest::open_envelope(&bytes, trusted) {
         Ok(p) => p,
@@ -200,10 +218,10 @@ fn check(envelope: &Value, manifest: &Manifest, trusted: &[TrustedKey]) -> Resul
     if p["_type"] != APPROVAL_TYPE {
         return Err("payload is not an approval".into());
     }
-    if p["manifest"]["sha256"].as_str() != Some(manifest.sha256.hex()) {
+    if p["manifest"]["sha256"].as_str() != Some(manifest_sha256.hex()) {
         return Err("stale: the manifest changed after it was approved".into());
     }
-    if p["component"]["sha256"].as_str() != Some(manifest.digest.hex()) {
+    if p["component"]["sha256"].as_str() != Some(component_digest.hex()) {
         return Err("stale: the component changed after it was approved".into());
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! Policy over plans: Rego evaluation with the default rule pack and an
 //! organization's own files ([`policy`]), SARIF and JSON renderings of its
-//! findings, and reviewers' signed approvals of manifests ([`approval`]).
+//! findings, reviewers' signed approvals of manifests ([`approval`]), and
+//! the promotion policy over an artifact's provenance ([`promotion`]).
 //!
 //! Policy decides before anything runs; it reads plans and approvals, and
 //! must never run a step or see a secret value.
@@ -11,3 +12,4 @@
 pub mod approval;
 pub mod gate;
 pub mod policy;
+pub mod promotion;

@@ -204,10 +204,37 @@ pub fn evaluate(env: &EnvConfig, input: Value) -> Result<Evaluation, PolicyError
         })?;
         sources.push((f.display().to_string(), text));
     }
+    let disabled: Vec<(String, String)> = env
+        .policy
+        .disable
+        .iter()
+        .map(|(n, at)| (n.clone(), format!("line {}", at.line)))
+        .collect();
+    let (files, violations) = evaluate_sources(&sources, &input, DEFAULT_PACK_NAME, &disabled)?;
+    Ok(Evaluation {
+        environment: env.name.clone(),
+        files,
+        disabled,
+        violations,
+        input,
+    })
+}
+
+/// Evaluates every module in `sources` (name, text) over `input` and
+/// collects the `deny` sets of their packages: the files by digest and the
+/// violations, sorted and without duplicates. Violations of the module
+/// called `default_pack` whose rule is in `disabled` are dropped. Shared by
+/// run policy and promotion policy, so that both read rules the same way.
+pub fn evaluate_sources(
+    sources: &[(String, String)],
+    input: &Value,
+    default_pack: &str,
+    disabled: &[(String, String)],
+) -> Result<(Vec<PolicyFile>, Vec<Violation>), PolicyError> {
     let mut files = Vec::new();
     let mut packages: Vec<(String, String)> = Vec::new();
     let mut engine = regorus::Engine::new();
-    for (path, text) in &sources {
+    for (path, text) in sources {
         files.push(PolicyFile {
             path: path.clone(),
             sha256: Sha256Digest::of(text.as_bytes()).hex().to_string(),
@@ -230,12 +257,6 @@ pub fn evaluate(env: &EnvConfig, input: Value) -> Result<Evaluation, PolicyError
             package: "input".into(),
             message: e.to_string(),
         })?;
-    let disabled: Vec<(String, String)> = env
-        .policy
-        .disable
-        .iter()
-        .map(|(n, at)| (n.clone(), format!("line {}", at.line)))
-        .collect();
     let mut violations = Vec::new();
     for (package, source) in &packages {
         let eval_err = |e: anyhow::Error| PolicyError::Eval {
@@ -299,7 +320,7 @@ pub fn evaluate(env: &EnvConfig, input: Value) -> Result<Evaluation, PolicyError
                     secret: None,
                 },
             };
-            let off = v.source == DEFAULT_PACK_NAME && disabled.iter().any(|(n, _)| *n == v.rule);
+            let off = v.source == default_pack && disabled.iter().any(|(n, _)| *n == v.rule);
             if !off {
                 violations.push(v);
             }
@@ -307,13 +328,7 @@ pub fn evaluate(env: &EnvConfig, input: Value) -> Result<Evaluation, PolicyError
     }
     violations.sort_by(|a, b| (&a.step, &a.rule, &a.message).cmp(&(&b.step, &b.rule, &b.message)));
     violations.dedup();
-    Ok(Evaluation {
-        environment: env.name.clone(),
-        files,
-        disabled,
-        violations,
-        input,
-    })
+    Ok((files, violations))
 }
 
 /// The text report: one block per violation, then a summary line.

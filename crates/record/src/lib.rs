@@ -3,7 +3,9 @@
 //! [`run`]), the hash chain of a state directory ([`chain`]), in-toto
 //! statements and DSSE signatures ([`attest`]), the signed chain head
 //! ([`head`]), the commit journal's format ([`journal`]), the trust roots a
-//! verifier is given ([`trust`]) and verification itself ([`verify`]).
+//! verifier is given ([`trust`]), verification itself ([`verify`]) and the
+//! verification summaries a promotion signs ([`vsa`]), and an environment's
+//! posture read from its records ([`posture`]).
 //!
 //! Records are built from typed values and redacted as values (through
 //! [`cordon_core::redact::Redact`]) before they are serialized. This crate
@@ -19,8 +21,10 @@ pub mod chain;
 pub mod head;
 pub mod journal;
 pub mod pipeline;
+pub mod posture;
 pub mod query;
 pub mod record;
 pub mod run;
 pub mod trust;
 pub mod verify;
+pub mod vsa;

@@ -147,3 +147,50 @@ pub struct Trusted {
     /// What the verifier should hear about them (self-asserted keys).
     pub warnings: Vec<String>,
 }
+
+/// Where the user keeps the public keys environment `target` trusts for
+/// records of environment `source` when an artifact is promoted from
+/// `source` to `target`: `<secrets home>/trusted/<target>/promote-from/<source>/`.
+/// Separate from `source`'s own trust directory on purpose: that the user
+/// trusts a key for `dev` records says nothing about whether `prod` lets
+/// an artifact signed by it in.
+pub fn promotion_trust_dir(target: &str, source: &str) -> Option<PathBuf> {
+    trust_dir(target).map(|d| d.join("promote-from").join(source))
+}
+
+/// The keys `target` trusts for records of `source` in a promotion: every
+/// `*.pub` in [`promotion_trust_dir`] and the files in `extra` (the
+/// command line's `--trusted-key`). Never the workspace's own
+/// `trusted-keys`: a promotion gate must not be opened by editing the file
+/// it judges.
+pub fn promotion_keys(
+    target: &str,
+    source: &str,
+    extra: &[PathBuf],
+) -> Result<Vec<(TrustedKey, TrustOrigin)>, TrustError> {
+    let mut keys = Vec::new();
+    let mut add = |path: &Path, origin: TrustOrigin| {
+        TrustedKey::load(path)
+            .map(|k| keys.push((k, origin)))
+            .map_err(|e| TrustError {
+                problem: e.to_string(),
+                origin,
+            })
+    };
+    if let Some(dir) = promotion_trust_dir(target, source)
+        && let Ok(entries) = std::fs::read_dir(&dir)
+    {
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+            .collect();
+        files.sort();
+        for f in files {
+            add(&f, TrustOrigin::UserConfig)?;
+        }
+    }
+    for f in extra {
+        add(f, TrustOrigin::CommandLine)?;
+    }
+    Ok(keys)
+}
