@@ -288,9 +288,9 @@ fn per_step(report: &mut Report, work: &Path, reps: usize) {
 }
 
 /// 7. A large component's warm run: the hash index vouches for the
-/// unchanged file (nothing read or hashed) against the same run with the
-/// index removed first (the component read and hashed, as every run did
-/// before the index covered components).
+///    unchanged file (nothing read or hashed) against the same run with
+///    the index removed first (the component read and hashed, as every run
+///    did before the index covered components).
 fn large_component(report: &mut Report, work: &Path, reps: usize) {
     let ws = Workspace::new(work.join("large"), &[]);
     // The trivial step padded to 18 MiB with a custom section (what an
