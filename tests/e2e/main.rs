@@ -25,5 +25,6 @@ mod review;
 mod runs;
 mod secrets;
 mod step_authors;
+mod store;
 mod trust;
 mod vault;
