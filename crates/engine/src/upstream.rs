@@ -80,23 +80,8 @@ pub enum UpstreamError {
         problem: String,
     },
     /// No record of an upstream step.
-    #[error(
-        "step `{step}` reads {guest} from step `{upstream}`, but the shared chain holds no successful record of `{upstream}` with component {component}\n  fix: run `cordon run {pipeline} --env {env} --step {upstream}` first"
-    )]
-    Missing {
-        /// The step that was to run.
-        step: String,
-        /// The upstream step.
-        upstream: String,
-        /// Its output mount.
-        guest: String,
-        /// The component the pipeline pins for it.
-        component: Sha256Digest,
-        /// The pipeline file.
-        pipeline: String,
-        /// The environment.
-        env: String,
-    },
+    #[error("{0}")]
+    Missing(Box<MissingUpstream>),
     /// The upstream output could not be restored and checked.
     #[error("output {guest} of step `{upstream}` (run {run_id}): {problem}")]
     Restore {
@@ -112,6 +97,26 @@ pub enum UpstreamError {
     /// The store failed.
     #[error(transparent)]
     Remote(#[from] RemoteError),
+}
+
+/// An upstream step of which the shared chain holds no usable record.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "step `{step}` reads {guest} from step `{upstream}`, but the shared chain holds no successful record of `{upstream}` with component {component}\n  fix: run `cordon run {pipeline} --env {env} --step {upstream}` first"
+)]
+pub struct MissingUpstream {
+    /// The step that was to run.
+    pub step: String,
+    /// The upstream step.
+    pub upstream: String,
+    /// Its output mount.
+    pub guest: String,
+    /// The component the pipeline pins for it.
+    pub component: Sha256Digest,
+    /// The pipeline file.
+    pub pipeline: String,
+    /// The environment.
+    pub env: String,
 }
 
 /// The index of step `name` in `plan`.
@@ -208,14 +213,14 @@ pub fn take_inputs(
             .flatten()
         });
         let Some((record, tree, entries)) = found else {
-            return Err(UpstreamError::Missing {
+            return Err(UpstreamError::Missing(Box::new(MissingUpstream {
                 step: step.name.clone(),
                 upstream: up.name.clone(),
                 guest: w.guest.clone(),
                 component: up.component_digest.clone(),
                 pipeline: plan.path.display().to_string(),
                 env,
-            });
+            })));
         };
         let restore = |problem: String| UpstreamError::Restore {
             upstream: up.name.clone(),
