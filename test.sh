@@ -30,6 +30,12 @@ stage "toolchain (rust-toolchain.toml) and the wasm32-wasip2 target"
 rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 rustup target add wasm32-wasip2 >/dev/null
 
+stage "cargo fetch: every package of the lock, for every platform"
+# The architecture test reads `cargo metadata --offline`, which needs the
+# packages of other platforms too (object_store's chrono pulls in macOS,
+# Windows and Android time-zone crates that a Linux build never downloads).
+cargo fetch --locked --quiet
+
 stage "Python tools into $target/tools/venv"
 venv="$target/tools/venv"
 requirements="$root/tests/tools/requirements.txt"

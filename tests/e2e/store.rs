@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 const BUCKET: &str = "cordon";
 const ACCESS_KEY: &str = "cordon-e2e-access";
+const READ_ONLY_KEY: &str = "cordon-e2e-readonly";
 
 /// The one SeaweedFS of this test binary.
 struct Seaweed {
@@ -45,6 +46,12 @@ fn seaweed() -> &'static Seaweed {
                 "name": "cordon",
                 "credentials": [{"accessKey": ACCESS_KEY, "secretKey": secret}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }, {
+                // Accepted, but may not write: a store that fails in the
+                // middle of a run, after the credentials were checked.
+                "name": "cordon-readonly",
+                "credentials": [{"accessKey": READ_ONLY_KEY, "secretKey": secret}],
+                "actions": ["Read", "List"],
             }]})
             .to_string(),
         )
@@ -846,4 +853,92 @@ fn the_exported_github_workflow_runs_each_step_as_a_job_and_passes_zizmor_and_ac
     .output()
     .expect("action-validator runs");
     assert!(validator.status.success(), "{validator:?}\n{text}");
+}
+
+#[test]
+fn a_store_that_fails_mid_run_fails_the_step_keeps_local_state_and_a_later_run_completes() {
+    let weed = seaweed();
+    let prefix = prefix("fails-mid-run");
+    let ws = machine(weed, &prefix);
+    probe_step(
+        &ws,
+        "a",
+        &["write", "/out/x.txt", "hello"],
+        &mount("/out", "a-out", "write"),
+    );
+    // Credentials the store accepts for reading, but refuses to write with:
+    // the store fails after the run started.
+    let read_only = [
+        ("AWS_ACCESS_KEY_ID", READ_ONLY_KEY),
+        ("AWS_SECRET_ACCESS_KEY", weed.secret.as_str()),
+    ];
+    let out = ws.cordon(&["run", "a.toml"], &read_only);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("is recorded on this machine but not in the shared store"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("succeeded"),
+        "not reported as succeeded: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(&weed.secret), "{out:?}");
+    assert!(weed.keys(&format!("{prefix}/records/chain")).is_empty());
+    // The local state is intact: its chain verifies.
+    let local = ws.cordon(&["verify"], &[]);
+    assert_eq!(local.code, 0, "{local:?}");
+
+    // With the store back, a later run completes and its record is shared.
+    let later = ws.cordon(&["run", "a.toml"], &weed.env());
+    assert_eq!(later.code, 0, "{later:?}");
+    assert_eq!(weed.keys(&format!("{prefix}/records/chain")).len(), 1);
+    let verified = ws.cordon(&["verify", "--env", "dev"], &weed.env());
+    assert_eq!(verified.code, 0, "{verified:?}");
+    // That later run (a local hit) also shared the outputs the failed
+    // attempt could not: another machine hits.
+    let other = machine(weed, &prefix);
+    probe_step(
+        &other,
+        "a",
+        &["write", "/out/x.txt", "hello"],
+        &mount("/out", "a-out", "write"),
+    );
+    let hit = other.cordon(&["run", "a.toml"], &weed.env());
+    assert_eq!(hit.code, 0, "{hit:?}");
+    assert_eq!(other.record()["cache"]["hit"], true);
+    assert_eq!(
+        std::fs::read_to_string(other.path("a-out/x.txt")).unwrap(),
+        "hello"
+    );
+}
+
+#[test]
+fn an_unreachable_store_is_a_clear_error_and_nothing_runs() {
+    let ws = Workspace::new();
+    let closed = free_port();
+    ws.write(
+        "cordon.toml",
+        format!("[env.dev.store]\nurl = \"s3://{BUCKET}/x\"\nendpoint = \"http://127.0.0.1:{closed}\"\ncredentials = {{ provider = \"env\" }}\n"),
+    );
+    probe_step(
+        &ws,
+        "a",
+        &["write", "/out/x.txt", "hello"],
+        &mount("/out", "a-out", "write"),
+    );
+    let out = ws.cordon(
+        &["run", "a.toml"],
+        &[
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "unreachable-secret-value"),
+        ],
+    );
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("cannot be used"), "{}", out.stderr);
+    assert!(out.stderr.contains("fix: "), "{}", out.stderr);
+    assert!(!out.stderr.contains("unreachable-secret-value"), "{out:?}");
+    assert!(!ws.path("a-out").exists() && !ws.path(".cordon/records").exists());
 }

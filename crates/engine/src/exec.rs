@@ -210,7 +210,12 @@ pub fn run_step(
             reproducibility.clone(),
             opts,
         ) {
-            Ok(run) => return share(opts.remote.as_deref(), None, run),
+            // A hit is shared too: a run that executed here while the store
+            // was failing gets its outputs and entry there on a later hit.
+            Ok(run) => {
+                let keys = Some(k).zip(shared_key.as_ref());
+                return share(opts.remote.as_deref(), Some((&action_cache, keys)), run);
+            }
             // A damaged cache entry costs a re-run, never a wrong result.
             Err(e) => tracing::warn!(
                 "damaged cache entry for {}: {e}; running the step",

@@ -12,8 +12,9 @@
 //! cas/packs/sha256/<tree hex>        the files of one output tree, concatenated in
 //!                                    listing order: one object per tree, never one
 //!                                    round trip per file
-//! cache/actions/<action key hex>     {"format", "entry": <action entry>, "record": <record JSON>}
-//! records/chain/<sequence, 20 digits> {"format", "sequence", "previous", "record": <record JSON>}
+//! cache/actions/<shared key hex>     {"format", "entry": <action entry>, "record": <record JSON>}
+//! records/chain/<sequence, 20 digits> {"format", "sequence", "previous",
+//!                                    "record": <record file text>, "envelope": <DSSE text>|null}
 //! ```
 //!
 //! **Create-only everywhere.** Packs are named by the tree digest their
@@ -433,12 +434,23 @@ impl RemoteStore {
         Ok(all)
     }
 
+    /// Whether the store has an action entry for `shared`.
+    fn has_action(&self, shared: &ActionKey) -> Result<bool, RemoteError> {
+        let object = self.key(&format!("cache/actions/{}", shared.0.hex()));
+        match self.block_on(self.store.head(&object)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.object_error(&object, &e)),
+        }
+    }
+
     fn pack_key(&self, tree_hex: &str) -> ObjectPath {
         self.key(&format!("cas/packs/sha256/{tree_hex}"))
     }
 
     /// Files the action entry kept locally under `key` as the store's entry
-    /// for `shared` (its [`shared_key`]), with the run's record text. The
+    /// for `shared` (its [`shared_key`]), with the record of the run it
+    /// names (an entry whose record is gone is not shared). The
     /// packs go first ([`RemoteStore::push_outputs`]), so no machine sees an
     /// entry whose packs are not all there.
     pub fn push_action(
@@ -446,13 +458,16 @@ impl RemoteStore {
         cache: &ActionCache,
         key: &ActionKey,
         shared: &ActionKey,
-        record: &str,
     ) -> Result<(), RemoteError> {
         let Ok(Some(entry)) = cache.get(key) else {
             return Ok(());
         };
-        let record: serde_json::Value =
-            serde_json::from_str(record).map_err(std::io::Error::other)?;
+        // The record of the run that produced the outputs (for a cache hit,
+        // the earlier run), which a pulling machine checks the entry by.
+        let record: serde_json::Value = match std::fs::read(&entry.record) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
+            Err(_) => return Ok(()),
+        };
         let mut shared_entry = serde_json::to_value(&entry).map_err(std::io::Error::other)?;
         // The local path of the record means nothing on another machine.
         shared_entry["record"] = serde_json::Value::String(String::new());
@@ -595,11 +610,11 @@ impl RemoteStore {
         Ok(Some(entry))
     }
 
-    /// Shares one sealed run: for a run that executed here (`cache` names
-    /// the local cache), the packs of its outputs, and its action entry
-    /// when it is cacheable (`Keys`: the local key and the [`shared_key`]);
-    /// a cache hit's outputs are in the store already. Then its record, as
-    /// a new entry of the shared chain.
+    /// Shares one sealed run: unless the store has its action entry
+    /// already, the packs of its outputs (`cache` names the local cache),
+    /// and its action entry when it is cacheable (`Keys`: the local key and
+    /// the [`shared_key`]). Then its record, as a new entry of the shared
+    /// chain.
     pub fn share_run(
         &self,
         cache: Option<(&ActionCache, Option<Keys<'_>>)>,
@@ -609,12 +624,19 @@ impl RemoteStore {
         let record = std::fs::read_to_string(record_path)?;
         let envelope = envelope_path.map(std::fs::read_to_string).transpose()?;
         if let Some((cache, keys)) = cache {
-            let typed: cordon_record::record::StepRecord =
-                serde_json::from_str(&record).map_err(std::io::Error::other)?;
-            if self.push_outputs(cache.cas(), &typed)?
-                && let Some((key, shared)) = keys
-            {
-                self.push_action(cache, key, shared, &record)?;
+            let present = match keys {
+                Some((_, shared)) => self.has_action(shared)?,
+                None => false,
+            };
+            // An entry already in the store means its packs are too.
+            if !present {
+                let typed: cordon_record::record::StepRecord =
+                    serde_json::from_str(&record).map_err(std::io::Error::other)?;
+                if self.push_outputs(cache.cas(), &typed)?
+                    && let Some((key, shared)) = keys
+                {
+                    self.push_action(cache, key, shared)?;
+                }
             }
         }
         self.append_chain(&record, envelope.as_deref())
