@@ -1173,7 +1173,7 @@ store = \"s\"
             "{err}"
         );
         assert!(
-            err.contains(":4:29: store credentials provider `vault` is not supported"),
+            err.contains(":4:28: store credentials provider `vault` is not supported"),
             "{err}"
         );
         assert!(err.contains("fix: "), "{err}");
