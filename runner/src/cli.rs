@@ -1045,11 +1045,13 @@ fn remote_for(
     let Some(config) = &env.store else {
         return Ok(None);
     };
-    match RemoteStore::open(&env.name, config) {
+    match RemoteStore::open(env, config) {
         Ok(r) => Ok(Some(Arc::new(r))),
-        Err(e @ (RemoteError::MissingCredentials { .. } | RemoteError::Refused { .. })) => {
-            Err(bad_input(e))
-        }
+        Err(
+            e @ (RemoteError::MissingCredentials { .. }
+            | RemoteError::SecretCredentials { .. }
+            | RemoteError::Refused { .. }),
+        ) => Err(bad_input(e)),
         Err(e) => Err(runner_fault(e)),
     }
 }

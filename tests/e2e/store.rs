@@ -942,3 +942,63 @@ fn an_unreachable_store_is_a_clear_error_and_nothing_runs() {
     assert!(!out.stderr.contains("unreachable-secret-value"), "{out:?}");
     assert!(!ws.path("a-out").exists() && !ws.path(".cordon/records").exists());
 }
+
+#[test]
+fn store_credentials_from_the_environments_own_secrets_never_reach_a_record_or_the_terminal() {
+    let weed = seaweed();
+    let prefix = prefix("secret-credentials");
+    let ws = Workspace::new();
+    ws.write(
+        "cordon.toml",
+        format!(
+            "[env.dev.store]\nurl = \"s3://{BUCKET}/{prefix}\"\nendpoint = \"{}\"\ncredentials = {{ provider = \"secrets\", access-key-id = \"store-key-id\", secret-access-key = \"store-secret\" }}\n",
+            weed.endpoint
+        ),
+    );
+    probe_step(
+        &ws,
+        "a",
+        &["write", "/out/x.txt", "hello"],
+        &mount("/out", "a-out", "write"),
+    );
+    // Not stored yet: named, nothing runs.
+    let out = ws.cordon(&["run", "a.toml"], &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("takes its credentials from the secrets `store-key-id` and `store-secret`"),
+        "{}",
+        out.stderr
+    );
+    assert!(!ws.path("a-out").exists());
+    for (name, value) in [
+        ("store-key-id", ACCESS_KEY),
+        ("store-secret", weed.secret.as_str()),
+    ] {
+        let set = ws.cordon_with_input(
+            &[
+                "secret",
+                "set",
+                name,
+                "--env",
+                "dev",
+                "--config",
+                "cordon.toml",
+            ],
+            &[],
+            Some(value.as_bytes()),
+        );
+        assert_eq!(set.code, 0, "{set:?}");
+    }
+    // No AWS_* variable anywhere: the store's credentials come from the
+    // environment's own secret store.
+    let ran = ws.cordon(&["run", "a.toml"], &[]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_eq!(weed.keys(&format!("{prefix}/records/chain")).len(), 1);
+    let chain = weed.get(&format!("{prefix}/records/chain/{:020}", 1));
+    assert!(
+        !contains(&chain, weed.secret.as_bytes()),
+        "the secret is in the chain"
+    );
+    assert_no_credential(weed, &ws, &[&out, &ran]);
+}

@@ -76,6 +76,18 @@ pub const SEQUENCE_DIGITS: usize = 20;
 /// A failure of the shared store. Messages never hold a credential.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
+    /// The secrets that hold the credentials cannot be read.
+    #[error(
+        "the shared store of environment `{env}` takes its credentials from the secrets `{names}`, which cannot be read: {detail}\n  fix: store them with `cordon secret set NAME --env {env}` (or in the environment's provider)"
+    )]
+    SecretCredentials {
+        /// The environment.
+        env: String,
+        /// The two secret names.
+        names: String,
+        /// What the provider said (never a value).
+        detail: String,
+    },
     /// A credential variable is not set.
     #[error(
         "the shared store of environment `{env}` needs `{var}` in the runner's environment\n  fix: set {var} (and its pair) to the store's credentials, or remove [env.{env}.store]"
@@ -88,7 +100,7 @@ pub enum RemoteError {
     },
     /// The store refused the credentials.
     #[error(
-        "the shared store {url} refused the credentials from {vars}: {detail}\n  fix: set {vars} to credentials that may read and write the bucket"
+        "the shared store {url} refused the credentials from {vars}: {detail}\n  fix: make {vars} credentials that may read and write the bucket"
     )]
     Refused {
         /// The store's URL.
@@ -206,25 +218,15 @@ pub struct ChainReport {
 
 impl RemoteStore {
     /// Opens the store of environment `env` with credentials from the
-    /// runner's environment, and checks, with one listing request, that the
-    /// bucket is there and the credentials are accepted: a store that
-    /// cannot be used stops the run before anything runs.
-    pub fn open(env: &str, config: &StoreConfig) -> Result<RemoteStore, RemoteError> {
-        let StoreCredentials::Env {
-            access_key_id,
-            secret_access_key,
-        } = &config.credentials;
-        let read = |var: &str| {
-            std::env::var(var)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| RemoteError::MissingCredentials {
-                    env: env.into(),
-                    var: var.into(),
-                })
-        };
-        let key_id = read(access_key_id)?;
-        let secret = read(secret_access_key)?;
+    /// runner's environment or from two secrets of the environment's
+    /// provider, and checks, with one listing request, that the bucket is
+    /// there and the credentials are accepted: a store that cannot be used
+    /// stops the run before anything runs.
+    pub fn open(
+        env: &cordon_manifest::config::EnvConfig,
+        config: &StoreConfig,
+    ) -> Result<RemoteStore, RemoteError> {
+        let (key_id, secret) = credentials(env, config)?;
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&config.bucket)
             .with_region(&config.region)
@@ -255,7 +257,7 @@ impl RemoteStore {
         let credentials = vec![secret, key_id];
         let store = builder.build().map_err(|e| RemoteError::Unavailable {
             url: config.url.clone(),
-            env: env.into(),
+            env: env.name.clone(),
             detail: cut(&e.to_string(), &credentials),
         })?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -265,7 +267,7 @@ impl RemoteStore {
             store,
             prefix: config.prefix.clone(),
             url: config.url.clone(),
-            env: env.into(),
+            env: env.name.clone(),
             credentials,
             runtime,
         };
@@ -279,10 +281,19 @@ impl RemoteStore {
     }
 
     fn check(&self, credentials: &StoreCredentials) -> Result<(), RemoteError> {
-        let StoreCredentials::Env {
-            access_key_id,
-            secret_access_key,
-        } = credentials;
+        let source = match credentials {
+            StoreCredentials::Env {
+                access_key_id,
+                secret_access_key,
+            } => format!("{access_key_id} and {secret_access_key}"),
+            StoreCredentials::Secrets {
+                access_key_id,
+                secret_access_key,
+            } => format!(
+                "the secrets `{access_key_id}` and `{secret_access_key}` of environment `{}`",
+                self.env
+            ),
+        };
         let prefix = self.key("cache");
         let result = self.block_on(async { self.store.list_with_delimiter(Some(&prefix)).await });
         let Err(e) = result else { return Ok(()) };
@@ -300,7 +311,7 @@ impl RemoteStore {
         if refused {
             Err(RemoteError::Refused {
                 url: self.url.clone(),
-                vars: format!("{access_key_id} and {secret_access_key}"),
+                vars: source,
                 detail,
             })
         } else {
@@ -907,6 +918,64 @@ pub fn shared_key(
         })).collect::<Vec<_>>(),
     });
     ActionKey(Sha256Digest::of(doc.to_string().as_bytes()))
+}
+
+/// The access key id and secret access key of `config`, from where it
+/// says. Neither is ever part of an error.
+fn credentials(
+    env: &cordon_manifest::config::EnvConfig,
+    config: &StoreConfig,
+) -> Result<(String, String), RemoteError> {
+    match &config.credentials {
+        StoreCredentials::Env {
+            access_key_id,
+            secret_access_key,
+        } => {
+            let read = |var: &str| {
+                std::env::var(var)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| RemoteError::MissingCredentials {
+                        env: env.name.clone(),
+                        var: var.into(),
+                    })
+            };
+            Ok((read(access_key_id)?, read(secret_access_key)?))
+        }
+        StoreCredentials::Secrets {
+            access_key_id,
+            secret_access_key,
+        } => {
+            use cordon_manifest::manifest::{SecretGrant, SecretUse};
+            let names = format!("{access_key_id}` and `{secret_access_key}");
+            let fail = |detail: String| RemoteError::SecretCredentials {
+                env: env.name.clone(),
+                names: names.clone(),
+                detail,
+            };
+            // The runner itself reads them (never a step): the one use
+            // that hands out the value.
+            let grant = |name: &str| SecretGrant {
+                name: name.into(),
+                uses: [SecretUse::Reveal].into_iter().collect(),
+                key: None,
+                hosts: Vec::new(),
+                at: config.at,
+            };
+            let mut resolution =
+                cordon_secrets::resolve(env, &[grant(access_key_id), grant(secret_access_key)])
+                    .map_err(|e| fail(e.to_string()))?;
+            let text = |i: usize| {
+                resolution.secrets[i]
+                    .value
+                    .with_bytes(|b| String::from_utf8(b.trim_ascii().to_vec()))
+                    .map_err(|_| fail("a value is not text".into()))
+            };
+            let pair = (text(0)?, text(1)?);
+            resolution.finish().map_err(|e| fail(e.to_string()))?;
+            Ok(pair)
+        }
+    }
 }
 
 /// Where records of runs that other machines executed are kept locally.

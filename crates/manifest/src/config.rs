@@ -23,7 +23,8 @@
 //! [env.staging.store]             # optional: a shared store (docs/scale-out.md)
 //! url = "s3://cordon-staging/team-a"   # bucket and key prefix
 //! endpoint = "http://127.0.0.1:8333"   # optional: MinIO, SeaweedFS, Ceph, R2, ...
-//! credentials = { provider = "env" }   # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+//! credentials = { provider = "env" }   # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or
+//! # credentials = { provider = "secrets", access-key-id = "NAME", secret-access-key = "NAME" }
 //!
 //! [env.prod.secrets]
 //! provider = "vault"
@@ -323,6 +324,15 @@ pub enum StoreCredentials {
         /// The variable that holds the secret access key.
         secret_access_key: String,
     },
+    /// Two secrets of the environment's own secret provider
+    /// (`[env.NAME.secrets]`: the local store, `env` or the vault), read
+    /// once when the store is opened, never granted to a step.
+    Secrets {
+        /// The secret that holds the access key id.
+        access_key_id: String,
+        /// The secret that holds the secret access key.
+        secret_access_key: String,
+    },
 }
 
 /// The default variable of a shared store's access key id.
@@ -368,6 +378,8 @@ struct RawStoreCredentials {
     provider: Spanned<String>,
     access_key_id_env: Option<String>,
     secret_access_key_env: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
 }
 
 impl RawStore {
@@ -447,44 +459,84 @@ impl RawStore {
             }
             Some(c) => {
                 let raw = c.get_ref();
-                if raw.provider.get_ref() != "env" {
-                    problems.push(lines.at(raw.provider.span().start).problem(
-                        format!(
-                            "store credentials provider `{}` is not supported",
-                            cordon_core::sanitize::escape_for_terminal(raw.provider.get_ref())
-                        ),
-                        Some(
-                            "use `provider = \"env\"` (the runner's environment variables)".into(),
-                        ),
-                    ));
-                }
+                let at = lines.at(c.span().start);
                 let name_ok = |n: &str| {
                     !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 };
-                for name in [&raw.access_key_id_env, &raw.secret_access_key_env]
-                    .into_iter()
-                    .flatten()
-                {
-                    if !name_ok(name) {
-                        problems.push(lines.at(c.span().start).problem(
+                let mut bad =
+                    |what: &str, fix: &str| problems.push(at.problem(what, Some(fix.into())));
+                match raw.provider.get_ref().as_str() {
+                    "env" => {
+                        if raw.access_key_id.is_some() || raw.secret_access_key.is_some() {
+                            bad(
+                                "`access-key-id` and `secret-access-key` name secrets of `provider = \"secrets\"`",
+                                "use `access-key-id-env` / `secret-access-key-env` to name other variables",
+                            );
+                        }
+                        for name in [&raw.access_key_id_env, &raw.secret_access_key_env]
+                            .into_iter()
+                            .flatten()
+                        {
+                            if !name_ok(name) {
+                                bad(
+                                    &format!(
+                                        "`{}` is not an environment variable name",
+                                        cordon_core::sanitize::escape_for_terminal(name)
+                                    ),
+                                    "use letters, digits and `_`",
+                                );
+                            }
+                        }
+                        Some(StoreCredentials::Env {
+                            access_key_id: raw
+                                .access_key_id_env
+                                .clone()
+                                .unwrap_or_else(|| STORE_ACCESS_KEY_ENV.into()),
+                            secret_access_key: raw
+                                .secret_access_key_env
+                                .clone()
+                                .unwrap_or_else(|| STORE_SECRET_KEY_ENV.into()),
+                        })
+                    }
+                    "secrets" => {
+                        if raw.access_key_id_env.is_some() || raw.secret_access_key_env.is_some() {
+                            bad(
+                                "`access-key-id-env` and `secret-access-key-env` name variables of `provider = \"env\"`",
+                                "name the two secrets with `access-key-id` and `secret-access-key`",
+                            );
+                        }
+                        match (&raw.access_key_id, &raw.secret_access_key) {
+                            (Some(a), Some(b))
+                                if crate::manifest::is_valid_name(a)
+                                    && crate::manifest::is_valid_name(b) =>
+                            {
+                                Some(StoreCredentials::Secrets {
+                                    access_key_id: a.clone(),
+                                    secret_access_key: b.clone(),
+                                })
+                            }
+                            _ => {
+                                bad(
+                                    &format!(
+                                        "store credentials from the secrets of environment `{env}` need `access-key-id` and `secret-access-key`, each a secret name"
+                                    ),
+                                    "e.g. `credentials = { provider = \"secrets\", access-key-id = \"store-key-id\", secret-access-key = \"store-secret\" }`",
+                                );
+                                None
+                            }
+                        }
+                    }
+                    other => {
+                        problems.push(lines.at(raw.provider.span().start).problem(
                             format!(
-                                "`{}` is not an environment variable name",
-                                cordon_core::sanitize::escape_for_terminal(name)
+                                "store credentials provider `{}` is not supported",
+                                cordon_core::sanitize::escape_for_terminal(other)
                             ),
-                            Some("use letters, digits and `_`".into()),
+                            Some("use `provider = \"env\"` (the runner's environment variables) or `provider = \"secrets\"` (secrets of the environment's provider)".into()),
                         ));
+                        None
                     }
                 }
-                Some(StoreCredentials::Env {
-                    access_key_id: raw
-                        .access_key_id_env
-                        .clone()
-                        .unwrap_or_else(|| STORE_ACCESS_KEY_ENV.into()),
-                    secret_access_key: raw
-                        .secret_access_key_env
-                        .clone()
-                        .unwrap_or_else(|| STORE_SECRET_KEY_ENV.into()),
-                })
             }
         };
         if problems.len() != before {
@@ -1189,6 +1241,27 @@ store = \"s\"
         std::fs::write(&p, "[env.staging.store]\nurl = \"s3://b\"\n").unwrap();
         let err = WorkspaceConfig::load(&p).unwrap_err().to_string();
         assert!(err.contains("needs `credentials`"), "{err}");
+
+        std::fs::write(
+            &p,
+            "[env.staging.store]\nurl = \"s3://b\"\ncredentials = { provider = \"secrets\", access-key-id = \"store-id\", secret-access-key = \"store-secret\" }\n",
+        )
+        .unwrap();
+        let c = WorkspaceConfig::load(&p).unwrap();
+        assert_eq!(
+            c.envs["staging"].store.as_ref().unwrap().credentials,
+            StoreCredentials::Secrets {
+                access_key_id: "store-id".into(),
+                secret_access_key: "store-secret".into()
+            }
+        );
+        std::fs::write(
+            &p,
+            "[env.staging.store]\nurl = \"s3://b\"\ncredentials = { provider = \"secrets\", access-key-id = \"store-id\" }\n",
+        )
+        .unwrap();
+        let err = WorkspaceConfig::load(&p).unwrap_err().to_string();
+        assert!(err.contains(":3:15: store credentials from the secrets of environment `staging` need `access-key-id` and `secret-access-key`"), "{err}");
     }
 
     #[test]
