@@ -1045,8 +1045,13 @@ fn remote_for(
     let Some(config) = &env.store else {
         return Ok(None);
     };
+    // The keys trusted here for the environment's records (never only
+    // cordon.toml's): a hit from the store must be signed by one.
+    let roots = cordon_engine::keys::TrustRoots::from_process(Vec::new());
+    let trusted = roots.keys_for(&env.name, Some(env)).map_err(bad_input)?;
+    let keys: Vec<_> = trusted.keys.into_iter().map(|(k, _)| k).collect();
     match RemoteStore::open(env, config) {
-        Ok(r) => Ok(Some(Arc::new(r))),
+        Ok(r) => Ok(Some(Arc::new(r.with_trusted(keys)))),
         Err(
             e @ (RemoteError::MissingCredentials { .. }
             | RemoteError::SecretCredentials { .. }

@@ -374,11 +374,16 @@ fn a_step_another_machine_ran_is_a_cache_hit_here_and_one_chain_holds_both() {
 
     // Another machine: its own directory, state and key; only the store
     // is shared.
+    // It trusts the first machine's record key (from outside the
+    // workspace): a hit must come with a record signed by a trusted key.
     let second = machine(weed, &prefix);
     two_steps(&second, "hello");
+    let first_key = first.trusted_key("dev").display().to_string();
+    let mut trusting = weed.env();
+    trusting.push(("CORDON_TRUSTED_KEYS", first_key.as_str()));
     let hit = second.cordon(
         &["run", "pipeline.toml", "--report", "json=r.json"],
-        &weed.env(),
+        &trusting,
     );
     assert_eq!(hit.code, 0, "{hit:?}");
     assert_eq!(
@@ -429,8 +434,30 @@ fn a_step_another_machine_ran_is_a_cache_hit_here_and_one_chain_holds_both() {
         "{own:?}"
     );
 
+    // A machine that does not trust the first one's key takes no hit from
+    // the store: it runs the steps itself.
+    let stranger = machine(weed, &prefix);
+    two_steps(&stranger, "hello");
+    let ran_here = stranger.cordon(
+        &["run", "pipeline.toml", "--report", "json=r.json"],
+        &weed.env(),
+    );
+    assert_eq!(ran_here.code, 0, "{ran_here:?}");
+    assert_eq!(
+        statuses(&stranger, "r.json"),
+        [
+            ("a".into(), "succeeded".into()),
+            ("b".into(), "succeeded".into())
+        ]
+    );
+    assert!(
+        ran_here.stderr.contains("the signature does not hold"),
+        "{}",
+        ran_here.stderr
+    );
+
     assert_no_credential(weed, &first, &[&ran]);
-    assert_no_credential(weed, &second, &[&hit, &verified, &own]);
+    assert_no_credential(weed, &second, &[&hit, &verified, &own, &ran_here]);
 }
 
 #[test]
@@ -463,10 +490,15 @@ fn a_tampered_pack_in_the_store_is_detected_and_never_published() {
         &["write", "/out/x.txt", "hello"],
         &mount("/out", "a-out", "write"),
     );
-    let out = second.cordon(&["run", "a.toml"], &weed.env());
+    let first_key = first.trusted_key("dev").display().to_string();
+    let mut trusting = weed.env();
+    trusting.push(("CORDON_TRUSTED_KEYS", first_key.as_str()));
+    let out = second.cordon(&["run", "a.toml"], &trusting);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
-        out.stderr.contains("is tampered or damaged") && out.stderr.contains("running step a"),
+        out.stderr
+            .contains("is tampered or damaged: file `x.txt` of output /out hashes to")
+            && out.stderr.contains("running step a"),
         "{}",
         out.stderr
     );
@@ -906,7 +938,10 @@ fn a_store_that_fails_mid_run_fails_the_step_keeps_local_state_and_a_later_run_c
         &["write", "/out/x.txt", "hello"],
         &mount("/out", "a-out", "write"),
     );
-    let hit = other.cordon(&["run", "a.toml"], &weed.env());
+    let ws_key = ws.trusted_key("dev").display().to_string();
+    let mut trusting = weed.env();
+    trusting.push(("CORDON_TRUSTED_KEYS", ws_key.as_str()));
+    let hit = other.cordon(&["run", "a.toml"], &trusting);
     assert_eq!(hit.code, 0, "{hit:?}");
     assert_eq!(other.record()["cache"]["hit"], true);
     assert_eq!(

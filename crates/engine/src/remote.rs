@@ -154,6 +154,9 @@ pub struct RemoteStore {
     /// Cut out of every message built from a client error.
     credentials: Vec<String>,
     runtime: tokio::runtime::Runtime,
+    /// The keys trusted here for the environment's records: a cache hit
+    /// from the store must come with a record one of them signed.
+    trusted: Vec<cordon_record::attest::TrustedKey>,
 }
 
 impl std::fmt::Debug for RemoteStore {
@@ -179,7 +182,10 @@ pub struct Appended {
 struct SharedAction {
     format: String,
     entry: serde_json::Value,
-    record: serde_json::Value,
+    /// The producing run's record file, byte for byte.
+    record: String,
+    /// Its DSSE envelope file, when its environment signs.
+    envelope: Option<String>,
 }
 
 /// A run's local action key and its [`shared_key`].
@@ -270,9 +276,19 @@ impl RemoteStore {
             env: env.name.clone(),
             credentials,
             runtime,
+            trusted: Vec::new(),
         };
         remote.check(&config.credentials)?;
         Ok(remote)
+    }
+
+    /// Trusts `keys` for the environment's records: from then on a cache
+    /// hit from the store is used only when its record is signed by one of
+    /// them (without keys, as in an environment that does not sign, the
+    /// entry's digests are all that is checked).
+    pub fn with_trusted(mut self, keys: Vec<cordon_record::attest::TrustedKey>) -> RemoteStore {
+        self.trusted = keys;
+        self
     }
 
     /// The store's URL as configured.
@@ -475,10 +491,10 @@ impl RemoteStore {
         };
         // The record of the run that produced the outputs (for a cache hit,
         // the earlier run), which a pulling machine checks the entry by.
-        let record: serde_json::Value = match std::fs::read(&entry.record) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
-            Err(_) => return Ok(()),
+        let Ok(record) = std::fs::read_to_string(&entry.record) else {
+            return Ok(());
         };
+        let envelope = std::fs::read_to_string(envelope_beside(&entry.record)).ok();
         let mut shared_entry = serde_json::to_value(&entry).map_err(std::io::Error::other)?;
         // The local path of the record means nothing on another machine.
         shared_entry["record"] = serde_json::Value::String(String::new());
@@ -487,6 +503,7 @@ impl RemoteStore {
             format: ACTION_FORMAT.into(),
             entry: shared_entry,
             record,
+            envelope,
         };
         let bytes = serde_json::to_vec(&action).map_err(std::io::Error::other)?;
         let object = self.key(&format!("cache/actions/{}", shared.0.hex()));
@@ -552,9 +569,34 @@ impl RemoteStore {
         }
         let entry_bytes = serde_json::to_vec(&action.entry).map_err(std::io::Error::other)?;
         let mut entry = ActionEntry::parse(&entry_bytes, shared).map_err(tampered)?;
-        let record: cordon_record::record::StepRecord =
-            serde_json::from_value(action.record.clone())
-                .map_err(|e| tampered(format!("its record does not parse: {e}")))?;
+        let record: cordon_record::record::StepRecord = serde_json::from_str(&action.record)
+            .map_err(|e| tampered(format!("its record does not parse: {e}")))?;
+        // Signed by a key trusted here, over exactly this record ...
+        if !self.trusted.is_empty() {
+            let envelope = action.envelope.as_deref().ok_or_else(|| {
+                tampered(format!(
+                    "its record is not signed, and environment `{}` trusts keys",
+                    self.env
+                ))
+            })?;
+            check_envelope(envelope, &action.record, &self.trusted).map_err(tampered)?;
+        }
+        // ... and the record names exactly the trees the entry restores.
+        for o in &entry.outputs {
+            let recorded = record.mounts.iter().any(|m| {
+                m.guest == o.guest
+                    && m.access == cordon_manifest::manifest::Access::Write
+                    && m.after
+                        .as_ref()
+                        .is_some_and(|t| t.sha256.to_string() == o.tree)
+            });
+            if !recorded {
+                return Err(tampered(format!(
+                    "its record does not name tree {} for output {}",
+                    o.tree, o.guest
+                )));
+            }
+        }
         if record.run_id != entry.run_id {
             return Err(tampered(format!(
                 "its record is of run {}, not of run {}",
@@ -610,10 +652,10 @@ impl RemoteStore {
         let records = shared_records_dir(state_dir);
         cordon_core::fsutil::create_private_dir(&records)?;
         let record_file = records.join(format!("{}.json", entry.run_id));
-        cordon_core::fsutil::write_atomic(
-            &record_file,
-            &serde_json::to_vec_pretty(&action.record).map_err(std::io::Error::other)?,
-        )?;
+        cordon_core::fsutil::write_atomic(&record_file, action.record.as_bytes())?;
+        if let Some(envelope) = &action.envelope {
+            cordon_core::fsutil::write_atomic(&envelope_beside(&record_file), envelope.as_bytes())?;
+        }
         entry.record = record_file;
         // Filed locally under the local key, as a run here would be.
         entry.key = key.0.to_string();
@@ -976,6 +1018,12 @@ fn credentials(
             Ok(pair)
         }
     }
+}
+
+/// The DSSE envelope file beside record file `record` (`<run>.json` →
+/// `<run>.dsse.json`), as the chain writes them.
+fn envelope_beside(record: &Path) -> PathBuf {
+    record.with_extension("dsse.json")
 }
 
 /// Where records of runs that other machines executed are kept locally.
