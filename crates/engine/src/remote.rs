@@ -157,6 +157,10 @@ pub struct RemoteStore {
     /// The keys trusted here for the environment's records: a cache hit
     /// from the store must come with a record one of them signed.
     trusted: Vec<cordon_record::attest::TrustedKey>,
+    /// The newest chain sequence this runner has seen: later head reads
+    /// list only the entries after it (S3's `start-after`), so a pipeline
+    /// of many steps does not list the whole chain once per record.
+    head_hint: std::sync::Mutex<u64>,
 }
 
 impl std::fmt::Debug for RemoteStore {
@@ -277,6 +281,7 @@ impl RemoteStore {
             credentials,
             runtime,
             trusted: Vec::new(),
+            head_hint: std::sync::Mutex::new(0),
         };
         remote.check(&config.credentials)?;
         Ok(remote)
@@ -703,13 +708,20 @@ impl RemoteStore {
     }
 
     /// The newest entry of the shared chain: its sequence and the digest of
-    /// its bytes (`(0, genesis)` for an empty chain). One listing, then
-    /// probes forward, since a listing may lag a create that just happened.
+    /// its bytes (`(0, genesis)` for an empty chain). One listing (of the
+    /// entries after the newest this runner has seen), then probes forward,
+    /// since a listing may lag a create that just happened.
     fn head(&self) -> Result<(u64, Sha256Digest), RemoteError> {
         let prefix = self.key("records/chain");
+        let hint = *self.head_hint.lock().unwrap_or_else(|e| e.into_inner());
         let listed: Vec<u64> = self.block_on(async {
-            let mut names = Vec::new();
-            let mut stream = self.store.list(Some(&prefix));
+            let mut names = vec![hint];
+            let mut stream = if hint > 0 {
+                self.store
+                    .list_with_offset(Some(&prefix), &self.chain_key(hint))
+            } else {
+                self.store.list(Some(&prefix))
+            };
             while let Some(meta) = stream.next().await {
                 let meta = meta.map_err(|e| self.object_error(&prefix, &e))?;
                 if let Some(n) = meta.location.filename().and_then(|f| f.parse::<u64>().ok()) {
@@ -737,7 +749,11 @@ impl RemoteStore {
                     sequence += 1;
                     digest = Sha256Digest::of(&bytes);
                 }
-                None => return Ok((sequence, digest)),
+                None => {
+                    let mut seen = self.head_hint.lock().unwrap_or_else(|e| e.into_inner());
+                    *seen = (*seen).max(sequence);
+                    return Ok((sequence, digest));
+                }
             }
         }
     }
