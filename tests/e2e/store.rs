@@ -1037,3 +1037,34 @@ fn store_credentials_from_the_environments_own_secrets_never_reach_a_record_or_t
     );
     assert_no_credential(weed, &ws, &[&out, &ran]);
 }
+
+#[test]
+fn store_settings_errors_name_the_file_line_and_fix_before_anything_runs() {
+    let ws = Workspace::new();
+    ws.write(
+        "cordon.toml",
+        "[env.dev.store]\nurl = \"https://bucket\"\nendpoint = \"127.0.0.1:8333\"\ncredentials = { provider = \"vault\" }\n",
+    );
+    probe_step(
+        &ws,
+        "a",
+        &["write", "/out/x.txt", "hello"],
+        &mount("/out", "a-out", "write"),
+    );
+    let out = ws.cordon(&["run", "a.toml"], &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let file = ws.path("cordon.toml").canonicalize().unwrap();
+    let file = file.display();
+    assert_eq!(
+        out.stderr,
+        format!(
+            "error: {file}:2:7: store url `https://bucket` is not `s3://BUCKET/PREFIX`\n  \
+             fix: use an S3 URL: a bucket name (lowercase letters, digits, `-`, `.`) and an optional key prefix, e.g. `s3://cordon-staging/team-a`\n\
+             error: {file}:3:12: store endpoint `127.0.0.1:8333` is not an http:// or https:// URL\n  \
+             fix: e.g. `endpoint = \"http://127.0.0.1:8333\"`, or remove it for AWS S3\n\
+             error: {file}:4:28: store credentials provider `vault` is not supported\n  \
+             fix: use `provider = \"env\"` (the runner's environment variables) or `provider = \"secrets\"` (secrets of the environment's provider)\n"
+        )
+    );
+    assert!(!ws.path("a-out").exists() && !ws.path(".cordon/records").exists());
+}
