@@ -4,7 +4,8 @@
 # On a fresh machine with only rustup and python3 it installs what the tests
 # need into project-local places under target/ (the pinned toolchain and its
 # wasm32-wasip2 target through rustup; Python tools into target/tools/venv;
-# sarif-multitool and the SARIF 2.1.0 schema into target/tools/), then
+# sarif-multitool, the SARIF 2.1.0 schema and action-validator into
+# target/tools/), then
 # checks, in order:
 #
 #   1. formatting        cargo fmt --all --check
@@ -29,6 +30,12 @@ stage "toolchain (rust-toolchain.toml) and the wasm32-wasip2 target"
 rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 rustup target add wasm32-wasip2 >/dev/null
 
+stage "cargo fetch: every package of the lock, for every platform"
+# The architecture test reads `cargo metadata --offline`, which needs the
+# packages of other platforms too (object_store's chrono pulls in macOS,
+# Windows and Android time-zone crates that a Linux build never downloads).
+cargo fetch --locked --quiet
+
 stage "Python tools into $target/tools/venv"
 venv="$target/tools/venv"
 requirements="$root/tests/tools/requirements.txt"
@@ -44,7 +51,8 @@ if ! cmp -s "$requirements" "$venv/.requirements"; then
   "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check -r "$requirements"
   cp "$requirements" "$venv/.requirements"
 fi
-# The tests find `bao`, `in-toto-verify` and `python3` (with jsonschema) here.
+# The tests find `bao`, `in-toto-verify`, `weed`, `zizmor` and `python3`
+# (with jsonschema) here.
 export PATH="$venv/bin:$PATH"
 
 stage "sarif-multitool and the SARIF 2.1.0 schema into $target/tools/sarif-multitool"
@@ -64,6 +72,22 @@ if [ ! -x "$multitool/Sarif.Multitool" ] || [ ! -f "$target/sarif-2.1.0.json" ];
   mv "$target/sarif-2.1.0.json.tmp" "$target/sarif-2.1.0.json"
   rm -rf "$multitool" && mv "$multitool.tmp" "$multitool"
   rm -rf "$tmp"
+fi
+
+stage "action-validator into $target/tools/action-validator"
+# Validates the exported GitHub Actions workflow against GitHub's schema
+# (tests/e2e/store.rs); pinned like the other tools.
+validator="$target/tools/action-validator"
+if [ ! -x "$validator/node_modules/.bin/action-validator" ]; then
+  command -v npm >/dev/null || {
+    echo "error: npm is needed once to fetch @action-validator/cli" >&2
+    echo "  fix: install Node.js and npm, then run ./test.sh again" >&2
+    exit 1
+  }
+  rm -rf "$validator.tmp" && mkdir -p "$validator.tmp"
+  npm install --silent --no-audit --no-fund --prefix "$validator.tmp" \
+    @action-validator/cli@0.6.0 @action-validator/core@0.6.0 >/dev/null
+  rm -rf "$validator" && mv "$validator.tmp" "$validator"
 fi
 
 stage "cargo fmt --all --check"

@@ -106,6 +106,11 @@ enum Command {
         /// justification and every overridden violation go into the records.
         #[arg(long, value_name = "JUSTIFICATION")]
         break_glass: Option<String>,
+        /// Run only this step of the pipeline, on this machine: the outputs
+        /// of the steps it depends on are taken from the environment's
+        /// shared store, by the digests in their verified records.
+        #[arg(long, value_name = "NAME")]
+        step: Option<String>,
     },
     /// Evaluate policy over a pipeline or step without running anything.
     ///
@@ -171,6 +176,11 @@ enum Command {
         /// One record file (`<state>/records/<run id>.json`); its state
         /// directory is the one above `records/`.
         record: Option<PathBuf>,
+        /// Verify the shared chain of this environment's store
+        /// (`[env.NAME.store]`) instead of a local state directory: every
+        /// entry linked, every record signed by a key trusted for it.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["record", "run", "state", "since", "head", "reexecute"])]
+        env: Option<String>,
         /// One run, by id.
         #[arg(long, value_name = "ID", conflicts_with = "record")]
         run: Option<String>,
@@ -549,6 +559,22 @@ enum ExportCommand {
         #[arg(long, value_name = "DIR")]
         base: Option<PathBuf>,
     },
+    /// A pipeline as a GitHub Actions workflow: one job per step, `needs`
+    /// from the lineage, each job running `cordon run --step NAME` with the
+    /// environment's shared store.
+    ///
+    /// The workflow has least-privilege permissions, pinned actions and no
+    /// secret value: the store's credentials come from the repository's
+    /// secrets of the same names. Written to stdout, or to --output.
+    GithubActions {
+        /// The pipeline file, as a path inside the repository.
+        pipeline: PathBuf,
+        #[command(flatten)]
+        at: Where,
+        /// Write the workflow here (e.g. .github/workflows/cordon.yml).
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 const VERIFY_EXIT_CODES: &str = "\
@@ -699,10 +725,23 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             no_cache,
             report,
             break_glass,
+            step,
         } => {
             let bg = break_glass.as_deref();
             if is_pipeline_file(&file) {
-                run_pipeline_cmd(&file, &at, quiet, jobs, fail_fast, no_cache, &report, bg)
+                let opts = PipelineRun {
+                    quiet,
+                    jobs,
+                    fail_fast,
+                    no_cache,
+                    step: step.as_deref(),
+                };
+                run_pipeline_cmd(&file, &at, &opts, &report, bg)
+            } else if step.is_some() {
+                Err(bad_input(anyhow::anyhow!(
+                    "--step names a step of a pipeline, but {} is a step's manifest\n  fix: give the pipeline file, or drop --step",
+                    file.display()
+                )))
             } else {
                 run_step_cmd(&file, &at, quiet, no_cache, bg)
             }
@@ -727,6 +766,12 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             config,
         } => repair_cmd(state, dry_run, &env, config.as_deref()),
         Command::Verify {
+            env: Some(env),
+            config,
+            trusted_keys,
+            ..
+        } => verify_shared(&env, config.as_deref(), trusted_keys),
+        Command::Verify {
             record,
             run,
             state,
@@ -735,6 +780,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             since,
             head,
             reexecute,
+            env: None,
         } => verify(
             record,
             run.map(cordon_record::verify::Scope::Run)
@@ -765,6 +811,14 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             config.as_deref(),
             base,
         ),
+        Command::Export {
+            command:
+                ExportCommand::GithubActions {
+                    pipeline,
+                    at,
+                    output,
+                },
+        } => export_github_actions(&pipeline, &at, output.as_deref()),
         Command::Key {
             command:
                 KeyCommand::Generate {
@@ -891,6 +945,142 @@ fn warn_unsigned(
     }
 }
 
+/// `cordon export github-actions`: the library writes the workflow; this
+/// prints or saves it.
+fn export_github_actions(
+    pipeline: &Path,
+    at: &Where,
+    output: Option<&Path>,
+) -> Result<u8, Failure> {
+    let (plan, _, env) = plan_pipeline(pipeline, at, None)?;
+    let Some(store) = &env.store else {
+        return Err(bad_input(anyhow::anyhow!(
+            "environment `{}` has no shared store, which the jobs need to hand outputs to each other\n  fix: add [env.{}.store] to cordon.toml (docs/scale-out.md)",
+            env.name,
+            env.name
+        )));
+    };
+    // The jobs see the pipeline at the same path relative to the checkout.
+    let shown = pipeline.to_string_lossy();
+    let text = cordon_engine::github::workflow(&plan, &shown, &env.name, store);
+    match output {
+        Some(file) => {
+            std::fs::write(file, &text)
+                .with_context(|| format!("cannot write {}", file.display()))
+                .map_err(runner_fault)?;
+            say!(
+                "cordon: wrote {} ({} jobs)",
+                file.display(),
+                plan.steps.len()
+            );
+        }
+        None => out!("{}", text.trim_end()),
+    }
+    Ok(0)
+}
+
+/// `--step NAME`: the plan and manifest of that step alone, once the
+/// outputs it reads from upstream steps are published here from the store.
+fn one_step(
+    plan: PipelinePlan,
+    mut manifests: Vec<Manifest>,
+    env: &cordon_manifest::config::EnvConfig,
+    remote: Option<&cordon_engine::remote::RemoteStore>,
+    name: &str,
+) -> Result<(PipelinePlan, Vec<Manifest>), Failure> {
+    use cordon_engine::upstream;
+    let i = upstream::select(&plan, name).map_err(bad_input)?;
+    let remote = remote.ok_or_else(|| {
+        bad_input(upstream::UpstreamError::NoStore {
+            env: env.name.clone(),
+        })
+    })?;
+    let roots = cordon_engine::keys::TrustRoots::from_process(Vec::new());
+    let trusted = roots.keys_for(&env.name, Some(env)).map_err(bad_input)?;
+    for w in &trusted.warnings {
+        say!("cordon: warning: {w}");
+    }
+    let keys: Vec<_> = trusted.keys.into_iter().map(|(k, _)| k).collect();
+    let taken = upstream::take_inputs(&plan, i, remote, &keys).map_err(|e| match e {
+        upstream::UpstreamError::Remote(_) => runner_fault(e),
+        _ => bad_input(e),
+    })?;
+    for t in &taken {
+        say!(
+            "cordon: took {} of step `{}` (run {}, {}) from the shared store into {}",
+            t.guest,
+            t.step,
+            t.run_id,
+            t.tree,
+            t.host.display()
+        );
+    }
+    let manifest = manifests.swap_remove(i);
+    Ok((upstream::only(plan, i), vec![manifest]))
+}
+
+/// `cordon verify --env NAME`: the shared chain of the environment's store,
+/// from any machine, against the keys trusted for it here.
+fn verify_shared(
+    env_name: &str,
+    config: Option<&Path>,
+    trusted_keys: Vec<PathBuf>,
+) -> Result<u8, Failure> {
+    let here = std::env::current_dir().map_err(bad_input)?;
+    let workspace = WorkspaceConfig::discover(config, &here).map_err(bad_input)?;
+    let env = workspace.env(env_name).map_err(bad_input)?;
+    let Some(remote) = remote_for(env)? else {
+        return Err(bad_input(anyhow::anyhow!(
+            "environment `{env_name}` has no shared store\n  fix: add [env.{env_name}.store] to cordon.toml, or verify a local state directory with `cordon verify --state DIR`"
+        )));
+    };
+    let roots = cordon_engine::keys::TrustRoots::from_process(trusted_keys);
+    let trusted = roots.keys_for(env_name, Some(env)).map_err(bad_input)?;
+    for w in &trusted.warnings {
+        say!("cordon: warning: {w}");
+    }
+    let keys: Vec<_> = trusted.keys.into_iter().map(|(k, _)| k).collect();
+    let report = remote.verify_chain(&keys).map_err(runner_fault)?;
+    for p in &report.problems {
+        out!("{p}");
+    }
+    say!(
+        "cordon: shared chain of `{env_name}` in {}: {} entries, {} signed by a trusted key, {} problem{}",
+        remote.url(),
+        report.entries,
+        report.signed,
+        report.problems.len(),
+        if report.problems.len() == 1 { "" } else { "s" }
+    );
+    Ok(if report.problems.is_empty() { 0 } else { 1 })
+}
+
+/// The environment's shared store, opened and checked before anything
+/// runs: missing or refused credentials are the user's to fix (exit 2), a
+/// store that cannot be reached is the runner's (exit 3).
+fn remote_for(
+    env: &cordon_manifest::config::EnvConfig,
+) -> Result<Option<Arc<cordon_engine::remote::RemoteStore>>, Failure> {
+    use cordon_engine::remote::{RemoteError, RemoteStore};
+    let Some(config) = &env.store else {
+        return Ok(None);
+    };
+    // The keys trusted here for the environment's records (never only
+    // cordon.toml's): a hit from the store must be signed by one.
+    let roots = cordon_engine::keys::TrustRoots::from_process(Vec::new());
+    let trusted = roots.keys_for(&env.name, Some(env)).map_err(bad_input)?;
+    let keys: Vec<_> = trusted.keys.into_iter().map(|(k, _)| k).collect();
+    match RemoteStore::open(env, config) {
+        Ok(r) => Ok(Some(Arc::new(r.with_trusted(keys)))),
+        Err(
+            e @ (RemoteError::MissingCredentials { .. }
+            | RemoteError::SecretCredentials { .. }
+            | RemoteError::Refused { .. }),
+        ) => Err(bad_input(e)),
+        Err(e) => Err(runner_fault(e)),
+    }
+}
+
 fn sandbox_for(state_dir: &Path) -> Result<Sandbox, Failure> {
     cordon_core::fsutil::create_private_dir(state_dir)
         .with_context(|| format!("cannot create the state directory {}", state_dir.display()))
@@ -959,6 +1149,7 @@ fn run_step_cmd(
         hash_index: (!no_cache).then_some(&*index),
     };
     let plan = plan_step(&manifest, &ctx).map_err(bad_input)?;
+    let remote = remote_for(env)?;
     let signer = signer_for(env, &workspace.dir)?;
     let policy = policy_gate(
         env,
@@ -987,6 +1178,7 @@ fn run_step_cmd(
         signer,
         hash_index: Some(index.clone()),
         policy: Some(policy),
+        remote,
     };
     let run = run_step(&plan, &sandbox, &component, secrets, &opts).map_err(|e| {
         if e.is_cancelled() {
@@ -1092,17 +1284,30 @@ fn plan_pipeline(
     Ok((plan, manifests, env.clone()))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_pipeline_cmd(
-    file: &Path,
-    at: &Where,
+/// How `cordon run PIPELINE` was asked to run.
+struct PipelineRun<'a> {
     quiet: bool,
     jobs: Option<usize>,
     fail_fast: bool,
     no_cache: bool,
+    /// `--step NAME`: only this step, upstream outputs from the store.
+    step: Option<&'a str>,
+}
+
+fn run_pipeline_cmd(
+    file: &Path,
+    at: &Where,
+    run: &PipelineRun<'_>,
     reports: &[String],
     break_glass: Option<&str>,
 ) -> Result<u8, Failure> {
+    let PipelineRun {
+        quiet,
+        jobs,
+        fail_fast,
+        no_cache,
+        step,
+    } = *run;
     let mut outputs = Vec::new();
     for r in reports {
         match r.split_once('=') {
@@ -1123,6 +1328,11 @@ fn run_pipeline_cmd(
         StateDir::resolve(at.state.clone(), &pipeline_dir).path(),
     ));
     let (plan, manifests, env) = plan_pipeline(file, at, (!no_cache).then_some(&*index))?;
+    let remote = remote_for(&env)?;
+    let (plan, manifests) = match step {
+        None => (plan, manifests),
+        Some(name) => one_step(plan, manifests, &env, remote.as_deref(), name)?,
+    };
     let signer = signer_for(&env, &dir_of(file))?;
     let policy = policy_gate(&env, &manifests, &plan.steps, &plan.cacheable, break_glass)?;
     promote_cmd::require_promoted(&env, &plan.steps)?;
@@ -1148,6 +1358,7 @@ fn run_pipeline_cmd(
         signer,
         hash_index: Some(index.clone()),
         policy: Some(policy),
+        remote,
     };
     say!(
         "cordon: pipeline `{}` in environment `{}`: {} steps",

@@ -26,5 +26,6 @@ mod review;
 mod runs;
 mod secrets;
 mod step_authors;
+mod store;
 mod trust;
 mod vault;

@@ -46,6 +46,10 @@ pub struct RunOptions {
     pub hash_index: Option<Arc<digest::HashIndex>>,
     /// The policy decision that let this run go ahead, for the record.
     pub policy: Option<Arc<cordon_policy::policy::Decision>>,
+    /// The environment's shared store, when it has one: misses of the
+    /// local action cache are looked up there, and every record goes to
+    /// its chain (see [`crate::remote`]).
+    pub remote: Option<Arc<crate::remote::RemoteStore>>,
 }
 
 /// A finished run: the record and where it was written.
@@ -179,6 +183,18 @@ pub fn run_step(
         }),
         _ => None,
     };
+    // The shared store files runs under a key without host paths, so a
+    // machine with another checkout directory finds them (see `remote`).
+    let shared_key = key
+        .as_ref()
+        .and(opts.remote.as_ref())
+        .map(|_| crate::remote::shared_key(plan, &inputs, &secrets));
+    let cached = match (cached, &key, &shared_key, opts.remote.as_deref()) {
+        (None, Some(k), Some(sk), Some(remote)) if !opts.no_cache => {
+            crate::remote::pull_or_warn(remote, &action_cache, state, k, sk, &plan.name)
+        }
+        (cached, ..) => cached,
+    };
     if let Some(k) = &key
         && let Some(entry) = cached
     {
@@ -194,7 +210,12 @@ pub fn run_step(
             reproducibility.clone(),
             opts,
         ) {
-            Ok(run) => return Ok(run),
+            // A hit is shared too: a run that executed here while the store
+            // was failing gets its outputs and entry there on a later hit.
+            Ok(run) => {
+                let keys = Some(k).zip(shared_key.as_ref());
+                return share(opts.remote.as_deref(), Some((&action_cache, keys)), run);
+            }
             // A damaged cache entry costs a re-run, never a wrong result.
             Err(e) => tracing::warn!(
                 "damaged cache entry for {}: {e}; running the step",
@@ -548,12 +569,37 @@ pub fn run_step(
         &action_cache,
         key.as_ref(),
     )?;
+    let shared = Some((&action_cache, key.as_ref().zip(shared_key.as_ref())));
+    let run = share(opts.remote.as_deref(), shared, run)?;
     match runner_failure {
         // The record of the failed run is chained; the runner's own
         // failure still ends the command with exit 3.
         Some(e) => Err(e),
         None => Ok(run),
     }
+}
+
+/// Puts a sealed run's record in the shared chain, and a run's outputs
+/// and action entry in the shared cache (`cache`, for a run that executed),
+/// when the environment has a shared store. A record that does not reach
+/// the store makes the run a runner failure: no step is reported as done
+/// without its record where every machine can verify it.
+fn share(
+    remote: Option<&crate::remote::RemoteStore>,
+    cache: Option<(&ActionCache, Option<crate::remote::Keys<'_>>)>,
+    run: StepRun,
+) -> Result<StepRun, ExecError> {
+    let Some(remote) = remote else {
+        return Ok(run);
+    };
+    remote
+        .share_run(cache, &run.record_path, run.envelope_path.as_deref())
+        .map_err(fail(format!(
+            "run {} is recorded on this machine but not in the shared store {}; run it again when the store is back",
+            run.record.run_id,
+            remote.url()
+        )))?;
+    Ok(run)
 }
 
 /// Stages 2–6 of the commit protocol (see [`cordon_record::journal`]): the intent,

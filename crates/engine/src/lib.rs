@@ -4,8 +4,10 @@
 //! published by the commit protocol ([`outputs`], [`mount_locks`],
 //! [`repair`]), rollback to an earlier run's outputs ([`restore`]),
 //! re-execution of a recorded run ([`reexec`]), the environments'
-//! record-signing keys ([`keys`]), in-toto exports ([`export`]) and
-//! promotion of artifacts between environments ([`promote`]).
+//! record-signing keys ([`keys`]), in-toto exports ([`export`]),
+//! promotion of artifacts between environments ([`promote`]) and the
+//! shared store on S3-compatible storage ([`remote`]), with one step of a
+//! pipeline run on its own from upstream outputs there ([`upstream`]).
 //!
 //! Everything a run publishes is named by a durable, chained record first.
 //! This crate decides; it never parses a command line, installs a signal
@@ -21,12 +23,15 @@ pub mod cache;
 pub mod cas;
 pub mod exec;
 pub mod export;
+pub mod github;
 pub mod keys;
 pub mod mount_locks;
 pub mod outputs;
 pub mod promote;
 pub mod reexec;
+pub mod remote;
 pub mod repair;
 pub mod restore;
 pub mod scaffold;
 pub mod scheduler;
+pub mod upstream;

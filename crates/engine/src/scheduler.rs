@@ -32,6 +32,8 @@ pub struct PipelineOptions {
     pub cancel: cordon_core::cancel::Cancel,
     /// The environment's record signer.
     pub signer: Option<Arc<cordon_record::attest::Signer>>,
+    /// The environment's shared store (see [`crate::remote`]).
+    pub remote: Option<Arc<crate::remote::RemoteStore>>,
     /// The input hash index shared by every step of the run.
     pub hash_index: Option<Arc<cordon_core::digest::HashIndex>>,
     /// The policy decision for the run, copied into every step record.
@@ -325,6 +327,7 @@ fn worker(
             signer: opts.signer.clone(),
             hash_index: opts.hash_index.clone(),
             policy: opts.policy.clone(),
+            remote: opts.remote.clone(),
         };
         // A panic here is a runner bug, but it must not leave this step
         // `running` for ever and every other worker waiting on it: it

@@ -20,6 +20,12 @@
 //! # signing-key = "/path/dev.key"  # deprecated: a PKCS#8 PEM file, mode 0600
 //! # trusted-keys = ["dev.pub"]     # self-asserted candidates for `verify`
 //!
+//! [env.staging.store]             # optional: a shared store (docs/scale-out.md)
+//! url = "s3://cordon-staging/team-a"   # bucket and key prefix
+//! endpoint = "http://127.0.0.1:8333"   # optional: MinIO, SeaweedFS, Ceph, R2, ...
+//! credentials = { provider = "env" }   # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or
+//! # credentials = { provider = "secrets", access-key-id = "NAME", secret-access-key = "NAME" }
+//!
 //! [env.prod.secrets]
 //! provider = "vault"
 //! address = "https://vault.example:8200"
@@ -303,6 +309,254 @@ impl RawSecrets {
     }
 }
 
+/// Where the credentials of a shared store come from. They are
+/// credentials, so they never sit in `cordon.toml` itself, and they never
+/// reach a record, an error or a log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreCredentials {
+    /// The runner's environment: the access key id and the secret access
+    /// key are read from these variables (by default `AWS_ACCESS_KEY_ID`
+    /// and `AWS_SECRET_ACCESS_KEY`, as every S3 tool reads them; an
+    /// optional `AWS_SESSION_TOKEN` is passed on).
+    Env {
+        /// The variable that holds the access key id.
+        access_key_id: String,
+        /// The variable that holds the secret access key.
+        secret_access_key: String,
+    },
+    /// Two secrets of the environment's own secret provider
+    /// (`[env.NAME.secrets]`: the local store, `env` or the vault), read
+    /// once when the store is opened, never granted to a step.
+    Secrets {
+        /// The secret that holds the access key id.
+        access_key_id: String,
+        /// The secret that holds the secret access key.
+        secret_access_key: String,
+    },
+}
+
+/// The default variable of a shared store's access key id.
+pub const STORE_ACCESS_KEY_ENV: &str = "AWS_ACCESS_KEY_ID";
+/// The default variable of a shared store's secret access key.
+pub const STORE_SECRET_KEY_ENV: &str = "AWS_SECRET_ACCESS_KEY";
+
+/// A shared store of one environment (`[env.NAME.store]`): S3-compatible
+/// object storage that holds the content store, the action cache and the
+/// record chain for every machine that runs the environment. The local
+/// state directory is then a cache of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The URL as written (`s3://bucket/prefix`).
+    pub url: String,
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix inside the bucket (no leading or trailing `/`;
+    /// empty for the bucket's root).
+    pub prefix: String,
+    /// The endpoint of a store other than AWS (`http://127.0.0.1:8333`).
+    pub endpoint: Option<String>,
+    /// The region (default `us-east-1`, which S3-compatible stores accept).
+    pub region: String,
+    /// Where the credentials come from.
+    pub credentials: StoreCredentials,
+    /// Where the table is, for errors about it.
+    pub at: Location,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<Spanned<String>>,
+    endpoint: Option<Spanned<String>>,
+    region: Option<Spanned<String>>,
+    credentials: Option<Spanned<RawStoreCredentials>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawStoreCredentials {
+    provider: Spanned<String>,
+    access_key_id_env: Option<String>,
+    secret_access_key_env: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+}
+
+impl RawStore {
+    fn validate(
+        self,
+        env: &str,
+        env_at: Location,
+        lines: &crate::manifest::LineIndex,
+        problems: &mut Vec<Problem>,
+    ) -> Option<StoreConfig> {
+        let before = problems.len();
+        let (url, bucket, prefix, at) = match &self.url {
+            None => {
+                problems.push(env_at.problem(
+                    format!("the store of environment `{env}` needs `url`"),
+                    Some(format!(
+                        "add `url = \"s3://BUCKET/PREFIX\"` to [env.{env}.store]"
+                    )),
+                ));
+                (String::new(), String::new(), String::new(), env_at)
+            }
+            Some(u) => {
+                let at = lines.at(u.span().start);
+                let text = u.get_ref();
+                let (bucket, prefix) = match text.strip_prefix("s3://") {
+                    Some(rest) => {
+                        let (b, p) = rest.split_once('/').unwrap_or((rest, ""));
+                        (b.to_string(), p.trim_matches('/').to_string())
+                    }
+                    None => (String::new(), String::new()),
+                };
+                let bucket_ok = !bucket.is_empty()
+                    && bucket.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'
+                    });
+                let prefix_ok = prefix
+                    .split('/')
+                    .all(|part| part != "." && part != ".." && !part.contains(char::is_control))
+                    && !prefix.contains("//");
+                if !text.starts_with("s3://") || !bucket_ok || !prefix_ok {
+                    problems.push(at.problem(
+                        format!(
+                            "store url `{}` is not `s3://BUCKET/PREFIX`",
+                            cordon_core::sanitize::escape_for_terminal(text)
+                        ),
+                        Some("use an S3 URL: a bucket name (lowercase letters, digits, `-`, `.`) and an optional key prefix, e.g. `s3://cordon-staging/team-a`".into()),
+                    ));
+                }
+                (text.clone(), bucket, prefix, at)
+            }
+        };
+        let endpoint = self.endpoint.as_ref().map(|e| {
+            let text = e.get_ref();
+            if !(text.starts_with("http://") || text.starts_with("https://")) {
+                problems.push(
+                    lines.at(e.span().start).problem(
+                        format!(
+                            "store endpoint `{}` is not an http:// or https:// URL",
+                            cordon_core::sanitize::escape_for_terminal(text)
+                        ),
+                        Some(
+                            "e.g. `endpoint = \"http://127.0.0.1:8333\"`, or remove it for AWS S3"
+                                .into(),
+                        ),
+                    ),
+                );
+            }
+            text.trim_end_matches('/').to_string()
+        });
+        let credentials = match &self.credentials {
+            None => {
+                problems.push(at.problem(
+                    format!("the store of environment `{env}` needs `credentials`"),
+                    Some("add `credentials = { provider = \"env\" }` (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the runner's environment)".into()),
+                ));
+                None
+            }
+            Some(c) => {
+                let raw = c.get_ref();
+                let at = lines.at(c.span().start);
+                let name_ok = |n: &str| {
+                    !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                };
+                let mut bad =
+                    |what: &str, fix: &str| problems.push(at.problem(what, Some(fix.into())));
+                match raw.provider.get_ref().as_str() {
+                    "env" => {
+                        if raw.access_key_id.is_some() || raw.secret_access_key.is_some() {
+                            bad(
+                                "`access-key-id` and `secret-access-key` name secrets of `provider = \"secrets\"`",
+                                "use `access-key-id-env` / `secret-access-key-env` to name other variables",
+                            );
+                        }
+                        for name in [&raw.access_key_id_env, &raw.secret_access_key_env]
+                            .into_iter()
+                            .flatten()
+                        {
+                            if !name_ok(name) {
+                                bad(
+                                    &format!(
+                                        "`{}` is not an environment variable name",
+                                        cordon_core::sanitize::escape_for_terminal(name)
+                                    ),
+                                    "use letters, digits and `_`",
+                                );
+                            }
+                        }
+                        Some(StoreCredentials::Env {
+                            access_key_id: raw
+                                .access_key_id_env
+                                .clone()
+                                .unwrap_or_else(|| STORE_ACCESS_KEY_ENV.into()),
+                            secret_access_key: raw
+                                .secret_access_key_env
+                                .clone()
+                                .unwrap_or_else(|| STORE_SECRET_KEY_ENV.into()),
+                        })
+                    }
+                    "secrets" => {
+                        if raw.access_key_id_env.is_some() || raw.secret_access_key_env.is_some() {
+                            bad(
+                                "`access-key-id-env` and `secret-access-key-env` name variables of `provider = \"env\"`",
+                                "name the two secrets with `access-key-id` and `secret-access-key`",
+                            );
+                        }
+                        match (&raw.access_key_id, &raw.secret_access_key) {
+                            (Some(a), Some(b))
+                                if crate::manifest::is_valid_name(a)
+                                    && crate::manifest::is_valid_name(b) =>
+                            {
+                                Some(StoreCredentials::Secrets {
+                                    access_key_id: a.clone(),
+                                    secret_access_key: b.clone(),
+                                })
+                            }
+                            _ => {
+                                bad(
+                                    &format!(
+                                        "store credentials from the secrets of environment `{env}` need `access-key-id` and `secret-access-key`, each a secret name"
+                                    ),
+                                    "e.g. `credentials = { provider = \"secrets\", access-key-id = \"store-key-id\", secret-access-key = \"store-secret\" }`",
+                                );
+                                None
+                            }
+                        }
+                    }
+                    other => {
+                        problems.push(lines.at(raw.provider.span().start).problem(
+                            format!(
+                                "store credentials provider `{}` is not supported",
+                                cordon_core::sanitize::escape_for_terminal(other)
+                            ),
+                            Some("use `provider = \"env\"` (the runner's environment variables) or `provider = \"secrets\"` (secrets of the environment's provider)".into()),
+                        ));
+                        None
+                    }
+                }
+            }
+        };
+        if problems.len() != before {
+            return None;
+        }
+        Some(StoreConfig {
+            url,
+            bucket,
+            prefix,
+            endpoint,
+            region: self
+                .region
+                .map(|r| r.into_inner())
+                .unwrap_or_else(|| "us-east-1".into()),
+            credentials: credentials?,
+            at,
+        })
+    }
+}
+
 /// An OpenBao/Vault Transit key that signs an environment's records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransitConfig {
@@ -422,6 +676,8 @@ pub struct EnvConfig {
     pub policy: PolicyConfig,
     /// What it accepts by `cordon promote` (`[env.NAME.promotion]`).
     pub promotion: PromotionConfig,
+    /// Its shared store, when `[env.NAME.store]` names one.
+    pub store: Option<StoreConfig>,
     /// Where it is defined.
     pub at: Location,
     /// The `cordon.toml` that defines it (none for the built-in default).
@@ -461,6 +717,7 @@ struct RawEnv {
     #[serde(default)]
     policy: RawPolicy,
     promotion: Option<Spanned<RawPromotion>>,
+    store: Option<RawStore>,
 }
 
 impl RawPolicy {
@@ -551,6 +808,7 @@ impl WorkspaceConfig {
             records: RecordsConfig::default(),
             policy: PolicyConfig::default(),
             promotion: PromotionConfig::default(),
+            store: None,
             at: Location::default(),
             config_file: None,
         };
@@ -733,6 +991,9 @@ impl WorkspaceConfig {
                     at: Some(at),
                 }
             });
+            let store = env
+                .store
+                .and_then(|s| s.validate(name.get_ref(), at, &lines, &mut problems));
             envs.insert(
                 name.get_ref().clone(),
                 EnvConfig {
@@ -743,6 +1004,7 @@ impl WorkspaceConfig {
                     secrets,
                     policy,
                     promotion,
+                    store,
                     at,
                     config_file: Some(path.to_path_buf()),
                 },
@@ -993,6 +1255,84 @@ store = \"s\"
         assert!(c.envs["prod"].records.signing_key.is_some());
         std::fs::write(&p, "[env.prod]\nprotect = true\n").unwrap();
         assert!(WorkspaceConfig::discover_for_review(Some(&p), d.path()).is_err());
+    }
+
+    #[test]
+    fn a_shared_store_per_environment() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(FILE_NAME);
+        std::fs::write(
+            &p,
+            "[env.staging.store]\nurl = \"s3://cordon-staging/team-a/\"\nendpoint = \"http://127.0.0.1:8333/\"\ncredentials = { provider = \"env\" }\n",
+        )
+        .unwrap();
+        let c = WorkspaceConfig::load(&p).unwrap();
+        let s = c.envs["staging"].store.as_ref().unwrap();
+        assert_eq!(s.bucket, "cordon-staging");
+        assert_eq!(s.prefix, "team-a");
+        assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+        assert_eq!(
+            s.credentials,
+            StoreCredentials::Env {
+                access_key_id: "AWS_ACCESS_KEY_ID".into(),
+                secret_access_key: "AWS_SECRET_ACCESS_KEY".into()
+            }
+        );
+
+        std::fs::write(
+            &p,
+            "[env.staging.store]\nurl = \"https://bucket\"\nendpoint = \"127.0.0.1:8333\"\ncredentials = { provider = \"vault\" }\n",
+        )
+        .unwrap();
+        let err = WorkspaceConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            err.contains(":2:7: store url `https://bucket` is not `s3://BUCKET/PREFIX`"),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                ":3:12: store endpoint `127.0.0.1:8333` is not an http:// or https:// URL"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains(":4:28: store credentials provider `vault` is not supported"),
+            "{err}"
+        );
+        assert!(err.contains("fix: "), "{err}");
+
+        std::fs::write(
+            &p,
+            "[env.staging.store]\nurl = \"s3://b\"\nbucket = \"b\"\n",
+        )
+        .unwrap();
+        let err = WorkspaceConfig::load(&p).unwrap_err().to_string();
+        assert!(err.contains(":3:1: unknown field `bucket`"), "{err}");
+
+        std::fs::write(&p, "[env.staging.store]\nurl = \"s3://b\"\n").unwrap();
+        let err = WorkspaceConfig::load(&p).unwrap_err().to_string();
+        assert!(err.contains("needs `credentials`"), "{err}");
+
+        std::fs::write(
+            &p,
+            "[env.staging.store]\nurl = \"s3://b\"\ncredentials = { provider = \"secrets\", access-key-id = \"store-id\", secret-access-key = \"store-secret\" }\n",
+        )
+        .unwrap();
+        let c = WorkspaceConfig::load(&p).unwrap();
+        assert_eq!(
+            c.envs["staging"].store.as_ref().unwrap().credentials,
+            StoreCredentials::Secrets {
+                access_key_id: "store-id".into(),
+                secret_access_key: "store-secret".into()
+            }
+        );
+        std::fs::write(
+            &p,
+            "[env.staging.store]\nurl = \"s3://b\"\ncredentials = { provider = \"secrets\", access-key-id = \"store-id\" }\n",
+        )
+        .unwrap();
+        let err = WorkspaceConfig::load(&p).unwrap_err().to_string();
+        assert!(err.contains(":3:15: store credentials from the secrets of environment `staging` need `access-key-id` and `secret-access-key`"), "{err}");
     }
 
     #[test]
