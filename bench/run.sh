@@ -14,6 +14,10 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 target="${CARGO_TARGET_DIR:-$root/target}"
 mkdir -p "$target/bench"
+# The store section runs the SeaweedFS that ./test.sh installs here.
+if [ -d "$target/tools/venv/bin" ]; then
+  export PATH="$target/tools/venv/bin:$PATH"
+fi
 
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 command -v sha256sum >/dev/null || { echo "bench: sha256sum (coreutils) is needed as the hashing baseline" >&2; exit 1; }
