@@ -153,7 +153,14 @@ impl Workspace {
             std::fs::copy(src, root.join(name)).unwrap();
         }
         run(Command::new(CORDON)
-            .args(["key", "generate", "--env", "bench", "--config"])
+            .args([
+                "key",
+                "generate",
+                "--env",
+                "bench",
+                "--if-missing",
+                "--config",
+            ])
             .arg(&config));
         Workspace { root, config }
     }
