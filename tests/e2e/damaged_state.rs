@@ -413,6 +413,24 @@ fn a_dev_zero_manifest_in_a_pipeline_is_refused() {
 }
 
 #[test]
+fn a_generated_pipeline_of_several_megabytes_is_read_and_a_larger_than_32_mib_one_refused() {
+    // Ten thousand inline steps weigh a few megabytes: over the 1 MiB of a
+    // manifest, well under the pipeline cap.
+    let ws = Workspace::new();
+    two_step_pipeline(&ws);
+    let text = std::fs::read_to_string(ws.path("pipeline.toml")).unwrap();
+    let padding = "# generated\n".repeat((3 << 20) / 12);
+    ws.write("pipeline.toml", format!("{padding}{text}"));
+    let out = ws.cordon(&["plan", "pipeline.toml"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let padding = "# generated\n".repeat((33 << 20) / 12);
+    ws.write("pipeline.toml", format!("{padding}{text}"));
+    let out = ws.cordon(&["plan", "pipeline.toml"], &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("larger than"), "{}", out.stderr);
+}
+
+#[test]
 fn a_dev_zero_component_is_refused() {
     let ws = Workspace::new();
     ws.write(

@@ -686,6 +686,11 @@ impl BoundHost {
 /// `/dev/zero` or a runaway generated file from filling the runner's memory.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
+/// Largest pipeline file (and manifest named by one) the runner reads:
+/// generated pipelines of ten thousand inline steps weigh a few megabytes,
+/// and the cap still keeps `/dev/zero` or a runaway file out of memory.
+pub const MAX_PIPELINE_BYTES: u64 = 32 << 20;
+
 impl Manifest {
     /// Reads and validates the manifest at `path`.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {

@@ -137,7 +137,7 @@ fn yes() -> bool {
 /// Whether the TOML file at `path` is a pipeline (`[[step]]` array) rather
 /// than a step manifest (`[step]` table).
 pub fn is_pipeline_file(path: &Path) -> bool {
-    cordon_core::fsutil::read_regular_to_string(path, crate::manifest::MAX_FILE_BYTES)
+    cordon_core::fsutil::read_regular_to_string(path, crate::manifest::MAX_PIPELINE_BYTES)
         .is_ok_and(|s| is_pipeline_source(&s))
 }
 
@@ -191,7 +191,7 @@ impl Pipeline {
     /// are reported against the manifest files.
     pub fn load(path: &Path) -> Result<Pipeline, Vec<ManifestError>> {
         Pipeline::load_from(path, &|p: &Path| {
-            cordon_core::fsutil::read_regular_to_string(p, crate::manifest::MAX_FILE_BYTES)
+            cordon_core::fsutil::read_regular_to_string(p, crate::manifest::MAX_PIPELINE_BYTES)
         })
     }
 
