@@ -666,6 +666,8 @@ pub fn junit_report(plan: &PipelinePlan, outcome: &PipelineOutcome) -> String {
         let msg = xml_escape(r.message.as_deref().unwrap_or(""));
         let stdout_log = r.record.as_ref().and_then(|x| x.stdout.log.as_deref());
         let stderr_log = r.record.as_ref().and_then(|x| x.stderr.log.as_deref());
+        // Read once: the failure quotes its end, system-err holds it.
+        let err = stream_tail(stderr_log, JUNIT_STREAM_BYTES);
         match r.status {
             StepStatus::Failed | StepStatus::Interrupted => {
                 let termination = r
@@ -673,7 +675,6 @@ pub fn junit_report(plan: &PipelinePlan, outcome: &PipelineOutcome) -> String {
                     .as_ref()
                     .map(|x| x.termination.describe())
                     .unwrap_or_else(|| "the runner failed".into());
-                let err = stream_tail(stderr_log, JUNIT_STREAM_BYTES);
                 let lines: Vec<&str> = err.lines().collect();
                 let last = &lines[lines.len().saturating_sub(JUNIT_FAILURE_LINES)..];
                 let mut text = format!("{}\n{termination}", r.message.as_deref().unwrap_or(""));
@@ -698,7 +699,6 @@ pub fn junit_report(plan: &PipelinePlan, outcome: &PipelineOutcome) -> String {
         if !out.is_empty() {
             x.push_str(&format!("<system-out>{}</system-out>", xml_escape(&out)));
         }
-        let err = stream_tail(stderr_log, JUNIT_STREAM_BYTES);
         if !err.is_empty() {
             x.push_str(&format!("<system-err>{}</system-err>", xml_escape(&err)));
         }
