@@ -671,3 +671,36 @@ fn a_name_asked_for_that_spells_a_value_with_quotes_and_backslashes_is_redacted_
     assert!(!contains(&ws.state_bytes(), value.as_bytes()));
     assert_eq!(ws.cordon(&["verify"], &[]).code, 0);
 }
+
+#[test]
+fn a_planted_control_sequence_in_a_record_is_escaped_by_the_secret_query() {
+    let ws = Workspace::new();
+    assert_eq!(set(&ws, "api-key", VALUE).code, 0);
+    ws.step(
+        PROBE,
+        &["secret-hmac", "api-key", "data"],
+        &secret_toml("api-key", "\"hmac\""),
+    );
+    assert_eq!(ws.run(&[]).code, 0);
+    // Someone who can write the state directory edits a record: the
+    // listing must not hand an erase sequence to the reader's terminal.
+    let dir = ws.path(".cordon/records");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| is_record_file(p))
+        .unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    v["step"] = "probe\u{1b}[2J\rcordon: all clear".into();
+    std::fs::write(&file, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let q = ws.cordon(&["records", "--secret", "api-key"], &[]);
+    assert_eq!(q.code, 0, "{q:?}");
+    assert!(
+        !q.stdout.contains('\u{1b}') && !q.stdout.contains('\r'),
+        "{q:?}"
+    );
+    assert!(
+        q.stdout.contains("probe\\u{1b}[2J\\rcordon: all clear"),
+        "{q:?}"
+    );
+}

@@ -209,18 +209,21 @@ pub(super) fn records(
         }
     };
     out!("run\tstep\tenvironment\tprovider\tversion\tused\tdenied\tstarted\trecord");
+    // Every field comes from a record file in the state directory: shown
+    // through the one sanitizer, like the break-glass listing.
+    let e = cordon_core::sanitize::escape_for_terminal;
     for r in &runs {
         out!(
             "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            r.run_id,
-            r.step,
-            r.environment,
-            r.provider,
-            r.version.as_deref().unwrap_or("-"),
-            counts(&r.used),
-            counts(&r.denied),
-            r.started_at,
-            r.record.display()
+            e(&r.run_id),
+            e(&r.step),
+            e(&r.environment),
+            e(&r.provider),
+            e(r.version.as_deref().unwrap_or("-")),
+            e(&counts(&r.used)),
+            e(&counts(&r.denied)),
+            e(&r.started_at),
+            e(&r.record.display().to_string())
         );
     }
     say!("cordon: {} run(s) used {which}", runs.len());
