@@ -1862,17 +1862,10 @@ fn check_cmd(file: &Path, at: &Where, format: CheckFormat) -> Result<u8, Failure
             if matches!(format, CheckFormat::Sarif)
                 && let Some(errors) = manifest_errors(&f)
             {
-                let owned: Vec<ManifestError> = errors
-                    .into_iter()
-                    .map(|e| ManifestError {
-                        path: e.path.clone(),
-                        problems: e.problems.clone(),
-                    })
-                    .collect();
                 out!(
                     "{}",
                     serde_json::to_string_pretty(&cordon_policy::policy::render_sarif_errors(
-                        &at.env, &owned, &sarif_uri
+                        &at.env, &errors, &sarif_uri
                     ))
                     .unwrap_or_default()
                 );

@@ -386,11 +386,9 @@ pub fn plan_step_with(
 
     let component_rel = manifest.dir.join(&manifest.component);
     let mut component_path = component_rel.clone();
-    let mut component_bytes = ComponentBytes::checked(
-        component_rel.clone(),
-        manifest.digest.clone(),
-        Vec::new().into(),
-    );
+    // Set only when the file was read (or vouched for) and has the pinned
+    // digest; otherwise a problem says why and no plan is returned.
+    let mut component_bytes: Option<ComponentBytes> = None;
     let read = match files.0.get(&component_rel) {
         Some((bytes, digest)) => Ok((bytes.clone(), digest.clone())),
         None => {
@@ -456,7 +454,7 @@ pub fn plan_step_with(
                     )),
                 ));
             }
-            component_bytes = bytes;
+            component_bytes = Some(bytes);
             component_path = resolve(&component_rel).unwrap_or(component_rel);
         }
     }
@@ -576,9 +574,10 @@ pub fn plan_step_with(
     }
 
     problems.sort_by_key(|p| (p.line, p.column));
-    if !problems.is_empty() {
-        return Err(fail(problems));
-    }
+    let component_bytes = match component_bytes {
+        Some(c) if problems.is_empty() => c,
+        _ => return Err(fail(problems)),
+    };
 
     let mut argv = vec![manifest.name.clone()];
     argv.extend(manifest.args.iter().cloned());

@@ -521,7 +521,7 @@ pub fn render_sarif(e: &Evaluation, locate: &dyn Fn(&Violation) -> SarifLocation
 /// path into the URI the report uses.
 pub fn render_sarif_errors(
     environment: &str,
-    errors: &[cordon_manifest::manifest::ManifestError],
+    errors: &[&cordon_manifest::manifest::ManifestError],
     uri: &dyn Fn(&std::path::Path) -> String,
 ) -> Value {
     let help = "A capability manifest, pipeline file or cordon.toml that Cordon cannot accept: nothing runs until it is fixed. The message names the problem and, where there is one, the fix.";
