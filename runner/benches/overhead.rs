@@ -148,13 +148,13 @@ fn stages(c: &mut Criterion) {
     let sandbox = Sandbox::new(Some(cache.clone())).unwrap();
     // Fill the compiled-component cache once; every load below reads it.
     let first = sandbox
-        .load(&plan.component_digest, &plan.component_bytes.get().unwrap())
+        .load(&plan.component_digest, &plan.component_bytes)
         .unwrap();
     drop(first);
     g.bench_function("compile_cache_load", |b| {
         b.iter(|| {
             let c = sandbox
-                .load(&plan.component_digest, &plan.component_bytes.get().unwrap())
+                .load(&plan.component_digest, &plan.component_bytes)
                 .unwrap();
             assert!(c.from_cache, "the compiled cache must serve the load");
             c
@@ -180,7 +180,7 @@ fn loaded(state: &Path, plan: &StepPlan, pooling: bool) -> (Sandbox, StepCompone
     )
     .unwrap();
     let component = sandbox
-        .load(&plan.component_digest, &plan.component_bytes.get().unwrap())
+        .load(&plan.component_digest, &plan.component_bytes)
         .unwrap();
     (sandbox, component)
 }

@@ -508,30 +508,15 @@ impl Sandbox {
         Some(dir.join(format!("{}-{:016x}.cwasm", digest.hex(), h.finish())))
     }
 
-    /// Compiles `bytes` (whose digest the plan has verified to be `digest`)
-    /// or loads the cached compilation, and pre-instantiates it for a step
-    /// without network access.
-    pub fn load(&self, digest: &Sha256Digest, bytes: &[u8]) -> Result<StepComponent, SandboxError> {
-        self.load_for(digest, bytes, false)
-    }
-
-    /// Like [`Sandbox::load`]; with `network`, `wasi:http` is linked (the
-    /// run's grant then says where it may go). Without, its functions (like
-    /// those of `wasi:sockets`) trap with "network access denied".
-    pub fn load_for(
+    /// Compiles the component (whose digest the plan has verified to be
+    /// `digest`) or loads the cached compilation, and pre-instantiates it
+    /// for a step without network access.
+    pub fn load(
         &self,
         digest: &Sha256Digest,
-        bytes: &[u8],
-        network: bool,
+        component: &cordon_manifest::plan::ComponentBytes,
     ) -> Result<StepComponent, SandboxError> {
-        // Bytes the caller holds and has checked (re-execution reads them
-        // from the content store, which verifies what it returns).
-        let component = cordon_manifest::plan::ComponentBytes::checked(
-            PathBuf::from("(in memory)"),
-            digest.clone(),
-            bytes.into(),
-        );
-        self.load_step(digest, &component, network, FloatMode::Canonical)
+        self.load_step(digest, component, false, FloatMode::Canonical)
     }
 
     /// The engine and linker for `floats`, the native one made on first use.
