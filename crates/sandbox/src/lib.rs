@@ -534,7 +534,7 @@ impl Sandbox {
         }
     }
 
-    /// Like [`Sandbox::load_for`], compiled for the step's float mode: with
+    /// Like [`Sandbox::load`], with network linking and compiled for the step's float mode: with
     /// [`FloatMode::Native`], an engine without NaN canonicalization (and
     /// its own compiled-cache entries) runs it.
     pub fn load_step(
