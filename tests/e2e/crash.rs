@@ -286,3 +286,74 @@ fn a_cache_entry_for_a_run_without_a_chained_record_is_removed_by_repair() {
     assert!(!entry.exists(), "the stale entry is gone");
     assert_eq!(ws.cordon(&["verify"], &[]).code, 0);
 }
+
+/// Group commit: a step's record is sealed in a batch with whatever else
+/// finished close to it, and the batch is made durable at once. A runner
+/// killed after a step ended and its batch's files were written, but
+/// before the batch was durable, must neither have published that step's
+/// outputs nor started the step that depends on it.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_runner_killed_before_its_batch_is_durable_publishes_nothing_and_starts_no_dependent() {
+    let ws = Workspace::new();
+    let out = ws.cordon(&["key", "generate", "--env", "dev"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let probe = ws.component(cordon_test_artifacts::PROBE, "probe.wasm");
+    let step = |name: &str, args: &str, mounts: &str| {
+        ws.write(
+            &format!("{name}.toml"),
+            format!(
+                "[step]\nname = \"{name}\"\ncomponent = \"probe.wasm\"\ndigest = \"{probe}\"\nargs = [{args}]\n\n{mounts}"
+            ),
+        );
+    };
+    step(
+        "a",
+        "\"write\", \"/out/x.txt\", \"from a\"",
+        &mount("/out", "a-out", "write"),
+    );
+    step(
+        "b",
+        "\"read\", \"/in/x.txt\", \"--\", \"write\", \"/out/y.txt\", \"copied\"",
+        &(mount("/in", "a-out", "read") + &mount("/out", "b-out", "write")),
+    );
+    ws.write(
+        "pipeline.toml",
+        "[pipeline]\nname = \"p\"\n\n[[step]]\nmanifest = \"a.toml\"\n\n[[step]]\nmanifest = \"b.toml\"\n",
+    );
+    let out = ws.cordon(
+        &["run", "pipeline.toml", "--jobs", "2"],
+        &[("CORDON_FAULT", "batch-written")],
+    );
+    assert_ne!(out.code, 0, "the runner was stopped: {out:?}");
+    assert!(out.stderr.contains("[a] started"), "a ran: {out:?}");
+    assert!(
+        !out.stderr.contains("[b] started"),
+        "b depends on a, whose batch never became durable: {out:?}"
+    );
+    assert!(
+        !ws.path("a-out/x.txt").exists(),
+        "a's output was published without a durable record"
+    );
+    assert!(!ws.path("b-out").exists(), "b never ran");
+    let log = ws.path(".cordon/records/chain.log");
+    assert!(
+        std::fs::read_to_string(&log).unwrap_or_default().is_empty(),
+        "no log line lists a record of the unfinished batch"
+    );
+    // verify names the unfinished run; repair rolls it back; the pipeline
+    // then runs.
+    let v = ws.cordon(&["verify"], &[]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.contains("cordon repair"), "{v:?}");
+    let r = ws.cordon(&["repair"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let again = ws.cordon(&["run", "pipeline.toml"], &[]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path("b-out/y.txt")).unwrap(),
+        "copied"
+    );
+    let v = ws.cordon(&["verify"], &[]);
+    assert_eq!(v.code, 0, "{v:?}");
+}

@@ -150,6 +150,40 @@ pub fn write_new_in(dir: &Path, files: &[(&Path, &[u8])]) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// Writes each `(path, bytes)` as a new file like [`write_new_in`], but
+/// makes nothing durable: the caller makes a whole batch durable at once
+/// with [`sync_filesystem`]. Readers never see a torn file (each is written
+/// under a temporary name and linked into place); a crash before the sync
+/// may lose any of them, so nothing may point at them until it returns.
+pub fn write_new_unsynced_in(dir: &Path, files: &[(&Path, &[u8])]) -> io::Result<()> {
+    for (path, bytes) in files {
+        debug_assert_eq!(parent_dir(path), dir);
+        place_via_temp_synced(path, bytes, false, |tmp, path| fs::hard_link(tmp, path))?;
+    }
+    Ok(())
+}
+
+/// Makes everything written so far to the file system that holds `dir`
+/// durable, its directory entries included: one `syncfs` on Linux, which
+/// costs one flush however many files a batch wrote (and reports a
+/// write-back error of any of them). Elsewhere, each of `files` and `dir`
+/// is fsynced.
+pub fn sync_filesystem(dir: &Path, files: &[&Path]) -> io::Result<()> {
+    let d = File::open(dir)?;
+    #[cfg(target_os = "linux")]
+    {
+        let _ = files;
+        rustix::fs::syncfs(&d).map_err(io::Error::from)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        for f in files {
+            File::open(f)?.sync_all()?;
+        }
+        d.sync_all()
+    }
+}
+
 /// The directory containing `path` (`.` for a bare file name).
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {

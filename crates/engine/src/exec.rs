@@ -113,7 +113,8 @@ fn tree_record(t: &Tree, with_entries: bool) -> TreeRecord {
     }
 }
 
-/// Runs `plan` once.
+/// Runs `plan` once and commits it: the record is durable, then the
+/// outputs are published.
 pub fn run_step(
     plan: &StepPlan,
     sandbox: &Sandbox,
@@ -121,6 +122,45 @@ pub fn run_step(
     secrets: Vec<ResolvedSecret>,
     opts: &RunOptions,
 ) -> Result<StepRun, ExecError> {
+    let run = execute_step(plan, sandbox, component, secrets, opts)?;
+    commit_batch(vec![run]).pop().expect("one result per run")
+}
+
+/// A step that ran (or was served from the action cache) and waits for
+/// [`commit_batch`]: its record is built but not written, its outputs are
+/// staged but not published, and its mount locks are still held. Nothing
+/// of it is visible, so a runner that stops here loses only this run.
+pub struct Uncommitted {
+    state: PathBuf,
+    record: StepRecord,
+    redactor: Redactor,
+    signer: Option<Arc<cordon_record::attest::Signer>>,
+    pending: Option<(Staging, Option<ActionEntry>)>,
+    key: Option<crate::cache::ActionKey>,
+    shared_key: Option<crate::cache::ActionKey>,
+    remote: Option<Arc<crate::remote::RemoteStore>>,
+    runner_failure: Option<ExecError>,
+    // Held until the outputs are published (dropped with the run, after
+    // its commit): the mount locks, then the staging lock.
+    _mount_locks: Option<crate::mount_locks::HeldLocks>,
+    _staging_lock: Option<cordon_record::journal::StagingLock>,
+}
+
+impl Uncommitted {
+    /// Whether the step succeeded (its record will say so once sealed).
+    pub fn succeeded(&self) -> bool {
+        self.record.success
+    }
+}
+
+/// Runs `plan` once, up to its commit: see [`Uncommitted`].
+pub fn execute_step(
+    plan: &StepPlan,
+    sandbox: &Sandbox,
+    component: &StepComponent,
+    secrets: Vec<ResolvedSecret>,
+    opts: &RunOptions,
+) -> Result<Uncommitted, ExecError> {
     let run_id = record::new_run_id(&plan.name);
     let started_at = record::now_rfc3339();
     let (determinism, reproducibility) = determinism_for(plan);
@@ -130,7 +170,7 @@ pub fn run_step(
     // published (dropped on return): no runner sharing this state directory
     // changes a read mount while the step may read it, or publishes to one
     // of its destinations alongside it (see `mount_locks`).
-    let _mount_locks = crate::mount_locks::acquire(
+    let mount_locks = crate::mount_locks::acquire(
         state,
         &mount_lock_order(plan),
         opts.cancel.as_ref(),
@@ -212,9 +252,10 @@ pub fn run_step(
         ) {
             // A hit is shared too: a run that executed here while the store
             // was failing gets its outputs and entry there on a later hit.
-            Ok(run) => {
-                let keys = Some(k).zip(shared_key.as_ref());
-                return share(opts.remote.as_deref(), Some((&action_cache, keys)), run);
+            Ok(mut run) => {
+                run.shared_key = shared_key;
+                run._mount_locks = Some(mount_locks);
+                return Ok(run);
             }
             // A damaged cache entry costs a re-run, never a wrong result.
             Err(e) => tracing::warn!(
@@ -240,7 +281,7 @@ pub fn run_step(
         .map_err(fail("cannot create the staging directory"))?;
     // Held until the run is committed: `cordon repair` leaves a locked
     // staging alone.
-    let _staging_lock = cordon_record::journal::lock_staging(staging.root())
+    let staging_lock = cordon_record::journal::lock_staging(staging.root())
         .map_err(fail("cannot lock the staging directory"))?;
 
     let mut preopens = Vec::new();
@@ -560,22 +601,170 @@ pub fn run_step(
             cache: cache_info,
         },
     );
-    let run = commit(
+    Ok(Uncommitted {
+        state: state.clone(),
+        record,
+        redactor,
+        signer: opts.signer.clone(),
+        pending,
+        key,
+        shared_key,
+        remote: opts.remote.clone(),
+        runner_failure,
+        _mount_locks: Some(mount_locks),
+        _staging_lock: Some(staging_lock),
+    })
+}
+
+/// Commits `runs` together (stages 2–6 of the commit protocol, see
+/// [`cordon_record::journal`]): each run's publication intent, then every
+/// record sealed as one batch — one chain lock and one durability barrier
+/// for all of them ([`cordon_record::chain::seal_batch`]) — then, run by
+/// run, its cache entry, its publication and its shared-store copy. No
+/// run's outputs are published before the batch that holds its record is
+/// durable. One result per run, in order; a run whose record is chained
+/// but whose runner failed still ends in its error.
+pub fn commit_batch(mut runs: Vec<Uncommitted>) -> Vec<Result<StepRun, ExecError>> {
+    // Stage 2: the intents. A run whose intent cannot be written publishes
+    // nothing and records that instead.
+    let mut intent_failed: Vec<Option<ExecError>> = runs.iter_mut().map(begin_intent).collect();
+    cordon_core::fault::point("after-intent");
+
+    // Stage 3: the records, in groups that share a state directory and a
+    // signer (every run of a pipeline does).
+    let mut sealed: Vec<std::io::Result<cordon_record::chain::Sealed>> =
+        Vec::with_capacity(runs.len());
+    let mut start = 0;
+    while start < runs.len() {
+        let same = |r: &Uncommitted| {
+            r.state == runs[start].state
+                && match (&r.signer, &runs[start].signer) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+        };
+        let end = start + runs[start..].iter().take_while(|r| same(r)).count();
+        let group = &mut runs[start..end];
+        let records_dir = group[0].state.join("records");
+        let signer = group[0].signer.clone();
+        let mut batch: Vec<cordon_record::chain::ToSeal<'_>> = group
+            .iter_mut()
+            .map(|r| cordon_record::chain::ToSeal {
+                record: &mut r.record,
+                redactor: &r.redactor,
+            })
+            .collect();
+        sealed.extend(cordon_record::chain::seal_batch(
+            &records_dir,
+            &mut batch,
+            signer.as_deref(),
+        ));
+        start = end;
+    }
+    cordon_core::fault::point("after-record");
+
+    // Stages 4–6, run by run; each run's locks go with it.
+    runs.into_iter()
+        .zip(sealed)
+        .zip(intent_failed.iter_mut())
+        .map(|((run, sealed), intent_failed)| {
+            let sealed = sealed.map_err(fail("cannot write the execution record"))?;
+            if let Some(e) = intent_failed.take() {
+                return Err(e);
+            }
+            finish_commit(run, sealed)
+        })
+        .collect()
+}
+
+/// Stage 2 for one run with outputs to publish: the durable publication
+/// intent. When it cannot be written, nothing is visible yet: the staging
+/// goes and the record says so instead.
+fn begin_intent(run: &mut Uncommitted) -> Option<ExecError> {
+    cordon_core::fault::point("before-intent");
+    let (staging, _) = run.pending.as_ref()?;
+    let after: Vec<&TreeRecord> = run
+        .record
+        .mounts
+        .iter()
+        .filter(|m| m.access == Access::Write)
+        .filter_map(|m| m.after.as_ref())
+        .collect();
+    let intent = cordon_record::journal::Intent {
+        run: run.record.run_id.clone(),
+        staging: staging.root().to_path_buf(),
+        trees: staging
+            .mounts
+            .iter()
+            .zip(after)
+            .map(|(s, t)| cordon_record::journal::StagedTree {
+                guest: s.guest.clone(),
+                staged: s.dir.clone(),
+                dest: s.dest.clone(),
+                tree: t.sha256.to_string(),
+            })
+            .collect(),
+    };
+    let e = cordon_record::journal::begin(&run.state, &intent).err()?;
+    let (staging, _) = run.pending.take().expect("checked above");
+    staging.discard();
+    let what = format!("cannot write the publication intent ({e}); nothing was published");
+    run.record.success = false;
+    run.record.outputs = Publication::runner_failure(&what);
+    Some(ExecError {
+        what,
+        source: Box::new(e),
+    })
+}
+
+/// Stages 4–6 for one run whose record is durable: the cache entry, the
+/// publication, the end of the intent; then the shared store.
+fn finish_commit(
+    run: Uncommitted,
+    sealed: cordon_record::chain::Sealed,
+) -> Result<StepRun, ExecError> {
+    let Uncommitted {
         state,
         record,
-        &redactor,
-        opts.signer.as_deref(),
         pending,
-        &action_cache,
-        key.as_ref(),
-    )?;
+        key,
+        shared_key,
+        remote,
+        runner_failure,
+        ..
+    } = run;
+    let run_id = record.run_id.clone();
+    let action_cache = ActionCache::new(&state);
+    if let Some((staging, cache_entry)) = pending {
+        if let (Some(k), Some(entry)) = (&key, cache_entry)
+            && let Err(e) = action_cache.put(k, &entry)
+        {
+            tracing::warn!("cannot write the action cache entry: {e}");
+        }
+        cordon_core::fault::point("after-cache");
+        staging.publish().map_err(|e| ExecError {
+            what: format!(
+                "the record of run {run_id} is written, but publishing its outputs failed; run `cordon repair` to complete the publication"
+            ),
+            source: Box::new(e),
+        })?;
+        cordon_core::fault::point("after-publish");
+        cordon_record::journal::finish(&state, &run_id)
+            .map_err(fail("cannot remove the finished publication intent"))?;
+    }
+    let step_run = StepRun {
+        record,
+        record_path: sealed.record_path,
+        envelope_path: sealed.envelope_path,
+    };
     let shared = Some((&action_cache, key.as_ref().zip(shared_key.as_ref())));
-    let run = share(opts.remote.as_deref(), shared, run)?;
+    let step_run = share(remote.as_deref(), shared, step_run)?;
     match runner_failure {
         // The record of the failed run is chained; the runner's own
         // failure still ends the command with exit 3.
         Some(e) => Err(e),
-        None => Ok(run),
+        None => Ok(step_run),
     }
 }
 
@@ -600,85 +789,6 @@ fn share(
             remote.url()
         )))?;
     Ok(run)
-}
-
-/// Stages 2–6 of the commit protocol (see [`cordon_record::journal`]): the intent,
-/// the chained record, the cache entry, publication, done. Without
-/// outputs to publish, only the record.
-fn commit(
-    state: &std::path::Path,
-    mut record: StepRecord,
-    redactor: &Redactor,
-    signer: Option<&cordon_record::attest::Signer>,
-    pending: Option<(Staging, Option<ActionEntry>)>,
-    action_cache: &ActionCache,
-    key: Option<&crate::cache::ActionKey>,
-) -> Result<StepRun, ExecError> {
-    let run_id = record.run_id.clone();
-    cordon_core::fault::point("before-intent");
-    if let Some((staging, _)) = &pending {
-        let after: Vec<&TreeRecord> = record
-            .mounts
-            .iter()
-            .filter(|m| m.access == Access::Write)
-            .filter_map(|m| m.after.as_ref())
-            .collect();
-        let intent = cordon_record::journal::Intent {
-            run: run_id.clone(),
-            staging: staging.root().to_path_buf(),
-            trees: staging
-                .mounts
-                .iter()
-                .zip(after)
-                .map(|(s, t)| cordon_record::journal::StagedTree {
-                    guest: s.guest.clone(),
-                    staged: s.dir.clone(),
-                    dest: s.dest.clone(),
-                    tree: t.sha256.to_string(),
-                })
-                .collect(),
-        };
-        if let Err(e) = cordon_record::journal::begin(state, &intent) {
-            // Nothing is visible yet: record the failure instead.
-            let (staging, _) = pending.expect("checked above");
-            staging.discard();
-            let what = format!("cannot write the publication intent ({e}); nothing was published");
-            record.success = false;
-            record.outputs = Publication::runner_failure(&what);
-            cordon_record::chain::seal(&state.join("records"), &mut record, redactor, signer)
-                .map_err(fail("cannot write the execution record"))?;
-            return Err(ExecError {
-                what,
-                source: Box::new(e),
-            });
-        }
-    }
-    cordon_core::fault::point("after-intent");
-    let sealed = cordon_record::chain::seal(&state.join("records"), &mut record, redactor, signer)
-        .map_err(fail("cannot write the execution record"))?;
-    cordon_core::fault::point("after-record");
-    if let Some((staging, cache_entry)) = pending {
-        if let (Some(k), Some(entry)) = (key, cache_entry)
-            && let Err(e) = action_cache.put(k, &entry)
-        {
-            tracing::warn!("cannot write the action cache entry: {e}");
-        }
-        cordon_core::fault::point("after-cache");
-        staging.publish().map_err(|e| ExecError {
-            what: format!(
-                "the record of run {run_id} is written, but publishing its outputs failed; run `cordon repair` to complete the publication"
-            ),
-            source: Box::new(e),
-        })?;
-        cordon_core::fault::point("after-publish");
-        cordon_record::journal::finish(state, &run_id)
-            .map_err(fail("cannot remove the finished publication intent"))?;
-    }
-    Ok(StepRun {
-        record,
-        record_path: sealed.record_path,
-        envelope_path: sealed.envelope_path,
-    })
 }
 
 /// Says why a run does not start yet (see [`crate::mount_locks`]).
@@ -748,8 +858,7 @@ fn serve_from_cache(
     compiled_from_cache: bool,
     reproducibility: Reproducibility,
     opts: &RunOptions,
-) -> Result<StepRun, ExecError> {
-    let signer = opts.signer.as_deref();
+) -> Result<Uncommitted, ExecError> {
     // A hit must come from a recorded run: an entry whose record is gone
     // (or was moved aside by `cordon repair`) means "run the step".
     if !entry.record.is_file() {
@@ -769,7 +878,7 @@ fn serve_from_cache(
         .collect();
     let staging = Staging::create(plan.state_dir.join("staging").join(run_id), &writes)
         .map_err(fail("cannot create the staging directory"))?;
-    let _staging_lock = cordon_record::journal::lock_staging(staging.root())
+    let staging_lock = cordon_record::journal::lock_staging(staging.root())
         .map_err(fail("cannot lock the staging directory"))?;
     // Every failure below removes the staging area, so the run that
     // follows a refused cache entry starts from a clean one.
@@ -902,15 +1011,19 @@ fn serve_from_cache(
     } else {
         Some((staging, None))
     };
-    commit(
-        &plan.state_dir,
+    Ok(Uncommitted {
+        state: plan.state_dir.clone(),
         record,
-        &Redactor::default(),
-        signer,
+        redactor: Redactor::default(),
+        signer: opts.signer.clone(),
         pending,
-        cache,
-        None,
-    )
+        key: Some(key.clone()),
+        shared_key: None,
+        remote: opts.remote.clone(),
+        runner_failure: None,
+        _mount_locks: None,
+        _staging_lock: Some(staging_lock),
+    })
 }
 
 /// What one run (or cache hit) produced, for [`step_record`].

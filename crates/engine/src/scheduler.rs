@@ -7,7 +7,7 @@
 //! step in a pipeline is checked, staged, cached and recorded exactly like a
 //! single `cordon run step.toml`.
 
-use crate::exec::{ExecError, RunOptions, StepRun, run_step};
+use crate::exec::{ExecError, RunOptions, StepRun, Uncommitted, commit_batch, execute_step};
 use cordon_manifest::manifest::Access;
 use cordon_manifest::pipeline::PipelinePlan;
 use cordon_record::record::StepRecord;
@@ -262,19 +262,24 @@ pub fn run_pipeline(
     let workers = opts.jobs.clamp(1, n.max(1));
 
     std::thread::scope(|scope| {
+        // Workers run steps and hand each finished one to the committer,
+        // which seals whatever has gathered as one batch (group commit)
+        // and only then reports those steps done: a worker goes on with
+        // the next ready step while the last one's record is being made
+        // durable, but no step's outputs are published, and no dependent
+        // starts, before its batch is durable.
+        let (to_commit, inbox) = std::sync::mpsc::channel::<Handoff>();
         for _ in 0..workers {
-            scope.spawn(|| {
+            let to_commit = to_commit.clone();
+            let (state, wake, progress) = (&state, &wake, progress.as_ref());
+            scope.spawn(move || {
                 worker(
-                    plan,
-                    sandbox,
-                    components,
-                    opts,
-                    &state,
-                    &wake,
-                    progress.as_ref(),
+                    plan, sandbox, components, opts, state, wake, progress, &to_commit,
                 )
             });
         }
+        drop(to_commit);
+        committer(&inbox, &state, &wake, progress.as_ref());
     });
     let st = state.into_inner().unwrap_or_else(|p| p.into_inner());
     progress.done(&st.results);
@@ -284,6 +289,17 @@ pub fn run_pipeline(
     }
 }
 
+/// A step that ran, on its way from a worker to the committer.
+struct Handoff {
+    index: usize,
+    started: Instant,
+    run: Uncommitted,
+}
+
+/// The most runs sealed as one batch: bounds what one barrier holds up.
+const MAX_BATCH: usize = 256;
+
+#[allow(clippy::too_many_arguments)]
 fn worker(
     plan: &PipelinePlan,
     sandbox: &Sandbox,
@@ -292,6 +308,7 @@ fn worker(
     state: &Mutex<State>,
     wake: &Condvar,
     progress: &dyn Progress,
+    to_commit: &std::sync::mpsc::Sender<Handoff>,
 ) {
     loop {
         let (i, secrets) = {
@@ -334,56 +351,122 @@ fn worker(
         // becomes a runner failure of this step (exit 3), like any other.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             cordon_core::fault::panic_point("worker-panic");
-            run_step(&plan.steps[i], sandbox, &components[i], secrets, &run_opts)
+            execute_step(&plan.steps[i], sandbox, &components[i], secrets, &run_opts)
         }))
         .unwrap_or_else(|panic| Err(ExecError::panicked(panic_message(&*panic))));
-        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-        let r = &mut st.results[i];
-        r.duration = t0.elapsed();
         match result {
-            Ok(StepRun {
-                record,
-                record_path,
-                ..
-            }) => {
-                r.status = if record.cache.hit {
-                    StepStatus::Cached
-                } else if record.termination == Termination::Interrupted {
-                    StepStatus::Interrupted
-                } else if record.success {
-                    StepStatus::Succeeded
-                } else {
-                    StepStatus::Failed
-                };
-                if !record.success {
-                    r.message = Some(match &record.outputs {
-                        cordon_record::record::Publication::Withheld { reason, .. } => {
-                            reason.clone()
-                        }
-                        _ => record.termination.describe(),
-                    });
+            Ok(run) => {
+                // A failure is known before it is durable: `fail_fast`
+                // starts nothing after it, even while it is being sealed.
+                if !run.succeeded() {
+                    state.lock().unwrap_or_else(|p| p.into_inner()).failed = true;
                 }
-                r.record = Some(record);
-                r.record_path = Some(record_path);
+                let handoff = Handoff {
+                    index: i,
+                    started: t0,
+                    run,
+                };
+                // The committer outlives every worker; should it be gone,
+                // the step still ends, as a runner failure.
+                if let Err(std::sync::mpsc::SendError(h)) = to_commit.send(handoff) {
+                    drop(h.run);
+                    settle(
+                        state,
+                        wake,
+                        progress,
+                        i,
+                        t0,
+                        Err(ExecError::panicked("the committer is gone".into())),
+                    );
+                }
             }
-            // Ctrl-C while it waited for another run's lock: nothing ran.
-            Err(e) if e.is_cancelled() => {
-                r.status = StepStatus::Skipped;
-                r.message = Some(format!("interrupted: {e}"));
-            }
-            Err(e) => {
-                r.status = StepStatus::Failed;
-                r.runner_fault = true;
-                r.message = Some(format!("{e:#}"));
-            }
+            Err(e) => settle(state, wake, progress, i, t0, Err(e)),
         }
-        if !r.status.ok() {
-            st.failed = true;
-        }
-        st.running -= 1;
-        progress.finished(i, &st.results[i]);
-        wake.notify_all();
     }
+}
+
+/// Seals what the workers hand over, in batches of whatever has gathered
+/// since the last one, and settles each step once its batch is durable.
+/// Returns when every worker has returned and every run is committed.
+fn committer(
+    inbox: &std::sync::mpsc::Receiver<Handoff>,
+    state: &Mutex<State>,
+    wake: &Condvar,
+    progress: &dyn Progress,
+) {
+    while let Ok(first) = inbox.recv() {
+        let mut batch = vec![first];
+        batch.extend(inbox.try_iter().take(MAX_BATCH - 1));
+        let places: Vec<(usize, Instant)> = batch.iter().map(|h| (h.index, h.started)).collect();
+        let runs: Vec<Uncommitted> = batch.into_iter().map(|h| h.run).collect();
+        let n = runs.len();
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit_batch(runs)))
+            .unwrap_or_else(|panic| {
+                let message = panic_message(&*panic);
+                (0..n)
+                    .map(|_| Err(ExecError::panicked(message.clone())))
+                    .collect()
+            });
+        for ((i, t0), result) in places.into_iter().zip(results) {
+            settle(state, wake, progress, i, t0, result);
+        }
+    }
+}
+
+/// Step `i` is over: its result, its status, and a wake-up for the workers
+/// waiting on it.
+fn settle(
+    state: &Mutex<State>,
+    wake: &Condvar,
+    progress: &dyn Progress,
+    i: usize,
+    t0: Instant,
+    result: Result<StepRun, ExecError>,
+) {
+    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+    let r = &mut st.results[i];
+    r.duration = t0.elapsed();
+    match result {
+        Ok(StepRun {
+            record,
+            record_path,
+            ..
+        }) => {
+            r.status = if record.cache.hit {
+                StepStatus::Cached
+            } else if record.termination == Termination::Interrupted {
+                StepStatus::Interrupted
+            } else if record.success {
+                StepStatus::Succeeded
+            } else {
+                StepStatus::Failed
+            };
+            if !record.success {
+                r.message = Some(match &record.outputs {
+                    cordon_record::record::Publication::Withheld { reason, .. } => reason.clone(),
+                    _ => record.termination.describe(),
+                });
+            }
+            r.record = Some(record);
+            r.record_path = Some(record_path);
+        }
+        // Ctrl-C while it waited for another run's lock: nothing ran.
+        Err(e) if e.is_cancelled() => {
+            r.status = StepStatus::Skipped;
+            r.message = Some(format!("interrupted: {e}"));
+        }
+        Err(e) => {
+            r.status = StepStatus::Failed;
+            r.runner_fault = true;
+            r.message = Some(format!("{e:#}"));
+        }
+    }
+    if !r.status.ok() {
+        st.failed = true;
+    }
+    st.running -= 1;
+    progress.finished(i, &st.results[i]);
+    wake.notify_all();
 }
 
 /// What a caught panic says, for the step's failure message.

@@ -19,10 +19,12 @@
 //! **Appends** hold an exclusive lock on `chain.lock` from reading the last
 //! entry to writing the new one, so two runners sharing a state directory
 //! take turns. The record (and its envelope) is written first, atomically
-//! (a temporary file, fsync, link into place, fsync of the directory); then
-//! the entry is appended to the log as one newline-terminated line in one
-//! `write` on a file opened for appending, and the log is fsynced. The cost
-//! of an append does not grow with the log.
+//! (a temporary file linked into place), and made durable (`syncfs` of the
+//! file system); then the entry is appended to the log as one
+//! newline-terminated line in one `write` on a file opened for appending,
+//! and the log is fsynced. The cost of an append does not grow with the
+//! log. Records that are sealed together ([`seal_batch`], the scheduler's
+//! group commit) share the lock, the durability barrier and the log write.
 //!
 //! A runner killed at any point leaves a valid log: at worst its entry is a
 //! final line without its newline, which readers ignore (only complete
@@ -207,17 +209,53 @@ pub fn seal(
     redactor: &dyn cordon_core::redact::Redact,
     signer: Option<&Signer>,
 ) -> io::Result<Sealed> {
-    let run_id = record.run_id.clone();
-    append(records_dir, &run_id, signer, |link| {
-        record.chain = Some(link);
-        record.signed_by = signer.map(|s| s.signed_by().clone());
-        // Values are redacted in the typed record, never in its serialized
-        // text: nothing a secret holds can corrupt the document.
-        record.redact_values(redactor);
-        let bytes = record.to_bytes();
-        let payload = attest::statement_bytes(&bytes).map_err(io::Error::other)?;
-        Ok((bytes, attest::PAYLOAD_TYPE, payload))
-    })
+    seal_batch(records_dir, &mut [ToSeal { record, redactor }], signer)
+        .pop()
+        .expect("one result per record")
+}
+
+/// One step record of a batch for [`seal_batch`], with the redactor of the
+/// secrets its step saw.
+pub struct ToSeal<'a> {
+    /// The record; its chain link and signer are filled in.
+    pub record: &'a mut StepRecord,
+    /// Redacts the values of the step's secrets.
+    pub redactor: &'a dyn cordon_core::redact::Redact,
+}
+
+/// Seals every record of `batch`, in order, like [`seal`], with one chain
+/// lock and one durability barrier for the whole batch instead of one per
+/// record: this is the group commit that lets steps finishing close
+/// together share one flush. What a crash can lose does not change: no
+/// log line is written before every file it lists is durable, and no
+/// record counts as sealed before its log line is. One result per record;
+/// a record that cannot be written fails with the ones after it, and the
+/// ones before it are sealed.
+pub fn seal_batch(
+    records_dir: &Path,
+    batch: &mut [ToSeal<'_>],
+    signer: Option<&Signer>,
+) -> Vec<io::Result<Sealed>> {
+    let builds = batch
+        .iter_mut()
+        .map(|item| {
+            let run_id = item.record.run_id.clone();
+            let build: Build<'_> = Box::new(move |link| {
+                let record = &mut *item.record;
+                record.chain = Some(link);
+                record.signed_by = signer.map(|s| s.signed_by().clone());
+                // Values are redacted in the typed record, never in its
+                // serialized text: nothing a secret holds can corrupt the
+                // document.
+                record.redact_values(item.redactor);
+                let bytes = record.to_bytes();
+                let payload = attest::statement_bytes(&bytes).map_err(io::Error::other)?;
+                Ok((bytes, attest::PAYLOAD_TYPE, payload))
+            });
+            (run_id, build)
+        })
+        .collect();
+    append(records_dir, signer, builds)
 }
 
 /// The DSSE payload type of a signed repair record: the record's own bytes.
@@ -232,53 +270,164 @@ pub fn seal_repair(
     signer: Option<&Signer>,
 ) -> io::Result<Sealed> {
     let run_id = record.run_id.clone();
-    append(records_dir, &run_id, signer, |link| {
+    let build: Build<'_> = Box::new(|link| {
         record.chain = Some(link);
         record.signed_by = signer.map(|s| s.signed_by().clone());
         let bytes = record.to_bytes();
         Ok((bytes.clone(), REPAIR_PAYLOAD_TYPE, bytes))
-    })
+    });
+    append(records_dir, signer, vec![(run_id, build)])
+        .pop()
+        .expect("one result per record")
 }
 
-/// The one way anything enters the chain: under the chain lock, `build`
-/// gets the new entry's place and returns the record's bytes with what to
-/// sign (payload type and payload); both files are durable before the log
-/// line that lists them is written.
+/// Given its place in the chain, a record's bytes with what to sign
+/// (payload type and payload).
+type Build<'a> = Box<dyn FnOnce(ChainLink) -> io::Result<(Vec<u8>, &'static str, Vec<u8>)> + 'a>;
+
+/// A record whose files are written (not yet durable) and whose log line
+/// is ready.
+struct Written {
+    sealed: Sealed,
+    line: String,
+}
+
+/// The one way anything enters the chain: under the chain lock, each build
+/// gets its entry's place and returns the record's bytes with what to sign;
+/// every file is written, then all of them are made durable at once, and
+/// only then are the log lines that list them appended (one write) and the
+/// log fsynced.
 fn append(
     records_dir: &Path,
-    run_id: &str,
     signer: Option<&Signer>,
-    build: impl FnOnce(ChainLink) -> io::Result<(Vec<u8>, &'static str, Vec<u8>)>,
-) -> io::Result<Sealed> {
-    cordon_core::fsutil::create_private_dir(records_dir)?;
-    let lock = OpenOptions::new()
+    builds: Vec<(String, Build<'_>)>,
+) -> Vec<io::Result<Sealed>> {
+    let n = builds.len();
+    let fail_all = |e: io::Error| {
+        (0..n)
+            .map(|_| Err(io::Error::new(e.kind(), e.to_string())))
+            .collect()
+    };
+    if let Err(e) = cordon_core::fsutil::create_private_dir(records_dir) {
+        return fail_all(e);
+    }
+    let lock = match OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(records_dir.join(LOCK_FILE))?;
-    lock.lock()?;
+        .open(records_dir.join(LOCK_FILE))
+        .and_then(|f| f.lock().map(|()| f))
+    {
+        Ok(lock) => lock,
+        Err(e) => return fail_all(e),
+    };
     remove_stale_temporaries(records_dir);
 
     let log_path = records_dir.join(LOG_FILE);
     let created = !log_path.exists();
-    let mut log = OpenOptions::new()
+    let opened = OpenOptions::new()
         .create(true)
         .append(true)
         .read(true)
-        .open(&log_path)?;
-    let (last, complete) = last_entry(&log)?;
-    let (sequence, previous) = match &last {
+        .open(&log_path)
+        .and_then(|log| last_entry(&log).map(|last| (log, last)));
+    let (mut log, (last, complete)) = match opened {
+        Ok(o) => o,
+        Err(e) => return fail_all(e),
+    };
+    let (mut sequence, mut previous) = match &last {
         None => (1, genesis()),
-        Some(line) => {
-            let entry = LogEntry::parse(line).map_err(|e| {
-                io::Error::other(format!(
+        Some(line) => match LogEntry::parse(line) {
+            Ok(entry) => (entry.seq + 1, Sha256Digest::of(line.as_bytes())),
+            Err(e) => {
+                return fail_all(io::Error::other(format!(
                     "the last line of {} is not a chain entry ({e}); run `cordon verify` and repair the state directory before running more steps",
                     log_path.display()
-                ))
-            })?;
-            (entry.seq + 1, Sha256Digest::of(line.as_bytes()))
-        }
+                )));
+            }
+        },
     };
+
+    // Every file of the batch, written but not yet durable; the first
+    // failure ends the batch there.
+    let mut written: Vec<Written> = Vec::with_capacity(n);
+    let mut failure: Option<io::Error> = None;
+    for (run_id, build) in builds {
+        match write_one(records_dir, &run_id, signer, build, sequence, &previous) {
+            Ok(w) => {
+                previous = Sha256Digest::of(w.line.as_bytes());
+                sequence += 1;
+                written.push(w);
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    cordon_core::fault::point("batch-written");
+    let files: Vec<&Path> = written
+        .iter()
+        .flat_map(|w| {
+            std::iter::once(w.sealed.record_path.as_path()).chain(w.sealed.envelope_path.as_deref())
+        })
+        .collect();
+    // Every file durable before the log lines that list them are written.
+    let mut lines = Vec::new();
+    for w in &written {
+        lines.extend_from_slice(w.line.as_bytes());
+        lines.push(b'\n');
+    }
+    let appended = if written.is_empty() {
+        Ok(())
+    } else {
+        cordon_core::fsutil::sync_filesystem(records_dir, &files).and_then(|()| {
+            cordon_core::fault::point("record-written");
+            // An unfinished line left by a killed runner is not an entry;
+            // cut it off so these start on a line of their own.
+            if log.metadata()?.len() != complete {
+                log.set_len(complete)?;
+            }
+            // One write of every line on an append-mode file: nothing else
+            // can land in the middle, and a kill leaves at most a final
+            // line without its newline.
+            std::io::Write::write_all(&mut log, &lines)?;
+            log.sync_all()?;
+            if created {
+                cordon_core::fsutil::sync_dir(records_dir)?;
+            }
+            Ok(())
+        })
+    };
+    drop(lock);
+    let mut results: Vec<io::Result<Sealed>> = match appended {
+        Ok(()) => written.into_iter().map(|w| Ok(w.sealed)).collect(),
+        Err(e) => written
+            .iter()
+            .map(|_| Err(io::Error::new(e.kind(), e.to_string())))
+            .collect(),
+    };
+    if let Some(e) = failure {
+        results.push(Err(io::Error::new(e.kind(), e.to_string())));
+    }
+    while results.len() < n {
+        results.push(Err(io::Error::other(
+            "not written: an earlier record of the same batch could not be written",
+        )));
+    }
+    results
+}
+
+/// Builds one record at (`sequence`, `previous`), signs it, and writes its
+/// files without making them durable.
+fn write_one(
+    records_dir: &Path,
+    run_id: &str,
+    signer: Option<&Signer>,
+    build: Build<'_>,
+    sequence: u64,
+    previous: &Sha256Digest,
+) -> io::Result<Written> {
     let (bytes, payload_type, payload) = build(ChainLink {
         sequence,
         previous: previous.clone(),
@@ -300,15 +449,11 @@ fn append(
         envelope_digest = Some(Sha256Digest::of(&envelope_bytes).to_string());
         envelope_file = Some(envelope_path(records_dir, run_id));
     }
-    // Both files are durable before the log entry that lists them is
-    // written.
     let mut files: Vec<(&Path, &[u8])> = vec![(&record_path, &bytes)];
     if let Some(p) = &envelope_file {
         files.push((p, &envelope_bytes));
     }
-    cordon_core::fsutil::write_new_in(records_dir, &files)?;
-    cordon_core::fault::point("record-written");
-
+    cordon_core::fsutil::write_new_unsynced_in(records_dir, &files)?;
     let entry = LogEntry {
         seq: sequence,
         run: run_id.to_string(),
@@ -316,26 +461,13 @@ fn append(
         envelope: envelope_digest,
         prev: previous.to_string(),
     };
-    // An unfinished line left by a killed runner is not an entry; cut it
-    // off so this one starts on a line of its own.
-    if log.metadata()?.len() != complete {
-        log.set_len(complete)?;
-    }
-    let mut line = entry.to_line().into_bytes();
-    line.push(b'\n');
-    // One write of the whole line on an append-mode file: nothing else can
-    // land in the middle of it, and a kill leaves at most a line without
-    // its newline.
-    std::io::Write::write_all(&mut log, &line)?;
-    log.sync_all()?;
-    if created {
-        cordon_core::fsutil::sync_dir(records_dir)?;
-    }
-    drop(lock);
-    Ok(Sealed {
-        record_path,
-        envelope_path: envelope_file,
-        record_digest,
+    Ok(Written {
+        sealed: Sealed {
+            record_path,
+            envelope_path: envelope_file,
+            record_digest,
+        },
+        line: entry.to_line(),
     })
 }
 
