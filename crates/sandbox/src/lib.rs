@@ -896,8 +896,12 @@ impl Sandbox {
                 wall_ms: wall.as_millis() as u64,
                 output_bytes,
             },
-            stdout: out.finish(),
-            stderr: err.finish(),
+            stdout: out
+                .finish()
+                .map_err(|e| io("cannot write the stdout log", e))?,
+            stderr: err
+                .finish()
+                .map_err(|e| io("cannot write the stderr log", e))?,
             report: state.cordon.report,
             secrets: state.cordon.audit,
             secrets_not_granted: state.cordon.not_granted,

@@ -57,8 +57,14 @@ struct Inner {
     redactor: Redactor,
     sanitizer: StreamSanitizer,
     pending: Vec<u8>,
+    /// The log, opened before the step starts: a step that holds every
+    /// descriptor it can get must not be able to leave its own stream
+    /// without a log (a lazily created one could be starved).
     file: Option<File>,
     log: Option<PathBuf>,
+    /// The first failure to create or write the log; the capture then
+    /// fails the run instead of leaving a log that its digest misstates.
+    log_error: Option<std::io::Error>,
     cap: u64,
     captured: u64,
     total: u64,
@@ -93,6 +99,7 @@ impl Capture {
             pending: Vec::new(),
             file,
             log,
+            log_error: None,
             cap,
             captured: 0,
             total: 0,
@@ -108,8 +115,9 @@ impl Capture {
         inner.push(data);
     }
 
-    /// Emits whatever is held back and returns the summary.
-    pub fn finish(&self) -> StreamSummary {
+    /// Emits whatever is held back and returns the summary; fails when
+    /// the log could not be written in full.
+    pub fn finish(&self) -> std::io::Result<StreamSummary> {
         let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let Inner {
             sanitizer, pending, ..
@@ -119,10 +127,15 @@ impl Capture {
         if !rest.is_empty() {
             inner.emit(&rest);
         }
-        if let Some(f) = inner.file.as_mut() {
-            let _ = f.flush();
+        if let Some(f) = inner.file.as_mut()
+            && let Err(e) = f.flush()
+        {
+            inner.log_error.get_or_insert(e);
         }
-        StreamSummary {
+        if let Some(e) = inner.log_error.take() {
+            return Err(e);
+        }
+        Ok(StreamSummary {
             sha256: Sha256Digest::from_bytes(inner.hasher.clone().finalize().into()),
             bytes_written: inner.total,
             bytes_captured: inner.captured,
@@ -130,11 +143,24 @@ impl Capture {
             redacted: inner.redacted,
             escaped: inner.sanitizer.changed(),
             log: inner.log.clone(),
-        }
+        })
     }
 }
 
 impl Inner {
+    /// Appends kept bytes to the log; a failure is kept for
+    /// [`Capture::finish`].
+    fn log_bytes(&mut self, kept: &[u8]) {
+        if self.log_error.is_some() {
+            return;
+        }
+        if let Some(f) = self.file.as_mut()
+            && let Err(e) = f.write_all(kept)
+        {
+            self.log_error = Some(e);
+        }
+    }
+
     fn push(&mut self, data: &[u8]) {
         self.total += data.len() as u64;
         if self.truncated {
@@ -176,8 +202,8 @@ impl Inner {
         let kept = &red[..take];
         self.hasher.update(kept);
         self.captured += take as u64;
-        if let Some(f) = self.file.as_mut() {
-            let _ = f.write_all(kept);
+        if !kept.is_empty() {
+            self.log_bytes(kept);
         }
         if self.forward != Forward::None && !kept.is_empty() {
             let mut text = String::new();
@@ -316,11 +342,27 @@ mod tests {
         for _ in 0..1000 {
             c.push(b"0123456789\n");
         }
-        let s = c.finish();
+        let s = c.finish().unwrap();
         assert_eq!(s.bytes_written, 11_000);
         assert_eq!(s.bytes_captured, 10);
         assert!(s.truncated);
         assert_eq!(std::fs::read(&log).unwrap(), b"0123456789");
+    }
+
+    #[test]
+    fn a_log_that_cannot_be_written_fails_the_capture() {
+        // /dev/full takes no byte: the failure reaches `finish` instead of
+        // leaving a log shorter than its recorded digest says.
+        let c = Capture::new(
+            String::new(),
+            Forward::None,
+            Redactor::default(),
+            Some(PathBuf::from("/dev/full")),
+            10,
+        )
+        .unwrap();
+        c.push(b"x\n");
+        assert!(c.finish().is_err());
     }
 
     #[test]
@@ -339,7 +381,7 @@ mod tests {
         c.push(b"3t-v4");
         c.push(b"lue done\nno newline s3cr3t-");
         c.push(b"v4lue");
-        let s = c.finish();
+        let s = c.finish().unwrap();
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(!text.contains("s3cr3t"), "{text}");
         assert_eq!(text, "token=[REDACTED:tok] done\nno newline [REDACTED:tok]");
@@ -362,7 +404,7 @@ mod tests {
         big.extend_from_slice(b"XYZS");
         c.push(&big);
         c.push(b"ECRET");
-        c.finish();
+        c.finish().unwrap();
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(!text.contains("XYZSECRET") && text.ends_with("[REDACTED:tok]"));
     }
