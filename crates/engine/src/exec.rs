@@ -281,8 +281,7 @@ pub fn execute_step(
         .map_err(fail("cannot create the staging directory"))?;
     // Held until the run is committed: `cordon repair` leaves a locked
     // staging alone.
-    let staging_lock = cordon_record::journal::lock_staging(staging.root())
-        .map_err(fail("cannot lock the staging directory"))?;
+    let staging_lock = lock_staging(&staging)?;
 
     let mut preopens = Vec::new();
     let mut watched = Vec::new();
@@ -612,7 +611,7 @@ pub fn execute_step(
         remote: opts.remote.clone(),
         runner_failure,
         _mount_locks: Some(mount_locks),
-        _staging_lock: Some(staging_lock),
+        _staging_lock: staging_lock,
     })
 }
 
@@ -791,6 +790,19 @@ fn share(
     Ok(run)
 }
 
+/// Locks a run's staging area until the run is committed, so `cordon
+/// repair` leaves it alone; a run that stages nothing has none to lock.
+fn lock_staging(
+    staging: &Staging,
+) -> Result<Option<cordon_record::journal::StagingLock>, ExecError> {
+    if staging.mounts.is_empty() {
+        return Ok(None);
+    }
+    cordon_record::journal::lock_staging(staging.root())
+        .map(Some)
+        .map_err(fail("cannot lock the staging directory"))
+}
+
 /// Says why a run does not start yet (see [`crate::mount_locks`]).
 pub(crate) fn say_waiting(path: &std::path::Path) {
     say!(
@@ -878,8 +890,7 @@ fn serve_from_cache(
         .collect();
     let staging = Staging::create(plan.state_dir.join("staging").join(run_id), &writes)
         .map_err(fail("cannot create the staging directory"))?;
-    let staging_lock = cordon_record::journal::lock_staging(staging.root())
-        .map_err(fail("cannot lock the staging directory"))?;
+    let staging_lock = lock_staging(&staging)?;
     // Every failure below removes the staging area, so the run that
     // follows a refused cache entry starts from a clean one.
     // Each staged mount's entries and tree digest, from the entry; an
@@ -1022,7 +1033,7 @@ fn serve_from_cache(
         remote: opts.remote.clone(),
         runner_failure: None,
         _mount_locks: None,
-        _staging_lock: Some(staging_lock),
+        _staging_lock: staging_lock,
     })
 }
 
