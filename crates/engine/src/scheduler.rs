@@ -82,6 +82,76 @@ struct State {
     secrets: Vec<Option<Vec<ResolvedSecret>>>,
     running: usize,
     failed: bool,
+    /// Steps still `Waiting`.
+    waiting: usize,
+    /// Per step, how many of its dependencies have not yet succeeded.
+    unmet: Vec<usize>,
+    /// Per step, the steps that depend on it.
+    dependents: Vec<Vec<usize>>,
+    /// Waiting steps whose dependencies all succeeded, lowest index (file
+    /// order) first: picking the next step costs a heap pop, not a scan of
+    /// the whole pipeline, so ten thousand steps stay linear.
+    ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>>,
+    /// A step failed or was skipped since the last [`settle_skips`].
+    skips_due: bool,
+}
+
+impl State {
+    fn new(
+        plan: &PipelinePlan,
+        results: Vec<StepResult>,
+        secrets: Vec<Vec<ResolvedSecret>>,
+    ) -> State {
+        let n = plan.steps.len();
+        let mut dependents = vec![Vec::new(); n];
+        for (i, deps) in plan.deps.iter().enumerate() {
+            for &d in deps {
+                dependents[d].push(i);
+            }
+        }
+        let unmet: Vec<usize> = plan.deps.iter().map(Vec::len).collect();
+        let ready = (0..n)
+            .filter(|&i| unmet[i] == 0)
+            .map(std::cmp::Reverse)
+            .collect();
+        State {
+            results,
+            secrets: secrets.into_iter().map(Some).collect(),
+            running: 0,
+            failed: false,
+            waiting: n,
+            unmet,
+            dependents,
+            ready,
+            skips_due: false,
+        }
+    }
+
+    /// The next step to start, marked running.
+    fn take_ready(&mut self) -> Option<usize> {
+        while let Some(std::cmp::Reverse(i)) = self.ready.pop() {
+            // Skipped while it sat in the heap.
+            if self.results[i].status == StepStatus::Waiting {
+                self.results[i].status = StepStatus::Running;
+                self.running += 1;
+                self.waiting -= 1;
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Step `i` succeeded (or was cached): the dependents it was the last
+    /// unmet dependency of become ready.
+    fn succeeded(&mut self, i: usize) {
+        for k in 0..self.dependents[i].len() {
+            let j = self.dependents[i][k];
+            self.unmet[j] -= 1;
+            if self.unmet[j] == 0 && self.results[j].status == StepStatus::Waiting {
+                self.ready.push(std::cmp::Reverse(j));
+            }
+        }
+    }
 }
 
 /// Prints progress.
@@ -240,8 +310,9 @@ pub fn run_pipeline(
             names: names.clone(),
         })
     };
-    let state = Mutex::new(State {
-        results: names
+    let state = Mutex::new(State::new(
+        plan,
+        names
             .iter()
             .map(|name| StepResult {
                 name: name.clone(),
@@ -253,10 +324,8 @@ pub fn run_pipeline(
                 runner_fault: false,
             })
             .collect(),
-        secrets: secrets.into_iter().map(Some).collect(),
-        running: 0,
-        failed: false,
-    });
+        secrets,
+    ));
     let wake = Condvar::new();
     let started = Instant::now();
     let workers = opts.jobs.clamp(1, n.max(1));
@@ -314,19 +383,14 @@ fn worker(
         let (i, secrets) = {
             let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
             loop {
-                settle_skips(plan, &mut st, opts);
-                let ready = (0..plan.steps.len()).find(|&i| {
-                    st.results[i].status == StepStatus::Waiting
-                        && plan.deps[i].iter().all(|&d| st.results[d].status.ok())
-                });
-                if let Some(i) = ready {
-                    st.results[i].status = StepStatus::Running;
-                    st.running += 1;
+                if st.skips_due || opts.cancel.is_cancelled() {
+                    settle_skips(plan, &mut st, opts);
+                }
+                if let Some(i) = st.take_ready() {
                     let secrets = st.secrets[i].take().unwrap_or_default();
                     break (i, secrets);
                 }
-                let waiting = st.results.iter().any(|r| r.status == StepStatus::Waiting);
-                if st.running == 0 || !waiting {
+                if st.running == 0 || st.waiting == 0 {
                     wake.notify_all();
                     return;
                 }
@@ -359,7 +423,9 @@ fn worker(
                 // A failure is known before it is durable: `fail_fast`
                 // starts nothing after it, even while it is being sealed.
                 if !run.succeeded() {
-                    state.lock().unwrap_or_else(|p| p.into_inner()).failed = true;
+                    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                    st.failed = true;
+                    st.skips_due = true;
                 }
                 let handoff = Handoff {
                     index: i,
@@ -461,8 +527,11 @@ fn settle(
             r.message = Some(format!("{e:#}"));
         }
     }
-    if !r.status.ok() {
+    if r.status.ok() {
+        st.succeeded(i);
+    } else {
         st.failed = true;
+        st.skips_due = true;
     }
     st.running -= 1;
     progress.finished(i, &st.results[i]);
@@ -480,6 +549,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Marks steps that can no longer run as skipped.
 fn settle_skips(plan: &PipelinePlan, st: &mut State, opts: &PipelineOptions) {
+    st.skips_due = false;
     let stop_all = opts.cancel.is_cancelled() || (opts.fail_fast && st.failed);
     let mut changed = true;
     while changed {
@@ -503,6 +573,7 @@ fn settle_skips(plan: &PipelinePlan, st: &mut State, opts: &PipelineOptions) {
             if let Some(why) = why {
                 st.results[i].status = StepStatus::Skipped;
                 st.results[i].message = Some(why);
+                st.waiting -= 1;
                 changed = true;
             }
         }
@@ -534,6 +605,11 @@ pub fn write_pipeline_record(
                 .map(|m| &m.host)
         })
         .collect();
+    // A step no other step needs: its outputs are the pipeline's artifacts.
+    let mut needed = vec![false; plan.steps.len()];
+    for &d in plan.deps.iter().flatten() {
+        needed[d] = true;
+    }
     let mut datasets = Vec::new();
     let mut artifacts = Vec::new();
     let mut steps = Vec::new();
@@ -549,7 +625,7 @@ pub fn write_pipeline_record(
             message: r.message.clone(),
         });
         let Some(rec) = &r.record else { continue };
-        let terminal = !plan.deps.iter().any(|d| d.contains(&i));
+        let terminal = !needed[i];
         for m in &rec.mounts {
             if m.access == Access::Read
                 && !produced.iter().any(|p| m.host.starts_with(p))
