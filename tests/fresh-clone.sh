@@ -24,6 +24,18 @@ for round in 1 2; do
     echo "error: examples/ml-pipeline/run.sh failed on a fresh clone (run $round); the log is above" >&2
     exit 1
   fi
+  # The promotion into prod: refused first (prod's reviewer approved
+  # nothing yet), then accepted, then consumed by a prod step.
+  grep -q "refused; nothing was written into \`prod\`" "$log" || {
+    tail -n 40 "$log"
+    echo "error: run $round did not show the refused promotion into prod" >&2
+    exit 1
+  }
+  grep -q "cordon: promoted /model of step \`train\`" "$log" || {
+    tail -n 40 "$log"
+    echo "error: run $round did not show the accepted promotion into prod" >&2
+    exit 1
+  }
   grep -q "signatures, chain and outputs hold" "$log" || {
     tail -n 20 "$log"
     echo "error: run $round did not end with a verified chain" >&2

@@ -484,7 +484,9 @@ enum KeyCommand {
     ///
     /// Writes `DIR/NAME.key` (PKCS#8 PEM, mode 0600; keep it with the
     /// reviewer) and `DIR/NAME.pub` (list it under `[env.E.policy]
-    /// reviewers` in cordon.toml). Existing files are never replaced.
+    /// reviewers` in cordon.toml, or copy it into `<secrets
+    /// home>/trusted/E/reviewers/` to trust it for this user only).
+    /// Existing files are never replaced.
     Reviewer {
         /// The reviewer's name.
         name: String,
@@ -1991,8 +1993,12 @@ fn key_reviewer(name: &str, dir: &Path) -> Result<u8, Failure> {
         public.display()
     );
     say!(
-        "cordon: to trust this reviewer in an environment, add \"{}\" to `reviewers` under [env.NAME.policy] in cordon.toml",
-        public.display()
+        "cordon: to trust this reviewer in an environment, add \"{}\" to `reviewers` under [env.NAME.policy] in cordon.toml, or copy it into {} for this user",
+        public.display(),
+        cordon_core::locations::reviewer_trust_dir("NAME").map_or_else(
+            || "<secrets home>/trusted/NAME/reviewers/".into(),
+            |d| format!("{}/", d.display())
+        )
     );
     Ok(0)
 }

@@ -8,20 +8,49 @@ use crate::pipelines::example_pipeline;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The example's workspace file with `prod` trusting reviewer alice and
-/// the promotion settings `promotion` (TOML lines of
-/// `[env.prod.promotion]`), and `dev_policy` added to `[env.dev.policy]`.
+/// The example's workspace file with `prod` trusting reviewer alice, the
+/// promotion settings `promotion` (TOML lines of `[env.prod.promotion]`,
+/// in place of the example's own table) and `dev_policy` as
+/// `[env.dev.policy]`.
 fn configure(ws: &Workspace, promotion: &str, dev_policy: &str) {
-    let base = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ml-pipeline/cordon.toml"),
-    )
-    .unwrap();
+    let base = example_config_without("[env.prod.promotion]");
     ws.write(
         "cordon.toml",
         format!(
             "{base}\n[env.dev.policy]\n{dev_policy}\n\n[env.prod.policy]\nreviewers = [\"keys/alice.pub\"]\n\n[env.prod.promotion]\n{promotion}\n"
         ),
     );
+}
+
+/// The example's `cordon.toml` without the table `header` (which must be
+/// there), and with neither table the tests here write themselves, so
+/// none of them is defined twice.
+fn example_config_without(header: &str) -> String {
+    let base = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ml-pipeline/cordon.toml"),
+    )
+    .unwrap();
+    let headers: Vec<&str> = base
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('['))
+        .collect();
+    assert!(headers.contains(&header), "{header} in {headers:?}");
+    for own in ["[env.dev.policy]", "[env.prod.policy]"] {
+        assert!(!headers.contains(&own), "the example now defines {own}");
+    }
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in base.lines() {
+        if line.trim_start().starts_with('[') {
+            skipping = line.trim() == header;
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The example set up, `prod` with its own record key and reviewer alice,
@@ -680,4 +709,216 @@ fn posture_counts_a_break_glass_run_and_a_failed_step() {
     let out = ws.cordon(&["posture", "--env", "prod", "--format", "json"], &[]);
     let p: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(p["runs"], 0, "{p}");
+}
+
+/// The promotion `examples/ml-pipeline/run.sh` shows, step by step through
+/// the binary, with the example's own `cordon.toml` (its
+/// `[env.prod.promotion]` table): prod's reviewer and the key prod trusts
+/// for dev's records live in the user's configuration, not the workspace;
+/// the promotion is refused while the reviewer has approved nothing, and
+/// writes nothing into prod; approved, it is accepted; the prod step whose
+/// input requires promotion refuses the model until then, and runs on it
+/// after.
+#[test]
+fn the_example_demo_refuses_then_accepts_the_promotion_into_prod() {
+    let ws = Workspace::new();
+    example_pipeline(&ws);
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ml-pipeline");
+    ws.write(
+        "steps/release.toml",
+        std::fs::read(example.join("steps/release.toml")).unwrap(),
+    );
+    let pin = ws.cordon(&["pin", "steps/release.toml"], &[]);
+    assert_eq!(pin.code, 0, "{pin:?}");
+    let config = std::fs::read_to_string(ws.path("cordon.toml")).unwrap();
+    assert!(
+        config.contains("[env.prod.promotion]")
+            && !config
+                .lines()
+                .any(|l| l.trim_start().starts_with("reviewers")),
+        "the example's own configuration, with no reviewer in it: {config}"
+    );
+    let run = ws.cordon(
+        &[
+            "run",
+            "pipeline.toml",
+            "--env",
+            "dev",
+            "--report",
+            "json=.cordon/last-run.json",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.path(".cordon/last-run.json")).unwrap()).unwrap();
+    let run_id = Path::new(report["pipeline_record"].as_str().unwrap())
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+
+    // As run.sh sets prod up, all of it in the user's configuration.
+    let out = ws.cordon(&["key", "generate", "--env", "prod", "--if-missing"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = ws.cordon_with_input(
+        &["secret", "set", "model-signing-key", "--env", "prod"],
+        &[],
+        Some(crate::pipelines::EXAMPLE_SECRET.as_bytes()),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    trust_dev_for_prod(&ws);
+    let reviewers = ws.secrets_home().join("reviewers");
+    let out = ws.cordon(
+        &[
+            "key",
+            "reviewer",
+            "prod-reviewer",
+            "--dir",
+            reviewers.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let trusted = ws.secrets_home().join("trusted/prod/reviewers");
+    std::fs::create_dir_all(&trusted).unwrap();
+    std::fs::copy(
+        reviewers.join("prod-reviewer.pub"),
+        trusted.join("prod-reviewer.pub"),
+    )
+    .unwrap();
+    let reviewer_key = reviewers.join("prod-reviewer.key");
+
+    // Refused: the reviewer prod trusts has approved none of the steps
+    // that made the model. Every reason is printed; prod is untouched.
+    let before = target_state(&ws);
+    let out = ws.cordon(
+        &[
+            "promote",
+            "--run",
+            &run_id,
+            "--from",
+            "dev",
+            "--to",
+            "prod",
+            "--artifact",
+            "/model",
+        ],
+        &[],
+    );
+    assert_refused(&out, "[promotion-approval] step `train`");
+    for s in ["validate", "pseudonymize"] {
+        assert!(
+            out.stderr
+                .contains(&format!("[promotion-approval] step `{s}`")),
+            "{}",
+            out.stderr
+        );
+    }
+    assert!(
+        !out.stderr.contains("promotion-required-steps"),
+        "the example's required steps are in the model's lineage: {}",
+        out.stderr
+    );
+    assert_eq!(target_state(&ws), before, "a refusal wrote into prod");
+    assert!(!ws.path("data/prod/model").exists());
+
+    // The reviewer approves; the release step still refuses a model that
+    // has not come in through promotion, even one with the right bytes.
+    for s in [
+        "validate",
+        "pseudonymize",
+        "train",
+        "evaluate",
+        "sign",
+        "release",
+    ] {
+        let out = ws.cordon(
+            &[
+                "approve",
+                &format!("steps/{s}.toml"),
+                "--key",
+                reviewer_key.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    assert!(
+        walk_files(ws.root())
+            .iter()
+            .all(|p| !p.extension().is_some_and(|x| x == "key" || x == "pub")),
+        "a key in the workspace"
+    );
+    let release = [
+        "run",
+        "steps/release.toml",
+        "--env",
+        "prod",
+        "--state",
+        ".cordon",
+    ];
+    for (name, bytes) in snapshot(&ws.path("data/dev/model")) {
+        ws.write(&format!("data/prod/model/{name}"), bytes);
+    }
+    let records = ws.records().len();
+    let out = ws.cordon(&release, &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("release.toml: step `release` requires promoted input at /in")
+            && out
+                .stderr
+                .contains("no valid verification summary of this environment names its tree"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(ws.records().len(), records, "nothing ran");
+    assert!(!ws.path("data/prod/signature").exists());
+
+    // Accepted: the model is copied by digest and prod signs the VSA.
+    let promote = [
+        "promote",
+        "--run",
+        &run_id,
+        "--from",
+        "dev",
+        "--to",
+        "prod",
+        "--artifact",
+        "/model",
+    ];
+    let out = ws.cordon(&promote, &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("cordon: promoted /model of step `train`"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        snapshot(&ws.path("data/prod/model")),
+        snapshot(&ws.path("data/dev/model"))
+    );
+    let files = vsas(&ws);
+    assert_eq!(files.len(), 1, "{files:?}");
+    validate_vsa(&files[0], &prod_key(&ws));
+
+    // The release step runs in prod on the promoted model.
+    let out = ws.cordon(&release, &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let rec = ws
+        .records()
+        .into_iter()
+        .find(|r| r["step"] == "release")
+        .expect("a record of the release step");
+    assert_eq!(rec["environment"], "prod", "{rec}");
+    assert!(ws.path("data/prod/signature").is_dir());
+
+    // run.sh runs twice: promoting the same model again is accepted too.
+    let out = ws.cordon(&promote, &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = ws.cordon(&["verify", "--state", ".cordon"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
 }

@@ -73,6 +73,14 @@ pub fn trust_dir(env: &str) -> Option<PathBuf> {
     secrets_home().map(|h| h.join("trusted").join(env))
 }
 
+/// The directory of reviewers' public keys whose approvals the user
+/// trusts for `env`: `<secrets home>/trusted/<env>/reviewers/`. They count
+/// with the `reviewers` of `cordon.toml`, and live outside the workspace
+/// like every other trust root.
+pub fn reviewer_trust_dir(env: &str) -> Option<PathBuf> {
+    trust_dir(env).map(|d| d.join("reviewers"))
+}
+
 /// Where compiled components are cached for runs with state in
 /// `state_dir`: `$CORDON_COMPILE_CACHE`, else `<state>/compiled`.
 pub fn compile_cache_dir(state_dir: &Path) -> PathBuf {

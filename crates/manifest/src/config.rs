@@ -593,7 +593,9 @@ pub struct PolicyConfig {
     pub disable: Vec<(String, Location)>,
     /// Whether `--break-glass` may override violations here.
     pub break_glass: bool,
-    /// Public keys of the reviewers whose approvals count here.
+    /// Public keys of the reviewers whose approvals count here: those
+    /// `reviewers` names, then those the user trusts for the environment
+    /// (`<secrets home>/trusted/<env>/reviewers/*.pub`).
     pub reviewers: Vec<PathBuf>,
 }
 
@@ -743,11 +745,12 @@ impl RawPolicy {
                 .collect()
         };
         let files = existing(self.files, "policy file", "correct the path");
-        let reviewers = existing(
+        let mut reviewers = existing(
             self.reviewers,
             "reviewer key",
             "create one with `cordon key reviewer NAME`, or correct the path",
         );
+        reviewers.extend(user_reviewers(env));
         let mut disable = Vec::new();
         for d in self.disable {
             let at = lines.at(d.span().start);
@@ -773,6 +776,25 @@ impl RawPolicy {
             reviewers,
         }
     }
+}
+
+/// The reviewer keys the user trusts for environment `env` (every `*.pub`
+/// in [`cordon_core::locations::reviewer_trust_dir`]), sorted; none when
+/// the directory is absent.
+fn user_reviewers(env: &str) -> Vec<PathBuf> {
+    let Some(dir) = cordon_core::locations::reviewer_trust_dir(env) else {
+        return Vec::new();
+    };
+    let mut keys: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "pub") && p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    keys.sort();
+    keys
 }
 
 /// Finds `cordon.toml` in `start` or the nearest ancestor.

@@ -7,8 +7,10 @@
 //! change to the manifest (a grant, a limit, a re-pinned component) voids
 //! every approval of it: the reviewer approved what they read, nothing
 //! else. Environments list the reviewer keys they trust in `cordon.toml`
-//! (`[env.NAME.policy] reviewers`); the default policy pack requires a valid
-//! approval by one of them in protected environments.
+//! (`[env.NAME.policy] reviewers`), and the user trusts more in their own
+//! configuration (`<secrets home>/trusted/NAME/reviewers/*.pub`); the
+//! default policy pack requires a valid approval by one of them in
+//! protected environments.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -205,7 +207,7 @@ fn check(
             return Err(if text.contains("not a trusted key") {
                 "signed by a key that is not a trusted reviewer of this environment".into()
             } else if text.contains("no trusted keys") {
-                "this environment trusts no reviewer keys ([env.NAME.policy] reviewers)".into()
+                "this environment trusts no reviewer keys ([env.NAME.policy] reviewers, or <secrets home>/trusted/NAME/reviewers/)".into()
             } else {
                 text
             });
