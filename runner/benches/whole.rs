@@ -8,7 +8,7 @@
 //! Run with `bench/run.sh` (it builds the native baselines first). It
 //! prints Markdown tables and writes them to `target/bench/whole.md`.
 //! `CORDON_BENCH_HASH_MIB` sets the hashing dataset size (default 1024),
-//! `CORDON_BENCH_STEPS` the generated pipelines' size (default 1000),
+//! `CORDON_BENCH_STEPS` the generated pipelines' sizes (default `1000,10000`),
 //! `CORDON_BENCH_REPS` the repetitions of the short commands (default 30).
 
 mod common;
@@ -983,64 +983,16 @@ fn compute(report: &mut Report, work: &Path, reps: usize) {
 }
 
 /// 5. Generated pipelines of trivial steps.
-fn scale(report: &mut Report, work: &Path, steps: usize) {
+fn scale(report: &mut Report, work: &Path, sizes: &[usize]) {
     let ws = Workspace::new(
         work.join("scale"),
         &[("plain.wasm", cordon_test_artifacts::PLAIN)],
     );
     let digest = component_digest(&ws.root.join("plain.wasm"));
-    let write = |name: &str, deep: bool| {
-        let mut p = format!("version = 1\n\n[pipeline]\nname = \"{name}\"\n");
-        for i in 0..steps {
-            let _ = write!(
-                p,
-                "\n[[step]]\ninline = \"\"\"\n[step]\nname = \"s{i:04}\"\ncomponent = \"plain.wasm\"\ndigest = \"sha256:{digest}\"\n\"\"\"\n"
-            );
-            if deep && i > 0 {
-                let _ = writeln!(p, "needs = [\"s{:04}\"]", i - 1);
-            }
-        }
-        let path = ws.root.join(format!("{name}.toml"));
-        std::fs::write(&path, p).unwrap();
-        path
-    };
-    let wide = write("wide", false);
-    let deep = write("deep", true);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut rows = Vec::new();
-    let mut one_job = None;
-    for (label, file, jobs) in [
-        ("wide", &wide, 1),
-        ("wide", &wide, cores),
-        ("deep (a chain)", &deep, cores),
-    ] {
-        let state = ws
-            .root
-            .join(format!(".cordon-{label}-{jobs}").replace(' ', "-"));
-        // Warm the compiled cache so every figure is of execution, not
-        // compilation.
-        let _ = std::fs::remove_dir_all(&state);
-        let t = run(ws
-            .cordon(file, &state)
-            .args(["--no-cache", "--jobs", &jobs.to_string()]));
-        let rate = steps as f64 / t.wall.as_secs_f64();
-        let speedup = match (jobs, one_job) {
-            (1, _) => {
-                one_job = Some(t.wall);
-                "1.00×".to_string()
-            }
-            (_, Some(base)) if label == "wide" => ratio(base, t.wall),
-            _ => "—".into(),
-        };
-        rows.push(vec![
-            format!("{label}, {steps} steps"),
-            jobs.to_string(),
-            ms(t.wall),
-            format!("{rate:.0}"),
-            format!("{:.2} ms", t.wall.as_secs_f64() * 1e3 / steps as f64),
-            format!("{:.0} MiB", t.max_rss_kib as f64 / 1024.0),
-            speedup,
-        ]);
+    for &steps in sizes {
+        scale_rows(&ws, &digest, steps, cores, &mut rows);
     }
     // What one durable write costs on this disk: a line appended to a file
     // and fsynced, as the chain log is.
@@ -1056,12 +1008,17 @@ fn scale(report: &mut Report, work: &Path, steps: usize) {
         f.sync_all().unwrap();
         t.elapsed()
     });
+    let sizes_text = sizes
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(" and ");
     report.section(
         "Scale",
         &format!(
-            "Generated pipelines of {steps} trivial steps (inline manifests, `plain`, no mounts), \
+            "Generated pipelines of {sizes_text} trivial steps (inline manifests, `plain`, no mounts), \
              each executed (`--no-cache`) with signed, chained records, in a fresh state \
-             directory (the first run compiles the component once). Wide: no dependencies; deep: \
+             directory with a warm compiled-component cache. Wide: no dependencies; deep: \
              each step needs the one before. Peak memory is the runner's maximum resident set \
              (from `wait4`)."
         ),
@@ -1086,6 +1043,78 @@ fn scale(report: &mut Report, work: &Path, steps: usize) {
          in a chain each step waits for its own batch before its dependent starts.",
         ms(fsync),
     ));
+}
+
+/// The scale rows of one pipeline size: wide with one job and with one per
+/// core, and a chain.
+fn scale_rows(
+    ws: &Workspace,
+    digest: &str,
+    steps: usize,
+    cores: usize,
+    rows: &mut Vec<Vec<String>>,
+) {
+    let write = |name: &str, deep: bool| {
+        let mut p = format!("version = 1\n\n[pipeline]\nname = \"{name}\"\n");
+        for i in 0..steps {
+            let _ = write!(
+                p,
+                "\n[[step]]\ninline = \"\"\"\n[step]\nname = \"s{i:04}\"\ncomponent = \"plain.wasm\"\ndigest = \"sha256:{digest}\"\n\"\"\"\n"
+            );
+            if deep && i > 0 {
+                let _ = writeln!(p, "needs = [\"s{:04}\"]", i - 1);
+            }
+        }
+        let path = ws.root.join(format!("{name}.toml"));
+        std::fs::write(&path, p).unwrap();
+        path
+    };
+    let wide = write(&format!("wide-{steps}"), false);
+    let deep = write(&format!("deep-{steps}"), true);
+    // One compiled-component cache for every run, warmed by an untimed run
+    // of the wide pipeline: each figure is of execution, not compilation.
+    let compiled = ws.root.join("compiled");
+    let warm = ws.root.join(".cordon-warm");
+    let _ = std::fs::remove_dir_all(&warm);
+    run(ws
+        .cordon(&wide, &warm)
+        .env("CORDON_COMPILE_CACHE", &compiled)
+        .args(["--no-cache"]));
+    let _ = std::fs::remove_dir_all(&warm);
+    let mut one_job = None;
+    for (label, file, jobs) in [
+        ("wide", &wide, 1),
+        ("wide", &wide, cores),
+        ("deep (a chain)", &deep, cores),
+    ] {
+        let state = ws
+            .root
+            .join(format!(".cordon-{label}-{jobs}-{steps}").replace(' ', "-"));
+        let _ = std::fs::remove_dir_all(&state);
+        let t = run(ws
+            .cordon(file, &state)
+            .env("CORDON_COMPILE_CACHE", &compiled)
+            .args(["--no-cache", "--jobs", &jobs.to_string()]));
+        let _ = std::fs::remove_dir_all(&state);
+        let rate = steps as f64 / t.wall.as_secs_f64();
+        let speedup = match (jobs, one_job) {
+            (1, _) => {
+                one_job = Some(t.wall);
+                "1.00×".to_string()
+            }
+            (_, Some(base)) if label == "wide" => ratio(base, t.wall),
+            _ => "—".into(),
+        };
+        rows.push(vec![
+            format!("{label}, {steps} steps"),
+            jobs.to_string(),
+            ms(t.wall),
+            format!("{rate:.0}"),
+            format!("{:.2} ms", t.wall.as_secs_f64() * 1e3 / steps as f64),
+            format!("{:.0} MiB", t.max_rss_kib as f64 / 1024.0),
+            speedup,
+        ]);
+    }
 }
 
 /// 6. Cache hit against re-execution of the example pipeline.
@@ -1157,7 +1186,12 @@ fn main() {
     let on = |s: &str| wanted.is_empty() || wanted.iter().any(|w| w == s);
     let reps = env_num("CORDON_BENCH_REPS", 30);
     let mib = env_num("CORDON_BENCH_HASH_MIB", 1024);
-    let steps = env_num("CORDON_BENCH_STEPS", 1000);
+    // The generated pipelines' sizes: `CORDON_BENCH_STEPS=1000,10000`.
+    let steps: Vec<usize> = std::env::var("CORDON_BENCH_STEPS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![1000, 10_000]);
     let out_dir = target_dir().join("bench");
     let work = out_dir.join("work");
     std::fs::create_dir_all(&work).unwrap();
@@ -1172,7 +1206,7 @@ fn main() {
         compute(&mut report, &work, reps);
     }
     if on("scale") {
-        scale(&mut report, &work, steps);
+        scale(&mut report, &work, &steps);
     }
     if on("cache") {
         cache(&mut report, &work, reps);
