@@ -20,8 +20,8 @@
 //! cache: the cache can only ever save work, never change a decision.
 //! Storing is best effort and not fsynced: a lost entry is a miss.
 
-use crate::policy::Violation;
 use cordon_manifest::manifest::Sha256Digest;
+use cordon_record::run::Violation;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
