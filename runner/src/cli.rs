@@ -1159,6 +1159,7 @@ fn run_step_cmd(
         std::slice::from_ref(&plan),
         &[true],
         break_glass,
+        &state_dir,
     )?;
     promote_cmd::require_promoted(env, std::slice::from_ref(&plan))?;
     // Every granted secret is read now, before anything runs; a vault
@@ -1196,6 +1197,13 @@ fn run_step_cmd(
     if let Err(e) = resolution.finish() {
         say!("cordon: warning: {e}");
     }
+    // The step is over and the process ends after the report below. Dropping
+    // the sandbox would wake and join its epoch thread and unmap the engine,
+    // work the exit does anyway; on a busy machine the woken thread waited
+    // to be scheduled for up to tens of milliseconds (strace of `cordon run`
+    // under load). Nothing of theirs needs flushing.
+    std::mem::forget(component);
+    std::mem::forget(sandbox);
 
     let r = &run.record;
     let record_path = run.record_path.display();
@@ -1336,7 +1344,14 @@ fn run_pipeline_cmd(
         Some(name) => one_step(plan, manifests, &env, remote.as_deref(), name)?,
     };
     let signer = signer_for(&env, &dir_of(file))?;
-    let policy = policy_gate(&env, &manifests, &plan.steps, &plan.cacheable, break_glass)?;
+    let policy = policy_gate(
+        &env,
+        &manifests,
+        &plan.steps,
+        &plan.cacheable,
+        break_glass,
+        StateDir::resolve(at.state.clone(), &pipeline_dir).path(),
+    )?;
     promote_cmd::require_promoted(&env, &plan.steps)?;
     // One provider session for the whole pipeline (see `resolve_steps`).
     let grants: Vec<&[cordon_manifest::manifest::SecretGrant]> =
@@ -1798,15 +1813,22 @@ fn print_plan(plan: &PipelinePlan, at: &Where) {
 /// `allow` decision. With violations, prints them and refuses (exit 2),
 /// unless break-glass is asked for, allowed here, and justified: then it
 /// says so loudly and returns the `break-glass` decision for the records.
+/// The decision may come from the sealed cache in `state_dir`
+/// ([`cordon_policy::decisions`]).
 fn policy_gate(
     env: &cordon_manifest::config::EnvConfig,
     manifests: &[Manifest],
     plans: &[cordon_manifest::plan::StepPlan],
     cacheable: &[bool],
     break_glass: Option<&str>,
+    state_dir: &Path,
 ) -> Result<Arc<cordon_policy::policy::Decision>, Failure> {
     let justification = cordon_policy::gate::justification(break_glass).map_err(bad_input)?;
-    let evaluation = evaluate_policy(env, manifests, plans, cacheable)?;
+    let seal = DecisionSeal::load();
+    let cache = seal
+        .as_ref()
+        .map(|s| cordon_policy::decisions::DecisionCache::new(state_dir, s));
+    let evaluation = evaluate_policy(env, manifests, plans, cacheable, cache.as_ref())?;
     match cordon_policy::gate::gate(env, &evaluation, justification) {
         Ok(gate) => {
             for n in &gate.notices {
@@ -1832,11 +1854,38 @@ fn policy_gate(
     }
 }
 
+/// Seals cached policy decisions with the compile cache's key: it lives
+/// outside the state directory (in the secrets home, or where
+/// `$CORDON_COMPILE_CACHE_KEY` says) and already vouches for the native
+/// code a run loads, so a decision is as hard to forge as that code.
+struct DecisionSeal(cordon_sandbox::compiled::CacheKey);
+
+impl DecisionSeal {
+    /// The key, or `None` (no decision is cached or trusted) when it cannot
+    /// be loaded or created.
+    fn load() -> Option<DecisionSeal> {
+        let path = cordon_sandbox::compiled::key_path()?;
+        cordon_sandbox::compiled::CacheKey::load_or_create(&path)
+            .ok()
+            .map(DecisionSeal)
+    }
+}
+
+impl cordon_policy::decisions::Seal for DecisionSeal {
+    fn seal(&self, name: &str, payload: &[u8]) -> Vec<u8> {
+        self.0.seal(name, payload)
+    }
+    fn open<'a>(&self, name: &str, sealed: &'a [u8]) -> Option<&'a [u8]> {
+        self.0.open(name, sealed).ok()
+    }
+}
+
 fn evaluate_policy(
     env: &cordon_manifest::config::EnvConfig,
     manifests: &[Manifest],
     plans: &[cordon_manifest::plan::StepPlan],
     cacheable: &[bool],
+    cache: Option<&cordon_policy::decisions::DecisionCache<'_>>,
 ) -> Result<cordon_policy::policy::Evaluation, Failure> {
     let steps: Vec<cordon_policy::policy::StepInput<'_>> = manifests
         .iter()
@@ -1852,7 +1901,9 @@ fn evaluate_policy(
         .collect();
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let input = cordon_policy::policy::input(env, &steps, &cwd).map_err(bad_input)?;
-    cordon_policy::policy::evaluate(env, input).map_err(bad_input)
+    cordon_policy::policy::evaluate_cached(env, input, cache)
+        .map(|(evaluation, _)| evaluation)
+        .map_err(bad_input)
 }
 
 fn check_cmd(file: &Path, at: &Where, format: CheckFormat) -> Result<u8, Failure> {
@@ -1875,7 +1926,9 @@ fn check_cmd(file: &Path, at: &Where, format: CheckFormat) -> Result<u8, Failure
             return Err(f);
         }
     };
-    let evaluation = evaluate_policy(&env, &manifests, &plan.steps, &plan.cacheable)?;
+    // `cordon check` always evaluates: it is how a reviewer asks the
+    // policy itself, and it must not create keys or state.
+    let evaluation = evaluate_policy(&env, &manifests, &plan.steps, &plan.cacheable, None)?;
     match format {
         CheckFormat::Text => out_raw!("{}", cordon_policy::policy::render_text(&evaluation)),
         CheckFormat::Json => out!(

@@ -541,3 +541,87 @@ fn every_default_rule_refuses_what_breaks_it_and_passes_what_does_not() {
     assert!(has("hmacs", "ci", "protected-env-provider"));
     assert!(!has("hmacs", "prod", "protected-env-provider"));
 }
+
+/// The sealed decisions in the workspace's state directory.
+fn cached_decisions(ws: &Workspace) -> Vec<std::path::PathBuf> {
+    let dir = ws.path(".cordon/cache/policy");
+    let mut v: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_cached_decision_is_reused_only_sealed_and_for_the_same_policy() {
+    let ws = Workspace::new();
+    ws.step(PLAIN, &[], "");
+    ws.write(
+        "policy/org.rego",
+        "package org.rules\n\ndeny contains v if {\n  some s in input.steps\n  \"--verbose\" in s.args\n  v := {\"rule\": \"no-verbose\", \"step\": s.name, \"message\": \"verbose\"}\n}\n",
+    );
+    ws.write(
+        "cordon.toml",
+        "[env.dev.policy]\nfiles = [\"policy/org.rego\"]\n",
+    );
+    // The first run creates the state directory; the second remembers its
+    // decision, and the third finds it (nothing new is written).
+    for _ in 0..3 {
+        let out = ws.cordon(&["run", "step.toml", "--no-cache"], &[]);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let allow = cached_decisions(&ws);
+    assert_eq!(allow.len(), 1, "one decision: {allow:?}");
+    let sealed_allow = std::fs::read(&allow[0]).unwrap();
+    // The record names the policy files whether or not the decision was
+    // evaluated in this process.
+    let records = ws.records();
+    assert_eq!(records.len(), 3);
+    for rec in &records {
+        assert_eq!(rec["policy"]["decision"], "allow");
+        assert_eq!(rec["policy"]["files"], records[0]["policy"]["files"]);
+        assert_eq!(rec["policy"]["files"].as_array().unwrap().len(), 2);
+    }
+
+    // A damaged entry is ignored: policy is evaluated again (same result)
+    // and the entry is replaced by a sealed one.
+    std::fs::write(&allow[0], b"{\"key\": \"forged\", \"violations\": []}").unwrap();
+    let out = ws.cordon(&["run", "step.toml", "--no-cache"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(std::fs::read(&allow[0]).unwrap(), sealed_allow);
+
+    // An edited policy file is another decision: refused, and remembered
+    // under another name.
+    ws.write(
+        "policy/org.rego",
+        "package org.rules\n\ndeny contains \"nothing runs today\" if true\n",
+    );
+    let out = ws.cordon(&["run", "step.toml", "--no-cache"], &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("nothing runs today"),
+        "{out:?}"
+    );
+    let both = cached_decisions(&ws);
+    assert_eq!(both.len(), 2, "{both:?}");
+    let refusal = both.iter().find(|p| **p != allow[0]).unwrap();
+
+    // The sealed allow copied over the refusal's entry does not open under
+    // that name: still refused, the refusal evaluated again.
+    std::fs::write(refusal, &sealed_allow).unwrap();
+    let out = ws.cordon(&["run", "step.toml", "--no-cache"], &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("nothing runs today"),
+        "{out:?}"
+    );
+    assert_ne!(std::fs::read(refusal).unwrap(), sealed_allow);
+
+    // A cached refusal refuses too (the entry is now the refusal's own).
+    let out = ws.cordon(&["run", "step.toml", "--no-cache"], &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("nothing runs today"),
+        "{out:?}"
+    );
+}

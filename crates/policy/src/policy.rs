@@ -14,6 +14,7 @@
 //! only by name, which every check and record states.
 
 use crate::approval;
+use crate::decisions::{self, DecisionCache, Served};
 use cordon_manifest::config::{EnvConfig, ProviderKind};
 use cordon_manifest::manifest::{Access, Manifest, Sha256Digest};
 use cordon_manifest::plan::StepPlan;
@@ -195,6 +196,18 @@ pub fn input(env: &EnvConfig, steps: &[StepInput<'_>], base: &Path) -> Result<Va
 
 /// Evaluates the default pack and the environment's own files over `input`.
 pub fn evaluate(env: &EnvConfig, input: Value) -> Result<Evaluation, PolicyError> {
+    evaluate_cached(env, input, None).map(|(e, _)| e)
+}
+
+/// Like [`evaluate`], but serves the violations from `cache` when it holds
+/// a sealed decision for exactly these policy files, disabled rules and
+/// input, and remembers a fresh one there. Policy files are read either
+/// way (their text is part of the key), so an edited file is a miss.
+pub fn evaluate_cached(
+    env: &EnvConfig,
+    input: Value,
+    cache: Option<&DecisionCache<'_>>,
+) -> Result<(Evaluation, Served), PolicyError> {
     let mut sources: Vec<(String, String)> =
         vec![(DEFAULT_PACK_NAME.to_string(), DEFAULT_PACK.to_string())];
     for f in &env.policy.files {
@@ -210,14 +223,42 @@ pub fn evaluate(env: &EnvConfig, input: Value) -> Result<Evaluation, PolicyError
         .iter()
         .map(|(n, at)| (n.clone(), format!("line {}", at.line)))
         .collect();
-    let (files, violations) = evaluate_sources(&sources, &input, DEFAULT_PACK_NAME, &disabled)?;
-    Ok(Evaluation {
-        environment: env.name.clone(),
-        files,
-        disabled,
-        violations,
-        input,
-    })
+    let cache = cache.filter(|_| decisions::cacheable(&sources));
+    let key =
+        cache.map(|_| decisions::decision_key(&sources, &input, DEFAULT_PACK_NAME, &disabled));
+    let cached = cache.zip(key.as_ref()).and_then(|(c, k)| c.lookup(k));
+    let (files, violations, served) = match cached {
+        Some(violations) => (policy_files(&sources), violations, Served::Cached),
+        None => {
+            let (files, violations) =
+                evaluate_sources(&sources, &input, DEFAULT_PACK_NAME, &disabled)?;
+            if let Some((c, k)) = cache.zip(key.as_ref()) {
+                c.store(k, &violations);
+            }
+            (files, violations, Served::Evaluated)
+        }
+    };
+    Ok((
+        Evaluation {
+            environment: env.name.clone(),
+            files,
+            disabled,
+            violations,
+            input,
+        },
+        served,
+    ))
+}
+
+/// The files of `sources` (name, text), by digest, as records list them.
+fn policy_files(sources: &[(String, String)]) -> Vec<PolicyFile> {
+    sources
+        .iter()
+        .map(|(path, text)| PolicyFile {
+            path: path.clone(),
+            sha256: Sha256Digest::of(text.as_bytes()).hex().to_string(),
+        })
+        .collect()
 }
 
 /// Evaluates every module in `sources` (name, text) over `input` and
@@ -231,14 +272,10 @@ pub fn evaluate_sources(
     default_pack: &str,
     disabled: &[(String, String)],
 ) -> Result<(Vec<PolicyFile>, Vec<Violation>), PolicyError> {
-    let mut files = Vec::new();
+    let files = policy_files(sources);
     let mut packages: Vec<(String, String)> = Vec::new();
     let mut engine = regorus::Engine::new();
     for (path, text) in sources {
-        files.push(PolicyFile {
-            path: path.clone(),
-            sha256: Sha256Digest::of(text.as_bytes()).hex().to_string(),
-        });
         let package =
             engine
                 .add_policy(path.clone(), text.clone())
