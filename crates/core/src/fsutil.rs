@@ -34,7 +34,18 @@ fn place_via_temp_synced(
     sync: bool,
     place: impl FnOnce(&Path, &Path) -> io::Result<()>,
 ) -> io::Result<()> {
-    let dir = parent_dir(path);
+    place_via_temp_in(parent_dir(path), path, bytes, sync, place)
+}
+
+/// [`place_via_temp_synced`] with the temporary file in `dir`, which must
+/// be on the same file system as `path`.
+fn place_via_temp_in(
+    dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+    sync: bool,
+    place: impl FnOnce(&Path, &Path) -> io::Result<()>,
+) -> io::Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(
         ".{name}.tmp-{}-{:08x}",
@@ -153,12 +164,14 @@ pub fn write_new_in(dir: &Path, files: &[(&Path, &[u8])]) -> io::Result<()> {
 /// Writes each `(path, bytes)` as a new file like [`write_new_in`], but
 /// makes nothing durable: the caller makes a whole batch durable at once
 /// with [`sync_filesystem`]. Readers never see a torn file (each is written
-/// under a temporary name and linked into place); a crash before the sync
-/// may lose any of them, so nothing may point at them until it returns.
-pub fn write_new_unsynced_in(dir: &Path, files: &[(&Path, &[u8])]) -> io::Result<()> {
+/// under a temporary name in `tmp_dir`, on the same file system, and linked
+/// into place); a crash before the sync may lose any of them, so nothing
+/// may point at them until it returns.
+pub fn write_new_unsynced_via(tmp_dir: &Path, files: &[(&Path, &[u8])]) -> io::Result<()> {
     for (path, bytes) in files {
-        debug_assert_eq!(parent_dir(path), dir);
-        place_via_temp_synced(path, bytes, false, |tmp, path| fs::hard_link(tmp, path))?;
+        place_via_temp_in(tmp_dir, path, bytes, false, |tmp, path| {
+            fs::hard_link(tmp, path)
+        })?;
     }
     Ok(())
 }

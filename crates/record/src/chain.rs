@@ -29,8 +29,9 @@
 //! A runner killed at any point leaves a valid log: at worst its entry is a
 //! final line without its newline, which readers ignore (only complete
 //! lines are entries) and the next append cuts off before writing. Temporary
-//! files it leaves behind are ignored by `verify` and removed by the next
-//! runner's first append. A runner killed after writing its record but
+//! files it leaves behind (in `records/.tmp/`) are ignored by `verify` and
+//! removed by the next runner's first append, which lists only that
+//! directory: a first append costs the same however many records exist. A runner killed after writing its record but
 //! before its entry was complete leaves a record the chain does not list;
 //! `verify` reports it as such.
 
@@ -50,6 +51,10 @@ pub struct LineError(pub String);
 pub const LOG_FILE: &str = "chain.log";
 /// The lock file's name inside the records directory.
 pub const LOCK_FILE: &str = "chain.lock";
+/// Where appends write their temporary files, inside the records
+/// directory: sweeping a killed runner's leftovers lists only this, not
+/// every record.
+pub const TMP_DIR: &str = ".tmp";
 
 /// `prev` of the first entry.
 pub fn genesis() -> Sha256Digest {
@@ -308,7 +313,7 @@ fn append(
             .map(|_| Err(io::Error::new(e.kind(), e.to_string())))
             .collect()
     };
-    if let Err(e) = cordon_core::fsutil::create_private_dir(records_dir) {
+    if let Err(e) = cordon_core::fsutil::create_private_dir(&records_dir.join(TMP_DIR)) {
         return fail_all(e);
     }
     let lock = match OpenOptions::new()
@@ -453,7 +458,7 @@ fn write_one(
     if let Some(p) = &envelope_file {
         files.push((p, &envelope_bytes));
     }
-    cordon_core::fsutil::write_new_unsynced_in(records_dir, &files)?;
+    cordon_core::fsutil::write_new_unsynced_via(&records_dir.join(TMP_DIR), &files)?;
     let entry = LogEntry {
         seq: sequence,
         run: run_id.to_string(),
@@ -471,11 +476,12 @@ fn write_one(
     })
 }
 
-/// Removes temporary files a killed runner left in `records_dir`. Called
-/// with the chain lock held, so no live writer owns them. Once per
-/// directory per process: a killed runner's leftovers predate this process,
-/// and scanning a directory of thousands of records on every append would
-/// make a long pipeline quadratic.
+/// Removes temporary files a killed runner left in `records_dir`'s
+/// temporary directory. Called with the chain lock held, so no live writer
+/// owns them; once per directory per process, since a killed runner's
+/// leftovers predate this process. (Runners before the temporary directory
+/// left theirs beside the records, as `.…tmp-…` names that `verify`
+/// ignores.)
 fn remove_stale_temporaries(records_dir: &Path) {
     static SWEPT: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
     {
@@ -485,15 +491,11 @@ fn remove_stale_temporaries(records_dir: &Path) {
         }
         swept.push(records_dir.to_path_buf());
     }
-    let Ok(rd) = std::fs::read_dir(records_dir) else {
+    let Ok(rd) = std::fs::read_dir(records_dir.join(TMP_DIR)) else {
         return;
     };
     for e in rd.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') && name.contains(".tmp-") {
-            let _ = std::fs::remove_file(e.path());
-        }
+        let _ = std::fs::remove_file(e.path());
     }
 }
 
