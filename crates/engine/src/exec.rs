@@ -705,7 +705,16 @@ fn begin_intent(run: &mut Uncommitted) -> Option<ExecError> {
             })
             .collect(),
     };
-    let e = cordon_record::journal::begin(&run.state, &intent).err()?;
+    // The intent shares the durability barrier of the batch that seals the
+    // record (see `begin_unsynced`); a journal elsewhere gets its own.
+    let begun = cordon_record::journal::begin_unsynced(&run.state, &intent).and_then(|shared| {
+        if shared {
+            Ok(())
+        } else {
+            cordon_record::journal::begin(&run.state, &intent)
+        }
+    });
+    let e = begun.err()?;
     let (staging, _) = run.pending.take().expect("checked above");
     staging.discard();
     let what = format!("cannot write the publication intent ({e}); nothing was published");

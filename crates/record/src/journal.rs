@@ -89,6 +89,27 @@ pub fn begin(state: &Path, intent: &Intent) -> io::Result<()> {
     fsutil::write_atomic(&intent_path(state, &intent.run), &bytes)
 }
 
+/// Step 2 without its own flush, for a commit whose record is sealed right
+/// after on the same file system: the seal's barrier
+/// ([`crate::chain::seal_batch`]) makes the intent durable before the log
+/// line that chains the record, and an intent matters only once its record
+/// is chained (until then `repair` rolls the run back, intent or not).
+/// Returns `Ok(false)`, having written nothing, when the journal is not on
+/// the records' file system: the caller must then use [`begin`].
+pub fn begin_unsynced(state: &Path, intent: &Intent) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = journal_dir(state);
+    fsutil::create_private_dir(&dir)?;
+    let records = state.join("records");
+    fsutil::create_private_dir(&records)?;
+    if std::fs::metadata(&dir)?.dev() != std::fs::metadata(&records)?.dev() {
+        return Ok(false);
+    }
+    let bytes = serde_json::to_vec_pretty(intent).map_err(io::Error::other)?;
+    fsutil::replace_unsynced(&intent_path(state, &intent.run), &bytes)?;
+    Ok(true)
+}
+
 /// Step 6: the run is done; its intent goes.
 pub fn finish(state: &Path, run: &str) -> io::Result<()> {
     match std::fs::remove_file(intent_path(state, run)) {
@@ -205,5 +226,40 @@ pub fn is_live(root: &Path) -> bool {
             Err(std::fs::TryLockError::Error(_)) => true,
         },
         Err(e) => e.kind() != io::ErrorKind::NotFound,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An intent written without its own flush reads back like one written
+    /// with it, and only where the records share its file system.
+    #[test]
+    fn an_unsynced_intent_is_pending_like_a_synced_one() {
+        let d = tempfile::tempdir().unwrap();
+        let intent = |run: &str| Intent {
+            run: run.into(),
+            staging: d.path().join("staging").join(run),
+            trees: Vec::new(),
+        };
+        assert!(begin_unsynced(d.path(), &intent("a")).unwrap());
+        begin(d.path(), &intent("b")).unwrap();
+        let (pending, damaged) = pending(d.path()).unwrap();
+        let mut runs: Vec<&str> = pending.iter().map(|i| i.run.as_str()).collect();
+        runs.sort();
+        assert_eq!(runs, ["a", "b"]);
+        assert!(damaged.is_empty());
+        finish(d.path(), "a").unwrap();
+        assert_eq!(pending_runs(d.path()), ["b"]);
+    }
+
+    fn pending_runs(state: &Path) -> Vec<String> {
+        pending(state)
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|i| i.run)
+            .collect()
     }
 }
