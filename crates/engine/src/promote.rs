@@ -601,7 +601,7 @@ pub fn promote(
                 reasons.push(format!("{f} (step `{}`, re-executed)", r.step));
             }
             if report.findings.is_empty()
-                && report.reproduced.iter().any(|(run, _)| *run == r.run_id)
+                && report.reproduced.iter().any(|(run, _, _)| *run == r.run_id)
             {
                 reexecuted.insert(r.run_id.clone());
             }
