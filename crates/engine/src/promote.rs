@@ -605,6 +605,13 @@ pub fn promote(
             {
                 reexecuted.insert(r.run_id.clone());
             }
+            // Identical outputs from another architecture count, but the
+            // promotion says they were not the same-architecture check.
+            for (_, _, caveat) in &report.reproduced {
+                if let Some(why) = caveat {
+                    warnings.push(format!("step `{}` re-executed: {why}", r.step));
+                }
+            }
         }
     }
 
