@@ -2134,8 +2134,15 @@ fn reexecute_all(
         .map_err(runner_fault)?;
     let report =
         cordon_engine::reexec::reexecute_scope(state_dir, scope, &sandbox).map_err(runner_fault)?;
-    for (run, files) in report.reproduced {
-        say!("cordon: record {run}: reproducible ({files} output files identical)");
+    for (run, files, caveat) in report.reproduced {
+        match caveat {
+            None => say!("cordon: record {run}: reproducible ({files} output files identical)"),
+            // Identical here, but not the guarantee a same-architecture
+            // re-execution gives: say so rather than a plain "reproducible".
+            Some(why) => say!(
+                "cordon: record {run}: reproduced on another architecture ({files} output files identical; {why})"
+            ),
+        }
     }
     verdict.findings.extend(report.findings);
     Ok(())

@@ -549,7 +549,9 @@ fn the_step_sees_the_recorded_clock_and_seed() {
     assert_eq!(r["reproducible"], true);
     assert_eq!(r["clock"], "fixed");
     assert_eq!(r["random"], "seeded");
-    assert_eq!(r["nan_canonicalization"], true);
+    // Native floats by default, on the architecture the record names.
+    assert_eq!(r["nan_canonicalization"], false);
+    assert_eq!(r["arch"], std::env::consts::ARCH);
     let secs = r["fixed_clock_unix_s"].as_u64().unwrap();
     assert_eq!(
         out.probe_lines("time"),
@@ -636,24 +638,38 @@ fn reexecution_flags_a_step_that_reads_the_real_clock() {
 }
 
 #[test]
-fn float_nans_are_canonical_whatever_the_cpu() {
-    let ws = Workspace::new();
-    ws.step(PROBE, &["nan"], "");
-    let out = ws.run(&[]);
-    assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.probe_lines("nan"), ["nan: ok 0x7fc00000"]);
-    assert_eq!(ws.record()["reproducibility"]["nan_canonicalization"], true);
-}
-
-#[test]
-fn a_step_may_ask_for_native_floats_and_the_record_says_so() {
+fn float_nans_are_canonical_whatever_the_cpu_when_the_step_asks() {
     let ws = Workspace::new();
     ws.step(PROBE, &["nan"], "");
     let manifest = std::fs::read_to_string(ws.path("step.toml")).unwrap();
     // `floats` belongs to [step]: put it right after the digest line.
-    let manifest = manifest.replacen("\nargs", "\nfloats = \"native\"\nargs", 1);
-    assert!(manifest.contains("floats = \"native\""), "{manifest}");
+    let manifest = manifest.replacen("\nargs", "\nfloats = \"canonical\"\nargs", 1);
+    assert!(manifest.contains("floats = \"canonical\""), "{manifest}");
     ws.write("step.toml", manifest);
+    let plan = ws.cordon(&["plan", "step.toml"], &[]);
+    assert!(plan.stdout.contains("floats canonical"), "{}", plan.stdout);
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.probe_lines("nan"), ["nan: ok 0x7fc00000"]);
+    let rec = ws.record();
+    assert_eq!(rec["reproducibility"]["nan_canonicalization"], true);
+    // The architecture is recorded either way; with canonical NaNs a
+    // re-execution anywhere is held to the same bits.
+    assert_eq!(rec["reproducibility"]["arch"], std::env::consts::ARCH);
+    let audit = ws.cordon(&["audit", "step.toml"], &[]);
+    assert!(
+        !audit.stdout.contains("only on the same CPU architecture"),
+        "{}",
+        audit.stdout
+    );
+}
+
+#[test]
+fn float_nans_are_the_cpus_by_default_and_the_record_names_the_architecture() {
+    let ws = Workspace::new();
+    ws.step(PROBE, &["nan"], "");
+    let manifest = std::fs::read_to_string(ws.path("step.toml")).unwrap();
+    assert!(!manifest.contains("floats"), "{manifest}");
     let plan = ws.cordon(&["plan", "step.toml"], &[]);
     assert!(plan.stdout.contains("floats native"), "{}", plan.stdout);
     let out = ws.run(&[]);
@@ -673,6 +689,19 @@ fn a_step_may_ask_for_native_floats_and_the_record_says_so() {
     assert_eq!(
         rec["reproducibility"]["nan_canonicalization"], false,
         "{rec}"
+    );
+    assert_eq!(
+        rec["reproducibility"]["arch"],
+        std::env::consts::ARCH,
+        "{rec}"
+    );
+    // A re-execution on the same architecture is held to the same bits.
+    // (The workspace signs nothing, which verify reports on its own.)
+    let verify = ws.cordon(&["verify", "--reexecute"], &[]);
+    assert!(
+        verify.stderr.contains(": reproducible (")
+            && !verify.stderr.contains("another architecture"),
+        "{verify:?}"
     );
     // Reviewers are told what it costs.
     let audit = ws.cordon(&["audit", "step.toml"], &[]);

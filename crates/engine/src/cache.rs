@@ -61,6 +61,19 @@ pub fn uncacheable_reason(
 
 pub use cordon_manifest::plan::{uncacheable_by_grants, unversioned_secret_reason};
 
+/// How the action key names a step's float mode. Native floats give the
+/// NaN bits of this CPU architecture, so the architecture is part of the
+/// key: a result made on another architecture (a shared store) is not what
+/// running the step here would give. Canonical NaNs are the same anywhere.
+pub fn floats_key(floats: cordon_manifest::manifest::FloatMode) -> String {
+    match floats {
+        cordon_manifest::manifest::FloatMode::Canonical => "Canonical".into(),
+        cordon_manifest::manifest::FloatMode::Native => {
+            format!("Native/{}", cordon_record::record::host_arch())
+        }
+    }
+}
+
 /// Computes the action key of a step whose read mounts hash to `inputs`
 /// (guest path → tree digest).
 pub fn action_key(
@@ -78,7 +91,7 @@ pub fn action_key(
         "limits": plan.limits,
         "clock": format!("{:?}", plan.clock),
         "random": format!("{:?}", plan.random),
-        "floats": format!("{:?}", plan.floats),
+        "floats": floats_key(plan.floats),
         "inputs": inputs.iter().map(|(g, d)| (g.clone(), d.to_string())).collect::<Vec<_>>(),
         "secrets": secrets.iter().map(|s| serde_json::json!({
             "name": s.name, "provider": s.provider, "version": s.version, "uses": s.uses,
@@ -435,7 +448,7 @@ mod tests {
             action_key(&p, &inputs, std::slice::from_ref(&secret)),
         ));
         let mut p = plan.clone();
-        p.floats = cordon_manifest::manifest::FloatMode::Native;
+        p.floats = cordon_manifest::manifest::FloatMode::Canonical;
         changed.push((
             "the float mode",
             action_key(&p, &inputs, std::slice::from_ref(&secret)),

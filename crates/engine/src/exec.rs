@@ -1136,8 +1136,8 @@ fn determinism_for(plan: &StepPlan) -> (Determinism, Reproducibility) {
             fixed_clock_unix_s: clock,
             random: plan.random,
             seed: seed.map(hex::encode),
-            nan_canonicalization: cordon_sandbox::NAN_CANONICALIZATION
-                && plan.floats == cordon_manifest::manifest::FloatMode::Canonical,
+            nan_canonicalization: plan.floats == cordon_manifest::manifest::FloatMode::Canonical,
+            arch: Some(cordon_record::record::host_arch().into()),
         },
     )
 }

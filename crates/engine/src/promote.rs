@@ -601,9 +601,16 @@ pub fn promote(
                 reasons.push(format!("{f} (step `{}`, re-executed)", r.step));
             }
             if report.findings.is_empty()
-                && report.reproduced.iter().any(|(run, _)| *run == r.run_id)
+                && report.reproduced.iter().any(|(run, _, _)| *run == r.run_id)
             {
                 reexecuted.insert(r.run_id.clone());
+            }
+            // Identical outputs from another architecture count, but the
+            // promotion says they were not the same-architecture check.
+            for (_, _, caveat) in &report.reproduced {
+                if let Some(why) = caveat {
+                    warnings.push(format!("step `{}` re-executed: {why}", r.step));
+                }
             }
         }
     }

@@ -39,8 +39,34 @@ pub enum Reexecution {
 pub struct ScopeReport {
     /// Runs that differ or could not be re-executed.
     pub findings: Vec<Finding>,
-    /// Runs that reproduced, with the number of output files compared.
-    pub reproduced: Vec<(String, usize)>,
+    /// Runs that reproduced, with the number of output files compared and,
+    /// when identical outputs here do not carry the usual guarantee (native
+    /// floats re-executed on another CPU architecture), why.
+    pub reproduced: Vec<(String, usize, Option<String>)>,
+}
+
+/// Why a re-execution on `here` (a CPU architecture) may not reproduce the
+/// recorded run bit for bit, or `None` when it should: a run with native
+/// floats produced the NaN bits of the architecture it ran on, so only
+/// there is a re-execution held to identical bits. Canonical NaNs are the
+/// same everywhere. A record without an architecture predates it being
+/// recorded; with native floats, it cannot say where it ran.
+pub fn architecture_caveat(
+    reproducibility: &cordon_record::record::Reproducibility,
+    here: &str,
+) -> Option<String> {
+    if reproducibility.nan_canonicalization {
+        return None;
+    }
+    match reproducibility.arch.as_deref() {
+        Some(arch) if arch == here => None,
+        Some(arch) => Some(format!(
+            "recorded on {arch} with native floats, re-executed on {here}: NaN bits may differ between architectures"
+        )),
+        None => Some(format!(
+            "recorded with native floats on an architecture the record does not name, re-executed on {here}: NaN bits may differ between architectures"
+        )),
+    }
 }
 
 /// Re-executes every run in `scope` (in chain order). Returns a finding for
@@ -120,22 +146,27 @@ pub fn reexecute_scope(
             continue;
         };
         let opted_out = !target_record.reproducibility.reproducible;
+        let caveat = architecture_caveat(
+            &target_record.reproducibility,
+            cordon_record::record::host_arch(),
+        );
         let result = done
             .entry(target)
             .or_insert_with(|| reexecute(state_dir, &target_record, sandbox))
             .clone();
         match result {
-            Ok(Reexecution::Reproduced { files }) => reproduced.push((shown, files)),
+            Ok(Reexecution::Reproduced { files }) => reproduced.push((shown, files, caveat)),
             Ok(Reexecution::Differs(what)) => findings.push(Finding {
                 subject,
                 kind: FindingKind::Reexecution,
                 problem: format!(
-                    "re-execution differs{}: {}",
+                    "re-execution differs{}{}: {}",
                     if opted_out {
                         " (the step opted out of the fixed clock or seeded randomness)"
                     } else {
                         ""
                     },
+                    caveat.map(|c| format!(" ({c})")).unwrap_or_default(),
                     what.join(", ")
                 ),
             }),
@@ -402,4 +433,42 @@ fn run_in(
     } else {
         Reexecution::Differs(differs)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::architecture_caveat;
+    use cordon_record::record::Reproducibility;
+
+    fn floats(canonical: bool, arch: Option<&str>) -> Reproducibility {
+        Reproducibility {
+            nan_canonicalization: canonical,
+            arch: arch.map(String::from),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn native_floats_are_held_to_the_same_bits_only_on_the_recorded_architecture() {
+        assert_eq!(
+            architecture_caveat(&floats(false, Some("x86_64")), "x86_64"),
+            None
+        );
+        let other = architecture_caveat(&floats(false, Some("aarch64")), "x86_64").unwrap();
+        assert!(
+            other.contains("recorded on aarch64 with native floats, re-executed on x86_64"),
+            "{other}"
+        );
+        // Older records name no architecture: with native floats that is
+        // said, not assumed to match.
+        let unknown = architecture_caveat(&floats(false, None), "x86_64").unwrap();
+        assert!(unknown.contains("does not name"), "{unknown}");
+    }
+
+    #[test]
+    fn canonical_nans_reproduce_on_any_architecture() {
+        for arch in [Some("aarch64"), Some("x86_64"), None] {
+            assert_eq!(architecture_caveat(&floats(true, arch), "x86_64"), None);
+        }
+    }
 }

@@ -969,7 +969,7 @@ pub fn shared_key(
         "limits": plan.limits,
         "clock": format!("{:?}", plan.clock),
         "random": format!("{:?}", plan.random),
-        "floats": format!("{:?}", plan.floats),
+        "floats": crate::cache::floats_key(plan.floats),
         "inputs": inputs.iter().map(|(g, d)| (g.clone(), d.to_string())).collect::<Vec<_>>(),
         "secrets": secrets.iter().map(|s| serde_json::json!({
             "name": s.name, "provider": s.provider, "version": s.version, "uses": s.uses,

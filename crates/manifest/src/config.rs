@@ -625,7 +625,7 @@ struct RawRecords {
 /// What an environment accepts from a lower one (`[env.NAME.promotion]`),
 /// paths resolved against the workspace directory. `cordon promote` reads
 /// it for the *target* environment: the target decides what it lets in.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PromotionConfig {
     /// The organisation's own promotion `.rego` files, evaluated with the
     /// default promotion pack.
@@ -638,11 +638,33 @@ pub struct PromotionConfig {
     /// Whether an artifact whose provenance holds a break-glass run may
     /// come in.
     pub break_glass: bool,
-    /// Whether steps that ran with `floats = "native"` (bit for bit only on
-    /// the same CPU architecture) may be in its provenance.
+    /// Whether steps that ran with native floats (bit for bit only on the
+    /// same CPU architecture, which their records name) may be in its
+    /// provenance. True unless the table says `native-floats = false`:
+    /// native floats are the default float mode, and an environment that
+    /// needs results bit for bit across architectures asks for it.
     pub native_floats: bool,
     /// Where the table is, for messages (none when absent).
     pub at: Option<Location>,
+}
+
+/// What an environment without a `[env.NAME.promotion]` table accepts.
+impl Default for PromotionConfig {
+    fn default() -> Self {
+        PromotionConfig {
+            policy: Vec::new(),
+            required_steps: Vec::new(),
+            classifications: Vec::new(),
+            break_glass: false,
+            native_floats: true,
+            at: None,
+        }
+    }
+}
+
+/// `native-floats` when the table does not say.
+fn native_floats_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -656,7 +678,7 @@ struct RawPromotion {
     classifications: Vec<Classification>,
     #[serde(default)]
     break_glass: bool,
-    #[serde(default)]
+    #[serde(default = "native_floats_by_default")]
     native_floats: bool,
 }
 

@@ -186,16 +186,24 @@ pub enum RandomMode {
 }
 
 /// How a step's float arithmetic treats NaNs (`[step] floats`).
+///
+/// Wasm float arithmetic is deterministic except for the bits of a NaN it
+/// produces, so the choice only matters across CPU architectures. Native
+/// is the default because canonicalizing costs about 3.5× in float-bound
+/// code (docs/performance.md); the record names the architecture so that a
+/// re-execution elsewhere is flagged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FloatMode {
     /// Every NaN a float operation produces is the canonical NaN, so
-    /// results are bit for bit the same on every CPU. Costs up to several
-    /// times the time of float-heavy code (see docs/performance.md).
-    #[default]
+    /// results are bit for bit the same on every CPU architecture. Costs up
+    /// to several times the time of float-heavy code (see
+    /// docs/performance.md). `floats = "canonical"`.
     Canonical,
     /// NaN bit patterns are whatever the CPU produces: full speed, and
-    /// re-execution is bit for bit only on the same CPU architecture.
+    /// re-execution is bit for bit on the same CPU architecture (the record
+    /// names it). The default; `floats = "native"`.
+    #[default]
     Native,
 }
 
@@ -1201,10 +1209,12 @@ mod tests {
     }
 
     #[test]
-    fn floats_are_canonical_unless_the_step_says_native() {
-        assert_eq!(parse(&minimal("")).unwrap().floats, FloatMode::Canonical);
+    fn floats_are_native_unless_the_step_says_canonical() {
+        assert_eq!(parse(&minimal("")).unwrap().floats, FloatMode::Native);
         let m = parse(&minimal("floats = \"native\"\n")).unwrap();
         assert_eq!(m.floats, FloatMode::Native);
+        let m = parse(&minimal("floats = \"canonical\"\n")).unwrap();
+        assert_eq!(m.floats, FloatMode::Canonical);
         let err = parse(&minimal("floats = \"fast\"\n")).unwrap_err();
         assert!(
             err.to_string()

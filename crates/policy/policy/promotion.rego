@@ -67,8 +67,10 @@ deny contains v if {
 	}
 }
 
-# promotion-native-floats: `floats = "native"` results are bit for bit only
-# on the CPU architecture they ran on.
+# promotion-native-floats: native-float results (the default float mode)
+# are bit for bit only on the CPU architecture they ran on; a target that
+# needs more sets `native-floats = false` and takes only steps with
+# `floats = "canonical"`.
 deny contains v if {
 	not input.promotion.native_floats
 	some s in input.steps
@@ -76,8 +78,8 @@ deny contains v if {
 	v := {
 		"rule": "promotion-native-floats",
 		"step": s.name,
-		"message": sprintf("step `%s` ran with floats = \"native\"", [s.name]),
-		"fix": sprintf("remove `floats = \"native\"`, or set `native-floats = true` in [env.%s.promotion]", [input.target.name]),
+		"message": sprintf("step `%s` ran with native floats (NaN bits of its CPU architecture)", [s.name]),
+		"fix": sprintf("set `floats = \"canonical\"` in its manifest and run it again, or set `native-floats = true` in [env.%s.promotion]", [input.target.name]),
 	}
 }
 

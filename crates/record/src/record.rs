@@ -161,16 +161,28 @@ pub struct Reproducibility {
     /// The seed of the step's random streams (64 hex characters).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<String>,
-    /// Whether the engine canonicalized NaNs: true unless the manifest says
-    /// `floats = "native"`, in which case NaN bit patterns are the CPU's
-    /// and a re-execution is bit for bit only on the same CPU architecture.
+    /// Whether the engine canonicalized NaNs: true when the manifest says
+    /// `floats = "canonical"`; otherwise NaN bit patterns are the CPU's
+    /// and a re-execution is bit for bit only on the same CPU architecture
+    /// (`arch`).
     #[serde(default = "canonical_by_default")]
     pub nan_canonicalization: bool,
+    /// The CPU architecture the step ran on, as Rust names it
+    /// (`std::env::consts::ARCH`: `x86_64`, `aarch64`, …). With native
+    /// floats it is where a re-execution is bit for bit. Absent in records
+    /// written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
 }
 
 /// Records written before the float setting existed always canonicalized.
 fn canonical_by_default() -> bool {
     true
+}
+
+/// The CPU architecture this process runs on, as records name it.
+pub fn host_arch() -> &'static str {
+    std::env::consts::ARCH
 }
 
 /// What a record without reproducibility facts (written before they were
@@ -184,6 +196,7 @@ impl Default for Reproducibility {
             random: RandomMode::Real,
             seed: None,
             nan_canonicalization: true,
+            arch: None,
         }
     }
 }
@@ -395,3 +408,34 @@ pub fn is_repair_record(bytes: &[u8]) -> bool {
 }
 
 pub use cordon_core::clock::{new_run_id, now_rfc3339};
+
+#[cfg(test)]
+mod tests {
+    use super::Reproducibility;
+
+    #[test]
+    fn records_from_before_the_architecture_was_recorded_still_read_as_written() {
+        // The reproducibility facts of a record written before `arch` (and
+        // before `nan_canonicalization`): canonical NaNs, no architecture.
+        let old: Reproducibility = serde_json::from_str(
+            r#"{"reproducible": true, "clock": "fixed", "fixed_clock_unix_s": 1, "random": "seeded", "seed": "00"}"#,
+        )
+        .unwrap();
+        assert!(old.nan_canonicalization);
+        assert_eq!(old.arch, None);
+        // Re-serialized, it gains no field it did not have: its digest and
+        // signature cover the bytes as written, and a record is never
+        // rewritten, but a reader must not invent facts either.
+        let again = serde_json::to_value(&old).unwrap();
+        assert!(again.get("arch").is_none(), "{again}");
+
+        let new = Reproducibility {
+            nan_canonicalization: false,
+            arch: Some(super::host_arch().into()),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&new).unwrap();
+        assert_eq!(v["arch"], std::env::consts::ARCH);
+        assert_eq!(v["nan_canonicalization"], false);
+    }
+}

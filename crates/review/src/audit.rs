@@ -537,7 +537,7 @@ fn audit_step(
         Verdict {
             value: true,
             reason: reproducible.reason.words(
-                "; bit for bit only on the same CPU architecture, since its float NaNs are the CPU's (`floats = \"native\"`)",
+                "; bit for bit only on the same CPU architecture, since its float NaNs are the CPU's (native floats, the default; `floats = \"canonical\"` makes them the same everywhere)",
             ),
         }
     } else {

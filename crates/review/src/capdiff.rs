@@ -652,7 +652,7 @@ pub fn diff_steps(old: &StepGrants, new: &StepGrants) -> Vec<Change> {
             Some("floats"),
             Some("native".into()),
             Some("canonical".into()),
-            Phrase::new("float NaNs are canonical again (was the CPU's)"),
+            Phrase::new("float NaNs are now canonical (was the CPU's): re-execution is bit for bit on any CPU architecture"),
         ),
         _ => {}
     }
@@ -1406,10 +1406,14 @@ mod tests {
 
     #[test]
     fn native_floats_escalate() {
-        let a = grants("");
+        let a = grants("floats = \"canonical\"\n");
         let b = grants("floats = \"native\"\n");
         assert_eq!(changes(&a, &b), [(Escalation, "floats-native")]);
         assert_eq!(changes(&b, &a), [(DeEscalation, "floats-canonical")]);
+        // Native is the default: saying so, or dropping `floats`, changes
+        // nothing.
+        assert!(changes(&grants(""), &b).is_empty());
+        assert_eq!(changes(&a, &grants("")), [(Escalation, "floats-native")]);
     }
 
     #[test]

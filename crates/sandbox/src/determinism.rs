@@ -4,9 +4,11 @@
 //! different outputs on every run. Unless its manifest opts out, the guest
 //! sees a wall clock stopped at one instant and a random stream derived from
 //! a seed; both values go into the record, so `cordon verify --reexecute`
-//! can give the step exactly the same world again. The engine also
-//! canonicalizes NaNs (see `Sandbox::new`), the one other source of
-//! machine-dependent results in wasm.
+//! can give the step exactly the same world again. The one other source of
+//! machine-dependent results in wasm is the bits of the NaNs float
+//! operations produce, which depend on the CPU architecture: the record
+//! names it, and a step with `floats = "canonical"` runs on an engine that
+//! canonicalizes them (see `FloatMode`).
 //!
 //! The monotonic clock stays real: it measures durations (and drives
 //! `sleep` and timeouts), and a step whose outputs depend on how long

@@ -18,8 +18,10 @@
 //!   grant (see [`net`]); without one its functions trap the same way.
 //! - **Clock and randomness**: unless the grants say otherwise, a wall clock
 //!   fixed to one instant and random streams from one seed
-//!   ([`determinism`]); NaNs are always canonical. The same inputs then give
-//!   the same outputs on any machine.
+//!   ([`determinism`]). Float NaN bits are the CPU's unless the step asks
+//!   for canonical NaNs ([`FloatMode`]). The same inputs then give the same
+//!   outputs on any machine of the same CPU architecture (on any machine at
+//!   all with canonical NaNs).
 //! - **Stdin** is empty; stdout/stderr go through [`stdio::Capture`].
 //! - **Limits**: fuel (instructions), linear memory (a [`ResourceLimiter`]),
 //!   wall time (epoch interruption plus an async timeout, so a step blocked in
@@ -72,12 +74,6 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// past the output limit is at most what the step can write in this time
 /// plus one measurement.
 pub const OUTPUT_POLL: Duration = Duration::from_millis(20);
-
-/// Whether the engine canonicalizes NaNs. The same float operations must
-/// give the same bits on every machine, or a reproducible step is
-/// reproducible only on the CPU it first ran on; canonical NaNs cost a
-/// little float throughput. Records state it.
-pub const NAN_CANONICALIZATION: bool = true;
 
 /// Most core instances, tables and memories one step may create. A
 /// component made by a normal toolchain needs a handful; the bound stops a
@@ -390,11 +386,11 @@ struct Kit {
 
 /// The engines, their linkers, and the compiled-component cache.
 pub struct Sandbox {
-    /// For steps with canonical NaNs (the default).
-    canonical: Kit,
-    /// For steps with `floats = "native"`, made on first use; shared with
+    /// For steps with the CPU's own NaNs (the default, `floats = "native"`).
+    native: Kit,
+    /// For steps with `floats = "canonical"`, made on first use; shared with
     /// the epoch thread, which ticks both engines.
-    native: Arc<std::sync::OnceLock<Kit>>,
+    canonical: Arc<std::sync::OnceLock<Kit>>,
     options: SandboxOptions,
     /// The compiled-component cache and the key that seals its artifacts
     /// (see [`crate::compiled`]); without a key nothing is cached.
@@ -439,14 +435,14 @@ impl Sandbox {
         cache_dir: Option<PathBuf>,
         options: SandboxOptions,
     ) -> Result<Sandbox, SandboxError> {
-        let canonical = make_kit(&options, NAN_CANONICALIZATION)?;
-        let native: Arc<std::sync::OnceLock<Kit>> = Default::default();
+        let native = make_kit(&options, false)?;
+        let canonical: Arc<std::sync::OnceLock<Kit>> = Default::default();
 
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
-            let engine = canonical.engine.clone();
-            let native = native.clone();
+            let engine = native.engine.clone();
+            let canonical = canonical.clone();
             std::thread::Builder::new()
                 .name("cordon-epoch".into())
                 .spawn(move || {
@@ -456,8 +452,8 @@ impl Sandbox {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::park_timeout(EPOCH_TICK);
                         engine.increment_epoch();
-                        if let Some(native) = native.get() {
-                            native.engine.increment_epoch();
+                        if let Some(canonical) = canonical.get() {
+                            canonical.engine.increment_epoch();
                         }
                     }
                 })
@@ -485,8 +481,8 @@ impl Sandbox {
             }
         });
         Ok(Sandbox {
-            canonical,
             native,
+            canonical,
             options,
             cache,
             _ticker: EpochTicker {
@@ -516,26 +512,27 @@ impl Sandbox {
         digest: &Sha256Digest,
         component: &cordon_manifest::plan::ComponentBytes,
     ) -> Result<StepComponent, SandboxError> {
-        self.load_step(digest, component, false, FloatMode::Canonical)
+        self.load_step(digest, component, false, FloatMode::default())
     }
 
-    /// The engine and linker for `floats`, the native one made on first use.
+    /// The engine and linker for `floats`, the canonical one made on first
+    /// use.
     fn kit(&self, floats: FloatMode) -> Result<&Kit, SandboxError> {
         match floats {
-            FloatMode::Canonical => Ok(&self.canonical),
-            FloatMode::Native => {
-                if self.native.get().is_none() {
+            FloatMode::Native => Ok(&self.native),
+            FloatMode::Canonical => {
+                if self.canonical.get().is_none() {
                     // Should two loads race, one kit wins and both the loads
                     // and the epoch thread use that one.
-                    let _ = self.native.set(make_kit(&self.options, false)?);
+                    let _ = self.canonical.set(make_kit(&self.options, true)?);
                 }
-                Ok(self.native.get().expect("set just above"))
+                Ok(self.canonical.get().expect("set just above"))
             }
         }
     }
 
     /// Like [`Sandbox::load`], with network linking and compiled for the step's float mode: with
-    /// [`FloatMode::Native`], an engine without NaN canonicalization (and
+    /// [`FloatMode::Canonical`], an engine with NaN canonicalization (and
     /// its own compiled-cache entries) runs it.
     pub fn load_step(
         &self,
