@@ -70,7 +70,7 @@ classification = "public"
     )
     .unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_cordon"))
-        .args(["key", "generate", "--env", "bench", "--config"])
+        .args(["key", "generate", "--env", "bench", "--if-missing", "--config"])
         .arg(&config)
         .stdout(std::process::Stdio::null())
         .status()
