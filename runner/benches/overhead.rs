@@ -70,7 +70,14 @@ classification = "public"
     )
     .unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_cordon"))
-        .args(["key", "generate", "--env", "bench", "--if-missing", "--config"])
+        .args([
+            "key",
+            "generate",
+            "--env",
+            "bench",
+            "--if-missing",
+            "--config",
+        ])
         .arg(&config)
         .stdout(std::process::Stdio::null())
         .status()
@@ -210,11 +217,11 @@ fn whole_step(c: &mut Criterion) {
     let state = f.root.join(".cordon");
     let (_, plan, workspace) = load_plan(&f, &state);
     let env = workspace.env("bench").unwrap();
-    let signer = env
-        .records
-        .signing_key
-        .as_ref()
-        .map(|k| Arc::new(cordon_record::attest::Signer::load(k).unwrap()));
+    // The key the run itself would use: the local store's, made by
+    // `cordon key generate` outside the workspace.
+    let signer = cordon_engine::keys::signer_for_run(env, &workspace.dir)
+        .expect("the bench environment's key")
+        .map(|k| Arc::new(k.signer));
     assert!(signer.is_some(), "the fixture's environment signs records");
     let mut g = c.benchmark_group("run_step");
     for (name, pooling, no_cache) in [

@@ -322,9 +322,9 @@ pub fn execute_step(
         }
     }
 
+    // The run's logs; the capture makes the directory with the first byte
+    // a stream keeps, so a silent step leaves nothing here.
     let run_dir = state.join("runs").join(&run_id);
-    cordon_core::fsutil::create_private_dir(&run_dir)
-        .map_err(fail("cannot create the run directory"))?;
     let redactor = Redactor::new(&secrets);
     let grants = Grants {
         argv: plan.argv.clone(),

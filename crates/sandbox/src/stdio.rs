@@ -57,10 +57,14 @@ struct Inner {
     redactor: Redactor,
     sanitizer: StreamSanitizer,
     pending: Vec<u8>,
-    /// The log, opened before the step starts: a step that holds every
-    /// descriptor it can get must not be able to leave its own stream
-    /// without a log (a lazily created one could be starved).
+    /// The log, created with the first byte the stream keeps: a step that
+    /// writes nothing to a stream leaves no file (and, writing to neither,
+    /// no run directory) behind.
     file: Option<File>,
+    /// A descriptor held from before the step starts until the log exists,
+    /// and given up for it if the process has no other: a step that holds
+    /// every descriptor it can get cannot leave its stream without a log.
+    reserve: Option<File>,
     log: Option<PathBuf>,
     /// The first failure to create or write the log; the capture then
     /// fails the run instead of leaving a log that its digest misstates.
@@ -79,7 +83,9 @@ pub struct Capture(Arc<Mutex<Inner>>);
 
 impl Capture {
     /// A stream labelled `prefix`, forwarded to `forward`, captured into
-    /// `log` (when given) up to `cap` bytes.
+    /// `log` (when given) up to `cap` bytes. The log and its directory are
+    /// created with the first byte kept; a descriptor is reserved for them
+    /// now.
     pub fn new(
         prefix: String,
         forward: Forward,
@@ -87,8 +93,8 @@ impl Capture {
         log: Option<PathBuf>,
         cap: u64,
     ) -> std::io::Result<Self> {
-        let file = match &log {
-            Some(p) => Some(File::create(p)?),
+        let reserve = match &log {
+            Some(_) => Some(File::open("/dev/null")?),
             None => None,
         };
         Ok(Capture(Arc::new(Mutex::new(Inner {
@@ -97,7 +103,8 @@ impl Capture {
             redactor,
             sanitizer: StreamSanitizer::new(),
             pending: Vec::new(),
-            file,
+            file: None,
+            reserve,
             log,
             log_error: None,
             cap,
@@ -142,7 +149,8 @@ impl Capture {
             truncated: inner.truncated,
             redacted: inner.redacted,
             escaped: inner.sanitizer.changed(),
-            log: inner.log.clone(),
+            // Only a stream that kept something has a log.
+            log: inner.file.as_ref().and(inner.log.clone()),
         })
     }
 }
@@ -153,6 +161,34 @@ impl Inner {
     fn log_bytes(&mut self, kept: &[u8]) {
         if self.log_error.is_some() {
             return;
+        }
+        if self.file.is_none()
+            && let Some(path) = &self.log
+        {
+            let create = |path: &PathBuf| {
+                path.parent()
+                    .map_or(Ok(()), cordon_core::fsutil::create_private_dir)
+                    .and_then(|()| File::create(path))
+            };
+            let created = match create(path) {
+                // Out of descriptors, say (the step may hold them all):
+                // the reserved one is for this.
+                Err(_) if self.reserve.is_some() => {
+                    self.reserve = None;
+                    create(path)
+                }
+                other => other,
+            };
+            match created {
+                Ok(f) => {
+                    self.file = Some(f);
+                    self.reserve = None;
+                }
+                Err(e) => {
+                    self.log_error = Some(e);
+                    return;
+                }
+            }
         }
         if let Some(f) = self.file.as_mut()
             && let Err(e) = f.write_all(kept)
@@ -347,6 +383,29 @@ mod tests {
         assert_eq!(s.bytes_captured, 10);
         assert!(s.truncated);
         assert_eq!(std::fs::read(&log).unwrap(), b"0123456789");
+    }
+
+    #[test]
+    fn a_stream_that_keeps_nothing_leaves_no_log_or_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("run").join("out.log");
+        let capture = || {
+            Capture::new(
+                String::new(),
+                Forward::None,
+                Redactor::default(),
+                Some(log.clone()),
+                10,
+            )
+            .unwrap()
+        };
+        let s = capture().finish().unwrap();
+        assert_eq!(s.log, None);
+        assert!(!log.parent().unwrap().exists());
+        let c = capture();
+        c.push(b"x\n");
+        assert_eq!(c.finish().unwrap().log.as_deref(), Some(log.as_path()));
+        assert_eq!(std::fs::read(&log).unwrap(), b"x\n");
     }
 
     #[test]
