@@ -1205,6 +1205,12 @@ fn scale(report: &mut Report, work: &Path, sizes: &[usize]) {
         f.sync_all().unwrap();
         t.elapsed()
     });
+    // Clean up now, after every figure of the section (see `scale_rows`).
+    for e in std::fs::read_dir(&ws.root).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with(".cordon-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
     let sizes_text = sizes
         .iter()
         .map(|n| n.to_string())
@@ -1270,14 +1276,17 @@ fn scale_rows(
     let deep = write(&format!("deep-{steps}"), true);
     // One compiled-component cache for every run, warmed by an untimed run
     // of the wide pipeline: each figure is of execution, not compilation.
+    // State directories are removed only after the section's last run: on
+    // ext4 without a journal, creating inodes
+    // right after tens of thousands were deleted scans past every recently
+    // deleted one, which would charge the next run for the last one's
+    // clean-up.
     let compiled = ws.root.join("compiled");
-    let warm = ws.root.join(".cordon-warm");
-    let _ = std::fs::remove_dir_all(&warm);
+    let warm = ws.root.join(format!(".cordon-warm-{steps}"));
     run(ws
         .cordon(&wide, &warm)
         .env("CORDON_COMPILE_CACHE", &compiled)
         .args(["--no-cache"]));
-    let _ = std::fs::remove_dir_all(&warm);
     let mut one_job = None;
     for (label, file, jobs) in [
         ("wide", &wide, 1),
@@ -1287,12 +1296,10 @@ fn scale_rows(
         let state = ws
             .root
             .join(format!(".cordon-{label}-{jobs}-{steps}").replace(' ', "-"));
-        let _ = std::fs::remove_dir_all(&state);
         let t = run(ws
             .cordon(file, &state)
             .env("CORDON_COMPILE_CACHE", &compiled)
             .args(["--no-cache", "--jobs", &jobs.to_string()]));
-        let _ = std::fs::remove_dir_all(&state);
         let rate = steps as f64 / t.wall.as_secs_f64();
         let speedup = match (jobs, one_job) {
             (1, _) => {
