@@ -3,11 +3,11 @@
 # reports: target/bench/overhead.md (in-process, criterion) and
 # target/bench/whole.md (whole processes, each beside its baseline).
 #
-#   bench/run.sh                 # everything (four to seven minutes on two cores)
+#   bench/run.sh                 # everything (about six minutes on two cores)
 #   bench/run.sh hashing scale   # only some whole-process sections
 #
 # Knobs: CORDON_BENCH_HASH_MIB (hashing dataset, default 1024),
-# CORDON_BENCH_STEPS (generated pipelines, default 1000),
+# CORDON_BENCH_STEPS (generated pipelines' sizes, default 1000,10000),
 # CORDON_BENCH_REPS (repetitions of short commands, default 30).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"

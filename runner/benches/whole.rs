@@ -395,7 +395,7 @@ fn per_step(report: &mut Report, work: &Path, reps: usize) {
 
     report.section(
         "Per-step overhead and cold start (whole process)",
-        "One trivial step (`plain`: prints one line) with an empty read mount, in an \
+        "One trivial step (`plain`: prints one line) with an empty read mount and a write mount it leaves empty, in an \
          environment that signs its records. `cordon run --no-cache` executes it with a warm \
          compiled-component cache; the cache-hit run serves it from the action cache; the cold \
          run compiles the component (an empty compile cache each time). Baselines: spawning \
