@@ -626,7 +626,7 @@ pub fn execute_step(
 pub fn commit_batch(mut runs: Vec<Uncommitted>) -> Vec<Result<StepRun, ExecError>> {
     // Stage 2: the intents. A run whose intent cannot be written publishes
     // nothing and records that instead.
-    let mut intent_failed: Vec<Option<ExecError>> = runs.iter_mut().map(begin_intent).collect();
+    let intent_failed: Vec<Option<ExecError>> = runs.iter_mut().map(begin_intent).collect();
     cordon_core::fault::point("after-intent");
 
     // Stage 3: the records, in groups that share a state directory and a
@@ -664,18 +664,50 @@ pub fn commit_batch(mut runs: Vec<Uncommitted>) -> Vec<Result<StepRun, ExecError
     cordon_core::fault::point("after-record");
 
     // Stages 4–6, run by run; each run's locks go with it.
-    runs.into_iter()
-        .zip(sealed)
-        .zip(intent_failed.iter_mut())
-        .map(|((run, sealed), intent_failed)| {
-            let sealed = sealed.map_err(fail("cannot write the execution record"))?;
-            if let Some(e) = intent_failed.take() {
-                return Err(e);
+    let finish = |((run, sealed), intent_failed): (
+        (Uncommitted, std::io::Result<cordon_record::chain::Sealed>),
+        Option<ExecError>,
+    )| {
+        let sealed = sealed.map_err(fail("cannot write the execution record"))?;
+        if let Some(e) = intent_failed {
+            return Err(e);
+        }
+        finish_commit(run, sealed)
+    };
+    let items: Vec<_> = runs.into_iter().zip(sealed).zip(intent_failed).collect();
+    if items.len() < 2 || items.iter().all(|((r, _), _)| r.remote.is_none()) {
+        return items.into_iter().map(finish).collect();
+    }
+    // With a shared store, each run's round trips to it overlap with the
+    // others' (as they did when every worker shared its own run), a few
+    // runs at a time; every run still finishes before the batch is done.
+    let mut results = Vec::with_capacity(items.len());
+    let mut items = items.into_iter();
+    loop {
+        let chunk: Vec<_> = items.by_ref().take(SHARED_IN_FLIGHT).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunk
+                .into_iter()
+                .map(|item| scope.spawn(move || finish(item)))
+                .collect();
+            for h in handles {
+                results.push(h.join().unwrap_or_else(|_| {
+                    Err(ExecError::panicked(
+                        "the commit of this run panicked".into(),
+                    ))
+                }));
             }
-            finish_commit(run, sealed)
-        })
-        .collect()
+        });
+    }
+    results
 }
+
+/// How many runs of a batch share their records with the shared store at
+/// once.
+const SHARED_IN_FLIGHT: usize = 8;
 
 /// Stage 2 for one run with outputs to publish: the durable publication
 /// intent. When it cannot be written, nothing is visible yet: the staging
