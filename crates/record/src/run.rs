@@ -119,7 +119,8 @@ pub struct StreamSummary {
     /// from records written before it existed.)
     #[serde(default)]
     pub escaped: bool,
-    /// The capture file, when one was written.
+    /// The capture file, when the stream kept any byte (a stream that
+    /// kept nothing has none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<PathBuf>,
 }
