@@ -1901,9 +1901,7 @@ fn evaluate_policy(
         .collect();
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let input = cordon_policy::policy::input(env, &steps, &cwd).map_err(bad_input)?;
-    cordon_policy::policy::evaluate_cached(env, input, cache)
-        .map(|(evaluation, _)| evaluation)
-        .map_err(bad_input)
+    cordon_policy::policy::evaluate_cached(env, input, cache).map_err(bad_input)
 }
 
 fn check_cmd(file: &Path, at: &Where, format: CheckFormat) -> Result<u8, Failure> {

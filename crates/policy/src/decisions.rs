@@ -49,15 +49,6 @@ pub struct DecisionCache<'a> {
     seal: &'a dyn Seal,
 }
 
-/// Whether an evaluation was computed or read from the cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Served {
-    /// Parsed and evaluated now.
-    Evaluated,
-    /// A sealed entry of the same policy, disabled rules and input.
-    Cached,
-}
-
 /// Whether the outcome of `sources` may be remembered: not when a source
 /// could call `rand.intn`, the one builtin here whose result changes from
 /// one evaluation to the next. Erring towards "no" only costs time.

@@ -14,7 +14,7 @@
 //! only by name, which every check and record states.
 
 use crate::approval;
-use crate::decisions::{self, DecisionCache, Served};
+use crate::decisions::{self, DecisionCache};
 use cordon_manifest::config::{EnvConfig, ProviderKind};
 use cordon_manifest::manifest::{Access, Manifest, Sha256Digest};
 use cordon_manifest::plan::StepPlan;
@@ -196,7 +196,7 @@ pub fn input(env: &EnvConfig, steps: &[StepInput<'_>], base: &Path) -> Result<Va
 
 /// Evaluates the default pack and the environment's own files over `input`.
 pub fn evaluate(env: &EnvConfig, input: Value) -> Result<Evaluation, PolicyError> {
-    evaluate_cached(env, input, None).map(|(e, _)| e)
+    evaluate_cached(env, input, None)
 }
 
 /// Like [`evaluate`], but serves the violations from `cache` when it holds
@@ -207,7 +207,7 @@ pub fn evaluate_cached(
     env: &EnvConfig,
     input: Value,
     cache: Option<&DecisionCache<'_>>,
-) -> Result<(Evaluation, Served), PolicyError> {
+) -> Result<Evaluation, PolicyError> {
     let mut sources: Vec<(String, String)> =
         vec![(DEFAULT_PACK_NAME.to_string(), DEFAULT_PACK.to_string())];
     for f in &env.policy.files {
@@ -227,27 +227,24 @@ pub fn evaluate_cached(
     let key =
         cache.map(|_| decisions::decision_key(&sources, &input, DEFAULT_PACK_NAME, &disabled));
     let cached = cache.zip(key.as_ref()).and_then(|(c, k)| c.lookup(k));
-    let (files, violations, served) = match cached {
-        Some(violations) => (policy_files(&sources), violations, Served::Cached),
+    let (files, violations) = match cached {
+        Some(violations) => (policy_files(&sources), violations),
         None => {
             let (files, violations) =
                 evaluate_sources(&sources, &input, DEFAULT_PACK_NAME, &disabled)?;
             if let Some((c, k)) = cache.zip(key.as_ref()) {
                 c.store(k, &violations);
             }
-            (files, violations, Served::Evaluated)
+            (files, violations)
         }
     };
-    Ok((
-        Evaluation {
-            environment: env.name.clone(),
-            files,
-            disabled,
-            violations,
-            input,
-        },
-        served,
-    ))
+    Ok(Evaluation {
+        environment: env.name.clone(),
+        files,
+        disabled,
+        violations,
+        input,
+    })
 }
 
 /// The files of `sources` (name, text), by digest, as records list them.
