@@ -147,6 +147,20 @@ fn assert_refused(out: &Output, reason: &str) {
     );
 }
 
+/// Refused because prod's reviewer approved none of the model's steps:
+/// one reason per step of its lineage.
+fn assert_refused_for_approval(out: &Output) {
+    assert_refused(out, "[promotion-approval] step `train`");
+    for s in ["validate", "pseudonymize"] {
+        assert!(
+            out.stderr
+                .contains(&format!("[promotion-approval] step `{s}`")),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
 /// Validates the VSA envelope at `vsa` as an outside verifier would: the
 /// DSSE signature with securesystemslib against `key`, the Statement with
 /// in-toto-attestation, the predicate strictly against the SLSA VSA v1
@@ -271,15 +285,7 @@ fn only_a_model_whose_provenance_the_target_trusts_and_approves_is_promoted() {
     // Trusted, but prod is protected and its reviewer approved nothing.
     trust_dev_for_prod(&ws);
     let out = promote(&ws, &run, &["--artifact", "/model"]);
-    assert_refused(&out, "[promotion-approval] step `train`");
-    for s in ["validate", "pseudonymize"] {
-        assert!(
-            out.stderr
-                .contains(&format!("[promotion-approval] step `{s}`")),
-            "{}",
-            out.stderr
-        );
-    }
+    assert_refused_for_approval(&out);
     assert!(
         !out.stderr.contains("step `evaluate`"),
         "evaluate is not in the model's lineage: {}",
@@ -807,15 +813,7 @@ fn the_example_demo_refuses_then_accepts_the_promotion_into_prod() {
         ],
         &[],
     );
-    assert_refused(&out, "[promotion-approval] step `train`");
-    for s in ["validate", "pseudonymize"] {
-        assert!(
-            out.stderr
-                .contains(&format!("[promotion-approval] step `{s}`")),
-            "{}",
-            out.stderr
-        );
-    }
+    assert_refused_for_approval(&out);
     assert!(
         !out.stderr.contains("promotion-required-steps"),
         "the example's required steps are in the model's lineage: {}",
