@@ -60,8 +60,11 @@ pub fn architecture_caveat(
     }
     match reproducibility.arch.as_deref() {
         Some(arch) if arch == here => None,
+        // The record's word, shown through the sanitizer like any text
+        // read back from the state directory.
         Some(arch) => Some(format!(
-            "recorded on {arch} with native floats, re-executed on {here}: NaN bits may differ between architectures"
+            "recorded on {} with native floats, re-executed on {here}: NaN bits may differ between architectures",
+            cordon_core::sanitize::escape_for_terminal(arch)
         )),
         None => Some(format!(
             "recorded with native floats on an architecture the record does not name, re-executed on {here}: NaN bits may differ between architectures"
@@ -459,6 +462,9 @@ mod tests {
             other.contains("recorded on aarch64 with native floats, re-executed on x86_64"),
             "{other}"
         );
+        // A record's architecture is shown escaped.
+        let hostile = architecture_caveat(&floats(false, Some("arm\x1b[2J")), "x86_64").unwrap();
+        assert!(!hostile.contains('\x1b'), "{hostile}");
         // Older records name no architecture: with native floats that is
         // said, not assumed to match.
         let unknown = architecture_caveat(&floats(false, None), "x86_64").unwrap();
