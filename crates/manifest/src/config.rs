@@ -656,7 +656,7 @@ impl Default for PromotionConfig {
             required_steps: Vec::new(),
             classifications: Vec::new(),
             break_glass: false,
-            native_floats: true,
+            native_floats: native_floats_by_default(),
             at: None,
         }
     }
