@@ -139,7 +139,7 @@ mod tests {
 
     /// A stand-in seal for the tests: a checksum of name and payload. It is
     /// no MAC (anyone can compute it); it only lets the tests tell an intact
-    /// entry from an edited one, as the runner's HMAC does.
+    /// entry from an edited one, as the runner's keyed MAC does.
     struct Sum;
     impl Sum {
         fn tag(name: &str, payload: &[u8]) -> Vec<u8> {

@@ -646,7 +646,7 @@ impl Sandbox {
         };
         // SAFETY: `serialized` is, byte for byte, what `store_compiled` got
         // from `Component::serialize` of this engine for this file name: its
-        // HMAC-SHA256 tag, checked just above over the bytes in memory (so
+        // keyed BLAKE3 tag, checked just above over the bytes in memory (so
         // the file cannot change between check and use), is keyed with a
         // secret kept outside the cache directory, 0600 in the user's
         // secrets home, which no step can mount (see `crate::compiled`).
