@@ -97,12 +97,10 @@ pub fn begin(state: &Path, intent: &Intent) -> io::Result<()> {
 /// Returns `Ok(false)`, having written nothing, when the journal is not on
 /// the records' file system: the caller must then use [`begin`].
 pub fn begin_unsynced(state: &Path, intent: &Intent) -> io::Result<bool> {
-    use std::os::unix::fs::MetadataExt;
     let dir = journal_dir(state);
     fsutil::create_private_dir(&dir)?;
-    let records = state.join("records");
-    fsutil::create_private_dir(&records)?;
-    if std::fs::metadata(&dir)?.dev() != std::fs::metadata(&records)?.dev() {
+    fsutil::create_private_dir(&state.join("records"))?;
+    if !shares_records_fs(state)? {
         return Ok(false);
     }
     let bytes = serde_json::to_vec_pretty(intent).map_err(io::Error::other)?;
@@ -111,12 +109,38 @@ pub fn begin_unsynced(state: &Path, intent: &Intent) -> io::Result<bool> {
 }
 
 /// Step 6: the run is done; its intent goes.
+///
+/// The removal is flushed only when the journal is not on the records'
+/// file system. On the same one, every later record is sealed behind a
+/// `syncfs` of that file system ([`crate::chain::seal_batch`]) before its
+/// run publishes anything, and that barrier makes this removal durable
+/// too: so a removal lost to a power cut can only come back as the intent
+/// of a run whose outputs are still the ones it published, which `repair`
+/// finds complete. Its own flush would cost every run with outputs a
+/// flush of the disk's cache for nothing.
 pub fn finish(state: &Path, run: &str) -> io::Result<()> {
     match std::fs::remove_file(intent_path(state, run)) {
+        Ok(()) if shares_records_fs(state)? => Ok(()),
         Ok(()) => fsutil::sync_dir(&journal_dir(state)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Whether the journal is on the records' file system, whose seal
+/// barriers then cover it. Only Linux seals with a `syncfs`; elsewhere a
+/// seal flushes its own files alone, so the journal never shares it.
+fn shares_records_fs(state: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    if !cfg!(target_os = "linux") {
+        return Ok(false);
+    }
+    let records = match std::fs::metadata(state.join("records")) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    Ok(std::fs::metadata(journal_dir(state))?.dev() == records.dev())
 }
 
 /// Every intent in the journal, with the ones that cannot be read named
