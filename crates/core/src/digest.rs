@@ -202,11 +202,15 @@ pub fn tree_with(root: &Path, index: Option<&HashIndex>) -> io::Result<Tree> {
 }
 
 /// How many threads a tree hash uses by default: one per core, at most
-/// eight.
+/// eight. Asked once per process: the answer reads several cgroup files,
+/// and a run hashes its inputs and each output.
 pub fn default_hash_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_HASH_THREADS)
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_HASH_THREADS)
+    })
 }
 
 /// Like [`tree_with`], on at most `threads` threads (at least one). The
