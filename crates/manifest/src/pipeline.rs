@@ -31,7 +31,7 @@
 //! anything runs, with the file and line to change.
 
 use crate::manifest::{Access, Location, Manifest, ManifestError, Problem};
-use crate::plan::{ComponentFiles, PlanContext, StepPlan, mount_host, plan_step_with};
+use crate::plan::{PlanContext, PlanMemo, StepPlan, mount_host, plan_step_with};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -380,10 +380,10 @@ impl Pipeline {
         let mut plans: Vec<StepPlan> = Vec::new();
         // Steps that run the same component file share its bytes, read and
         // hashed once: a pipeline of a thousand steps of one component holds
-        // one copy.
-        let mut files = ComponentFiles::default();
+        // one copy. Paths they share are resolved once, too.
+        let mut memo = PlanMemo::default();
         for s in &self.steps {
-            match plan_step_with(&s.manifest, &ctx, &mut files) {
+            match plan_step_with(&s.manifest, &ctx, &mut memo) {
                 Ok(p) => plans.push(p),
                 Err(e) => errors.push(e),
             }

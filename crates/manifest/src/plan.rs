@@ -344,21 +344,64 @@ pub(crate) fn mount_host(
 
 /// Resolves `manifest` for a run in `ctx`.
 pub fn plan_step(manifest: &Manifest, ctx: &PlanContext<'_>) -> Result<StepPlan, ManifestError> {
-    plan_step_with(manifest, ctx, &mut ComponentFiles::default())
+    plan_step_with(manifest, ctx, &mut PlanMemo::default())
 }
 
-/// Component files read and hashed while planning, by path. The steps of a
-/// pipeline that share a component file read and hash it once, and all run
-/// the very bytes that were checked.
-#[derive(Default)]
-pub struct ComponentFiles(std::collections::HashMap<PathBuf, (ComponentBytes, Sha256Digest)>);
+/// Paths no mount may reach, each with what it is (see [`protected_paths`]).
+type Protected = std::rc::Rc<Vec<(PathBuf, String)>>;
 
-/// Like [`plan_step`], reusing (and adding to) the component files in
-/// `files`.
+/// What planning the steps of one pipeline shares between them, so each
+/// is done once per pipeline rather than once per step:
+///
+/// - component files read and hashed, by path: steps that share a
+///   component file all run the very bytes that were checked;
+/// - paths resolved through their symbolic links: resolving walks the
+///   path one component at a time (a `readlink` each), and every step
+///   resolved the same state directory, manifest file and protected
+///   paths, seventy system calls a step in a generated pipeline.
+///
+/// A memo lives for one planning pass; a later pass (the next run) starts
+/// afresh.
+#[derive(Default)]
+pub struct PlanMemo {
+    files: std::collections::HashMap<PathBuf, (ComponentBytes, Sha256Digest)>,
+    resolved: std::collections::HashMap<PathBuf, PathBuf>,
+    /// The protected paths, for the state directory they were built for
+    /// (the environment is the same for every step of a pass).
+    protected: Option<(PathBuf, Protected)>,
+}
+
+impl PlanMemo {
+    /// [`resolve`], remembered. Failures are not remembered: they are
+    /// reported, and the plan is not made.
+    fn resolve(&mut self, path: &Path) -> std::io::Result<PathBuf> {
+        if let Some(r) = self.resolved.get(path) {
+            return Ok(r.clone());
+        }
+        let r = resolve(path)?;
+        self.resolved.insert(path.to_path_buf(), r.clone());
+        Ok(r)
+    }
+
+    /// [`protected_paths`] for `state_dir` in `ctx`, remembered.
+    fn protected(&mut self, ctx: &PlanContext<'_>, state_dir: &Path) -> Protected {
+        match &self.protected {
+            Some((dir, list)) if dir == state_dir => list.clone(),
+            _ => {
+                let list = std::rc::Rc::new(protected_paths(ctx, state_dir));
+                self.protected = Some((state_dir.to_path_buf(), list.clone()));
+                list
+            }
+        }
+    }
+}
+
+/// Like [`plan_step`], reusing (and adding to) what `memo` remembers from
+/// the steps planned before it.
 pub fn plan_step_with(
     manifest: &Manifest,
     ctx: &PlanContext<'_>,
-    files: &mut ComponentFiles,
+    memo: &mut PlanMemo,
 ) -> Result<StepPlan, ManifestError> {
     let state_dir = ctx.state_dir;
     let mut problems: Vec<Problem> = Vec::new();
@@ -373,12 +416,12 @@ pub fn plan_step_with(
         fix: None,
     };
 
-    let state_dir = resolve(state_dir).map_err(|e| {
+    let state_dir = memo.resolve(state_dir).map_err(|e| {
         fail(vec![io_problem(format!(
             "cannot resolve the state directory: {e}"
         ))])
     })?;
-    let manifest_path = resolve(&manifest.path).map_err(|e| {
+    let manifest_path = memo.resolve(&manifest.path).map_err(|e| {
         fail(vec![io_problem(format!(
             "cannot resolve the manifest path: {e}"
         ))])
@@ -389,14 +432,16 @@ pub fn plan_step_with(
     // Set only when the file was read (or vouched for) and has the pinned
     // digest; otherwise a problem says why and no plan is returned.
     let mut component_bytes: Option<ComponentBytes> = None;
-    let read = match files.0.get(&component_rel) {
+    let read = match memo.files.get(&component_rel) {
         Some((bytes, digest)) => Ok((bytes.clone(), digest.clone())),
         None => {
             // An unchanged file the index vouches for is not read again
             // (a large component costs tens of milliseconds per run to
             // hash); otherwise it is read, hashed, and remembered.
             // Keyed by its canonical path, as every other entry is.
-            let key = resolve(&component_rel).unwrap_or_else(|_| component_rel.clone());
+            let key = memo
+                .resolve(&component_rel)
+                .unwrap_or_else(|_| component_rel.clone());
             let read = match ctx.hash_index {
                 Some(index) if index.vouch(&key).as_ref() == Some(&manifest.digest) => Ok((
                     ComponentBytes::vouched(component_rel.clone(), manifest.digest.clone()),
@@ -428,8 +473,7 @@ pub fn plan_step_with(
                 }),
             };
             if let Ok((bytes, digest)) = &read {
-                files
-                    .0
+                memo.files
                     .insert(component_rel.clone(), (bytes.clone(), digest.clone()));
             }
             read
@@ -455,7 +499,7 @@ pub fn plan_step_with(
                 ));
             }
             component_bytes = Some(bytes);
-            component_path = resolve(&component_rel).unwrap_or(component_rel);
+            component_path = memo.resolve(&component_rel).unwrap_or(component_rel);
         }
     }
 
@@ -475,7 +519,7 @@ pub fn plan_step_with(
             }
         };
 
-        let host = match resolve(&raw) {
+        let host = match memo.resolve(&raw) {
             Ok(h) => h,
             Err(e) => {
                 problems.push(m.host_at.problem(
@@ -523,9 +567,9 @@ pub fn plan_step_with(
 
     // Grants must not overlap in ways that would make a write escape its
     // mount or expose the runner's own state.
-    let protected = protected_paths(ctx, &state_dir);
+    let protected = memo.protected(ctx, &state_dir);
     for (i, (m, host)) in mounts.iter().enumerate() {
-        for (p, what) in &protected {
+        for (p, what) in protected.iter() {
             if nested(host, p) {
                 let how = if host == p {
                     "is"
@@ -737,5 +781,52 @@ mod tests {
         // And the next plan reads it again and refuses the digest.
         let e = plan_step(&manifest, &ctx).unwrap_err().to_string();
         assert!(e.contains("refusing to run an unreviewed component"), "{e}");
+    }
+
+    /// Planning with a memo shared across steps gives each step the plan
+    /// it gets alone, and still refuses a mount of a protected path.
+    #[test]
+    fn a_shared_plan_memo_changes_no_plan() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("s.wasm"), b"\0asm bytes").unwrap();
+        std::fs::create_dir(d.path().join("data")).unwrap();
+        std::fs::create_dir_all(d.path().join(".cordon/compiled")).unwrap();
+        let digest = Sha256Digest::of(b"\0asm bytes");
+        let manifest = |name: &str, host: &str| {
+            Manifest::parse(
+                &d.path().join(format!("{name}.toml")),
+                &format!(
+                    "[step]\nname = \"{name}\"\ncomponent = \"s.wasm\"\ndigest = \"{digest}\"\n\n\
+                     [[mount]]\nguest = \"/in\"\nhost = \"{host}\"\naccess = \"read\"\n\
+                     purpose = \"input\"\nclassification = \"public\"\n"
+                ),
+            )
+            .unwrap()
+        };
+        let env = crate::config::WorkspaceConfig::implicit(d.path())
+            .envs
+            .remove("dev")
+            .unwrap();
+        let ctx = PlanContext {
+            env: &env,
+            workspace_dir: d.path(),
+            state_dir: &d.path().join(".cordon"),
+            produced: &[],
+            hash_index: None,
+        };
+        let mut memo = PlanMemo::default();
+        for name in ["a", "b"] {
+            let m = manifest(name, "data");
+            let shared = plan_step_with(&m, &ctx, &mut memo).unwrap();
+            let alone = plan_step(&m, &ctx).unwrap();
+            assert_eq!(shared.component_path, alone.component_path);
+            assert_eq!(shared.state_dir, alone.state_dir);
+            assert_eq!(shared.mounts[0].host, alone.mounts[0].host);
+            assert_eq!(shared.component_digest, alone.component_digest);
+        }
+        let e = plan_step_with(&manifest("c", ".cordon/compiled"), &ctx, &mut memo)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("compiled-component cache"), "{e}");
     }
 }
