@@ -19,7 +19,7 @@ use cordon_manifest::config::{EnvConfig, ProviderKind};
 use cordon_manifest::manifest::{Access, Manifest, Sha256Digest};
 use cordon_manifest::plan::StepPlan;
 use serde_json::{Value, json};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The version of the input document's schema. Changes that remove or
 /// rename fields raise it; additions do not.
@@ -127,14 +127,24 @@ pub fn input(env: &EnvConfig, steps: &[StepInput<'_>], base: &Path) -> Result<Va
         .iter()
         .map(|p| cordon_record::attest::TrustedKey::load(p))
         .collect::<Result<Vec<_>, _>>()?;
+    // Resolved once per path: the steps of a pipeline share their manifest
+    // file and usually their component, and resolving walks the path one
+    // `readlink` per component.
+    let base = cordon_core::fsutil::resolve(base).unwrap_or_else(|_| base.to_path_buf());
+    let shown = std::cell::RefCell::new(std::collections::HashMap::<PathBuf, String>::new());
     let rel = |p: &Path| -> String {
+        if let Some(s) = shown.borrow().get(p) {
+            return s.clone();
+        }
         let abs = cordon_core::fsutil::resolve(p).unwrap_or_else(|_| p.to_path_buf());
-        let base = cordon_core::fsutil::resolve(base).unwrap_or_else(|_| base.to_path_buf());
-        abs.strip_prefix(&base)
+        let s = abs
+            .strip_prefix(&base)
             .map(Path::to_path_buf)
             .unwrap_or(abs)
             .display()
-            .to_string()
+            .to_string();
+        shown.borrow_mut().insert(p.to_path_buf(), s.clone());
+        s
     };
     let steps: Vec<Value> = steps
         .iter()
