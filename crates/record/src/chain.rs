@@ -19,7 +19,8 @@
 //! **Appends** hold an exclusive lock on `chain.lock` from reading the last
 //! entry to writing the new one, so two runners sharing a state directory
 //! take turns. The record (and its envelope) is written first, atomically
-//! (a temporary file linked into place), and made durable (`syncfs` of the
+//! (an unnamed temporary file linked into place, see
+//! `cordon_core::fsutil::write_new_unsynced_via`), and made durable (`syncfs` of the
 //! file system); then the entry is appended to the log as one
 //! newline-terminated line in one `write` on a file opened for appending,
 //! and the log is fsynced. The cost of an append does not grow with the
@@ -28,8 +29,9 @@
 //!
 //! A runner killed at any point leaves a valid log: at worst its entry is a
 //! final line without its newline, which readers ignore (only complete
-//! lines are entries) and the next append cuts off before writing. Temporary
-//! files it leaves behind (in `records/.tmp/`) are ignored by `verify` and
+//! lines are entries) and the next append cuts off before writing. Named
+//! temporary files it leaves behind (in `records/.tmp/`, used where the
+//! file system has no unnamed ones) are ignored by `verify` and
 //! removed by the next runner's first append, which lists only that
 //! directory: a first append costs the same however many records exist. A runner killed after writing its record but
 //! before its entry was complete leaves a record the chain does not list;
