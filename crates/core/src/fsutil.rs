@@ -406,18 +406,47 @@ mod tests {
 
     /// On Linux the batch files are written without a named temporary, so
     /// writing them deletes no inode (which, on ext4 without a journal,
-    /// every later inode allocation would have to skip).
+    /// every later inode allocation would have to skip): the only directory
+    /// event is the file's own name appearing.
     #[cfg(target_os = "linux")]
     #[test]
-    fn unsynced_new_files_are_linked_from_unnamed_temporaries() {
+    fn unsynced_new_files_create_and_delete_no_temporary() {
+        use rustix::fs::inotify;
         let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("r.json");
-        match write_new_unnamed(&p, b"x") {
-            Ok(()) => assert_eq!(fs::read(&p).unwrap(), b"x"),
-            // A file system without `O_TMPFILE` (some test machines' /tmp).
-            Err(Unnamed::Unsupported) => {}
-            Err(Unnamed::Failed(e)) => panic!("{e}"),
+        let tmp = d.path().join(".tmp");
+        fs::create_dir(&tmp).unwrap();
+        if let Err(Unnamed::Unsupported) = write_new_unnamed(&d.path().join("probe"), b"") {
+            eprintln!("no O_TMPFILE on this file system; nothing to check");
+            return;
         }
+        let ino = inotify::init(inotify::CreateFlags::NONBLOCK).unwrap();
+        let watch = inotify::WatchFlags::CREATE
+            | inotify::WatchFlags::DELETE
+            | inotify::WatchFlags::MOVED_TO
+            | inotify::WatchFlags::MOVED_FROM;
+        let dir_wd = inotify::add_watch(&ino, d.path(), watch).unwrap();
+        inotify::add_watch(&ino, &tmp, watch).unwrap();
+        let (a, b) = (d.path().join("a.json"), d.path().join("b.json"));
+        write_new_unsynced_via(&tmp, &[(&a, b"record"), (&b, b"envelope")]).unwrap();
+        let mut buf = [std::mem::MaybeUninit::uninit(); 4096];
+        let mut reader = inotify::Reader::new(&ino, &mut buf);
+        let mut events = Vec::new();
+        while let Ok(e) = reader.next() {
+            let name = e.file_name().map(|n| n.to_string_lossy().into_owned());
+            events.push((e.wd() == dir_wd, e.events(), name));
+        }
+        let names: Vec<_> = events
+            .iter()
+            .map(|(in_dir, flags, name)| {
+                assert!(
+                    *in_dir,
+                    "nothing happens in the temporary directory: {events:?}"
+                );
+                assert_eq!(*flags, inotify::ReadFlags::CREATE, "{events:?}");
+                name.clone().unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(names, ["a.json", "b.json"]);
     }
 
     #[test]
