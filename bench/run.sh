@@ -22,6 +22,12 @@ fi
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 command -v sha256sum >/dev/null || { echo "bench: sha256sum (coreutils) is needed as the hashing baseline" >&2; exit 1; }
 
+# What the last scale section set aside (tens of thousands of files) is
+# deleted first: on ext4 without a journal, inode creation stays slower for
+# minutes after a mass deletion, and the build and the in-process benches
+# below give those minutes before any whole-process figure is taken.
+rm -rf "$target/bench/work/.trash"
+
 echo "== building the native baselines (the same step crates, built for the host)"
 cargo build --release -p cordon -p cordon-test-plain -p cordon-step-train
 

@@ -537,7 +537,10 @@ fn large_component(report: &mut Report, work: &Path, reps: usize) {
     });
     report.section(
         "A large component's warm run (whole process)",
-        "The trivial step padded to 18 MiB (an unstripped or Python component's size), served          from the action cache with a warm compile cache. Baseline: the same run with the hash          index removed first, so the component is read and hashed as every run did before the          index covered component files.",
+        "The trivial step padded to 18 MiB (an unstripped or Python component's size), served \
+         from the action cache with a warm compile cache. Baseline: the same run with the hash \
+         index removed first, so the component is read and hashed as every run did before the \
+         index covered component files.",
     );
     report.table(
         &["command", "median", "vs re-hashing"],
@@ -1181,6 +1184,13 @@ fn compute(report: &mut Report, work: &Path, reps: usize) {
 
 /// 5. Generated pipelines of trivial steps.
 fn scale(report: &mut Report, work: &Path, sizes: &[usize]) {
+    // The last run's state directories hold tens of thousands of files each.
+    // On ext4 without a journal, every inode created in the next minutes
+    // scans past each one deleted: deleting them here would charge this
+    // section (and the ones after it) for the clean-up. They are moved
+    // aside instead, and bench/run.sh deletes what was set aside before it
+    // builds anything, minutes before any figure is taken.
+    set_aside(&work.join("scale"), work);
     let ws = Workspace::new(
         work.join("scale"),
         &[("plain.wasm", cordon_test_artifacts::PLAIN)],
@@ -1205,12 +1215,6 @@ fn scale(report: &mut Report, work: &Path, sizes: &[usize]) {
         f.sync_all().unwrap();
         t.elapsed()
     });
-    // Clean up now, after every figure of the section (see `scale_rows`).
-    for e in std::fs::read_dir(&ws.root).unwrap().flatten() {
-        if e.file_name().to_string_lossy().starts_with(".cordon-") {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
     let sizes_text = sizes
         .iter()
         .map(|n| n.to_string())
@@ -1222,8 +1226,9 @@ fn scale(report: &mut Report, work: &Path, sizes: &[usize]) {
             "Generated pipelines of {sizes_text} trivial steps (inline manifests, `plain`, no mounts), \
              each executed (`--no-cache`) with signed, chained records, in a fresh state \
              directory with a warm compiled-component cache. Wide: no dependencies; deep: \
-             each step needs the one before. Peak memory is the runner's maximum resident set \
-             (from `wait4`)."
+             each step needs the one before. Each row is the median of {SCALE_ROUNDS} runs, in \
+             rounds that run every row once in turn. Peak memory is the runner's maximum \
+             resident set (from `wait4`), the largest of the runs."
         ),
     );
     report.table(
@@ -1246,6 +1251,22 @@ fn scale(report: &mut Report, work: &Path, sizes: &[usize]) {
          in a chain each step waits for its own batch before its dependent starts.",
         ms(fsync),
     ));
+}
+
+/// Moves `dir`, if it exists, into `<work>/.trash/` (a rename: nothing is
+/// deleted now; see [`scale`]).
+fn set_aside(dir: &Path, work: &Path) {
+    if !dir.exists() {
+        return;
+    }
+    let trash = work.join(".trash");
+    std::fs::create_dir_all(&trash).unwrap();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = dir.file_name().unwrap().to_string_lossy();
+    std::fs::rename(dir, trash.join(format!("{name}-{stamp}"))).unwrap();
 }
 
 /// The scale rows of one pipeline size: wide with one job and with one per
@@ -1276,50 +1297,63 @@ fn scale_rows(
     let deep = write(&format!("deep-{steps}"), true);
     // One compiled-component cache for every run, warmed by an untimed run
     // of the wide pipeline: each figure is of execution, not compilation.
-    // State directories are removed only after the section's last run: on
-    // ext4 without a journal, creating inodes
-    // right after tens of thousands were deleted scans past every recently
-    // deleted one, which would charge the next run for the last one's
-    // clean-up.
+    // No state directory is deleted while the section runs (see `scale`).
     let compiled = ws.root.join("compiled");
     let warm = ws.root.join(format!(".cordon-warm-{steps}"));
     run(ws
         .cordon(&wide, &warm)
         .env("CORDON_COMPILE_CACHE", &compiled)
         .args(["--no-cache"]));
-    let mut one_job = None;
-    for (label, file, jobs) in [
+    // Three rounds, each running every configuration once in turn (so the
+    // noise of a moment falls on all of them alike), each run in a fresh
+    // state directory; a row is the median wall time of its three runs and
+    // the largest peak memory.
+    let configs = [
         ("wide", &wide, 1),
         ("wide", &wide, cores),
         ("deep (a chain)", &deep, cores),
-    ] {
-        let state = ws
-            .root
-            .join(format!(".cordon-{label}-{jobs}-{steps}").replace(' ', "-"));
-        let t = run(ws
-            .cordon(file, &state)
-            .env("CORDON_COMPILE_CACHE", &compiled)
-            .args(["--no-cache", "--jobs", &jobs.to_string()]));
-        let rate = steps as f64 / t.wall.as_secs_f64();
+    ];
+    let mut timed: Vec<Vec<Timed>> = configs.iter().map(|_| Vec::new()).collect();
+    for round in 0..SCALE_ROUNDS {
+        for (c, (label, file, jobs)) in configs.iter().enumerate() {
+            let state = ws
+                .root
+                .join(format!(".cordon-{label}-{jobs}-{steps}-{round}").replace(' ', "-"));
+            timed[c].push(run(ws
+                .cordon(file, &state)
+                .env("CORDON_COMPILE_CACHE", &compiled)
+                .args(["--no-cache", "--jobs", &jobs.to_string()])));
+        }
+    }
+    let mut one_job = None;
+    for ((label, _, jobs), runs) in configs.iter().zip(timed) {
+        let mut walls: Vec<Duration> = runs.iter().map(|t| t.wall).collect();
+        walls.sort();
+        let wall = walls[walls.len() / 2];
+        let rss = runs.iter().map(|t| t.max_rss_kib).max().unwrap_or(0);
+        let rate = steps as f64 / wall.as_secs_f64();
         let speedup = match (jobs, one_job) {
             (1, _) => {
-                one_job = Some(t.wall);
+                one_job = Some(wall);
                 "1.00×".to_string()
             }
-            (_, Some(base)) if label == "wide" => ratio(base, t.wall),
+            (_, Some(base)) if *label == "wide" => ratio(base, wall),
             _ => "—".into(),
         };
         rows.push(vec![
             format!("{label}, {steps} steps"),
             jobs.to_string(),
-            ms(t.wall),
+            ms(wall),
             format!("{rate:.0}"),
-            format!("{:.2} ms", t.wall.as_secs_f64() * 1e3 / steps as f64),
-            format!("{:.0} MiB", t.max_rss_kib as f64 / 1024.0),
+            format!("{:.2} ms", wall.as_secs_f64() * 1e3 / steps as f64),
+            format!("{:.0} MiB", rss as f64 / 1024.0),
             speedup,
         ]);
     }
 }
+
+/// Rounds of the scale section: each row is the median of this many runs.
+const SCALE_ROUNDS: usize = 3;
 
 /// 6. Cache hit against re-execution of the example pipeline.
 fn cache(report: &mut Report, work: &Path, reps: usize) {
