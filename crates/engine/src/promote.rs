@@ -783,6 +783,15 @@ fn publish(state_dir: &Path, run: &str, c: &Candidate, dest: &Path) -> Result<()
             return Err(fail(e.to_string()));
         }
     };
+    // Held until the publication is done, so that a `cordon repair`
+    // meanwhile takes this staging for a live run's, not a stopped one's.
+    let _staging_lock = match cordon_record::journal::lock_staging(staging.root()) {
+        Ok(l) => l,
+        Err(e) => {
+            staging.discard();
+            return Err(fail(e.to_string()));
+        }
+    };
     if let Err(e) = staging.refill(&Cas::new(state_dir), &[(c.entries.as_slice(), &c.tree)]) {
         staging.discard();
         return Err(fail(match e {
@@ -791,6 +800,12 @@ fn publish(state_dir: &Path, run: &str, c: &Candidate, dest: &Path) -> Result<()
             }
             other => other.to_string(),
         }));
+    }
+    // No record is sealed before this publication: make the removals of
+    // finished runs' intents durable first (see `journal::finish`).
+    if let Err(e) = cordon_record::journal::settle(state_dir) {
+        staging.discard();
+        return Err(fail(e.to_string()));
     }
     staging.publish_or_remove().map_err(|e| fail(e.to_string()))
 }

@@ -68,6 +68,9 @@ pub enum RestoreError {
     /// The staging area could not be made.
     #[error("cannot create the staging directory: {0}")]
     Staging(std::io::Error),
+    /// The journal could not be flushed before publishing.
+    #[error("cannot flush the publication journal before publishing: {0}")]
+    Journal(std::io::Error),
     /// An output could not be rebuilt from the content store.
     #[error("cannot restore {guest} of run {run}: {source}")]
     Store {
@@ -301,6 +304,15 @@ fn publish(
             return Err(RestoreError::Staging(e));
         }
     };
+    // Held until the publication is done, so that a `cordon repair`
+    // meanwhile takes this staging for a live run's, not a stopped one's.
+    let _staging_lock = match cordon_record::journal::lock_staging(staging.root()) {
+        Ok(l) => l,
+        Err(e) => {
+            staging.discard();
+            return Err(RestoreError::Staging(e));
+        }
+    };
     let wanted: Vec<_> = planned
         .iter()
         .map(|p| (p.entries.as_slice(), &p.tree))
@@ -316,6 +328,12 @@ fn publish(
             RefillError::Check(e) => RestoreError::Publish(e),
             RefillError::Mismatch { guest } => RestoreError::Mismatch { guest },
         });
+    }
+    // No record is sealed before this publication: make the removals of
+    // finished runs' intents durable first (see `journal::finish`).
+    if let Err(e) = cordon_record::journal::settle(state_dir) {
+        staging.discard();
+        return Err(RestoreError::Journal(e));
     }
     staging.publish_or_remove()?;
     Ok(planned

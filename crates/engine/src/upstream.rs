@@ -236,8 +236,26 @@ pub fn take_inputs(
             &[(w.guest.clone(), w.host.clone())],
         )
         .map_err(|e| restore(e.to_string()))?;
+        // Held until the publication is done, so that a `cordon repair`
+        // meanwhile takes this staging for a live run's, not a stopped one's.
+        let _staging_lock = match cordon_record::journal::lock_staging(staging.root()) {
+            Ok(l) => l,
+            Err(e) => {
+                staging.discard();
+                return Err(restore(e.to_string()));
+            }
+        };
         match staging.refill(&cas, &[(entries.as_slice(), &tree.sha256)]) {
-            Ok(_) => staging.publish().map_err(|e| restore(e.to_string()))?,
+            // No record is sealed before this publication: make the
+            // removals of finished runs' intents durable first (see
+            // `journal::finish`).
+            Ok(_) => match cordon_record::journal::settle(&step.state_dir) {
+                Ok(()) => staging.publish().map_err(|e| restore(e.to_string()))?,
+                Err(e) => {
+                    staging.discard();
+                    return Err(restore(format!("cannot flush the journal: {e}")));
+                }
+            },
             Err(e) => {
                 staging.discard();
                 return Err(restore(e.to_string()));

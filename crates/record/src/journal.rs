@@ -114,16 +114,30 @@ pub fn begin_unsynced(state: &Path, intent: &Intent) -> io::Result<bool> {
 /// file system. On the same one, every later record is sealed behind a
 /// `syncfs` of that file system ([`crate::chain::seal_batch`]) before its
 /// run publishes anything, and that barrier makes this removal durable
-/// too: so a removal lost to a power cut can only come back as the intent
-/// of a run whose outputs are still the ones it published, which `repair`
-/// finds complete. Its own flush would cost every run with outputs a
-/// flush of the disk's cache for nothing.
+/// too; a publication that seals no record (`cordon restore`, a
+/// promotion, an upstream step's outputs) calls [`settle`] first. So a
+/// removal lost to a power cut can only come back as the intent of a run
+/// whose outputs are still the ones it published, which `repair` finds
+/// complete. Its own flush would cost every run with outputs a flush of
+/// the disk's cache for nothing.
 pub fn finish(state: &Path, run: &str) -> io::Result<()> {
     match std::fs::remove_file(intent_path(state, run)) {
         Ok(()) if shares_records_fs(state)? => Ok(()),
         Ok(()) => fsutil::sync_dir(&journal_dir(state)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// Makes the removals of finished intents durable (see [`finish`]), for a
+/// publication into a destination of `state`'s runs that seals no record
+/// first: without it, a power cut could bring back the intent of a run
+/// whose destination that publication has since changed, and `repair`
+/// would find the run's outputs replaced.
+pub fn settle(state: &Path) -> io::Result<()> {
+    match fsutil::sync_dir(&journal_dir(state)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }
 
@@ -286,6 +300,7 @@ mod tests {
         let root = d.path().join("staging").join("run-1");
         let lock = lock_staging(&root).unwrap();
         assert!(is_live(&root));
+        assert!(stopped_runs(d.path()).unwrap().is_empty(), "a live run's");
         assert_eq!(
             std::fs::read_dir(d.path().join("staging")).unwrap().count(),
             1,
@@ -293,6 +308,7 @@ mod tests {
         );
         drop(lock);
         assert!(!is_live(&root));
+        assert_eq!(stopped_runs(d.path()).unwrap(), std::slice::from_ref(&root));
 
         let legacy = File::create(lock_path(&root)).unwrap();
         legacy.lock().unwrap();
@@ -301,6 +317,26 @@ mod tests {
         assert!(!is_live(&root));
         std::fs::remove_dir(&root).unwrap();
         assert!(!is_live(&root), "a removed staging is no run's");
+    }
+
+    /// Settling a state directory without a journal is nothing to do;
+    /// with one, it flushes it.
+    #[test]
+    fn settling_works_with_and_without_a_journal() {
+        let d = tempfile::tempdir().unwrap();
+        settle(d.path()).unwrap();
+        begin(
+            d.path(),
+            &Intent {
+                run: "a".into(),
+                staging: d.path().join("staging/a"),
+                trees: Vec::new(),
+            },
+        )
+        .unwrap();
+        finish(d.path(), "a").unwrap();
+        settle(d.path()).unwrap();
+        assert!(pending_runs(d.path()).is_empty());
     }
 
     fn pending_runs(state: &Path) -> Vec<String> {
