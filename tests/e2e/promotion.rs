@@ -147,6 +147,28 @@ fn assert_refused(out: &Output, reason: &str) {
     );
 }
 
+/// Copies dev's model into prod by hand (the same bytes, but nothing
+/// vouches for them) and checks that `run` (a `cordon` command line)
+/// refuses with exit 2, saying `refusal`, and runs nothing.
+fn refuses_a_hand_copied_model(ws: &Workspace, run: &[&str], refusal: &str) {
+    std::fs::create_dir_all(ws.path("data/prod/model")).unwrap();
+    for (name, bytes) in snapshot(&ws.path("data/dev/model")) {
+        ws.write(&format!("data/prod/model/{name}"), bytes);
+    }
+    let records = ws.records().len();
+    let out = ws.cordon(run, &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(refusal)
+            && out
+                .stderr
+                .contains("no valid verification summary of this environment names its tree"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(ws.records().len(), records, "nothing ran");
+}
+
 /// Refused because prod's reviewer approved none of the model's steps:
 /// one reason per step of its lineage.
 fn assert_refused_for_approval(out: &Output) {
@@ -432,23 +454,11 @@ fn a_mount_that_requires_promotion_refuses_a_copied_model_and_accepts_a_promoted
 
     // Someone copies the model into prod by hand: the same bytes, but
     // nothing vouches for them.
-    std::fs::create_dir_all(ws.path("data/prod/model")).unwrap();
-    for (name, bytes) in snapshot(&ws.path("data/dev/model")) {
-        ws.write(&format!("data/prod/model/{name}"), bytes);
-    }
-    let records = ws.records().len();
-    let out = ws.cordon(&["run", "step.toml", "--env", "prod"], &[]);
-    assert_eq!(out.code, 2, "{out:?}");
-    assert!(
-        out.stderr
-            .contains("step.toml: step `plain` requires promoted input at /model")
-            && out
-                .stderr
-                .contains("no valid verification summary of this environment names its tree"),
-        "{}",
-        out.stderr
+    refuses_a_hand_copied_model(
+        &ws,
+        &["run", "step.toml", "--env", "prod"],
+        "step.toml: step `plain` requires promoted input at /model",
     );
-    assert_eq!(ws.records().len(), records, "nothing ran");
 
     let out = promote(&ws, &run, &["--artifact", "/model"]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -857,22 +867,11 @@ fn the_example_demo_refuses_then_accepts_the_promotion_into_prod() {
         "--state",
         ".cordon",
     ];
-    for (name, bytes) in snapshot(&ws.path("data/dev/model")) {
-        ws.write(&format!("data/prod/model/{name}"), bytes);
-    }
-    let records = ws.records().len();
-    let out = ws.cordon(&release, &[]);
-    assert_eq!(out.code, 2, "{out:?}");
-    assert!(
-        out.stderr
-            .contains("release.toml: step `release` requires promoted input at /in")
-            && out
-                .stderr
-                .contains("no valid verification summary of this environment names its tree"),
-        "{}",
-        out.stderr
+    refuses_a_hand_copied_model(
+        &ws,
+        &release,
+        "release.toml: step `release` requires promoted input at /in",
     );
-    assert_eq!(ws.records().len(), records, "nothing ran");
     assert!(!ws.path("data/prod/signature").exists());
 
     // Accepted: the model is copied by digest and prod signs the VSA.
