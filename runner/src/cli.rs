@@ -1334,23 +1334,22 @@ fn run_pipeline_cmd(
     // unchanged component is not re-hashed; `--no-cache` trusts nothing
     // remembered.
     let pipeline_dir = dir_of(file);
-    let index = Arc::new(HashIndex::load(
-        StateDir::resolve(at.state.clone(), &pipeline_dir).path(),
-    ));
+    let pipeline_state = StateDir::resolve(at.state.clone(), &pipeline_dir).into_path();
+    let index = Arc::new(HashIndex::load(&pipeline_state));
     let (plan, manifests, env) = plan_pipeline(file, at, (!no_cache).then_some(&*index))?;
     let remote = remote_for(&env)?;
     let (plan, manifests) = match step {
         None => (plan, manifests),
         Some(name) => one_step(plan, manifests, &env, remote.as_deref(), name)?,
     };
-    let signer = signer_for(&env, &dir_of(file))?;
+    let signer = signer_for(&env, &pipeline_dir)?;
     let policy = policy_gate(
         &env,
         &manifests,
         &plan.steps,
         &plan.cacheable,
         break_glass,
-        StateDir::resolve(at.state.clone(), &pipeline_dir).path(),
+        &pipeline_state,
     )?;
     promote_cmd::require_promoted(&env, &plan.steps)?;
     // One provider session for the whole pipeline (see `resolve_steps`).
