@@ -607,7 +607,11 @@ pub fn promote(
             }
             // Identical outputs from another architecture count, but the
             // promotion says they were not the same-architecture check.
-            for (_, _, caveat) in &report.reproduced {
+            for (_, _, caveat) in report
+                .reproduced
+                .iter()
+                .filter(|(run, _, _)| *run == r.run_id)
+            {
                 if let Some(why) = caveat {
                     warnings.push(format!("step `{}` re-executed: {why}", r.step));
                 }
