@@ -573,10 +573,19 @@ fn a_cached_decision_is_reused_only_sealed_and_for_the_same_policy() {
     let allow = cached_decisions(&ws);
     assert_eq!(allow.len(), 1, "one decision: {allow:?}");
     let sealed_allow = std::fs::read(&allow[0]).unwrap();
+    // A run that finds the decision uses it and stores nothing: the entry
+    // is the same file (storing replaces it through a temporary, a new
+    // inode), so the decision came from the cache.
+    use std::os::unix::fs::MetadataExt;
+    let inode = |p: &std::path::Path| std::fs::metadata(p).unwrap().ino();
+    let before = inode(&allow[0]);
+    let out = ws.cordon(&["run", "step.toml", "--no-cache"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(inode(&allow[0]), before, "the cached decision was used");
     // The record names the policy files whether or not the decision was
     // evaluated in this process.
     let records = ws.records();
-    assert_eq!(records.len(), 3);
+    assert_eq!(records.len(), 4);
     for rec in &records {
         assert_eq!(rec["policy"]["decision"], "allow");
         assert_eq!(rec["policy"]["files"], records[0]["policy"]["files"]);
