@@ -33,9 +33,9 @@
 //! temporary files it leaves behind (in `records/.tmp/`, used where the
 //! file system has no unnamed ones) are ignored by `verify` and
 //! removed by the next runner's first append, which lists only that
-//! directory: a first append costs the same however many records exist. A runner killed after writing its record but
-//! before its entry was complete leaves a record the chain does not list;
-//! `verify` reports it as such.
+//! directory: a first append costs the same however many records exist. A
+//! runner killed after writing its record but before its entry was complete
+//! leaves a record the chain does not list; `verify` reports it as such.
 
 use crate::attest::{self, Signer};
 use crate::record::{ChainLink, StepRecord};
