@@ -19,6 +19,10 @@ if [ -d "$target/tools/venv/bin" ]; then
   export PATH="$target/tools/venv/bin:$PATH"
 fi
 
+# Figures must not depend on the caller's shell: with RUST_BACKTRACE set,
+# a Rust program built with backtraces on captures one at each error.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 command -v sha256sum >/dev/null || { echo "bench: sha256sum (coreutils) is needed as the hashing baseline" >&2; exit 1; }
 

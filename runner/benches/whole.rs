@@ -40,7 +40,13 @@ struct Timed {
 /// Runs `cmd` to completion (stdout and stderr discarded unless the command
 /// fails), timing it and reading its peak RSS from `wait4`.
 fn run(cmd: &mut Command) -> Timed {
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    // Every figure is taken in the same environment, whatever the caller's
+    // shell sets: with RUST_BACKTRACE set, a Rust peer built with
+    // backtraces on captures one at each guest exit.
+    cmd.env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let started = Instant::now();
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     let mut stderr = child.stderr.take().unwrap();
@@ -993,15 +999,19 @@ fn hashing(report: &mut Report, data: &Path, mib: usize) {
     );
 }
 
-/// 4. The training step as a component against the same code built natively.
-fn compute(report: &mut Report, work: &Path, reps: usize) {
-    let ws = Workspace::new(
-        work.join("compute"),
-        &[("train.wasm", cordon_test_artifacts::TRAIN)],
-    );
-    let input = ws.root.join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    let rows = 100_000;
+/// The training step's arguments in the compute figures.
+const TRAIN_ARGS: [&str; 6] = [
+    "--features",
+    "age,income,tenure_months,support_calls",
+    "--label",
+    "churned",
+    "--epochs",
+    "300",
+];
+
+/// `rows` rows of generated churn data (the same rows every time), as the
+/// `train` step reads them.
+fn churn_csv(rows: usize) -> String {
     let mut csv = String::from("id,age,income,tenure_months,support_calls,churned\n");
     let mut x: u64 = 42;
     let mut next = |m: u64| {
@@ -1016,15 +1026,20 @@ fn compute(report: &mut Report, work: &Path, reps: usize) {
         let churned = u64::from(calls * 10 + 60 > tenure + next(40));
         let _ = writeln!(csv, "{i},{age},{income},{tenure},{calls},{churned}");
     }
-    std::fs::write(input.join("rows.csv"), csv).unwrap();
-    let args = [
-        "--features",
-        "age,income,tenure_months,support_calls",
-        "--label",
-        "churned",
-        "--epochs",
-        "300",
-    ];
+    csv
+}
+
+/// 4. The training step as a component against the same code built natively.
+fn compute(report: &mut Report, work: &Path, reps: usize) {
+    let ws = Workspace::new(
+        work.join("compute"),
+        &[("train.wasm", cordon_test_artifacts::TRAIN)],
+    );
+    let input = ws.root.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let rows = 100_000;
+    std::fs::write(input.join("rows.csv"), churn_csv(rows)).unwrap();
+    let args = TRAIN_ARGS;
     let manifest = ws.root.join("train.toml");
     let text = format!(
         "[step]\nname = \"train\"\ncomponent = \"train.wasm\"\ndigest = \"sha256:{}\"\nargs = {:?}\n\n\
@@ -1354,6 +1369,102 @@ fn scale_rows(
 /// Rounds of the scale section: each row is the median of this many runs.
 const SCALE_ROUNDS: usize = 3;
 
+/// Steps in the `--jobs` section's pipeline, and rows each one trains on.
+const JOBS_STEPS: usize = 16;
+const JOBS_ROWS: usize = 5_000;
+
+/// 5b. `--jobs` on a wide pipeline whose steps compute: the `train` step,
+/// each on the same small input into an output of its own. On trivial
+/// steps (the scale section) the runner's own sealing is most of the work,
+/// and `--jobs 1` already spreads it over two threads; here the steps are.
+fn jobs(report: &mut Report, work: &Path) {
+    set_aside(&work.join("jobs"), work);
+    let ws = Workspace::new(
+        work.join("jobs"),
+        &[("train.wasm", cordon_test_artifacts::TRAIN)],
+    );
+    let digest = component_digest(&ws.root.join("train.wasm"));
+    let input = ws.root.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("rows.csv"), churn_csv(JOBS_ROWS)).unwrap();
+    let mut p = String::from("version = 1\n\n[pipeline]\nname = \"wide-train\"\n");
+    for i in 0..JOBS_STEPS {
+        let _ = write!(
+            p,
+            "\n[[step]]\ninline = \"\"\"\n[step]\nname = \"t{i:02}\"\ncomponent = \"train.wasm\"\n\
+             digest = \"sha256:{digest}\"\nargs = {TRAIN_ARGS:?}\n\n\
+             [[mount]]\nguest = \"/in\"\nhost = \"in\"\naccess = \"read\"\npurpose = \"rows\"\n\
+             classification = \"public\"\n\n\
+             [[mount]]\nguest = \"/out\"\nhost = \"out-{i:02}\"\naccess = \"write\"\npurpose = \"the model\"\n\
+             classification = \"public\"\n\n\
+             [limits]\nfuel = 2_000_000_000_000\nmemory = \"1GiB\"\ntimeout = \"600s\"\n\"\"\"\n"
+        );
+    }
+    let pipeline = ws.root.join("wide-train.toml");
+    std::fs::write(&pipeline, p).unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // As in the scale section: one warm compile cache, an untimed warm-up
+    // run, then rounds that run each configuration once in turn, each in a
+    // fresh state directory.
+    let compiled = ws.root.join("compiled");
+    let timed_run = |state: &Path, jobs: usize| {
+        run(ws
+            .cordon(&pipeline, state)
+            .env("CORDON_COMPILE_CACHE", &compiled)
+            .args(["--no-cache", "--jobs", &jobs.to_string()]))
+        .wall
+    };
+    timed_run(&ws.root.join(".cordon-warm"), cores);
+    let configs = [1, cores];
+    let mut walls: Vec<Vec<Duration>> = configs.iter().map(|_| Vec::new()).collect();
+    for round in 0..SCALE_ROUNDS {
+        for (c, &jobs) in configs.iter().enumerate() {
+            let state = ws.root.join(format!(".cordon-{jobs}-{round}"));
+            walls[c].push(timed_run(&state, jobs));
+        }
+    }
+    let medians: Vec<Duration> = walls
+        .into_iter()
+        .map(|mut w| {
+            w.sort();
+            w[w.len() / 2]
+        })
+        .collect();
+    let rows: Vec<Vec<String>> = configs
+        .iter()
+        .zip(&medians)
+        .map(|(jobs, &wall)| {
+            vec![
+                format!("wide, {JOBS_STEPS} `train` steps"),
+                jobs.to_string(),
+                ms(wall),
+                ms(wall / JOBS_STEPS as u32),
+                ratio(medians[0], wall),
+            ]
+        })
+        .collect();
+    report.section(
+        "`--jobs` on steps that compute",
+        &format!(
+            "A wide pipeline of {JOBS_STEPS} `train` steps (the compute section's step on \
+             {JOBS_ROWS} generated rows, 300 epochs), each reading the same input and writing \
+             an output of its own, executed (`--no-cache`) with signed, chained records, a warm \
+             compiled-component cache and a fresh state directory per run. Each row is the \
+             median of {SCALE_ROUNDS} runs, in rounds that run each row once in turn."
+        ),
+    );
+    report.table(
+        &[
+            "pipeline",
+            "`--jobs`",
+            "wall",
+            "per step",
+            "speed-up from `--jobs`",
+        ],
+        &rows,
+    );
+}
+
 /// 6. Cache hit against re-execution of the example pipeline.
 fn cache(report: &mut Report, work: &Path, reps: usize) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1414,8 +1525,8 @@ fn cache(report: &mut Report, work: &Path, reps: usize) {
 
 fn main() {
     // `cargo bench` passes `--bench`; any other argument names the sections
-    // to run (per-step, hashing, compute, scale, cache, large-component,
-    // store).
+    // to run (per-step, hashing, compute, scale, jobs, cache,
+    // large-component, store).
     let wanted: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -1444,6 +1555,9 @@ fn main() {
     }
     if on("scale") {
         scale(&mut report, &work, &steps);
+    }
+    if on("jobs") {
+        jobs(&mut report, &work);
     }
     if on("cache") {
         cache(&mut report, &work, reps);
