@@ -218,14 +218,20 @@ impl Workspace {
         streams.output(status.code().unwrap_or(-1))
     }
 
-    /// Runs `cordon ARGS` like [`Workspace::cordon`], with the (soft, hard)
-    /// limits on open descriptors set to `nofile` when given, and returns
+    /// Runs `cordon ARGS` like [`Workspace::cordon`] (with `env` added),
+    /// with the (soft, hard) limits on open descriptors set to `nofile`
+    /// when given, and returns
     /// the runner's peak resident memory in bytes as the kernel counted it
     /// (`ru_maxrss` of the reaped process, which covers every thread and
     /// allocation of the runner, the step's linear memory included).
-    pub fn cordon_measured(&self, args: &[&str], nofile: Option<(u64, u64)>) -> (Output, u64) {
+    pub fn cordon_measured(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        nofile: Option<(u64, u64)>,
+    ) -> (Output, u64) {
         use std::os::unix::process::CommandExt;
-        let mut cmd = self.command(args, &[]);
+        let mut cmd = self.command(args, env);
         cmd.stdin(Stdio::null());
         if let Some((soft, hard)) = nofile {
             let limit = libc::rlimit {

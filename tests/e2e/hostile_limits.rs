@@ -29,7 +29,7 @@ fn http_probe_measured(args: &[&str]) -> (Output, u64, serde_json::Value, u64) {
         args,
         &format!("{NETWORK}[limits]\n{STEP_MEMORY}requests = 100_000\n"),
     );
-    let (out, peak) = ws.cordon_measured(&["run", "step.toml"], None);
+    let (out, peak) = ws.cordon_measured(&["run", "step.toml"], &[], None);
     eprintln!("{args:?}: peak RSS of the runner {} MiB", peak / MIB);
     let rec = ws.record();
     let size = ws
@@ -125,7 +125,7 @@ fn probe_against_output_limit(args: &[&str], nofile: Option<(u64, u64)>) -> (Wor
         args,
         &(mount("/out", "out", "write") + "[limits]\noutput = \"8MiB\"\n"),
     );
-    let (out, _) = ws.cordon_measured(&["run", "step.toml"], nofile);
+    let (out, _) = ws.cordon_measured(&["run", "step.toml"], &[], nofile);
     (ws, out)
 }
 

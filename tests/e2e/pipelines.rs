@@ -764,3 +764,41 @@ fn a_closed_stderr_and_stdout_neither_crash_nor_hang_a_run() {
     drop(plan.stderr.take());
     assert_eq!(plan.wait().unwrap().code(), Some(0));
 }
+
+/// A committer that falls behind (a slow disk; here a fault point that
+/// stalls it for each run it seals) makes the workers wait. Every run
+/// waiting to be sealed holds descriptors (its mount lock and its staging
+/// directory's lock) and its staged outputs, and trivial steps run faster
+/// than they are sealed: when the queue of such runs had no bound, it grew
+/// with the pipeline until the runner ran out of descriptors and steps
+/// failed. Under a descriptor limit far below what the whole pipeline's
+/// runs would hold at once, every step must still succeed.
+#[test]
+fn a_committer_that_falls_behind_makes_workers_wait_instead_of_exhausting_descriptors() {
+    const STEPS: usize = 300;
+    let ws = Workspace::new();
+    let digest = ws.component(PROBE, "probe.wasm");
+    let entries: Vec<String> = (0..STEPS)
+        .map(|i| {
+            format!(
+                "inline = \"\"\"\n[step]\nname = \"s{i:03}\"\ncomponent = \"probe.wasm\"\n\
+                 digest = \"{digest}\"\nargs = [\"write\", \"/out/x.txt\", \"{i}\"]\n\n{}\"\"\"",
+                mount("/out", &format!("out-{i:03}"), "write")
+            )
+        })
+        .collect();
+    pipeline(&ws, &entries.iter().map(String::as_str).collect::<Vec<_>>());
+    let (out, _) = ws.cordon_measured(
+        &["run", "pipeline.toml", "--jobs", "2", "--no-cache"],
+        &[("CORDON_FAULT", "slow-commit")],
+        Some((384, 384)),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(ws.records().len(), STEPS, "{}", out.stderr);
+    for i in [0, STEPS / 2, STEPS - 1] {
+        assert_eq!(
+            std::fs::read_to_string(ws.path(&format!("out-{i:03}/x.txt"))).unwrap(),
+            i.to_string()
+        );
+    }
+}

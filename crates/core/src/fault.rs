@@ -34,3 +34,19 @@ pub fn panic_point(point: &str) {
     #[cfg(not(feature = "fault-injection"))]
     let _ = point;
 }
+
+/// How long [`slow_point`] stalls per unit of work.
+pub const SLOW_UNIT: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Stalls for `units` × [`SLOW_UNIT`] when [`FAULT_VAR`] names `point`: a
+/// slow disk on purpose, so a test can make one stage fall behind the
+/// others and check what the runner holds meanwhile.
+#[inline]
+pub fn slow_point(point: &str, units: usize) {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var(FAULT_VAR).is_ok_and(|v| v == point) {
+        std::thread::sleep(SLOW_UNIT * units as u32);
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = (point, units);
+}

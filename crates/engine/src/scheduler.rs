@@ -337,7 +337,13 @@ pub fn run_pipeline(
         // the next ready step while the last one's record is being made
         // durable, but no step's outputs are published, and no dependent
         // starts, before its batch is durable.
-        let (to_commit, inbox) = std::sync::mpsc::channel::<Handoff>();
+        // Bounded: a worker that gets ahead of the committer waits instead
+        // of queueing runs without limit. Each run waiting to be sealed
+        // holds descriptors (its mount locks and staging lock), its staged
+        // outputs on disk and its record in memory, and trivial steps run
+        // faster than they are sealed: unbounded, the queue grew with the
+        // pipeline until the runner ran out of descriptors.
+        let (to_commit, inbox) = std::sync::mpsc::sync_channel::<Handoff>(MAX_WAITING);
         for _ in 0..workers {
             let to_commit = to_commit.clone();
             let (state, wake, progress) = (&state, &wake, progress.as_ref());
@@ -368,6 +374,12 @@ struct Handoff {
 /// The most runs sealed as one batch: bounds what one barrier holds up.
 const MAX_BATCH: usize = 256;
 
+/// The most finished runs waiting for the committer; a worker with one
+/// more waits. Together with the batch being sealed, this bounds the runs
+/// that hold their locks and staging at once. Batches of this size already
+/// share a flush between dozens of runs, so the bound costs no throughput.
+const MAX_WAITING: usize = 64;
+
 #[allow(clippy::too_many_arguments)]
 fn worker(
     plan: &PipelinePlan,
@@ -377,7 +389,7 @@ fn worker(
     state: &Mutex<State>,
     wake: &Condvar,
     progress: &dyn Progress,
-    to_commit: &std::sync::mpsc::Sender<Handoff>,
+    to_commit: &std::sync::mpsc::SyncSender<Handoff>,
 ) {
     loop {
         let (i, secrets) = {
@@ -466,6 +478,7 @@ fn committer(
         let places: Vec<(usize, Instant)> = batch.iter().map(|h| (h.index, h.started)).collect();
         let runs: Vec<Uncommitted> = batch.into_iter().map(|h| h.run).collect();
         let n = runs.len();
+        cordon_core::fault::slow_point("slow-commit", n);
         let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit_batch(runs)))
             .unwrap_or_else(|panic| {
                 let message = panic_message(&*panic);
