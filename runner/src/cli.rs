@@ -14,7 +14,7 @@ use cordon_manifest::manifest::{Manifest, ManifestError};
 use cordon_manifest::pipeline::{Pipeline, PipelinePlan, is_pipeline_file};
 use cordon_manifest::plan::{PlanContext, plan_step};
 use cordon_record::record::Publication;
-use cordon_sandbox::{Sandbox, SandboxError, StepComponent};
+use cordon_sandbox::{Sandbox, SandboxError, SandboxOptions, StepComponent};
 use promote_cmd::{CardArgs, PROMOTE_EXIT_CODES, PostureArgs, PromoteArgs};
 use secret_cmd::{SecretCommand, records, secret};
 use std::io::IsTerminal;
@@ -1084,11 +1084,61 @@ fn remote_for(
 }
 
 fn sandbox_for(state_dir: &Path) -> Result<Sandbox, Failure> {
+    sandbox_with(state_dir, SandboxOptions::default())
+}
+
+fn sandbox_with(state_dir: &Path, options: SandboxOptions) -> Result<Sandbox, Failure> {
     cordon_core::fsutil::create_private_dir(state_dir)
         .with_context(|| format!("cannot create the state directory {}", state_dir.display()))
         .map_err(runner_fault)?;
     let cache_dir = cordon_manifest::plan::compile_cache_dir(state_dir);
-    Sandbox::new(Some(cache_dir)).map_err(runner_fault)
+    Sandbox::with_options(Some(cache_dir), options).map_err(runner_fault)
+}
+
+/// Steps from which a pipeline runs in a pooled sandbox: below this, the
+/// pool's set-up costs more than reusing its slots saves.
+const POOLED_FROM_STEPS: usize = 16;
+
+/// The sandbox a pipeline runs in, with its steps' components loaded.
+///
+/// A pipeline of many steps runs in a sandbox with the pooling allocator
+/// (see [`SandboxOptions::pooling`]): its slots are set up once and zeroed
+/// in place between steps. That sandbox loads only from the compile
+/// cache; when a component is not there yet, does not fit a slot, or more
+/// steps run at once than there are slots, the pipeline gets the sandbox a
+/// single run uses instead, so pooling never refuses or changes a step.
+fn pipeline_sandbox(
+    state_dir: &Path,
+    steps: &[cordon_manifest::plan::StepPlan],
+    jobs: usize,
+    manifests: &[Manifest],
+) -> Result<(Sandbox, Vec<StepComponent>), Failure> {
+    let concurrent = jobs.clamp(1, steps.len().max(1));
+    if steps.len() >= POOLED_FROM_STEPS
+        && u32::try_from(concurrent).is_ok_and(|c| c <= cordon_sandbox::POOL_SLOTS)
+    {
+        let options = SandboxOptions {
+            pooling: true,
+            pool_max_memory: steps.iter().map(|s| s.limits.memory).max().unwrap_or(0),
+            cached_only: true,
+            ..SandboxOptions::default()
+        };
+        let pooled = sandbox_with(state_dir, options)?;
+        match cordon_engine::scheduler::load_components(&pooled, steps) {
+            Ok(components) => {
+                tracing::debug!("the pipeline's steps run in pooled slots");
+                return Ok((pooled, components));
+            }
+            Err((i, e)) => tracing::debug!(
+                "step `{}` runs without the pooling allocator: {e}",
+                steps[i].name
+            ),
+        }
+    }
+    let sandbox = sandbox_for(state_dir)?;
+    let components = cordon_engine::scheduler::load_components(&sandbox, steps)
+        .map_err(|(i, e)| component_error(e, &steps[i], &manifests[i]))?;
+    Ok((sandbox, components))
 }
 
 fn load_component(
@@ -1360,13 +1410,12 @@ fn run_pipeline_cmd(
         steps: secrets,
     } = cordon_secrets::resolve_steps(&env, &grants).map_err(bad_input)?;
     let state_dir = plan.steps[0].state_dir.clone();
-    let sandbox = sandbox_for(&state_dir)?;
-    let components = cordon_engine::scheduler::load_components(&sandbox, &plan.steps)
-        .map_err(|(i, e)| component_error(e, &plan.steps[i], &manifests[i]))?;
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let (sandbox, components) = pipeline_sandbox(&state_dir, &plan.steps, jobs, &manifests)?;
     let live = !quiet && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
     warn_unsigned(&env, &signer);
     let opts = PipelineOptions {
-        jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        jobs,
         fail_fast,
         no_cache,
         live,

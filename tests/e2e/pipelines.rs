@@ -802,3 +802,121 @@ fn a_committer_that_falls_behind_makes_workers_wait_instead_of_exhausting_descri
         );
     }
 }
+
+/// A pipeline of many steps runs in the pooling allocator's slots, each
+/// reused from one step to the next and zeroed in place in between (the
+/// first 2 MiB with `memset`, the rest given back to the kernel). A step
+/// reads the whole of its linear memory for what the step before it in the
+/// same slot left there, below and beyond the part zeroed in place; it must
+/// find nothing, though the same scan finds a step's own leftovers. Pooling
+/// must change nothing else either: a component not compiled yet runs
+/// without it, and a step's memory limit holds in a slot.
+#[test]
+fn a_pooled_slot_shows_a_step_nothing_of_the_step_before_and_keeps_its_limits() {
+    let ws = Workspace::new();
+    let digest = ws.component(PROBE, "probe.wasm");
+    let step = |name: &str, args: &[&str], rest: &str| {
+        let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+        format!(
+            "inline = \"\"\"\n[step]\nname = \"{name}\"\ncomponent = \"probe.wasm\"\n\
+             digest = \"{digest}\"\nargs = [{}]\n{rest}\"\"\"",
+            args.join(", ")
+        )
+    };
+    // 512 KiB and 4 MiB of a sequence each, then a scan for it right after.
+    let mut entries = Vec::new();
+    for (i, words) in ["65536", "524288"].iter().cycle().take(8).enumerate() {
+        let seed = (1000 + i).to_string();
+        entries.push(step(
+            &format!("fill{i}"),
+            &["fill-memory", &seed, words],
+            "",
+        ));
+        entries.push(format!(
+            "{}\nneeds = [\"fill{i}\"]",
+            step(&format!("scan{i}"), &["scan-memory", &seed], "")
+        ));
+    }
+    entries.push(step(
+        "own",
+        &["fill-memory", "7", "65536", "--", "scan-memory", "7"],
+        "",
+    ));
+    entries.push(step(
+        "hoard",
+        &["alloc"],
+        "\n[limits]\nmemory = \"64MiB\"\n",
+    ));
+    pipeline(&ws, &entries.iter().map(String::as_str).collect::<Vec<_>>());
+    let cache = ws.path("compile-cache");
+    let cache = cache.to_str().unwrap();
+    let run = |report: &str| {
+        ws.cordon(
+            &[
+                "-vv",
+                "run",
+                "pipeline.toml",
+                "--jobs",
+                "1",
+                "--no-cache",
+                "--report",
+                &format!("json={report}"),
+            ],
+            &[("CORDON_COMPILE_CACHE", cache)],
+        )
+    };
+    // Nothing compiled yet: the pooled sandbox loads only from the cache,
+    // so this run goes without it.
+    let first = run("r1.json");
+    assert!(
+        first.stderr.contains("runs without the pooling allocator")
+            && !first.stderr.contains("run in pooled slots"),
+        "{}",
+        first.stderr
+    );
+    let second = run("r2.json");
+    assert!(
+        second
+            .stderr
+            .contains("the pipeline's steps run in pooled slots"),
+        "{}",
+        second.stderr
+    );
+    for (out, report) in [(&first, "r1.json"), (&second, "r2.json")] {
+        assert_eq!(out.code, 1, "only the hoarding step fails: {}", out.stderr);
+        let steps = steps_of(&ws, report);
+        assert_eq!(status(&steps, "hoard"), "failed", "{}", out.stderr);
+        for s in &steps {
+            if s["name"] != "hoard" {
+                assert_eq!(s["status"], "succeeded", "{s}");
+            }
+        }
+    }
+    // What each step printed, from the run whose scans reused the slots
+    // the fills had just left.
+    let stdout = &second.stdout;
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("[own] scan-memory: ok found")),
+        "the scan finds a step's own leftovers: {stdout}"
+    );
+    for i in 0..8 {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("[scan{i}] scan-memory:")))
+            .unwrap_or_else(|| panic!("scan{i} printed nothing: {stdout}"));
+        assert!(line.contains("ok clean"), "{line}");
+    }
+    let hoard = ws
+        .records()
+        .into_iter()
+        .rev()
+        .find(|r| r["step"] == "hoard")
+        .unwrap();
+    assert!(
+        hoard["termination"].to_string().contains("memory"),
+        "{}",
+        hoard["termination"]
+    );
+}

@@ -113,6 +113,12 @@ pub enum SandboxError {
     /// not provide.
     #[error("{0}")]
     InvalidComponent(String),
+    /// With [`SandboxOptions::cached_only`]: the component has no usable
+    /// compiled artifact in the cache for this sandbox's engine (none yet,
+    /// the cache is off, or the artifact does not fit the pooling
+    /// allocator's slots). Nothing was compiled.
+    #[error("no usable compiled artifact in the cache: {0}")]
+    NotCached(String),
     /// A filesystem problem while preparing the run.
     #[error("{what}: {source}")]
     Io {
@@ -359,8 +365,22 @@ pub struct SandboxOptions {
     /// reserved once up front and reused, instead of mapped per instance.
     /// Instantiation gets cheaper, at the price of reserving virtual address
     /// space for [`POOL_SLOTS`] instances at start-up, which only pays off
-    /// when one process runs many steps.
+    /// when one process runs many steps. Each slot's memory and tables are
+    /// zeroed in place ([`KEEP_RESIDENT`]) rather than unmapped when a step
+    /// ends, which spares the other cores the TLB shootdown of an unmap.
+    /// A component that does not fit a slot fails to load with this
+    /// option; [`Sandbox::load_step`] says so, and the caller may load it
+    /// into a sandbox without pooling instead.
     pub pooling: bool,
+    /// With `pooling`: the largest memory limit of the steps this sandbox
+    /// runs, so that a slot never refuses growth the step's own limit
+    /// allows (at least 4 GiB, the whole of a 32-bit memory).
+    pub pool_max_memory: u64,
+    /// Load components only from the compile cache and never compile: a
+    /// miss, or an artifact this engine cannot use, is
+    /// [`SandboxError::NotCached`]. For a pooled sandbox tried first, with
+    /// one without pooling to fall back on.
+    pub cached_only: bool,
     /// Measurement only (benchmarks attribute the cost of each guarantee
     /// with it): compile without fuel metering, so the fuel limit is not
     /// enforced. `cordon` never sets it.
@@ -377,6 +397,12 @@ pub const ANNOUNCE_COMPILE_BYTES: usize = 4 << 20;
 /// Instance slots the pooling allocator reserves: enough for every step of
 /// a wide pipeline running at once with room to spare.
 pub const POOL_SLOTS: u32 = 64;
+
+/// Bytes of each pooled linear memory (and table) zeroed with `memset` when
+/// a step ends instead of being given back to the kernel: a trivial step
+/// touches about 1 MiB, and giving pages back (`madvise`) makes the kernel
+/// flush every core's TLB for them.
+pub const KEEP_RESIDENT: usize = 2 << 20;
 
 /// One engine (one set of compiler settings) and its linker.
 struct Kit {
@@ -404,13 +430,24 @@ fn make_kit(options: &SandboxOptions, canonical_nans: bool) -> Result<Kit, Sandb
     let mut config = Config::new();
     if options.pooling {
         let mut pool = wasmtime::PoolingAllocationConfig::default();
+        // Room for what a normal toolchain's component declares (an
+        // interpreter's included); a component beyond it fails to load,
+        // never to run. Growth is bounded as without pooling: tables by
+        // MAX_TABLE_ELEMENTS, memories by the step's own limit (the
+        // store's limiter), never by a smaller slot.
         pool.total_component_instances(POOL_SLOTS)
-            .total_core_instances(POOL_SLOTS * 4)
-            .total_memories(POOL_SLOTS * 2)
+            .total_core_instances(POOL_SLOTS * 16)
+            .total_memories(POOL_SLOTS * 4)
             .total_tables(POOL_SLOTS * 4)
-            // The whole 32-bit space: the step's own memory limit (the
-            // store's limiter) is what bounds it, not the pool.
-            .max_memory_size(4 << 30);
+            .total_stacks(POOL_SLOTS)
+            .max_memories_per_module(4)
+            .max_tables_per_module(8)
+            .max_core_instance_size(16 << 20)
+            .max_component_instance_size(16 << 20)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .max_memory_size(options.pool_max_memory.max(4 << 30) as usize)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     }
     config.wasm_component_model(true);
@@ -551,6 +588,9 @@ impl Sandbox {
         }
         let component = match component {
             Some(c) => c,
+            None if self.options.cached_only => {
+                return Err(SandboxError::NotCached(format!("component {digest}")));
+            }
             None => {
                 // Only a compile needs the bytes: a cached compilation of the
                 // pinned digest runs without the file being read at all.
@@ -655,6 +695,13 @@ impl Sandbox {
         // engine configuration.
         match unsafe { Component::deserialize(engine, serialized) } {
             Ok(c) => Some(c),
+            // A pooled engine refuses a component too large for its slots;
+            // the caller falls back to a sandbox without pooling, which
+            // uses this same artifact: nothing is wrong with it.
+            Err(e) if self.options.cached_only => {
+                tracing::debug!("compiled component {}: {}", path.display(), wasm_err(e));
+                None
+            }
             Err(e) => {
                 tracing::warn!(
                     "compiled component {} is unusable: {}; recompiling",

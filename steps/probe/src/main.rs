@@ -119,6 +119,15 @@ fn run(op: &str, a: &[String]) -> Result<String, String> {
                 hoard.push(black_box(v));
             }
         }
+        "fill-memory" => {
+            // Leaves WORDS words of a sequence only SEED names in linear
+            // memory, for a later step to look for.
+            let seed: u64 = arg(a, 0).parse().map_err(|_| "bad seed")?;
+            let words: u64 = arg(a, 1).parse().map_err(|_| "bad word count")?;
+            let v: Vec<u64> = (0..words).map(|i| splitmix(seed + i)).collect();
+            Ok(format!("filled {}", black_box(v).len()))
+        }
+        "scan-memory" => Ok(scan_memory(arg(a, 0).parse().map_err(|_| "bad seed")?)),
         "recurse" => Ok(format!("{}", recurse(black_box(1)))),
         "recurse-small" => Ok(format!("{}", recurse_small(black_box(1)))),
         "panic" => panic!(
@@ -315,6 +324,41 @@ fn random_hex() -> String {
 }
 
 #[inline(never)]
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Reads the whole of this instance's linear memory, word by word, for two
+/// consecutive words of `fill-memory SEED`'s sequence (the 101st and 102nd:
+/// a freed buffer's first words hold the allocator's own pointers):
+/// `found AT` where they are visible, `clean BYTES` otherwise. The words
+/// looked for live in locals, never in memory, so the scan cannot find
+/// its own.
+#[cfg(target_arch = "wasm32")]
+fn scan_memory(seed: u64) -> String {
+    let (first, second) = (splitmix(seed + 100), splitmix(seed + 101));
+    let size = core::arch::wasm32::memory_size(0) * 65536;
+    let mut at = 8;
+    while at + 16 <= size {
+        // SAFETY: in wasm every address below memory.size is readable;
+        // the loads read bytes, whatever they hold, and nothing is written.
+        let w = unsafe { core::ptr::read_volatile(at as *const u64) };
+        if w == first && unsafe { core::ptr::read_volatile((at + 8) as *const u64) } == second {
+            return format!("found {at}");
+        }
+        at += 8;
+    }
+    format!("clean {size}")
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn scan_memory(_seed: u64) -> String {
+    "scanning needs a wasm linear memory".into()
+}
+
 fn recurse(n: u64) -> u64 {
     let buf = black_box([n; 64]);
     if black_box(n) == 0 {
