@@ -1113,25 +1113,31 @@ fn pipeline_sandbox(
     jobs: usize,
     manifests: &[Manifest],
 ) -> Result<(Sandbox, Vec<StepComponent>), Failure> {
-    let concurrent = jobs.clamp(1, steps.len().max(1));
-    if steps.len() >= POOLED_FROM_STEPS
-        && u32::try_from(concurrent).is_ok_and(|c| c <= cordon_sandbox::POOL_SLOTS)
-    {
+    let concurrent = u32::try_from(jobs.clamp(1, steps.len().max(1))).unwrap_or(u32::MAX);
+    if steps.len() >= POOLED_FROM_STEPS && concurrent <= cordon_sandbox::POOL_SLOTS {
         let options = SandboxOptions {
             pooling: true,
             pool_max_memory: steps.iter().map(|s| s.limits.memory).max().unwrap_or(0),
+            pool_slots: concurrent,
             cached_only: true,
             ..SandboxOptions::default()
         };
-        let pooled = sandbox_with(state_dir, options)?;
-        match cordon_engine::scheduler::load_components(&pooled, steps) {
-            Ok(components) => {
-                tracing::debug!("the pipeline's steps run in pooled slots");
-                return Ok((pooled, components));
-            }
-            Err((i, e)) => tracing::debug!(
-                "step `{}` runs without the pooling allocator: {e}",
-                steps[i].name
+        // The pool reserves its address space at once: under a limit on
+        // it (`ulimit -v`) that can fail where single instances fit.
+        match sandbox_with(state_dir, options) {
+            Ok(pooled) => match cordon_engine::scheduler::load_components(&pooled, steps) {
+                Ok(components) => {
+                    tracing::debug!("the pipeline's steps run in pooled slots");
+                    return Ok((pooled, components));
+                }
+                Err((i, e)) => tracing::debug!(
+                    "the pipeline runs without the pooling allocator: step `{}`: {e}",
+                    steps[i].name
+                ),
+            },
+            Err(f) => tracing::debug!(
+                "the pipeline runs without the pooling allocator: {:#}",
+                f.error
             ),
         }
     }

@@ -230,20 +230,39 @@ impl Workspace {
         env: &[(&str, &str)],
         nofile: Option<(u64, u64)>,
     ) -> (Output, u64) {
+        let limits: Vec<_> = nofile
+            .map(|(soft, hard)| (libc::RLIMIT_NOFILE, soft, hard))
+            .into_iter()
+            .collect();
+        self.cordon_limited(args, env, &limits)
+    }
+
+    /// [`Workspace::cordon_measured`] with any resource limits: each
+    /// `(resource, soft, hard)` is set in the child before it runs cordon.
+    pub fn cordon_limited(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        limits: &[(libc::__rlimit_resource_t, u64, u64)],
+    ) -> (Output, u64) {
         use std::os::unix::process::CommandExt;
         let mut cmd = self.command(args, env);
         cmd.stdin(Stdio::null());
-        if let Some((soft, hard)) = nofile {
-            let limit = libc::rlimit {
-                rlim_cur: soft,
-                rlim_max: hard,
-            };
+        let limits = limits.to_vec();
+        if !limits.is_empty() {
             // SAFETY: runs in the forked child before exec and calls only
-            // setrlimit, which is async-signal-safe.
+            // setrlimit, which is async-signal-safe; `limits` was copied
+            // before the fork and is only read.
             unsafe {
                 cmd.pre_exec(move || {
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                        return Err(std::io::Error::last_os_error());
+                    for &(resource, soft, hard) in &limits {
+                        let limit = libc::rlimit {
+                            rlim_cur: soft,
+                            rlim_max: hard,
+                        };
+                        if libc::setrlimit(resource, &limit) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
                     }
                     Ok(())
                 });

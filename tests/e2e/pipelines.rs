@@ -920,3 +920,41 @@ fn a_pooled_slot_shows_a_step_nothing_of_the_step_before_and_keeps_its_limits() 
         hoard["termination"]
     );
 }
+
+/// The pooled slots of a pipeline of many steps reserve their address
+/// space up front (4 GiB and more per memory of each slot). Under a limit
+/// on address space (`ulimit -v`) that the steps run in one at a time, the
+/// pool cannot be made: the pipeline must run without it, not fail.
+#[test]
+fn a_pipeline_under_an_address_space_limit_runs_without_pooled_slots() {
+    const STEPS: usize = 16;
+    let ws = Workspace::new();
+    let digest = ws.component(PROBE, "probe.wasm");
+    let entries: Vec<String> = (0..STEPS)
+        .map(|i| {
+            format!(
+                "inline = \"\"\"\n[step]\nname = \"s{i:02}\"\ncomponent = \"probe.wasm\"\n\
+                 digest = \"{digest}\"\nargs = [\"cwd\"]\n\"\"\""
+            )
+        })
+        .collect();
+    pipeline(&ws, &entries.iter().map(String::as_str).collect::<Vec<_>>());
+    let args = ["-vv", "run", "pipeline.toml", "--jobs", "1", "--no-cache"];
+    // Warm the compile cache first: the pooled sandbox loads only from it.
+    assert_eq!(ws.cordon(&args, &[]).code, 0);
+    let unlimited = ws.cordon(&args, &[]);
+    assert!(
+        unlimited.stderr.contains("run in pooled slots"),
+        "{}",
+        unlimited.stderr
+    );
+    let limit = 12 << 30;
+    let (out, _) = ws.cordon_limited(&args, &[], &[(libc::RLIMIT_AS, limit, limit)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("runs without the pooling allocator"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(ws.records().len(), 3 * STEPS);
+}

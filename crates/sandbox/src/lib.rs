@@ -376,6 +376,11 @@ pub struct SandboxOptions {
     /// runs, so that a slot never refuses growth the step's own limit
     /// allows (at least 4 GiB, the whole of a 32-bit memory).
     pub pool_max_memory: u64,
+    /// With `pooling`: how many steps may run at once, each a slot; 0 is
+    /// [`POOL_SLOTS`]. Every slot reserves address space up front (4 GiB and
+    /// more per memory), so a pool sized for the steps that really run at
+    /// once stays within an address-space limit that one run fits in.
+    pub pool_slots: u32,
     /// Load components only from the compile cache and never compile: a
     /// miss, or an artifact this engine cannot use, is
     /// [`SandboxError::NotCached`]. For a pooled sandbox tried first, with
@@ -430,16 +435,25 @@ fn make_kit(options: &SandboxOptions, canonical_nans: bool) -> Result<Kit, Sandb
     let mut config = Config::new();
     if options.pooling {
         let mut pool = wasmtime::PoolingAllocationConfig::default();
+        let slots = match options.pool_slots {
+            0 => POOL_SLOTS,
+            n => n,
+        };
         // Room for what a normal toolchain's component declares (an
-        // interpreter's included); a component beyond it fails to load,
-        // never to run. Growth is bounded as without pooling: tables by
+        // interpreter's included). Each limit per component times the slots
+        // is the pool's total, so any component that loads can run in
+        // every slot at once; one beyond a limit fails to load, never to
+        // instantiate. Growth is bounded as without pooling: tables by
         // MAX_TABLE_ELEMENTS, memories by the step's own limit (the
         // store's limiter), never by a smaller slot.
-        pool.total_component_instances(POOL_SLOTS)
-            .total_core_instances(POOL_SLOTS * 16)
-            .total_memories(POOL_SLOTS * 4)
-            .total_tables(POOL_SLOTS * 4)
-            .total_stacks(POOL_SLOTS)
+        pool.total_component_instances(slots)
+            .max_core_instances_per_component(16)
+            .total_core_instances(slots * 16)
+            .max_memories_per_component(4)
+            .total_memories(slots * 4)
+            .max_tables_per_component(8)
+            .total_tables(slots * 8)
+            .total_stacks(slots)
             .max_memories_per_module(4)
             .max_tables_per_module(8)
             .max_core_instance_size(16 << 20)
