@@ -364,10 +364,11 @@ pub struct SandboxOptions {
     /// Use wasmtime's pooling allocator: instance slots (memories, tables)
     /// reserved once up front and reused, instead of mapped per instance.
     /// Instantiation gets cheaper, at the price of reserving virtual address
-    /// space for [`POOL_SLOTS`] instances at start-up, which only pays off
+    /// space for `pool_slots` instances at start-up, which only pays off
     /// when one process runs many steps. Each slot's memory and tables are
     /// zeroed in place ([`KEEP_RESIDENT`]) rather than unmapped when a step
-    /// ends, which spares the other cores the TLB shootdown of an unmap.
+    /// ends, which spares the other cores the TLB shootdown of an unmap;
+    /// its fiber stack is zeroed too ([`KEEP_RESIDENT_STACK`]).
     /// A component that does not fit a slot fails to load with this
     /// option; [`Sandbox::load_step`] says so, and the caller may load it
     /// into a sandbox without pooling instead.
@@ -408,6 +409,10 @@ pub const POOL_SLOTS: u32 = 64;
 /// touches about 1 MiB, and giving pages back (`madvise`) makes the kernel
 /// flush every core's TLB for them.
 pub const KEEP_RESIDENT: usize = 2 << 20;
+
+/// Bytes at the top of each pooled fiber stack (where a step's host calls
+/// run) zeroed with `memset` when a step ends; the rest is given back.
+pub const KEEP_RESIDENT_STACK: usize = 64 << 10;
 
 /// One engine (one set of compiler settings) and its linker.
 struct Kit {
@@ -461,8 +466,16 @@ fn make_kit(options: &SandboxOptions, canonical_nans: bool) -> Result<Kit, Sandb
             .table_elements(MAX_TABLE_ELEMENTS)
             .max_memory_size(options.pool_max_memory.max(4 << 30) as usize)
             .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT);
+            .table_keep_resident(KEEP_RESIDENT)
+            .async_stack_keep_resident(KEEP_RESIDENT_STACK);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        // A reused fiber stack would still hold the last step's frames: its
+        // wasm locals spilled there and the host frames of its calls (its
+        // secret uses among them). Compiled code never reads a stack slot
+        // before writing it, but a fresh mapping held nothing, and a
+        // reused one must not either (wasmtime's defense in depth for
+        // pooled stacks).
+        config.async_stack_zeroing(true);
     }
     config.wasm_component_model(true);
     config.consume_fuel(!options.without_fuel);
