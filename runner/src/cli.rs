@@ -1095,8 +1095,10 @@ fn sandbox_with(state_dir: &Path, options: SandboxOptions) -> Result<Sandbox, Fa
     Sandbox::with_options(Some(cache_dir), options).map_err(runner_fault)
 }
 
-/// Steps from which a pipeline runs in a pooled sandbox: below this, the
-/// pool's set-up costs more than reusing its slots saves.
+/// Steps from which a pipeline runs in a pooled sandbox. Setting the pool
+/// up costs about 0.5 ms of CPU, which reused slots win back at about 8
+/// trivial steps (measured, 30 alternating rounds each: 2 and 4 steps
+/// slower pooled, 8 even, 16 faster at 13.1 against 13.9 ms).
 const POOLED_FROM_STEPS: usize = 16;
 
 /// The sandbox a pipeline runs in, with its steps' components loaded.
