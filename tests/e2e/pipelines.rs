@@ -808,9 +808,11 @@ fn a_committer_that_falls_behind_makes_workers_wait_instead_of_exhausting_descri
 /// first 2 MiB with `memset`, the rest given back to the kernel). A step
 /// reads the whole of its linear memory for what the step before it in the
 /// same slot left there, below and beyond the part zeroed in place; it must
-/// find nothing, though the same scan finds a step's own leftovers. Pooling
-/// must change nothing else either: a component not compiled yet runs
-/// without it, and a step's memory limit holds in a slot.
+/// find nothing, though the same scan finds a step's own leftovers. With
+/// one job there is one slot, so every step reuses the one before it. A
+/// static a step changes starts from its initial value in the next
+/// instance. Pooling must change nothing else either: a component not
+/// compiled yet runs without it, and a step's memory limit holds in a slot.
 #[test]
 fn a_pooled_slot_shows_a_step_nothing_of_the_step_before_and_keeps_its_limits() {
     let ws = Workspace::new();
@@ -841,6 +843,13 @@ fn a_pooled_slot_shows_a_step_nothing_of_the_step_before_and_keeps_its_limits() 
         "own",
         &["fill-memory", "7", "65536", "--", "scan-memory", "7"],
         "",
+    ));
+    // A static the step changes starts from its initial value in the next
+    // instance in the slot.
+    entries.push(step("data0", &["bump-static", "--", "bump-static"], ""));
+    entries.push(format!(
+        "{}\nneeds = [\"data0\"]",
+        step("data1", &["bump-static"], "")
     ));
     entries.push(step(
         "hoard",
@@ -900,6 +909,13 @@ fn a_pooled_slot_shows_a_step_nothing_of_the_step_before_and_keeps_its_limits() 
             .lines()
             .any(|l| l.starts_with("[own] scan-memory: ok found")),
         "the scan finds a step's own leftovers: {stdout}"
+    );
+    assert!(
+        stdout.contains("[data0] bump-static: ok 41")
+            && stdout.contains("[data0] bump-static: ok 42")
+            && stdout.contains("[data1] bump-static: ok 41")
+            && !stdout.contains("[data1] bump-static: ok 42"),
+        "{stdout}"
     );
     for i in 0..8 {
         let line = stdout

@@ -128,6 +128,14 @@ fn run(op: &str, a: &[String]) -> Result<String, String> {
             Ok(format!("filled {}", black_box(v).len()))
         }
         "scan-memory" => Ok(scan_memory(arg(a, 0).parse().map_err(|_| "bad seed")?)),
+        "bump-static" => {
+            // A static with a non-zero initial value lives in the module's
+            // data segment: every fresh instance starts from 41, whatever
+            // an earlier instance in the same slot changed it to.
+            static VALUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(41);
+            let was = VALUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(format!("{was}"))
+        }
         "recurse" => Ok(format!("{}", recurse(black_box(1)))),
         "recurse-small" => Ok(format!("{}", recurse_small(black_box(1)))),
         "panic" => panic!(
