@@ -458,7 +458,9 @@ fn make_kit(options: &SandboxOptions, canonical_nans: bool) -> Result<Kit, Sandb
             .total_memories(slots * 4)
             .max_tables_per_component(8)
             .total_tables(slots * 8)
-            .total_stacks(slots)
+            // One fiber stack per call into a step; room for more, since a
+            // stack that runs out fails a call, not a load.
+            .total_stacks(slots * 4)
             .max_memories_per_module(4)
             .max_tables_per_module(8)
             .max_core_instance_size(16 << 20)
