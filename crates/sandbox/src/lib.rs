@@ -400,8 +400,8 @@ pub struct SandboxOptions {
 /// hang, while steps below this size compile quickly and stay quiet.
 pub const ANNOUNCE_COMPILE_BYTES: usize = 4 << 20;
 
-/// Instance slots the pooling allocator reserves: enough for every step of
-/// a wide pipeline running at once with room to spare.
+/// The most slots a pool has, and its size when [`SandboxOptions::pool_slots`]
+/// is 0: a pipeline that runs more steps at once goes without pooling.
 pub const POOL_SLOTS: u32 = 64;
 
 /// Bytes of each pooled linear memory (and table) zeroed with `memset` when
@@ -698,20 +698,11 @@ impl Sandbox {
             match cordon_core::fsutil::read_regular(path, crate::compiled::MAX_ARTIFACT_BYTES) {
                 Ok(bytes) => bytes,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-                Err(e) => {
-                    tracing::warn!(
-                        "cannot read compiled component {}: {e}; recompiling",
-                        path.display()
-                    );
-                    return None;
-                }
+                Err(e) => return self.unusable(path, &format!("cannot be read: {e}")),
             };
         let serialized = match key.open(name, &artifact) {
             Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("compiled component {}: {e}; recompiling", path.display());
-                return None;
-            }
+            Err(e) => return self.unusable(path, &e.to_string()),
         };
         // SAFETY: `serialized` is, byte for byte, what `store_compiled` got
         // from `Component::serialize` of this engine for this file name: its
@@ -721,25 +712,28 @@ impl Sandbox {
         // secrets home, which no step can mount (see `crate::compiled`).
         // Forging it takes that key, that is, the user's own files.
         // wasmtime's header check then rejects an artifact of another
-        // engine configuration.
+        // engine configuration (and a pooled engine one too large for its
+        // slots, which a sandbox without pooling uses as it is).
         match unsafe { Component::deserialize(engine, serialized) } {
             Ok(c) => Some(c),
-            // A pooled engine refuses a component too large for its slots;
-            // the caller falls back to a sandbox without pooling, which
-            // uses this same artifact: nothing is wrong with it.
-            Err(e) if self.options.cached_only => {
-                tracing::debug!("compiled component {}: {}", path.display(), wasm_err(e));
-                None
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "compiled component {} is unusable: {}; recompiling",
-                    path.display(),
-                    wasm_err(e)
-                );
-                None
-            }
+            Err(e) => self.unusable(path, &wasm_err(e)),
         }
+    }
+
+    /// Reports a cached artifact this sandbox cannot use, and returns no
+    /// component. A sandbox that compiles says it does so now; one that
+    /// only loads from the cache compiles nothing, and the sandbox its
+    /// caller falls back to reports the artifact itself if it is bad.
+    fn unusable(&self, path: &Path, why: &str) -> Option<Component> {
+        if self.options.cached_only {
+            tracing::debug!("compiled component {}: {why}", path.display());
+        } else {
+            tracing::warn!(
+                "compiled component {} is unusable ({why}); recompiling",
+                path.display()
+            );
+        }
+        None
     }
 
     fn store_compiled(&self, component: &Component, path: &Path) {
