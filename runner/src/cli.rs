@@ -1133,13 +1133,14 @@ fn pipeline_sandbox(
                     return Ok((pooled, components));
                 }
                 Err((i, e)) => tracing::debug!(
-                    "the pipeline runs without the pooling allocator: step `{}`: {e}",
-                    steps[i].name
+                    "the pipeline runs without the pooling allocator: step `{}`: {}",
+                    steps[i].name,
+                    escape_lines(&e.to_string())
                 ),
             },
             Err(f) => tracing::debug!(
-                "the pipeline runs without the pooling allocator: {:#}",
-                f.error
+                "the pipeline runs without the pooling allocator: {}",
+                escape_lines(&format!("{:#}", f.error))
             ),
         }
     }
