@@ -23,6 +23,22 @@ fn pipeline(ws: &Workspace, entries: &[&str]) {
     ws.write("pipeline.toml", text);
 }
 
+/// A `[[step]]` entry: the probe (pinned to `digest`) written inline as
+/// step `name` with `args`, and `rest` after them (mounts, limits).
+fn inline_probe(digest: &str, name: &str, args: &[&str], rest: &str) -> String {
+    let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        "inline = \"\"\"\n[step]\nname = \"{name}\"\ncomponent = \"probe.wasm\"\n\
+         digest = \"{digest}\"\nargs = [{}]\n\n{rest}\"\"\"",
+        args.join(", ")
+    )
+}
+
+/// Writes `pipeline.toml` with these `[[step]]` entries.
+fn pipeline_of(ws: &Workspace, entries: &[String]) {
+    pipeline(ws, &entries.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
 fn steps_of(ws: &Workspace, report: &str) -> Vec<serde_json::Value> {
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(ws.path(report)).unwrap()).unwrap();
@@ -780,14 +796,15 @@ fn a_committer_that_falls_behind_makes_workers_wait_instead_of_exhausting_descri
     let digest = ws.component(PROBE, "probe.wasm");
     let entries: Vec<String> = (0..STEPS)
         .map(|i| {
-            format!(
-                "inline = \"\"\"\n[step]\nname = \"s{i:03}\"\ncomponent = \"probe.wasm\"\n\
-                 digest = \"{digest}\"\nargs = [\"write\", \"/out/x.txt\", \"{i}\"]\n\n{}\"\"\"",
-                mount("/out", &format!("out-{i:03}"), "write")
+            inline_probe(
+                &digest,
+                &format!("s{i:03}"),
+                &["write", "/out/x.txt", &i.to_string()],
+                &mount("/out", &format!("out-{i:03}"), "write"),
             )
         })
         .collect();
-    pipeline(&ws, &entries.iter().map(String::as_str).collect::<Vec<_>>());
+    pipeline_of(&ws, &entries);
     let (out, _) = ws.cordon_measured(
         &["run", "pipeline.toml", "--jobs", "2", "--no-cache"],
         &[("CORDON_FAULT", "slow-commit")],
@@ -817,14 +834,7 @@ fn a_committer_that_falls_behind_makes_workers_wait_instead_of_exhausting_descri
 fn a_pooled_slot_shows_a_step_nothing_of_the_step_before_and_keeps_its_limits() {
     let ws = Workspace::new();
     let digest = ws.component(PROBE, "probe.wasm");
-    let step = |name: &str, args: &[&str], rest: &str| {
-        let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
-        format!(
-            "inline = \"\"\"\n[step]\nname = \"{name}\"\ncomponent = \"probe.wasm\"\n\
-             digest = \"{digest}\"\nargs = [{}]\n{rest}\"\"\"",
-            args.join(", ")
-        )
-    };
+    let step = |name: &str, args: &[&str], rest: &str| inline_probe(&digest, name, args, rest);
     // 512 KiB and 4 MiB of a sequence each, then a scan for it right after.
     let mut entries = Vec::new();
     for (i, words) in ["65536", "524288"].iter().cycle().take(8).enumerate() {
@@ -851,12 +861,8 @@ fn a_pooled_slot_shows_a_step_nothing_of_the_step_before_and_keeps_its_limits() 
         "{}\nneeds = [\"data0\"]",
         step("data1", &["bump-static"], "")
     ));
-    entries.push(step(
-        "hoard",
-        &["alloc"],
-        "\n[limits]\nmemory = \"64MiB\"\n",
-    ));
-    pipeline(&ws, &entries.iter().map(String::as_str).collect::<Vec<_>>());
+    entries.push(step("hoard", &["alloc"], "[limits]\nmemory = \"64MiB\"\n"));
+    pipeline_of(&ws, &entries);
     let cache = ws.path("compile-cache");
     let cache = cache.to_str().unwrap();
     let run = |report: &str| {
@@ -947,14 +953,9 @@ fn a_pipeline_under_an_address_space_limit_runs_without_pooled_slots() {
     let ws = Workspace::new();
     let digest = ws.component(PROBE, "probe.wasm");
     let entries: Vec<String> = (0..STEPS)
-        .map(|i| {
-            format!(
-                "inline = \"\"\"\n[step]\nname = \"s{i:02}\"\ncomponent = \"probe.wasm\"\n\
-                 digest = \"{digest}\"\nargs = [\"cwd\"]\n\"\"\""
-            )
-        })
+        .map(|i| inline_probe(&digest, &format!("s{i:02}"), &["cwd"], ""))
         .collect();
-    pipeline(&ws, &entries.iter().map(String::as_str).collect::<Vec<_>>());
+    pipeline_of(&ws, &entries);
     let args = ["-vv", "run", "pipeline.toml", "--jobs", "1", "--no-cache"];
     // Warm the compile cache first: the pooled sandbox loads only from it.
     assert_eq!(ws.cordon(&args, &[]).code, 0);
