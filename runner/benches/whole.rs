@@ -1403,33 +1403,25 @@ fn jobs(report: &mut Report, work: &Path) {
     let pipeline = ws.root.join("wide-train.toml");
     std::fs::write(&pipeline, p).unwrap();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // As in the scale section: one warm compile cache, an untimed warm-up
-    // run, then rounds that run each configuration once in turn, each in a
-    // fresh state directory.
+    // One warm compile cache; interleaved rounds after a warm-up round,
+    // each run in a fresh state directory.
     let compiled = ws.root.join("compiled");
-    let timed_run = |state: &Path, jobs: usize| {
-        run(ws
-            .cordon(&pipeline, state)
-            .env("CORDON_COMPILE_CACHE", &compiled)
-            .args(["--no-cache", "--jobs", &jobs.to_string()]))
-        .wall
-    };
-    timed_run(&ws.root.join(".cordon-warm"), cores);
     let configs = [1, cores];
-    let mut walls: Vec<Vec<Duration>> = configs.iter().map(|_| Vec::new()).collect();
-    for round in 0..SCALE_ROUNDS {
-        for (c, &jobs) in configs.iter().enumerate() {
-            let state = ws.root.join(format!(".cordon-{jobs}-{round}"));
-            walls[c].push(timed_run(&state, jobs));
+    let runs = |c: usize| {
+        let (ws, pipeline, compiled) = (&ws, &pipeline, &compiled);
+        let mut round = 0;
+        move || {
+            round += 1;
+            let state = ws.root.join(format!(".cordon-{c}-{round}"));
+            run(ws
+                .cordon(pipeline, &state)
+                .env("CORDON_COMPILE_CACHE", compiled)
+                .args(["--no-cache", "--jobs", &configs[c].to_string()]))
+            .wall
         }
-    }
-    let medians: Vec<Duration> = walls
-        .into_iter()
-        .map(|mut w| {
-            w.sort();
-            w[w.len() / 2]
-        })
-        .collect();
+    };
+    let (mut one, mut per_core) = (runs(0), runs(1));
+    let medians = interleaved(SCALE_ROUNDS, &mut [&mut one, &mut per_core]);
     let rows: Vec<Vec<String>> = configs
         .iter()
         .zip(&medians)
