@@ -725,6 +725,7 @@ impl Sandbox {
     /// only loads from the cache compiles nothing, and the sandbox its
     /// caller falls back to reports the artifact itself if it is bad.
     fn unusable(&self, path: &Path, why: &str) -> Option<Component> {
+        let why = cordon_core::sanitize::escape_lines(why);
         if self.options.cached_only {
             tracing::debug!("compiled component {}: {why}", path.display());
         } else {
