@@ -1125,3 +1125,66 @@ fn audit_and_inspect_speak_of_network_grants_and_approvals() {
         "{denied}"
     );
 }
+
+/// The input document policy reads is a public contract (docs/policy.md,
+/// "The input document"): every key of the example pipeline's steps, plus
+/// a step with network grants and a secret bound to hosts, compared with
+/// `tests/golden/policy-input.json`.
+#[test]
+fn the_policy_input_of_the_example_pipeline_matches_the_golden_file() {
+    let ws = Workspace::new();
+    crate::pipelines::example_pipeline(&ws);
+    let mut digests: Vec<(String, String)> = STEPS
+        .iter()
+        .map(|s| {
+            let text = std::fs::read_to_string(ws.path(&format!("steps/{s}.toml"))).unwrap();
+            let digest = text
+                .lines()
+                .find_map(|l| l.strip_prefix("digest = \""))
+                .and_then(|d| d.strip_suffix('"'))
+                .unwrap()
+                .to_string();
+            (s.to_string(), digest)
+        })
+        .collect();
+    let plain = std::fs::read(PLAIN).unwrap();
+    ws.write("components/publish.wasm", &plain);
+    let publish = format!("sha256:{}", sha256_hex(&plain));
+    digests.push(("publish".into(), publish.clone()));
+    let pipeline = std::fs::read_to_string(ws.path("pipeline.toml")).unwrap();
+    ws.write(
+        "pipeline.toml",
+        format!(
+            "{pipeline}\n[[step]]\nneeds = [\"sign\"]\ninline = \"\"\"\n\
+             [step]\nname = \"publish\"\ncomponent = \"components/publish.wasm\"\n\
+             digest = \"{publish}\"\nargs = [\"--to\", \"registry\"]\n\n\
+             [network]\nallow = [\n  \"https://registry.example.com/v2/\",\n  \
+             {{ url = \"http://127.0.0.1:8080/hooks/\", methods = [\"POST\"] }},\n]\n\n\
+             [[secret]]\nname = \"registry-token\"\nuses = [\"http-header\"]\n\
+             hosts = [\"registry.example.com\"]\n\n\
+             [limits]\nfuel = 1000\nrequests = 3\n\"\"\"\n"
+        ),
+    );
+    let out = ws.cordon(
+        &["check", "pipeline.toml", "--env", "dev", "--format", "json"],
+        &[],
+    );
+    let mut report = json(&out);
+    // A manifest's digest changes with every pinned rebuild of a step.
+    for step in report["input"]["steps"].as_array_mut().unwrap() {
+        let sha = &mut step["manifest"]["sha256"];
+        let hex = sha.as_str().unwrap();
+        assert!(
+            hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{hex}"
+        );
+        *sha = "@MANIFEST-SHA256@".into();
+    }
+    let input = serde_json::to_string_pretty(&report["input"]).unwrap() + "\n";
+    let root = ws.root().canonicalize().unwrap().display().to_string();
+    let failure = golden(
+        "policy-input.json",
+        &stable(&input, &digests).replace(&root, "$WORKSPACE"),
+    );
+    assert!(failure.is_none(), "{}", failure.unwrap());
+}

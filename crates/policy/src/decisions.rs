@@ -22,12 +22,13 @@
 
 use cordon_manifest::manifest::Sha256Digest;
 use cordon_record::run::Violation;
-use serde_json::{Value, json};
+use serde_json::json;
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever what an entry means changes: the entry format, how
 /// violations are read from `deny`, or the Rego engine's semantics.
-const FORMAT: &str = "cordon-policy-decision/v1 regorus-0.14";
+const FORMAT: &str = "cordon-policy-decision/v2 regorus-0.14";
 
 /// Largest entry read back; a larger file is a miss. Far above what any
 /// real set of violations serializes to.
@@ -57,15 +58,15 @@ pub fn cacheable(sources: &[(String, String)]) -> bool {
 }
 
 /// The digest that names the outcome of evaluating `sources` (name, text)
-/// over `input` with `disabled` default rules, `default_pack` being the
-/// module whose rules may be disabled.
+/// over the input document `input` (its JSON text) with `disabled` default
+/// rules, `default_pack` being the module whose rules may be disabled.
 pub fn decision_key(
     sources: &[(String, String)],
-    input: &Value,
+    input: &str,
     default_pack: &str,
     disabled: &[(String, String)],
 ) -> Sha256Digest {
-    let doc = json!({
+    let header = json!({
         "format": FORMAT,
         "runner": env!("CARGO_PKG_VERSION"),
         "default_pack": default_pack,
@@ -74,9 +75,15 @@ pub fn decision_key(
             .map(|(name, text)| json!([name, Sha256Digest::of(text.as_bytes()).hex()]))
             .collect::<Vec<_>>(),
         "disabled": disabled.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-        "input": input,
     });
-    Sha256Digest::of(doc.to_string().as_bytes())
+    // The input is hashed as the text policy evaluates, after everything
+    // else: compact JSON holds no raw newline, so the header ends at the
+    // first one and no other header and input give the same bytes.
+    let mut h = Sha256::new();
+    h.update(header.to_string().as_bytes());
+    h.update(b"\n");
+    h.update(input.as_bytes());
+    Sha256Digest::from_bytes(h.finalize().into())
 }
 
 impl<'a> DecisionCache<'a> {
@@ -224,27 +231,22 @@ mod tests {
     #[test]
     fn the_key_binds_every_source_the_input_and_the_disabled_rules() {
         let sources = vec![("a.rego".to_string(), "package a".to_string())];
-        let input = json!({"steps": []});
-        let k = decision_key(&sources, &input, "builtin", &[]);
-        assert_eq!(k, decision_key(&sources, &input, "builtin", &[]));
+        let input = r#"{"steps":[]}"#;
+        let k = decision_key(&sources, input, "builtin", &[]);
+        assert_eq!(k, decision_key(&sources, input, "builtin", &[]));
         let other_text = vec![("a.rego".to_string(), "package b".to_string())];
         let other_name = vec![("b.rego".to_string(), "package a".to_string())];
-        assert_ne!(k, decision_key(&other_text, &input, "builtin", &[]));
-        assert_ne!(k, decision_key(&other_name, &input, "builtin", &[]));
+        assert_ne!(k, decision_key(&other_text, input, "builtin", &[]));
+        assert_ne!(k, decision_key(&other_name, input, "builtin", &[]));
         assert_ne!(
             k,
-            decision_key(&sources, &json!({"steps": [1]}), "builtin", &[])
+            decision_key(&sources, r#"{"steps":[1]}"#, "builtin", &[])
         );
         assert_ne!(
             k,
-            decision_key(
-                &sources,
-                &input,
-                "builtin",
-                &[("r".into(), "line 1".into())]
-            )
+            decision_key(&sources, input, "builtin", &[("r".into(), "line 1".into())])
         );
-        assert_ne!(k, decision_key(&sources, &input, "other", &[]));
+        assert_ne!(k, decision_key(&sources, input, "other", &[]));
     }
 
     #[test]

@@ -157,7 +157,7 @@ mod tests {
                     secret: None,
                 })
                 .collect(),
-            input: serde_json::Value::Null,
+            input: crate::policy::InputDocument::from_value(&serde_json::Value::Null),
         }
     }
 

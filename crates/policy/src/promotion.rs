@@ -168,7 +168,8 @@ pub fn evaluate(target: &EnvConfig, input: Value) -> Result<Evaluation, PolicyEr
         })?;
         sources.push((f.display().to_string(), text));
     }
-    let (files, violations) = evaluate_sources(&sources, &input, DEFAULT_PACK_NAME, &[])?;
+    let (files, violations) =
+        evaluate_sources(&sources, &input.to_string(), DEFAULT_PACK_NAME, &[])?;
     Ok(Evaluation {
         files,
         violations,
