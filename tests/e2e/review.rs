@@ -35,16 +35,20 @@ fn copy_example(ws: &Workspace, dir: &str) -> Vec<(String, String)> {
     for s in STEPS {
         let rel = format!("steps/{s}.toml");
         let text = std::fs::read_to_string(ex.join(&rel)).unwrap();
-        let digest = text
-            .lines()
-            .find_map(|l| l.strip_prefix("digest = \""))
-            .and_then(|d| d.strip_suffix('"'))
-            .unwrap()
-            .to_string();
-        digests.push((s.to_string(), digest));
+        digests.push((s.to_string(), pinned_digest(&text)));
         ws.write(&format!("{prefix}{rel}"), text);
     }
     digests
+}
+
+/// The component digest a step manifest pins (its `digest = "…"` line).
+fn pinned_digest(manifest: &str) -> String {
+    manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("digest = \""))
+        .and_then(|d| d.strip_suffix('"'))
+        .unwrap()
+        .to_string()
 }
 
 /// Replaces each step's digest with a placeholder.
@@ -1138,13 +1142,7 @@ fn the_policy_input_of_the_example_pipeline_matches_the_golden_file() {
         .iter()
         .map(|s| {
             let text = std::fs::read_to_string(ws.path(&format!("steps/{s}.toml"))).unwrap();
-            let digest = text
-                .lines()
-                .find_map(|l| l.strip_prefix("digest = \""))
-                .and_then(|d| d.strip_suffix('"'))
-                .unwrap()
-                .to_string();
-            (s.to_string(), digest)
+            (s.to_string(), pinned_digest(&text))
         })
         .collect();
     let plain = std::fs::read(PLAIN).unwrap();
