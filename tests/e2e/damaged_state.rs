@@ -227,11 +227,7 @@ fn gen_run(ws: &Workspace, host: &str) -> String {
     pipeline(ws, &["manifest = \"gen.toml\""]);
     let out = ws.cordon(&["run", "pipeline.toml"], &[]);
     assert_eq!(out.code, 0, "{out:?}");
-    ws.records()
-        .into_iter()
-        .rev()
-        .find(|r| r["step"] == "gen")
-        .unwrap()["run_id"]
+    ws.latest_record("gen")["run_id"]
         .as_str()
         .unwrap()
         .to_string()

@@ -344,6 +344,15 @@ impl Workspace {
             .collect()
     }
 
+    /// The newest record of step `name` in the default state directory.
+    pub fn latest_record(&self, name: &str) -> serde_json::Value {
+        self.records()
+            .into_iter()
+            .rev()
+            .find(|r| r["step"] == name)
+            .unwrap_or_else(|| panic!("no record of step `{name}`"))
+    }
+
     /// The record files in the default state directory, oldest first.
     pub fn records_paths(&self) -> Vec<PathBuf> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(self.path(".cordon/records"))

@@ -102,12 +102,7 @@ fn lineage_orders_steps_and_an_unchanged_rerun_is_served_from_the_cache() {
         (status(&s, "a"), status(&s, "b")),
         ("cached".into(), "cached".into())
     );
-    let hit = ws
-        .records()
-        .into_iter()
-        .rev()
-        .find(|r| r["step"] == "b")
-        .unwrap();
+    let hit = ws.latest_record("b");
     assert_eq!(hit["cache"]["hit"], true);
     assert!(hit["cache"]["source_run"].is_string());
     assert_eq!(
@@ -930,12 +925,7 @@ fn a_pooled_slot_shows_a_step_nothing_of_the_step_before_and_keeps_its_limits() 
             .unwrap_or_else(|| panic!("scan{i} printed nothing: {stdout}"));
         assert!(line.contains("ok clean"), "{line}");
     }
-    let hoard = ws
-        .records()
-        .into_iter()
-        .rev()
-        .find(|r| r["step"] == "hoard")
-        .unwrap();
+    let hoard = ws.latest_record("hoard");
     assert!(
         hoard["termination"].to_string().contains("memory"),
         "{}",
