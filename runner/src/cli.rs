@@ -962,9 +962,18 @@ fn export_github_actions(
             env.name
         )));
     };
-    // The jobs see the pipeline at the same path relative to the checkout.
-    let shown = pipeline.to_string_lossy();
-    let text = cordon_engine::github::workflow(&plan, &shown, &env.name, store);
+    // The jobs see the pipeline at the same path relative to the checkout,
+    // so the path goes into the file as it is: one that is not UTF-8 would
+    // be a different path there.
+    let Some(file) = pipeline.to_str() else {
+        return Err(bad_input(anyhow::anyhow!(
+            "the pipeline path `{}` is not UTF-8, and a workflow can only name it as text\n  fix: rename the file",
+            cordon_core::sanitize::escape_bytes_for_terminal(
+                pipeline.as_os_str().as_encoded_bytes()
+            )
+        )));
+    };
+    let text = cordon_engine::github::workflow(&plan, file, &env.name, store).map_err(bad_input)?;
     match output {
         Some(file) => {
             std::fs::write(file, &text)
@@ -1221,6 +1230,11 @@ fn run_step_cmd(
         &state_dir,
     )?;
     promote_cmd::require_promoted(env, std::slice::from_ref(&plan))?;
+    cordon_engine::outputs::existing::refuse_unrecorded(
+        std::slice::from_ref(&plan),
+        (!no_cache).then_some(&*index),
+    )
+    .map_err(existing_refused)?;
     // Every granted secret is read now, before anything runs; a vault
     // session ends when `resolution` does (finish below, or drop on any
     // early return).
@@ -1310,6 +1324,18 @@ fn run_step_cmd(
         }
         say!("cordon: record: {record_path}");
         Ok(failed_or_interrupted())
+    }
+}
+
+/// A run refused before anything ran because a write mount holds data no
+/// record can bring back: bad input (exit 2), or a runner failure when the
+/// directory could not be read.
+fn existing_refused(e: cordon_engine::outputs::existing::ExistingError) -> Failure {
+    match e {
+        cordon_engine::outputs::existing::ExistingError::Unrecorded(_) => {
+            bad_input(anyhow::anyhow!("{e}\nnothing ran"))
+        }
+        other => runner_fault(other),
     }
 }
 
@@ -1411,6 +1437,11 @@ fn run_pipeline_cmd(
         &pipeline_state,
     )?;
     promote_cmd::require_promoted(&env, &plan.steps)?;
+    cordon_engine::outputs::existing::refuse_unrecorded(
+        &plan.steps,
+        (!no_cache).then_some(&*index),
+    )
+    .map_err(existing_refused)?;
     // One provider session for the whole pipeline (see `resolve_steps`).
     let grants: Vec<&[cordon_manifest::manifest::SecretGrant]> =
         plan.steps.iter().map(|p| p.secrets.as_slice()).collect();

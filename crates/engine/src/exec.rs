@@ -6,7 +6,7 @@
 //! parses a manifest and never sees a secret value except to pass it on.
 
 use crate::cache::{
-    ActionCache, ActionEntry, CachedEntry, CachedOutput, action_key, report_json,
+    ActionCache, ActionEntry, CachedEntry, CachedOutput, action_keys, report_json,
     uncacheable_reason,
 };
 use crate::outputs::check::{self, MountCheck};
@@ -189,6 +189,10 @@ pub fn execute_step(
     } else {
         opts.hash_index.as_deref()
     };
+    // What the write mounts' host directories hold: replaced only when a
+    // record can bring it back (see `outputs::existing`). Checked again
+    // here, under the mount locks, whatever was checked before the run.
+    let replaced = existing_data(plan, index)?;
     let mut before: Vec<Option<Tree>> = Vec::new();
     for m in &plan.mounts {
         before.push(match m.access {
@@ -212,10 +216,13 @@ pub fn execute_step(
         .zip(&before)
         .filter_map(|(m, t)| t.as_ref().map(|t| (m.guest.clone(), t.digest.clone())))
         .collect();
-    let key = uncacheable
+    // Both keys come from one key document (see `cache`); an entry is
+    // served only when its record proves the key it is filed under.
+    let keys = uncacheable
         .is_none()
-        .then(|| action_key(plan, &inputs, &secrets));
-    let cached = match &key {
+        .then(|| action_keys(plan, &inputs, &secrets));
+    let key = keys.as_ref().map(|k| k.local.clone());
+    let cached = match &keys {
         Some(k) if !opts.no_cache => action_cache.get(k).unwrap_or_else(|damaged| {
             // Never trusted, never fatal: the run's own entry replaces it.
             tracing::warn!("{damaged}; running step {}", plan.name);
@@ -225,13 +232,13 @@ pub fn execute_step(
     };
     // The shared store files runs under a key without host paths, so a
     // machine with another checkout directory finds them (see `remote`).
-    let shared_key = key
+    let shared_key = keys
         .as_ref()
-        .and(opts.remote.as_ref())
-        .map(|_| crate::remote::shared_key(plan, &inputs, &secrets));
-    let cached = match (cached, &key, &shared_key, opts.remote.as_deref()) {
-        (None, Some(k), Some(sk), Some(remote)) if !opts.no_cache => {
-            crate::remote::pull_or_warn(remote, &action_cache, state, k, sk, &plan.name)
+        .filter(|_| opts.remote.is_some())
+        .map(|k| k.shared.clone());
+    let cached = match (cached, &keys, opts.remote.as_deref()) {
+        (cached, Some(k), Some(remote)) if !opts.no_cache => {
+            crate::remote::hit_or_pull(remote, &action_cache, state, cached, k, &plan.name)
         }
         (cached, ..) => cached,
     };
@@ -243,6 +250,7 @@ pub fn execute_step(
             &run_id,
             started_at.clone(),
             &before,
+            &replaced,
             &action_cache,
             k,
             &entry,
@@ -514,7 +522,7 @@ pub fn execute_step(
 
     let mut after_iter = after_trees.iter();
     let mut mounts = Vec::new();
-    for (m, before) in plan.mounts.iter().zip(before) {
+    for (i, (m, before)) in plan.mounts.iter().zip(before).enumerate() {
         let after = match m.access {
             Access::Write => after_iter.next().map(|t| tree_record(t, true)),
             Access::ReadWrite => match digest::tree(&m.host) {
@@ -539,6 +547,7 @@ pub fn execute_step(
             classification: m.classification,
             before: before.as_ref().map(|t| tree_record(t, true)),
             after,
+            replaced: replaced.get(i).cloned().flatten(),
         });
     }
 
@@ -790,6 +799,9 @@ fn finish_commit(
             source: Box::new(e),
         })?;
         cordon_core::fault::point("after-publish");
+        for m in record.mounts.iter().filter(|m| m.access == Access::Write) {
+            crate::outputs::existing::remember(&state, &m.host, &run_id);
+        }
         cordon_record::journal::finish(&state, &run_id)
             .map_err(fail("cannot remove the finished publication intent"))?;
     }
@@ -898,6 +910,75 @@ fn changed_input(
     None
 }
 
+/// For each mount of `plan` (in order), the tree its publication will
+/// replace that no record names, kept in the content store (a `write`
+/// mount with `existing = "keep"`); `None` for every other mount. A write
+/// mount whose host directory holds unrecorded data without that opt-in,
+/// or is not a directory, refuses the run: nothing a user put there is
+/// destroyed.
+fn existing_data(
+    plan: &StepPlan,
+    index: Option<&digest::HashIndex>,
+) -> Result<Vec<Option<TreeRecord>>, ExecError> {
+    use crate::outputs::existing::{self, Holding, Inspected};
+    let mut out = Vec::with_capacity(plan.mounts.len());
+    for m in &plan.mounts {
+        if m.access != Access::Write {
+            out.push(None);
+            continue;
+        }
+        let host = escape_for_terminal(&m.host.display().to_string());
+        let found = existing::inspect(&plan.state_dir, &m.host, index).map_err(fail(format!(
+            "cannot tell what write mount {} ({host}) holds",
+            escape_for_terminal(&m.guest)
+        )))?;
+        match found {
+            Inspected::Holding(Holding::Nothing | Holding::Recorded { .. }) => out.push(None),
+            Inspected::Holding(Holding::Unrecorded(u)) if m.keep_existing => {
+                let cas = crate::cas::Cas::for_state(&plan.state_dir)
+                    .map_err(fail("cannot open the content store"))?;
+                let stored = cas.store_tree(&m.host).map_err(fail(format!(
+                    "cannot keep what write mount {} ({host}) holds in the content store",
+                    escape_for_terminal(&m.guest)
+                )))?;
+                if stored != u.tree.digest {
+                    return Err(ExecError {
+                        what: format!(
+                            "write mount {} ({host}) changed while it was kept in the content store; nothing ran",
+                            escape_for_terminal(&m.guest)
+                        ),
+                        source: "changed while stored".into(),
+                    });
+                }
+                out.push(Some(tree_record(&u.tree, true)));
+            }
+            Inspected::Holding(Holding::Unrecorded(u)) => {
+                return Err(ExecError {
+                    what: format!(
+                        "write mount {} ({host}) of step {} holds {} path(s) no recorded run published there ({}); nothing ran",
+                        escape_for_terminal(&m.guest),
+                        plan.name,
+                        u.count,
+                        u.listed.join(", ")
+                    ),
+                    source: "fix: move them out, or add `existing = \"keep\"` to the mount".into(),
+                });
+            }
+            Inspected::NotDirectory => {
+                return Err(ExecError {
+                    what: format!(
+                        "write mount {} ({host}) of step {} is not a directory; nothing ran",
+                        escape_for_terminal(&m.guest),
+                        plan.name
+                    ),
+                    source: "fix: move it out of the way".into(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Publishes a cached run's outputs and records the hit.
 #[allow(clippy::too_many_arguments)]
 fn serve_from_cache(
@@ -905,6 +986,7 @@ fn serve_from_cache(
     run_id: &str,
     started_at: String,
     before: &[Option<Tree>],
+    replaced: &[Option<TreeRecord>],
     cache: &ActionCache,
     key: &crate::cache::ActionKey,
     entry: &ActionEntry,
@@ -998,7 +1080,8 @@ fn serve_from_cache(
         .mounts
         .iter()
         .zip(before)
-        .map(|(m, b)| MountRecord {
+        .zip(replaced)
+        .map(|((m, b), replaced)| MountRecord {
             guest: m.guest.clone(),
             host: m.host.clone(),
             access: m.access,
@@ -1008,6 +1091,7 @@ fn serve_from_cache(
             after: (m.access == Access::Write)
                 .then(|| after.next().map(|t| tree_record(t, true)))
                 .flatten(),
+            replaced: replaced.clone(),
         })
         .collect();
     let empty = |log: Option<PathBuf>| cordon_sandbox::stdio::StreamSummary {

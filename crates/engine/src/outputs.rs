@@ -1,5 +1,8 @@
 //! Staged outputs: a `write` mount is a fresh directory the step fills;
 //! its contents replace the host directory only when the step succeeds.
+//! What the host directory held before is replaced only when a record can
+//! bring it back ([`existing`]): a tree a recorded run published there, or
+//! one the run keeps in the content store (`existing = "keep"`).
 //!
 //! Before publishing, every staged tree is walked without following links.
 //! A symbolic link (or a FIFO, socket or device) in an output **fails the
@@ -32,6 +35,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub mod check;
+pub mod existing;
 
 /// One staged write mount.
 #[derive(Debug, Clone)]

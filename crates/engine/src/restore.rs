@@ -21,7 +21,7 @@
 //! writes outside that staging area and the host paths of a record that
 //! verified.
 
-use crate::cas::{Cas, CasError, is_blob_name, is_tree_path};
+use crate::cas::{Cas, CasError, is_blob_name};
 use crate::keys::TrustRoots;
 use crate::outputs::{OutputError, RefillError, Staging};
 use cordon_core::digest::EntryKind;
@@ -235,9 +235,11 @@ fn plan_mounts(mounts: Vec<MountRecord>) -> Result<Vec<Planned>, String> {
             .ok_or_else(|| format!("it lacks the entries of {guest}"))?;
         let mut entries = Vec::with_capacity(listed.len());
         for e in listed {
-            if !is_tree_path(&e.path) {
+            // The exact name (`path`, or `path_hex` for one that is not
+            // UTF-8), checked in its one spelling: it is what is restored.
+            if let Err(why) = e.path_bytes() {
                 return Err(format!(
-                    "output {guest} lists `{}`, which is not a plain relative path",
+                    "output {guest} lists `{}`, which is not a plain relative path ({why})",
                     cordon_core::sanitize::escape_for_terminal(&e.path)
                 ));
             }
@@ -253,7 +255,7 @@ fn plan_mounts(mounts: Vec<MountRecord>) -> Result<Vec<Planned>, String> {
                 _ => {
                     return Err(format!(
                         "output {guest} lists `{}`, which is not a plain file or directory",
-                        cordon_core::sanitize::escape_for_terminal(&e.path)
+                        e.shown()
                     ));
                 }
             }
@@ -361,12 +363,14 @@ mod tests {
             purpose: "p".into(),
             classification: None,
             before: None,
+            replaced: None,
             after: Some(TreeRecord {
                 sha256: Sha256Digest::of(b"t"),
                 files: 1,
                 bytes: 1,
                 entries: Some(vec![Entry {
                     path: path.into(),
+                    path_hex: None,
                     kind: if sha.is_some() {
                         EntryKind::File
                     } else {

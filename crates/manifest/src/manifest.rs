@@ -226,10 +226,22 @@ pub struct Mount {
     /// the run's environment by `cordon promote` (a valid VSA of that
     /// environment names its digest), or the run is refused.
     pub requires_promoted: bool,
+    /// `existing = "keep"` on a `write` mount: what its host directory
+    /// holds that no recorded run published there is put into the content
+    /// store (and named in the record) before the new output replaces it,
+    /// instead of refusing the run.
+    pub keep_existing: bool,
 }
 
 /// The one value `requires` of a mount takes.
 pub const REQUIRES_PROMOTED: &str = "promoted";
+
+/// `existing = "keep"`: a write mount keeps unrecorded data in the store
+/// before replacing it.
+pub const EXISTING_KEEP: &str = "keep";
+
+/// `existing = "refuse"`: the default, written out.
+pub const EXISTING_REFUSE: &str = "refuse";
 
 /// A secret grant, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -521,6 +533,7 @@ struct RawMount {
     purpose: Spanned<String>,
     classification: Option<Spanned<Classification>>,
     requires: Option<Spanned<String>>,
+    existing: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -597,12 +610,7 @@ pub fn is_valid_secret_key(key: &str) -> bool {
 /// Whether `name` is a valid step or secret name: lowercase ASCII letters,
 /// digits and `-`, starting with a letter, at most 63 characters.
 pub fn is_valid_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_lowercase()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+    crate::names::STEP_NAME.is_valid(name)
 }
 
 fn is_valid_env_name(name: &str) -> bool {
@@ -758,10 +766,10 @@ impl Manifest {
         }
 
         let name = raw.step.name.get_ref().clone();
-        if !is_valid_name(&name) {
+        if let Err(why) = crate::names::STEP_NAME.check(&name) {
             problems.push(lines.of(&raw.step.name).problem(
-                format!("step name `{name}` is invalid"),
-                Some("use lowercase letters, digits and `-`, starting with a letter (at most 63 characters)".into()),
+                crate::names::STEP_NAME.refusal(&name, &why),
+                Some(crate::names::STEP_NAME.rule.into()),
             ));
         }
 
@@ -880,6 +888,27 @@ impl Manifest {
                     requires_promoted = true;
                 }
             }
+            let mut keep_existing = false;
+            if let Some(e) = &m.existing {
+                let at = lines.of(e);
+                match e.get_ref().as_str() {
+                    _ if *m.access.get_ref() != Access::Write => problems.push(at.problem(
+                        format!("mount `{guest}` says what to do with existing data but is not a `write` mount"),
+                        Some("only a `write` mount replaces its directory: make it `access = \"write\"`, or remove `existing`".into()),
+                    )),
+                    EXISTING_KEEP => keep_existing = true,
+                    EXISTING_REFUSE => {}
+                    other => problems.push(at.problem(
+                        format!(
+                            "mount `{guest}` has `existing = \"{}\"`, which is not a choice",
+                            cordon_core::sanitize::escape_for_terminal(other)
+                        ),
+                        Some(format!(
+                            "write `existing = \"{EXISTING_KEEP}\"` (keep unrecorded data in the content store before replacing it) or `existing = \"{EXISTING_REFUSE}\"` (the default: refuse the run)"
+                        )),
+                    )),
+                }
+            }
             mounts.push(Mount {
                 guest,
                 host: PathBuf::from(m.host.get_ref()),
@@ -888,6 +917,7 @@ impl Manifest {
                 purpose: m.purpose.get_ref().clone(),
                 classification: m.classification.as_ref().map(|c| *c.get_ref()),
                 requires_promoted,
+                keep_existing,
             });
         }
 

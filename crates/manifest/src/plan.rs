@@ -40,6 +40,12 @@ pub struct PlannedMount {
     /// (`requires = "promoted"`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub requires_promoted: bool,
+    /// Whether a `write` mount keeps what its host directory holds that no
+    /// recorded run published there, in the content store, before
+    /// replacing it (`existing = "keep"`); without it such a run is
+    /// refused.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub keep_existing: bool,
 }
 
 /// One step, ready to run.
@@ -647,6 +653,7 @@ pub fn plan_step_with(
                 purpose: m.purpose.clone(),
                 classification: m.classification,
                 requires_promoted: m.requires_promoted,
+                keep_existing: m.keep_existing,
             })
             .collect(),
         secrets: manifest.secrets.clone(),

@@ -59,6 +59,12 @@ pub struct MountRecord {
     /// Tree after the run (write and read-write mounts).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<TreeRecord>,
+    /// For a `write` mount with `existing = "keep"`: what its host
+    /// directory held that no recorded run had published there, put into
+    /// the content store before the output replaced it (`cordon restore
+    /// --run RUN --replaced` brings it back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<TreeRecord>,
 }
 
 /// What happened to the step's outputs.
@@ -400,11 +406,133 @@ impl RepairRecord {
 
 /// Whether the record bytes are a repair record (read by its `format`).
 pub fn is_repair_record(bytes: &[u8]) -> bool {
+    format_of(bytes).is_some_and(|f| f == REPAIR_FORMAT)
+}
+
+/// Format identifier of a restore record.
+pub const RESTORE_FORMAT: &str = "cordon.restore-record/v1";
+
+/// A tree `cordon restore` published again, and where.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoredTree {
+    /// The guest path of the write mount it belongs to.
+    pub guest: String,
+    /// Where it was published.
+    pub host: PathBuf,
+    /// The tree, with every entry.
+    pub tree: TreeRecord,
+}
+
+/// What one `cordon restore` published, chained and signed like a step
+/// record: a rollback is as visible as the runs it rolled back, and
+/// `cordon verify` judges the restored outputs against it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRecord {
+    /// [`RESTORE_FORMAT`].
+    pub format: String,
+    /// Its id in the chain (`<time>-restore-<random>`).
+    pub run_id: String,
+    /// The environment whose key signs it.
+    pub environment: String,
+    /// The runner that restored.
+    pub runner: RunnerInfo,
+    /// RFC 3339 time of the restore.
+    pub restored_at: String,
+    /// The run whose trees were published again.
+    pub restored_run: String,
+    /// `outputs` for the run's outputs, `replaced` for what it replaced
+    /// (`existing = "keep"`).
+    pub what: RestoredWhat,
+    /// Every tree published, in the record's mount order.
+    pub trees: Vec<RestoredTree>,
+    /// Place in the hash chain; set when it is appended.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub chain: Option<ChainLink>,
+    /// The key that signs it; set when it is appended.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub signed_by: Option<crate::attest::SignedBy>,
+}
+
+/// Which trees of a run a restore published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestoredWhat {
+    /// The run's outputs.
+    Outputs,
+    /// What the run's outputs replaced.
+    Replaced,
+}
+
+impl RestoreRecord {
+    /// A record of restoring `trees` of run `restored_run`, for
+    /// `environment`, not yet chained.
+    pub fn new(
+        environment: &str,
+        restored_run: &str,
+        what: RestoredWhat,
+        trees: Vec<RestoredTree>,
+    ) -> RestoreRecord {
+        RestoreRecord {
+            format: RESTORE_FORMAT.into(),
+            run_id: new_run_id("restore"),
+            environment: environment.into(),
+            runner: RunnerInfo::default(),
+            restored_at: now_rfc3339(),
+            restored_run: restored_run.into(),
+            what,
+            trees,
+            chain: None,
+            signed_by: None,
+        }
+    }
+
+    /// The canonical bytes (pretty JSON, newline-terminated).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("records serialize");
+        v.push(b'\n');
+        v
+    }
+}
+
+/// Whether the record bytes are a restore record (read by its `format`).
+pub fn is_restore_record(bytes: &[u8]) -> bool {
+    format_of(bytes).is_some_and(|f| f == RESTORE_FORMAT)
+}
+
+/// The `format` of a record file, when it has one.
+fn format_of(bytes: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Format {
         format: String,
     }
-    serde_json::from_slice::<Format>(bytes).is_ok_and(|f| f.format == REPAIR_FORMAT)
+    serde_json::from_slice::<Format>(bytes)
+        .ok()
+        .map(|f| f.format)
+}
+
+/// The trees a record says it left in place, with their host paths: the
+/// outputs of a step run that succeeded and published them (ran or served
+/// from the cache), or the trees a restore published. Anything else
+/// (a failed run, a repair record, a file that is no record) left none.
+pub fn published_trees(bytes: &[u8]) -> Vec<(PathBuf, TreeRecord)> {
+    match format_of(bytes).as_deref() {
+        Some(RECORD_FORMAT) => match serde_json::from_slice::<StepRecord>(bytes) {
+            Ok(r) if r.success && matches!(r.outputs, Publication::Published) => r
+                .mounts
+                .into_iter()
+                .filter(|m| m.access == Access::Write)
+                .filter_map(|m| Some((m.host, m.after?)))
+                .collect(),
+            _ => Vec::new(),
+        },
+        Some(RESTORE_FORMAT) => match serde_json::from_slice::<RestoreRecord>(bytes) {
+            Ok(r) => r.trees.into_iter().map(|t| (t.host, t.tree)).collect(),
+            Err(_) => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
 }
 
 pub use cordon_core::clock::{new_run_id, now_rfc3339};
