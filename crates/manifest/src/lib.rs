@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod manifest;
+pub mod names;
 pub mod pin;
 pub mod pipeline;
 pub mod plan;

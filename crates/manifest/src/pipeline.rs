@@ -4,7 +4,8 @@
 //! version = 1                         # optional
 //!
 //! [pipeline]
-//! name = "churn-model"                # optional; defaults to the file stem
+//! name = "churn-model"                # optional; defaults to the file stem;
+//!                                     # ASCII letters, digits, `-`, `_`, `.`
 //!
 //! [[step]]
 //! manifest = "steps/validate.toml"    # relative to this file
@@ -31,6 +32,7 @@
 //! anything runs, with the file and line to change.
 
 use crate::manifest::{Access, Location, Manifest, ManifestError, Problem};
+use crate::names::PIPELINE_NAME;
 use crate::plan::{PlanContext, PlanMemo, StepPlan, mount_host, plan_step_with};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -149,6 +151,44 @@ pub fn is_pipeline_source(source: &str) -> bool {
         .is_ok_and(|t| matches!(t.get("step"), Some(toml::Value::Array(_))))
 }
 
+/// The pipeline's name: `[pipeline] name`, or else the file's stem, checked
+/// against [`PIPELINE_NAME`] either way (a name reaches records, reports and
+/// the jobs of an exported workflow; see [`crate::names`]). A refused name
+/// is a problem at its line, or at the file when it is the stem.
+fn pipeline_name(
+    path: &Path,
+    meta: Option<&RawMeta>,
+    lines: &crate::manifest::LineIndex<'_>,
+    problems: &mut Vec<Problem>,
+) -> String {
+    if let Some(n) = meta.and_then(|m| m.name.as_ref()) {
+        if let Err(why) = PIPELINE_NAME.check(n.get_ref()) {
+            problems.push(lines.at(n.span().start).problem(
+                PIPELINE_NAME.refusal(n.get_ref(), &why),
+                Some(PIPELINE_NAME.rule.into()),
+            ));
+        }
+        return n.get_ref().clone();
+    }
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let stem = stem.unwrap_or_else(|| "pipeline".into());
+    if let Err(why) = PIPELINE_NAME.check(&stem) {
+        problems.push(Problem {
+            line: 0,
+            column: 0,
+            message: format!(
+                "the pipeline is named after its file, and {}",
+                PIPELINE_NAME.refusal(&stem, &why)
+            ),
+            fix: Some(format!(
+                "name it in the file: `[pipeline]` with `name = \"...\"`; {}",
+                PIPELINE_NAME.rule
+            )),
+        });
+    }
+    stem
+}
+
 /// Validates a manifest written inline in the pipeline file at `path`
 /// (`source` is that file's text). Problems are reported against the
 /// pipeline file, at the lines where they are in it.
@@ -244,16 +284,7 @@ impl Pipeline {
                 fix: Some("add `[[step]]` entries with `manifest = \"...\"`".into()),
             });
         }
-        let name = raw
-            .pipeline
-            .as_ref()
-            .and_then(|m| m.name.as_ref().map(|n| n.get_ref().clone()))
-            .unwrap_or_else(|| {
-                path.file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or("pipeline")
-                    .to_string()
-            });
+        let name = pipeline_name(path, raw.pipeline.as_ref(), &lines, &mut problems);
         let mut steps = Vec::new();
         let mut names: BTreeMap<String, Location> = BTreeMap::new();
         for s in &raw.steps {
@@ -526,6 +557,49 @@ mod tests {
         assert!(!p.steps[0].cache);
         assert!(is_pipeline_source(files["rev/p.toml"]));
         assert!(!is_pipeline_source(files["rev/steps/a.toml"]));
+    }
+
+    /// The pipeline file `path` holding `text`, with one inline step.
+    fn load_one(path: &str, text: &str) -> Result<Pipeline, Vec<ManifestError>> {
+        let step = "[[step]]\ninline = \"\"\"\n[step]\nname = \"a\"\ncomponent = \"a.wasm\"\ndigest = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n\"\"\"\n";
+        let source = format!("{text}{step}");
+        Pipeline::load_from(Path::new(path), &|_: &Path| Ok(source.clone()))
+    }
+
+    #[test]
+    fn a_pipeline_name_with_a_newline_is_refused_where_it_is_written() {
+        let errors = load_one("p.toml", "[pipeline]\nname = \"x\\nenv:\"\n").unwrap_err();
+        let shown = errors[0].to_string();
+        assert_eq!(
+            shown,
+            "p.toml:2:8: pipeline name `x\\nenv:` is invalid: U+000A (a line break) at character 2 is not allowed\n  fix: use ASCII letters, digits, `-`, `_` and `.`, starting with a letter or a digit (at most 128 characters)"
+        );
+    }
+
+    #[test]
+    fn a_pipeline_name_with_a_unicode_line_separator_is_refused() {
+        for brk in ["\\u2028", "\\u2029", "\\u0085"] {
+            let errors =
+                load_one("p.toml", &format!("[pipeline]\nname = \"x{brk}y\"\n")).unwrap_err();
+            let shown = errors[0].to_string();
+            assert!(shown.contains("a line break) at character 2"), "{shown}");
+            assert!(shown.lines().count() == 2, "{shown:?}");
+        }
+    }
+
+    #[test]
+    fn a_pipeline_named_after_a_file_stem_outside_the_set_says_how_to_name_it() {
+        let errors = load_one("my pipeline.toml", "").unwrap_err();
+        let shown = errors[0].to_string();
+        assert!(
+            shown.starts_with("my pipeline.toml: the pipeline is named after its file, and pipeline name `my pipeline` is invalid: U+0020 (a space) at character 3"),
+            "{shown}"
+        );
+        assert!(shown.contains("fix: name it in the file"), "{shown}");
+        assert_eq!(
+            load_one("churn_model.v2.toml", "").unwrap().name,
+            "churn_model.v2"
+        );
     }
 
     #[test]
