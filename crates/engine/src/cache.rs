@@ -6,10 +6,26 @@
 //!
 //! **Action cache** (`<state>/cache/actions/<key>.json`): maps an
 //! [`ActionKey`] — everything that can change a step's outputs — to the run
-//! that produced them. The key binds the component digest, the resolved
-//! grants (args, env, mounts, limits), the digest of every input tree, the
-//! granted secrets' provider versions (never values), the environment and
-//! the sandbox semantics version. Change any of them and the key changes.
+//! that produced them. The key is the digest of one typed document,
+//! [`KeyDocument`]: the component and manifest digests, the resolved grants
+//! (args, env, limits, each mount's guest path and access), the digest of
+//! every input tree, the granted secrets' names, providers, versions and
+//! uses (never values), the clock, randomness and float modes, the
+//! environment and the sandbox semantics version. Change any of them and
+//! the key changes. The same document, without the mounts' host paths, is
+//! the key of the shared store ([`ActionKeys::shared`]); no second copy of
+//! it exists anywhere.
+//!
+//! **An entry proves its key.** The document is built either from the plan
+//! that is about to run ([`KeyDocument::for_plan`]) or from what a run's
+//! record says ran ([`KeyDocument::for_record`]). On every hit the entry's
+//! record is read and its document rebuilt: an entry whose record does not
+//! give the key it is filed under (copied over another key, or naming
+//! another run's record) is a [`DamagedEntry`], so the step runs. A record
+//! from another machine (a shared hit) names that machine's host paths, so
+//! it proves the shared key instead, which leaves only host paths out: a
+//! step sees guest paths alone, and what it reads there is bound by the
+//! input tree digests.
 //!
 //! **Nothing read back is trusted.** An entry file is parsed into typed
 //! values and checked as a whole before any of it is used
@@ -61,44 +77,302 @@ pub fn uncacheable_reason(
 
 pub use cordon_manifest::plan::{uncacheable_by_grants, unversioned_secret_reason};
 
-/// How the action key names a step's float mode. Native floats give the
-/// NaN bits of this CPU architecture, so the architecture is part of the
-/// key: a result made on another architecture (a shared store) is not what
+/// Format of the key document: bumped (with [`SANDBOX_SEMANTICS`] for
+/// changes of meaning) whenever a field is added, so that no two versions
+/// of the document can give one key.
+pub const KEY_FORMAT: &str = "cordon.action-key/v2";
+
+/// The local key and the shared key of one run, from one [`KeyDocument`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionKeys {
+    /// Under which this state directory files the run: the document with
+    /// the mounts' host paths.
+    pub local: ActionKey,
+    /// Under which the shared store files it: the document without host
+    /// paths, so that machines with other checkout directories share hits.
+    pub shared: ActionKey,
+}
+
+/// Which key a [`KeyDocument`] is serialized for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum KeyScope {
+    /// This state directory: host paths included.
+    Local,
+    /// The shared store: host paths left out.
+    Shared,
+}
+
+/// One mount as the key sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyMount {
+    /// Guest path: where the step sees it.
+    pub guest: String,
+    /// Access.
+    pub access: cordon_manifest::manifest::Access,
+    /// Host path (the local key only; `None` in the shared one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<PathBuf>,
+    /// The tree digest the step could read (read and read-write mounts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<Sha256Digest>,
+}
+
+/// One granted secret as the key sees it: never its value (a rotated value
+/// is a new version).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeySecret {
+    /// Its name.
+    pub name: String,
+    /// The provider that supplied it.
+    pub provider: String,
+    /// The provider's version of the value.
+    pub version: Option<String>,
+    /// The uses granted.
+    pub uses: std::collections::BTreeSet<cordon_manifest::manifest::SecretUse>,
+}
+
+/// How the key names a step's float mode. Native floats give the NaN bits
+/// of this CPU architecture, so the architecture is part of the key: a
+/// result made on another architecture (a shared store) is not what
 /// running the step here would give. Canonical NaNs are the same anywhere.
-pub fn floats_key(floats: cordon_manifest::manifest::FloatMode) -> String {
-    match floats {
-        cordon_manifest::manifest::FloatMode::Canonical => "Canonical".into(),
-        cordon_manifest::manifest::FloatMode::Native => {
-            format!("Native/{}", cordon_record::record::host_arch())
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyFloats {
+    /// `floats = "canonical"`.
+    Canonical,
+    /// `floats = "native"`, on this architecture.
+    Native {
+        /// The CPU architecture, as records name it.
+        arch: String,
+    },
+}
+
+/// Everything that determines a step's outputs, as typed values: the one
+/// source of both action keys. Serialized by serde in field order (never
+/// through `Debug`), so the bytes hashed are a function of these values.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyDocument {
+    format: &'static str,
+    scope: KeyScope,
+    /// [`SANDBOX_SEMANTICS`] and the runner's sandbox as records name it.
+    pub semantics: (String, String),
+    /// The environment.
+    pub environment: String,
+    /// The component's digest.
+    pub component: Sha256Digest,
+    /// The manifest's digest: what the reviewer approved.
+    pub manifest: Sha256Digest,
+    /// argv.
+    pub args: Vec<String>,
+    /// The granted environment variables.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Limits.
+    pub limits: cordon_manifest::manifest::Limits,
+    /// Mounts in manifest order, with the input tree digests.
+    pub mounts: Vec<KeyMount>,
+    /// Granted secrets, by name.
+    pub secrets: Vec<KeySecret>,
+    /// The wall clock the step sees.
+    pub clock: cordon_manifest::manifest::ClockMode,
+    /// The randomness the step sees.
+    pub random: cordon_manifest::manifest::RandomMode,
+    /// NaN handling.
+    pub floats: KeyFloats,
+}
+
+impl KeyDocument {
+    /// The document of `plan` about to run, its read mounts hashing to
+    /// `inputs` (guest path → tree digest), with `secrets` resolved.
+    pub fn for_plan(
+        plan: &StepPlan,
+        inputs: &[(String, Sha256Digest)],
+        secrets: &[ResolvedSecret],
+    ) -> KeyDocument {
+        let mut secrets: Vec<KeySecret> = secrets
+            .iter()
+            .map(|s| KeySecret {
+                name: s.name.clone(),
+                provider: s.provider.to_string(),
+                version: s.version.clone(),
+                uses: s.uses.clone(),
+            })
+            .collect();
+        secrets.sort_by(|a, b| a.name.cmp(&b.name));
+        KeyDocument {
+            format: KEY_FORMAT,
+            scope: KeyScope::Local,
+            semantics: (
+                SANDBOX_SEMANTICS.into(),
+                cordon_record::record::RunnerInfo::default().sandbox,
+            ),
+            environment: plan.environment.clone(),
+            component: plan.component_digest.clone(),
+            manifest: plan.manifest_sha256.clone(),
+            args: plan.argv.clone(),
+            env: plan.env.iter().cloned().collect(),
+            limits: plan.limits,
+            mounts: plan
+                .mounts
+                .iter()
+                .map(|m| KeyMount {
+                    guest: m.guest.clone(),
+                    access: m.access,
+                    host: Some(m.host.clone()),
+                    input: inputs
+                        .iter()
+                        .find(|(g, _)| *g == m.guest)
+                        .map(|(_, d)| d.clone()),
+                })
+                .collect(),
+            secrets,
+            clock: plan.clock,
+            random: plan.random,
+            floats: match plan.floats {
+                cordon_manifest::manifest::FloatMode::Canonical => KeyFloats::Canonical,
+                cordon_manifest::manifest::FloatMode::Native => KeyFloats::Native {
+                    arch: cordon_record::record::host_arch().into(),
+                },
+            },
         }
+    }
+
+    /// The document of what `record` says ran: the proof an action entry
+    /// carries. Only the record of a successful run that executed proves a
+    /// key (a cache hit's record ran nothing, so it cannot); a record that
+    /// lacks a fact the key needs (the architecture of native floats)
+    /// proves none.
+    pub fn for_record(record: &cordon_record::record::StepRecord) -> Result<KeyDocument, String> {
+        if !record.success {
+            return Err(format!(
+                "its record is of run {}, which failed",
+                record.run_id
+            ));
+        }
+        if record.cache.hit {
+            return Err(format!(
+                "its record is of run {}, a cache hit, which ran nothing",
+                record.run_id
+            ));
+        }
+        let r = &record.reproducibility;
+        let floats = if r.nan_canonicalization {
+            KeyFloats::Canonical
+        } else {
+            KeyFloats::Native {
+                arch: r.arch.clone().ok_or_else(|| {
+                    "its record does not name the CPU architecture its native floats ran on"
+                        .to_string()
+                })?,
+            }
+        };
+        Ok(KeyDocument {
+            format: KEY_FORMAT,
+            scope: KeyScope::Local,
+            semantics: (SANDBOX_SEMANTICS.into(), record.runner.sandbox.clone()),
+            environment: record.environment.clone(),
+            component: record.component.sha256.clone(),
+            manifest: record.manifest.sha256.clone(),
+            args: record.args.clone(),
+            env: record.env.clone(),
+            limits: record.limits,
+            mounts: record
+                .mounts
+                .iter()
+                .map(|m| KeyMount {
+                    guest: m.guest.clone(),
+                    access: m.access,
+                    host: Some(m.host.clone()),
+                    input: match m.access {
+                        cordon_manifest::manifest::Access::Write => None,
+                        _ => m.before.as_ref().map(|t| t.sha256.clone()),
+                    },
+                })
+                .collect(),
+            secrets: record
+                .secrets
+                .iter()
+                .map(|(name, s)| KeySecret {
+                    name: name.clone(),
+                    provider: s.provider.clone(),
+                    version: s.version.clone(),
+                    uses: s.granted_uses.iter().copied().collect(),
+                })
+                .collect(),
+            clock: r.clock,
+            random: r.random,
+            floats,
+        })
+    }
+
+    /// Both keys of the document.
+    pub fn keys(&self) -> ActionKeys {
+        let local = self.digest();
+        let mut shared = self.clone();
+        shared.scope = KeyScope::Shared;
+        for m in &mut shared.mounts {
+            m.host = None;
+        }
+        ActionKeys {
+            local,
+            shared: shared.digest(),
+        }
+    }
+
+    fn digest(&self) -> ActionKey {
+        ActionKey(Sha256Digest::of(
+            &serde_json::to_vec(self).expect("a key document serializes"),
+        ))
     }
 }
 
-/// Computes the action key of a step whose read mounts hash to `inputs`
-/// (guest path → tree digest).
+/// Both keys of a step whose read mounts hash to `inputs` (guest path →
+/// tree digest).
+pub fn action_keys(
+    plan: &StepPlan,
+    inputs: &[(String, Sha256Digest)],
+    secrets: &[ResolvedSecret],
+) -> ActionKeys {
+    KeyDocument::for_plan(plan, inputs, secrets).keys()
+}
+
+/// The local action key of a step (see [`action_keys`]).
 pub fn action_key(
     plan: &StepPlan,
     inputs: &[(String, Sha256Digest)],
     secrets: &[ResolvedSecret],
 ) -> ActionKey {
-    let doc = serde_json::json!({
-        "semantics": SANDBOX_SEMANTICS,
-        "environment": plan.environment,
-        "component": plan.component_digest.to_string(),
-        "args": plan.argv,
-        "env": plan.env,
-        "mounts": plan.mounts,
-        "limits": plan.limits,
-        "clock": format!("{:?}", plan.clock),
-        "random": format!("{:?}", plan.random),
-        "floats": floats_key(plan.floats),
-        "inputs": inputs.iter().map(|(g, d)| (g.clone(), d.to_string())).collect::<Vec<_>>(),
-        "secrets": secrets.iter().map(|s| serde_json::json!({
-            "name": s.name, "provider": s.provider, "version": s.version, "uses": s.uses,
-        })).collect::<Vec<_>>(),
-    });
-    ActionKey(Sha256Digest::of(doc.to_string().as_bytes()))
+    action_keys(plan, inputs, secrets).local
 }
+
+/// Whether the record at `record` proves `keys`: the key document of what
+/// it says ran gives the local key (a run on this machine) or the shared
+/// key (a run another machine shared, whose host paths are its own).
+pub fn record_proves(record: &Path, keys: &ActionKeys) -> Result<(), String> {
+    let bytes = cordon_core::fsutil::read_regular(record, MAX_RECORD_BYTES)
+        .map_err(|e| format!("its record cannot be read: {e}"))?;
+    let parsed: cordon_record::record::StepRecord =
+        serde_json::from_slice(&bytes).map_err(|e| format!("its record does not parse: {e}"))?;
+    proves(&parsed, keys)
+}
+
+/// Whether `record` (parsed) proves `keys`; see [`record_proves`].
+pub fn proves(record: &cordon_record::record::StepRecord, keys: &ActionKeys) -> Result<(), String> {
+    let got = KeyDocument::for_record(record)?.keys();
+    if got.local == keys.local || got.shared == keys.shared {
+        Ok(())
+    } else {
+        Err(format!(
+            "its record (run {}) is of another action: what it says ran gives key {}, not the key it is filed under",
+            cordon_core::sanitize::escape_for_terminal(&record.run_id),
+            got.local.0
+        ))
+    }
+}
+
+/// Largest record read to check an entry's key: the same cap as every
+/// other reader of records.
+pub const MAX_RECORD_BYTES: u64 = crate::restore::MAX_RECORD_BYTES;
 
 /// One written mount of a cached run.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -247,6 +521,7 @@ impl ActionEntry {
 #[derive(Debug, Clone)]
 pub struct ActionCache {
     dir: PathBuf,
+    state: PathBuf,
     cas: Cas,
 }
 
@@ -255,8 +530,14 @@ impl ActionCache {
     pub fn new(state_dir: &Path) -> ActionCache {
         ActionCache {
             dir: state_dir.join("cache").join("actions"),
+            state: state_dir.to_path_buf(),
             cas: Cas::new(state_dir),
         }
+    }
+
+    /// The state directory it belongs to.
+    pub fn state_dir(&self) -> &Path {
+        &self.state
     }
 
     /// The content store behind it.
@@ -264,10 +545,12 @@ impl ActionCache {
         &self.cas
     }
 
-    /// The entry for `key`: `Ok(None)` when there is none or a blob it
-    /// needs is no longer in the store, [`DamagedEntry`] when the file is
-    /// there but unusable (see [`ActionEntry::parse`]).
-    pub fn get(&self, key: &ActionKey) -> Result<Option<ActionEntry>, DamagedEntry> {
+    /// The entry filed under `keys.local`: `Ok(None)` when there is none
+    /// or a blob it needs is no longer in the store, [`DamagedEntry`] when
+    /// the file is there but unusable (see [`ActionEntry::parse`]) or its
+    /// record does not prove the key ([`record_proves`]).
+    pub fn get(&self, keys: &ActionKeys) -> Result<Option<ActionEntry>, DamagedEntry> {
+        let key = &keys.local;
         let file = self.dir.join(format!("{}.json", key.0.hex()));
         let damaged = |problem: String| DamagedEntry {
             file: file.clone(),
@@ -278,7 +561,10 @@ impl ActionCache {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(damaged(format!("cannot be read: {e}"))),
         };
-        let entry = ActionEntry::parse(&bytes, key).map_err(damaged)?;
+        let entry = ActionEntry::parse(&bytes, key).map_err(&damaged)?;
+        // The entry says which run made the outputs; that run's record
+        // must say it ran exactly this action.
+        record_proves(&entry.record, keys).map_err(&damaged)?;
         let complete = entry.outputs.iter().all(|o| {
             o.entries
                 .iter()
@@ -430,6 +716,18 @@ mod tests {
             action_key(&p, &inputs, std::slice::from_ref(&secret)),
         ));
         let mut p = plan.clone();
+        p.manifest_sha256 = Sha256Digest::of(b"another manifest");
+        changed.push((
+            "the manifest digest",
+            action_key(&p, &inputs, std::slice::from_ref(&secret)),
+        ));
+        let mut p = plan.clone();
+        p.random = cordon_manifest::manifest::RandomMode::Real;
+        changed.push((
+            "the random mode",
+            action_key(&p, &inputs, std::slice::from_ref(&secret)),
+        ));
+        let mut p = plan.clone();
         p.argv.push("--epochs".into());
         changed.push((
             "an argument",
@@ -483,6 +781,44 @@ mod tests {
         for (what, key) in &changed {
             assert_ne!(*key, base, "changing {what} must change the action key");
         }
+    }
+
+    /// The shared key is the local one without host paths: another
+    /// checkout directory shares it, nothing else does.
+    #[test]
+    fn the_shared_key_leaves_out_host_paths_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.wasm"), b"component").unwrap();
+        let digest = Sha256Digest::of(b"component");
+        let manifest = dir.path().join("step.toml");
+        std::fs::write(
+            &manifest,
+            format!("[step]\nname = \"s\"\ncomponent = \"c.wasm\"\ndigest = \"{digest}\"\n\n[[mount]]\nguest = \"/in\"\nhost = \"data\"\naccess = \"read\"\npurpose = \"p\"\n"),
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        let m = cordon_manifest::manifest::Manifest::load(&manifest).unwrap();
+        let ws = cordon_manifest::config::WorkspaceConfig::implicit(dir.path());
+        let env = ws.env(cordon_manifest::config::DEFAULT_ENV).unwrap();
+        let state = dir.path().join(".cordon");
+        let ctx = cordon_manifest::plan::PlanContext {
+            env,
+            workspace_dir: dir.path(),
+            state_dir: &state,
+            produced: &[],
+            hash_index: None,
+        };
+        let plan = cordon_manifest::plan::plan_step(&m, &ctx).unwrap();
+        let inputs = vec![("/in".to_string(), Sha256Digest::of(b"tree"))];
+        let base = action_keys(&plan, &inputs, &[]);
+        assert_ne!(base.local, base.shared);
+        let mut moved = plan.clone();
+        moved.mounts[0].host = PathBuf::from("/elsewhere/data");
+        let moved = action_keys(&moved, &inputs, &[]);
+        assert_ne!(moved.local, base.local, "a host path is in the local key");
+        assert_eq!(moved.shared, base.shared, "and not in the shared one");
+        let other = vec![("/in".to_string(), Sha256Digest::of(b"other tree"))];
+        assert_ne!(action_keys(&plan, &other, &[]).shared, base.shared);
     }
 
     #[test]

@@ -12,10 +12,40 @@
 //! cas/packs/sha256/<tree hex>        the files of one output tree, concatenated in
 //!                                    listing order: one object per tree, never one
 //!                                    round trip per file
-//! cache/actions/<shared key hex>     {"format", "entry": <action entry>, "record": <record JSON>}
+//! cache/actions/<shared key hex>     {"format", "entry": <action entry>, "record": <record JSON>,
+//!                                    "envelope", "sequence": <its record's chain entry>}
 //! records/chain/<sequence, 20 digits> {"format", "sequence", "previous",
 //!                                    "record": <record file text>, "envelope": <DSSE text>|null}
 //! ```
+//!
+//! **Order of sharing: packs, then the chain entry, then the action
+//! entry.** An action entry is what another machine serves as a hit, so it
+//! is written last: a runner stopped (or a store failing) at any point
+//! leaves at worst packs no entry names, or a chained record without an
+//! action entry (the next machine runs the step). Never an entry whose
+//! record is in no chain. Each action entry names the chain entry that
+//! holds its record, and a pull checks that entry holds that record byte
+//! for byte ([`RemoteStore::pull_action`]).
+//!
+//! **An entry proves its key.** A pulled entry's record must be signed by
+//! a key trusted here, and the key document rebuilt from what it says ran
+//! ([`crate::cache::KeyDocument::for_record`]) must give the shared key it
+//! is filed under: an entry copied over another key is refused.
+//!
+//! **A chain entry is unique.** [`RemoteStore::verify_chain`] refuses a
+//! chain in which a run id or a record appears twice (a genuine entry
+//! copied to the head), naming both places.
+//!
+//! **What this machine knows is in the chain.** A local action entry is a
+//! hit here, when the environment shares, only if the chain is known to
+//! hold its record (`<state>/shared/chained/<run id>`, written once the
+//! append or the pull succeeded). An entry of a run whose record never
+//! reached the shared chain (the store failed after the run) is not served:
+//! the step runs again and that run's record takes the ordinary path. The
+//! runner does not append the old record instead: it cannot tell, short of
+//! reading the whole chain, whether the record is already there (a runner
+//! stopped between the append and the note), and appending it twice would
+//! make exactly the duplicate `verify` refuses.
 //!
 //! **Create-only everywhere.** Packs are named by the tree digest their
 //! bytes must reproduce, and action entries by the key, so a put that finds
@@ -49,7 +79,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Format of an action entry in the store.
-pub const ACTION_FORMAT: &str = "cordon.shared-action/v1";
+pub const ACTION_FORMAT: &str = "cordon.shared-action/v2";
 /// Format of a chain entry in the store.
 pub const CHAIN_FORMAT: &str = "cordon.shared-chain/v1";
 
@@ -190,9 +220,12 @@ struct SharedAction {
     record: String,
     /// Its DSSE envelope file, when its environment signs.
     envelope: Option<String>,
+    /// The shared chain entry that holds `record` (and `envelope`).
+    sequence: u64,
 }
 
-/// A run's local action key and its [`shared_key`].
+/// A run's local action key and its shared key
+/// ([`crate::cache::ActionKeys`]).
 pub type Keys<'a> = (&'a ActionKey, &'a ActionKey);
 
 /// One entry of the shared chain as stored.
@@ -480,18 +513,23 @@ impl RemoteStore {
         self.key(&format!("cas/packs/sha256/{tree_hex}"))
     }
 
-    /// Files the action entry kept locally under `key` as the store's entry
-    /// for `shared` (its [`shared_key`]), with the record of the run it
-    /// names (an entry whose record is gone is not shared). The
-    /// packs go first ([`RemoteStore::push_outputs`]), so no machine sees an
-    /// entry whose packs are not all there.
-    pub fn push_action(
-        &self,
-        cache: &ActionCache,
-        key: &ActionKey,
-        shared: &ActionKey,
-    ) -> Result<(), RemoteError> {
-        let Ok(Some(entry)) = cache.get(key) else {
+    /// Files the action entry kept locally under `keys.0` as the store's
+    /// entry for `keys.1` (the shared key), with the record of the run it
+    /// names and the chain entry that holds that record. An entry whose
+    /// record is gone, or is not known to be in the shared chain, is not
+    /// shared. The packs and the chain entry go first
+    /// ([`RemoteStore::share_run`]), so no machine sees an entry whose packs
+    /// or chained record are not there.
+    pub fn push_action(&self, cache: &ActionCache, keys: Keys<'_>) -> Result<(), RemoteError> {
+        let (key, shared) = keys;
+        let both = crate::cache::ActionKeys {
+            local: key.clone(),
+            shared: shared.clone(),
+        };
+        let Ok(Some(entry)) = cache.get(&both) else {
+            return Ok(());
+        };
+        let Some(sequence) = chained_at(cache.state_dir(), &entry.run_id) else {
             return Ok(());
         };
         // The record of the run that produced the outputs (for a cache hit,
@@ -509,6 +547,7 @@ impl RemoteStore {
             entry: shared_entry,
             record,
             envelope,
+            sequence,
         };
         let bytes = serde_json::to_vec(&action).map_err(std::io::Error::other)?;
         let object = self.key(&format!("cache/actions/{}", shared.0.hex()));
@@ -546,19 +585,24 @@ impl RemoteStore {
         Ok(())
     }
 
-    /// Looks `shared` (a [`shared_key`]) up in the store. On a hit, every file of the entry is cut
-    /// from its tree's pack, checked against the entry's digest and put in
-    /// the local content store; the record that produced it is kept under
-    /// `<state>/shared/records/`, and the entry is written to the local
-    /// action cache, whose [`ActionCache::get`] then serves it as any
-    /// local hit. `Ok(None)` on a miss.
+    /// Looks `keys.shared` up in the store. A hit is used only when it
+    /// holds: its record is signed by a key trusted here, what the record
+    /// says ran gives exactly that key, the record names the trees the
+    /// entry restores, and the chain entry the action names holds that
+    /// record byte for byte. Then every file of the entry is cut from its
+    /// tree's pack, checked against the entry's digest and put in the
+    /// local content store; the record is kept under
+    /// `<state>/shared/records/`, noted as chained, and the entry written
+    /// to the local action cache under `keys.local`, whose
+    /// [`ActionCache::get`] then serves it as any local hit. `Ok(None)` on
+    /// a miss.
     pub fn pull_action(
         &self,
         cache: &ActionCache,
         state_dir: &Path,
-        key: &ActionKey,
-        shared: &ActionKey,
+        keys: &crate::cache::ActionKeys,
     ) -> Result<Option<ActionEntry>, RemoteError> {
+        let (key, shared) = (&keys.local, &keys.shared);
         let object = self.key(&format!("cache/actions/{}", shared.0.hex()));
         let Some(bytes) = self.block_on(self.get_capped(&object, MAX_ENTRY_BYTES))? else {
             return Ok(None);
@@ -586,7 +630,24 @@ impl RemoteStore {
             })?;
             check_envelope(envelope, &action.record, &self.trusted).map_err(tampered)?;
         }
-        // ... and the record names exactly the trees the entry restores.
+        if record.run_id != entry.run_id {
+            return Err(tampered(format!(
+                "its record is of run {}, not of run {}",
+                cordon_core::sanitize::escape_for_terminal(&record.run_id),
+                entry.run_id
+            )));
+        }
+        // ... which says it ran exactly the action filed under this key ...
+        let proven = crate::cache::KeyDocument::for_record(&record)
+            .map_err(&tampered)?
+            .keys();
+        if proven.shared != *shared {
+            return Err(tampered(format!(
+                "its record (run {}) is of another action: what it says ran gives key {}, not the key it is filed under",
+                entry.run_id, proven.shared.0
+            )));
+        }
+        // ... and names exactly the trees the entry restores ...
         for o in &entry.outputs {
             let recorded = record.mounts.iter().any(|m| {
                 m.guest == o.guest
@@ -602,13 +663,9 @@ impl RemoteStore {
                 )));
             }
         }
-        if record.run_id != entry.run_id {
-            return Err(tampered(format!(
-                "its record is of run {}, not of run {}",
-                cordon_core::sanitize::escape_for_terminal(&record.run_id),
-                entry.run_id
-            )));
-        }
+        // ... and is in the shared chain, where the action says.
+        self.check_chained(action.sequence, &action.record, action.envelope.as_deref())
+            .map_err(tampered)?;
         // Every pack, fetched in parallel, cut into files, each checked
         // before any of it is stored.
         let wanted: Vec<_> = entry
@@ -661,6 +718,7 @@ impl RemoteStore {
         if let Some(envelope) = &action.envelope {
             cordon_core::fsutil::write_atomic(&envelope_beside(&record_file), envelope.as_bytes())?;
         }
+        note_chained(state_dir, &entry.run_id, action.sequence)?;
         entry.record = record_file;
         // Filed locally under the local key, as a run here would be.
         entry.key = key.0.to_string();
@@ -668,11 +726,41 @@ impl RemoteStore {
         Ok(Some(entry))
     }
 
-    /// Shares one sealed run: unless the store has its action entry
-    /// already, the packs of its outputs (`cache` names the local cache),
-    /// and its action entry when it is cacheable (`Keys`: the local key and
-    /// the [`shared_key`]). Then its record, as a new entry of the shared
-    /// chain.
+    /// Whether chain entry `sequence` holds `record` and `envelope`, byte
+    /// for byte: one read, not the whole chain. (That the chain links up to
+    /// it, and holds it once, is what `cordon verify --env` checks.)
+    fn check_chained(
+        &self,
+        sequence: u64,
+        record: &str,
+        envelope: Option<&str>,
+    ) -> Result<(), String> {
+        let object = self.chain_key(sequence);
+        let not =
+            |why: &str| format!("its record is not in the shared chain (entry {sequence} {why})");
+        let bytes = match self.block_on(self.get_capped(&object, MAX_ENTRY_BYTES)) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(not("is missing")),
+            Err(e) => return Err(not(&format!("cannot be read: {e}"))),
+        };
+        let entry: ChainObject =
+            serde_json::from_slice(&bytes).map_err(|_| not("is not a chain entry"))?;
+        if entry.sequence != sequence
+            || entry.record != record
+            || entry.envelope.as_deref() != envelope
+        {
+            return Err(not("holds another record"));
+        }
+        Ok(())
+    }
+
+    /// Shares one sealed run, in the order that never leaves a servable
+    /// action entry without its chained record: unless the store has the
+    /// run's action entry already, the packs of its outputs (`cache` names
+    /// the local cache); then its record, as a new entry of the shared
+    /// chain (noted locally as chained); then, when it is cacheable
+    /// (`Keys`: the local key and the shared key) and the store lacked it,
+    /// its action entry.
     pub fn share_run(
         &self,
         cache: Option<(&ActionCache, Option<Keys<'_>>)>,
@@ -681,23 +769,28 @@ impl RemoteStore {
     ) -> Result<Appended, RemoteError> {
         let record = std::fs::read_to_string(record_path)?;
         let envelope = envelope_path.map(std::fs::read_to_string).transpose()?;
+        let typed: cordon_record::record::StepRecord =
+            serde_json::from_str(&record).map_err(std::io::Error::other)?;
+        let mut entry_to_push = None;
         if let Some((cache, keys)) = cache {
             let present = match keys {
                 Some((_, shared)) => self.has_action(shared)?,
                 None => false,
             };
             // An entry already in the store means its packs are too.
-            if !present {
-                let typed: cordon_record::record::StepRecord =
-                    serde_json::from_str(&record).map_err(std::io::Error::other)?;
-                if self.push_outputs(cache.cas(), &typed)?
-                    && let Some((key, shared)) = keys
-                {
-                    self.push_action(cache, key, shared)?;
-                }
+            if !present && self.push_outputs(cache.cas(), &typed)? {
+                entry_to_push = keys.map(|k| (cache, k));
             }
         }
-        self.append_chain(&record, envelope.as_deref())
+        let appended = self.append_chain(&record, envelope.as_deref())?;
+        if let Some(state) = cache.map(|(c, _)| c.state_dir()) {
+            note_chained(state, &typed.run_id, appended.sequence)?;
+        }
+        cordon_core::fault::point("after-shared-chain");
+        if let Some((cache, keys)) = entry_to_push {
+            self.push_action(cache, keys)?;
+        }
+        Ok(appended)
     }
 
     fn chain_key(&self, sequence: u64) -> ObjectPath {
@@ -792,6 +885,8 @@ impl RemoteStore {
     /// Reads the whole shared chain and checks it: sequences 1, 2, ... with
     /// no gap, each entry's `previous` the digest of the entry before, each
     /// entry's sequence the one its name says, each record a step record,
+    /// no run id and no record in two entries (a genuine entry copied to
+    /// the head and relinked is a replay: both places are named),
     /// and each signed record's envelope valid under one of `trusted` and
     /// over exactly that record. With `trusted` keys given, an unsigned
     /// record is a problem too. What a chain alone cannot show is that its
@@ -805,6 +900,7 @@ impl RemoteStore {
         let mut records = Vec::new();
         let mut signed = 0;
         let mut previous = cordon_record::chain::genesis();
+        let mut unique = cordon_record::chain::Uniqueness::default();
         let objects: Vec<_> = (1..=head).map(|s| self.chain_key(s)).collect();
         let fetched: Vec<Result<Option<Vec<u8>>, RemoteError>> = self.block_on(async {
             futures::stream::iter(objects.iter())
@@ -833,10 +929,14 @@ impl RemoteStore {
                     if entry.previous != previous {
                         problem(format!("does not link to entry {}", sequence - 1));
                     }
-                    if serde_json::from_str::<cordon_record::record::StepRecord>(&entry.record)
-                        .is_err()
-                    {
-                        problem("holds no step record".into());
+                    match serde_json::from_str::<cordon_record::record::StepRecord>(&entry.record) {
+                        Err(_) => problem("holds no step record".into()),
+                        Ok(r) => {
+                            let digest = Sha256Digest::of(entry.record.as_bytes()).to_string();
+                            if let Some(p) = unique.check(sequence, &r.run_id, &digest) {
+                                problem(p);
+                            }
+                        }
                     }
                     match &entry.envelope {
                         Some(envelope) => match check_envelope(envelope, &entry.record, trusted) {
@@ -926,11 +1026,10 @@ pub fn pull_or_warn(
     remote: &RemoteStore,
     cache: &ActionCache,
     state_dir: &Path,
-    key: &ActionKey,
-    shared: &ActionKey,
+    keys: &crate::cache::ActionKeys,
     step: &str,
 ) -> Option<ActionEntry> {
-    match remote.pull_action(cache, state_dir, key, shared) {
+    match remote.pull_action(cache, state_dir, keys) {
         Ok(hit) => hit,
         Err(e) => {
             tracing::warn!("{e}; running step {step}");
@@ -939,43 +1038,50 @@ pub fn pull_or_warn(
     }
 }
 
-/// The key a run is filed under in the shared store: the local
-/// [`crate::cache::action_key`] without the mounts' host paths. A step sees
-/// only guest paths, and what it reads there is bound by the input tree
-/// digests, so where a checkout sits on one machine cannot change its
-/// outputs; without this, two CI runners with different work directories
-/// would never share a hit.
-pub fn shared_key(
-    plan: &cordon_manifest::plan::StepPlan,
-    inputs: &[(String, Sha256Digest)],
-    secrets: &[cordon_secrets::ResolvedSecret],
-) -> ActionKey {
-    let mut mounts = serde_json::to_value(&plan.mounts).unwrap_or_default();
-    if let Some(list) = mounts.as_array_mut() {
-        for m in list {
-            if let Some(m) = m.as_object_mut() {
-                m.remove("host");
-            }
-        }
+/// The hit of a step run in an environment with a shared store: the local
+/// entry `local` when its record is known to be in the shared chain (see
+/// the module documentation), otherwise whatever the store holds
+/// ([`pull_or_warn`]).
+pub fn hit_or_pull(
+    remote: &RemoteStore,
+    cache: &ActionCache,
+    state_dir: &Path,
+    local: Option<ActionEntry>,
+    keys: &crate::cache::ActionKeys,
+    step: &str,
+) -> Option<ActionEntry> {
+    match local {
+        Some(entry) if chained_at(state_dir, &entry.run_id).is_some() => Some(entry),
+        _ => pull_or_warn(remote, cache, state_dir, keys, step),
     }
-    let doc = serde_json::json!({
-        "shared": ACTION_FORMAT,
-        "semantics": crate::cache::SANDBOX_SEMANTICS,
-        "environment": plan.environment,
-        "component": plan.component_digest.to_string(),
-        "args": plan.argv,
-        "env": plan.env,
-        "mounts": mounts,
-        "limits": plan.limits,
-        "clock": format!("{:?}", plan.clock),
-        "random": format!("{:?}", plan.random),
-        "floats": crate::cache::floats_key(plan.floats),
-        "inputs": inputs.iter().map(|(g, d)| (g.clone(), d.to_string())).collect::<Vec<_>>(),
-        "secrets": secrets.iter().map(|s| serde_json::json!({
-            "name": s.name, "provider": s.provider, "version": s.version, "uses": s.uses,
-        })).collect::<Vec<_>>(),
-    });
-    ActionKey(Sha256Digest::of(doc.to_string().as_bytes()))
+}
+
+/// Where this machine notes which of its runs the shared chain holds, and
+/// at which sequence: `<state>/shared/chained/<run id>`.
+fn chained_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("shared").join("chained")
+}
+
+/// The sequence at which the shared chain holds run `run_id`'s record, as
+/// noted here; `None` when it is not known to hold it.
+pub fn chained_at(state_dir: &Path, run_id: &str) -> Option<u64> {
+    if !cordon_record::chain::is_run_id(run_id) {
+        return None;
+    }
+    let bytes = cordon_core::fsutil::read_regular(&chained_dir(state_dir).join(run_id), 32).ok()?;
+    std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
+}
+
+/// Notes that the shared chain holds run `run_id` at `sequence`. Not
+/// fsynced: lost, it costs a re-run of the step, never a wrong hit.
+fn note_chained(state_dir: &Path, run_id: &str, sequence: u64) -> Result<(), RemoteError> {
+    if !cordon_record::chain::is_run_id(run_id) {
+        return Ok(());
+    }
+    let dir = chained_dir(state_dir);
+    cordon_core::fsutil::create_private_dir(&dir)?;
+    cordon_core::fsutil::replace_unsynced(&dir.join(run_id), sequence.to_string().as_bytes())?;
+    Ok(())
 }
 
 /// The access key id and secret access key of `config`, from where it

@@ -3,15 +3,23 @@
 //!
 //! The steps a step depends on (its lineage) ran elsewhere. Their outputs
 //! are not trusted because a file or an object says so: the shared chain is
-//! verified first (every link, and every record signed by a key trusted
-//! for the environment here), then the newest successful record of each
-//! upstream step — of the component the pipeline pins today — names the
-//! tree digest and files of each output; those files come from the store,
+//! verified first (every link, every record signed by a key trusted for
+//! the environment here, no run and no record in two entries), then the
+//! newest successful record of each upstream step names the tree digest
+//! and files of each output; those files come from the store,
 //! are checked against the record's digests, and are published to the
 //! upstream step's output directory through the one "restore, verify,
 //! publish" routine ([`crate::outputs::Staging::refill`]). Only then does
 //! the step run, as in a whole pipeline run, so its own record binds the
 //! digests of exactly those inputs.
+//!
+//! **Upstream means the step the pipeline names.** A record is the
+//! upstream step's only when its manifest digest is the one the pipeline
+//! file resolves for that step today and its environment is this one: a
+//! record of any other manifest that happens to carry the same step name
+//! and component (an ad-hoc run with other arguments or mounts, in the
+//! same environment) is never taken, however new. A chain with a problem
+//! anywhere — a replayed entry above all — gives no upstream output.
 //!
 //! A missing or unverifiable upstream record is an error naming the step
 //! and nothing runs. This module never parses a command line.
@@ -102,7 +110,7 @@ pub enum UpstreamError {
 /// An upstream step of which the shared chain holds no usable record.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "step `{step}` reads {guest} from step `{upstream}`, but the shared chain holds no successful record of `{upstream}` with component {component}\n  fix: run `cordon run {pipeline} --env {env} --step {upstream}` first"
+    "step `{step}` reads {guest} from step `{upstream}`, but the shared chain holds no successful record of `{upstream}` with manifest {manifest} in environment `{env}`\n  fix: run `cordon run {pipeline} --env {env} --step {upstream}` first"
 )]
 pub struct MissingUpstream {
     /// The step that was to run.
@@ -111,8 +119,8 @@ pub struct MissingUpstream {
     pub upstream: String,
     /// Its output mount.
     pub guest: String,
-    /// The component the pipeline pins for it.
-    pub component: Sha256Digest,
+    /// The digest of the manifest the pipeline resolves for it.
+    pub manifest: Sha256Digest,
     /// The pipeline file.
     pub pipeline: String,
     /// The environment.
@@ -202,6 +210,7 @@ pub fn take_inputs(
             let ok = r.success
                 && r.step == up.name
                 && r.environment == env
+                && r.manifest.sha256 == up.manifest_sha256
                 && r.component.sha256 == up.component_digest;
             ok.then(|| {
                 r.mounts
@@ -217,7 +226,7 @@ pub fn take_inputs(
                 step: step.name.clone(),
                 upstream: up.name.clone(),
                 guest: w.guest.clone(),
-                component: up.component_digest.clone(),
+                manifest: up.manifest_sha256.clone(),
                 pipeline: plan.path.display().to_string(),
                 env,
             })));

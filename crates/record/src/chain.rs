@@ -92,6 +92,40 @@ pub fn is_run_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// Where each run id and each record digest of a chain was first seen:
+/// the check that makes a chain a set of unique facts. A chain entry copied
+/// to the head keeps its valid signature and (relinked) a valid link, so
+/// only this tells the copy from a new run. One type for the local log and
+/// the shared chain, so both say it the same way.
+#[derive(Debug, Default)]
+pub struct Uniqueness {
+    runs: std::collections::HashMap<String, u64>,
+    records: std::collections::HashMap<String, u64>,
+}
+
+impl Uniqueness {
+    /// Notes that entry `at` holds run `run` with record digest `record`,
+    /// and says, naming both places, when either was already seen.
+    pub fn check(&mut self, at: u64, run: &str, record: &str) -> Option<String> {
+        let shown = cordon_core::sanitize::escape_for_terminal;
+        let run_first = *self.runs.entry(run.to_string()).or_insert(at);
+        let record_first = *self.records.entry(record.to_string()).or_insert(at);
+        if run_first != at {
+            Some(format!(
+                "run {} is already entry {run_first}: entry {at} duplicates it (duplicated; a run appears in a chain once)",
+                shown(run)
+            ))
+        } else if record_first != at {
+            Some(format!(
+                "its record {} is already entry {record_first}: entry {at} duplicates it (duplicated; a record appears in a chain once)",
+                shown(record)
+            ))
+        } else {
+            None
+        }
+    }
+}
+
 impl LogEntry {
     /// Parses one log line (without its newline) and checks every field:
     /// `seq` from 1, `run` a run id ([`is_run_id`]), `record`, `envelope`
@@ -504,6 +538,25 @@ fn remove_stale_temporaries(records_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run id or a record digest seen twice is named with both places;
+    /// distinct entries pass.
+    #[test]
+    fn a_replayed_run_or_record_names_both_places() {
+        let mut u = Uniqueness::default();
+        assert_eq!(u.check(1, "run-a", "sha256:1"), None);
+        assert_eq!(u.check(2, "run-b", "sha256:2"), None);
+        let again = u.check(3, "run-a", "sha256:1").unwrap();
+        assert!(
+            again.contains("run run-a is already entry 1: entry 3 duplicates it"),
+            "{again}"
+        );
+        let record = u.check(4, "run-c", "sha256:2").unwrap();
+        assert!(
+            record.contains("is already entry 2: entry 4 duplicates it"),
+            "{record}"
+        );
+    }
 
     /// The last entry is found across read-chunk boundaries, with and
     /// without an unfinished final line, and `read_lines` agrees.

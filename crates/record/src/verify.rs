@@ -3,7 +3,8 @@
 //! Checked, for every record in scope:
 //!
 //! - **the chain**: every log line parses, numbers count up from 1, and each
-//!   line's `prev` is the digest of the line before; no run appears twice;
+//!   line's `prev` is the digest of the line before; no run id and no
+//!   record digest appears twice (both places are named);
 //!   every record file on disk is in the log (always checked in full,
 //!   because a broken chain anywhere undermines every record after it);
 //! - **the record**: its file exists and has the digest the log holds, and
@@ -247,6 +248,7 @@ pub fn verify_with(
     let mut entries: Vec<LogEntry> = Vec::new();
     let mut prev = chain::genesis().to_string();
     let mut seen_runs: BTreeMap<String, u64> = BTreeMap::new();
+    let mut unique = chain::Uniqueness::default();
     for (i, line) in lines.iter().enumerate() {
         let subject = format!("{} line {}", chain::LOG_FILE, i + 1);
         let expected_seq = i as u64 + 1;
@@ -275,13 +277,12 @@ pub fn verify_with(
                         ),
                     );
                 }
-                if let Some(first) = seen_runs.insert(entry.run.clone(), entry.seq) {
-                    cx.fail(
-                        FindingKind::Chain,
-                        &subject,
-                        format!("run {} is already entry {first} (duplicated)", entry.run),
-                    );
+                // Positions by place in the log, which a duplicate with a
+                // forged `seq` cannot hide behind.
+                if let Some(problem) = unique.check(expected_seq, &entry.run, &entry.record) {
+                    cx.fail(FindingKind::Chain, &subject, problem);
                 }
+                seen_runs.entry(entry.run.clone()).or_insert(entry.seq);
                 entries.push(entry);
             }
         }
