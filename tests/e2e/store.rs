@@ -1068,3 +1068,367 @@ fn store_settings_errors_name_the_file_line_and_fix_before_anything_runs() {
     );
     assert!(!ws.path("a-out").exists() && !ws.path(".cordon/records").exists());
 }
+
+// ---------------------------------------------------------------------
+// Whoever can write the bucket: each attack below is one a bucket writer
+// tried, and each test is named after it (docs/security.md).
+
+/// `a` checksums `data/` into `a-out/`: its output depends on its input,
+/// so two runs of one manifest have different outputs. `b` reads it.
+fn checksum_pipeline(ws: &Workspace, data: &str) {
+    ws.write("data/a.txt", data);
+    let digest = ws.component(cordon_test_artifacts::CHECKSUM, "checksum.wasm");
+    ws.write(
+        "a.toml",
+        format!(
+            "[step]\nname = \"a\"\ncomponent = \"checksum.wasm\"\ndigest = \"{digest}\"\nargs = [\"--input\", \"/in\", \"--output\", \"/out\"]\n\n{}",
+            mount("/in", "data", "read") + &mount("/out", "a-out", "write")
+        ),
+    );
+    probe_step(
+        ws,
+        "b",
+        &[
+            "read",
+            "/in/SHA256SUMS",
+            "--",
+            "write",
+            "/out/y.txt",
+            "done",
+        ],
+        &(mount("/in", "a-out", "read") + &mount("/out", "b-out", "write")),
+    );
+    ws.write(
+        "pipeline.toml",
+        "[pipeline]\nname = \"shared\"\n\n[[step]]\nmanifest = \"a.toml\"\n\n[[step]]\nmanifest = \"b.toml\"\n",
+    );
+}
+
+/// The `SHA256SUMS` line `checksum` writes for `data/a.txt` holding `data`.
+fn sums_of(data: &str) -> String {
+    format!("{}  a.txt\n", sha256_hex(data.as_bytes()))
+}
+
+impl Seaweed {
+    fn delete(&self, key: &str) {
+        let client = self.client();
+        block(client.delete(&ObjectPath::from(key))).unwrap();
+    }
+}
+
+/// The environment of a machine that trusts `ws`'s record key.
+fn trusting<'a>(weed: &'a Seaweed, key: &'a str) -> Vec<(&'static str, &'a str)> {
+    let mut env = weed.env();
+    env.push(("CORDON_TRUSTED_KEYS", key));
+    env
+}
+
+#[test]
+fn a_genuine_chain_entry_copied_to_the_head_fails_verify_and_is_never_an_upstream() {
+    let weed = seaweed();
+    let prefix = prefix("replayed-entry");
+    let first = machine(weed, &prefix);
+    checksum_pipeline(&first, "old");
+    let old = first.cordon(&["run", "pipeline.toml", "--step", "a"], &weed.env());
+    assert_eq!(old.code, 0, "{old:?}");
+    first.write("data/a.txt", "new");
+    let new = first.cordon(&["run", "pipeline.toml", "--step", "a"], &weed.env());
+    assert_eq!(new.code, 0, "{new:?}");
+    let chain = weed.keys(&format!("{prefix}/records/chain"));
+    assert_eq!(chain.len(), 2, "{chain:?}");
+
+    // The bucket writer copies the old, genuine entry to the head and
+    // relinks it: its signature still holds, its link is right.
+    let mut replay: serde_json::Value = serde_json::from_slice(&weed.get(&chain[0])).unwrap();
+    let head = weed.get(&chain[1]);
+    replay["sequence"] = 3.into();
+    replay["previous"] = format!("sha256:{}", sha256_hex(&head)).into();
+    let replayed_run = serde_json::from_str::<serde_json::Value>(
+        replay["record"].as_str().unwrap(),
+    )
+    .unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    weed.put(
+        &format!("{prefix}/records/chain/{:020}", 3),
+        serde_json::to_vec(&replay).unwrap(),
+    );
+
+    // `verify --env` names both places of the replayed run.
+    let key = first.trusted_key("dev").display().to_string();
+    let verifier = machine(weed, &prefix);
+    let verified = verifier.cordon(&["verify", "--env", "dev"], &trusting(weed, &key));
+    assert_eq!(verified.code, 1, "{verified:?}");
+    assert!(
+        verified.stdout.contains(&format!(
+            "entry 3: run {replayed_run} is already entry 1: entry 3 duplicates it"
+        )),
+        "{verified:?}"
+    );
+
+    // `--step b` elsewhere takes nothing from a chain with a replayed
+    // entry: neither the old output nor any other.
+    let second = machine(weed, &prefix);
+    checksum_pipeline(&second, "new");
+    let b = second.cordon(
+        &["run", "pipeline.toml", "--step", "b"],
+        &trusting(weed, &key),
+    );
+    assert_eq!(b.code, 2, "{b:?}");
+    assert!(
+        b.stderr.contains("the shared chain does not verify")
+            && b.stderr.contains("is already entry 1"),
+        "{}",
+        b.stderr
+    );
+    assert!(
+        !second.path("a-out").exists() && !second.path("b-out").exists(),
+        "nothing was taken and nothing ran"
+    );
+}
+
+#[test]
+fn an_action_entry_copied_over_the_key_of_another_input_is_not_a_hit() {
+    let weed = seaweed();
+    let prefix = prefix("copied-action");
+    let first = machine(weed, &prefix);
+    checksum_pipeline(&first, "one");
+    let one = first.cordon(&["run", "a.toml"], &weed.env());
+    assert_eq!(one.code, 0, "{one:?}");
+    let actions = |weed: &Seaweed| weed.keys(&format!("{prefix}/cache/actions"));
+    let of_one = actions(weed);
+    assert_eq!(of_one.len(), 1, "{of_one:?}");
+    first.write("data/a.txt", "two");
+    let two = first.cordon(&["run", "a.toml"], &weed.env());
+    assert_eq!(two.code, 0, "{two:?}");
+    let of_two: Vec<String> = actions(weed)
+        .into_iter()
+        .filter(|k| !of_one.contains(k))
+        .collect();
+    assert_eq!(of_two.len(), 1, "{of_two:?}");
+
+    // The bucket writer files input one's entry under input two's key,
+    // changing only the key it names: its signed record is genuine.
+    let mut copied: serde_json::Value = serde_json::from_slice(&weed.get(&of_one[0])).unwrap();
+    let two_entry: serde_json::Value = serde_json::from_slice(&weed.get(&of_two[0])).unwrap();
+    copied["entry"]["key"] = two_entry["entry"]["key"].clone();
+    weed.put(&of_two[0], serde_json::to_vec(&copied).unwrap());
+
+    // A fresh machine holding input two runs the step: it never publishes
+    // input one's output.
+    let key = first.trusted_key("dev").display().to_string();
+    let fresh = machine(weed, &prefix);
+    checksum_pipeline(&fresh, "two");
+    let out = fresh.cordon(&["run", "a.toml"], &trusting(weed, &key));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("is of another action") && out.stderr.contains("running step a"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(fresh.record()["cache"]["hit"], false);
+    assert_eq!(
+        std::fs::read_to_string(fresh.path("a-out/SHA256SUMS")).unwrap(),
+        sums_of("two")
+    );
+}
+
+#[test]
+fn a_local_action_entry_copied_over_the_key_of_another_input_is_not_a_hit() {
+    // The same copy in a state directory: one machine, no store.
+    let ws = Workspace::new();
+    checksum_pipeline(&ws, "one");
+    assert_eq!(ws.cordon(&["run", "a.toml"], &[]).code, 0);
+    let dir = ws.path(".cordon/cache/actions");
+    let listed = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    let of_one = listed(&dir);
+    assert_eq!(of_one.len(), 1, "{of_one:?}");
+    ws.write("data/a.txt", "two");
+    assert_eq!(ws.cordon(&["run", "a.toml"], &[]).code, 0);
+    let of_two: Vec<_> = listed(&dir)
+        .into_iter()
+        .filter(|p| !of_one.contains(p))
+        .collect();
+    assert_eq!(of_two.len(), 1, "{of_two:?}");
+    let mut copied: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&of_one[0]).unwrap()).unwrap();
+    let two_entry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&of_two[0]).unwrap()).unwrap();
+    copied["key"] = two_entry["key"].clone();
+    std::fs::write(&of_two[0], serde_json::to_vec(&copied).unwrap()).unwrap();
+    // Input two's outputs are gone; the copied entry must not bring back
+    // input one's.
+    std::fs::remove_dir_all(ws.path("a-out")).unwrap();
+    let out = ws.cordon(&["run", "a.toml"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("damaged cache entry") && out.stderr.contains("is of another action"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(ws.latest_record("a")["cache"]["hit"], false);
+    assert_eq!(
+        std::fs::read_to_string(ws.path("a-out/SHA256SUMS")).unwrap(),
+        sums_of("two")
+    );
+}
+
+#[test]
+fn an_ad_hoc_manifest_named_like_an_upstream_step_never_becomes_its_upstream() {
+    let weed = seaweed();
+    let prefix = prefix("ad-hoc-upstream");
+    let first = machine(weed, &prefix);
+    two_steps(&first, "hello");
+    let a = first.cordon(&["run", "pipeline.toml", "--step", "a"], &weed.env());
+    assert_eq!(a.code, 0, "{a:?}");
+    // Later, in the same environment: a manifest that is also named `a`,
+    // the same component, other arguments. Its record is the newest of a
+    // step named `a`.
+    probe_step(
+        &first,
+        "evil",
+        &["write", "/out/x.txt", "planted"],
+        &mount("/out", "a-out", "write"),
+    );
+    let text = std::fs::read_to_string(first.path("evil.toml"))
+        .unwrap()
+        .replace("name = \"evil\"", "name = \"a\"");
+    first.write("evil.toml", text);
+    let ad_hoc = first.cordon(&["run", "evil.toml"], &weed.env());
+    assert_eq!(ad_hoc.code, 0, "{ad_hoc:?}");
+    assert_eq!(first.latest_record("a")["args"][3], "planted");
+    assert_eq!(weed.keys(&format!("{prefix}/records/chain")).len(), 2);
+
+    // `--step b` elsewhere takes `a` of the manifest the pipeline names.
+    let key = first.trusted_key("dev").display().to_string();
+    let second = machine(weed, &prefix);
+    two_steps(&second, "hello");
+    let b = second.cordon(
+        &["run", "pipeline.toml", "--step", "b"],
+        &trusting(weed, &key),
+    );
+    assert_eq!(b.code, 0, "{b:?}");
+    assert_eq!(
+        std::fs::read_to_string(second.path("a-out/x.txt")).unwrap(),
+        "hello"
+    );
+
+    // With only the ad-hoc record in a chain, there is no upstream at all.
+    let prefix = self::prefix("ad-hoc-only");
+    let third = machine(weed, &prefix);
+    two_steps(&third, "hello");
+    probe_step(
+        &third,
+        "evil",
+        &["write", "/out/x.txt", "planted"],
+        &mount("/out", "a-out", "write"),
+    );
+    let text = std::fs::read_to_string(third.path("evil.toml"))
+        .unwrap()
+        .replace("name = \"evil\"", "name = \"a\"");
+    third.write("evil.toml", text);
+    assert_eq!(third.cordon(&["run", "evil.toml"], &weed.env()).code, 0);
+    let key = third.trusted_key("dev").display().to_string();
+    let fourth = machine(weed, &prefix);
+    two_steps(&fourth, "hello");
+    let b = fourth.cordon(
+        &["run", "pipeline.toml", "--step", "b"],
+        &trusting(weed, &key),
+    );
+    assert_eq!(b.code, 2, "{b:?}");
+    assert!(
+        b.stderr
+            .contains("holds no successful record of `a` with manifest sha256:"),
+        "{}",
+        b.stderr
+    );
+    assert!(!fourth.path("a-out").exists());
+}
+
+#[test]
+fn an_action_entry_whose_record_is_in_no_chain_is_not_a_hit() {
+    let weed = seaweed();
+    let prefix = prefix("unchained-action");
+    let first = machine(weed, &prefix);
+    checksum_pipeline(&first, "one");
+    let ran = first.cordon(&["run", "a.toml"], &weed.env());
+    assert_eq!(ran.code, 0, "{ran:?}");
+    // What a runner stopped between an action entry's upload and its
+    // chain append would leave under the old order (or a bucket writer
+    // who deletes a chain entry): an entry whose record is in no chain.
+    let chain = weed.keys(&format!("{prefix}/records/chain"));
+    assert_eq!(chain.len(), 1, "{chain:?}");
+    weed.delete(&chain[0]);
+
+    let key = first.trusted_key("dev").display().to_string();
+    let second = machine(weed, &prefix);
+    checksum_pipeline(&second, "one");
+    let out = second.cordon(&["run", "a.toml"], &trusting(weed, &key));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("its record is not in the shared chain")
+            && out.stderr.contains("running step a"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(second.record()["cache"]["hit"], false);
+}
+
+#[test]
+fn a_runner_killed_between_its_chain_append_and_its_action_entry_leaves_no_unchained_hit() {
+    let weed = seaweed();
+    let prefix = prefix("killed-sharing");
+    let first = machine(weed, &prefix);
+    checksum_pipeline(&first, "one");
+    let killed = first.cordon(
+        &["run", "a.toml"],
+        &[weed.env(), vec![("CORDON_FAULT", "after-shared-chain")]].concat(),
+    );
+    assert_ne!(killed.code, 0, "{killed:?}");
+    // The chain holds the run; no action entry names it yet.
+    assert_eq!(weed.keys(&format!("{prefix}/records/chain")).len(), 1);
+    assert!(weed.keys(&format!("{prefix}/cache/actions")).is_empty());
+
+    // Another machine finds no entry and runs the step itself.
+    let key = first.trusted_key("dev").display().to_string();
+    let second = machine(weed, &prefix);
+    checksum_pipeline(&second, "one");
+    let out = second.cordon(&["run", "a.toml"], &trusting(weed, &key));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(second.record()["cache"]["hit"], false);
+
+    // The killed machine's rerun is a local hit (its record is chained)
+    // and shares the entry; the chain holds every run once.
+    let rerun = first.cordon(&["run", "a.toml"], &weed.env());
+    assert_eq!(rerun.code, 0, "{rerun:?}");
+    assert_eq!(first.latest_record("a")["cache"]["hit"], true);
+    let second_key = second.trusted_key("dev").display().to_string();
+    let both = format!("{key}:{second_key}");
+    let verified =
+        machine(weed, &prefix).cordon(&["verify", "--env", "dev"], &trusting(weed, &both));
+    assert_eq!(verified.code, 0, "{verified:?}");
+    assert!(
+        verified
+            .stderr
+            .contains("3 entries, 3 signed by a trusted key, 0 problems"),
+        "{}",
+        verified.stderr
+    );
+    let third = machine(weed, &prefix);
+    checksum_pipeline(&third, "one");
+    let hit = third.cordon(&["run", "a.toml"], &trusting(weed, &both));
+    assert_eq!(hit.code, 0, "{hit:?}");
+    assert_eq!(third.record()["cache"]["hit"], true);
+    assert_eq!(
+        std::fs::read_to_string(third.path("a-out/SHA256SUMS")).unwrap(),
+        sums_of("one")
+    );
+}
