@@ -924,13 +924,17 @@ fn a_store_that_fails_mid_run_fails_the_step_keeps_local_state_and_a_later_run_c
     assert_eq!(local.code, 0, "{local:?}");
 
     // With the store back, a later run completes and its record is shared.
+    // It runs the step again: the failed attempt's record is in no shared
+    // chain, so its local entry is not served (its record is not appended
+    // late either, see `remote`).
     let later = ws.cordon(&["run", "a.toml"], &weed.env());
     assert_eq!(later.code, 0, "{later:?}");
+    assert_eq!(ws.latest_record("a")["cache"]["hit"], false);
     assert_eq!(weed.keys(&format!("{prefix}/records/chain")).len(), 1);
     let verified = ws.cordon(&["verify", "--env", "dev"], &weed.env());
     assert_eq!(verified.code, 0, "{verified:?}");
-    // That later run (a local hit) also shared the outputs the failed
-    // attempt could not: another machine hits.
+    // That later run also shared the outputs the failed attempt could
+    // not: another machine hits.
     let other = machine(weed, &prefix);
     probe_step(
         &other,
