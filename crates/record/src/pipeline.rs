@@ -97,7 +97,9 @@ pub struct PipelineStep {
     pub record: Option<PathBuf>,
     /// Whether it was served from the action cache.
     pub cache_hit: bool,
-    /// The metrics the step reported.
+    /// The metrics the step reported (a `null` one, which runners wrote
+    /// for NaN before refusing it, is read as absent).
+    #[serde(default, deserialize_with = "crate::run::deserialize_finite_metrics")]
     pub metrics: Option<BTreeMap<String, f64>>,
     /// Why it failed or was skipped.
     pub message: Option<String>,

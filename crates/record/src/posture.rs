@@ -8,10 +8,23 @@
 //! by a trusted key) with nothing found. The numbers come from the typed
 //! records and [`crate::verify`]; this module reads and never writes.
 //!
+//! Nothing is skipped silently: a record file that does not read as a step
+//! record (damaged, truncated, of a schema this runner does not know) is a
+//! run all the same, counted as unverifiable and named with the reason. It
+//! belongs to this environment when its `environment` can still be read,
+//! and to every environment's posture when even that cannot, because an
+//! operator must see it somewhere. Repair and restore records are other
+//! kinds of record, not step runs, and are left to `cordon verify`.
+//!
+//! The OpenMetrics form has fixed metric names (none comes from a record);
+//! record values reach it only as label values, escaped as the format
+//! says (`\\`, `\"`, `\n`).
+//!
 //! Not answered yet, because records do not hold it: whether vault tokens
 //! were revoked or left to expire, and restores with their outcome.
 
 use crate::query::{BreakGlassRun, break_glass_runs, step_records};
+use crate::record::{StepRecord, is_repair_record, is_restore_record};
 use crate::trust::TrustRoots;
 use crate::verify::{FindingKind, Scope, VerifyError, verify};
 use cordon_manifest::config::WorkspaceConfig;
@@ -109,10 +122,17 @@ pub fn posture(
         .map(|(_, r)| r)
         .filter(|r| r.environment == env)
         .collect();
-    let ids: BTreeSet<&str> = records.iter().map(|r| r.run_id.as_str()).collect();
+    let unreadable = unreadable_records(&records_dir, env).map_err(io)?;
+    let mut ids: BTreeSet<&str> = records.iter().map(|r| r.run_id.as_str()).collect();
+    ids.extend(unreadable.keys().map(String::as_str));
+    for (run, why) in &unreadable {
+        // The reader's reason comes first: it says more than a digest
+        // mismatch does about a file that no longer parses.
+        unverifiable.insert(run.clone(), why.clone());
+    }
     let mut p = Posture {
         environment: env.to_string(),
-        runs: records.len() as u64,
+        runs: ids.len() as u64,
         passing: 0,
         failed: 0,
         cache_hits: 0,
@@ -176,6 +196,54 @@ pub fn posture(
         })
         .collect();
     Ok(p)
+}
+
+/// Largest record file read: a record is a few kilobytes; the cap keeps a
+/// planted file from costing the reader its memory.
+const MAX_RECORD_BYTES: u64 = 64 << 20;
+
+/// The record files under `records_dir` that are not readable step records
+/// and may belong to `env`, by run id, each with why it cannot be read.
+fn unreadable_records(records_dir: &Path, env: &str) -> std::io::Result<BTreeMap<String, String>> {
+    /// The one field that places a record, read on its own when the rest
+    /// of the record does not parse.
+    #[derive(serde::Deserialize)]
+    struct Placed {
+        environment: String,
+    }
+    let names = match crate::verify::record_files(records_dir) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = BTreeMap::new();
+    for run in names {
+        let path = crate::chain::record_path(records_dir, &run);
+        let bytes = match cordon_core::fsutil::read_regular(&path, MAX_RECORD_BYTES) {
+            Ok(b) => b,
+            Err(e) => {
+                out.insert(run, format!("the record cannot be read: {e}"));
+                continue;
+            }
+        };
+        if is_repair_record(&bytes) || is_restore_record(&bytes) {
+            continue;
+        }
+        let Err(e) = serde_json::from_slice::<StepRecord>(&bytes) else {
+            continue;
+        };
+        let mine = match serde_json::from_slice::<Placed>(&bytes) {
+            Ok(p) => p.environment == env,
+            Err(_) => true,
+        };
+        if mine {
+            out.insert(
+                run,
+                format!("the record does not read as a step record: {e}"),
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// A label value in the OpenMetrics text format: `\`, `"` and newlines
@@ -287,4 +355,129 @@ pub fn render_text(p: &Posture) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn posture_of(env: &str, secrets: &[(String, String, Option<String>)]) -> Posture {
+        Posture {
+            environment: env.to_string(),
+            runs: 3,
+            passing: 1,
+            failed: 1,
+            cache_hits: 0,
+            break_glass: Vec::new(),
+            unsigned: vec!["r1".into()],
+            unverifiable: BTreeMap::from([("r2".to_string(), "bad".to_string())]),
+            secrets: secrets
+                .iter()
+                .map(|(name, provider, version)| SecretVersion {
+                    name: name.clone(),
+                    provider: provider.clone(),
+                    version: version.clone(),
+                    runs: 1,
+                    first_used: "t0".into(),
+                    last_used: "t1".into(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A sample: metric name, labels in order, value.
+    type Sample = (String, Vec<(String, String)>, String);
+
+    /// One sample line of the OpenMetrics text format, read strictly as
+    /// its ABNF says: a metric name, label values in double quotes with
+    /// only `\\`, `\"` and `\n` escaped, a value.
+    fn sample(line: &str) -> Result<Sample, String> {
+        let open = line.find('{').ok_or("no labels")?;
+        let name = &line[..open];
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        {
+            return Err(format!("bad metric name {name:?}"));
+        }
+        let mut labels = Vec::new();
+        let mut rest = &line[open + 1..];
+        loop {
+            let eq = rest.find("=\"").ok_or("no label value")?;
+            let key = rest[..eq].to_string();
+            let mut value = String::new();
+            let mut chars = rest[eq + 2..].char_indices();
+            let end = loop {
+                match chars.next().ok_or("unterminated label value")? {
+                    (_, '\\') => match chars.next().ok_or("dangling escape")?.1 {
+                        '\\' => value.push('\\'),
+                        '"' => value.push('"'),
+                        'n' => value.push('\n'),
+                        c => return Err(format!("bad escape \\{c}")),
+                    },
+                    (i, '"') => break eq + 2 + i + 1,
+                    (_, '\n') => return Err("raw newline".into()),
+                    (_, c) => value.push(c),
+                }
+            };
+            labels.push((key, value));
+            rest = &rest[end..];
+            if let Some(r) = rest.strip_prefix(',') {
+                rest = r;
+            } else if let Some(r) = rest.strip_prefix("} ") {
+                return Ok((name.to_string(), labels, r.to_string()));
+            } else {
+                return Err(format!("after a label: {rest:?}"));
+            }
+        }
+    }
+
+    fn hostile() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[\"\\\\{}=, #\n\r\t\u{0}\u{2028}a-z]{0,20}",
+            any::<String>(),
+            Just("x\"} 1\ncordon_runs{environment=\"prod\"} 0\n# EOF".to_string()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_environment_or_secret_text_stays_inside_its_openmetrics_label(
+            env in hostile(),
+            secrets in proptest::collection::vec(
+                (hostile(), hostile(), proptest::option::of(hostile())), 0..4),
+        ) {
+            let text = render_openmetrics(&posture_of(&env, &secrets));
+            prop_assert!(text.ends_with("# EOF\n"));
+            let lines: Vec<&str> = text.lines().collect();
+            prop_assert_eq!(lines.iter().filter(|l| **l == "# EOF").count(), 1);
+            let samples: Vec<_> = lines
+                .iter()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| sample(l))
+                .collect::<Result<_, _>>()
+                .map_err(TestCaseError::fail)?;
+            // The same seven gauges and one sample per secret version,
+            // whatever the text: nothing a record holds adds or ends one.
+            prop_assert_eq!(samples.len(), 7 + secrets.len());
+            for (name, labels, value) in &samples {
+                prop_assert!(name.starts_with("cordon_"));
+                prop_assert_eq!(&labels[0], &("environment".to_string(), env.clone()));
+                prop_assert!(value.parse::<u64>().is_ok(), "{}", value);
+            }
+            for ((_, labels, _), (name, provider, version)) in samples[7..].iter().zip(&secrets) {
+                let want: Vec<(String, String)> = vec![
+                    ("environment".into(), env.clone()),
+                    ("secret".into(), name.clone()),
+                    ("provider".into(), provider.clone()),
+                    ("version".into(), version.clone().unwrap_or_default()),
+                ];
+                prop_assert_eq!(labels, &want);
+            }
+        }
+    }
 }

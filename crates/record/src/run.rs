@@ -148,14 +148,86 @@ pub struct SecretAudit {
 }
 
 /// Facts the step reported about itself.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+///
+/// Every metric is a finite number: the sandbox refuses NaN and ±inf at
+/// the host boundary and counts them in `non_finite`, because JSON has no
+/// spelling for them (serde writes `null`, which no typed reader takes
+/// back as a number) and a renderer or a dashboard fed one computes
+/// nonsense. Records written before that refusal may hold `null` metrics:
+/// they are read as refused values (dropped from `metrics`, counted in
+/// `non_finite`), so those records still parse, verify and render. The
+/// signature covers the record file's bytes, not this typed view, so
+/// reading them this way changes nothing a verifier checks.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "ReportFields")]
 pub struct Report {
-    /// Named measurements.
+    /// Named measurements, all finite.
     pub metrics: BTreeMap<String, f64>,
     /// Key/value annotations.
     pub annotations: BTreeMap<String, String>,
     /// Facts dropped for exceeding the bounds.
     pub dropped: u64,
+    /// Metric values refused for not being finite numbers (NaN, ±inf).
+    /// Absent (0) from records written before it existed, and left out
+    /// when 0 so that the records of steps that never report one keep
+    /// their bytes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub non_finite: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// [`Report`] as records spell it, old ones included.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportFields {
+    metrics: BTreeMap<String, Option<f64>>,
+    annotations: BTreeMap<String, String>,
+    dropped: u64,
+    #[serde(default)]
+    non_finite: u64,
+}
+
+impl From<ReportFields> for Report {
+    fn from(f: ReportFields) -> Report {
+        let (metrics, non_finite) = finite_metrics(f.metrics);
+        Report {
+            metrics,
+            annotations: f.annotations,
+            dropped: f.dropped,
+            non_finite: f.non_finite + non_finite,
+        }
+    }
+}
+
+/// The finite values of `metrics` as records spell them, and how many
+/// were not (`null`, the only spelling a non-finite value ever had in a
+/// record).
+pub fn finite_metrics(metrics: BTreeMap<String, Option<f64>>) -> (BTreeMap<String, f64>, u64) {
+    let mut refused = 0;
+    let finite = metrics
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            Some(v) if v.is_finite() => Some((k, v)),
+            _ => {
+                refused += 1;
+                None
+            }
+        })
+        .collect();
+    (finite, refused)
+}
+
+/// Reads a metrics map written by any runner, keeping its finite values
+/// (for `#[serde(deserialize_with)]` on summaries that copy a report's
+/// metrics, such as the pipeline record's).
+pub fn deserialize_finite_metrics<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, f64>>, D::Error> {
+    let m: Option<BTreeMap<String, Option<f64>>> = serde::Deserialize::deserialize(d)?;
+    Ok(m.map(|m| finite_metrics(m).0))
 }
 
 /// One request a step made (or tried to), as the record keeps it.
@@ -250,4 +322,42 @@ pub struct Decision {
     /// With break-glass: every violation overridden.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub overridden: Vec<Violation>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_written_before_the_refusal_with_a_null_metric_still_reads() {
+        let old = r#"{"metrics":{"loss":null,"rows":3.0},"annotations":{},"dropped":0}"#;
+        let r: Report = serde_json::from_str(old).unwrap();
+        assert_eq!(r.metrics, BTreeMap::from([("rows".to_string(), 3.0)]));
+        assert_eq!(r.non_finite, 1);
+    }
+
+    #[test]
+    fn a_report_without_refusals_keeps_the_bytes_older_runners_wrote() {
+        let r = Report {
+            metrics: BTreeMap::from([("rows".to_string(), 3.0)]),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            text,
+            r#"{"metrics":{"rows":3.0},"annotations":{},"dropped":0}"#
+        );
+        let counted = Report {
+            non_finite: 2,
+            ..r.clone()
+        };
+        let back: Report = serde_json::from_str(&serde_json::to_string(&counted).unwrap()).unwrap();
+        assert_eq!(back, counted);
+    }
+
+    #[test]
+    fn a_report_with_an_unknown_field_is_refused() {
+        let odd = r#"{"metrics":{},"annotations":{},"dropped":0,"loss":1}"#;
+        assert!(serde_json::from_str::<Report>(odd).is_err());
+    }
 }

@@ -277,6 +277,18 @@ impl secrets::HostSecret for CordonView<'_> {
 
 impl report::Host for CordonView<'_> {
     fn metric(&mut self, name: String, value: f64) -> wasmtime::Result<()> {
+        // A value that is not a finite number (a diverging training run's
+        // NaN, an overflow's inf) is refused here, before it reaches the
+        // record: JSON cannot spell it, and every reader and renderer of
+        // the record would have to guess. The WIT's `metric` returns
+        // nothing, and giving it a result would change the type every
+        // built step imports (they would fail to link), so the refusal is
+        // counted in the record (`report.non_finite`) and the value
+        // dropped; the step goes on as it would after any other metric.
+        if !value.is_finite() {
+            self.host.report.non_finite += 1;
+            return Ok(());
+        }
         if self.host.fact_room(&name) {
             let name = self.host.redactor.redact_str(&name);
             self.host.report.metrics.insert(name, value);
@@ -295,5 +307,43 @@ impl report::Host for CordonView<'_> {
             self.host.report.annotations.insert(key, value);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report_of(calls: &[(&str, f64)]) -> Report {
+        let mut table = ResourceTable::new();
+        let mut host = CordonHost::new(Vec::new());
+        let mut view = CordonView {
+            table: &mut table,
+            host: &mut host,
+        };
+        for (name, value) in calls {
+            report::Host::metric(&mut view, (*name).into(), *value).unwrap();
+        }
+        host.report
+    }
+
+    #[test]
+    fn a_step_reporting_nan_or_infinity_leaves_no_such_metric_and_the_refusal_counted() {
+        let r = report_of(&[
+            ("loss", f64::NAN),
+            ("gain", f64::INFINITY),
+            ("debt", f64::NEG_INFINITY),
+            ("rows", 3.0),
+        ]);
+        assert_eq!(r.metrics, BTreeMap::from([("rows".to_string(), 3.0)]));
+        assert_eq!(r.non_finite, 3);
+        assert_eq!(r.dropped, 0);
+    }
+
+    #[test]
+    fn a_nan_does_not_replace_an_earlier_finite_value() {
+        let r = report_of(&[("loss", 0.5), ("loss", f64::NAN)]);
+        assert_eq!(r.metrics["loss"], 0.5);
+        assert_eq!(r.non_finite, 1);
     }
 }
