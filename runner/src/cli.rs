@@ -165,6 +165,11 @@ enum Command {
         /// as for `cordon verify`.
         #[arg(long = "trusted-key", value_name = "FILE")]
         trusted_keys: Vec<PathBuf>,
+        /// Bring back what the run's outputs replaced (data its write
+        /// mounts held that no record named, kept by `existing = "keep"`,
+        /// or by an earlier restore) instead of its outputs.
+        #[arg(long)]
+        replaced: bool,
     },
     /// Check that records are intact, signed by trusted keys, chained, and
     /// that published outputs still match them.
@@ -759,7 +764,8 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             state,
             config,
             trusted_keys,
-        } => restore_cmd(&run, &state, config.as_deref(), trusted_keys),
+            replaced,
+        } => restore_cmd(&run, &state, config.as_deref(), trusted_keys, replaced),
         Command::Pin { manifests, check } => pin(&manifests, check),
         Command::Repair {
             state,
@@ -2175,11 +2181,18 @@ fn restore_cmd(
     state: &Path,
     config: Option<&Path>,
     trusted_keys: Vec<PathBuf>,
+    replaced: bool,
 ) -> Result<u8, Failure> {
+    use cordon_record::record::RestoredWhat;
     let workspace = verify_workspace(config, state)?;
     let roots = cordon_engine::keys::TrustRoots::from_process(trusted_keys);
+    let what = if replaced {
+        RestoredWhat::Replaced
+    } else {
+        RestoredWhat::Outputs
+    };
     let restored =
-        cordon_engine::restore::restore(state, run, &workspace, &roots).map_err(|e| {
+        cordon_engine::restore::restore(state, run, &workspace, &roots, what).map_err(|e| {
             let code = if e.is_verification_failure() {
                 1
             } else if e.is_bad_input() {
@@ -2196,15 +2209,27 @@ fn restore_cmd(
         say!("cordon: warning: {w}");
     }
     if restored.mounts.is_empty() {
-        say!("cordon: run `{run}` has no outputs to restore");
+        if replaced {
+            say!("cordon: run `{run}` replaced nothing that no record named; nothing to restore");
+        } else {
+            say!("cordon: run `{run}` has no outputs to restore");
+        }
     }
     for m in &restored.mounts {
         say!(
-            "cordon: restored {} of run {run} to {} ({})",
-            m.guest,
-            m.host.display(),
+            "cordon: restored {}{} of run {run} to {} ({})",
+            if replaced {
+                "what was replaced at "
+            } else {
+                ""
+            },
+            escape_for_terminal(&m.guest),
+            escape_for_terminal(&m.host.display().to_string()),
             m.tree
         );
+    }
+    if let Some(r) = &restored.record {
+        say!("cordon: restore record: {}", r.display());
     }
     Ok(0)
 }

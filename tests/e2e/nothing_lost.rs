@@ -109,3 +109,134 @@ fn a_file_where_a_write_mount_directory_belongs_refuses_the_run() {
         "not a directory"
     );
 }
+
+/// A workspace whose `dev` environment signs its records.
+fn signed() -> Workspace {
+    let ws = Workspace::new();
+    let out = ws.cordon(&["key", "generate", "--env", "dev"], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    ws
+}
+
+fn run_id(record: &serde_json::Value) -> String {
+    record["run_id"].as_str().unwrap().to_string()
+}
+
+/// The restore records of the default state directory, oldest first.
+fn restore_records(ws: &Workspace) -> Vec<serde_json::Value> {
+    ws.records()
+        .into_iter()
+        .filter(|r| r["format"] == "cordon.restore-record/v1")
+        .collect()
+}
+
+#[test]
+fn a_restore_leaves_a_chained_signed_record_and_a_verifiable_workspace() {
+    let ws = signed();
+    csv_step(&ws, "");
+    assert_eq!(ws.run(&[]).code, 0);
+    let first = run_id(&ws.latest_record("csv-validate"));
+    ws.write("raw/people.csv", "name,age\nada,36\ncy,29\n");
+    assert_eq!(ws.run(&[]).code, 0);
+
+    let out = ws.cordon(&["restore", "--run", &first], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("restore record:"), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(ws.path("clean/people.csv")).unwrap(),
+        "name,age\nada,36\n"
+    );
+    let restores = restore_records(&ws);
+    assert_eq!(restores.len(), 1);
+    assert_eq!(restores[0]["restored_run"], first.as_str());
+    assert!(restores[0]["chain"]["sequence"].as_u64().unwrap() >= 3);
+    assert!(restores[0]["signed_by"].is_object(), "{}", restores[0]);
+    // The documented rollback leaves a workspace that verifies.
+    let v = ws.cordon(&["verify"], &[]);
+    assert_eq!(v.code, 0, "{v:?}");
+    // And the next run replaces the restored tree silently.
+    ws.write("raw/people.csv", "name,age\nbo,7\n");
+    assert_eq!(ws.run(&[]).code, 0);
+    assert_eq!(ws.cordon(&["verify"], &[]).code, 0);
+}
+
+#[test]
+fn existing_keep_stores_the_unrecorded_tree_and_restore_replaced_brings_it_back() {
+    let ws = signed();
+    ws.write("raw/people.csv", "name,age\nada,36\n");
+    ws.step(
+        CSV_VALIDATE,
+        &["--require", "name,age"],
+        &(mount("/in", "raw", "read")
+            + "[[mount]]\nguest = \"/out\"\nhost = \"clean\"\naccess = \"write\"\npurpose = \"test\"\nexisting = \"keep\"\n\n"),
+    );
+    ws.write("clean/my-notes.txt", "remember the milk");
+    let out = ws.run(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!ws.path("clean/my-notes.txt").exists());
+    let rec = ws.latest_record("csv-validate");
+    let out_mount = rec["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["guest"] == "/out")
+        .unwrap();
+    assert!(
+        out_mount["replaced"]["sha256"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "{out_mount}"
+    );
+    assert_eq!(ws.cordon(&["verify"], &[]).code, 0);
+
+    let back = ws.cordon(&["restore", "--run", &run_id(&rec), "--replaced"], &[]);
+    assert_eq!(back.code, 0, "{back:?}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path("clean/my-notes.txt")).unwrap(),
+        "remember the milk"
+    );
+    let v = ws.cordon(&["verify"], &[]);
+    assert_eq!(v.code, 0, "{v:?}");
+}
+
+#[test]
+fn a_restore_over_an_edited_output_keeps_the_edit_restorable() {
+    let ws = signed();
+    csv_step(&ws, "");
+    assert_eq!(ws.run(&[]).code, 0);
+    let first = run_id(&ws.latest_record("csv-validate"));
+    ws.write("clean/people.csv", "hand,edited\n");
+    let out = ws.cordon(&["restore", "--run", &first], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path("clean/people.csv")).unwrap(),
+        "name,age\nada,36\n"
+    );
+    let restore = restore_records(&ws).pop().unwrap();
+    assert!(restore["trees"][0]["replaced"].is_object(), "{restore}");
+    let again = ws.cordon(&["restore", "--run", &run_id(&restore), "--replaced"], &[]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path("clean/people.csv")).unwrap(),
+        "hand,edited\n"
+    );
+    assert_eq!(ws.cordon(&["verify"], &[]).code, 0);
+}
+
+#[test]
+fn a_failed_restore_leaves_a_record_of_its_failure() {
+    let ws = signed();
+    csv_step(&ws, "");
+    assert_eq!(ws.run(&[]).code, 0);
+    let first = run_id(&ws.latest_record("csv-validate"));
+    // Its outputs' blobs are gone from the store.
+    std::fs::remove_dir_all(ws.path(".cordon/cas/blobs")).unwrap();
+    ws.write("raw/people.csv", "name,age\nbo,7\n");
+    assert_eq!(ws.run(&[]).code, 0);
+    let out = ws.cordon(&["restore", "--run", &first], &[]);
+    assert_ne!(out.code, 0, "{out:?}");
+    let restore = restore_records(&ws).pop().expect("a restore record");
+    assert!(restore["failure"].as_str().is_some(), "{restore}");
+    assert_eq!(restore["trees"].as_array().unwrap().len(), 0);
+}

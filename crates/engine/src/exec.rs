@@ -105,12 +105,7 @@ fn fail<E: std::error::Error + Send + Sync + 'static>(
 }
 
 fn tree_record(t: &Tree, with_entries: bool) -> TreeRecord {
-    TreeRecord {
-        sha256: t.digest.clone(),
-        files: t.file_count(),
-        bytes: t.total_bytes(),
-        entries: with_entries.then(|| t.entries.clone()),
-    }
+    TreeRecord::of(t, with_entries)
 }
 
 /// Runs `plan` once and commits it: the record is durable, then the

@@ -28,7 +28,7 @@ use cordon_core::digest::EntryKind;
 use cordon_manifest::config::WorkspaceConfig;
 use cordon_manifest::manifest::Access;
 use cordon_manifest::manifest::Sha256Digest;
-use cordon_record::record::{MountRecord, StepRecord};
+use cordon_record::record::{RestoreRecord, RestoredTree, RestoredWhat, StepRecord, TreeRecord};
 use cordon_record::verify::{Checks, FindingKind, Scope, VerifyError};
 use std::path::{Path, PathBuf};
 
@@ -93,6 +93,19 @@ pub enum RestoreError {
     /// The destinations could not be locked against runs publishing there.
     #[error(transparent)]
     Lock(#[from] crate::mount_locks::LockError),
+    /// The restore record cannot be signed where the environment requires
+    /// it: nothing was touched.
+    #[error(transparent)]
+    Signer(#[from] crate::keys::KeyError),
+    /// A destination holds something no record names and it could not be
+    /// kept in the content store, or is not a directory: nothing was
+    /// touched.
+    #[error("{0}")]
+    Existing(String),
+    /// The restore record could not be written or chained: nothing was
+    /// published.
+    #[error("cannot write the restore record: {0}")]
+    Record(std::io::Error),
 }
 
 impl RestoreError {
@@ -110,6 +123,7 @@ impl RestoreError {
             RestoreError::Unknown(_)
                 | RestoreError::Unusable { .. }
                 | RestoreError::NotPublished(_)
+                | RestoreError::Signer(_)
         )
     }
 }
@@ -132,6 +146,9 @@ pub struct Restored {
     pub mounts: Vec<RestoredMount>,
     /// Things to tell the user (an unsigned record, say).
     pub warnings: Vec<String>,
+    /// The restore's own record, chained (absent when nothing was
+    /// published).
+    pub record: Option<PathBuf>,
 }
 
 /// A write mount to restore, checked.
@@ -149,6 +166,7 @@ pub fn restore(
     run: &str,
     workspace: &WorkspaceConfig,
     roots: &TrustRoots,
+    what: RestoredWhat,
 ) -> Result<Restored, RestoreError> {
     let verdict = cordon_record::verify::verify_with(
         state_dir,
@@ -164,13 +182,60 @@ pub fn restore(
     };
     let bytes = cordon_core::fsutil::read_regular(&path, MAX_RECORD_BYTES)
         .map_err(|e| unusable(format!("cannot be read: {e}")))?;
-    // Read through the one record schema, like `verify` (which has just
+    // Read through the record schemas, like `verify` (which has just
     // checked this very file) and re-execution.
-    let record: StepRecord = serde_json::from_slice(&bytes)
-        .map_err(|e| unusable(format!("is not a record this runner can restore: {e}")))?;
+    let source = Source::read(&bytes, what).map_err(unusable)?;
+    // From here on the attempt is about a known run in a known
+    // environment: a failure leaves a record too (posture counts them).
+    let signer = match workspace.envs.get(&source.environment) {
+        Some(env) => crate::keys::signer_for_run(env, &workspace.dir)?.map(|k| k.signer),
+        None => None,
+    };
+    let environment = source.environment.clone();
+    let result = restore_verified(
+        state_dir,
+        run,
+        workspace,
+        &verdict,
+        source,
+        what,
+        signer.as_ref(),
+    );
+    if let Err(e) = &result
+        && !matches!(e, RestoreError::Record(_))
+    {
+        let mut failed = RestoreRecord::new(&environment, run, what, Vec::new());
+        failed.failure = Some(e.to_string());
+        if let Err(e) = cordon_record::chain::seal_restore(
+            &state_dir.join("records"),
+            &mut failed,
+            signer.as_ref(),
+        ) {
+            tracing::warn!("cannot record the failed restore: {e}");
+        }
+    }
+    result
+}
+
+/// [`restore`] once the source record is read: checks what `verify`
+/// found, then publishes.
+fn restore_verified(
+    state_dir: &Path,
+    run: &str,
+    workspace: &WorkspaceConfig,
+    verdict: &cordon_record::verify::Verdict,
+    source: Source,
+    what: RestoredWhat,
+    signer: Option<&cordon_record::attest::Signer>,
+) -> Result<Restored, RestoreError> {
+    let path = cordon_record::chain::record_path(&state_dir.join("records"), run);
+    let unusable = |problem: String| RestoreError::Unusable {
+        path: path.clone(),
+        problem,
+    };
     let protected = workspace
         .envs
-        .get(&record.environment)
+        .get(&source.environment)
         .is_some_and(|e| e.protected);
 
     let subject = format!("record {run}");
@@ -194,41 +259,108 @@ pub fn restore(
             problems,
         });
     }
-    warnings.extend(verdict.warnings);
+    warnings.extend(verdict.warnings.iter().cloned());
 
-    if !record.success {
+    if !source.success {
         return Err(RestoreError::NotPublished(run.to_string()));
     }
-    if record.run_id != run {
+    if source.run_id != run {
         return Err(unusable(format!(
             "it names run `{}`",
-            cordon_core::sanitize::escape_for_terminal(&record.run_id)
+            cordon_core::sanitize::escape_for_terminal(&source.run_id)
         )));
     }
-    let planned = plan_mounts(record.mounts).map_err(unusable)?;
+    let planned = plan_mounts(source.trees).map_err(unusable)?;
     if planned.is_empty() {
         return Ok(Restored {
             mounts: Vec::new(),
             warnings,
+            record: None,
         });
     }
-    let mounts = publish(state_dir, run, &planned)?;
-    Ok(Restored { mounts, warnings })
+    // The restore's record is signed by the key of the environment the
+    // restored run ran in, found before anything was touched.
+    let (mounts, record) = publish(state_dir, run, what, &source.environment, &planned, signer)?;
+    Ok(Restored {
+        mounts,
+        warnings,
+        record: Some(record),
+    })
+}
+
+/// The record a restore reads: a step record, or an earlier restore's.
+struct Source {
+    run_id: String,
+    environment: String,
+    success: bool,
+    /// (guest, host, tree) of what `what` selects.
+    trees: Vec<(String, PathBuf, TreeRecord)>,
+}
+
+impl Source {
+    fn read(bytes: &[u8], what: RestoredWhat) -> Result<Source, String> {
+        if cordon_record::record::is_restore_record(bytes) {
+            let r: RestoreRecord = serde_json::from_slice(bytes)
+                .map_err(|e| format!("is not a restore record this runner can read: {e}"))?;
+            let trees = r
+                .trees
+                .into_iter()
+                .filter_map(|t| {
+                    let tree = match what {
+                        RestoredWhat::Outputs => Some(t.tree),
+                        RestoredWhat::Replaced => t.replaced,
+                    }?;
+                    Some((t.guest, t.host, tree))
+                })
+                .collect();
+            return Ok(Source {
+                run_id: r.run_id,
+                environment: r.environment,
+                success: true,
+                trees,
+            });
+        }
+        let record: StepRecord = serde_json::from_slice(bytes)
+            .map_err(|e| format!("is not a record this runner can restore: {e}"))?;
+        let mut trees = Vec::new();
+        for m in record
+            .mounts
+            .into_iter()
+            .filter(|m| m.access == Access::Write)
+        {
+            let tree = match what {
+                RestoredWhat::Outputs => Some(m.after.ok_or_else(|| {
+                    format!(
+                        "it lacks the tree of output {}",
+                        cordon_core::sanitize::escape_for_terminal(&m.guest)
+                    )
+                })?),
+                RestoredWhat::Replaced => m.replaced,
+            };
+            if let Some(tree) = tree {
+                trees.push((m.guest, m.host, tree));
+            }
+        }
+        Ok(Source {
+            run_id: record.run_id,
+            environment: record.environment,
+            // A run that failed published nothing, and replaced nothing.
+            success: record.success,
+            trees,
+        })
+    }
 }
 
 /// The write mounts of a record, every path and digest checked.
-fn plan_mounts(mounts: Vec<MountRecord>) -> Result<Vec<Planned>, String> {
+fn plan_mounts(trees: Vec<(String, PathBuf, TreeRecord)>) -> Result<Vec<Planned>, String> {
     let mut out = Vec::new();
-    for m in mounts.into_iter().filter(|m| m.access == Access::Write) {
-        let guest = cordon_core::sanitize::escape_for_terminal(&m.guest);
-        if !m.host.is_absolute() {
+    for (guest_path, host, after) in trees {
+        let guest = cordon_core::sanitize::escape_for_terminal(&guest_path);
+        if !host.is_absolute() {
             return Err(format!(
                 "output {guest} has a host path that is not absolute"
             ));
         }
-        let after = m
-            .after
-            .ok_or_else(|| format!("it lacks the tree of output {guest}"))?;
         let tree = after.sha256;
         let listed = after
             .entries
@@ -261,8 +393,8 @@ fn plan_mounts(mounts: Vec<MountRecord>) -> Result<Vec<Planned>, String> {
             }
         }
         out.push(Planned {
-            guest: m.guest,
-            host: m.host,
+            guest: guest_path,
+            host,
             tree,
             entries,
         });
@@ -270,13 +402,21 @@ fn plan_mounts(mounts: Vec<MountRecord>) -> Result<Vec<Planned>, String> {
     Ok(out)
 }
 
-/// Stages, checks and publishes `planned`; the staging area is removed on
-/// every failure.
+/// Stages, checks and publishes `planned` by the commit protocol of a run
+/// ([`cordon_record::journal`]): staged and checked, what the destinations
+/// hold that no record names kept in the content store, the intent
+/// written, the restore record chained (signed by `signer`), then
+/// published. The staging area is removed on every failure before the
+/// record; after it, the intent lets the next command complete the
+/// publication. Returns the mounts and the record's file.
 fn publish(
     state_dir: &Path,
     run: &str,
+    what: RestoredWhat,
+    environment: &str,
     planned: &[Planned],
-) -> Result<Vec<RestoredMount>, RestoreError> {
+    signer: Option<&cordon_record::attest::Signer>,
+) -> Result<(Vec<RestoredMount>, PathBuf), RestoreError> {
     // A restore publishes like a run does, so it holds the same exclusive
     // locks on the destinations (see `mount_locks`): it waits for a run
     // that reads or writes one of them, and keeps new ones out until done.
@@ -306,8 +446,8 @@ fn publish(
             return Err(RestoreError::Staging(e));
         }
     };
-    // Held until the publication is done, so that a `cordon repair`
-    // meanwhile takes this staging for a live run's, not a stopped one's.
+    // Held until the publication is done, so that a recovery meanwhile
+    // takes this staging for a live run's, not a stopped one's.
     let _staging_lock = match cordon_record::journal::lock_staging(staging.root()) {
         Ok(l) => l,
         Err(e) => {
@@ -319,33 +459,132 @@ fn publish(
         .iter()
         .map(|p| (p.entries.as_slice(), &p.tree))
         .collect();
-    if let Err(e) = staging.refill(&Cas::new(state_dir), &wanted) {
-        staging.discard();
-        return Err(match e {
-            RefillError::Store { guest, source } => RestoreError::Store {
-                guest,
-                run: run.to_string(),
-                source,
-            },
-            RefillError::Check(e) => RestoreError::Publish(e),
-            RefillError::Mismatch { guest } => RestoreError::Mismatch { guest },
-        });
-    }
-    // No record is sealed before this publication: make the removals of
-    // finished runs' intents durable first (see `journal::finish`).
-    if let Err(e) = cordon_record::journal::settle(state_dir) {
+    let trees = match staging.refill(&Cas::new(state_dir), &wanted) {
+        Ok(t) => t,
+        Err(e) => {
+            staging.discard();
+            return Err(match e {
+                RefillError::Store { guest, source } => RestoreError::Store {
+                    guest,
+                    run: run.to_string(),
+                    source,
+                },
+                RefillError::Check(e) => RestoreError::Publish(e),
+                RefillError::Mismatch { guest } => RestoreError::Mismatch { guest },
+            });
+        }
+    };
+    // A restore repairs outputs that changed: what it replaces that no
+    // record names is kept in the store first, and its record says so.
+    let replaced = match keep_existing(state_dir, planned) {
+        Ok(r) => r,
+        Err(e) => {
+            staging.discard();
+            return Err(e);
+        }
+    };
+    let mut record = RestoreRecord::new(
+        environment,
+        run,
+        what,
+        planned
+            .iter()
+            .zip(&trees)
+            .zip(replaced)
+            .map(|((p, t), replaced)| RestoredTree {
+                guest: p.guest.clone(),
+                host: p.host.clone(),
+                tree: TreeRecord::of(t, true),
+                replaced,
+            })
+            .collect(),
+    );
+    let intent = cordon_record::journal::Intent {
+        run: record.run_id.clone(),
+        staging: staging.root().to_path_buf(),
+        trees: staging
+            .mounts
+            .iter()
+            .zip(planned)
+            .map(|(s, p)| cordon_record::journal::StagedTree {
+                guest: s.guest.clone(),
+                staged: s.dir.clone(),
+                dest: s.dest.clone(),
+                tree: p.tree.to_string(),
+            })
+            .collect(),
+    };
+    if let Err(e) = cordon_record::journal::begin(state_dir, &intent) {
         staging.discard();
         return Err(RestoreError::Journal(e));
     }
-    staging.publish_or_remove()?;
-    Ok(planned
+    cordon_core::fault::point("restore-after-intent");
+    let sealed =
+        match cordon_record::chain::seal_restore(&state_dir.join("records"), &mut record, signer) {
+            Ok(s) => s,
+            Err(e) => {
+                // No record: nothing may be published, and nothing was.
+                staging.discard();
+                let _ = cordon_record::journal::finish(state_dir, &record.run_id);
+                return Err(RestoreError::Record(e));
+            }
+        };
+    cordon_core::fault::point("restore-after-record");
+    staging.publish()?;
+    cordon_core::fault::point("restore-after-publish");
+    for p in planned {
+        crate::outputs::existing::remember(state_dir, &p.host, &record.run_id);
+    }
+    cordon_record::journal::finish(state_dir, &record.run_id).map_err(RestoreError::Journal)?;
+    let mounts = planned
         .iter()
         .map(|p| RestoredMount {
             guest: p.guest.clone(),
             host: p.host.clone(),
             tree: p.tree.clone(),
         })
-        .collect())
+        .collect();
+    Ok((mounts, sealed.record_path))
+}
+
+/// For each destination, what it holds that no record names, kept in the
+/// content store (see `outputs::existing`); a destination that is not a
+/// directory refuses the restore.
+fn keep_existing(
+    state_dir: &Path,
+    planned: &[Planned],
+) -> Result<Vec<Option<TreeRecord>>, RestoreError> {
+    use crate::outputs::existing::{Holding, Inspected, inspect};
+    let mut out = Vec::with_capacity(planned.len());
+    for p in planned {
+        let host = cordon_core::sanitize::escape_for_terminal(&p.host.display().to_string());
+        let found = inspect(state_dir, &p.host, None)
+            .map_err(|e| RestoreError::Existing(format!("cannot tell what {host} holds: {e}")))?;
+        match found {
+            Inspected::NotDirectory => {
+                return Err(RestoreError::Existing(format!(
+                    "{host} is not a directory; nothing was restored\n  fix: move it out of the way"
+                )));
+            }
+            Inspected::Holding(Holding::Unrecorded(u)) => {
+                let stored = Cas::for_state(state_dir)
+                    .and_then(|cas| cas.store_tree(&p.host))
+                    .map_err(|e| {
+                        RestoreError::Existing(format!(
+                            "cannot keep what {host} holds in the content store before replacing it: {e}"
+                        ))
+                    })?;
+                if stored != u.tree.digest {
+                    return Err(RestoreError::Existing(format!(
+                        "{host} changed while it was kept in the content store; nothing was restored"
+                    )));
+                }
+                out.push(Some(TreeRecord::of(&u.tree, true)));
+            }
+            Inspected::Holding(_) => out.push(None),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -356,30 +595,27 @@ mod tests {
 
     #[test]
     fn a_record_mount_with_an_escaping_path_or_bad_digest_is_refused() {
-        let view = |path: &str, sha: Option<&str>| MountRecord {
-            guest: "/out".into(),
-            host: PathBuf::from("/tmp/out"),
-            access: Access::Write,
-            purpose: "p".into(),
-            classification: None,
-            before: None,
-            replaced: None,
-            after: Some(TreeRecord {
-                sha256: Sha256Digest::of(b"t"),
-                files: 1,
-                bytes: 1,
-                entries: Some(vec![Entry {
-                    path: path.into(),
-                    path_hex: None,
-                    kind: if sha.is_some() {
-                        EntryKind::File
-                    } else {
-                        EntryKind::Dir
-                    },
-                    size: 1,
-                    sha256: sha.map(str::to_string),
-                }]),
-            }),
+        let view = |path: &str, sha: Option<&str>| {
+            (
+                "/out".to_string(),
+                PathBuf::from("/tmp/out"),
+                TreeRecord {
+                    sha256: Sha256Digest::of(b"t"),
+                    files: 1,
+                    bytes: 1,
+                    entries: Some(vec![Entry {
+                        path: path.into(),
+                        path_hex: None,
+                        kind: if sha.is_some() {
+                            EntryKind::File
+                        } else {
+                            EntryKind::Dir
+                        },
+                        size: 1,
+                        sha256: sha.map(str::to_string),
+                    }]),
+                },
+            )
         };
         let good = "a".repeat(64);
         assert!(plan_mounts(vec![view("f.txt", Some(&good))]).is_ok());
@@ -396,7 +632,7 @@ mod tests {
             );
         }
         let mut relative = view("f", None);
-        relative.host = PathBuf::from("out");
+        relative.1 = PathBuf::from("out");
         assert!(plan_mounts(vec![relative]).is_err());
     }
 

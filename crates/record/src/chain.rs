@@ -322,6 +322,30 @@ pub fn seal_repair(
         .expect("one result per record")
 }
 
+/// The DSSE payload type of a signed restore record: the record's own bytes.
+pub const RESTORE_PAYLOAD_TYPE: &str = "application/vnd.cordon.restore-record+json";
+
+/// Appends what `cordon restore` published to the chain, signed (the
+/// envelope's payload is the record file itself), so a rollback is as
+/// visible as the runs it rolled back, and `verify` judges the restored
+/// outputs against it.
+pub fn seal_restore(
+    records_dir: &Path,
+    record: &mut crate::record::RestoreRecord,
+    signer: Option<&Signer>,
+) -> io::Result<Sealed> {
+    let run_id = record.run_id.clone();
+    let build: Build<'_> = Box::new(|link| {
+        record.chain = Some(link);
+        record.signed_by = signer.map(|s| s.signed_by().clone());
+        let bytes = record.to_bytes();
+        Ok((bytes.clone(), RESTORE_PAYLOAD_TYPE, bytes))
+    });
+    append(records_dir, signer, vec![(run_id, build)])
+        .pop()
+        .expect("one result per record")
+}
+
 /// Given its place in the chain, a record's bytes with what to sign
 /// (payload type and payload).
 type Build<'a> = Box<dyn FnOnce(ChainLink) -> io::Result<(Vec<u8>, &'static str, Vec<u8>)> + 'a>;

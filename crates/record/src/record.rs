@@ -39,6 +39,18 @@ pub struct TreeRecord {
     pub entries: Option<Vec<Entry>>,
 }
 
+impl TreeRecord {
+    /// The record of tree `t`, with every entry or only the counts.
+    pub fn of(t: &cordon_core::digest::Tree, with_entries: bool) -> TreeRecord {
+        TreeRecord {
+            sha256: t.digest.clone(),
+            files: t.file_count(),
+            bytes: t.total_bytes(),
+            entries: with_entries.then(|| t.entries.clone()),
+        }
+    }
+}
+
 /// A mount as the record stores it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MountRecord {
@@ -422,6 +434,11 @@ pub struct RestoredTree {
     pub host: PathBuf,
     /// The tree, with every entry.
     pub tree: TreeRecord,
+    /// What the host directory held that no record named, put into the
+    /// content store before the restore replaced it (`cordon restore --run
+    /// THIS --replaced` brings it back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<TreeRecord>,
 }
 
 /// What one `cordon restore` published, chained and signed like a step
@@ -447,6 +464,10 @@ pub struct RestoreRecord {
     pub what: RestoredWhat,
     /// Every tree published, in the record's mount order.
     pub trees: Vec<RestoredTree>,
+    /// Why the restore failed, for one that published nothing (its
+    /// `trees` are empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
     /// Place in the hash chain; set when it is appended.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub chain: Option<ChainLink>,
@@ -483,6 +504,7 @@ impl RestoreRecord {
             restored_run: restored_run.into(),
             what,
             trees,
+            failure: None,
             chain: None,
             signed_by: None,
         }

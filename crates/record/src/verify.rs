@@ -366,6 +366,12 @@ pub fn verify_with(
                     last_writer.insert(m.host.display().to_string(), e.run.clone());
                 }
             }
+            // A restore wrote its trees last where it published them.
+            if intact && let Ok(Some(own)) = own_bytes_record(&bytes) {
+                for (_, host, _) in &own.trees {
+                    last_writer.insert(host.display().to_string(), e.run.clone());
+                }
+            }
             parsed.insert(e.run.clone(), (bytes, record));
         }
     }
@@ -452,25 +458,15 @@ fn check_record(
             ),
         );
     }
-    // A repair record (what `cordon repair` did) is chained and signed like
-    // a step record, but has no statement and no outputs.
-    let repair = if crate::record::is_repair_record(bytes) {
-        match serde_json::from_slice::<crate::record::RepairRecord>(bytes) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                cx.fail(
-                    FindingKind::Record,
-                    &subject,
-                    format!(
-                        "the record file is not a {} document: {e}",
-                        crate::record::REPAIR_FORMAT
-                    ),
-                );
-                return;
-            }
+    // A repair record (what `cordon repair` did) and a restore record (what
+    // `cordon restore` published) are chained and signed like a step
+    // record, but sign their own bytes instead of a statement.
+    let repair = match own_bytes_record(bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            cx.fail(FindingKind::Record, &subject, e);
+            return;
         }
-    } else {
-        None
     };
     let record = match (&repair, parsed.get(&entry.run)) {
         (Some(_), _) => None,
@@ -552,13 +548,16 @@ fn check_record(
                         Err(e) => {
                             cx.fail(FindingKind::Signature, &subject, format!("signature: {e}"))
                         }
-                        Ok((ptype, payload)) if repair.is_some() => {
-                            // A repair record signs its own bytes.
-                            if ptype != chain::REPAIR_PAYLOAD_TYPE || payload != bytes {
+                        Ok((ptype, payload)) if let Some(own) = &repair => {
+                            // A repair or restore record signs its own bytes.
+                            if ptype != own.payload_type || payload != bytes {
                                 cx.fail(
                                     FindingKind::Signature,
                                     &subject,
-                                    "the signed repair record does not match the record file",
+                                    format!(
+                                        "the signed {} record does not match the record file",
+                                        own.kind
+                                    ),
                                 );
                             }
                         }
@@ -597,25 +596,33 @@ fn check_record(
     let record_failed = cx.findings[findings_before..]
         .iter()
         .any(|f| f.kind != FindingKind::Unsigned);
-    let Some(record) = record else {
-        return;
-    };
     if !checks.outputs || record_failed {
         return;
     }
-    if matches!(record.outputs, Publication::Withheld { .. }) {
-        return;
-    }
-    for m in &record.mounts {
-        let Some(after) = &m.after else {
-            continue;
-        };
-        let host = m.host.display().to_string();
+    let trees: Vec<(&String, &Path, &TreeRecord)> = match (&repair, record) {
+        (Some(own), _) => own
+            .trees
+            .iter()
+            .map(|(g, h, t)| (g, h.as_path(), t))
+            .collect(),
+        (None, Some(record)) => {
+            if matches!(record.outputs, Publication::Withheld { .. }) {
+                return;
+            }
+            record
+                .mounts
+                .iter()
+                .filter_map(|m| Some((&m.guest, m.host.as_path(), m.after.as_ref()?)))
+                .collect()
+        }
+        (None, None) => return,
+    };
+    for (guest, host_path, after) in trees {
+        let host = host_path.display().to_string();
         if last_writer.get(&host) != Some(&entry.run) {
             continue;
         }
-        let guest = &m.guest;
-        match digest::tree(&m.host) {
+        match digest::tree(host_path) {
             Err(e) => cx.fail(
                 FindingKind::Output,
                 &subject,
@@ -636,6 +643,57 @@ fn check_record(
             }
         }
     }
+}
+
+/// A record that signs its own bytes (a repair or a restore record),
+/// with what the checks need of it.
+struct OwnRecord {
+    run_id: String,
+    chain: Option<crate::record::ChainLink>,
+    environment: String,
+    /// The DSSE payload type its envelope must carry.
+    payload_type: &'static str,
+    /// `repair` or `restore`, for messages.
+    kind: &'static str,
+    /// What it published: (guest, host, tree); none for a repair.
+    trees: Vec<(String, PathBuf, TreeRecord)>,
+}
+
+/// Reads `bytes` as a repair or restore record when its `format` says it
+/// is one (`Ok(None)` for anything else); a file that says it is one but
+/// is not is an error naming the format.
+fn own_bytes_record(bytes: &[u8]) -> Result<Option<OwnRecord>, String> {
+    use crate::record::{REPAIR_FORMAT, RESTORE_FORMAT, RepairRecord, RestoreRecord};
+    let not = |format: &str, e: serde_json::Error| {
+        format!("the record file is not a {format} document: {e}")
+    };
+    if crate::record::is_repair_record(bytes) {
+        let r: RepairRecord = serde_json::from_slice(bytes).map_err(|e| not(REPAIR_FORMAT, e))?;
+        return Ok(Some(OwnRecord {
+            run_id: r.run_id,
+            chain: r.chain,
+            environment: r.environment,
+            payload_type: chain::REPAIR_PAYLOAD_TYPE,
+            kind: "repair",
+            trees: Vec::new(),
+        }));
+    }
+    if crate::record::is_restore_record(bytes) {
+        let r: RestoreRecord = serde_json::from_slice(bytes).map_err(|e| not(RESTORE_FORMAT, e))?;
+        return Ok(Some(OwnRecord {
+            run_id: r.run_id,
+            chain: r.chain,
+            environment: r.environment,
+            payload_type: chain::RESTORE_PAYLOAD_TYPE,
+            kind: "restore",
+            trees: r
+                .trees
+                .into_iter()
+                .map(|t| (t.guest, t.host, t.tree))
+                .collect(),
+        }));
+    }
+    Ok(None)
 }
 
 /// What identifies an entry's content: the file's sha256, the link's
