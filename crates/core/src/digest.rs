@@ -11,7 +11,7 @@
 //! link swapped in between the directory walk and the open is refused, too.
 //!
 //! The digest is sha256 over one line per entry, in byte order of the
-//! relative path:
+//! path as the line writes it (see below):
 //!
 //! ```text
 //! D - - path/to/dir
@@ -19,6 +19,20 @@
 //! L <len> <sha256 hex of the target text> path/to/link
 //! O - - path/to/fifo-or-device
 //! ```
+//!
+//! **Names are any bytes Linux allows** (everything but `/` and NUL): a
+//! backslash, a newline, a tab, a leading dash or bytes that are not UTF-8
+//! are ordinary. Each line names its path in an injective text form (see
+//! [`digest_name`]): in a UTF-8 name `\` is written `\\` and a newline
+//! `\n`; a name that is not UTF-8 is written byte by byte as `\xNN`. So two
+//! different names never share a line, and the digest of a tree whose names
+//! are all UTF-8 is the one earlier runners computed. Lines are sorted by
+//! that form. An [`Entry`] keeps the exact name: `path` is the name itself
+//! when it is UTF-8; otherwise `path` shows it (U+FFFD for the bytes that
+//! are not UTF-8) and `path_hex` holds the exact bytes, and only
+//! [`Entry::rel_path`] turns an entry into a filesystem path, after
+//! checking it ([`check_tree_path`]): an entry read back from a record, a
+//! listing or a cache entry is never trusted.
 
 use sha2::{Digest as _, Sha256};
 use std::fs::File;
@@ -120,8 +134,14 @@ pub enum EntryKind {
 /// One entry of a tree.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
-    /// Path relative to the tree root, `/`-separated.
+    /// Path relative to the tree root, `/`-separated: exactly the bytes on
+    /// disk when they are UTF-8, else their lossy form (for people only;
+    /// `path_hex` is then the path).
     pub path: String,
+    /// The exact bytes of the path, in lowercase hex, present only when
+    /// they are not UTF-8 (see [`path_fields`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_hex: Option<String>,
     /// What it is.
     #[serde(flatten)]
     pub kind: EntryKind,
@@ -130,6 +150,165 @@ pub struct Entry {
     /// sha256 of the contents (files only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+}
+
+impl Entry {
+    /// An entry named by the exact bytes `path` (relative, `/`-separated).
+    pub fn named(path: &[u8], kind: EntryKind, size: u64, sha256: Option<String>) -> Entry {
+        let (path, path_hex) = path_fields(path);
+        Entry {
+            path,
+            path_hex,
+            kind,
+            size,
+            sha256,
+        }
+    }
+
+    /// The exact bytes of the path, checked to be a plain relative path
+    /// ([`check_tree_path`]) in its one spelling ([`exact_path`]).
+    pub fn path_bytes(&self) -> Result<Vec<u8>, UnsafePath> {
+        exact_path(&self.path, self.path_hex.as_deref())
+    }
+
+    /// The path as a relative filesystem path, checked like
+    /// [`Entry::path_bytes`]: the only way an entry becomes a path.
+    pub fn rel_path(&self) -> Result<std::path::PathBuf, UnsafePath> {
+        Ok(bytes_to_path(self.path_bytes()?))
+    }
+
+    /// The path for a message: the exact bytes, escaped for the terminal.
+    pub fn shown(&self) -> String {
+        match self.path_bytes() {
+            Ok(b) => crate::sanitize::escape_bytes_for_terminal(&b),
+            Err(_) => crate::sanitize::escape_for_terminal(&self.path),
+        }
+    }
+}
+
+/// `bytes` as a filesystem path, exactly.
+pub fn bytes_to_path(bytes: Vec<u8>) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    std::path::PathBuf::from(std::ffi::OsString::from_vec(bytes))
+}
+
+/// The JSON fields that name the path `bytes`: the path itself and no
+/// `path_hex` when it is UTF-8 (so every document written before names were
+/// kept exactly reads the same), else its lossy form and its exact bytes in
+/// hex.
+pub fn path_fields(bytes: &[u8]) -> (String, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_string(), None),
+        Err(_) => (
+            String::from_utf8_lossy(bytes).into_owned(),
+            Some(hex::encode(bytes)),
+        ),
+    }
+}
+
+/// The exact path that the fields `path` and `path_hex` of a document name,
+/// checked: `path_hex` must be lowercase hex of bytes that are *not* UTF-8
+/// (a UTF-8 path has one spelling, `path` alone) and `path` must be their
+/// lossy form, so what people are shown is what is restored; the bytes must
+/// be a plain relative path ([`check_tree_path`]).
+pub fn exact_path(path: &str, path_hex: Option<&str>) -> Result<Vec<u8>, UnsafePath> {
+    let bytes = match path_hex {
+        None => path.as_bytes().to_vec(),
+        Some(h) => {
+            let lower = h
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            let bytes = hex::decode(h)
+                .ok()
+                .filter(|_| lower)
+                .ok_or(UnsafePath::BadHex)?;
+            if std::str::from_utf8(&bytes).is_ok() {
+                return Err(UnsafePath::HexOfUtf8);
+            }
+            if String::from_utf8_lossy(&bytes) != path {
+                return Err(UnsafePath::Mismatch);
+            }
+            bytes
+        }
+    };
+    check_tree_path(&bytes)?;
+    Ok(bytes)
+}
+
+/// Whether `path` is a plain relative path inside a tree: `/`-separated,
+/// not empty, no empty, `.` or `..` component (so no leading or trailing
+/// `/`), no NUL. Every other byte is allowed.
+pub fn check_tree_path(path: &[u8]) -> Result<(), UnsafePath> {
+    if path.is_empty() {
+        return Err(UnsafePath::Empty);
+    }
+    if path.contains(&0) {
+        return Err(UnsafePath::Nul);
+    }
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" => return Err(UnsafePath::EmptyComponent),
+            b"." | b".." => return Err(UnsafePath::DotComponent),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Why a path read back from a document is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UnsafePath {
+    /// The path is empty.
+    #[error("the path is empty")]
+    Empty,
+    /// It holds a NUL byte.
+    #[error("the path holds a NUL byte")]
+    Nul,
+    /// It starts or ends with `/`, or holds `//`.
+    #[error("the path has an empty component (a leading, trailing or doubled `/`)")]
+    EmptyComponent,
+    /// A component is `.` or `..`.
+    #[error("the path has a `.` or `..` component")]
+    DotComponent,
+    /// `path_hex` is not lowercase hex.
+    #[error("its `path_hex` is not lowercase hex")]
+    BadHex,
+    /// `path_hex` spells a UTF-8 path, which is written in `path` alone.
+    #[error("its `path_hex` spells a UTF-8 path")]
+    HexOfUtf8,
+    /// `path` is not what `path_hex` shows as.
+    #[error("its `path` is not the lossy form of its `path_hex`")]
+    Mismatch,
+}
+
+/// The form in which a digest line names the path `bytes` (see the module
+/// docs): per `/`-separated component, a UTF-8 component with `\` doubled
+/// and a newline written `\n`, any other component as `\xNN` per byte.
+/// Injective, and the identity on UTF-8 names without `\` or newline.
+pub fn digest_name(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for (i, c) in bytes.split(|&b| b == b'/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        match std::str::from_utf8(c) {
+            Ok(s) => {
+                for ch in s.chars() {
+                    match ch {
+                        '\\' => out.push_str("\\\\"),
+                        '\n' => out.push_str("\\n"),
+                        ch => out.push(ch),
+                    }
+                }
+            }
+            Err(_) => {
+                for b in c {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The digest of a directory tree and what it contains.
@@ -230,35 +409,40 @@ pub fn tree_with_threads(
     }
     let mut entries = Vec::new();
     let mut files = Vec::new();
-    walk(root, "", &mut entries, &mut files)?;
+    let mut names = Vec::new();
+    walk(root, &[], &mut entries, &mut names, &mut files)?;
     hash_files(&mut entries, &files, index, threads)?;
-    entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    // Sorted by the form the lines write (not by the raw bytes): that is
+    // the order earlier runners used, so their digests still hold.
+    let mut named: Vec<(String, Entry)> = names.into_iter().zip(entries).collect();
+    named.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let mut hasher = Sha256::new();
-    for e in &entries {
-        let line = match &e.kind {
-            EntryKind::Dir => format!("D - - {}\n", e.path),
-            EntryKind::File => format!(
-                "F {} {} {}\n",
-                e.size,
-                e.sha256.as_deref().unwrap_or(""),
-                e.path
-            ),
-            EntryKind::Symlink { target } => {
-                format!(
-                    "L {} {} {}\n",
-                    target.len(),
-                    hex::encode(Sha256::digest(target.as_bytes())),
-                    e.path
-                )
-            }
-            EntryKind::Other => format!("O - - {}\n", e.path),
-        };
-        hasher.update(line.as_bytes());
+    for (name, e) in &named {
+        hasher.update(digest_line(name, e).as_bytes());
     }
     Ok(Tree {
         digest: Sha256Digest::from_bytes(hasher.finalize().into()),
-        entries,
+        entries: named.into_iter().map(|(_, e)| e).collect(),
     })
+}
+
+/// The line of entry `e`, whose path the line writes as `name` (its
+/// [`digest_name`]).
+fn digest_line(name: &str, e: &Entry) -> String {
+    match &e.kind {
+        EntryKind::Dir => format!("D - - {name}\n"),
+        EntryKind::File => format!(
+            "F {} {} {name}\n",
+            e.size,
+            e.sha256.as_deref().unwrap_or(""),
+        ),
+        EntryKind::Symlink { target } => format!(
+            "L {} {} {name}\n",
+            target.len(),
+            hex::encode(Sha256::digest(target.as_bytes())),
+        ),
+        EntryKind::Other => format!("O - - {name}\n"),
+    }
 }
 
 /// Most threads one tree hash uses. Hashing is bound by the disk and the
@@ -576,67 +760,48 @@ impl HashIndex {
     }
 }
 
+/// Lists everything under `dir` (whose path from the tree root is the
+/// bytes `prefix`) into `out`, and each entry's [`digest_name`] into
+/// `names`. Names are taken exactly as the directory holds them and the
+/// walk opens each entry by the path it read, never by a rebuilt one.
 fn walk(
     dir: &Path,
-    prefix: &str,
+    prefix: &[u8],
     out: &mut Vec<Entry>,
+    names: &mut Vec<String>,
     files: &mut Vec<(usize, std::path::PathBuf)>,
 ) -> io::Result<()> {
     for item in std::fs::read_dir(dir)? {
         let item = item?;
         let name = item.file_name();
-        // Names that are not UTF-8 are kept byte-exact in the digest via an
-        // escaped form, so two different names never collide.
-        let name = match name.to_str() {
-            Some(s) => s.replace('\\', "\\\\").replace('\n', "\\n"),
-            None => name
-                .as_bytes()
-                .iter()
-                .map(|b| format!("\\x{b:02x}"))
-                .collect(),
-        };
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
+        let mut rel = prefix.to_vec();
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(name.as_bytes());
         let path = item.path();
         // `DirEntry::file_type` does not follow symlinks.
         let ft = item.file_type()?;
+        names.push(digest_name(&rel));
         if ft.is_symlink() {
             let target = std::fs::read_link(&path)?;
-            out.push(Entry {
-                path: rel,
-                kind: EntryKind::Symlink {
+            out.push(Entry::named(
+                &rel,
+                EntryKind::Symlink {
                     target: target.to_string_lossy().into_owned(),
                 },
-                size: 0,
-                sha256: None,
-            });
+                0,
+                None,
+            ));
         } else if ft.is_dir() {
-            out.push(Entry {
-                path: rel.clone(),
-                kind: EntryKind::Dir,
-                size: 0,
-                sha256: None,
-            });
-            walk(&path, &rel, out, files)?;
+            out.push(Entry::named(&rel, EntryKind::Dir, 0, None));
+            walk(&path, &rel, out, names, files)?;
         } else if ft.is_file() {
             // Hashed afterwards, in parallel (see `hash_files`).
             files.push((out.len(), path));
-            out.push(Entry {
-                path: rel,
-                kind: EntryKind::File,
-                size: 0,
-                sha256: None,
-            });
+            out.push(Entry::named(&rel, EntryKind::File, 0, None));
         } else {
-            out.push(Entry {
-                path: rel,
-                kind: EntryKind::Other,
-                size: 0,
-                sha256: None,
-            });
+            out.push(Entry::named(&rel, EntryKind::Other, 0, None));
         }
     }
     Ok(())
@@ -740,6 +905,107 @@ mod tests {
         );
         std::fs::write(d.path().join("b.txt"), b"World").unwrap();
         assert_ne!(tree(d.path()).unwrap().digest, t1.digest);
+    }
+
+    /// The digest lines, written out by hand: the format records already
+    /// signed were hashed with, which must never change for UTF-8 names.
+    #[test]
+    fn utf8_names_keep_the_digest_earlier_runners_computed() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("m\\d")).unwrap();
+        std::fs::write(d.path().join("m\\d/a\nb.txt"), b"x").unwrap();
+        std::fs::write(d.path().join("-z\t"), b"").unwrap();
+        let x = Sha256Digest::of(b"x");
+        let empty = Sha256Digest::of(b"");
+        let lines = format!(
+            "F 0 {} -z\t\nD - - m\\\\d\nF 1 {} m\\\\d/a\\nb.txt\n",
+            empty.hex(),
+            x.hex()
+        );
+        let t = tree(d.path()).unwrap();
+        assert_eq!(t.digest, Sha256Digest::of(lines.as_bytes()));
+        // Entries hold the names exactly, with no second spelling.
+        let paths: Vec<_> = t.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["-z\t", "m\\d", "m\\d/a\nb.txt"]);
+        assert!(t.entries.iter().all(|e| e.path_hex.is_none()));
+        for e in &t.entries {
+            assert!(d.path().join(e.rel_path().unwrap()).exists(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_kept_byte_exact() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let d = tempfile::tempdir().unwrap();
+        let raw = b"caf\xe9\\x.bin";
+        let name = std::ffi::OsStr::from_bytes(raw);
+        std::fs::write(d.path().join(name), b"bytes").unwrap();
+        // A UTF-8 name that spells the escape the line uses for it.
+        std::fs::write(d.path().join("caf\\xe9\\x.bin"), b"bytes").unwrap();
+        let t = tree(d.path()).unwrap();
+        assert_eq!(t.entries.len(), 2);
+        let e = t.entries.iter().find(|e| e.path_hex.is_some()).unwrap();
+        assert_eq!(e.path_bytes().unwrap(), raw);
+        assert_eq!(e.path, String::from_utf8_lossy(raw));
+        assert_eq!(
+            std::fs::read(d.path().join(e.rel_path().unwrap())).unwrap(),
+            b"bytes"
+        );
+        assert_ne!(digest_name(raw), digest_name(b"caf\\xe9\\x.bin"));
+        // Through JSON and back, exactly.
+        let back: Entry = serde_json::from_str(&serde_json::to_string(e).unwrap()).unwrap();
+        assert_eq!(&back, e);
+    }
+
+    #[test]
+    fn a_path_read_back_is_refused_unless_plain_and_in_its_one_spelling() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a//b",
+            "a/",
+            "..",
+            "a/../b",
+            "./a",
+            "a\0b",
+        ] {
+            assert!(exact_path(bad, None).is_err(), "{bad:?}");
+        }
+        for good in ["a", "a\\b", "a\nb", "-rf", " ", "a/b/c"] {
+            assert_eq!(exact_path(good, None).unwrap(), good.as_bytes());
+        }
+        let hex = |b: &[u8]| hex::encode(b);
+        let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        for bad in [&b"\xff/../x"[..], b"/\xff", b"\xff\0", b"\xff//a"] {
+            assert!(exact_path(&lossy(bad), Some(&hex(bad))).is_err(), "{bad:?}");
+        }
+        // Hex of a UTF-8 name, upper-case hex, odd hex and a `path` that is
+        // not what the bytes show as are each refused.
+        assert_eq!(exact_path("a", Some("61")), Err(UnsafePath::HexOfUtf8));
+        assert_eq!(exact_path("\u{fffd}", Some("FF")), Err(UnsafePath::BadHex));
+        assert_eq!(exact_path("\u{fffd}", Some("f")), Err(UnsafePath::BadHex));
+        assert_eq!(exact_path("x", Some("ff")), Err(UnsafePath::Mismatch));
+        assert_eq!(exact_path("\u{fffd}", Some("ff")).unwrap(), b"\xff");
+    }
+
+    mod names {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn the_line_form_of_a_path_is_injective(
+                a in proptest::collection::vec(any::<u8>(), 1..12),
+                b in proptest::collection::vec(any::<u8>(), 1..12),
+            ) {
+                let clean = |v: Vec<u8>| -> Vec<u8> { v.into_iter().filter(|&x| x != 0).collect() };
+                let (a, b) = (clean(a), clean(b));
+                if a != b {
+                    prop_assert_ne!(digest_name(&a), digest_name(&b));
+                }
+                prop_assert!(!digest_name(&a).contains('\n'));
+            }
+        }
     }
 
     #[test]

@@ -388,8 +388,11 @@ pub struct CachedOutput {
 /// A file or directory of a cached output.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CachedEntry {
-    /// Relative path.
+    /// Relative path (exact when UTF-8; see `cordon_core::digest::Entry`).
     pub path: String,
+    /// The path's exact bytes in hex, only when they are not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_hex: Option<String>,
     /// `file` or `dir`.
     pub kind: String,
     /// Size.
@@ -404,6 +407,7 @@ impl CachedEntry {
     pub fn from_entry(e: &Entry) -> CachedEntry {
         CachedEntry {
             path: e.path.clone(),
+            path_hex: e.path_hex.clone(),
             kind: if e.kind == EntryKind::Dir {
                 "dir".into()
             } else {
@@ -418,6 +422,7 @@ impl CachedEntry {
     pub fn to_entry(&self) -> Entry {
         Entry {
             path: self.path.clone(),
+            path_hex: self.path_hex.clone(),
             kind: if self.kind == "dir" {
                 EntryKind::Dir
             } else {
@@ -491,9 +496,9 @@ impl ActionEntry {
             }
             for e in &o.entries {
                 let path = shown(&e.path);
-                if !is_tree_path(&e.path) {
+                if let Err(why) = cordon_core::digest::exact_path(&e.path, e.path_hex.as_deref()) {
                     return Err(format!(
-                        "output {guest} lists `{path}`, which is not a plain relative path"
+                        "output {guest} lists `{path}`, which is not a plain relative path ({why})"
                     ));
                 }
                 match (e.kind.as_str(), e.sha256.as_deref()) {

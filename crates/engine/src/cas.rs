@@ -7,9 +7,16 @@
 //! ```text
 //! cas/blobs/sha256/<2 hex>/<62 hex>   the bytes whose sha256 is the name
 //! cas/trees/sha256/<64 hex>.json      a tree listing: {"format", "entries": [
-//!                                     {"path", "kind": "file"|"dir"|"symlink"|"other",
+//!                                     {"path", "path_hex" (names not UTF-8),
+//!                                      "kind": "file"|"dir"|"symlink"|"other",
 //!                                      "sha256" (files), "target" (links)}]}
 //! ```
+//!
+//! Entry names are any bytes Linux allows (`models\v1.bin`, a newline, a
+//! leading `-`, bytes that are not UTF-8): a listing names each entry
+//! exactly, with `path_hex` beside a path that is not UTF-8 (see
+//! [`cordon_core::digest`]), and files are read and restored under their
+//! exact names.
 //!
 //! ```no_run
 //! # fn main() -> std::io::Result<()> {
@@ -57,6 +64,9 @@ pub enum Listed {
     File {
         /// Relative path.
         path: String,
+        /// Its exact bytes in hex, when they are not UTF-8.
+        #[serde(default)]
+        path_hex: Option<String>,
         /// Blob name (64 hex).
         sha256: String,
     },
@@ -64,11 +74,17 @@ pub enum Listed {
     Dir {
         /// Relative path.
         path: String,
+        /// Its exact bytes in hex, when they are not UTF-8.
+        #[serde(default)]
+        path_hex: Option<String>,
     },
     /// A symbolic link, restored as a link.
     Symlink {
         /// Relative path.
         path: String,
+        /// Its exact bytes in hex, when they are not UTF-8.
+        #[serde(default)]
+        path_hex: Option<String>,
         /// The link's target.
         target: String,
     },
@@ -76,18 +92,33 @@ pub enum Listed {
     Other {
         /// Relative path.
         path: String,
+        /// Its exact bytes in hex, when they are not UTF-8.
+        #[serde(default)]
+        path_hex: Option<String>,
     },
 }
 
 impl Listed {
-    /// The entry's relative path.
+    /// The entry's relative path, as shown to people.
     pub fn path(&self) -> &str {
+        self.fields().0
+    }
+
+    /// The `path` and `path_hex` fields.
+    fn fields(&self) -> (&str, Option<&str>) {
         match self {
-            Listed::File { path, .. }
-            | Listed::Dir { path }
-            | Listed::Symlink { path, .. }
-            | Listed::Other { path } => path,
+            Listed::File { path, path_hex, .. }
+            | Listed::Dir { path, path_hex }
+            | Listed::Symlink { path, path_hex, .. }
+            | Listed::Other { path, path_hex } => (path, path_hex.as_deref()),
         }
+    }
+
+    /// The entry's exact relative path, checked to be plain
+    /// ([`digest::exact_path`]).
+    pub fn rel_path(&self) -> Result<PathBuf, digest::UnsafePath> {
+        let (path, hex) = self.fields();
+        digest::exact_path(path, hex).map(digest::bytes_to_path)
     }
 }
 
@@ -99,7 +130,7 @@ struct Listing {
 }
 
 /// Parses a stored tree listing and checks every entry: a plain relative
-/// path ([`is_tree_path`]), a blob name that is a digest, a
+/// path in its one spelling ([`digest::exact_path`]), a blob name that is a digest, a
 /// link target that is not empty and holds no NUL. Never panics, whatever
 /// the bytes.
 pub(crate) fn parse_listing(bytes: &[u8]) -> Result<Vec<Listed>, String> {
@@ -110,8 +141,8 @@ pub(crate) fn parse_listing(bytes: &[u8]) -> Result<Vec<Listed>, String> {
     }
     for e in &listing.entries {
         let shown = || cordon_core::sanitize::escape_for_terminal(e.path());
-        if !is_tree_path(e.path()) {
-            return Err(format!("it has an unsafe path `{}`", shown()));
+        if let Err(why) = e.rel_path() {
+            return Err(format!("it has an unsafe path `{}` ({why})", shown()));
         }
         match e {
             Listed::File { sha256, .. } if !is_blob_name(sha256) => {
@@ -158,13 +189,24 @@ pub fn is_blob_name(hex: &str) -> bool {
 }
 
 /// Whether `path` is a plain relative path inside a tree: `/`-separated,
-/// no empty, `.` or `..` part, no leading `/`, no NUL.
+/// no empty, `.` or `..` part, no leading `/`, no NUL
+/// ([`digest::check_tree_path`]); any other byte (a backslash, a newline,
+/// a leading `-`) is an ordinary part of a name.
 pub fn is_tree_path(path: &str) -> bool {
-    !path.is_empty()
-        && !path.contains('\0')
-        && path
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..")
+    digest::check_tree_path(path.as_bytes()).is_ok()
+}
+
+/// The exact relative path of `e`, checked, or an error naming it.
+fn entry_path(e: &Entry) -> Result<PathBuf, CasError> {
+    e.rel_path().map_err(|why| {
+        CasError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "cannot use `{}`: not a plain relative path ({why})",
+                cordon_core::sanitize::escape_for_terminal(&e.path)
+            ),
+        ))
+    })
 }
 
 /// The content store of a state directory, rooted at one directory.
@@ -393,7 +435,7 @@ impl Cas {
     pub fn put_entries(&self, dir: &Path, entries: &[Entry]) -> Result<(), CasError> {
         for e in entries {
             if let (EntryKind::File, Some(hex)) = (&e.kind, &e.sha256) {
-                self.put_file(&dir.join(&e.path), hex)?;
+                self.put_file(&dir.join(entry_path(e)?), hex)?;
             }
         }
         Ok(())
@@ -410,16 +452,7 @@ impl Cas {
     /// under the (existing, empty) directory `dir`.
     pub fn restore_entries(&self, entries: &[Entry], dir: &Path) -> Result<(), CasError> {
         for e in entries {
-            if !is_tree_path(&e.path) {
-                return Err(CasError::Io(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "cannot restore `{}`: not a plain relative path",
-                        cordon_core::sanitize::escape_for_terminal(&e.path)
-                    ),
-                )));
-            }
-            let target = dir.join(&e.path);
+            let target = dir.join(entry_path(e)?);
             match (&e.kind, &e.sha256) {
                 (EntryKind::Dir, _) => std::fs::create_dir_all(&target)?,
                 (EntryKind::File, Some(hex)) => {
@@ -431,7 +464,7 @@ impl Cas {
                 _ => {
                     return Err(CasError::Io(io::Error::other(format!(
                         "cannot restore `{}`: not a plain file",
-                        cordon_core::sanitize::escape_for_terminal(&e.path)
+                        e.shown()
                     ))));
                 }
             }
@@ -446,12 +479,14 @@ impl Cas {
         let tree = digest::tree(dir)?;
         for e in &tree.entries {
             if let (EntryKind::File, Some(hex)) = (&e.kind, &e.sha256) {
-                match self.put_file(&dir.join(&e.path), hex) {
+                let rel = entry_path(e).map_err(|e| corrupt(e.to_string()))?;
+                match self.put_file(&dir.join(rel), hex) {
                     Ok(()) => {}
                     Err(CasError::Corrupt { .. }) => {
                         return Err(corrupt(format!(
-                            "{} changed while it was being stored",
-                            dir.join(&e.path).display()
+                            "{}/{} changed while it was being stored",
+                            cordon_core::sanitize::escape_for_terminal(&dir.to_string_lossy()),
+                            e.shown()
                         )));
                     }
                     Err(CasError::Io(e)) => return Err(e),
@@ -462,15 +497,23 @@ impl Cas {
         let entries: Vec<serde_json::Value> = tree
             .entries
             .iter()
-            .map(|e| match &e.kind {
-                EntryKind::File => {
-                    serde_json::json!({"path": e.path, "kind": "file", "sha256": e.sha256})
+            .map(|e| {
+                let mut v = match &e.kind {
+                    EntryKind::File => {
+                        serde_json::json!({"path": e.path, "kind": "file", "sha256": e.sha256})
+                    }
+                    EntryKind::Dir => serde_json::json!({"path": e.path, "kind": "dir"}),
+                    EntryKind::Symlink { target } => {
+                        serde_json::json!({"path": e.path, "kind": "symlink", "target": target})
+                    }
+                    EntryKind::Other => serde_json::json!({"path": e.path, "kind": "other"}),
+                };
+                // Only a name that is not UTF-8 carries its exact bytes, so
+                // listings of UTF-8 trees stay as they always were.
+                if let Some(h) = &e.path_hex {
+                    v["path_hex"] = h.clone().into();
                 }
-                EntryKind::Dir => serde_json::json!({"path": e.path, "kind": "dir"}),
-                EntryKind::Symlink { target } => {
-                    serde_json::json!({"path": e.path, "kind": "symlink", "target": target})
-                }
-                EntryKind::Other => serde_json::json!({"path": e.path, "kind": "other"}),
+                v
             })
             .collect();
         let listing = serde_json::json!({"format": TREE_FORMAT, "entries": entries});
@@ -486,17 +529,33 @@ impl Cas {
         let bytes = cordon_core::fsutil::read_regular(&self.tree_path(d), MAX_LISTING_BYTES)?;
         let entries = parse_listing(&bytes).map_err(|e| corrupt(format!("tree {d}: {e}")))?;
         std::fs::create_dir(dest)?;
+        // Every entry goes into a directory this restore made: a listing
+        // could otherwise restore a link and then write "inside" it, outside
+        // `dest`, before the digest check below finds the tree wrong.
+        let mut made = std::collections::HashSet::from([PathBuf::new()]);
         for e in &entries {
-            let path = dest.join(e.path());
+            let rel = e
+                .rel_path()
+                .map_err(|why| corrupt(format!("tree {d}: {why}")))?;
+            if !made.contains(rel.parent().unwrap_or(Path::new(""))) {
+                return Err(corrupt(format!(
+                    "tree {d}: `{}` is not in a directory the tree lists before it",
+                    cordon_core::sanitize::escape_for_terminal(e.path())
+                )));
+            }
+            let path = dest.join(&rel);
             match e {
-                Listed::Dir { .. } => std::fs::create_dir(&path)?,
+                Listed::Dir { .. } => {
+                    std::fs::create_dir(&path)?;
+                    made.insert(rel);
+                }
                 Listed::File { sha256, .. } => match self.restore_file(sha256, &path) {
                     Ok(()) => {}
                     Err(CasError::Io(e)) => return Err(e),
                     Err(other) => return Err(corrupt(format!("tree {d}: {other}"))),
                 },
                 Listed::Symlink { target, .. } => std::os::unix::fs::symlink(target, &path)?,
-                Listed::Other { path: rel } => {
+                Listed::Other { path: rel, .. } => {
                     return Err(corrupt(format!(
                         "tree {d} has an entry that cannot be restored: {}",
                         cordon_core::sanitize::escape_for_terminal(rel)
@@ -587,6 +646,131 @@ mod tests {
         // A tampered blob fails the restore.
         std::fs::write(cas.blob_path(&Sha256Digest::of(b"beta")), b"BETA").unwrap();
         assert!(cas.restore_tree(&t, &d.path().join("dst2")).is_err());
+    }
+
+    /// Writes `files` (exact byte paths, parents created) under `root`.
+    fn write_named(root: &Path, files: &[(Vec<u8>, Vec<u8>)]) {
+        for (name, body) in files {
+            let p = root.join(digest::bytes_to_path(name.clone()));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, body).unwrap();
+        }
+    }
+
+    #[test]
+    fn output_named_with_backslash_newline_dash_or_bytes_not_utf8_round_trips_exactly() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let names: Vec<Vec<u8>> = vec![
+            b"models\\v1.bin".to_vec(),
+            b"a\nb.txt".to_vec(),
+            b"tab\there".to_vec(),
+            b"--rf".to_vec(),
+            b"caf\xe9/\xff\xfe".to_vec(),
+            b"\\x41".to_vec(),
+        ];
+        let files: Vec<_> = names.iter().map(|n| (n.clone(), n.clone())).collect();
+        write_named(&src, &files);
+        let cas = Cas::open(&d.path().join("cas")).unwrap();
+        let t = cas.store_tree(&src).unwrap();
+        let before = digest::tree(&src).unwrap();
+        assert_eq!(t, before.digest);
+        // The listing is restored under the exact names...
+        let dst = d.path().join("dst");
+        cas.restore_tree(&t, &dst).unwrap();
+        for n in &names {
+            let p = dst.join(digest::bytes_to_path(n.clone()));
+            assert_eq!(std::fs::read(&p).unwrap(), *n);
+        }
+        // ... and so are the entries a record or cache entry keeps.
+        let again = d.path().join("again");
+        std::fs::create_dir(&again).unwrap();
+        cas.put_entries(&src, &before.entries).unwrap();
+        cas.restore_entries(&before.entries, &again).unwrap();
+        assert_eq!(digest::tree(&again).unwrap(), before);
+    }
+
+    #[test]
+    fn a_listing_whose_path_hex_escapes_the_tree_is_refused() {
+        let h = "a".repeat(64);
+        for (path, hex) in [
+            ("\u{fffd}/../x", "ff2f2e2e2f78"),
+            ("/\u{fffd}", "2fff"),
+            ("\u{fffd}\u{0}", "ff00"),
+            ("x", "78"),
+            ("other", "ff"),
+        ] {
+            let listing = serde_json::json!({"format": TREE_FORMAT, "entries": [
+                {"path": path, "path_hex": hex, "kind": "file", "sha256": h}
+            ]});
+            let err = parse_listing(&serde_json::to_vec(&listing).unwrap()).unwrap_err();
+            assert!(err.contains("unsafe path"), "{err}");
+        }
+    }
+
+    mod names {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A name Linux allows: any bytes but `/` and NUL, not `.` or `..`.
+        fn name() -> impl Strategy<Value = Vec<u8>> {
+            proptest::collection::vec(
+                any::<u8>().prop_filter("no / or NUL", |b| *b != b'/' && *b != 0),
+                1..16,
+            )
+            .prop_filter("not . or ..", |n| n != b"." && n != b"..")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn any_byte_names_survive_digest_store_restore_digest(
+                files in proptest::collection::btree_map(
+                    proptest::collection::vec(name(), 1..3),
+                    proptest::collection::vec(any::<u8>(), 0..32),
+                    1..6,
+                ),
+            ) {
+                let d = tempfile::tempdir().unwrap();
+                let src = d.path().join("src");
+                std::fs::create_dir(&src).unwrap();
+                // A path that is a prefix of another is a directory there,
+                // so only the longest paths of each branch are files.
+                let mut written = Vec::new();
+                for (parts, body) in &files {
+                    let path = parts.join(&b'/');
+                    let blocked = written.iter().any(|(p, _): &(Vec<u8>, Vec<u8>)| {
+                        p.starts_with(&path) && p.get(path.len()) == Some(&b'/')
+                            || path.starts_with(p) && path.get(p.len()) == Some(&b'/')
+                    });
+                    if !blocked && !written.iter().any(|(p, _)| *p == path) {
+                        written.push((path, body.clone()));
+                    }
+                }
+                write_named(&src, &written);
+                let before = digest::tree(&src).unwrap();
+                let cas = Cas::open(&d.path().join("cas")).unwrap();
+                let stored = cas.store_tree(&src).unwrap();
+                prop_assert_eq!(&stored, &before.digest);
+                let dst = d.path().join("dst");
+                cas.restore_tree(&stored, &dst).unwrap();
+                let after = digest::tree(&dst).unwrap();
+                prop_assert_eq!(&after, &before);
+                for (path, body) in &written {
+                    let p = dst.join(digest::bytes_to_path(path.clone()));
+                    prop_assert_eq!(&std::fs::read(p).unwrap(), body);
+                }
+                // The entries as a record or cache entry keeps them (JSON and
+                // back) rebuild the same tree, too.
+                let json = serde_json::to_vec(&before.entries).unwrap();
+                let entries: Vec<Entry> = serde_json::from_slice(&json).unwrap();
+                let again = d.path().join("again");
+                std::fs::create_dir(&again).unwrap();
+                cas.restore_entries(&entries, &again).unwrap();
+                prop_assert_eq!(digest::tree(&again).unwrap(), before);
+            }
+        }
     }
 
     mod parse {

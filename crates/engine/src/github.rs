@@ -3,44 +3,391 @@
 //! nothing shared but the environment's store.
 //!
 //! Each job checks the repository out (without keeping the token), builds
-//! the runner, and runs `cordon run PIPELINE --env ENV --step NAME`, which
+//! the runner, and runs `cordon run --step NAME` on the pipeline, which
 //! takes the outputs of the steps it depends on from the store by the
 //! digests in their verified records. `needs:` follows the pipeline's
 //! lineage, so a job starts only when its upstream jobs are done.
 //!
-//! What the file holds is chosen so that a workflow auditor (zizmor) finds
-//! nothing of medium severity or above:
+//! # The file is data, written by one serializer
+//!
+//! Whoever writes the pipeline file chooses the pipeline's name, the steps'
+//! names and the file's path, and a workflow gives characters meaning: a
+//! line break starts a key (`env: BASH_ENV`), `#` a comment, `${{` an
+//! expression GitHub evaluates before any shell runs, so quoting in the
+//! script does not help. So the workflow is built as a tree ([`Node`]) and
+//! written by [`Node::write`]; nothing here formats workflow text by hand.
+//!
+//! - Every value a user chose is checked before it is placed ([`check`]):
+//!   one that holds `${{` anywhere is refused, naming it; step and
+//!   environment names must be in their sets ([`cordon_manifest::names`]),
+//!   which also makes them valid job ids; variable names must be variable
+//!   names.
+//! - Values reach `run:` only through `env:`: the script is a constant
+//!   that reads `"$CORDON_PIPELINE"`, `"$CORDON_ENV"` and `"$CORDON_STEP"`,
+//!   so the shell sees each as one word, and GitHub sees no expression.
+//! - Comments are `&'static str` in this module: no text from a file or a
+//!   step can reach one.
+//!
+//! # Why our own writer
+//!
+//! The workflow is read by GitHub (its own YAML 1.2 parser), by auditors
+//! (zizmor, action-validator, actionlint) and by people's scripts, many on
+//! YAML 1.1 (PyYAML). The two versions read the same plain text
+//! differently: `on`, `yes` and `off` are booleans to YAML 1.1, U+0085,
+//! U+2028 and U+2029 are line breaks to it and characters to YAML 1.2. The
+//! libyaml-based serializer (`serde_norway`) writes `on:` plain, which
+//! PyYAML reads as the key `True`. [`Node::write`] picks, per scalar, the
+//! one form both versions read as the same string: plain only for ASCII
+//! words that no version reads as anything but a string, single quotes for
+//! other printable ASCII, and double quotes with every other character
+//! escaped (`\uXXXX`, `\UXXXXXXXX`) otherwise, so the file is printable
+//! ASCII from end to end. A property test parses what it writes back with
+//! the Rust YAML parser; the end-to-end test reads it with PyYAML and
+//! ruamel.yaml.
+//!
+//! # What an auditor finds
+//!
+//! Nothing, with zizmor's pedantic persona:
 //!
 //! - `permissions: {}` for the workflow and `contents: read` per job: a
 //!   step never needs a token that can write to the repository.
-//! - every `uses:` pinned to a full commit SHA (with the tag in a comment),
-//!   since a tag can be moved to other code;
+//! - every `uses:` pinned to a full commit SHA, since a tag can be moved
+//!   to other code;
 //! - `persist-credentials: false` on checkout, so the token is not left in
 //!   `.git/config` for the steps that follow;
-//! - no `${{ }}` expression inside a `run:` script (no template
-//!   injection): the store's credentials reach the runner through `env:`,
-//!   as references to the repository's secrets, never as values, and each
-//!   job names the GitHub environment that holds them.
+//! - the store's credentials reach the runner through `env:`, as
+//!   references to the repository's secrets, never as values, and each job
+//!   names the GitHub environment that holds them.
 //!
 //! This module writes text only; it never reads a secret.
 
 use cordon_manifest::config::{StoreConfig, StoreCredentials};
+use cordon_manifest::names::{NameSet, PIPELINE_NAME, STEP_NAME, shown};
 use cordon_manifest::pipeline::PipelinePlan;
 
 /// `actions/checkout` at v4.2.2, pinned by commit: a tag can be moved.
-pub const CHECKOUT: &str = "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2";
+pub const CHECKOUT: &str = "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683";
 
 /// The runner image the jobs use.
 pub const RUNS_ON: &str = "ubuntu-24.04";
 
-/// A double-quoted YAML scalar (YAML's double-quoted style is JSON's).
-fn quoted(s: &str) -> String {
-    serde_json::Value::String(s.to_string()).to_string()
+/// The variable that carries the pipeline file's path into `run:`.
+pub const PIPELINE_VAR: &str = "CORDON_PIPELINE";
+/// The variable that carries the environment's name into `run:`.
+pub const ENV_VAR: &str = "CORDON_ENV";
+/// The variable that carries the step's name into `run:`.
+pub const STEP_VAR: &str = "CORDON_STEP";
+
+/// The script of each job's last step: a constant. What varies reaches it
+/// through `env:` (the three variables above), each expanded in double
+/// quotes, so the shell sees one word whatever it holds; `--` ends the
+/// options, so a path that starts with `-` is still the path.
+pub const RUN_SCRIPT: &str = "\"$RUNNER_TEMP/cordon/bin/cordon\" run --env \"$CORDON_ENV\" --step \"$CORDON_STEP\" -- \"$CORDON_PIPELINE\"";
+
+/// The script that builds the runner in each job.
+const BUILD_SCRIPT: &str = "cargo install --locked --path runner --root \"$RUNNER_TEMP/cordon\"";
+
+/// The comment at the top of the file. A `&'static str`: no value from a
+/// file or a step is ever written into a comment.
+const HEADER: &[&str] = &[
+    "Generated by `cordon export github-actions`: one job per step of the",
+    "pipeline, each running `cordon run --step` on its own machine with the",
+    "environment's shared store (docs/scale-out.md). Regenerate, do not edit.",
+];
+
+/// Longest variable name placed in the file (a key must stay short for
+/// YAML's implicit keys, and no real variable name comes near it).
+const MAX_VARIABLE: usize = 255;
+
+/// A value that may not go into a workflow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportError {
+    /// A value holds `${{`: GitHub would evaluate what follows as an
+    /// expression, wherever in the file it is.
+    #[error(
+        "the {what} `{shown}` holds `${{{{`, which GitHub Actions evaluates as an expression before any step runs\n  fix: rename it so that it holds no `${{{{`"
+    )]
+    Expression {
+        /// What the value is (`pipeline path`).
+        what: &'static str,
+        /// The value, escaped for the terminal.
+        shown: String,
+    },
+    /// A value that would be a key twice (a job, a variable).
+    #[error(
+        "the {what} `{shown}` would name two things in one workflow\n  fix: give each its own name (`CORDON_PIPELINE`, `CORDON_ENV` and `CORDON_STEP` are the runner's)"
+    )]
+    Twice {
+        /// What the value is (`step name`).
+        what: &'static str,
+        /// The value, escaped for the terminal.
+        shown: String,
+    },
+    /// A name outside its set.
+    #[error("the {what} `{shown}` cannot be a workflow value: {why}\n  fix: {rule}")]
+    Name {
+        /// What the value is (`step name`).
+        what: &'static str,
+        /// The value, escaped for the terminal.
+        shown: String,
+        /// Why it is refused.
+        why: String,
+        /// The set, in words.
+        rule: &'static str,
+    },
 }
 
-/// `s` as one POSIX shell word in single quotes.
-fn shell_quoted(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
+/// One YAML node of a workflow. The whole file is built from these and
+/// written by [`Node::write`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    /// A string.
+    Str(String),
+    /// A boolean.
+    Bool(bool),
+    /// A mapping, in the order its keys are written.
+    Map(Vec<(String, Node)>),
+    /// A sequence.
+    Seq(Vec<Node>),
+}
+
+fn s(v: impl Into<String>) -> Node {
+    Node::Str(v.into())
+}
+
+fn map<const N: usize>(entries: [(&str, Node); N]) -> Node {
+    Node::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
+}
+
+/// Refuses `value` (what it is: `what`) if it holds `${{`.
+fn no_expression(what: &'static str, value: &str) -> Result<(), ExportError> {
+    if value.contains("${{") {
+        return Err(ExportError::Expression {
+            what,
+            shown: shown(value),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses `value` unless it is in `set` (and holds no expression).
+fn in_set(what: &'static str, set: &NameSet, value: &str) -> Result<(), ExportError> {
+    no_expression(what, value)?;
+    set.check(value).map_err(|why| ExportError::Name {
+        what,
+        shown: shown(value),
+        why: why.to_string(),
+        rule: set.rule,
+    })
+}
+
+/// Refuses a variable name that GitHub or a shell would not take as one.
+fn variable(value: &str) -> Result<(), ExportError> {
+    no_expression("store credential variable", value)?;
+    let b = value.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= MAX_VARIABLE
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        && !value.to_ascii_uppercase().starts_with("GITHUB_");
+    if !ok {
+        return Err(ExportError::Name {
+            what: "store credential variable",
+            shown: shown(value),
+            why: "it is not a variable name GitHub Actions accepts for a secret".into(),
+            rule: "use ASCII letters, digits and `_`, not starting with a digit or `GITHUB_` (at most 255 characters)",
+        });
+    }
+    Ok(())
+}
+
+/// What a workflow is made of: every value in it that a user chose, taken
+/// from the plan, the command line and `cordon.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export<'a> {
+    /// The pipeline's name.
+    pub pipeline: &'a str,
+    /// The pipeline file's path relative to the repository root, as the
+    /// jobs see it after checkout.
+    pub file: &'a str,
+    /// The environment's name.
+    pub env: &'a str,
+    /// Each step's name, with the names of the steps it waits for.
+    pub steps: Vec<(&'a str, Vec<&'a str>)>,
+    /// The variables a job sets from the repository's secrets of the same
+    /// names (the store's credentials); none when the environment's own
+    /// provider holds them.
+    pub variables: Vec<&'a str>,
+}
+
+impl<'a> Export<'a> {
+    /// The values of `plan` run in environment `env` with store `store`,
+    /// from `file`.
+    pub fn of(plan: &'a PipelinePlan, file: &'a str, env: &'a str, store: &'a StoreConfig) -> Self {
+        Export {
+            pipeline: &plan.name,
+            file,
+            env,
+            steps: plan
+                .steps
+                .iter()
+                .zip(&plan.deps)
+                .map(|(step, deps)| {
+                    let needs = deps.iter().map(|&d| plan.steps[d].name.as_str()).collect();
+                    (step.name.as_str(), needs)
+                })
+                .collect(),
+            variables: match &store.credentials {
+                StoreCredentials::Env {
+                    access_key_id,
+                    secret_access_key,
+                } => vec![access_key_id, secret_access_key],
+                StoreCredentials::Secrets { .. } => Vec::new(),
+            },
+        }
+    }
+
+    /// Checks every value: the pipeline's name and path, each step's name
+    /// (and those it needs), the environment's name and the variable names.
+    /// Nothing is placed in a file before all pass.
+    pub fn check(&self) -> Result<(), ExportError> {
+        in_set("pipeline name", &PIPELINE_NAME, self.pipeline)?;
+        no_expression("pipeline path", self.file)?;
+        if self.file.is_empty() {
+            return Err(ExportError::Name {
+                what: "pipeline path",
+                shown: String::new(),
+                why: "it is empty".into(),
+                rule: "give the pipeline file's path inside the repository",
+            });
+        }
+        in_set("environment name", &STEP_NAME, self.env)?;
+        let mut jobs = std::collections::BTreeSet::new();
+        for (name, _) in &self.steps {
+            in_set("step name", &STEP_NAME, name)?;
+            if !jobs.insert(*name) {
+                return Err(ExportError::Twice {
+                    what: "step name",
+                    shown: shown(name),
+                });
+            }
+        }
+        for (_, needs) in &self.steps {
+            for need in needs {
+                in_set("step name", &STEP_NAME, need)?;
+                if !jobs.contains(need) {
+                    return Err(ExportError::Name {
+                        what: "needed step",
+                        shown: shown(need),
+                        why: "no step of the pipeline has that name".into(),
+                        rule: "a job can only wait for a job of the same workflow",
+                    });
+                }
+            }
+        }
+        // Keys of one `env:` mapping: GitHub compares variable names
+        // without case, and the three the script reads are taken.
+        let mut vars: std::collections::BTreeSet<String> = [PIPELINE_VAR, ENV_VAR, STEP_VAR]
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        for var in &self.variables {
+            variable(var)?;
+            if !vars.insert(var.to_ascii_uppercase()) {
+                return Err(ExportError::Twice {
+                    what: "store credential variable",
+                    shown: shown(var),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The workflow as data, once every value is checked.
+    pub fn document(&self) -> Result<Node, ExportError> {
+        self.check()?;
+        let env = self.env;
+        let mut jobs = Vec::new();
+        for (name, needs) in &self.steps {
+            let mut job = vec![
+                ("name".to_string(), s(format!("step {name}"))),
+                ("runs-on".to_string(), s(RUNS_ON)),
+            ];
+            if !needs.is_empty() {
+                job.push((
+                    "needs".to_string(),
+                    Node::Seq(needs.iter().map(|n| s(*n)).collect()),
+                ));
+            }
+            let mut step_env = vec![
+                (PIPELINE_VAR.to_string(), s(self.file)),
+                (ENV_VAR.to_string(), s(env)),
+                (STEP_VAR.to_string(), s(*name)),
+            ];
+            for var in &self.variables {
+                // The one expression in the file, built from a checked
+                // variable name: a reference to the repository's secret,
+                // never its value.
+                step_env.push((var.to_string(), s(format!("${{{{ secrets.{var} }}}}"))));
+            }
+            job.extend([
+                ("environment".to_string(), s(env)),
+                ("permissions".to_string(), map([("contents", s("read"))])),
+                (
+                    "steps".to_string(),
+                    Node::Seq(vec![
+                        map([
+                            ("name", s("Check out the repository")),
+                            ("uses", s(CHECKOUT)),
+                            ("with", map([("persist-credentials", Node::Bool(false))])),
+                        ]),
+                        map([
+                            ("name", s("Build the cordon runner")),
+                            ("run", s(BUILD_SCRIPT)),
+                        ]),
+                        map([
+                            ("name", s(format!("Run step {name}"))),
+                            ("env", Node::Map(step_env)),
+                            ("run", s(RUN_SCRIPT)),
+                        ]),
+                    ]),
+                ),
+            ]);
+            jobs.push((name.to_string(), Node::Map(job)));
+        }
+        Ok(map([
+            ("name", s(format!("cordon {} ({env})", self.pipeline))),
+            ("on", map([("workflow_dispatch", Node::Map(Vec::new()))])),
+            ("permissions", Node::Map(Vec::new())),
+            (
+                "concurrency",
+                map([
+                    ("group", s(format!("cordon-{}-{env}", self.pipeline))),
+                    ("cancel-in-progress", Node::Bool(false)),
+                ]),
+            ),
+            ("jobs", Node::Map(jobs)),
+        ]))
+    }
+
+    /// The workflow as YAML text: [`Export::document`], written by
+    /// [`Node::write`] under the fixed header comment.
+    pub fn workflow(&self) -> Result<String, ExportError> {
+        let doc = self.document()?;
+        let mut out = String::new();
+        for line in HEADER {
+            out.push_str("# ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str(&doc.write());
+        Ok(out)
+    }
 }
 
 /// The workflow for `plan` in environment `env`, whose store is `store`.
@@ -51,75 +398,497 @@ pub fn workflow(
     pipeline_file: &str,
     env: &str,
     store: &StoreConfig,
-) -> String {
-    // The variables a job sets from the repository's secrets; credentials
-    // from the environment's own provider need none.
-    let vars: Vec<&str> = match &store.credentials {
-        StoreCredentials::Env {
-            access_key_id,
-            secret_access_key,
-        } => vec![access_key_id, secret_access_key],
-        StoreCredentials::Secrets { .. } => Vec::new(),
-    };
-    let mut y = String::new();
-    y.push_str(&format!(
-        "# Generated by `cordon export github-actions {pipeline_file} --env {env}`.\n\
-         # One job per step of pipeline `{}`; each runs `cordon run --step` on its own\n\
-         # machine, with inputs from the shared store {} (docs/scale-out.md).\n",
-        plan.name, store.url
-    ));
-    y.push_str(&format!(
-        "name: {}\n",
-        quoted(&format!("cordon {} ({env})", plan.name))
-    ));
-    y.push_str("on:\n  workflow_dispatch: {}\n");
-    y.push_str("permissions: {}\n");
-    y.push_str(&format!(
-        "concurrency:\n  group: {}\n  cancel-in-progress: false\n",
-        quoted(&format!("cordon-{}-{env}", plan.name))
-    ));
-    y.push_str("jobs:\n");
-    for (i, step) in plan.steps.iter().enumerate() {
-        y.push_str(&format!("  {}:\n", step.name));
-        y.push_str(&format!(
-            "    name: {}\n",
-            quoted(&format!("step {}", step.name))
-        ));
-        y.push_str(&format!("    runs-on: {RUNS_ON}\n"));
-        if !plan.deps[i].is_empty() {
-            let needs: Vec<String> = plan.deps[i]
-                .iter()
-                .map(|&d| plan.steps[d].name.clone())
-                .collect();
-            y.push_str(&format!("    needs: [{}]\n", needs.join(", ")));
+) -> Result<String, ExportError> {
+    Export::of(plan, pipeline_file, env, store).workflow()
+}
+
+impl Node {
+    /// The node as a YAML document in block style, every line printable
+    /// ASCII. Scalars are written as [`scalar`] says; an empty mapping is
+    /// `{}`, an empty sequence `[]`.
+    pub fn write(&self) -> String {
+        let mut out = String::new();
+        if self.is_block() {
+            write_block(self, 0, false, &mut out);
+        } else {
+            out.push_str(&self.inline());
+            out.push('\n');
         }
-        y.push_str(&format!("    environment: {}\n", quoted(env)));
-        y.push_str("    permissions:\n      contents: read\n");
-        y.push_str("    steps:\n");
-        y.push_str("      - name: Check out the repository\n");
-        y.push_str(&format!("        uses: {CHECKOUT}\n"));
-        y.push_str("        with:\n          persist-credentials: false\n");
-        y.push_str("      - name: Build the cordon runner\n");
-        y.push_str(
-            "        run: cargo install --locked --path runner --root \"$RUNNER_TEMP/cordon\"\n",
-        );
-        y.push_str(&format!(
-            "      - name: {}\n",
-            quoted(&format!("Run step {}", step.name))
-        ));
-        if !vars.is_empty() {
-            y.push_str("        env:\n");
-        }
-        for var in &vars {
-            y.push_str(&format!("          {var}: ${{{{ secrets.{var} }}}}\n"));
-        }
-        // A block scalar, the pipeline path shell-quoted: the script holds
-        // no expression and no unquoted word from the pipeline file.
-        y.push_str(&format!(
-            "        run: |\n          \"$RUNNER_TEMP/cordon/bin/cordon\" run {} --env {env} --step {}\n",
-            shell_quoted(pipeline_file),
-            step.name
-        ));
+        out
     }
-    y
+
+    /// The node on the rest of a line: a scalar or an empty collection.
+    fn inline(&self) -> String {
+        match self {
+            Node::Str(v) => scalar(v),
+            Node::Bool(b) => b.to_string(),
+            Node::Map(_) => "{}".into(),
+            Node::Seq(_) => "[]".into(),
+        }
+    }
+
+    /// Whether the node takes lines of its own: a non-empty collection.
+    fn is_block(&self) -> bool {
+        match self {
+            Node::Map(m) => !m.is_empty(),
+            Node::Seq(v) => !v.is_empty(),
+            _ => false,
+        }
+    }
+}
+
+/// Writes a non-empty collection, each entry on a line indented by
+/// `indent`; with `continued`, the first line goes on the current one (a
+/// mapping that is a sequence item starts on the item's `- ` line).
+fn write_block(node: &Node, indent: usize, continued: bool, out: &mut String) {
+    let pad = " ".repeat(indent);
+    let mut first = continued;
+    let mut start = |out: &mut String| {
+        if !std::mem::take(&mut first) {
+            out.push_str(&pad);
+        }
+    };
+    match node {
+        Node::Map(entries) => {
+            for (k, v) in entries {
+                start(out);
+                out.push_str(&scalar(k));
+                out.push(':');
+                if v.is_block() {
+                    out.push('\n');
+                    write_block(v, indent + 2, false, out);
+                } else {
+                    out.push(' ');
+                    out.push_str(&v.inline());
+                    out.push('\n');
+                }
+            }
+        }
+        Node::Seq(items) => {
+            for item in items {
+                start(out);
+                match item {
+                    Node::Map(_) if item.is_block() => {
+                        out.push_str("- ");
+                        write_block(item, indent + 2, true, out);
+                    }
+                    Node::Seq(_) if item.is_block() => {
+                        out.push_str("-\n");
+                        write_block(item, indent + 2, false, out);
+                    }
+                    _ => {
+                        out.push_str("- ");
+                        out.push_str(&item.inline());
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+        Node::Str(_) | Node::Bool(_) => {
+            out.push_str(&node.inline());
+            out.push('\n');
+        }
+    }
+}
+
+/// Words that some YAML version reads as something other than a string
+/// (YAML 1.1's booleans and YAML's nulls), compared without case.
+const NOT_STRINGS: &[&str] = &["y", "n", "yes", "no", "true", "false", "on", "off", "null"];
+
+/// One string as a YAML scalar that YAML 1.1 and 1.2 readers both read as
+/// exactly that string:
+///
+/// - plain when it is an ASCII word: a letter first, then letters, digits,
+///   ` `, `-`, `_`, `.`, `/`, `@`, `(` and `)`, no space last, and not one
+///   of [`NOT_STRINGS`]: starting with a letter rules out numbers,
+///   timestamps, `~`, `<<` and `=`; the set rules out `#`, `: ` and flow
+///   indicators;
+/// - single-quoted when it is printable ASCII (`'` doubled): a quoted
+///   scalar is always a string, and with no line break in it there is
+///   nothing to fold;
+/// - double-quoted otherwise, with `"` and `\` escaped and every character
+///   outside printable ASCII written as `\uXXXX` or `\UXXXXXXXX`, escapes
+///   that mean the same to every version, so no raw line break, control
+///   character or BOM is ever in the file.
+pub fn scalar(v: &str) -> String {
+    let word = v.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !v.ends_with(' ')
+        && v.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.' | '/' | '@' | '(' | ')')
+        })
+        && !NOT_STRINGS.iter().any(|w| w.eq_ignore_ascii_case(v));
+    if word {
+        return v.to_string();
+    }
+    if v.chars().all(|c| matches!(c, ' '..='~')) {
+        return format!("'{}'", v.replace('\'', "''"));
+    }
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            c if (c as u32) <= 0xFFFF => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push_str(&format!("\\U{:08X}", c as u32)),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `node` as the Rust YAML parser's value, for comparing documents.
+    fn value(node: &Node) -> serde_norway::Value {
+        use serde_norway::Value;
+        match node {
+            Node::Str(v) => Value::String(v.clone()),
+            Node::Bool(b) => Value::Bool(*b),
+            Node::Seq(items) => Value::Sequence(items.iter().map(value).collect()),
+            Node::Map(m) => Value::Mapping(
+                m.iter()
+                    .map(|(k, v)| (Value::String(k.clone()), value(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Parses `text` with the Rust YAML parser and checks it is `node`.
+    fn reads_back_as(text: &str, node: &Node) {
+        let parsed: serde_norway::Value =
+            serde_norway::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(parsed, value(node), "{text}");
+        assert!(
+            text.bytes()
+                .all(|b| b == b'\n' || (b' '..=b'~').contains(&b)),
+            "not printable ASCII: {text:?}"
+        );
+    }
+
+    fn export<'a>(file: &'a str) -> Export<'a> {
+        Export {
+            pipeline: "churn-model",
+            file,
+            env: "dev",
+            steps: vec![
+                ("validate", vec![]),
+                ("train", vec!["validate"]),
+                ("sign", vec!["validate", "train"]),
+            ],
+            variables: vec!["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+        }
+    }
+
+    /// The keys of mapping `node`, in order.
+    fn keys(node: &Node) -> Vec<&str> {
+        match node {
+            Node::Map(m) => m.iter().map(|(k, _)| k.as_str()).collect(),
+            other => panic!("not a mapping: {other:?}"),
+        }
+    }
+
+    fn get<'n>(node: &'n Node, key: &str) -> &'n Node {
+        match node {
+            Node::Map(m) => &m.iter().find(|(k, _)| k == key).unwrap().1,
+            other => panic!("not a mapping: {other:?}"),
+        }
+    }
+
+    /// Everything a workflow of `e` must be: it reads back as its
+    /// document, its structure is exactly the one built here, and the only
+    /// values that vary are the ones `e` holds, where they belong.
+    fn holds_its_structure(e: &Export<'_>) {
+        let text = e.workflow().unwrap();
+        let doc = e.document().unwrap();
+        reads_back_as(&text, &doc);
+        assert_eq!(
+            keys(&doc),
+            ["name", "on", "permissions", "concurrency", "jobs"]
+        );
+        let jobs = get(&doc, "jobs");
+        let names: Vec<&str> = e.steps.iter().map(|(n, _)| *n).collect();
+        assert_eq!(keys(jobs), names);
+        for (name, needs) in &e.steps {
+            let job = get(jobs, name);
+            let expected: &[&str] = if needs.is_empty() {
+                &["name", "runs-on", "environment", "permissions", "steps"]
+            } else {
+                &[
+                    "name",
+                    "runs-on",
+                    "needs",
+                    "environment",
+                    "permissions",
+                    "steps",
+                ]
+            };
+            assert_eq!(keys(job), expected);
+            let Node::Seq(steps) = get(job, "steps") else {
+                panic!()
+            };
+            let last = &steps[2];
+            assert_eq!(keys(last), ["name", "env", "run"]);
+            assert_eq!(get(last, "run"), &Node::Str(RUN_SCRIPT.into()));
+            let env = get(last, "env");
+            assert_eq!(get(env, PIPELINE_VAR), &Node::Str(e.file.into()));
+            assert_eq!(get(env, STEP_VAR), &Node::Str(name.to_string()));
+            assert_eq!(keys(env).len(), 3 + e.variables.len());
+        }
+        // Comments are the fixed header, and nothing else starts one.
+        let comments: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+        assert_eq!(comments.len(), HEADER.len(), "{text}");
+        // The only expressions are the secrets' references.
+        assert_eq!(
+            text.matches("${{").count(),
+            e.steps.len() * e.variables.len(),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_workflow_reads_back_as_the_document_it_was_built_from() {
+        let e = export("pipeline.toml");
+        holds_its_structure(&e);
+        let text = e.workflow().unwrap();
+        // YAML 1.1 reads a plain `on` as `true`: the key is quoted.
+        assert!(text.contains("\n'on':\n"), "{text}");
+        assert!(
+            text.contains("\n    needs:\n      - validate\n      - train\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "        uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683\n"
+            )
+        );
+    }
+
+    #[test]
+    fn a_pipeline_path_with_a_github_expression_is_refused_naming_it() {
+        for file in [
+            "${{ github.head_ref }}/pipeline.toml",
+            "ci/${{github.event.pull_request.title}}.toml",
+            "a${{",
+        ] {
+            let err = export(file).workflow().unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ExportError::Expression {
+                        what: "pipeline path",
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains(file), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_pipeline_name_with_a_newline_never_reaches_a_workflow() {
+        for name in [
+            "x\nenv:\n  BASH_ENV: /tmp/x",
+            "x\u{2028}defaults:",
+            "x\u{85}y",
+            "${{ 1 }}",
+        ] {
+            let mut e = export("pipeline.toml");
+            e.pipeline = name;
+            let err = e.workflow().unwrap_err();
+            assert!(err.to_string().starts_with("the pipeline name `"), "{err}");
+            assert!(!err.to_string().contains('\u{2028}'), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_credential_variable_that_would_inject_an_expression_or_shadow_the_script_is_refused() {
+        for var in [
+            "X }} ${{ github.token",
+            "CORDON_STEP",
+            "cordon_pipeline",
+            "GITHUB_TOKEN",
+            "1X",
+            "A-B",
+        ] {
+            let mut e = export("pipeline.toml");
+            e.variables = vec![var, "OTHER"];
+            assert!(e.workflow().is_err(), "{var}");
+        }
+    }
+
+    #[test]
+    fn a_path_like_a_flag_stays_the_path() {
+        // The script ends the options before the path.
+        assert!(RUN_SCRIPT.ends_with(" -- \"$CORDON_PIPELINE\""));
+        holds_its_structure(&export("--state=/tmp/x"));
+    }
+
+    /// Pieces that mean something to YAML (1.1 or 1.2), GitHub or a shell.
+    const HOSTILE: &[&str] = &[
+        "\n",
+        "\r",
+        "\r\n",
+        "\u{2028}",
+        "\u{2029}",
+        "\u{85}",
+        "\0",
+        "\t",
+        "\u{7f}",
+        "\u{9b}",
+        "\u{1b}[31m",
+        "\u{feff}",
+        "\u{202e}",
+        "\"",
+        "'",
+        "\\",
+        "#",
+        " #",
+        ": ",
+        ":",
+        "- ",
+        "? ",
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        "&a",
+        "*a",
+        "!!str",
+        "!",
+        "%",
+        "@",
+        "`",
+        "|",
+        ">",
+        "~",
+        "<<",
+        "=",
+        "on",
+        "yes",
+        "No",
+        "OFF",
+        "null",
+        "true",
+        "1:20",
+        "0x1F",
+        "0o17",
+        "1_000",
+        "2001-12-14",
+        ".inf",
+        ".NaN",
+        "$",
+        "$(id)",
+        "{{",
+        "}}",
+        "${",
+        " ",
+        "a",
+        "b",
+        "😀",
+        "\u{10ffff}",
+        "é",
+    ];
+
+    fn hostile() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            proptest::collection::vec(proptest::sample::select(HOSTILE), 0..8)
+                .prop_map(|parts| parts.concat()),
+            "[a-z][a-z0-9-]{0,6}",
+        ]
+    }
+
+    /// Mostly a name in its set, sometimes anything: a workflow is only
+    /// built when every name passes, and the test must see many of those.
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![3 => "[a-z][a-z0-9-]{0,6}", 1 => hostile()]
+    }
+
+    fn variable_name() -> impl Strategy<Value = String> {
+        prop_oneof![3 => "[A-Z_][A-Z0-9_]{0,8}", 1 => hostile()]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any string, as a key or a value, reads back as itself, and the
+        /// file stays printable ASCII.
+        #[test]
+        fn any_string_reads_back_as_itself(
+            key in "\\PC{0,40}|[a-z]{1,8}",
+            values in proptest::collection::vec(hostile(), 1..4),
+        ) {
+            let doc = Node::Map(vec![
+                (key.clone(), Node::Seq(values.iter().cloned().map(Node::Str).collect())),
+                ("k".into(), Node::Map(vec![(values[0].clone(), Node::Str(key.clone()))])),
+                ("e".into(), Node::Map(Vec::new())),
+                ("b".into(), Node::Bool(true)),
+            ]);
+            let doc = match &doc {
+                // A key given twice is not a document anyone builds.
+                Node::Map(m) if m.iter().filter(|(k, _)| k == &key).count() > 1 => return Ok(()),
+                _ => doc,
+            };
+            reads_back_as(&doc.write(), &doc);
+        }
+
+        /// Every value a user chooses, hostile: either refused, or the
+        /// workflow has exactly the structure built here.
+        #[test]
+        fn hostile_names_and_paths_are_refused_or_change_no_structure(
+            pipeline in name(),
+            file in hostile(),
+            env in name(),
+            steps in proptest::collection::vec(name(), 1..4),
+            var in variable_name(),
+        ) {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut listed = Vec::new();
+            for (i, name) in steps.iter().enumerate() {
+                if seen.insert(name.clone()) {
+                    let needs: Vec<&str> = listed.iter().map(|(n, _)| *n).take(i % 2).collect();
+                    listed.push((name.as_str(), needs));
+                }
+            }
+            let e = Export {
+                pipeline: &pipeline,
+                file: &file,
+                env: &env,
+                steps: listed,
+                variables: vec![&var],
+            };
+            match e.check() {
+                Ok(()) => holds_its_structure(&e),
+                Err(err) => {
+                    let message = err.to_string();
+                    prop_assert!(message.starts_with("the "), "{}", message);
+                    // The message is shown escaped: one line and a fix.
+                    prop_assert_eq!(message.lines().count(), 2, "{:?}", message);
+                    prop_assert!(
+                        !message.contains('\r') && !message.contains('\u{2028}'),
+                        "{:?}",
+                        message
+                    );
+                }
+            }
+        }
+
+        /// An arbitrary path is the one value that keeps its characters:
+        /// whatever it holds short of an expression, the file reads back.
+        #[test]
+        fn any_pipeline_path_without_an_expression_reads_back_exactly(file in hostile()) {
+            let e = export(&file);
+            match e.check() {
+                Ok(()) => holds_its_structure(&e),
+                Err(_) => prop_assert!(file.contains("${{") || file.is_empty()),
+            }
+        }
+    }
 }

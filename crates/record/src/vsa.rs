@@ -220,6 +220,7 @@ mod tests {
             tree: tree.clone(),
             entries: vec![Entry {
                 path: "model.json".into(),
+                path_hex: None,
                 kind: EntryKind::File,
                 size: 2,
                 sha256: Some(Sha256Digest::of(b"{}").hex().to_string()),
