@@ -337,8 +337,14 @@ pub fn open_envelope(
     }))
 }
 
+/// The first eight characters of a keyid, for messages. A keyid in an
+/// envelope is whatever its writer put there, not necessarily hex: it is
+/// cut at a character, never inside one.
 fn short(keyid: &str) -> &str {
-    &keyid[..keyid.len().min(8)]
+    keyid
+        .char_indices()
+        .nth(8)
+        .map_or(keyid, |(end, _)| &keyid[..end])
 }
 
 fn hex_of(d: &Value) -> Value {

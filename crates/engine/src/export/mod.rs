@@ -161,8 +161,12 @@ fn relative(base: &Path, host: &Path, rel: &str) -> Result<String, ExportError> 
     } else {
         host.join(rel)
     };
+    // in-toto names an artifact by its path with every `\` turned into `/`
+    // (its resolver normalizes Windows separators, on every platform), so a
+    // file named `models\v1.bin` is the artifact `models/v1.bin` to
+    // `in-toto-verify`; any other name would never match the file on disk.
     full.strip_prefix(base)
-        .map(|p| p.to_string_lossy().into_owned())
+        .map(|p| p.to_string_lossy().replace('\\', "/"))
         .map_err(|_| {
             ExportError::Refused(format!(
                 "{} is outside the base directory {}; export from a directory that contains every mount (--base)",
@@ -180,7 +184,18 @@ fn files(
 ) -> Result<(), ExportError> {
     for e in entries {
         if let Some(h) = &e.sha256 {
-            into.insert(relative(base, host, &e.path)?, h.clone());
+            let name = relative(base, host, &e.path)?;
+            // Two files in-toto would name alike (`a\b` and `a/b`) cannot
+            // both be stated: refused rather than one silently dropped.
+            if into
+                .insert(name.clone(), h.clone())
+                .is_some_and(|old| old != *h)
+            {
+                return Err(ExportError::Refused(format!(
+                    "two files are both `{}` to in-toto (which reads `\\` as `/`); rename one",
+                    cordon_core::sanitize::escape_for_terminal(&name)
+                )));
+            }
         }
     }
     Ok(())
@@ -543,6 +558,7 @@ mod tests {
             .map(|(p, h)| {
                 serde_json::to_value(Entry {
                     path: p.to_string(),
+                    path_hex: None,
                     kind: cordon_core::digest::EntryKind::File,
                     size: 1,
                     sha256: Some(h.to_string()),
