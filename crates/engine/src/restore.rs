@@ -657,9 +657,11 @@ mod tests {
             tree: tree.digest,
             entries: tree.entries,
         }];
+        // What is at the destination cannot be read, so nothing is
+        // recorded and nothing published.
         assert!(matches!(
-            publish(&state, "r", &planned),
-            Err(RestoreError::Publish(_))
+            publish(&state, "r", RestoredWhat::Outputs, "dev", &planned, None),
+            Err(RestoreError::Existing(_))
         ));
         let left: Vec<_> = std::fs::read_dir(state.join("staging"))
             .unwrap()
