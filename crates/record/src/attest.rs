@@ -355,6 +355,16 @@ fn hex_of(d: &Value) -> Value {
     }
 }
 
+/// A descriptor of a file whose name is not UTF-8 carries the exact bytes
+/// (the record entry's `path_hex`) as the annotation `pathHex`: its `name`
+/// is only the lossy form. Descriptors of every other file are unchanged,
+/// so records signed before names were kept exactly still verify.
+fn exact_name(descriptor: &mut Value, entry: &Value) {
+    if let Some(hex) = entry["path_hex"].as_str() {
+        descriptor["annotations"] = json!({"pathHex": hex});
+    }
+}
+
 fn join_guest(guest: &str, path: &str) -> String {
     format!("{}/{path}", guest.trim_end_matches('/'))
 }
@@ -415,21 +425,25 @@ pub fn statement_in(record_bytes: &[u8], form: StatementForm) -> Result<Value, s
             for e in before["entries"].as_array().into_iter().flatten() {
                 if let Some(h) = e["sha256"].as_str() {
                     let path = e["path"].as_str().unwrap_or("");
-                    deps.push(json!({
+                    let mut dep = json!({
                         "name": join_guest(guest, path),
                         "uri": format!("file://{host}/{path}"),
                         "digest": {"sha256": h},
-                    }));
+                    });
+                    exact_name(&mut dep, e);
+                    deps.push(dep);
                 }
             }
         }
         if let Some(after) = m.get("after") {
             for e in after["entries"].as_array().into_iter().flatten() {
                 if let Some(h) = e["sha256"].as_str() {
-                    subjects.push(json!({
+                    let mut subject = json!({
                         "name": join_guest(guest, e["path"].as_str().unwrap_or("")),
                         "digest": {"sha256": h},
-                    }));
+                    });
+                    exact_name(&mut subject, e);
+                    subjects.push(subject);
                 }
             }
         }
@@ -532,6 +546,49 @@ pub fn statement_bytes(record_bytes: &[u8]) -> Result<Vec<u8>, serde_json::Error
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_named_with_backslash_newline_or_bytes_not_utf8_is_a_subject_exactly() {
+        let d = |s: &str| Sha256Digest::of(s.as_bytes()).to_string();
+        let h = Sha256Digest::of(b"x").hex().to_string();
+        let tree = json!({"sha256": d("t"), "files": 3, "bytes": 3, "entries": [
+            {"path": "models\\v1.bin", "file": null, "size": 1, "sha256": h},
+            {"path": "a\nb.txt", "file": null, "size": 1, "sha256": h},
+            {"path": "x\u{fffd}", "path_hex": "78ff", "file": null, "size": 1, "sha256": h},
+        ]});
+        let record = json!({
+            "run_id": "r", "environment": "dev", "component": {"path": "/c", "sha256": d("c")},
+            "manifest": {"path": "/m", "sha256": d("m")}, "runner": {}, "stdout": {}, "stderr": {},
+            "mounts": [
+                {"guest": "/in", "host": "/i", "access": "read", "before": tree},
+                {"guest": "/out", "host": "/o", "access": "write", "after": tree},
+            ],
+        });
+        let st = statement(&serde_json::to_vec(&record).unwrap()).unwrap();
+        let names: Vec<(&str, &Value)> = st["subject"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["name"].as_str().unwrap(), &s["annotations"]))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("/out/models\\v1.bin", &Value::Null),
+                ("/out/a\nb.txt", &Value::Null),
+                ("/out/x\u{fffd}", &json!({"pathHex": "78ff"})),
+            ]
+        );
+        let deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
+            .as_array()
+            .unwrap();
+        let exact: Vec<&Value> = deps
+            .iter()
+            .filter(|d| d["annotations"]["pathHex"].is_string())
+            .collect();
+        assert_eq!(exact.len(), 1);
+        assert_eq!(exact[0]["name"], "/in/x\u{fffd}");
+    }
 
     #[test]
     fn keyid_matches_the_in_toto_definition() {
