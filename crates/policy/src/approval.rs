@@ -118,8 +118,14 @@ pub fn approve(manifest_path: &Path, key_path: &Path) -> Result<Written, Approva
     })
 }
 
+/// Largest approvals file read. It holds one envelope of about a
+/// kilobyte per reviewer; it sits in a checkout anyone can change, and is
+/// read whole, so a planted large file (or `/dev/zero` behind a link) must
+/// not fill the runner's memory.
+pub const MAX_APPROVALS_BYTES: u64 = 1 << 20;
+
 fn read_file(path: &Path) -> Result<Vec<Value>, ApprovalError> {
-    match std::fs::read(path) {
+    match cordon_core::fsutil::read_regular(path, MAX_APPROVALS_BYTES) {
         Ok(b) => serde_json::from_slice::<Vec<Value>>(&b).map_err(|e| ApprovalError::File {
             path: path.to_path_buf(),
             message: format!("not a JSON array of approval envelopes: {e}"),
@@ -180,7 +186,9 @@ pub fn status_of(
     }
     for envelope in &list {
         let keyid = keyid_of(envelope).unwrap_or("?");
-        let short = &keyid[..keyid.len().min(8)];
+        // The keyid is the file's, not necessarily hex: cut it at a
+        // character, never inside one.
+        let short: String = keyid.chars().take(8).collect();
         match check(envelope, manifest_sha256, component_digest, trusted) {
             Ok(()) => {
                 st.approved = true;
