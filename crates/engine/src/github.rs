@@ -17,7 +17,7 @@
 //! script does not help. So the workflow is built as a tree ([`Node`]) and
 //! written by [`Node::write`]; nothing here formats workflow text by hand.
 //!
-//! - Every value a user chose is checked before it is placed ([`check`]):
+//! - Every value a user chose is checked before it is placed ([`Export::check`]):
 //!   one that holds `${{` anywhere is refused, naming it; step and
 //!   environment names must be in their sets ([`cordon_manifest::names`]),
 //!   which also makes them valid job ids; variable names must be variable
