@@ -251,3 +251,36 @@ fn input_named_with_bytes_not_utf8_is_recorded_byte_exact() {
     let verify = ws.cordon(&["verify"], &[]);
     assert_eq!(verify.code, 0, "{verify:?}");
 }
+
+#[test]
+fn output_named_with_backslash_or_newline_reaches_another_machine_through_step() {
+    let weed = crate::store::seaweed();
+    let prefix = crate::store::prefix("file-names");
+    let first = crate::store::machine(weed, &prefix);
+    let second = crate::store::machine(weed, &prefix);
+    named_outputs_pipeline(&first);
+    named_outputs_pipeline(&second);
+    let keys = format!(
+        "{}:{}",
+        first.trusted_key("dev").display(),
+        second.trusted_key("dev").display()
+    );
+    let mut env = weed.env();
+    env.push(("CORDON_TRUSTED_KEYS", keys.as_str()));
+    let a = first.cordon(&["run", "pipeline.toml", "--step", "a"], &env);
+    assert_eq!(a.code, 0, "{a:?}");
+    // `b` on another machine takes `a`'s outputs from the shared store, by
+    // the exact names `a`'s record lists, and reads one of them by name.
+    let b = second.cordon(&["run", "pipeline.toml", "--step", "b"], &env);
+    assert_eq!(b.code, 0, "{b:?}");
+    assert!(
+        b.stdout.contains("read: ok 7 bytes: weights"),
+        "{}",
+        b.stdout
+    );
+    assert_eq!(files_of(&second.path("a-out")), expected_a());
+    assert_eq!(
+        files_of(&second.path("b-out")),
+        vec![(b"-copy\n".to_vec(), b"copied".to_vec())]
+    );
+}

@@ -17,7 +17,7 @@ const ACCESS_KEY: &str = "cordon-e2e-access";
 const READ_ONLY_KEY: &str = "cordon-e2e-readonly";
 
 /// The one SeaweedFS of this test binary.
-struct Seaweed {
+pub(crate) struct Seaweed {
     endpoint: String,
     secret: String,
 }
@@ -34,7 +34,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn seaweed() -> &'static Seaweed {
+pub(crate) fn seaweed() -> &'static Seaweed {
     static ONE: OnceLock<Seaweed> = OnceLock::new();
     ONE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep();
@@ -165,7 +165,7 @@ impl Seaweed {
     }
 
     /// The runner's environment with the store's credentials.
-    fn env(&self) -> Vec<(&'static str, &str)> {
+    pub(crate) fn env(&self) -> Vec<(&'static str, &str)> {
         vec![
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
             ("AWS_SECRET_ACCESS_KEY", self.secret.as_str()),
@@ -209,12 +209,12 @@ impl Seaweed {
 }
 
 /// A prefix of the bucket no other test uses.
-fn prefix(test: &str) -> String {
+pub(crate) fn prefix(test: &str) -> String {
     format!("{test}-{:08x}", rand_u64() as u32)
 }
 
 /// `cordon.toml` of a "machine": environment `dev` with the shared store.
-fn machine(weed: &Seaweed, prefix: &str) -> Workspace {
+pub(crate) fn machine(weed: &Seaweed, prefix: &str) -> Workspace {
     let ws = Workspace::new();
     ws.write(
         "cordon.toml",
