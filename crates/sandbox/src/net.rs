@@ -781,3 +781,185 @@ mod tests {
         assert!(placeholder_for("t").starts_with("cordon-secret:t:"));
     }
 }
+
+/// Fuzz targets for the checks every request passes before a connection
+/// is made: the URL a step chose (arbitrary text through the `http`
+/// crate's parser), its path against the allowlist, and the hosts a secret
+/// is bound to. A bounded run is part of `cargo test`; `PROPTEST_CASES`
+/// raises it (docs/security.md, "Fuzzing").
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use cordon_manifest::manifest::{BoundHost, parse_allow_url};
+    use proptest::prelude::*;
+
+    fn config(cases: u32) -> ProptestConfig {
+        ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(cases),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Pieces of paths that servers read differently, or that look like
+    /// they might be.
+    const PIECES: &[&str] = &[
+        "api",
+        "admin",
+        "hooks",
+        "",
+        ".",
+        "..",
+        "..;",
+        ";x=1",
+        "%2e",
+        "%2E%2e",
+        "%252e",
+        "%25",
+        "%2f",
+        "%2F",
+        "%5c",
+        "\\",
+        "%00",
+        "%c0%ae",
+        "%e0%80%ae",
+        "%zz",
+        "%",
+        "%4",
+        "x%20y",
+        "%41",
+        "é",
+        "%c3%a9",
+        "a.b",
+        "c..d",
+        "?",
+        "#",
+    ];
+
+    fn path() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::collection::vec(proptest::sample::select(PIECES), 0..6)
+                .prop_map(|p| format!("/{}", p.join("/"))),
+            "/\\PC{0,24}",
+            any::<String>().prop_map(|s| s.chars().take(24).collect()),
+        ]
+    }
+
+    /// `path` as a server that decodes once and resolves dot segments
+    /// reads it.
+    fn as_a_server_reads(path: &str) -> String {
+        let decoded = percent_decode(path.as_bytes()).expect("an admitted path decodes");
+        let decoded = String::from_utf8(decoded).expect("an admitted path is UTF-8");
+        let mut out: Vec<&str> = Vec::new();
+        for seg in decoded.split('/').skip(1) {
+            match seg {
+                "." => {}
+                ".." => {
+                    out.pop();
+                }
+                s => out.push(s),
+            }
+        }
+        format!("/{}", out.join("/"))
+    }
+
+    fn rules() -> Vec<AllowRule> {
+        ["https://h/api/", "https://h/v2", "http://h:8080/"]
+            .iter()
+            .map(|url| {
+                let (scheme, host, port, path_prefix) = parse_allow_url(url).unwrap();
+                AllowRule {
+                    url: url.to_string(),
+                    scheme,
+                    host,
+                    port,
+                    path_prefix,
+                    methods: Some(vec!["GET".into()]),
+                }
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(config(512))]
+
+        #[test]
+        fn an_admitted_path_means_what_the_allowlist_says_to_every_server(
+            path in path(),
+            method in proptest::sample::select(&["GET", "POST", ""][..]),
+        ) {
+            let allow = rules();
+            match admitted(&allow, method, "https", "h", 443, &path) {
+                Ok(rule) => {
+                    prop_assert_eq!(method, "GET");
+                    prop_assert!(path_problem(&path).is_none());
+                    let read = as_a_server_reads(&path);
+                    prop_assert!(
+                        read.starts_with(&rule.path_prefix),
+                        "{path} is {read} to a server, outside {}", rule.path_prefix
+                    );
+                }
+                Err(reason) => prop_assert!(!reason.is_empty()),
+            }
+        }
+
+        #[test]
+        fn any_url_a_step_sends_is_judged_and_recorded_without_its_query_values(
+            url in prop_oneof![
+                (path(), "[a-z=&]{0,12}").prop_map(|(p, q)| format!("https://h{p}?{q}")),
+                "\\PC{0,48}",
+            ],
+        ) {
+            let Ok(uri) = url.parse::<http::Uri>() else { return Ok(()); };
+            let recorded = redacted_url(&uri);
+            if let Some(q) = uri.query() {
+                for kv in q.split('&') {
+                    if let Some((_, v)) = kv.split_once('=')
+                        && !v.is_empty()
+                        && v != "REDACTED"
+                    {
+                        prop_assert!(!recorded.contains(&format!("={v}&")) && !recorded.ends_with(&format!("={v}")),
+                            "{recorded} keeps the value {v}");
+                    }
+                }
+            }
+            if let Some(a) = uri.authority() {
+                let _ = split_host_port(a.as_str(), 443);
+            }
+            let _ = admitted(&rules(), "GET", "https", "h", 443, uri.path());
+        }
+
+        #[test]
+        fn a_bound_host_admits_only_the_scheme_host_and_port_it_names(
+            entry in prop_oneof![
+                "(https?://)?[a-zA-Z0-9.\\-]{1,10}(:[0-9]{1,6})?/?",
+                "\\PC{0,24}",
+            ],
+            host in "[a-z0-9.\\-]{1,10}",
+            port in any::<u16>(),
+        ) {
+            if let Some(b) = BoundHost::parse(&entry) {
+                prop_assert!(b.scheme == "https" || b.scheme == "http");
+                prop_assert_eq!(b.host.to_ascii_lowercase(), b.host.clone());
+                for scheme in ["https", "http"] {
+                    if b.admits(scheme, &host, port) {
+                        prop_assert!(scheme == b.scheme && host == b.host && port == b.port);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn a_placeholder_is_replaced_everywhere_and_nowhere_else(
+            haystack in "[ab:x]{0,24}",
+            needle in "[ab:]{1,4}",
+            with in "[A-Z]{0,6}",
+        ) {
+            let got = replace_all(haystack.as_bytes(), needle.as_bytes(), with.as_bytes());
+            prop_assert_eq!(got, haystack.replace(&needle, &with).into_bytes());
+        }
+    }
+}

@@ -3,9 +3,8 @@
 //! leave any bytes there.
 
 use crate::mutate;
-use cordon_record::journal::{self, Intent, StagedTree};
+use cordon_record::journal::{self, Intent};
 use proptest::prelude::*;
-use std::path::PathBuf;
 
 const RUN: &str = "20260101T000000.000Z-train-0123abcd";
 
@@ -45,19 +44,18 @@ proptest! {
         staging in mutate::string(),
     ) {
         let d = tempfile::tempdir().unwrap();
-        let intent = Intent {
-            run: RUN.into(),
-            staging: PathBuf::from(staging),
-            trees: trees
-                .into_iter()
-                .map(|(guest, staged, dest, tree)| StagedTree {
-                    guest,
-                    staged: staged.into(),
-                    dest: dest.into(),
-                    tree,
-                })
-                .collect(),
-        };
+        // Built from JSON, so that fields added later with defaults need
+        // no change here.
+        let trees: Vec<serde_json::Value> = trees
+            .into_iter()
+            .map(|(guest, staged, dest, tree)| {
+                serde_json::json!({"guest": guest, "staged": staged, "dest": dest, "tree": tree})
+            })
+            .collect();
+        let intent: Intent = serde_json::from_value(
+            serde_json::json!({"run": RUN, "staging": staging, "trees": trees}),
+        )
+        .unwrap();
         journal::begin(d.path(), &intent).unwrap();
         let (intents, damaged) = journal::pending(d.path()).unwrap();
         prop_assert!(damaged.is_empty());
