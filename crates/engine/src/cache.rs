@@ -676,9 +676,10 @@ mod tests {
         let manifest = dir.path().join("step.toml");
         std::fs::write(
             &manifest,
-            format!("[step]\nname = \"s\"\ncomponent = \"c.wasm\"\ndigest = \"{digest}\"\n"),
+            format!("[step]\nname = \"s\"\ncomponent = \"c.wasm\"\ndigest = \"{digest}\"\n\n[[mount]]\nguest = \"/in\"\nhost = \"data\"\naccess = \"read\"\npurpose = \"p\"\n"),
         )
         .unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
         let m = cordon_manifest::manifest::Manifest::load(&manifest).unwrap();
         let ws = cordon_manifest::config::WorkspaceConfig::implicit(dir.path());
         let env = ws.env(cordon_manifest::config::DEFAULT_ENV).unwrap();
@@ -724,6 +725,18 @@ mod tests {
         p.manifest_sha256 = Sha256Digest::of(b"another manifest");
         changed.push((
             "the manifest digest",
+            action_key(&p, &inputs, std::slice::from_ref(&secret)),
+        ));
+        let mut p = plan.clone();
+        p.mounts[0].access = cordon_manifest::manifest::Access::ReadWrite;
+        changed.push((
+            "a mount's access",
+            action_key(&p, &inputs, std::slice::from_ref(&secret)),
+        ));
+        let mut p = plan.clone();
+        p.mounts[0].guest = "/elsewhere".into();
+        changed.push((
+            "a mount's guest path",
             action_key(&p, &inputs, std::slice::from_ref(&secret)),
         ));
         let mut p = plan.clone();
