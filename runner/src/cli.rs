@@ -1227,6 +1227,7 @@ fn run_step_cmd(
     let plan = plan_step(&manifest, &ctx).map_err(bad_input)?;
     let remote = remote_for(env)?;
     let signer = signer_for(env, &workspace.dir)?;
+    recover_state(&state_dir, &at.env, signer.as_deref())?;
     let policy = policy_gate(
         env,
         std::slice::from_ref(&manifest),
@@ -1333,6 +1334,86 @@ fn run_step_cmd(
     }
 }
 
+/// Completes or rolls back what a stopped command left in `state` (see
+/// `repair::recover`) before this command changes it, records what was
+/// done in a repair record signed by `signer`, and says so in one line.
+/// What needs a person is said too, without stopping this command.
+fn recover_state(
+    state: &Path,
+    env: &str,
+    signer: Option<&cordon_record::attest::Signer>,
+) -> Result<(), Failure> {
+    use cordon_engine::repair::Repair;
+    let done = cordon_engine::repair::recover(state)
+        .with_context(|| {
+            format!(
+                "cannot complete what a stopped command left in {}; run `cordon repair --dry-run --state {}` to see it",
+                state.display(),
+                state.display()
+            )
+        })
+        .map_err(runner_fault)?;
+    let (by_hand, acted): (Vec<&Repair>, Vec<&Repair>) = done
+        .iter()
+        .partition(|r| matches!(r, Repair::NeedsHand { .. }));
+    for r in &by_hand {
+        say!("cordon: warning: {r}");
+    }
+    if acted.is_empty() {
+        return Ok(());
+    }
+    let mut record = cordon_record::record::RepairRecord::new(
+        env,
+        acted.iter().map(ToString::to_string).collect(),
+    );
+    let sealed = cordon_record::chain::seal_repair(&state.join("records"), &mut record, signer)
+        .context("cannot append the repair record of the recovery to the chain")
+        .map_err(runner_fault)?;
+    let count = |f: fn(&Repair) -> bool| acted.iter().filter(|r| f(r)).count();
+    let parts: Vec<String> = [
+        (
+            count(|r| matches!(r, Repair::RolledForward { .. })),
+            "publication completed",
+            "publications completed",
+        ),
+        (
+            count(|r| matches!(r, Repair::RolledBack { .. })),
+            "unrecorded run rolled back",
+            "unrecorded runs rolled back",
+        ),
+        (
+            count(|r| {
+                matches!(
+                    r,
+                    Repair::LeftoverStaging { .. } | Repair::LeftoverSwap { .. }
+                )
+            }),
+            "leftover removed",
+            "leftovers removed",
+        ),
+        (
+            count(|r| matches!(r, Repair::Orphaned { .. })),
+            "unchained record set aside",
+            "unchained records set aside",
+        ),
+        (
+            count(|r| matches!(r, Repair::StaleCacheEntry { .. })),
+            "stale cache entry removed",
+            "stale cache entries removed",
+        ),
+    ]
+    .into_iter()
+    .filter(|(n, ..)| *n > 0)
+    .map(|(n, one, many)| format!("{n} {}", if n == 1 { one } else { many }))
+    .collect();
+    say!(
+        "cordon: a stopped command left work unfinished; recovered: {} (repair record: {})",
+        parts.join(", "),
+        sealed.record_path.display()
+    );
+    Ok(())
+}
+
 /// A run refused before anything ran because a write mount holds data no
 /// record can bring back: bad input (exit 2), or a runner failure when the
 /// directory could not be read.
@@ -1434,6 +1515,7 @@ fn run_pipeline_cmd(
         Some(name) => one_step(plan, manifests, &env, remote.as_deref(), name)?,
     };
     let signer = signer_for(&env, &pipeline_dir)?;
+    recover_state(&pipeline_state, &at.env, signer.as_deref())?;
     let policy = policy_gate(
         &env,
         &manifests,
@@ -2185,6 +2267,16 @@ fn restore_cmd(
 ) -> Result<u8, Failure> {
     use cordon_record::record::RestoredWhat;
     let workspace = verify_workspace(config, state)?;
+    // What a stopped command left is completed first, recorded under the
+    // restored run's environment (its key signs the restore too).
+    if let Some(env) = cordon_engine::restore::environment_of(state, run)
+        && let Ok(env_config) = workspace.env(&env)
+    {
+        let signer = cordon_engine::keys::signer_for_run(env_config, &workspace.dir)
+            .map_err(bad_input)?
+            .map(|k| k.signer);
+        recover_state(state, &env, signer.as_ref())?;
+    }
     let roots = cordon_engine::keys::TrustRoots::from_process(trusted_keys);
     let what = if replaced {
         RestoredWhat::Replaced

@@ -240,3 +240,81 @@ fn a_failed_restore_leaves_a_record_of_its_failure() {
     assert!(restore["failure"].as_str().is_some(), "{restore}");
     assert_eq!(restore["trees"].as_array().unwrap().len(), 0);
 }
+
+/// A signed workspace whose checksum step has published once, with its
+/// input changed so the next run publishes another tree.
+#[cfg(feature = "fault-injection")]
+fn published_once() -> Workspace {
+    let ws = signed();
+    csv_step(&ws, "");
+    assert_eq!(ws.run(&[]).code, 0);
+    ws.write("raw/people.csv", "name,age\nada,36\ncy,29\n");
+    ws
+}
+
+/// A run killed at each point of its commit (and while its step runs)
+/// needs nobody to run `repair`: the next ordinary `cordon run` completes
+/// or rolls back what it left, says so in one line, leaves no staging or
+/// swap leftovers, and `cordon verify` passes after it.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn after_a_kill_at_any_point_the_next_run_recovers_without_repair() {
+    for point in [
+        "before-intent",
+        "after-intent",
+        "after-record",
+        "after-cache",
+        "before-exchange",
+        "mid-exchange",
+        "after-publish",
+    ] {
+        let ws = published_once();
+        let killed = ws.run(&[("CORDON_FAULT", point)]);
+        assert_ne!(killed.code, 0, "{point}: {killed:?}");
+        let next = ws.run(&[]);
+        assert_eq!(next.code, 0, "{point}: {next:?}");
+        assert_eq!(
+            std::fs::read_to_string(ws.path("clean/people.csv")).unwrap(),
+            "name,age\nada,36\ncy,29\n",
+            "{point}"
+        );
+        let leftovers: Vec<String> = std::fs::read_dir(ws.path(".cordon/staging"))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.ends_with(".lock"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(leftovers.is_empty(), "{point}: {leftovers:?}");
+        let beside: Vec<String> = std::fs::read_dir(ws.root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".cordon-new-") || n.contains(".cordon-old-"))
+            .collect();
+        assert!(beside.is_empty(), "{point}: {beside:?}");
+        let v = ws.cordon(&["verify"], &[]);
+        assert_eq!(v.code, 0, "{point}: {v:?}");
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_kill_while_a_restore_publishes_is_completed_by_the_next_command() {
+    for point in [
+        "restore-after-intent",
+        "restore-after-record",
+        "mid-exchange",
+    ] {
+        let ws = published_once();
+        let first = run_id(&ws.latest_record("csv-validate"));
+        assert_eq!(ws.run(&[]).code, 0);
+        let killed = ws.cordon(&["restore", "--run", &first], &[("CORDON_FAULT", point)]);
+        assert_ne!(killed.code, 0, "{point}: {killed:?}");
+        // The next ordinary command: a run of the step on the same data.
+        ws.write("raw/people.csv", "name,age\nbo,7\n");
+        let next = ws.run(&[]);
+        assert_eq!(next.code, 0, "{point}: {next:?}");
+        let v = ws.cordon(&["verify"], &[]);
+        assert_eq!(v.code, 0, "{point}: {v:?}");
+    }
+}

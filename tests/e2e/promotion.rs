@@ -919,3 +919,81 @@ fn the_example_demo_refuses_then_accepts_the_promotion_into_prod() {
     let out = ws.cordon(&["verify", "--state", ".cordon"], &[]);
     assert_eq!(out.code, 0, "{out:?}");
 }
+
+/// A promotion killed at each point of its commit leaves prod holding the
+/// old tree (here: none), or the new tree with its VSA; the next ordinary
+/// `cordon promote` completes or rolls back what it left, with nobody
+/// running `repair`, and everything verifies after.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_promotion_killed_at_any_point_leaves_the_old_tree_or_the_new_tree_with_its_vsa() {
+    for point in [
+        "promote-after-intent",
+        "promote-after-vsa",
+        // The first promotion into prod renames; there is no exchange.
+        "before-exchange",
+        "promote-after-publish",
+    ] {
+        let ws = Workspace::new();
+        let run = example_run(&ws, "", &[]);
+        trust_dev_for_prod(&ws);
+        approve_all(&ws);
+        configure(
+            &ws,
+            "required-steps = [\"train\"]\nclassifications = [\"confidential\", \"internal\"]",
+            "",
+        );
+        let killed = ws.cordon(
+            &[
+                "promote",
+                "--run",
+                &run,
+                "--from",
+                "dev",
+                "--to",
+                "prod",
+                "--artifact",
+                "/model",
+            ],
+            &[("CORDON_FAULT", point)],
+        );
+        assert_ne!(killed.code, 0, "{point}: {killed:?}");
+        // Exactly as the kill left it.
+        let model = ws.path("data/prod/model");
+        let holds_new = model.exists() && snapshot(&model) == snapshot(&ws.path("data/dev/model"));
+        if holds_new {
+            assert_eq!(vsas(&ws).len(), 1, "{point}: the new tree without its VSA");
+        } else {
+            assert!(
+                !model.exists() || snapshot(&model).is_empty(),
+                "{point}: prod holds a tree that is neither old nor new"
+            );
+        }
+        // The next ordinary command completes what was left.
+        let out = promote(&ws, &run, &["--artifact", "/model"]);
+        assert_eq!(out.code, 0, "{point}: {out:?}");
+        assert_eq!(
+            snapshot(&model),
+            snapshot(&ws.path("data/dev/model")),
+            "{point}"
+        );
+        assert!(!vsas(&ws).is_empty(), "{point}");
+        let leftovers: Vec<_> = std::fs::read_dir(ws.path(".cordon/staging"))
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            leftovers
+                .iter()
+                .all(|n: &std::ffi::OsString| n.to_string_lossy().ends_with(".lock")),
+            "{point}: {leftovers:?}"
+        );
+        assert!(
+            ws.path(".cordon/journal")
+                .read_dir()
+                .map_or(true, |mut d| d.next().is_none()),
+            "{point}: an intent is left"
+        );
+        let v = ws.cordon(&["verify"], &[]);
+        assert_eq!(v.code, 0, "{point}: {v:?}");
+    }
+}

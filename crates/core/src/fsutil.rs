@@ -128,6 +128,40 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     })
 }
 
+/// [`write_atomic`] for a file that sits among the user's own files (a
+/// manifest, its approvals): first the temporaries an earlier writer of
+/// the same file left when it was killed (`.NAME.tmp-PID-*` whose process
+/// is gone) are removed, so a kill never strands one there for good.
+pub fn write_atomic_beside_user_files(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    remove_dead_temporaries(path);
+    write_atomic(path, bytes)
+}
+
+/// Removes `.NAME.tmp-PID-*` beside `path` whose process no longer runs.
+/// Best effort: what cannot be listed or removed stays, and a process id
+/// that was reused keeps its file until a later write.
+fn remove_dead_temporaries(path: &Path) {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = fs::read_dir(parent_dir(path)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Replaces `path` with `bytes` atomically (readers see the old file or
 /// the new one, never a mix) but without fsyncing: for hints whose loss in
 /// a power failure costs only time, such as an action-cache entry. After a
@@ -344,6 +378,31 @@ pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_temporary_a_killed_writer_left_beside_a_users_file_is_removed_by_the_next_write() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("train.approvals.json");
+        // A process id no process has (beyond the kernel's pid_max).
+        let dead = d.path().join(".train.approvals.json.tmp-4194305-0badf00d");
+        std::fs::write(&dead, b"half").unwrap();
+        // One of a live process (this one) stays.
+        let live = d.path().join(format!(
+            ".train.approvals.json.tmp-{}-00000001",
+            std::process::id()
+        ));
+        std::fs::write(&live, b"mine").unwrap();
+        let other = d.path().join(".other.json.tmp-4194305-0badf00d");
+        std::fs::write(&other, b"not ours").unwrap();
+        write_atomic_beside_user_files(&path, b"{}").unwrap();
+        assert!(!dead.exists());
+        assert!(live.exists());
+        assert!(
+            other.exists(),
+            "only temporaries of the file written are removed"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+    }
+
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 

@@ -740,6 +740,7 @@ fn begin_intent(run: &mut Uncommitted) -> Option<ExecError> {
                 tree: t.sha256.to_string(),
             })
             .collect(),
+        vsa: None,
     };
     // The intent shares the durability barrier of the batch that seals the
     // record (see `begin_unsynced`); a journal elsewhere gets its own.

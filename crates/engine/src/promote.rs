@@ -672,7 +672,6 @@ pub fn promote(
         warnings,
     };
     for ((c, e), dest) in candidates.iter().zip(&evaluations).zip(destinations) {
-        publish(state_dir, pipeline_run, c, &dest)?;
         let id = cordon_core::clock::new_run_id("promote");
         let pub_err = |what: String| {
             move |e: std::io::Error| PromoteError::Publish {
@@ -702,8 +701,6 @@ pub fn promote(
         let dir = vsa::promotions_dir(state_dir, to);
         std::fs::create_dir_all(&dir).map_err(pub_err(format!("creating {}", dir.display())))?;
         let policy_path = dir.join(format!("{id}.policy.json"));
-        cordon_core::fsutil::write_new(&policy_path, &policy_bytes)
-            .map_err(pub_err(format!("writing {}", policy_path.display())))?;
         let mut inputs = vec![vsa::Resource {
             uri: format!("pipelines/{pipeline_run}.json"),
             sha256: Sha256Digest::of(
@@ -744,8 +741,19 @@ pub fn promote(
         let path = vsa::vsa_path(state_dir, to, &c.tree, &id);
         let mut bytes = serde_json::to_vec_pretty(&envelope).expect("JSON encodes");
         bytes.push(b'\n');
-        cordon_core::fsutil::write_new(&path, &bytes)
-            .map_err(pub_err(format!("writing {}", path.display())))?;
+        // One transaction: the decision and the VSA are durable before the
+        // tree enters the target's data root (see `publish`).
+        publish(
+            state_dir,
+            pipeline_run,
+            c,
+            &dest,
+            &Decided {
+                id: &id,
+                policy: (&policy_path, &policy_bytes),
+                vsa: (&path, &bytes),
+            },
+        )?;
         promoted.artifacts.push(PromotedArtifact {
             step: records[c.producer].step.clone(),
             guest: c.guest.clone(),
@@ -757,10 +765,29 @@ pub fn promote(
     Ok(promoted)
 }
 
-/// Copies `c` from the content store into `dest`: staged, checked against
-/// its tree digest and exchanged into place under the destination's
-/// exclusive mount lock, as a step's output is published.
-fn publish(state_dir: &Path, run: &str, c: &Candidate, dest: &Path) -> Result<(), PromoteError> {
+/// What commits one promotion: its id, the policy set and the signed VSA,
+/// each with the file it is written to.
+struct Decided<'a> {
+    id: &'a str,
+    policy: (&'a Path, &'a [u8]),
+    vsa: (&'a Path, &'a [u8]),
+}
+
+/// Copies `c` from the content store into `dest` by the commit protocol of
+/// a run ([`cordon_record::journal`]), with the VSA as its record: staged
+/// and checked against its tree digest under the destination's exclusive
+/// mount lock; the intent written (naming the VSA); the policy set and the
+/// VSA written durably; then the tree exchanged into place and the intent
+/// removed. A kill before the VSA is written leaves the old tree (recovery
+/// removes the staging); after it, recovery completes the publication. So
+/// the target holds the old tree, or the new tree with its VSA.
+fn publish(
+    state_dir: &Path,
+    run: &str,
+    c: &Candidate,
+    dest: &Path,
+    decided: &Decided<'_>,
+) -> Result<(), PromoteError> {
     let fail = |message: String| PromoteError::Publish {
         what: format!("copying {} into {}", c.guest, dest.display()),
         message,
@@ -811,7 +838,47 @@ fn publish(state_dir: &Path, run: &str, c: &Candidate, dest: &Path) -> Result<()
         staging.discard();
         return Err(fail(e.to_string()));
     }
-    staging.publish_or_remove().map_err(|e| fail(e.to_string()))
+    let intent = cordon_record::journal::Intent {
+        run: decided.id.to_string(),
+        staging: staging.root().to_path_buf(),
+        trees: staging
+            .mounts
+            .iter()
+            .map(|s| cordon_record::journal::StagedTree {
+                guest: s.guest.clone(),
+                staged: s.dir.clone(),
+                dest: s.dest.clone(),
+                tree: c.tree.to_string(),
+            })
+            .collect(),
+        vsa: Some(decided.vsa.0.to_path_buf()),
+    };
+    if let Err(e) = cordon_record::journal::begin(state_dir, &intent) {
+        staging.discard();
+        return Err(fail(format!("cannot write the publication intent: {e}")));
+    }
+    cordon_core::fault::point("promote-after-intent");
+    let written = cordon_core::fsutil::write_new(decided.policy.0, decided.policy.1)
+        .and_then(|()| cordon_core::fsutil::write_new(decided.vsa.0, decided.vsa.1));
+    if let Err(e) = written {
+        // Not decided: nothing is published, and the intent goes.
+        staging.discard();
+        let _ = cordon_record::journal::finish(state_dir, decided.id);
+        return Err(PromoteError::Publish {
+            what: format!("writing {}", decided.vsa.0.display()),
+            message: e.to_string(),
+        });
+    }
+    cordon_core::fault::point("promote-after-vsa");
+    // From here the promotion is decided: a failure leaves the intent for
+    // the next command to complete.
+    staging.publish().map_err(|e| {
+        fail(format!(
+            "{e}; the promotion is decided (its VSA is written): the next `cordon run`, `promote` or `repair` in this state directory completes it"
+        ))
+    })?;
+    cordon_core::fault::point("promote-after-publish");
+    cordon_record::journal::finish(state_dir, decided.id).map_err(|e| fail(e.to_string()))
 }
 
 /// A mount that requires promoted inputs (`requires = "promoted"`) whose

@@ -124,7 +124,10 @@ pub fn repair(
         if is_live(&intent.staging) {
             continue;
         }
-        if chained(&intent.run) {
+        // A run is decided once its record is chained; a promotion once
+        // its verification summary is written.
+        let decided = chained(&intent.run) || intent.vsa.as_deref().is_some_and(Path::is_file);
+        if decided {
             // Completing a publication is publishing: it needs the
             // destinations' exclusive locks, like a run (see
             // `mount_locks`). It does not wait for them: repair holds the
@@ -238,6 +241,53 @@ pub fn repair(
         }
     }
     Ok(done)
+}
+
+/// What every command that changes a state directory does first: when a
+/// stopped runner left anything behind (an intent in the journal, a
+/// staging area, a record file the chain does not list), the whole of
+/// [`repair_state`] runs, completing or rolling back each of them; when
+/// nothing was left, it costs a listing of the journal, the staging area
+/// and the records directory, and changes nothing. Live runs are never
+/// touched (their staging is locked). Returns what was done.
+pub fn recover(state: &Path) -> io::Result<Vec<Repair>> {
+    if !state.is_dir() || !left_behind(state)? {
+        return Ok(Vec::new());
+    }
+    repair_state(state, false)
+}
+
+/// Whether anything a stopped runner could have left is there at all.
+fn left_behind(state: &Path) -> io::Result<bool> {
+    let non_empty = |dir: &Path| -> io::Result<bool> {
+        match std::fs::read_dir(dir) {
+            Ok(mut entries) => Ok(entries.next().is_some()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    if non_empty(&state.join(cordon_record::journal::JOURNAL_DIR))? {
+        return Ok(true);
+    }
+    // Staging areas of live runs are there too; `repair` leaves them be.
+    if let Ok(entries) = std::fs::read_dir(state.join("staging")) {
+        for e in entries {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "lock") {
+                continue;
+            }
+            if !is_live(&p) {
+                return Ok(true);
+            }
+        }
+    }
+    let records_dir = state.join("records");
+    if !records_dir.is_dir() {
+        return Ok(false);
+    }
+    let chained = cordon_record::chain::read_lines(&records_dir)?.len();
+    let on_disk = cordon_record::verify::record_files(&records_dir)?.len();
+    Ok(on_disk > chained)
 }
 
 /// Everything `cordon repair` does to a state directory, in order: under
@@ -384,6 +434,7 @@ mod tests {
                 dest: dest.to_path_buf(),
                 tree,
             }],
+            vsa: None,
         }
     }
 

@@ -288,6 +288,19 @@ fn restore_verified(
     })
 }
 
+/// The environment the record of `run` in `state_dir` names, when it can
+/// be read (a step or restore record); nothing is verified here.
+pub fn environment_of(state_dir: &Path, run: &str) -> Option<String> {
+    if !cordon_record::chain::is_run_id(run) {
+        return None;
+    }
+    let path = cordon_record::chain::record_path(&state_dir.join("records"), run);
+    let bytes = cordon_core::fsutil::read_regular(&path, MAX_RECORD_BYTES).ok()?;
+    Source::read(&bytes, RestoredWhat::Outputs)
+        .ok()
+        .map(|s| s.environment)
+}
+
 /// The record a restore reads: a step record, or an earlier restore's.
 struct Source {
     run_id: String,
@@ -513,6 +526,7 @@ fn publish(
                 tree: p.tree.to_string(),
             })
             .collect(),
+        vsa: None,
     };
     if let Err(e) = cordon_record::journal::begin(state_dir, &intent) {
         staging.discard();

@@ -81,7 +81,7 @@ pub fn pin(manifest: &Path) -> Result<Pinned, PinError> {
             }
             None => doc["step"]["digest"] = toml_edit::value(digest),
         }
-        cordon_core::fsutil::write_atomic(manifest, doc.to_string().as_bytes())
+        cordon_core::fsutil::write_atomic_beside_user_files(manifest, doc.to_string().as_bytes())
             .map_err(|e| PinError::Write(manifest.to_path_buf(), e))?;
     }
     Ok(found)

@@ -107,9 +107,11 @@ pub fn approve(manifest_path: &Path, key_path: &Path) -> Result<Written, Approva
     let replaced = list.len() != before;
     list.push(envelope);
     let text = serde_json::to_vec_pretty(&list).expect("JSON encodes");
-    cordon_core::fsutil::write_atomic(&path, &text).map_err(|e| ApprovalError::File {
-        path: path.clone(),
-        message: format!("cannot write: {e}"),
+    cordon_core::fsutil::write_atomic_beside_user_files(&path, &text).map_err(|e| {
+        ApprovalError::File {
+            path: path.clone(),
+            message: format!("cannot write: {e}"),
+        }
     })?;
     Ok(Written {
         path,

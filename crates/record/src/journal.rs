@@ -71,6 +71,11 @@ pub struct Intent {
     pub staging: PathBuf,
     /// Every tree to publish.
     pub trees: Vec<StagedTree>,
+    /// For a promotion: the verification summary that commits it. Once
+    /// that file exists the promotion is decided, and recovery completes
+    /// the publication as it does a run's whose record is chained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsa: Option<PathBuf>,
 }
 
 fn journal_dir(state: &Path) -> PathBuf {
@@ -279,6 +284,7 @@ mod tests {
             run: run.into(),
             staging: d.path().join("staging").join(run),
             trees: Vec::new(),
+            vsa: None,
         };
         assert!(begin_unsynced(d.path(), &intent("a")).unwrap());
         begin(d.path(), &intent("b")).unwrap();
@@ -331,6 +337,7 @@ mod tests {
                 run: "a".into(),
                 staging: d.path().join("staging/a"),
                 trees: Vec::new(),
+                vsa: None,
             },
         )
         .unwrap();

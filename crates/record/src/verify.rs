@@ -327,7 +327,7 @@ pub fn verify_with(
         cx.fail(
             FindingKind::Unfinished,
             format!("run {run}"),
-            "its runner stopped while the step ran: it left no record and published nothing (anything the step sent over the network is not recorded); run `cordon repair` to remove its staging",
+            "its runner stopped while the step ran: it left no record and published nothing (anything the step sent over the network is not recorded); the next `cordon run`, `restore` or `promote` in this state directory removes its staging (or run `cordon repair`)",
         );
     }
     let mut interrupted = BTreeSet::new();
@@ -336,14 +336,14 @@ pub fn verify_with(
             cx.fail(
                 FindingKind::Unfinished,
                 record_subject(&i.run),
-                "its runner stopped while publishing its outputs; run `cordon repair` to complete the publication",
+                "its runner stopped while publishing its outputs; the next `cordon run`, `restore` or `promote` in this state directory completes the publication (or run `cordon repair`)",
             );
             interrupted.insert(i.run.clone());
         } else {
             cx.fail(
                 FindingKind::Unfinished,
                 format!("run {}", i.run),
-                "its runner stopped after staging its outputs, before its record was written (nothing was published); run `cordon repair`",
+                "its runner stopped after staging its outputs, before its record was written (nothing was published); the next `cordon run`, `restore` or `promote` in this state directory removes what it staged (or run `cordon repair`)",
             );
         }
     }

@@ -55,6 +55,15 @@ pub(super) struct PromoteArgs {
 
 pub(super) fn promote(a: PromoteArgs) -> Result<u8, Failure> {
     let workspace = verify_workspace(a.config.as_deref(), &a.state)?;
+    // What a stopped command (a promotion among them) left is completed
+    // first, recorded under the target environment's key.
+    if let Ok(target) = workspace.env(&a.to) {
+        let signer = cordon_engine::keys::signer_for_run(target, &workspace.dir)
+            .ok()
+            .flatten()
+            .map(|k| k.signer);
+        super::recover_state(&a.state, &a.to, signer.as_ref())?;
+    }
     let request = cordon_engine::promote::PromoteRequest {
         state_dir: &a.state,
         workspace: &workspace,
