@@ -348,12 +348,45 @@ pub fn action_key(
 /// Whether the record at `record` proves `keys`: the key document of what
 /// it says ran gives the local key (a run on this machine) or the shared
 /// key (a run another machine shared, whose host paths are its own).
-pub fn record_proves(record: &Path, keys: &ActionKeys) -> Result<(), String> {
-    let bytes = cordon_core::fsutil::read_regular(record, MAX_RECORD_BYTES)
+pub fn record_proves(entry: &ActionEntry, keys: &ActionKeys) -> Result<(), String> {
+    let bytes = cordon_core::fsutil::read_regular(&entry.record, MAX_RECORD_BYTES)
         .map_err(|e| format!("its record cannot be read: {e}"))?;
     let parsed: cordon_record::record::StepRecord =
         serde_json::from_slice(&bytes).map_err(|e| format!("its record does not parse: {e}"))?;
-    proves(&parsed, keys)
+    if parsed.run_id != entry.run_id {
+        return Err(format!(
+            "its record is of run {}, not of run {}",
+            cordon_core::sanitize::escape_for_terminal(&parsed.run_id),
+            entry.run_id
+        ));
+    }
+    proves(&parsed, keys)?;
+    names_outputs(&parsed, entry)
+}
+
+/// Whether `record` names exactly the output trees `entry` restores: the
+/// entry may not restore a tree its record did not write.
+pub fn names_outputs(
+    record: &cordon_record::record::StepRecord,
+    entry: &ActionEntry,
+) -> Result<(), String> {
+    for o in &entry.outputs {
+        let recorded = record.mounts.iter().any(|m| {
+            m.guest == o.guest
+                && m.access == cordon_manifest::manifest::Access::Write
+                && m.after
+                    .as_ref()
+                    .is_some_and(|t| t.sha256.to_string() == o.tree)
+        });
+        if !recorded {
+            return Err(format!(
+                "its record does not name tree {} for output {}",
+                cordon_core::sanitize::escape_for_terminal(&o.tree),
+                cordon_core::sanitize::escape_for_terminal(&o.guest)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether `record` (parsed) proves `keys`; see [`record_proves`].
@@ -569,7 +602,7 @@ impl ActionCache {
         let entry = ActionEntry::parse(&bytes, key).map_err(&damaged)?;
         // The entry says which run made the outputs; that run's record
         // must say it ran exactly this action.
-        record_proves(&entry.record, keys).map_err(&damaged)?;
+        record_proves(&entry, keys).map_err(&damaged)?;
         let complete = entry.outputs.iter().all(|o| {
             o.entries
                 .iter()

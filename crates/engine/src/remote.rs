@@ -648,21 +648,7 @@ impl RemoteStore {
             )));
         }
         // ... and names exactly the trees the entry restores ...
-        for o in &entry.outputs {
-            let recorded = record.mounts.iter().any(|m| {
-                m.guest == o.guest
-                    && m.access == cordon_manifest::manifest::Access::Write
-                    && m.after
-                        .as_ref()
-                        .is_some_and(|t| t.sha256.to_string() == o.tree)
-            });
-            if !recorded {
-                return Err(tampered(format!(
-                    "its record does not name tree {} for output {}",
-                    o.tree, o.guest
-                )));
-            }
-        }
+        crate::cache::names_outputs(&record, &entry).map_err(&tampered)?;
         // ... and is in the shared chain, where the action says.
         self.check_chained(action.sequence, &action.record, action.envelope.as_deref())
             .map_err(tampered)?;
