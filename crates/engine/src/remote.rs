@@ -1201,3 +1201,143 @@ mod tests {
         assert_eq!(a.len(), SEQUENCE_DIGITS);
     }
 }
+
+/// Fuzz targets for what the runner reads from the bucket before it trusts
+/// it: packs cut into files, a shared record's envelope, and the store's
+/// error bodies. A bounded run is part of `cargo test`; `PROPTEST_CASES`
+/// raises it (docs/security.md, "Fuzzing").
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config(cases: u32) -> ProptestConfig {
+        ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(cases),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    fn signer() -> cordon_record::attest::Signer {
+        cordon_record::attest::Signer::from_key(ed25519_dalek::SigningKey::from_bytes(&[5; 32]))
+    }
+
+    fn trusted() -> cordon_record::attest::TrustedKey {
+        let s = signer();
+        cordon_record::attest::TrustedKey {
+            keyid: s.keyid().into(),
+            key: s.public(),
+            source: "test".into(),
+        }
+    }
+
+    /// A record as a runner writes it, and the envelope that signs its
+    /// statement.
+    fn signed_record() -> (String, String) {
+        let d = |s: &str| Sha256Digest::of(s.as_bytes()).to_string();
+        let record = serde_json::to_string_pretty(&serde_json::json!({
+            "format": "cordon.step-record/v1", "run_id": "r", "step": "a", "environment": "dev",
+            "runner": {"sandbox": "x", "version": "0"},
+            "manifest": {"path": "/m", "sha256": d("m")}, "component": {"path": "/c", "sha256": d("c")},
+            "mounts": [{"guest": "/out", "host": "/o", "access": "write", "after":
+                {"sha256": d("t"), "files": 1, "bytes": 1, "entries": [
+                    {"path": "f", "file": null, "size": 1, "sha256": Sha256Digest::of(b"x").hex()}]}}],
+            "stdout": {"sha256": d("")}, "stderr": {"sha256": d("")},
+        }))
+        .unwrap();
+        let statement = cordon_record::attest::statement_bytes(record.as_bytes()).unwrap();
+        let envelope = signer()
+            .envelope(cordon_record::attest::PAYLOAD_TYPE, &statement)
+            .unwrap();
+        (record, envelope.to_string())
+    }
+
+    proptest! {
+        #![proptest_config(config(256))]
+
+        #[test]
+        fn a_pack_is_cut_into_exactly_the_files_listed_or_refused(
+            bytes in proptest::collection::vec(any::<u8>(), 0..64),
+            sizes in proptest::collection::vec(prop_oneof![0u64..24, Just(u64::MAX), any::<u64>()], 0..4),
+            use_real in any::<bool>(),
+        ) {
+            // Digests that are either right for the piece the sizes name,
+            // or arbitrary.
+            let mut at = 0usize;
+            let hexes: Vec<String> = sizes
+                .iter()
+                .map(|&n| {
+                    let end = at.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
+                    let h = match bytes.get(at..end) {
+                        Some(piece) if use_real => Sha256Digest::of(piece).hex().to_string(),
+                        _ => "0".repeat(64),
+                    };
+                    at = end;
+                    h
+                })
+                .collect();
+            let files: Vec<(&str, u64, &str)> = sizes
+                .iter()
+                .zip(&hexes)
+                .map(|(n, h)| ("f", *n, h.as_str()))
+                .collect();
+            let pack = ObjectPath::from("packs/x");
+            match cut_pack(&pack, &bytes, &files, "/out") {
+                Ok(cut) => {
+                    prop_assert_eq!(cut.len(), files.len());
+                    let mut next = 0;
+                    for ((d, range), (_, size, hex)) in cut.iter().zip(&files) {
+                        prop_assert_eq!(range.start, next);
+                        prop_assert_eq!((range.end - range.start) as u64, *size);
+                        prop_assert_eq!(d.hex(), *hex);
+                        prop_assert_eq!(&Sha256Digest::of(&bytes[range.clone()]), d);
+                        next = range.end;
+                    }
+                    prop_assert_eq!(next, bytes.len());
+                }
+                Err(e) => {
+                    let tampered = matches!(e, RemoteError::Tampered { .. });
+                    prop_assert!(tampered, "{e}");
+                }
+            }
+        }
+
+        #[test]
+        fn a_shared_record_holds_only_with_the_envelope_over_its_exact_bytes(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+            on_envelope in any::<bool>(),
+        ) {
+            let (record, envelope) = signed_record();
+            let (mut r, mut e) = (record.clone().into_bytes(), envelope.clone().into_bytes());
+            let target = if on_envelope { &mut e } else { &mut r };
+            for (i, b) in &edits {
+                let at = i.index(target.len());
+                target[at] = *b;
+            }
+            let (r, e) = (String::from_utf8_lossy(&r), String::from_utf8_lossy(&e));
+            let result = check_envelope(&e, &r, &[trusted()]);
+            if r != record {
+                prop_assert!(result.is_err(), "a changed record still holds");
+            } else if e == envelope {
+                prop_assert!(result.is_ok(), "{result:?}");
+            }
+            prop_assert!(check_envelope(&e, &r, &[]).is_err());
+        }
+
+        #[test]
+        fn a_store_error_body_is_told_without_a_panic_and_without_credentials(
+            body in "\\PC{0,16}(<Code>\\PC{0,8}</Code>)?\\PC{0,8}(<Message>\\PC{0,8}(</Message>)?)?",
+            // No hex letters: escapes of controls must not spell it.
+            credential in "[G-Z]{4,8}",
+        ) {
+            let _ = s3_reason(&body);
+            let text = format!("{body} {credential} {body}");
+            let shown = cut(&text, std::slice::from_ref(&credential));
+            prop_assert!(!shown.contains(&credential), "{shown}");
+        }
+    }
+}
