@@ -1248,7 +1248,7 @@ fn run_step_cmd(
     let cordon_secrets::StepSecrets {
         mut resolution,
         steps,
-    } = cordon_secrets::resolve_steps(env, &[&plan.secrets]).map_err(bad_input)?;
+    } = cordon_secrets::resolve_steps(env, &[(&plan.name, &plan.secrets)]).map_err(bad_input)?;
     let secrets = steps.into_iter().next().unwrap_or_default();
     let sandbox = sandbox_for(&plan.state_dir)?;
     let component = load_component(&sandbox, &plan, &manifest)?;
@@ -1531,8 +1531,11 @@ fn run_pipeline_cmd(
     )
     .map_err(existing_refused)?;
     // One provider session for the whole pipeline (see `resolve_steps`).
-    let grants: Vec<&[cordon_manifest::manifest::SecretGrant]> =
-        plan.steps.iter().map(|p| p.secrets.as_slice()).collect();
+    let grants: Vec<(&str, &[cordon_manifest::manifest::SecretGrant])> = plan
+        .steps
+        .iter()
+        .map(|p| (p.name.as_str(), p.secrets.as_slice()))
+        .collect();
     let cordon_secrets::StepSecrets {
         mut resolution,
         steps: secrets,

@@ -284,3 +284,89 @@ fn output_named_with_backslash_or_newline_reaches_another_machine_through_step()
         vec![(b"-copy\n".to_vec(), b"copied".to_vec())]
     );
 }
+
+/// `s` as a TOML basic string: quote and backslash escaped, control
+/// characters as `\uXXXX`, everything else as it is.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\u{:04X}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A name a WASI step can write: any characters but `/` and NUL, not `.`
+/// or `..`, weighted toward the ones escaping and quoting change.
+fn step_name() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let tricky = prop::sample::select(vec![
+        '\\', '\n', '\r', '\t', '-', ' ', '"', '\'', '$', '*', '?', '[', '#', ':', '%', '\u{7f}',
+        '\u{85}', '\u{2028}', '\u{fffd}', 'é', 'x',
+    ]);
+    let any_char = any::<char>().prop_filter("no / or NUL", |c| *c != '/' && *c != '\0');
+    prop::collection::vec(prop_oneof![3 => tricky, 1 => any_char], 1..10)
+        .prop_map(|cs| cs.into_iter().collect::<String>())
+        .prop_filter("not . or ..", |n| n != "." && n != "..")
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(16))]
+
+    /// Through the real binary: run, a cache hit after the outputs are
+    /// removed, and `cordon restore`, each leaving exactly the names the
+    /// step wrote.
+    #[test]
+    fn any_name_a_step_writes_is_published_cached_and_restored_exactly(
+        names in proptest::collection::btree_set(step_name(), 1..4),
+    ) {
+        let ws = Workspace::new();
+        let digest = ws.component(PROBE, "probe.wasm");
+        let mut args = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            if i > 0 {
+                args.push("--".to_string());
+            }
+            args.extend(["write".to_string(), format!("/out/{n}"), format!("body {i}")]);
+        }
+        let args: Vec<String> = args.iter().map(|a| toml_string(a)).collect();
+        ws.write(
+            "a.toml",
+            format!(
+                "[step]\nname = \"a\"\ncomponent = \"probe.wasm\"\ndigest = \"{digest}\"\nargs = [{}]\n\n{}",
+                args.join(", "),
+                mount("/out", "a-out", "write")
+            ),
+        );
+        ws.write(
+            "pipeline.toml",
+            "[pipeline]\nname = \"names\"\n\n[[step]]\nmanifest = \"a.toml\"\n",
+        );
+        let mut expected: Vec<(Vec<u8>, Vec<u8>)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_bytes().to_vec(), format!("body {i}").into_bytes()))
+            .collect();
+        expected.sort();
+        let run = ws.cordon(&["run", "pipeline.toml"], &[]);
+        proptest::prop_assert_eq!(run.code, 0, "{:?}", run);
+        proptest::prop_assert_eq!(&files_of(&ws.path("a-out")), &expected);
+        std::fs::remove_dir_all(ws.path("a-out")).unwrap();
+        let hit = ws.cordon(&["run", "pipeline.toml"], &[]);
+        proptest::prop_assert_eq!(hit.code, 0, "{:?}", hit);
+        proptest::prop_assert_eq!(&ws.latest_record("a")["cache"]["hit"], true);
+        proptest::prop_assert_eq!(&files_of(&ws.path("a-out")), &expected);
+        let first = ws.records()[0]["run_id"].as_str().unwrap().to_string();
+        std::fs::remove_dir_all(ws.path("a-out")).unwrap();
+        let restore = ws.cordon(&["restore", "--run", &first], &[]);
+        proptest::prop_assert_eq!(restore.code, 0, "{:?}", restore);
+        proptest::prop_assert_eq!(&files_of(&ws.path("a-out")), &expected);
+    }
+}

@@ -351,7 +351,8 @@ fn run_in(
     let cordon_secrets::StepSecrets {
         resolution: _resolution,
         steps,
-    } = cordon_secrets::resolve_steps(env, &[&grants_for]).map_err(|e| e.to_string())?;
+    } = cordon_secrets::resolve_steps(env, &[(&record.step, &grants_for)])
+        .map_err(|e| e.to_string())?;
     let secrets = steps.into_iter().next().unwrap_or_default();
 
     // The limits the run had (network limits do not matter: a

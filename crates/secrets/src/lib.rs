@@ -89,11 +89,7 @@ pub fn resolve(env: &EnvConfig, grants: &[SecretGrant]) -> Result<Resolution, Se
             provider: None,
         });
     }
-    let mut provider: Box<dyn Provider> = match env.secrets.provider {
-        ProviderKind::Local => Box::new(local::LocalProvider::open(env)?),
-        ProviderKind::Env => Box::new(env::EnvProvider::new(&env.name)),
-        ProviderKind::Vault => Box::new(vault::VaultProvider::login(env, grants)?),
-    };
+    let mut provider = open_provider(env, grants)?;
     match provider.resolve(grants) {
         Ok(secrets) => Ok(Resolution {
             secrets,
@@ -107,6 +103,18 @@ pub fn resolve(env: &EnvConfig, grants: &[SecretGrant]) -> Result<Resolution, Se
     }
 }
 
+/// `env`'s provider, logged in for `grants` (a vault session starts here).
+fn open_provider(
+    env: &EnvConfig,
+    grants: &[SecretGrant],
+) -> Result<Box<dyn Provider>, SecretError> {
+    Ok(match env.secrets.provider {
+        ProviderKind::Local => Box::new(local::LocalProvider::open(env)?),
+        ProviderKind::Env => Box::new(env::EnvProvider::new(&env.name)),
+        ProviderKind::Vault => Box::new(vault::VaultProvider::login(env, grants)?),
+    })
+}
+
 /// The secrets of every step of a run, read in one provider session.
 #[derive(Debug)]
 pub struct StepSecrets {
@@ -117,26 +125,115 @@ pub struct StepSecrets {
     pub steps: Vec<Vec<ResolvedSecret>>,
 }
 
+/// Every problem that keeps a run's secrets from being read, each with its
+/// own `fix:` line: a user who is missing three secrets learns all three
+/// (and the three `cordon secret set` lines) from one attempt, the way a
+/// manifest's errors are all reported at once. Shown as one `error:` per
+/// problem.
+#[derive(Debug)]
+pub struct SecretErrors(pub Vec<SecretError>);
+
+impl fmt::Display for SecretErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text: Vec<String> = self.0.iter().map(|e| e.to_string()).collect();
+        f.write_str(&text.join("\nerror: "))
+    }
+}
+
+impl std::error::Error for SecretErrors {}
+
+impl From<SecretError> for SecretErrors {
+    fn from(e: SecretError) -> Self {
+        SecretErrors(vec![e])
+    }
+}
+
 /// Reads the secrets of several steps at once: the union of their grants
 /// (by name) is read once, before any step runs, so a pipeline opens one
 /// provider session; each step then gets exactly its own grants with those
 /// values. A value too short to be redacted reliably is refused for any
 /// step that may see it (see [`refuse_short_values`]).
+///
+/// `steps` are `(step name, grants)`. When anything cannot be read, every
+/// problem is reported, not the first: each secret the provider lacks,
+/// each value too short, in the order the steps grant them. With more than
+/// one step, each problem names the steps granted that secret. A provider
+/// that cannot be opened at all (no key, a failed login) is one problem.
 pub fn resolve_steps(
     env: &EnvConfig,
-    steps: &[&[SecretGrant]],
-) -> Result<StepSecrets, SecretError> {
+    steps: &[(&str, &[SecretGrant])],
+) -> Result<StepSecrets, SecretErrors> {
     let mut union: Vec<SecretGrant> = Vec::new();
-    for g in steps.iter().flat_map(|s| s.iter()) {
+    for g in steps.iter().flat_map(|(_, grants)| grants.iter()) {
         if !union.iter().any(|u| u.name == g.name) {
             union.push(g.clone());
         }
     }
-    let mut resolution = resolve(env, &union)?;
+    // Which steps a secret is granted to, as a problem names them.
+    let granted_to = |name: &str| -> Option<String> {
+        if steps.len() < 2 {
+            return None;
+        }
+        let names: Vec<String> = steps
+            .iter()
+            .filter(|(_, grants)| grants.iter().any(|g| g.name == name))
+            .map(|(step, _)| format!("`{step}`"))
+            .collect();
+        Some(format!(
+            "{} {}",
+            if names.len() == 1 { "step" } else { "steps" },
+            names.join(", ")
+        ))
+    };
+    let mut resolution = if union.is_empty() {
+        Resolution {
+            secrets: Vec::new(),
+            provider: None,
+        }
+    } else {
+        let mut provider = open_provider(env, &union)?;
+        match provider.resolve(&union) {
+            Ok(secrets) => Resolution {
+                secrets,
+                provider: Some(provider),
+            },
+            Err(first) => {
+                // Ask again one secret at a time, in the same session, to
+                // learn every one that is missing; then end the session.
+                let failed: Vec<(&str, SecretError)> = union
+                    .iter()
+                    .filter_map(|g| {
+                        let e = provider.resolve(std::slice::from_ref(g)).err()?;
+                        Some((g.name.as_str(), e))
+                    })
+                    .collect();
+                let _ = provider.close();
+                // A problem every failed secret shares (a store that cannot
+                // be opened) is the provider's: shown once, for no step.
+                let shared = failed.len() > 1
+                    && failed.iter().all(|(_, e)| e.message == failed[0].1.message);
+                let mut problems: Vec<SecretError> = Vec::new();
+                for (name, mut e) in failed {
+                    if !shared && let Some(steps) = granted_to(name) {
+                        e.message = format!("{steps}: {}", e.message);
+                    }
+                    problems.push(e);
+                    if shared {
+                        break;
+                    }
+                }
+                if problems.is_empty() {
+                    // The provider failed as a whole, not for one secret.
+                    problems.push(first);
+                }
+                return Err(SecretErrors(problems));
+            }
+        }
+    };
     let values = std::mem::take(&mut resolution.secrets);
     let per_step: Vec<Vec<ResolvedSecret>> = steps
         .iter()
-        .map(|grants| {
+        .map(|(_, grants)| {
             grants
                 .iter()
                 .filter_map(|g| {
@@ -151,11 +248,20 @@ pub fn resolve_steps(
                 .collect()
         })
         .collect();
-    for step in &per_step {
-        if let Err(e) = refuse_short_values(&env.name, step) {
-            let _ = resolution.finish();
-            return Err(e);
+    let mut problems: Vec<SecretError> = Vec::new();
+    for ((step, _), secrets) in steps.iter().zip(&per_step) {
+        for s in secrets {
+            if let Err(mut e) = refuse_short_values(&env.name, std::slice::from_ref(s)) {
+                if steps.len() > 1 {
+                    e.message = format!("step `{step}`: {}", e.message);
+                }
+                problems.push(e);
+            }
         }
+    }
+    if !problems.is_empty() {
+        let _ = resolution.finish();
+        return Err(SecretErrors(problems));
     }
     Ok(StepSecrets {
         resolution,
@@ -834,6 +940,57 @@ pub fn refuse_short_values(env: &str, secrets: &[ResolvedSecret]) -> Result<(), 
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    /// A grant of `name` for `hmac`.
+    fn grant(name: &str) -> SecretGrant {
+        SecretGrant {
+            name: name.into(),
+            uses: BTreeSet::from([SecretUse::Hmac]),
+            key: None,
+            hosts: Vec::new(),
+            at: Default::default(),
+        }
+    }
+
+    /// An environment whose secrets come from the runner's environment
+    /// (`CORDON_SECRET_<NAME>`): no store, no server.
+    fn env_provider() -> (tempfile::TempDir, cordon_manifest::config::WorkspaceConfig) {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("cordon.toml");
+        std::fs::write(&file, "[env.ci.secrets]\nprovider = \"env\"\n").unwrap();
+        let config =
+            cordon_manifest::config::WorkspaceConfig::discover_for_review(Some(&file), d.path())
+                .unwrap();
+        (d, config)
+    }
+
+    #[test]
+    fn every_missing_secret_of_every_step_is_reported_at_once() {
+        let (_d, config) = env_provider();
+        let ci = config.env("ci").unwrap();
+        let (a, b, c) = (
+            grant("first-hour-missing-a"),
+            grant("first-hour-missing-b"),
+            grant("first-hour-missing-c"),
+        );
+        let train = [a.clone(), b.clone()];
+        let deploy = [b, c];
+        let errors = resolve_steps(ci, &[("train", &train), ("deploy", &deploy)]).unwrap_err();
+        assert_eq!(
+            errors.to_string(),
+            "environment `ci`: step `train`: secret `first-hour-missing-a` is granted but the runner's environment has no CORDON_SECRET_FIRST_HOUR_MISSING_A\n  fix: export CORDON_SECRET_FIRST_HOUR_MISSING_A in the environment that runs cordon (never pass secrets as arguments)\n\
+error: environment `ci`: steps `train`, `deploy`: secret `first-hour-missing-b` is granted but the runner's environment has no CORDON_SECRET_FIRST_HOUR_MISSING_B\n  fix: export CORDON_SECRET_FIRST_HOUR_MISSING_B in the environment that runs cordon (never pass secrets as arguments)\n\
+error: environment `ci`: step `deploy`: secret `first-hour-missing-c` is granted but the runner's environment has no CORDON_SECRET_FIRST_HOUR_MISSING_C\n  fix: export CORDON_SECRET_FIRST_HOUR_MISSING_C in the environment that runs cordon (never pass secrets as arguments)"
+        );
+        // One step: the step is the run, so no problem repeats its name.
+        let one = resolve_steps(ci, &[("train", &train)]).unwrap_err();
+        assert_eq!(one.0.len(), 2);
+        assert!(
+            one.0[0]
+                .message
+                .starts_with("secret `first-hour-missing-a`")
+        );
+    }
 
     fn secret(name: &str, value: &str) -> ResolvedSecret {
         ResolvedSecret {
