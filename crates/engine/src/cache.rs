@@ -405,7 +405,7 @@ pub fn proves(record: &cordon_record::record::StepRecord, keys: &ActionKeys) -> 
 
 /// Largest record read to check an entry's key: the same cap as every
 /// other reader of records.
-pub const MAX_RECORD_BYTES: u64 = crate::restore::MAX_RECORD_BYTES;
+pub const MAX_RECORD_BYTES: u64 = cordon_record::record::MAX_RECORD_BYTES;
 
 /// One written mount of a cached run.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

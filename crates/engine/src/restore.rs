@@ -32,10 +32,8 @@ use cordon_record::record::{RestoreRecord, RestoredTree, RestoredWhat, StepRecor
 use cordon_record::verify::{Checks, FindingKind, Scope, VerifyError};
 use std::path::{Path, PathBuf};
 
-/// Largest record file read: records list every input and output file
-/// (about 150 bytes each); 64 MiB is some 400,000 files. The cap keeps a
-/// planted file from filling memory.
-pub const MAX_RECORD_BYTES: u64 = 64 << 20;
+/// Largest record file read (see the record crate's constant).
+pub const MAX_RECORD_BYTES: u64 = cordon_record::record::MAX_RECORD_BYTES;
 
 /// Why a restore did not happen (or did not finish).
 #[derive(Debug, thiserror::Error)]

@@ -20,6 +20,11 @@ use cordon_manifest::manifest::{
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// Largest record file read: records list every input and output file
+/// (about 150 bytes each); 64 MiB is some 400,000 files. The cap keeps a
+/// planted file from filling memory.
+pub const MAX_RECORD_BYTES: u64 = 64 << 20;
+
 /// Format identifier of the record document.
 pub const RECORD_FORMAT: &str = "cordon.step-record/v1";
 

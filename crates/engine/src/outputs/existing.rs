@@ -46,7 +46,7 @@ pub const MAX_LISTED: usize = 10;
 
 /// Largest record read while looking for the one that published a tree
 /// (as `restore` reads them).
-const MAX_RECORD_BYTES: u64 = crate::restore::MAX_RECORD_BYTES;
+const MAX_RECORD_BYTES: u64 = cordon_record::record::MAX_RECORD_BYTES;
 
 /// The hints' directory inside a state directory.
 const PUBLISHED_DIR: &str = "published";
