@@ -17,7 +17,7 @@
 //! (`null` when it trusts none: approvals are then not checked).
 
 use crate::review::{
-    Format, LimitValue, Phrase, classification_name, limit_values, md_code, plural,
+    Format, LimitValue, Phrase, classification_name, limit_values, md_code, md_code_cell, plural,
     secret_use_phrase,
 };
 use cordon_manifest::config::{EnvConfig, WorkspaceConfig};
@@ -744,7 +744,9 @@ impl StepAudit {
             line(
                 "approval",
                 match &self.approval {
-                    Some(verdict) => Phrase::new(verdict),
+                    // Built from our words and approval problems that
+                    // name files and reviewers: escaped as a whole.
+                    Some(verdict) => Phrase::default().escaped(verdict),
                     None => Phrase::new("not checked (this environment trusts no reviewer keys)"),
                 },
             ),
@@ -825,11 +827,16 @@ impl Audit {
         }
     }
 
-    fn environment_sentence(&self) -> String {
+    /// The environment in our words; its name (from `cordon.toml`)
+    /// escaped for `format`.
+    fn environment_sentence(&self, format: Format) -> String {
         let e = &self.environment;
         format!(
             "environment {} ({}; secrets from the {} provider)",
-            e.name,
+            match format {
+                Format::Markdown => crate::review::md_text(&e.name),
+                Format::Text | Format::Json => cordon_core::sanitize::escape_for_terminal(&e.name),
+            },
             if e.protected {
                 "protected"
             } else {
@@ -845,13 +852,13 @@ impl Audit {
             self.kind,
             cordon_core::sanitize::escape_for_terminal(&self.name),
             cordon_core::sanitize::escape_for_terminal(&self.file),
-            self.environment_sentence(),
+            self.environment_sentence(Format::Text),
             plural(self.steps.len(), "step"),
         );
         for s in &self.steps {
             out.push_str(&format!(
                 "\nstep {} ({})\n",
-                s.name,
+                cordon_core::sanitize::escape_for_terminal(&s.name),
                 cordon_core::sanitize::escape_for_terminal(&s.manifest)
             ));
             for l in s.lines() {
@@ -867,7 +874,7 @@ impl Audit {
             self.kind,
             md_code(&self.name),
             md_code(&self.file),
-            self.environment_sentence(),
+            self.environment_sentence(Format::Markdown),
             capitalize(&plural(self.steps.len(), "step")),
         );
         out.push_str("| step | reads | writes | secrets | network | cacheable | reproducible | risk flags |\n");
@@ -887,14 +894,14 @@ impl Audit {
                 .map(|x| {
                     let uses: Vec<&str> =
                         x.uses.iter().map(|u| crate::review::use_name(*u)).collect();
-                    format!("`{}` ({})", x.name, uses.join(", "))
+                    format!("{} ({})", md_code_cell(&x.name), uses.join(", "))
                 })
                 .collect();
             let flags: Vec<String> = s.flags.iter().map(|f| format!("`{}`", f.code)).collect();
             let yes_no = |v: bool| if v { "yes" } else { "**no**" };
             out.push_str(&format!(
-                "| `{}` | {} | {} | {} | {} | {} | {} | {} |\n",
-                s.name,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                md_code_cell(&s.name),
                 count(&|a| a != Access::Write),
                 count(&|a| a != Access::Read),
                 if secrets.is_empty() {
@@ -918,8 +925,8 @@ impl Audit {
         }
         for s in &self.steps {
             out.push_str(&format!(
-                "\n### Step `{}`\n\nManifest {}\n\n",
-                s.name,
+                "\n### Step {}\n\nManifest {}\n\n",
+                md_code(&s.name),
                 md_code(&s.manifest)
             ));
             for l in s.lines() {
@@ -968,6 +975,106 @@ mod tests {
 
     fn codes(flags: &[Flag]) -> Vec<&str> {
         flags.iter().map(|f| f.code).collect()
+    }
+
+    /// An audit with two steps, every manifest- or configuration-chosen
+    /// string taken from `next`.
+    fn audit_of(next: &mut dyn FnMut() -> String) -> Audit {
+        let mut step = || {
+            let name = next();
+            let guest = next();
+            let purpose = next();
+            let secret = next();
+            StepAudit {
+                manifest: next(),
+                component: ComponentAudit {
+                    path: next(),
+                    digest: Sha256Digest::of(b"component"),
+                },
+                approval: Some(next()),
+                mounts: vec![MountAudit {
+                    host: next(),
+                    host_as_written: next(),
+                    access: Access::Read,
+                    classification: Some(Classification::Internal),
+                    written_by: Some(next()),
+                    summary: Phrase::new("reads ")
+                        .code(&guest)
+                        .words(" for ")
+                        .quote(&purpose),
+                    guest,
+                    purpose,
+                }],
+                secrets: vec![SecretAudit {
+                    key: Some(next()),
+                    provider: "local",
+                    uses: BTreeSet::from([SecretUse::Hmac]),
+                    hosts: vec![next()],
+                    summary: vec![crate::review::secret_use_phrase(&secret, SecretUse::Hmac)],
+                    name: secret,
+                }],
+                network: vec![next()],
+                env: BTreeMap::from([(next(), next())]),
+                args: vec![next(), next()],
+                limits: limit_values(&cordon_manifest::manifest::Limits::default(), false),
+                clock: ClockMode::default(),
+                floats: Default::default(),
+                random: RandomMode::default(),
+                reproducible: Verdict {
+                    value: false,
+                    reason: Phrase::new("it reads ").quote(next()),
+                },
+                cacheable: Verdict {
+                    value: true,
+                    reason: Phrase::new("yes"),
+                },
+                flags: vec![Flag {
+                    code: "reveal",
+                    message: Phrase::new("secret ").code(next()),
+                }],
+                name,
+            }
+        };
+        let steps = vec![step(), step()];
+        Audit {
+            kind: "pipeline",
+            name: next(),
+            file: next(),
+            environment: EnvironmentAudit {
+                name: next(),
+                protected: true,
+                secret_provider: "local",
+            },
+            steps,
+        }
+    }
+
+    fn rendered(values: &[String]) -> String {
+        let mut i = 0;
+        audit_of(&mut || {
+            i += 1;
+            values[i % values.len()].clone()
+        })
+        .render(Format::Markdown)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_manifest_text_leaves_the_markdown_audit_its_structure(
+            values in proptest::collection::vec(crate::review::structure::hostile(), 1..8)
+        ) {
+            use crate::review::structure;
+            let md = rendered(&values);
+            let plain = rendered(&["value".to_string()]);
+            proptest::prop_assert_eq!(structure::active(&md), 0, "{}", md);
+            proptest::prop_assert_eq!(
+                structure::of_markdown(&md),
+                structure::of_markdown(&plain),
+                "{}", md
+            );
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! The card reports what the records say; it is not a verification. Run
 //! `cordon verify` (or `cordon promote`) to check them.
 
+use crate::review::{md_code, md_code_cell, md_text};
 use cordon_core::digest::Sha256Digest;
 use cordon_manifest::manifest::Access;
 use cordon_record::pipeline::{PipelineRecord, pipeline_record_path};
@@ -425,13 +426,16 @@ fn promotions(state_dir: &Path, trees: &[&Sha256Digest]) -> Vec<CardPromotion> {
     out
 }
 
-/// A value for a Markdown table cell: control characters escaped, and
-/// the characters that would end the cell or the code span replaced.
-fn cell(s: &str) -> String {
-    cordon_core::sanitize::escape_for_terminal(s)
-        .replace('|', "\\|")
-        .replace('`', "'")
-        .replace('\n', " ")
+/// A name or path from a record in a table cell (see [`md_code_cell`]).
+fn code_cell(v: &str) -> String {
+    md_code_cell(v)
+}
+
+/// Free text from a record (a purpose, a justification) anywhere: every
+/// Markdown-active character backslash-escaped, so it can open no link,
+/// image, autolink, raw HTML, emphasis or table cell.
+fn text(v: &str) -> String {
+    md_text(v)
 }
 
 fn short(d: &Sha256Digest) -> String {
@@ -439,16 +443,22 @@ fn short(d: &Sha256Digest) -> String {
 }
 
 /// The card as Markdown, for a pull request or a model registry.
+///
+/// Our own words and the table and list structure are fixed here; every
+/// value a step, a manifest or a record chose goes through [`code_cell`],
+/// [`md_code`] or [`text`], so the document has the same links (none),
+/// images (none), HTML (none), headings and table rows whatever the
+/// records say (checked by a property test with a CommonMark parser).
 pub fn render_markdown(c: &Card) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let _ = writeln!(s, "# Provenance card: `{}`\n", cell(&c.pipeline));
+    let _ = writeln!(s, "# Provenance card: {}\n", md_code(&c.pipeline));
     let _ = writeln!(
         s,
-        "Pipeline run `{}` in environment `{}`, finished {}: **{}**.\n",
-        cell(&c.run_id),
-        cell(&c.environment),
-        cell(&c.finished_at),
+        "Pipeline run {} in environment {}, finished {}: **{}**.\n",
+        md_code(&c.run_id),
+        md_code(&c.environment),
+        md_code(&c.finished_at),
         if c.success { "succeeded" } else { "failed" }
     );
     let _ = writeln!(
@@ -458,14 +468,14 @@ pub fn render_markdown(c: &Card) -> String {
     for d in &c.datasets {
         let _ = writeln!(
             s,
-            "| `{}` | `{}` at `{}` | `{}` | {} | {} | {} |",
-            cell(&d.host.display().to_string()),
-            cell(&d.step),
-            cell(&d.guest),
+            "| {} | {} at {} | `{}` | {} | {} | {} |",
+            code_cell(&d.host.display().to_string()),
+            code_cell(&d.step),
+            code_cell(&d.guest),
             short(&d.sha256),
             d.files,
-            d.classification.as_deref().unwrap_or("unclassified"),
-            cell(&d.purpose)
+            text(d.classification.as_deref().unwrap_or("unclassified")),
+            text(&d.purpose)
         );
     }
     let _ = writeln!(
@@ -476,22 +486,27 @@ pub fn render_markdown(c: &Card) -> String {
         let policy = match (&st.policy.decision, &st.policy.justification) {
             (Some(d), Some(j)) => format!(
                 "{} ({}; {} overridden)",
-                cell(d),
-                cell(j),
+                text(d),
+                text(j),
                 st.policy.overridden
             ),
-            (Some(d), None) => cell(d),
+            (Some(d), None) => text(d),
             (None, _) => "none recorded".into(),
         };
         let metrics: Vec<String> = st
             .metrics
             .iter()
-            .map(|(k, v)| format!("{}={v}", cell(k)))
+            .map(|(k, v)| format!("{}={v}", code_cell(k)))
             .collect();
+        let keyid: String = st
+            .signature
+            .as_ref()
+            .map(|g| g.keyid.chars().take(8).collect())
+            .unwrap_or_default();
         let _ = writeln!(
             s,
-            "| `{}`{} | `{}` | {} | {}{} | {} | {} |",
-            cell(&st.name),
+            "| {}{} | `{}` | {} | {}{} | {} | {} |",
+            code_cell(&st.name),
             if st.cache_hit { " (cached)" } else { "" },
             short(&st.component),
             policy,
@@ -503,11 +518,7 @@ pub fn render_markdown(c: &Card) -> String {
             },
             st.signature.as_ref().map_or_else(
                 || "unsigned".into(),
-                |g| format!(
-                    "`{}` ({})",
-                    &g.keyid[..8.min(g.keyid.len())],
-                    cell(&g.holder)
-                )
+                |g| format!("{} ({})", code_cell(&keyid), text(&g.holder))
             ),
             if metrics.is_empty() {
                 "-".into()
@@ -518,29 +529,29 @@ pub fn render_markdown(c: &Card) -> String {
     }
     let _ = writeln!(s, "\n## Grants\n");
     for st in &c.steps {
-        let _ = writeln!(s, "### `{}`\n", cell(&st.name));
+        let _ = writeln!(s, "### {}\n", md_code(&st.name));
         for m in &st.mounts {
             let _ = writeln!(
                 s,
-                "- {} `{}` → `{}` ({}): {}",
-                m.access,
-                cell(&m.guest),
-                cell(&m.host.display().to_string()),
-                m.classification.as_deref().unwrap_or("unclassified"),
-                cell(&m.purpose)
+                "- {} {} → {} ({}): {}",
+                text(&m.access),
+                md_code(&m.guest),
+                md_code(&m.host.display().to_string()),
+                text(m.classification.as_deref().unwrap_or("unclassified")),
+                text(&m.purpose)
             );
         }
         for sec in &st.secrets {
             let _ = writeln!(
                 s,
-                "- secret `{}` from {}{} for {}",
-                cell(&sec.name),
-                cell(&sec.provider),
+                "- secret {} from {}{} for {}",
+                md_code(&sec.name),
+                text(&sec.provider),
                 sec.version
                     .as_ref()
-                    .map(|v| format!(" (version {})", cell(v)))
+                    .map(|v| format!(" (version {})", text(v)))
                     .unwrap_or_default(),
-                sec.uses.join(", ")
+                text(&sec.uses.join(", "))
             );
         }
         if st.network_calls > 0 {
@@ -555,9 +566,9 @@ pub fn render_markdown(c: &Card) -> String {
     for a in &c.artifacts {
         let _ = writeln!(
             s,
-            "| `{}` | `{}` | `{}` |",
-            cell(&a.guest),
-            cell(&a.step),
+            "| {} | {} | `{}` |",
+            code_cell(&a.guest),
+            code_cell(&a.step),
             short(&a.sha256)
         );
     }
@@ -568,12 +579,191 @@ pub fn render_markdown(c: &Card) -> String {
     for p in &c.promotions {
         let _ = writeln!(
             s,
-            "- `{}` into `{}`: {} at {}",
+            "- `{}` into {}: {} at {}",
             short(&p.sha256),
-            cell(&p.environment),
-            cell(&p.result),
-            cell(&p.time_verified)
+            md_code(&p.environment),
+            text(&p.result),
+            text(&p.time_verified)
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::review::structure;
+    use cordon_record::run::PolicyFile;
+    use proptest::prelude::*;
+
+    /// A card with two of everything, each step-, manifest- or
+    /// record-chosen string taken from `next`.
+    fn card_of(next: &mut dyn FnMut() -> String) -> Card {
+        let digest = Sha256Digest::of(b"tree");
+        let step = |next: &mut dyn FnMut() -> String| CardStep {
+            name: next(),
+            run_id: next(),
+            success: true,
+            cache_hit: false,
+            component: digest.clone(),
+            manifest: cordon_record::record::FileRef {
+                path: PathBuf::from(next()),
+                sha256: digest.clone(),
+            },
+            args: vec![next(), next()],
+            env: vec![next()],
+            mounts: vec![
+                CardMount {
+                    guest: next(),
+                    host: PathBuf::from(next()),
+                    access: "read".into(),
+                    purpose: next(),
+                    classification: Some(next()),
+                    sha256: Some(digest.clone()),
+                },
+                CardMount {
+                    guest: next(),
+                    host: PathBuf::from(next()),
+                    access: "write".into(),
+                    purpose: next(),
+                    classification: None,
+                    sha256: None,
+                },
+            ],
+            secrets: vec![CardSecret {
+                name: next(),
+                provider: next(),
+                version: Some(next()),
+                uses: vec![next()],
+            }],
+            network_calls: 1,
+            policy: CardPolicy {
+                decision: Some(next()),
+                justification: Some(next()),
+                overridden: 1,
+                files: vec![PolicyFile {
+                    path: next(),
+                    sha256: next(),
+                }],
+            },
+            reproducible: true,
+            floats: "native".into(),
+            metrics: BTreeMap::from([(next(), 0.5), (format!("2{}", next()), -1e300)]),
+            signature: Some(CardSignature {
+                keyid: next(),
+                holder: next(),
+            }),
+        };
+        let steps = vec![step(next), step(next)];
+        Card {
+            format: CARD_FORMAT.into(),
+            pipeline: next(),
+            run_id: next(),
+            environment: next(),
+            success: true,
+            finished_at: next(),
+            datasets: vec![CardDataset {
+                step: next(),
+                guest: next(),
+                host: PathBuf::from(next()),
+                sha256: digest.clone(),
+                files: 1,
+                bytes: 2,
+                classification: Some(next()),
+                purpose: next(),
+            }],
+            steps,
+            artifacts: vec![CardArtifact {
+                step: next(),
+                guest: next(),
+                host: PathBuf::from(next()),
+                sha256: digest.clone(),
+            }],
+            promotions: vec![CardPromotion {
+                environment: next(),
+                sha256: digest.clone(),
+                result: next(),
+                time_verified: next(),
+                file: PathBuf::from(next()),
+            }],
+        }
+    }
+
+    fn plain_card() -> Card {
+        let mut n = 0;
+        card_of(&mut || {
+            n += 1;
+            format!("value{n}")
+        })
+    }
+
+    fn hostile_card(values: &[String]) -> Card {
+        let mut i = 0;
+        card_of(&mut || {
+            i += 1;
+            // Distinct keys, so that two metrics stay two.
+            format!("{}{i}", values[i % values.len()])
+        })
+    }
+
+    /// JSON with every string replaced: what stays is the keys and shape.
+    /// Metric names are data (the keys of `metrics`), so they are counted.
+    fn shape(v: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::String(_) => Value::String(String::new()),
+            Value::Array(a) => Value::Array(a.into_iter().map(shape).collect()),
+            Value::Object(o) => Value::Object(
+                o.into_iter()
+                    .map(|(k, v)| match v {
+                        Value::Object(m) if k == "metrics" => (k, Value::from(m.len())),
+                        v => (k, shape(v)),
+                    })
+                    .collect(),
+            ),
+            v => v,
+        }
+    }
+
+    #[test]
+    fn a_metric_named_like_a_link_or_an_image_is_text_in_the_markdown_card() {
+        let names = [
+            "[approve](https://evil.example/approve)".to_string(),
+            "<img src=x onerror=alert(1)>".to_string(),
+        ];
+        let md = render_markdown(&hostile_card(&names));
+        assert_eq!(structure::active(&md), 0, "{md}");
+        assert_eq!(
+            structure::of_markdown(&md),
+            structure::of_markdown(&render_markdown(&plain_card())),
+            "{md}"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_record_text_leaves_the_markdown_card_its_structure(
+            values in proptest::collection::vec(structure::hostile(), 1..8)
+        ) {
+            let md = render_markdown(&hostile_card(&values));
+            prop_assert_eq!(structure::active(&md), 0, "{}", md);
+            prop_assert_eq!(
+                structure::of_markdown(&md),
+                structure::of_markdown(&render_markdown(&plain_card())),
+                "{}", md
+            );
+        }
+
+        #[test]
+        fn any_record_text_leaves_the_json_card_its_keys(
+            values in proptest::collection::vec(structure::hostile(), 1..8)
+        ) {
+            let text = serde_json::to_string_pretty(&hostile_card(&values)).unwrap();
+            let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let plain = serde_json::to_value(plain_card()).unwrap();
+            prop_assert_eq!(shape(parsed), shape(plain));
+        }
+    }
 }

@@ -36,6 +36,9 @@ enum Piece {
     Code(String),
     /// Free text from the reviewed files (a purpose): quoted.
     Quote(String),
+    /// A sentence that mixes our words with text from the reviewed files
+    /// (an approval problem naming a file): escaped, not quoted.
+    Escaped(String),
 }
 
 /// A sentence built from our words and quoted, untrusted values.
@@ -66,6 +69,13 @@ impl Phrase {
         self
     }
 
+    /// Appends a sentence that may quote the reviewed files without
+    /// saying where: escaped as a value, shown without quotes.
+    pub fn escaped(mut self, value: impl Into<String>) -> Phrase {
+        self.0.push(Piece::Escaped(value.into()));
+        self
+    }
+
     /// Appends another phrase.
     pub fn then(mut self, other: Phrase) -> Phrase {
         self.0.extend(other.0);
@@ -79,7 +89,7 @@ impl Phrase {
         for p in &self.0 {
             match p {
                 Piece::Words(w) => out.push_str(w),
-                Piece::Code(c) => out.push_str(&plain(c)),
+                Piece::Code(c) | Piece::Escaped(c) => out.push_str(&plain(c)),
                 Piece::Quote(q) => {
                     out.push('"');
                     out.push_str(&plain(q));
@@ -99,6 +109,7 @@ impl Phrase {
             match p {
                 Piece::Words(w) => out.push_str(w),
                 Piece::Code(c) => out.push_str(&md_code(c)),
+                Piece::Escaped(t) => out.push_str(&md_text(t)),
                 Piece::Quote(q) => {
                     out.push('"');
                     out.push_str(&md_text(q));
@@ -164,6 +175,19 @@ pub fn md_code(value: &str) -> String {
         ""
     };
     format!("{fence}{pad}{v}{pad}{fence}")
+}
+
+/// `value` in a GitHub-flavoured Markdown table cell, as a code span
+/// where it can be one: GFM splits a row at every unescaped `|`, code
+/// spans included, so `|` is escaped; a value with a backslash is written
+/// as [`md_text`] instead, because the row splitter reads `\\|` as an
+/// escaped backslash and a cell break, and a code span cannot escape it.
+pub fn md_code_cell(value: &str) -> String {
+    if value.contains('\\') {
+        md_text(value)
+    } else {
+        md_code(value).replace('|', "\\|")
+    }
 }
 
 /// A classification as manifests write it.
@@ -432,5 +456,74 @@ mod tests {
             secret_use_phrase("k", SecretUse::Reveal).markdown(),
             "may READ the value of `k` (reveal)"
         );
+    }
+}
+
+/// What the renderers' property tests compare: the structure a
+/// CommonMark parser with GitHub's extensions sees in a document, and
+/// strings to feed them.
+#[cfg(test)]
+pub(crate) mod structure {
+    use proptest::prelude::*;
+    use pulldown_cmark::{Event, Options, Parser, Tag};
+
+    /// Every block and inline element of `md` as GFM parses it (headings,
+    /// tables, rows, cells, lists, items, links, images, emphasis, raw
+    /// HTML, breaks), in order, without the text inside. Code spans are
+    /// left out: a value may be written as one or as escaped text.
+    pub(crate) fn of_markdown(md: &str) -> Vec<String> {
+        let options = Options::ENABLE_TABLES
+            | Options::ENABLE_STRIKETHROUGH
+            | Options::ENABLE_TASKLISTS
+            | Options::ENABLE_FOOTNOTES
+            | Options::ENABLE_GFM;
+        Parser::new_ext(md, options)
+            .filter_map(|e| match e {
+                Event::Start(t) => Some(format!("<{:?}", t.to_end())),
+                Event::End(t) => Some(format!(">{t:?}")),
+                Event::Html(_) => Some("html".into()),
+                Event::InlineHtml(_) => Some("inline-html".into()),
+                Event::FootnoteReference(_) => Some("footnote".into()),
+                Event::TaskListMarker(_) => Some("task".into()),
+                Event::Rule => Some("rule".into()),
+                Event::SoftBreak => Some("soft-break".into()),
+                Event::HardBreak => Some("hard-break".into()),
+                Event::Text(_) | Event::Code(_) => None,
+                Event::InlineMath(_) | Event::DisplayMath(_) => Some("math".into()),
+            })
+            .collect()
+    }
+
+    /// Links, images and raw HTML in `md`: what a step's text must never
+    /// open in a document a person clicks through.
+    pub(crate) fn active(md: &str) -> usize {
+        let options = Options::ENABLE_TABLES | Options::ENABLE_GFM;
+        Parser::new_ext(md, options)
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::Start(Tag::Link { .. } | Tag::Image { .. } | Tag::HtmlBlock)
+                        | Event::Html(_)
+                        | Event::InlineHtml(_)
+                )
+            })
+            .count()
+    }
+
+    /// Strings a hostile step or manifest author would try: Markdown,
+    /// HTML, links, table pipes, backslashes, line breaks and other
+    /// controls, bidirectional overrides, and any Unicode at all.
+    pub(crate) fn hostile() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[\\[\\]()<>!`*_|\\\\#&:;@~=+.$^{}\"' \n\r\t\u{0}\u{1b}\u{85}\u{2028}\u{202e}a-z0-9/-]{0,40}",
+            any::<String>(),
+            Just("[approve](https://evil.example/approve)".to_string()),
+            Just("<img src=x onerror=alert(1)>".to_string()),
+            Just("![x](https://evil.example/x.png)".to_string()),
+            Just("https://evil.example www.evil.example a@evil.example".to_string()),
+            Just("`| x |` \\| \\\\| \\".to_string()),
+            Just("</td></tr></table><script>alert(1)</script>".to_string()),
+            Just("\n# heading\n\n| a | b |\n| - | - |\n".to_string()),
+        ]
     }
 }
