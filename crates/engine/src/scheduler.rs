@@ -759,20 +759,36 @@ pub fn json_report(
     }
 }
 
+/// Whether XML 1.0 allows `c` in a document at all (its `Char`
+/// production): tab, newline, carriage return, and everything from U+0020
+/// except the surrogates (which a `char` cannot be) and U+FFFE/U+FFFF.
+fn xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+}
+
+/// `s` as XML 1.0 character data or an attribute value (double- or
+/// single-quoted). Markup characters become entities; tab, newline and
+/// carriage return become character references, so an attribute keeps
+/// them (a parser would turn them into spaces) and a carriage return
+/// survives line-end normalization; every character XML 1.0 forbids (the
+/// other C0 controls, U+FFFE, U+FFFF) is replaced by its Unicode escape
+/// (`\u{1b}`), so the report still parses and still shows what the step wrote. Step
+/// names, messages and streams are chosen by steps and pipeline authors.
 fn xml_escape(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
-        .map(|c| match c {
-            '&' => "&amp;".to_string(),
-            '<' => "&lt;".to_string(),
-            '>' => "&gt;".to_string(),
-            '"' => "&quot;".to_string(),
-            '\'' => "&apos;".to_string(),
-            // Not characters XML 1.0 allows.
-            '\u{fffe}' | '\u{ffff}' => String::new(),
-            c => c.to_string(),
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => out.push_str(&format!("&#{};", c as u32)),
+            c if xml_char(c) => out.push(c),
+            c => out.extend(c.escape_unicode()),
+        }
+    }
+    out
 }
 
 /// Most bytes of a step's captured stream a JUnit report carries in
@@ -805,6 +821,12 @@ fn stream_tail(log: Option<&std::path::Path>, max: usize) -> String {
 /// lines of its (redacted) stderr; `system-out` and `system-err` hold the
 /// end of its redacted streams, at most [`JUNIT_STREAM_BYTES`] each.
 pub fn junit_report(plan: &PipelinePlan, outcome: &PipelineOutcome) -> String {
+    junit_document(&plan.name, outcome)
+}
+
+/// [`junit_report`] for the pipeline named `pipeline`: every value a step
+/// or the pipeline file chose goes through [`xml_escape`].
+fn junit_document(pipeline: &str, outcome: &PipelineOutcome) -> String {
     let failures = outcome
         .steps
         .iter()
@@ -824,14 +846,14 @@ pub fn junit_report(plan: &PipelinePlan, outcome: &PipelineOutcome) -> String {
     ));
     x.push_str(&format!(
         "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{:.3}\">\n",
-        xml_escape(&plan.name),
+        xml_escape(pipeline),
         outcome.steps.len(),
         outcome.duration.as_secs_f64()
     ));
     for r in &outcome.steps {
         x.push_str(&format!(
             "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\">",
-            xml_escape(&plan.name),
+            xml_escape(pipeline),
             xml_escape(&r.name),
             r.duration.as_secs_f64()
         ));
@@ -878,4 +900,159 @@ pub fn junit_report(plan: &PipelinePlan, outcome: &PipelineOutcome) -> String {
     }
     x.push_str("  </testsuite>\n</testsuites>\n");
     x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn outcome_of(names: &[String], message: &str) -> PipelineOutcome {
+        let statuses = [
+            StepStatus::Failed,
+            StepStatus::Skipped,
+            StepStatus::Succeeded,
+            StepStatus::Interrupted,
+        ];
+        PipelineOutcome {
+            steps: names
+                .iter()
+                .zip(statuses.iter().cycle())
+                .map(|(name, status)| StepResult {
+                    name: name.clone(),
+                    status: *status,
+                    duration: Duration::from_millis(5),
+                    record: None,
+                    record_path: Some(PathBuf::from(format!("/records/{name}.json"))),
+                    message: Some(message.to_string()),
+                    runner_fault: false,
+                })
+                .collect(),
+            duration: Duration::from_millis(20),
+        }
+    }
+
+    /// An element: its name, its attributes in order, its text.
+    type Element = (String, Vec<(String, String)>, String);
+
+    /// The elements and attributes of a JUnit document as an XML parser
+    /// reads it, with every attribute's and text's value.
+    fn xml_structure(xml: &str) -> Result<Vec<Element>, String> {
+        let doc = roxmltree::Document::parse(xml).map_err(|e| format!("{e}: {xml}"))?;
+        Ok(doc
+            .descendants()
+            .filter(|n| n.is_element())
+            .map(|n| {
+                (
+                    n.tag_name().name().to_string(),
+                    n.attributes()
+                        .map(|a| (a.name().to_string(), a.value().to_string()))
+                        .collect(),
+                    n.children()
+                        .filter(|c| c.is_text())
+                        .filter_map(|c| c.text())
+                        .collect(),
+                )
+            })
+            .collect())
+    }
+
+    fn hostile() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[<>&\"'=/!\\\\\\[\\]\n\r\t\u{0}\u{1}\u{1b}\u{7f}\u{85}\u{fffe}\u{ffff}a-z -]{0,30}",
+            any::<String>(),
+            Just("\"/><testcase name=\"forged\"/><x a=\"".to_string()),
+            Just("]]><![CDATA[<failure/>".to_string()),
+        ]
+    }
+
+    /// Without the characters XML 1.0 cannot hold, what the escaper wrote
+    /// must read back as the value itself.
+    fn readable(s: &str) -> String {
+        s.chars()
+            .map(|c| {
+                if xml_char(c) {
+                    c.to_string()
+                } else {
+                    c.escape_unicode().to_string()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_step_name_with_markup_and_control_characters_leaves_the_junit_report_well_formed() {
+        let names = vec![
+            "a\"/><testcase name=\"x".to_string(),
+            "b\u{1b}[2J\u{0}".to_string(),
+        ];
+        let xml = junit_document("p<&>", &outcome_of(&names, "m\r\n\u{ffff}"));
+        let elements = xml_structure(&xml).unwrap();
+        let cases: Vec<_> = elements.iter().filter(|e| e.0 == "testcase").collect();
+        assert_eq!(cases.len(), 2, "{xml}");
+        assert_eq!(cases[0].1[1], ("name".to_string(), names[0].clone()));
+        assert_eq!(cases[1].1[1].1, "b\\u{1b}[2J\\u{0}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_step_or_pipeline_text_leaves_the_junit_report_its_elements(
+            pipeline in hostile(),
+            names in proptest::collection::vec(hostile(), 1..5),
+            message in hostile(),
+        ) {
+            let plain: Vec<String> = (0..names.len()).map(|i| format!("step{i}")).collect();
+            let xml = junit_document(&pipeline, &outcome_of(&names, &message));
+            let got = xml_structure(&xml).map_err(TestCaseError::fail)?;
+            let want = xml_structure(&junit_document("p", &outcome_of(&plain, "m")))
+                .map_err(TestCaseError::fail)?;
+            let shape = |v: &[Element]| -> Vec<(String, Vec<String>)> {
+                v.iter()
+                    .map(|(n, a, _)| (n.clone(), a.iter().map(|(k, _)| k.clone()).collect()))
+                    .collect()
+            };
+            prop_assert_eq!(shape(&got), shape(&want));
+            let cases: Vec<_> = got.iter().filter(|e| e.0 == "testcase").collect();
+            for (case, name) in cases.iter().zip(&names) {
+                prop_assert_eq!(&case.1[0].1, &readable(&pipeline));
+                prop_assert_eq!(&case.1[1].1, &readable(name));
+            }
+        }
+
+        #[test]
+        fn any_step_text_leaves_the_json_report_its_keys(
+            names in proptest::collection::vec(hostile(), 1..5),
+            message in hostile(),
+        ) {
+            let report = JsonReport {
+                schema: REPORT_SCHEMA,
+                pipeline: message.clone(),
+                success: false,
+                duration_ms: 1,
+                pipeline_record: PathBuf::from(&message),
+                steps: outcome_of(&names, &message)
+                    .steps
+                    .iter()
+                    .map(|r| JsonReportStep {
+                        name: r.name.clone(),
+                        status: r.status,
+                        duration_ms: 1,
+                        run_id: None,
+                        record: r.record_path.clone(),
+                        cache_hit: false,
+                        message: r.message.clone(),
+                    })
+                    .collect(),
+            };
+            let text = serde_json::to_string_pretty(&report).unwrap();
+            let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(back["steps"].as_array().unwrap().len(), names.len());
+            for (s, name) in back["steps"].as_array().unwrap().iter().zip(&names) {
+                prop_assert_eq!(s["name"].as_str().unwrap(), name.as_str());
+                prop_assert_eq!(s["message"].as_str().unwrap(), message.as_str());
+            }
+        }
+    }
 }
