@@ -1,12 +1,193 @@
-//! Questions asked of a state directory's records: which runs used a
-//! secret (version) — the first question after a leak — and which runs went
-//! ahead by break-glass. Records are read through the typed schema
-//! ([`StepRecord`]), never by string key; a file that is not a step record
-//! (a repair record, a signature envelope, a damaged file) is skipped, as
-//! `cordon verify` is where damage is reported.
+//! Questions asked of a state directory's records: which run a command
+//! means by `latest` or `latest:STEP` ([`resolve_run`],
+//! [`resolve_pipeline_run`]), which runs used a secret (version) — the
+//! first question after a leak — and which runs went ahead by break-glass.
+//! Records are read through the typed schema ([`StepRecord`],
+//! [`PipelineRecord`]), never by string key; a file that is not a step record
+//! (a repair or restore record, a signature envelope, a damaged file) is
+//! skipped, as `cordon verify` is where damage is reported. So `latest`
+//! never names a damaged record; a command that then verifies the run it
+//! names still judges the whole chain.
 
+use crate::pipeline::PipelineRecord;
 use crate::record::{StepRecord, is_repair_record};
 use std::path::{Path, PathBuf};
+
+/// The word that names the newest run wherever a run id is taken.
+pub const LATEST: &str = "latest";
+
+/// How a command line names a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunName<'a> {
+    /// An exact run id, used as given.
+    Id(&'a str),
+    /// `latest`: the newest run.
+    Latest,
+    /// `latest:STEP`: the newest run of step STEP (for a pipeline run, the
+    /// newest pipeline run that had a step STEP).
+    LatestOf(&'a str),
+}
+
+impl<'a> RunName<'a> {
+    /// Reads `latest`, `latest:STEP`, or else an exact id.
+    pub fn parse(name: &'a str) -> RunName<'a> {
+        match name.split_once(':') {
+            _ if name == LATEST => RunName::Latest,
+            Some((LATEST, step)) => RunName::LatestOf(step),
+            _ => RunName::Id(name),
+        }
+    }
+}
+
+/// Why `latest` or `latest:STEP` names no run. Each says where it looked.
+#[derive(Debug, thiserror::Error)]
+pub enum RunLookupError {
+    /// No step record at all.
+    #[error("no run is recorded in {}, so `latest` names none\n  fix: run a step first, or name the state directory that holds the records with --state", .0.display())]
+    NoRun(PathBuf),
+    /// No step record of that step.
+    #[error("no run of step `{step}` is recorded in {}{}\n  fix: check the step's name (as in its manifest's [step] name), or name the state directory that holds its records with --state", dir.display(), known_steps(.known))]
+    NoRunOfStep {
+        /// The step asked for.
+        step: String,
+        /// The records directory searched.
+        dir: PathBuf,
+        /// The steps that have runs there.
+        known: Vec<String>,
+    },
+    /// No pipeline record at all.
+    #[error("no pipeline run is recorded in {}, so `latest` names none\n  fix: run a pipeline first, or name the state directory that holds its records with --state", .0.display())]
+    NoPipelineRun(PathBuf),
+    /// No pipeline record with a step of that name.
+    #[error("no pipeline run with a step `{step}` is recorded in {}{}\n  fix: check the step's name (as in the pipeline file), or name the state directory that holds the pipeline's records with --state", dir.display(), known_steps(.known))]
+    NoPipelineRunOfStep {
+        /// The step asked for.
+        step: String,
+        /// The pipelines directory searched.
+        dir: PathBuf,
+        /// The steps that pipeline runs there had.
+        known: Vec<String>,
+    },
+    /// The directory could not be listed.
+    #[error("cannot list {}: {source}", dir.display())]
+    Io {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+fn known_steps(known: &[String]) -> String {
+    if known.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = known.iter().map(|s| format!("`{s}`")).collect();
+    format!(" (it has runs of {})", names.join(", "))
+}
+
+/// The `.json` files of `dir` (not signature envelopes), newest first: ids
+/// start with the UTC start time, so names sort by time. A missing
+/// directory holds none.
+fn newest_first(dir: &Path) -> Result<Vec<PathBuf>, RunLookupError> {
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "json")
+                    && !p.to_string_lossy().ends_with(".dsse.json")
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => {
+            return Err(RunLookupError::Io {
+                dir: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    paths.sort();
+    paths.reverse();
+    Ok(paths)
+}
+
+/// The step-run id `name` means in `records_dir`: an exact id as given
+/// (whether it exists is the command's to check, with its own message),
+/// `latest` the newest step record, `latest:STEP` the newest record of step
+/// STEP. Reads records newest first and stops at the first that fits.
+pub fn resolve_run(records_dir: &Path, name: &str) -> Result<String, RunLookupError> {
+    let want = match RunName::parse(name) {
+        RunName::Id(id) => return Ok(id.to_string()),
+        RunName::Latest => None,
+        RunName::LatestOf(step) => Some(step),
+    };
+    let mut known: Vec<String> = Vec::new();
+    for path in newest_first(records_dir)? {
+        let Some(record) = std::fs::read(&path)
+            .ok()
+            .filter(|b| !is_repair_record(b))
+            .and_then(|b| serde_json::from_slice::<StepRecord>(&b).ok())
+        else {
+            continue;
+        };
+        match want {
+            Some(step) if record.step != step => {
+                if !known.contains(&record.step) {
+                    known.push(record.step);
+                }
+            }
+            _ => return Ok(record.run_id),
+        }
+    }
+    known.sort();
+    Err(match want {
+        None => RunLookupError::NoRun(records_dir.to_path_buf()),
+        Some(step) => RunLookupError::NoRunOfStep {
+            step: step.to_string(),
+            dir: records_dir.to_path_buf(),
+            known,
+        },
+    })
+}
+
+/// The pipeline-run id `name` means in `pipelines_dir`: an exact id as
+/// given, `latest` the newest pipeline record, `latest:STEP` the newest
+/// pipeline run that had a step STEP.
+pub fn resolve_pipeline_run(pipelines_dir: &Path, name: &str) -> Result<String, RunLookupError> {
+    let want = match RunName::parse(name) {
+        RunName::Id(id) => return Ok(id.to_string()),
+        RunName::Latest => None,
+        RunName::LatestOf(step) => Some(step),
+    };
+    let mut known: Vec<String> = Vec::new();
+    for path in newest_first(pipelines_dir)? {
+        let Some(record) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<PipelineRecord>(&b).ok())
+        else {
+            continue;
+        };
+        match want {
+            Some(step) if !record.steps.iter().any(|s| s.name == step) => {
+                for s in record.steps {
+                    if !known.contains(&s.name) {
+                        known.push(s.name);
+                    }
+                }
+            }
+            _ => return Ok(record.run_id),
+        }
+    }
+    known.sort();
+    Err(match want {
+        None => RunLookupError::NoPipelineRun(pipelines_dir.to_path_buf()),
+        Some(step) => RunLookupError::NoPipelineRunOfStep {
+            step: step.to_string(),
+            dir: pipelines_dir.to_path_buf(),
+            known,
+        },
+    })
+}
 
 /// Every step record under `records_dir`, oldest first (run ids start with
 /// the UTC start time, so names sort by time). A missing directory holds
@@ -219,5 +400,130 @@ mod tests {
         assert_eq!(runs[0].run_id, "2");
         assert_eq!(runs[0].overridden, vec!["mount-purpose".to_string()]);
         assert_eq!(runs[0].justification, "outage");
+    }
+
+    /// A step record of `step` with id `id`.
+    fn run_of(id: &str, step: &str) -> String {
+        let mut r: serde_json::Value =
+            serde_json::from_str(&record(id, json!({}), json!(null))).unwrap();
+        r["step"] = json!(step);
+        r.to_string()
+    }
+
+    #[test]
+    fn latest_names_the_newest_run_and_latest_step_the_newest_run_of_that_step() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |name: &str, text: &str| std::fs::write(d.path().join(name), text).unwrap();
+        w(
+            "20260101T000001Z-a.json",
+            &run_of("20260101T000001Z-a", "a"),
+        );
+        w(
+            "20260101T000002Z-b.json",
+            &run_of("20260101T000002Z-b", "b"),
+        );
+        w(
+            "20260101T000003Z-a.json",
+            &run_of("20260101T000003Z-a", "a"),
+        );
+        // Newer than every run, but not a step record: never `latest`.
+        w("20260101T000004Z-b.dsse.json", "{}");
+        w("20260101T000005Z-junk.json", "not json");
+        w(
+            "20260101T000006Z-repair.json",
+            &json!({"format": crate::record::REPAIR_FORMAT}).to_string(),
+        );
+        assert_eq!(
+            resolve_run(d.path(), "latest").unwrap(),
+            "20260101T000003Z-a"
+        );
+        assert_eq!(
+            resolve_run(d.path(), "latest:b").unwrap(),
+            "20260101T000002Z-b"
+        );
+        assert_eq!(
+            resolve_run(d.path(), "latest:a").unwrap(),
+            "20260101T000003Z-a"
+        );
+        // An exact id is the command's to look up, with its own message.
+        assert_eq!(resolve_run(d.path(), "some-id").unwrap(), "some-id");
+        assert_eq!(
+            resolve_run(d.path(), "latest:c").unwrap_err().to_string(),
+            format!(
+                "no run of step `c` is recorded in {} (it has runs of `a`, `b`)\n  fix: check the step's name (as in its manifest's [step] name), or name the state directory that holds its records with --state",
+                d.path().display()
+            )
+        );
+        let none = d.path().join("none");
+        assert_eq!(
+            resolve_run(&none, "latest").unwrap_err().to_string(),
+            format!(
+                "no run is recorded in {}, so `latest` names none\n  fix: run a step first, or name the state directory that holds the records with --state",
+                none.display()
+            )
+        );
+    }
+
+    #[test]
+    fn latest_pipeline_run_is_the_newest_and_latest_step_the_newest_that_ran_it() {
+        use crate::pipeline::{PIPELINE_RECORD_FORMAT, PipelineStep, StepStatus};
+        let d = tempfile::tempdir().unwrap();
+        let write = |id: &str, steps: &[&str]| {
+            let r = PipelineRecord {
+                format: PIPELINE_RECORD_FORMAT.into(),
+                run_id: id.into(),
+                pipeline: "p".into(),
+                file: crate::record::FileRef {
+                    path: "/w/pipeline.toml".into(),
+                    sha256: cordon_core::digest::Sha256Digest::of(b"p"),
+                },
+                environment: "dev".into(),
+                success: true,
+                duration_ms: 1,
+                steps: steps
+                    .iter()
+                    .map(|s| PipelineStep {
+                        name: s.to_string(),
+                        status: StepStatus::Succeeded,
+                        duration_ms: 0,
+                        run_id: None,
+                        record: None,
+                        cache_hit: false,
+                        metrics: None,
+                        message: None,
+                    })
+                    .collect(),
+                datasets: vec![],
+                artifacts: vec![],
+                policy: None,
+                finished_at: "t".into(),
+            };
+            std::fs::write(d.path().join(format!("{id}.json")), r.to_bytes()).unwrap();
+        };
+        write("20260101T000001Z-p", &["prepare", "train"]);
+        write("20260101T000002Z-p", &["prepare"]);
+        std::fs::write(d.path().join("20260101T000003Z-p.json"), "damaged").unwrap();
+        assert_eq!(
+            resolve_pipeline_run(d.path(), "latest").unwrap(),
+            "20260101T000002Z-p"
+        );
+        assert_eq!(
+            resolve_pipeline_run(d.path(), "latest:train").unwrap(),
+            "20260101T000001Z-p"
+        );
+        assert!(matches!(
+            resolve_pipeline_run(d.path(), "latest:deploy").unwrap_err(),
+            RunLookupError::NoPipelineRunOfStep { ref known, .. } if known == &["prepare", "train"]
+        ));
+        let none = d.path().join("none");
+        assert_eq!(
+            resolve_pipeline_run(&none, "latest")
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "no pipeline run is recorded in {}, so `latest` names none\n  fix: run a pipeline first, or name the state directory that holds its records with --state",
+                none.display()
+            )
+        );
     }
 }
