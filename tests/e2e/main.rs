@@ -25,6 +25,7 @@ mod pipelines;
 mod policy;
 mod promotion;
 mod records;
+mod rendering;
 mod review;
 mod runs;
 mod secrets;
