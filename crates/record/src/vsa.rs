@@ -102,7 +102,13 @@ pub fn statement(s: &Summary) -> Value {
         vec![json!({"name": format!("{guest}/"), "digest": {"sha256": s.tree.hex()}})];
     for e in &s.entries {
         if let (EntryKind::File, Some(h)) = (&e.kind, &e.sha256) {
-            subject.push(json!({"name": format!("{guest}/{}", e.path), "digest": {"sha256": h}}));
+            let mut d = json!({"name": format!("{guest}/{}", e.path), "digest": {"sha256": h}});
+            // A name that is not UTF-8 is shown lossy in `name`; its exact
+            // bytes go beside it, as in a record's statement (`attest`).
+            if let Some(hex) = &e.path_hex {
+                d["annotations"] = json!({"pathHex": hex});
+            }
+            subject.push(d);
         }
     }
     json!({
@@ -232,6 +238,29 @@ mod tests {
             inputs: vec![],
             passed: true,
         }
+    }
+
+    #[test]
+    fn a_promoted_file_named_with_bytes_not_utf8_is_a_subject_with_its_exact_bytes() {
+        let mut s = summary(&Sha256Digest::of(b"tree"));
+        s.entries[0] = Entry::named(
+            b"m\xff.bin",
+            EntryKind::File,
+            2,
+            s.entries[0].sha256.clone(),
+        );
+        let st = statement(&s);
+        assert_eq!(st["subject"][1]["name"], "/model/m\u{fffd}.bin");
+        assert_eq!(
+            st["subject"][1]["annotations"]["pathHex"],
+            hex::encode(b"m\xff.bin")
+        );
+        // A UTF-8 name is the subject as it always was.
+        assert!(
+            statement(&summary(&s.tree))["subject"][1]
+                .get("annotations")
+                .is_none()
+        );
     }
 
     #[test]
