@@ -1312,3 +1312,25 @@ fn a_runner_killed_between_its_chain_append_and_its_action_entry_leaves_no_uncha
         sums_of("one")
     );
 }
+
+#[test]
+fn a_users_file_where_an_upstream_output_is_restored_is_never_replaced() {
+    let weed = seaweed();
+    let prefix = prefix("upstream-user-file");
+    let ws = machine(weed, &prefix);
+    checksum_pipeline(&ws, "one");
+    let a = ws.cordon(&["run", "pipeline.toml", "--step", "a"], &weed.env());
+    assert_eq!(a.code, 0, "{a:?}");
+    ws.write("a-out/my-notes.txt", "mine");
+    let b = ws.cordon(&["run", "pipeline.toml", "--step", "b"], &weed.env());
+    assert_ne!(b.code, 0, "{b:?}");
+    assert!(b.stderr.contains("my-notes.txt"), "{}", b.stderr);
+    assert_eq!(
+        std::fs::read_to_string(ws.path("a-out/my-notes.txt")).unwrap(),
+        "mine"
+    );
+    // Once the notes are moved out, b runs on a's output.
+    std::fs::remove_file(ws.path("a-out/my-notes.txt")).unwrap();
+    let b = ws.cordon(&["run", "pipeline.toml", "--step", "b"], &weed.env());
+    assert_eq!(b.code, 0, "{b:?}");
+}

@@ -237,6 +237,38 @@ pub fn take_inputs(
             run_id: record.run_id.clone(),
             problem,
         };
+        // The destination is replaced whole: what it holds must be a tree
+        // a record names (here, or in the verified shared chain), never a
+        // user's files (see `outputs::existing`).
+        {
+            use crate::outputs::existing::{Holding, Inspected, inspect};
+            let shown =
+                || cordon_core::sanitize::escape_for_terminal(&w.host.display().to_string());
+            match inspect(&step.state_dir, &w.host, None) {
+                Err(e) => return Err(restore(format!("cannot tell what {} holds: {e}", shown()))),
+                Ok(Inspected::NotDirectory) => {
+                    return Err(restore(format!("{} is not a directory", shown())));
+                }
+                Ok(Inspected::Holding(Holding::Unrecorded(u)))
+                    if !records.iter().any(|r| {
+                        r.success
+                            && r.step == up.name
+                            && r.mounts.iter().any(|m| {
+                                m.guest == w.guest
+                                    && m.after.as_ref().is_some_and(|t| t.sha256 == u.tree.digest)
+                            })
+                    }) =>
+                {
+                    return Err(restore(format!(
+                        "{} holds {} path(s) no record names ({}); nothing was replaced\n  fix: move them out of the way",
+                        shown(),
+                        u.count,
+                        u.listed.join(", ")
+                    )));
+                }
+                Ok(Inspected::Holding(_)) => {}
+            }
+        }
         remote.fetch_tree(&cas, &tree.sha256, entries, &w.guest)?;
         let staging = crate::outputs::Staging::create(
             step.state_dir
