@@ -72,7 +72,8 @@ struct Where {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// State directory for records, logs, staging, the content store and
-    /// the compiled cache [default: .cordon/ beside the manifest or pipeline].
+    /// the compiled cache [default: $CORDON_STATE, else .cordon/ beside the
+    /// nearest cordon.toml above the manifest or pipeline, else beside it].
     #[arg(long, value_name = "DIR")]
     state: Option<PathBuf>,
 }
@@ -154,9 +155,11 @@ enum Command {
         /// The run id (the record's file name without `.json`).
         #[arg(long)]
         run: String,
-        /// State directory holding the run's record [default: .cordon].
-        #[arg(long, value_name = "DIR", default_value = cordon_core::locations::STATE_DIR_NAME)]
-        state: PathBuf,
+        /// State directory holding the run's record [default: $CORDON_STATE,
+        /// else .cordon/ beside the nearest cordon.toml above the current
+        /// directory, else in it].
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
         /// The workspace file [default: the nearest cordon.toml above the
         /// state directory, else above the current directory].
         #[arg(long, value_name = "FILE")]
@@ -189,7 +192,8 @@ enum Command {
         /// One run, by id.
         #[arg(long, value_name = "ID", conflicts_with = "record")]
         run: Option<String>,
-        /// State directory [default: .cordon/ in the current directory].
+        /// State directory [default: $CORDON_STATE, else .cordon/ beside the
+        /// nearest cordon.toml above the current directory, else in it].
         #[arg(long, value_name = "DIR", conflicts_with = "record")]
         state: Option<PathBuf>,
         /// The workspace file that defines the records' environments
@@ -269,7 +273,9 @@ enum Command {
         /// Only runs that used this version of it.
         #[arg(long, value_name = "N")]
         version: Option<String>,
-        /// State directory holding `records/` [default: .cordon].
+        /// State directory holding `records/` [default: $CORDON_STATE, else
+        /// .cordon/ beside the nearest cordon.toml above the current
+        /// directory, else in it].
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
     },
@@ -282,7 +288,8 @@ enum Command {
     /// publication trees are removed. Runs still going are left alone.
     #[command(after_help = REPAIR_EXIT_CODES)]
     Repair {
-        /// State directory [default: .cordon].
+        /// State directory [default: $CORDON_STATE, else .cordon/ beside the
+        /// nearest cordon.toml above the current directory, else in it].
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
         /// List what would be done, change nothing.
@@ -410,8 +417,8 @@ enum Command {
     Compile {
         /// The step's capability manifest (its component must be pinned).
         manifest: PathBuf,
-        /// State directory whose compile cache to fill [default: .cordon/
-        /// beside the manifest; $CORDON_COMPILE_CACHE overrides the cache].
+        /// State directory whose compile cache to fill [default: as for `run`;
+        /// $CORDON_COMPILE_CACHE overrides the cache].
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
     },
@@ -514,7 +521,9 @@ enum RecordsCommand {
         /// The environment whose key signs the head.
         #[arg(long, value_name = "NAME", default_value = cordon_manifest::config::DEFAULT_ENV)]
         env: String,
-        /// State directory holding `records/` [default: .cordon].
+        /// State directory holding `records/` [default: $CORDON_STATE, else
+        /// .cordon/ beside the nearest cordon.toml above the current
+        /// directory, else in it].
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
         /// The workspace file [default: the nearest cordon.toml above the
@@ -555,7 +564,8 @@ enum ExportCommand {
         /// The private key (PKCS#8 PEM) that signs the layout.
         #[arg(long, value_name = "FILE")]
         layout_key: PathBuf,
-        /// State directory [default: .cordon/ in the current directory].
+        /// State directory [default: $CORDON_STATE, else .cordon/ beside the
+        /// nearest cordon.toml above the current directory, else in it].
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
         /// The workspace file [default: the nearest cordon.toml].
@@ -765,7 +775,13 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             config,
             trusted_keys,
             replaced,
-        } => restore_cmd(&run, &state, config.as_deref(), trusted_keys, replaced),
+        } => restore_cmd(
+            &run,
+            &state_dir(state, Path::new("")),
+            config.as_deref(),
+            trusted_keys,
+            replaced,
+        ),
         Command::Pin { manifests, check } => pin(&manifests, check),
         Command::Repair {
             state,
@@ -896,7 +912,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
         Command::Wit { dir } => scaffolded(cordon_engine::scaffold::wit(&dir)),
         Command::Compile { manifest, state } => scaffolded(cordon_engine::scaffold::compile(
             &manifest,
-            state.as_deref(),
+            Some(&state_dir(state, &dir_of(&manifest))),
         )),
     }
 }
@@ -914,6 +930,17 @@ fn scaffolded<T: std::fmt::Display>(
         Err(e) if e.is_runner_fault() => Err(runner_fault(e)),
         Err(e) => Err(bad_input(e)),
     }
+}
+
+/// The state directory for a command on a file in `dir` (`""` for the
+/// current directory), as [`StateDir::resolve`] finds it; a `.cordon/` that
+/// older versions left beside the file is reported, not silently ignored.
+fn state_dir(explicit: Option<PathBuf>, dir: &Path) -> PathBuf {
+    let state = StateDir::resolve(explicit, dir);
+    if let Some(leftover) = state.leftover() {
+        say!("cordon: warning: {leftover}");
+    }
+    state.into_path()
 }
 
 fn dir_of(path: &Path) -> PathBuf {
@@ -1213,7 +1240,7 @@ fn run_step_cmd(
     let workspace =
         WorkspaceConfig::discover(at.config.as_deref(), &manifest.dir).map_err(bad_input)?;
     let env = workspace.env(&at.env).map_err(bad_input)?;
-    let state_dir = StateDir::resolve(at.state.clone(), &manifest.dir).into_path();
+    let state_dir = state_dir(at.state.clone(), &manifest.dir);
     // One index for planning (an unchanged component is not re-hashed) and
     // for the run's inputs; `--no-cache` trusts nothing remembered.
     let index = Arc::new(HashIndex::load(&state_dir));
@@ -1453,7 +1480,7 @@ fn plan_pipeline(
     let workspace =
         WorkspaceConfig::discover(at.config.as_deref(), &pipeline.dir).map_err(bad_input)?;
     let env = workspace.env(&at.env).map_err(bad_input)?;
-    let state_dir = StateDir::resolve(at.state.clone(), &pipeline.dir).into_path();
+    let state_dir = state_dir(at.state.clone(), &pipeline.dir);
     let ctx = PlanContext {
         env,
         workspace_dir: &workspace.dir,
@@ -1506,6 +1533,7 @@ fn run_pipeline_cmd(
     // unchanged component is not re-hashed; `--no-cache` trusts nothing
     // remembered.
     let pipeline_dir = dir_of(file);
+    // Resolved again (and any leftover reported) by `plan_pipeline`.
     let pipeline_state = StateDir::resolve(at.state.clone(), &pipeline_dir).into_path();
     let index = Arc::new(HashIndex::load(&pipeline_state));
     let (plan, manifests, env) = plan_pipeline(file, at, (!no_cache).then_some(&*index))?;
@@ -1671,10 +1699,7 @@ fn verify(
             let state = records.parent().map(Path::to_path_buf).unwrap_or_default();
             (state, Scope::Run(id))
         }
-        (None, scope) => (
-            StateDir::resolve_here(state).into_path(),
-            scope.unwrap_or(Scope::All),
-        ),
+        (None, scope) => (state_dir(state, Path::new("")), scope.unwrap_or(Scope::All)),
     };
     let workspace = verify_workspace(config, &state_dir)?;
     let roots = cordon_engine::keys::TrustRoots::from_process(trusted_keys);
@@ -1762,7 +1787,7 @@ fn repair_cmd(
     env: &str,
     config: Option<&Path>,
 ) -> Result<u8, Failure> {
-    let state = StateDir::resolve_here(state).into_path();
+    let state = state_dir(state, Path::new(""));
     if !state.is_dir() {
         return Err(bad_input(anyhow::anyhow!(
             "{} is not a state directory; name one with --state",
@@ -1824,7 +1849,7 @@ fn repair_cmd(
 }
 
 fn records_head(env: &str, state: Option<PathBuf>, config: Option<&Path>) -> Result<u8, Failure> {
-    let state = StateDir::resolve_here(state).into_path();
+    let state = state_dir(state, Path::new(""));
     let workspace = verify_workspace(config, &state)?;
     let env_config = workspace.env(env).map_err(bad_input)?;
     let key = cordon_engine::keys::record_signer(env_config, &workspace.dir)
@@ -1871,7 +1896,7 @@ fn plan_any(
         let workspace =
             WorkspaceConfig::discover(at.config.as_deref(), &manifest.dir).map_err(bad_input)?;
         let env = workspace.env(&at.env).map_err(bad_input)?;
-        let state_dir = StateDir::resolve(at.state.clone(), &dir_of(file)).into_path();
+        let state_dir = state_dir(at.state.clone(), &dir_of(file));
         let ctx = PlanContext {
             env,
             workspace_dir: &workspace.dir,
@@ -2234,7 +2259,7 @@ fn key_reviewer(name: &str, dir: &Path) -> Result<u8, Failure> {
 }
 
 fn break_glass_records(state: Option<PathBuf>) -> Result<u8, Failure> {
-    let dir = StateDir::resolve_here(state).records();
+    let dir = state_dir(state, Path::new("")).join("records");
     let runs = cordon_record::query::break_glass_runs(&dir).map_err(|e| {
         bad_input(anyhow::anyhow!(
             "cannot read records in {}: {e}",
@@ -2372,7 +2397,7 @@ fn export_in_toto(
 ) -> Result<u8, Failure> {
     let target =
         target.ok_or_else(|| bad_input(anyhow::anyhow!("name --run or --pipeline-run")))?;
-    let state = StateDir::resolve_here(state).into_path();
+    let state = state_dir(state, Path::new(""));
     let cwd = std::env::current_dir().map_err(runner_fault)?;
     let workspace = WorkspaceConfig::discover(config, &cwd).map_err(bad_input)?;
     let layout_signer = cordon_record::attest::Signer::load(layout_key).map_err(bad_input)?;

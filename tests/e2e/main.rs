@@ -29,6 +29,7 @@ mod rendering;
 mod review;
 mod runs;
 mod secrets;
+mod state_dir;
 mod step_authors;
 mod store;
 mod trust;

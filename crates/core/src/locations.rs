@@ -7,9 +7,15 @@
 use std::path::{Path, PathBuf};
 
 /// The name of a state directory when none is given: `.cordon`, beside the
-/// manifest or pipeline file (or in the current directory for commands
-/// that take no file).
+/// workspace's `cordon.toml` (see [`StateDir::resolve`]).
 pub const STATE_DIR_NAME: &str = ".cordon";
+
+/// The variable that names the state directory when `--state` does not.
+pub const STATE_VAR: &str = "CORDON_STATE";
+
+/// The workspace file whose directory holds the default state directory.
+/// (The manifest crate parses it; here only its place matters.)
+pub const WORKSPACE_FILE: &str = "cordon.toml";
 
 /// The variable that moves the secrets home.
 pub const SECRETS_HOME_VAR: &str = "CORDON_SECRETS_HOME";
@@ -26,34 +32,124 @@ pub const COMPILE_CACHE_KEY_FILE: &str = "compile-cache.key";
 
 /// A workspace's state directory: records, the content store, the action
 /// cache, the journal and staging.
+///
+/// Invariant: every command finds it through [`StateDir::resolve`], so one
+/// workspace has one state directory (one chain, one cache, one set of
+/// promotions) whichever of its files a command names and wherever it is
+/// started from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateDir(PathBuf);
+pub struct StateDir {
+    path: PathBuf,
+    leftover: Option<Leftover>,
+}
+
+/// A `.cordon/` beside the file (or in the current directory) that the
+/// resolved state directory is not: older versions kept a state directory
+/// beside every manifest and pipeline. Its records and promotions are not
+/// read; [`Leftover`]'s `Display` is the one-line warning that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    /// The directory no longer used.
+    pub old: PathBuf,
+    /// The state directory used instead.
+    pub used: PathBuf,
+}
+
+impl std::fmt::Display for Leftover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Paths are escaped: a directory name can hold a newline, and this
+        // must stay one line.
+        let old = crate::sanitize::escape_for_terminal(&self.old.display().to_string());
+        let used = crate::sanitize::escape_for_terminal(&self.used.display().to_string());
+        write!(
+            f,
+            "{old} is a state directory left by an older version and is no longer read: \
+             this workspace's state directory is {used}; to merge, copy {old}/promotions/ \
+             into {used}/promotions/ and check the old records with \
+             `cordon verify --state {old}`, then remove it (rm -r {old}); \
+             or go on using it with --state {old} or {STATE_VAR}"
+        )
+    }
+}
 
 impl StateDir {
-    /// `explicit` (from `--state`) when given, else `.cordon` inside `dir`.
+    /// The state directory for a command on a file in `dir` (for commands
+    /// that take no file, `dir` is the current directory, given as `""`
+    /// or `.`): `explicit` (`--state`) when given, else `$CORDON_STATE`
+    /// when set, else `.cordon` beside the nearest `cordon.toml` in `dir`
+    /// or above it (the workspace's), else `.cordon` in `dir`.
+    ///
+    /// When the workspace's is used and `dir` holds a `.cordon/` of its
+    /// own, that one is reported by [`StateDir::leftover`].
     pub fn resolve(explicit: Option<PathBuf>, dir: &Path) -> StateDir {
-        StateDir(explicit.unwrap_or_else(|| dir.join(STATE_DIR_NAME)))
+        let variable = std::env::var_os(STATE_VAR)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        Self::resolve_with(explicit, variable, dir)
     }
 
-    /// `explicit` when given, else `.cordon` in the current directory: for
-    /// commands that take no manifest.
-    pub fn resolve_here(explicit: Option<PathBuf>) -> StateDir {
-        StateDir(explicit.unwrap_or_else(|| PathBuf::from(STATE_DIR_NAME)))
+    /// [`StateDir::resolve`] with the variable's value given.
+    fn resolve_with(explicit: Option<PathBuf>, variable: Option<PathBuf>, dir: &Path) -> StateDir {
+        if let Some(path) = explicit.or(variable) {
+            return StateDir {
+                path,
+                leftover: None,
+            };
+        }
+        let beside = dir.join(STATE_DIR_NAME);
+        let here = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let workspace = crate::fsutil::resolve(here).ok().and_then(|abs| {
+            abs.ancestors()
+                .find(|d| d.join(WORKSPACE_FILE).is_file())
+                .map(|d| (abs.clone(), d.to_path_buf()))
+        });
+        match workspace {
+            // The file is in the workspace's top directory (or there is no
+            // workspace): the path stays as the user spelled it.
+            None => StateDir {
+                path: beside,
+                leftover: None,
+            },
+            Some((abs, top)) if abs == top => StateDir {
+                path: beside,
+                leftover: None,
+            },
+            Some((abs, top)) => {
+                let path = top.join(STATE_DIR_NAME);
+                // Both absolute in the warning: it is read from wherever
+                // the command was started.
+                let leftover = beside.is_dir().then(|| Leftover {
+                    old: abs.join(STATE_DIR_NAME),
+                    used: path.clone(),
+                });
+                StateDir { path, leftover }
+            }
+        }
+    }
+
+    /// The `.cordon/` beside the file that this state directory is not,
+    /// if there is one.
+    pub fn leftover(&self) -> Option<&Leftover> {
+        self.leftover.as_ref()
     }
 
     /// The directory.
     pub fn path(&self) -> &Path {
-        &self.0
+        &self.path
     }
 
     /// The directory, owned.
     pub fn into_path(self) -> PathBuf {
-        self.0
+        self.path
     }
 
     /// `<state>/records`.
     pub fn records(&self) -> PathBuf {
-        self.0.join("records")
+        self.path.join("records")
     }
 }
 
@@ -104,16 +200,72 @@ pub fn compile_cache_key_path() -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    /// No `cordon.toml` anywhere above: `.cordon` beside the file, as
+    /// spelled. (Under a fresh temporary directory, so no workspace file
+    /// of the machine running the test is found.)
     #[test]
-    fn the_state_directory_defaults_to_dot_cordon_beside_the_file() {
+    fn without_a_workspace_the_state_directory_is_beside_the_file() {
+        let t = tempfile::tempdir().unwrap();
+        if t.path()
+            .ancestors()
+            .any(|d| d.join(WORKSPACE_FILE).is_file())
+        {
+            return;
+        }
+        let dir = t.path().join("step");
+        std::fs::create_dir(&dir).unwrap();
+        let s = StateDir::resolve_with(None, None, &dir);
+        assert_eq!(s.path(), dir.join(".cordon"));
+        assert_eq!(s.leftover(), None);
+    }
+
+    #[test]
+    fn a_file_in_a_subdirectory_uses_the_workspace_state_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let top = crate::fsutil::resolve(t.path()).unwrap();
+        std::fs::write(top.join(WORKSPACE_FILE), "version = 1\n").unwrap();
+        std::fs::create_dir_all(top.join("steps/deep")).unwrap();
+        for dir in [top.join("steps"), top.join("steps/deep")] {
+            let s = StateDir::resolve_with(None, None, &dir);
+            assert_eq!(s.path(), top.join(".cordon"), "from {}", dir.display());
+            assert_eq!(s.leftover(), None);
+        }
+        // In the top directory itself, the path stays as given.
         assert_eq!(
-            StateDir::resolve(None, Path::new("/w/step")).path(),
-            Path::new("/w/step/.cordon")
+            StateDir::resolve_with(None, None, &top).path(),
+            top.join(".cordon")
+        );
+    }
+
+    #[test]
+    fn the_flag_wins_over_the_variable_which_wins_over_the_workspace() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join(WORKSPACE_FILE), "version = 1\n").unwrap();
+        let flag = Some(PathBuf::from("/flag"));
+        let var = Some(PathBuf::from("/var"));
+        assert_eq!(
+            StateDir::resolve_with(flag, var.clone(), t.path()).path(),
+            Path::new("/flag")
         );
         assert_eq!(
-            StateDir::resolve(Some("/s".into()), Path::new("/w")).path(),
-            Path::new("/s")
+            StateDir::resolve_with(None, var, t.path()).path(),
+            Path::new("/var")
         );
-        assert_eq!(StateDir::resolve_here(None).path(), Path::new(".cordon"));
+    }
+
+    #[test]
+    fn a_state_directory_beside_a_manifest_in_a_workspace_is_reported_as_left_over() {
+        let t = tempfile::tempdir().unwrap();
+        let top = crate::fsutil::resolve(t.path()).unwrap();
+        std::fs::write(top.join(WORKSPACE_FILE), "version = 1\n").unwrap();
+        std::fs::create_dir_all(top.join("steps/.cordon")).unwrap();
+        let s = StateDir::resolve_with(None, None, &top.join("steps"));
+        let leftover = s.leftover().expect("reported");
+        assert_eq!(leftover.old, top.join("steps/.cordon"));
+        assert_eq!(leftover.used, top.join(".cordon"));
+        assert!(!leftover.to_string().contains('\n'));
+        // Named outright, the old one is simply used.
+        let s = StateDir::resolve_with(Some(top.join("steps/.cordon")), None, &top.join("steps"));
+        assert_eq!(s.leftover(), None);
     }
 }

@@ -897,6 +897,9 @@ pub struct Unpromoted {
     pub tree: Option<Sha256Digest>,
     /// Why it does not count as promoted.
     pub problems: Vec<String>,
+    /// The state directory whose promotions were searched: a summary kept
+    /// in another one does not count, so the message names it.
+    pub state_dir: PathBuf,
 }
 
 impl std::fmt::Display for Unpromoted {
@@ -917,6 +920,11 @@ impl std::fmt::Display for Unpromoted {
         for p in &self.problems {
             write!(f, "\n  {}", escape_for_terminal(p))?;
         }
+        write!(
+            f,
+            "\n  searched the promotions of the state directory {} (--state or CORDON_STATE name another)",
+            escape_for_terminal(&self.state_dir.display().to_string())
+        )?;
         write!(
             f,
             "\n  fix: promote the artifact into this environment with `cordon promote --run PIPELINE_RUN --from ENV --to ENV`"
@@ -951,6 +959,7 @@ pub fn unpromoted_inputs(
                 host: m.host.clone(),
                 tree: None,
                 problems: Vec::new(),
+                state_dir: p.state_dir.clone(),
             };
             match cordon_core::digest::tree(&m.host) {
                 Err(e) => u.problems.push(e.to_string()),

@@ -4,7 +4,7 @@
 
 use super::{Failure, bad_input, runner_fault, verify_workspace};
 use cordon_core::sanitize::escape_for_terminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Exit codes of `cordon promote`.
 pub(super) const PROMOTE_EXIT_CODES: &str = "\
@@ -33,9 +33,11 @@ pub(super) struct PromoteArgs {
     /// artifact of the run].
     #[arg(long, value_name = "/guest")]
     artifact: Option<String>,
-    /// State directory holding the run's records.
-    #[arg(long, value_name = "DIR", default_value = cordon_core::locations::STATE_DIR_NAME)]
-    state: PathBuf,
+    /// State directory holding the run's records [default: $CORDON_STATE,
+    /// else .cordon/ beside the nearest cordon.toml above the current
+    /// directory, else in it].
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
     /// The workspace file that defines both environments [default: the
     /// nearest cordon.toml above the state directory, else above the
     /// current directory].
@@ -54,7 +56,8 @@ pub(super) struct PromoteArgs {
 }
 
 pub(super) fn promote(a: PromoteArgs) -> Result<u8, Failure> {
-    let workspace = verify_workspace(a.config.as_deref(), &a.state)?;
+    let state = super::state_dir(a.state.clone(), Path::new(""));
+    let workspace = verify_workspace(a.config.as_deref(), &state)?;
     // What a stopped command (a promotion among them) left is completed
     // first, recorded under the target environment's key.
     if let Ok(target) = workspace.env(&a.to) {
@@ -62,10 +65,10 @@ pub(super) fn promote(a: PromoteArgs) -> Result<u8, Failure> {
             .ok()
             .flatten()
             .map(|k| k.signer);
-        super::recover_state(&a.state, &a.to, signer.as_ref())?;
+        super::recover_state(&state, &a.to, signer.as_ref())?;
     }
     let request = cordon_engine::promote::PromoteRequest {
-        state_dir: &a.state,
+        state_dir: &state,
         workspace: &workspace,
         pipeline_run: &a.run,
         from: &a.from,
@@ -74,7 +77,7 @@ pub(super) fn promote(a: PromoteArgs) -> Result<u8, Failure> {
         trusted_keys: &a.trusted_keys,
     };
     let sandbox = if a.reexecute {
-        Some(super::sandbox_for(&a.state)?)
+        Some(super::sandbox_for(&state)?)
     } else {
         None
     };
@@ -148,13 +151,16 @@ pub(super) struct CardArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "markdown")]
     format: CardFormat,
-    /// State directory holding the run's records.
-    #[arg(long, value_name = "DIR", default_value = cordon_core::locations::STATE_DIR_NAME)]
-    state: PathBuf,
+    /// State directory holding the run's records [default: $CORDON_STATE,
+    /// else .cordon/ beside the nearest cordon.toml above the current
+    /// directory, else in it].
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
 }
 
 pub(super) fn card(a: CardArgs) -> Result<u8, Failure> {
-    let card = cordon_review::card::card(&a.state, &a.run).map_err(bad_input)?;
+    let state = super::state_dir(a.state, Path::new(""));
+    let card = cordon_review::card::card(&state, &a.run).map_err(bad_input)?;
     let text = match a.format {
         CardFormat::Markdown => cordon_review::card::render_markdown(&card),
         CardFormat::Json => {
@@ -190,9 +196,10 @@ pub(super) struct PostureArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: PostureFormat,
-    /// State directory [default: .cordon].
-    #[arg(long, value_name = "DIR", default_value = cordon_core::locations::STATE_DIR_NAME)]
-    state: PathBuf,
+    /// State directory [default: $CORDON_STATE, else .cordon/ beside the
+    /// nearest cordon.toml above the current directory, else in it].
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
     /// The workspace file [default: the nearest cordon.toml above the
     /// state directory, else above the current directory].
     #[arg(long, value_name = "FILE")]
@@ -204,10 +211,11 @@ pub(super) struct PostureArgs {
 }
 
 pub(super) fn posture(a: PostureArgs) -> Result<u8, Failure> {
-    let workspace = verify_workspace(a.config.as_deref(), &a.state)?;
+    let state = super::state_dir(a.state, Path::new(""));
+    let workspace = verify_workspace(a.config.as_deref(), &state)?;
     let roots = cordon_engine::keys::TrustRoots::from_process(a.trusted_keys);
     let p =
-        cordon_record::posture::posture(&a.state, &workspace, &roots, &a.env).map_err(bad_input)?;
+        cordon_record::posture::posture(&state, &workspace, &roots, &a.env).map_err(bad_input)?;
     let text = match a.format {
         PostureFormat::Text => cordon_record::posture::render_text(&p),
         PostureFormat::Openmetrics => cordon_record::posture::render_openmetrics(&p),

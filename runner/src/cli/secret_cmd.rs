@@ -182,7 +182,7 @@ pub(super) fn records(
     version: Option<&str>,
     state: Option<PathBuf>,
 ) -> Result<u8, Failure> {
-    let state = cordon_core::locations::StateDir::resolve_here(state).into_path();
+    let state = super::state_dir(state, std::path::Path::new(""));
     let dir = state.join("records");
     let runs = cordon_record::query::runs_using(&dir, secret, version)
         .with_context(|| format!("cannot read records in {}", dir.display()))
