@@ -93,3 +93,25 @@ proptest! {
         parse(&source)?;
     }
 }
+
+proptest! {
+    #![proptest_config(crate::config(512))]
+
+    #[test]
+    fn a_granted_destination_is_scheme_host_port_and_a_plain_prefix(
+        url in prop_oneof![
+            "(https?|HTTP|ftp)://[a-zA-Z0-9.@:\\[\\]\\-]{0,16}(/[a-z.%;\\\\?#]{0,8}){0,3}",
+            mutate::string(),
+        ],
+    ) {
+        if let Ok((scheme, host, port, prefix)) = cordon_manifest::manifest::parse_allow_url(&url) {
+            prop_assert!(scheme == "http" || scheme == "https");
+            prop_assert!(!host.is_empty() && !host.contains('@'));
+            prop_assert_eq!(host.to_ascii_lowercase(), host.clone());
+            prop_assert!(port > 0 || url.contains(":0"), "{url}: port {port}");
+            prop_assert!(prefix.starts_with('/'));
+            prop_assert!(!prefix.split('/').any(|s| s == ".."));
+            prop_assert!(!prefix.contains('?') && !prefix.contains('#'));
+        }
+    }
+}
