@@ -311,11 +311,32 @@ pub fn seal_repair(
     signer: Option<&Signer>,
 ) -> io::Result<Sealed> {
     let run_id = record.run_id.clone();
-    let build: Build<'_> = Box::new(|link| {
-        record.chain = Some(link);
-        record.signed_by = signer.map(|s| s.signed_by().clone());
-        let bytes = record.to_bytes();
-        Ok((bytes.clone(), REPAIR_PAYLOAD_TYPE, bytes))
+    seal_own_bytes(
+        records_dir,
+        run_id,
+        REPAIR_PAYLOAD_TYPE,
+        signer,
+        |link, signed_by| {
+            record.chain = Some(link);
+            record.signed_by = signed_by;
+            record.to_bytes()
+        },
+    )
+}
+
+/// Appends one record whose envelope signs the record file itself (a
+/// repair or a restore record): `place` fills in its chain link and signer
+/// and returns its bytes.
+fn seal_own_bytes(
+    records_dir: &Path,
+    run_id: String,
+    payload_type: &'static str,
+    signer: Option<&Signer>,
+    place: impl FnOnce(ChainLink, Option<crate::attest::SignedBy>) -> Vec<u8>,
+) -> io::Result<Sealed> {
+    let build: Build<'_> = Box::new(move |link| {
+        let bytes = place(link, signer.map(|s| s.signed_by().clone()));
+        Ok((bytes.clone(), payload_type, bytes))
     });
     append(records_dir, signer, vec![(run_id, build)])
         .pop()
@@ -335,15 +356,17 @@ pub fn seal_restore(
     signer: Option<&Signer>,
 ) -> io::Result<Sealed> {
     let run_id = record.run_id.clone();
-    let build: Build<'_> = Box::new(|link| {
-        record.chain = Some(link);
-        record.signed_by = signer.map(|s| s.signed_by().clone());
-        let bytes = record.to_bytes();
-        Ok((bytes.clone(), RESTORE_PAYLOAD_TYPE, bytes))
-    });
-    append(records_dir, signer, vec![(run_id, build)])
-        .pop()
-        .expect("one result per record")
+    seal_own_bytes(
+        records_dir,
+        run_id,
+        RESTORE_PAYLOAD_TYPE,
+        signer,
+        |link, signed_by| {
+            record.chain = Some(link);
+            record.signed_by = signed_by;
+            record.to_bytes()
+        },
+    )
 }
 
 /// Given its place in the chain, a record's bytes with what to sign
