@@ -23,9 +23,12 @@
 //! `#[test]` with the minimal input, named after what it would have let
 //! through, beside the target that found it.
 //!
-//! Targets for functions that are not public (the sandbox's HTTP path
-//! checks, the action cache's and the content store's parsers) live beside
-//! their code as `#[cfg(test)]` blocks instead.
+//! Targets for functions that are not public live beside their code as
+//! `#[cfg(test)]` blocks instead: the sandbox's request path, URL and
+//! bound-host checks (`cordon-sandbox`, `net::fuzz`), what is read from the
+//! shared bucket (`cordon-engine`, `remote::fuzz`), and the parsers of
+//! action-cache entries, stored tree listings and chain log lines (their
+//! `tests::parse` modules).
 
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
