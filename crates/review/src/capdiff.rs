@@ -1217,6 +1217,59 @@ fn capitalize_first(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A diff with a change of each direction, every string from the
+    /// compared files taken from `next`.
+    fn diff_of(next: &mut dyn FnMut() -> String) -> CapDiff {
+        let change = |direction, next: &mut dyn FnMut() -> String| Change {
+            direction,
+            step: Some(next()),
+            code: "mount-added",
+            subject: Some(next()),
+            old: Some(next()),
+            new: Some(next()),
+            message: Phrase::new("adds ")
+                .code(next())
+                .words(" for ")
+                .quote(next()),
+        };
+        let changes = vec![
+            change(Direction::Escalation, next),
+            change(Direction::DeEscalation, next),
+            change(Direction::Neutral, next),
+        ];
+        CapDiff {
+            kind: "pipeline",
+            old: next(),
+            new: next(),
+            escalates: true,
+            changes,
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_manifest_text_leaves_the_markdown_diff_its_structure(
+            values in proptest::collection::vec(crate::review::structure::hostile(), 1..8)
+        ) {
+            use crate::review::structure;
+            let mut i = 0;
+            let md = diff_of(&mut || {
+                i += 1;
+                values[i % values.len()].clone()
+            })
+            .render(Format::Markdown);
+            let plain = diff_of(&mut || "value".to_string()).render(Format::Markdown);
+            proptest::prop_assert_eq!(structure::active(&md), 0, "{}", md);
+            proptest::prop_assert_eq!(
+                structure::of_markdown(&md),
+                structure::of_markdown(&plain),
+                "{}", md
+            );
+        }
+    }
     use Direction::*;
 
     const D0: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";

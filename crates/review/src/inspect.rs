@@ -578,15 +578,15 @@ impl Report {
         if let Some(c) = &self.manifest {
             out += &if md {
                 format!(
-                    "\n### Against manifest {} (step `{}`)\n\n",
+                    "\n### Against manifest {} (step {})\n\n",
                     md_code(&c.manifest),
-                    c.step
+                    md_code(&c.step)
                 )
             } else {
                 format!(
                     "\nagainst manifest {} (step {})\n",
                     plain(&c.manifest),
-                    c.step
+                    plain(&c.step)
                 )
             };
             out += &item(
@@ -649,6 +649,79 @@ impl Report {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    /// A report with every string from the component file or the
+    /// manifest taken from `next`.
+    fn report_of(next: &mut dyn FnMut() -> String) -> Report {
+        let item = |next: &mut dyn FnMut() -> String| WitItem {
+            name: next(),
+            kind: "interface",
+            functions: vec![next(), next()],
+            types: Vec::new(),
+        };
+        let imports = vec![item(next), item(next)];
+        let exports = vec![item(next)];
+        let finding = |next: &mut dyn FnMut() -> String| Finding {
+            subject: next(),
+            message: crate::review::Phrase::new("grants ")
+                .code(next())
+                .words(" for ")
+                .quote(next()),
+        };
+        let unused = vec![finding(next)];
+        let denied = vec![finding(next)];
+        let unavailable = vec![finding(next)];
+        Report {
+            inspection: Inspection {
+                file: next(),
+                size: 1,
+                digest: Sha256Digest::of(b""),
+                runnable: true,
+                producers: vec![Producers {
+                    location: "component".into(),
+                    fields: vec![ProducerField {
+                        name: next(),
+                        values: vec![(next(), next())],
+                    }],
+                }],
+                imports,
+                exports,
+            },
+            manifest: Some(GrantCheck {
+                manifest: next(),
+                step: next(),
+                pinned: Sha256Digest::of(b"x"),
+                digest_matches: false,
+                unused_grants: unused,
+                denied_imports: denied,
+                unavailable_imports: unavailable,
+            }),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_component_or_manifest_text_leaves_the_markdown_inspection_its_structure(
+            values in proptest::collection::vec(crate::review::structure::hostile(), 1..8)
+        ) {
+            use crate::review::structure;
+            let mut i = 0;
+            let md = report_of(&mut || {
+                i += 1;
+                values[i % values.len()].clone()
+            })
+            .render(Format::Markdown);
+            let plain = report_of(&mut || "value".to_string()).render(Format::Markdown);
+            proptest::prop_assert_eq!(structure::active(&md), 0, "{}", md);
+            proptest::prop_assert_eq!(
+                structure::of_markdown(&md),
+                structure::of_markdown(&plain),
+                "{}", md
+            );
+        }
+    }
 
     #[test]
     fn garbage_is_not_wasm() {
