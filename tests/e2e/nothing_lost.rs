@@ -239,6 +239,24 @@ fn a_failed_restore_leaves_a_record_of_its_failure() {
     let restore = restore_records(&ws).pop().expect("a restore record");
     assert!(restore["failure"].as_str().is_some(), "{restore}");
     assert_eq!(restore["trees"].as_array().unwrap().len(), 0);
+    // Once the store holds the outputs again, the rollback goes through;
+    // posture counts both.
+    let ok = ws.cordon(
+        &[
+            "restore",
+            "--run",
+            &run_id(&ws.latest_record("csv-validate")),
+        ],
+        &[],
+    );
+    assert_eq!(ok.code, 0, "{ok:?}");
+    let p = ws.cordon(&["posture", "--env", "dev", "--format", "json"], &[]);
+    assert_eq!(p.code, 0, "{p:?}");
+    let p: serde_json::Value = serde_json::from_str(&p.stdout).unwrap();
+    assert_eq!(p["restores"], 1, "{p}");
+    assert_eq!(p["restore_failures"], 1, "{p}");
+    let text = ws.cordon(&["posture", "--env", "dev"], &[]);
+    assert!(text.stdout.contains("restores: 1 (1 failed)"), "{text:?}");
 }
 
 /// A signed workspace whose checksum step has published once, with its

@@ -76,6 +76,10 @@ pub struct Posture {
     pub failed: u64,
     /// Runs served from the action cache.
     pub cache_hits: u64,
+    /// `cordon restore`s (rollbacks) that published what they restored.
+    pub restores: u64,
+    /// `cordon restore`s that failed (their records say why).
+    pub restore_failures: u64,
     /// Runs that went ahead despite policy violations.
     pub break_glass: Vec<BreakGlass>,
     /// Records written without a signature.
@@ -136,6 +140,8 @@ pub fn posture(
         passing: 0,
         failed: 0,
         cache_hits: 0,
+        restores: 0,
+        restore_failures: 0,
         break_glass: Vec::new(),
         unsigned: unsigned
             .iter()
@@ -184,6 +190,9 @@ pub fn posture(
         }
     }
     p.secrets = secrets.into_values().collect();
+    let (restores, restore_failures) = restores_of(&records_dir, env).map_err(io)?;
+    p.restores = restores;
+    p.restore_failures = restore_failures;
     p.break_glass = break_glass_runs(&records_dir)
         .map_err(io)?
         .into_iter()
@@ -196,6 +205,37 @@ pub fn posture(
         })
         .collect();
     Ok(p)
+}
+
+/// How many restores of `env` published what they restored, and how many
+/// failed, from the restore records under `records_dir` (the rate of
+/// successful rollbacks an operator watches).
+fn restores_of(records_dir: &Path, env: &str) -> std::io::Result<(u64, u64)> {
+    let names = match crate::verify::record_files(records_dir) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    };
+    let (mut ok, mut failed) = (0, 0);
+    for run in names.iter().filter(|r| r.contains("-restore-")) {
+        let path = crate::chain::record_path(records_dir, run);
+        let Ok(bytes) = cordon_core::fsutil::read_regular(&path, MAX_RECORD_BYTES) else {
+            continue;
+        };
+        // An unreadable one is named by `verify`, which posture reports.
+        let Ok(r) = serde_json::from_slice::<crate::record::RestoreRecord>(&bytes) else {
+            continue;
+        };
+        if r.environment != env {
+            continue;
+        }
+        if r.failure.is_some() {
+            failed += 1;
+        } else {
+            ok += 1;
+        }
+    }
+    Ok((ok, failed))
 }
 
 /// Largest record file read: a record is a few kilobytes; the cap keeps a
@@ -278,6 +318,16 @@ pub fn render_openmetrics(p: &Posture) -> String {
         p.cache_hits,
     );
     gauge(
+        "cordon_restores",
+        "Restores (rollbacks) that published what they restored.",
+        p.restores,
+    );
+    gauge(
+        "cordon_restore_failures",
+        "Restores that failed.",
+        p.restore_failures,
+    );
+    gauge(
         "cordon_break_glass_runs",
         "Step runs that went ahead despite policy violations.",
         p.break_glass.len() as u64,
@@ -321,6 +371,11 @@ pub fn render_text(p: &Posture) -> String {
         s,
         "  runs: {} ({} with every check passing, {} failed, {} from the cache)",
         p.runs, p.passing, p.failed, p.cache_hits
+    );
+    let _ = writeln!(
+        s,
+        "  restores: {} ({} failed)",
+        p.restores, p.restore_failures
     );
     let _ = writeln!(s, "  break-glass runs: {}", p.break_glass.len());
     for b in &p.break_glass {
@@ -369,6 +424,8 @@ mod tests {
             passing: 1,
             failed: 1,
             cache_hits: 0,
+            restores: 0,
+            restore_failures: 0,
             break_glass: Vec::new(),
             unsigned: vec!["r1".into()],
             unverifiable: BTreeMap::from([("r2".to_string(), "bad".to_string())]),
