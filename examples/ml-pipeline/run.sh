@@ -92,11 +92,13 @@ cp "$reviewer_dir/prod-reviewer.pub" "$secrets_home/trusted/prod/reviewers/"
 rm -f "$here"/steps/*.approvals.json
 
 run_id="$(python3 -c 'import json, os, sys; print(os.path.basename(json.load(open(sys.argv[1]))["pipeline_record"])[:-len(".json")])' "$here/.cordon/last-run.json")"
+# Run from the example's directory, `cordon promote` uses its state
+# directory (.cordon/ beside its cordon.toml), as every command there does.
 promote=("$cordon" promote --run "$run_id" --from dev --to prod --artifact /model
-  --state "$here/.cordon" --config "$config")
+  --config "$config")
 echo "== cordon promote /model dev -> prod (refused: prod's reviewer has approved nothing yet)"
 status=0
-"${promote[@]}" || status=$?
+(cd "$here" && "${promote[@]}") || status=$?
 if [ "$status" -ne 1 ]; then
   echo "error: the promotion was expected to be refused (exit 1), it exited $status" >&2
   exit 1
@@ -106,9 +108,11 @@ for s in validate pseudonymize train evaluate sign release; do
   "$cordon" approve "$here/steps/$s.toml" --key "$reviewer_dir/prod-reviewer.key"
 done
 echo "== cordon promote /model dev -> prod (accepted: copied by digest, VSA signed by prod)"
-"${promote[@]}"
+(cd "$here" && "${promote[@]}")
 echo "== cordon run steps/release.toml --env prod (its /in requires a promoted model)"
-"$cordon" run "$here/steps/release.toml" --env prod --config "$config" --state "$here/.cordon"
+# Named by its path from anywhere, the step finds the promotion in the
+# workspace's state directory, not in one beside the manifest.
+"$cordon" run "$here/steps/release.toml" --env prod --config "$config"
 
 echo "== verifying every record (signatures, chain, outputs on disk)"
-(cd "$here" && "$cordon" verify --state "$here/.cordon")
+(cd "$here" && "$cordon" verify)
