@@ -611,15 +611,64 @@ fn pascal(id: &str) -> String {
         .collect()
 }
 
+/// `text` for a SARIF message string: SARIF 2.1.0 (§3.11.6) reads
+/// `[text](target)` in a message as an embedded link, so the brackets of
+/// a message that quotes a manifest or a policy (a step name, a mount
+/// path, a rule's own words) are escaped (`\[`, `\]`), and every
+/// backslash of a run that ends at a bracket is doubled so none of them
+/// can escape the escape.
+fn sarif_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut backslashes = 0;
+    for c in text.chars() {
+        if c == '\\' {
+            backslashes += 1;
+            continue;
+        }
+        let bracket = matches!(c, '[' | ']');
+        let run = if bracket {
+            2 * backslashes
+        } else {
+            backslashes
+        };
+        out.extend(std::iter::repeat_n('\\', run));
+        backslashes = 0;
+        if bracket {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.extend(std::iter::repeat_n('\\', backslashes));
+    out
+}
+
+/// `text` for a SARIF `markdown` string (GitHub-flavoured Markdown): every
+/// ASCII punctuation character backslash-escaped, so a rule id or a
+/// policy's words open no link, image, HTML or emphasis.
+fn sarif_markdown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii_punctuation() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn sarif_rule(id: &str, short: &str, full: &str, help: &str) -> Value {
     json!({
         "id": id,
         "name": pascal(id),
-        "shortDescription": {"text": short},
-        "fullDescription": {"text": full},
+        "shortDescription": {"text": sarif_text(short)},
+        "fullDescription": {"text": sarif_text(full)},
         "help": {
-            "text": help,
-            "markdown": format!("**{id}**: {help}\n\nSee [the default rules](https://example.invalid/cordon/docs/policy.md#default-rules)."),
+            "text": sarif_text(help),
+            "markdown": format!(
+                "**{}**: {}\n\nSee [the default rules](https://example.invalid/cordon/docs/policy.md#default-rules).",
+                sarif_markdown(id),
+                sarif_markdown(help)
+            ),
         },
         "helpUri": "https://example.invalid/cordon/docs/policy.md#default-rules",
         "defaultConfiguration": {"level": "error"},
@@ -630,7 +679,7 @@ fn sarif_result(rule: &str, text: String, at: &SarifLocation, properties: Value)
     json!({
         "ruleId": rule,
         "level": "error",
-        "message": {"text": text},
+        "message": {"text": sarif_text(&text)},
         "locations": [{
             "physicalLocation": {
                 "artifactLocation": {"uri": at.uri},
@@ -754,6 +803,29 @@ pub fn render_sarif_errors(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_message_quoting_a_markdown_link_is_no_embedded_link_in_sarif() {
+        let text = "step `[approve](https://evil.example)` reads \\[x]";
+        assert_eq!(
+            super::sarif_text(text),
+            "step `\\[approve\\](https://evil.example)` reads \\\\\\[x\\]"
+        );
+        assert_eq!(super::sarif_markdown("a_b[c]"), "a\\_b\\[c\\]");
+        // Read back as SARIF consumers do: every escaped bracket and
+        // doubled backslash is literal, so no `[` opens a link.
+        let escaped = super::sarif_text("\\]([1](2)\\\\[");
+        let mut chars = escaped.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '[' | ']' => panic!("an unescaped bracket in {escaped}"),
+                _ => {}
+            }
+        }
+    }
 
     #[test]
     fn sarif_rule_names_are_pascal_case_and_distinct_from_ids() {
