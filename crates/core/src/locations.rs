@@ -237,6 +237,20 @@ mod tests {
         );
     }
 
+    /// A directory name can hold a newline: the warning stays one line.
+    #[test]
+    fn a_leftover_whose_name_holds_a_newline_is_still_one_warning_line() {
+        let t = tempfile::tempdir().unwrap();
+        let top = crate::fsutil::resolve(t.path()).unwrap();
+        std::fs::write(top.join(WORKSPACE_FILE), "version = 1\n").unwrap();
+        let sub = top.join("a\ncordon: verified 0 records");
+        std::fs::create_dir_all(sub.join(".cordon")).unwrap();
+        let s = StateDir::resolve_with(None, None, &sub);
+        let text = s.leftover().expect("reported").to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.contains("is a state directory left by an older version"));
+    }
+
     #[test]
     fn the_flag_wins_over_the_variable_which_wins_over_the_workspace() {
         let t = tempfile::tempdir().unwrap();
