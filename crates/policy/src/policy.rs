@@ -804,6 +804,47 @@ pub fn render_sarif_errors(
 #[cfg(test)]
 mod tests {
 
+    /// A SARIF message string as a consumer reads it (§3.11.6): `\[` and
+    /// `\]` are literal brackets, `\\` before a bracket a literal
+    /// backslash; an unescaped `[` may open an embedded link.
+    fn sarif_literal(text: &str) -> Result<String, String> {
+        let mut out = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match (c, chars.peek()) {
+                ('\\', Some('[' | ']')) => out.push(chars.next().unwrap()),
+                ('\\', Some('\\')) => {
+                    chars.next();
+                    // A doubled backslash is one only before a bracket run.
+                    let mut look = chars.clone();
+                    while look.peek() == Some(&'\\') {
+                        look.next();
+                    }
+                    out.push('\\');
+                    if !matches!(look.peek(), Some('[' | ']')) {
+                        out.push('\\');
+                    }
+                }
+                ('[' | ']', _) => return Err(format!("an unescaped bracket in {text}")),
+                (c, _) => out.push(c),
+            }
+        }
+        Ok(out)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_message_reads_back_from_sarif_as_itself_and_opens_no_link(
+            text in proptest::prop_oneof![
+                "[\\[\\]()\\\\a ]{0,16}",
+                proptest::prelude::any::<String>(),
+            ]
+        ) {
+            let escaped = super::sarif_text(&text);
+            proptest::prop_assert_eq!(sarif_literal(&escaped), Ok(text));
+        }
+    }
+
     #[test]
     fn a_message_quoting_a_markdown_link_is_no_embedded_link_in_sarif() {
         let text = "step `[approve](https://evil.example)` reads \\[x]";
