@@ -494,17 +494,19 @@ enum KeyCommand {
     },
     /// Create a reviewer's ed25519 key pair for approvals.
     ///
-    /// Writes `DIR/NAME.key` (PKCS#8 PEM, mode 0600; keep it with the
-    /// reviewer) and `DIR/NAME.pub` (list it under `[env.E.policy]
-    /// reviewers` in cordon.toml, or copy it into `<secrets
-    /// home>/trusted/E/reviewers/` to trust it for this user only).
-    /// Existing files are never replaced.
+    /// Writes `NAME.key` (PKCS#8 PEM, mode 0600; keep it with the
+    /// reviewer) and `NAME.pub` into `<secrets home>/reviewers/` (the
+    /// user's configuration, outside every workspace) and prints where.
+    /// List the public key under `[env.E.policy] reviewers` in cordon.toml,
+    /// or copy it into `<secrets home>/trusted/E/reviewers/` to trust it for
+    /// this user only. Existing files are never replaced.
     Reviewer {
         /// The reviewer's name.
         name: String,
-        /// Where to write the files.
-        #[arg(long, value_name = "DIR", default_value = "keys/reviewers")]
-        dir: PathBuf,
+        /// Write the files here instead; refused inside a git work tree,
+        /// where the private key would be one `git add` from a commit.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -722,6 +724,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
+    warn_private_keys_here();
             // Errors quote manifests, paths and what steps wrote: every line
             // is escaped, so none can draw on the terminal.
             say!("error: {}", escape_lines(&format!("{:#}", f.error)));
@@ -740,6 +743,29 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             jobs,
             fail_fast,
             no_cache,
+/// Warns, before any command, of private keys inside the workspace the
+/// current directory belongs to (the nearest `cordon.toml` above it): left
+/// there by older versions of `cordon key reviewer`, or put there by hand,
+/// they are one `git add` or one mount away from leaking. A bounded scan
+/// (see [`cordon_engine::keys::private_keys_in_workspace`]).
+fn warn_private_keys_here() {
+    let Some(config) = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cordon_manifest::config::find(&cwd))
+    else {
+        return;
+    };
+    let Some(workspace) = config.parent() else {
+        return;
+    };
+    for key in cordon_engine::keys::private_keys_in_workspace(workspace) {
+        say!(
+            "cordon: warning: {}",
+            cordon_engine::keys::private_key_warning(&key)
+        );
+    }
+}
+
             report,
             break_glass,
             step,
@@ -767,7 +793,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
         Command::Approve { manifest, key } => approve_cmd(&manifest, &key),
         Command::Key {
             command: KeyCommand::Reviewer { name, dir },
-        } => key_reviewer(&name, &dir),
+        } => key_reviewer(&name, dir.as_deref()),
         Command::Plan { file, at } => plan_cmd(&file, &at),
         Command::Restore {
             run,
@@ -2214,42 +2240,19 @@ fn approve_cmd(manifest: &Path, key: &Path) -> Result<u8, Failure> {
     Ok(0)
 }
 
-fn key_reviewer(name: &str, dir: &Path) -> Result<u8, Failure> {
-    if !cordon_manifest::manifest::is_valid_name(name) {
-        return Err(bad_input(anyhow::anyhow!(
-            "reviewer name `{name}` is invalid; use lowercase letters, digits and `-`"
-        )));
-    }
-    let (key, public) = (
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.pub")),
-    );
-    for p in [&key, &public] {
-        if p.exists() {
-            return Err(bad_input(anyhow::anyhow!(
-                "{} already exists; refusing to replace a key",
-                p.display()
-            )));
-        }
-    }
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))
-        .map_err(runner_fault)?;
-    let (private_pem, public_pem) = cordon_record::attest::generate();
-    cordon_core::fsutil::write_new(&key, private_pem.as_bytes())
-        .with_context(|| format!("cannot write {}", key.display()))
-        .map_err(runner_fault)?;
-    cordon_core::fsutil::write_new(&public, public_pem.as_bytes())
-        .with_context(|| format!("cannot write {}", public.display()))
-        .map_err(runner_fault)?;
+fn key_reviewer(name: &str, dir: Option<&Path>) -> Result<u8, Failure> {
+    let key = cordon_engine::keys::create_reviewer_key(name, dir).map_err(|e| match e {
+        cordon_engine::keys::KeyError::Io(..) => runner_fault(e),
+        _ => bad_input(e),
+    })?;
     say!(
-        "cordon: wrote {} (private, mode 0600: keep it with the reviewer) and {}",
-        key.display(),
-        public.display()
+        "cordon: wrote {} (private, mode 0600: keep it with the reviewer, outside every workspace) and {}",
+        key.private.display(),
+        key.public.display()
     );
     say!(
         "cordon: to trust this reviewer in an environment, add \"{}\" to `reviewers` under [env.NAME.policy] in cordon.toml, or copy it into {} for this user",
-        public.display(),
+        key.public.display(),
         cordon_core::locations::reviewer_trust_dir("NAME").map_or_else(
             || "<secrets home>/trusted/NAME/reviewers/".into(),
             |d| format!("{}/", d.display())

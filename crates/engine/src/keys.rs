@@ -21,6 +21,14 @@
 //!    an unprotected environment with a warning, and ignored for a
 //!    protected one.
 //!
+//! **Reviewers.** A reviewer's key pair signs approvals. It is made in the
+//! user's configuration (`<secrets home>/reviewers/`), never in a
+//! workspace: [`create_reviewer_key`] refuses a directory inside a git work
+//! tree, where the next `git add .` would commit the private key, and
+//! [`private_keys_in_workspace`] finds the private keys older versions left
+//! in a workspace, so every command can say where they are and how to move
+//! them.
+//!
 //! Nothing here prints or returns a private key.
 
 use cordon_manifest::config::{EnvConfig, ProviderKind};
@@ -280,6 +288,163 @@ fn public_pem_of(key: &ed25519_dalek::VerifyingKey) -> String {
         .expect("an ed25519 key encodes")
 }
 
+/// A reviewer's key pair as [`create_reviewer_key`] wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewerKey {
+    /// The private key (PKCS#8 PEM, mode 0600).
+    pub private: PathBuf,
+    /// The public key (PEM), to list under `reviewers` or to trust.
+    pub public: PathBuf,
+}
+
+/// Where reviewer key pairs are made unless a directory is named:
+/// `<secrets home>/reviewers/`, the user's configuration, outside every
+/// workspace.
+pub fn reviewer_key_dir() -> Option<PathBuf> {
+    cordon_core::locations::secrets_home().map(|h| h.join("reviewers"))
+}
+
+/// The git work tree `dir` lies in (the nearest directory at or above it
+/// holding `.git`, a directory or a worktree's file), if any. `dir` need
+/// not exist yet: its nearest existing ancestor is asked, after symlinks
+/// are resolved, so a link cannot hide a work tree.
+pub fn git_work_tree(dir: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(dir).ok()?;
+    let existing = absolute.ancestors().find(|a| a.exists())?;
+    let resolved = cordon_core::fsutil::resolve(existing).ok()?;
+    resolved
+        .ancestors()
+        .find(|a| a.join(".git").exists())
+        .map(Path::to_path_buf)
+}
+
+/// Creates reviewer `name`'s ed25519 key pair: `NAME.key` (PKCS#8 PEM,
+/// mode 0600) and `NAME.pub` in `dir`, by default [`reviewer_key_dir`].
+///
+/// A `dir` inside a git work tree is refused before anything is written: a
+/// private key there is one `git add .` away from the repository's history,
+/// which no later `git rm` takes back. Existing files are never replaced.
+pub fn create_reviewer_key(name: &str, dir: Option<&Path>) -> Result<ReviewerKey, KeyError> {
+    if !cordon_manifest::manifest::is_valid_name(name) {
+        return Err(KeyError::Invalid(format!(
+            "reviewer name `{name}` is invalid; use lowercase letters, digits and `-`"
+        )));
+    }
+    let default = reviewer_key_dir();
+    let dir = match (dir, &default) {
+        (Some(dir), _) => {
+            if let Some(tree) = git_work_tree(dir) {
+                return Err(KeyError::Invalid(format!(
+                    "{} is inside the git work tree {}, where the reviewer's private key would be one `git add` away from being committed\n  fix: leave out --dir to keep the key pair in {} (your configuration, outside every workspace), or name a directory outside the work tree",
+                    dir.display(),
+                    tree.display(),
+                    default.as_deref().map_or_else(
+                        || "<secrets home>/reviewers/".into(),
+                        |d| format!("{}/", d.display())
+                    ),
+                )));
+            }
+            dir.to_path_buf()
+        }
+        (None, Some(default)) => default.clone(),
+        (None, None) => {
+            return Err(KeyError::Invalid(
+                "cannot place the reviewer's key pair: neither CORDON_SECRETS_HOME, XDG_CONFIG_HOME nor HOME is set\n  fix: set one of them, or name a directory outside every git work tree with --dir".into(),
+            ));
+        }
+    };
+    let key = ReviewerKey {
+        private: dir.join(format!("{name}.key")),
+        public: dir.join(format!("{name}.pub")),
+    };
+    for p in [&key.private, &key.public] {
+        if p.exists() {
+            return Err(KeyError::Invalid(format!(
+                "{} already exists; refusing to replace a key",
+                p.display()
+            )));
+        }
+    }
+    cordon_core::fsutil::create_private_dir(&dir).map_err(|e| KeyError::Io(dir.clone(), e))?;
+    let (private_pem, public_pem) = cordon_record::attest::generate();
+    cordon_core::fsutil::write_new(&key.private, private_pem.as_bytes())
+        .map_err(|e| KeyError::Io(key.private.clone(), e))?;
+    cordon_core::fsutil::write_new(&key.public, public_pem.as_bytes())
+        .map_err(|e| KeyError::Io(key.public.clone(), e))?;
+    Ok(key)
+}
+
+/// How deep below a workspace's `cordon.toml` [`private_keys_in_workspace`]
+/// looks (`keys/reviewers/alice.key` is depth 3), and how many directory
+/// entries it reads at most. The check runs before every command, so it is
+/// bounded: a workspace with a large data tree costs at most this many
+/// `readdir` entries, never a walk of the data.
+const KEY_SCAN_DEPTH: usize = 3;
+const KEY_SCAN_ENTRIES: usize = 4096;
+
+/// What a PEM private key's first line says, whatever its algorithm
+/// (`-----BEGIN PRIVATE KEY-----`, `-----BEGIN EC PRIVATE KEY-----`, ...).
+const PEM_PRIVATE: &[u8] = b"PRIVATE KEY-----";
+
+/// The `*.key` files holding a PEM private key in the workspace whose
+/// directory is `workspace_dir`, down to [`KEY_SCAN_DEPTH`] levels. Hidden
+/// directories (`.git`, the `.cordon` state directory) are not entered;
+/// only the first bytes of a `*.key` file are read; a symlink is not
+/// followed. Cheap enough to run before every command.
+pub fn private_keys_in_workspace(workspace_dir: &Path) -> Vec<PathBuf> {
+    use std::io::Read as _;
+    let mut found = Vec::new();
+    let mut budget = KEY_SCAN_ENTRIES;
+    let mut pending = vec![(workspace_dir.to_path_buf(), 1usize)];
+    while let Some((dir, depth)) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if budget == 0 {
+                found.sort();
+                return found;
+            }
+            budget -= 1;
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            let hidden = entry.file_name().as_encoded_bytes().starts_with(b".");
+            if kind.is_dir() && !hidden && depth < KEY_SCAN_DEPTH {
+                pending.push((path, depth + 1));
+            } else if kind.is_file() && path.extension().is_some_and(|e| e == "key") {
+                let mut head = [0u8; 64];
+                let n = std::fs::File::open(&path)
+                    .and_then(|mut f| f.read(&mut head))
+                    .unwrap_or(0);
+                if head[..n]
+                    .windows(PEM_PRIVATE.len())
+                    .any(|w| w == PEM_PRIVATE)
+                {
+                    found.push(path);
+                }
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The warning for a private key found in a workspace: where it is and how
+/// to move it into the user's configuration.
+pub fn private_key_warning(key: &Path) -> String {
+    let to = reviewer_key_dir().map_or_else(
+        || "<secrets home>/reviewers/".into(),
+        |d| format!("{}/", d.display()),
+    );
+    format!(
+        "{} is a private key inside the workspace, where a step's mount or a commit can reach it\n  fix: move it out of the workspace: `mkdir -p {to} && mv {} {to}`, then pass the new path to `cordon approve --key` (a public key the configuration names stays where it is)",
+        key.display(),
+        key.display(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +465,81 @@ mod tests {
         let out = f(d.path());
         unsafe { std::env::remove_var(cordon_secrets::local::HOME_VAR) };
         out
+    }
+
+    #[test]
+    fn a_reviewer_key_is_made_in_the_secrets_home_and_never_replaced() {
+        with_home(|home| {
+            let key = create_reviewer_key("alice", None).unwrap();
+            assert_eq!(key.private, home.join("reviewers/alice.key"));
+            assert_eq!(key.public, home.join("reviewers/alice.pub"));
+            assert!(
+                std::fs::read_to_string(&key.private)
+                    .unwrap()
+                    .contains("PRIVATE KEY")
+            );
+            let again = create_reviewer_key("alice", None).unwrap_err().to_string();
+            assert!(again.contains("refusing to replace a key"), "{again}");
+        })
+    }
+
+    #[test]
+    fn a_reviewer_key_dir_inside_a_git_work_tree_is_refused_before_anything_is_written() {
+        with_home(|_| {
+            let repo = tempfile::tempdir().unwrap();
+            std::fs::create_dir(repo.path().join(".git")).unwrap();
+            // Not created yet, several levels down, through `..`: the same tree.
+            let dir = repo.path().join("a/../keys/reviewers");
+            let e = create_reviewer_key("alice", Some(&dir)).unwrap_err();
+            assert!(matches!(e, KeyError::Invalid(_)), "{e}");
+            let text = e.to_string();
+            let tree = cordon_core::fsutil::resolve(repo.path()).unwrap();
+            assert!(
+                text.contains(&format!("inside the git work tree {}", tree.display())),
+                "{text}"
+            );
+            assert!(text.contains("\n  fix: leave out --dir"), "{text}");
+            assert!(!repo.path().join("keys").exists(), "nothing written");
+            // A linked worktree has a `.git` file, not a directory.
+            let linked = tempfile::tempdir().unwrap();
+            std::fs::write(linked.path().join(".git"), "gitdir: /elsewhere\n").unwrap();
+            assert!(create_reviewer_key("bob", Some(linked.path())).is_err());
+            // Outside every work tree, --dir still works.
+            let plain = tempfile::tempdir().unwrap();
+            if git_work_tree(plain.path()).is_none() {
+                let key = create_reviewer_key("carol", Some(plain.path())).unwrap();
+                assert_eq!(key.private, plain.path().join("carol.key"));
+            }
+        })
+    }
+
+    #[test]
+    fn private_keys_in_a_workspace_are_found_and_nothing_else_is() {
+        let ws = tempfile::tempdir().unwrap();
+        let w = |rel: &str, text: &str| {
+            let p = ws.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, text).unwrap();
+        };
+        let (private, public) = cordon_record::attest::generate();
+        w("keys/reviewers/alice.key", &private);
+        w("keys/reviewers/alice.pub", &public);
+        w("layout.key", "-----BEGIN EC PRIVATE KEY-----\nAAAA\n");
+        w("data/notes.key", "a musical key, not a private one");
+        w(".git/hidden.key", &private);
+        w("a/b/c/deep.key", &private);
+        std::os::unix::fs::symlink(
+            ws.path().join("keys/reviewers/alice.key"),
+            ws.path().join("link.key"),
+        )
+        .unwrap();
+        assert_eq!(
+            private_keys_in_workspace(ws.path()),
+            vec![
+                ws.path().join("keys/reviewers/alice.key"),
+                ws.path().join("layout.key"),
+            ]
+        );
     }
 
     #[test]
