@@ -152,7 +152,8 @@ enum Command {
     /// first, as `cordon verify --run` does (chain and signature); one that
     /// does not verify restores nothing (exit 1).
     Restore {
-        /// The run id (the record's file name without `.json`).
+        /// The run id (the record's file name without `.json`), `latest`
+        /// (the newest run) or `latest:STEP` (the newest run of step STEP).
         #[arg(long)]
         run: String,
         /// State directory holding the run's record [default: $CORDON_STATE,
@@ -187,9 +188,15 @@ enum Command {
         /// Verify the shared chain of this environment's store
         /// (`[env.NAME.store]`) instead of a local state directory: every
         /// entry linked, every record signed by a key trusted for it.
-        #[arg(long, value_name = "NAME", conflicts_with_all = ["record", "run", "state", "since", "head", "reexecute"])]
+        #[arg(long, value_name = "ENV", conflicts_with_all = ["record", "run", "state", "since", "head", "reexecute"])]
+        shared: Option<String>,
+        /// Deprecated spelling of --shared (for every other command --env
+        /// names the environment a command works in; here it meant the
+        /// shared store's).
+        #[arg(long, value_name = "ENV", hide = true, conflicts_with_all = ["shared", "record", "run", "state", "since", "head", "reexecute"])]
         env: Option<String>,
-        /// One run, by id.
+        /// One run: its id, `latest` (the newest run) or `latest:STEP` (the
+        /// newest run of step STEP).
         #[arg(long, value_name = "ID", conflicts_with = "record")]
         run: Option<String>,
         /// State directory [default: $CORDON_STATE, else .cordon/ beside the
@@ -206,9 +213,10 @@ enum Command {
         /// listed in CORDON_TRUSTED_KEYS (`:`-separated).
         #[arg(long = "trusted-key", value_name = "FILE")]
         trusted_keys: Vec<PathBuf>,
-        /// Check only this run and every later one (the whole chain is still
-        /// checked): for an environment that began signing after its first
-        /// records. Says how many earlier records were skipped.
+        /// Check only this run (an id, `latest` or `latest:STEP`) and every
+        /// later one (the whole chain is still checked): for an environment
+        /// that began signing after its first records. Says how many earlier
+        /// records were skipped.
         #[arg(long, value_name = "ID", conflicts_with_all = ["record", "run"])]
         since: Option<String>,
         /// A signed chain head from `cordon records head`, kept elsewhere:
@@ -548,7 +556,7 @@ enum ExportCommand {
     /// --verification-keys LAYOUT_KEY.pub --link-dir DIR` run in the base
     /// directory.
     InToto {
-        /// The step run to export.
+        /// The step run to export: its id, `latest` or `latest:STEP`.
         #[arg(
             long,
             value_name = "ID",
@@ -558,7 +566,9 @@ enum ExportCommand {
         run: Option<String>,
         /// The pipeline run to export: one link per step and one layout
         /// whose steps follow the lineage (the id is the name of its record
-        /// under `<state>/pipelines/`, without `.json`).
+        /// under `<state>/pipelines/`, without `.json`; `latest` is the
+        /// newest pipeline run, `latest:STEP` the newest that had step
+        /// STEP).
         #[arg(long, value_name = "ID")]
         pipeline_run: Option<String>,
         /// Where to write the links and the layout.
@@ -714,6 +724,7 @@ pub fn main() -> ExitCode {
     // A panic is a runner bug; it still ends with the runner-failure exit
     // code and a message (the panic hook has printed where), never with a
     // crash status a CI system would read as something else.
+    warn_private_keys_here();
     let command = cli.command;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || dispatch(command)))
         .unwrap_or_else(|_| {
@@ -724,7 +735,6 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-    warn_private_keys_here();
             // Errors quote manifests, paths and what steps wrote: every line
             // is escaped, so none can draw on the terminal.
             say!("error: {}", escape_lines(&format!("{:#}", f.error)));
@@ -733,16 +743,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Runs one parsed command.
-fn dispatch(command: Command) -> Result<u8, Failure> {
-    match command {
-        Command::Run {
-            file,
-            at,
-            quiet,
-            jobs,
-            fail_fast,
-            no_cache,
 /// Warns, before any command, of private keys inside the workspace the
 /// current directory belongs to (the nearest `cordon.toml` above it): left
 /// there by older versions of `cordon key reviewer`, or put there by hand,
@@ -766,6 +766,16 @@ fn warn_private_keys_here() {
     }
 }
 
+/// Runs one parsed command.
+fn dispatch(command: Command) -> Result<u8, Failure> {
+    match command {
+        Command::Run {
+            file,
+            at,
+            quiet,
+            jobs,
+            fail_fast,
+            no_cache,
             report,
             break_glass,
             step,
@@ -816,11 +826,22 @@ fn warn_private_keys_here() {
             config,
         } => repair_cmd(state, dry_run, &env, config.as_deref()),
         Command::Verify {
-            env: Some(env),
+            shared: Some(env),
             config,
             trusted_keys,
             ..
         } => verify_shared(&env, config.as_deref(), trusted_keys),
+        Command::Verify {
+            env: Some(env),
+            config,
+            trusted_keys,
+            ..
+        } => {
+            say!(
+                "cordon: note: `verify --env` is deprecated; it is `verify --shared {env}` (the shared store's chain)"
+            );
+            verify_shared(&env, config.as_deref(), trusted_keys)
+        }
         Command::Verify {
             record,
             run,
@@ -831,6 +852,7 @@ fn warn_private_keys_here() {
             head,
             reexecute,
             env: None,
+            shared: None,
         } => verify(
             record,
             run.map(cordon_record::verify::Scope::Run)
@@ -1089,7 +1111,7 @@ fn one_step(
     Ok((upstream::only(plan, i), vec![manifest]))
 }
 
-/// `cordon verify --env NAME`: the shared chain of the environment's store,
+/// `cordon verify --shared NAME`: the shared chain of the environment's store,
 /// from any machine, against the keys trusted for it here.
 fn verify_shared(
     env_name: &str,
@@ -1728,6 +1750,11 @@ fn verify(
         (None, scope) => (state_dir(state, Path::new("")), scope.unwrap_or(Scope::All)),
     };
     let workspace = verify_workspace(config, &state_dir)?;
+    let scope = match scope {
+        Scope::Run(name) => Scope::Run(run_named(&state_dir, &name)?),
+        Scope::Since(name) => Scope::Since(run_named(&state_dir, &name)?),
+        Scope::All => Scope::All,
+    };
     let roots = cordon_engine::keys::TrustRoots::from_process(trusted_keys);
     let mut verdict =
         cordon_record::verify::verify(&state_dir, &workspace, &roots, &scope).map_err(bad_input)?;
@@ -2289,6 +2316,24 @@ fn break_glass_records(state: Option<PathBuf>) -> Result<u8, Failure> {
     Ok(0)
 }
 
+/// The step-run id a command line names in the state directory `state`:
+/// an exact id, `latest` (the newest run) or `latest:STEP` (the newest run
+/// of step STEP). See [`cordon_record::query::resolve_run`].
+fn run_named(state: &Path, name: &str) -> Result<String, Failure> {
+    // Absolute, so that a failure names the directory wherever the state
+    // directory was found from.
+    let records = std::path::absolute(state.join("records")).map_err(runner_fault)?;
+    cordon_record::query::resolve_run(&records, name).map_err(bad_input)
+}
+
+/// The pipeline-run id a command line names in the state directory
+/// `state`: an exact id, `latest` (the newest pipeline run) or
+/// `latest:STEP` (the newest pipeline run that had a step STEP).
+fn pipeline_run_named(state: &Path, name: &str) -> Result<String, Failure> {
+    let pipelines = std::path::absolute(state.join("pipelines")).map_err(runner_fault)?;
+    cordon_record::query::resolve_pipeline_run(&pipelines, name).map_err(bad_input)
+}
+
 fn restore_cmd(
     run: &str,
     state: &Path,
@@ -2297,6 +2342,7 @@ fn restore_cmd(
     replaced: bool,
 ) -> Result<u8, Failure> {
     use cordon_record::record::RestoredWhat;
+    let run = &run_named(state, run)?;
     let workspace = verify_workspace(config, state)?;
     // What a stopped command left is completed first, recorded under the
     // restored run's environment (its key signs the restore too).
@@ -2401,6 +2447,12 @@ fn export_in_toto(
     let target =
         target.ok_or_else(|| bad_input(anyhow::anyhow!("name --run or --pipeline-run")))?;
     let state = state_dir(state, Path::new(""));
+    let target = match target {
+        ExportTarget::Run(name) => ExportTarget::Run(run_named(&state, &name)?),
+        ExportTarget::PipelineRun(name) => {
+            ExportTarget::PipelineRun(pipeline_run_named(&state, &name)?)
+        }
+    };
     let cwd = std::env::current_dir().map_err(runner_fault)?;
     let workspace = WorkspaceConfig::discover(config, &cwd).map_err(bad_input)?;
     let layout_signer = cordon_record::attest::Signer::load(layout_key).map_err(bad_input)?;

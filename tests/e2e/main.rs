@@ -12,6 +12,7 @@ mod damaged_state;
 mod escapes;
 mod export;
 mod file_names;
+mod first_hour;
 mod full_disk;
 mod hostile_channels;
 mod hostile_limits;

@@ -18,7 +18,8 @@ Exit codes:
 /// The arguments of `cordon promote`.
 #[derive(clap::Args, Debug)]
 pub(super) struct PromoteArgs {
-    /// The pipeline run id (`<state>/pipelines/<id>.json`).
+    /// The pipeline run id (`<state>/pipelines/<id>.json`), `latest` (the
+    /// newest pipeline run) or `latest:STEP` (the newest that had step STEP).
     #[arg(long, value_name = "PIPELINE_RUN")]
     run: String,
     /// The environment the artifact comes from.
@@ -67,10 +68,11 @@ pub(super) fn promote(a: PromoteArgs) -> Result<u8, Failure> {
             .map(|k| k.signer);
         super::recover_state(&state, &a.to, signer.as_ref())?;
     }
+    let pipeline_run = super::pipeline_run_named(&state, &a.run)?;
     let request = cordon_engine::promote::PromoteRequest {
         state_dir: &state,
         workspace: &workspace,
-        pipeline_run: &a.run,
+        pipeline_run: &pipeline_run,
         from: &a.from,
         to: &a.to,
         artifact: a.artifact.as_deref(),
@@ -145,7 +147,8 @@ pub(super) enum CardFormat {
 /// The arguments of `cordon card`.
 #[derive(clap::Args, Debug)]
 pub(super) struct CardArgs {
-    /// The pipeline run id (`<state>/pipelines/<id>.json`).
+    /// The pipeline run id (`<state>/pipelines/<id>.json`), `latest` (the
+    /// newest pipeline run) or `latest:STEP` (the newest that had step STEP).
     #[arg(long, value_name = "PIPELINE_RUN")]
     run: String,
     /// Output format.
@@ -160,7 +163,8 @@ pub(super) struct CardArgs {
 
 pub(super) fn card(a: CardArgs) -> Result<u8, Failure> {
     let state = super::state_dir(a.state, Path::new(""));
-    let card = cordon_review::card::card(&state, &a.run).map_err(bad_input)?;
+    let card = cordon_review::card::card(&state, &super::pipeline_run_named(&state, &a.run)?)
+        .map_err(bad_input)?;
     let text = match a.format {
         CardFormat::Markdown => cordon_review::card::render_markdown(&card),
         CardFormat::Json => {
