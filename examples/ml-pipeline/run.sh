@@ -81,7 +81,7 @@ cp "$secrets_home"/trusted/dev/*.pub "$secrets_home/trusted/prod/promote-from/de
 reviewer_dir="$secrets_home/reviewers"
 if [ ! -f "$reviewer_dir/prod-reviewer.key" ]; then
   echo "== creating the demo prod reviewer's key pair in $reviewer_dir"
-  "$cordon" key reviewer prod-reviewer --dir "$reviewer_dir"
+  "$cordon" key reviewer prod-reviewer # into $secrets_home/reviewers, the default
 fi
 echo "== prod trusts the demo reviewer ($secrets_home/trusted/prod/reviewers/)"
 mkdir -p "$secrets_home/trusted/prod/reviewers"
