@@ -2277,6 +2277,18 @@ fn key_reviewer(name: &str, dir: Option<&Path>) -> Result<u8, Failure> {
         key.private.display(),
         key.public.display()
     );
+    // `--dir` outside a git work tree may still be inside a workspace.
+    if key
+        .private
+        .parent()
+        .and_then(cordon_manifest::config::find)
+        .is_some()
+    {
+        say!(
+            "cordon: warning: {}",
+            cordon_engine::keys::private_key_warning(&key.private)
+        );
+    }
     say!(
         "cordon: to trust this reviewer in an environment, add \"{}\" to `reviewers` under [env.NAME.policy] in cordon.toml, or copy it into {} for this user",
         key.public.display(),

@@ -115,6 +115,13 @@ fn a_private_key_left_in_a_workspace_is_named_by_the_next_command() {
     ws.write("cordon.toml", "[env.dev]\n");
     let out = ws.cordon(&["key", "reviewer", "alice", "--dir", "keys"], &[]);
     assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "cordon: warning: keys/alice.key is a private key inside the workspace, where a step's mount or a commit can reach it\n"
+        ),
+        "{}",
+        out.stderr
+    );
     ws.step(PROBE, &["cwd"], "");
     let out = ws.cordon(&["plan", "step.toml"], &[]);
     assert_eq!(out.code, 0, "{out:?}");
