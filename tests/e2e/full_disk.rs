@@ -147,3 +147,55 @@ fn a_disk_too_full_for_the_record_fails_the_runner_clearly_and_publishes_nothing
         "second"
     );
 }
+
+/// The outputs' file system is full while a run publishes (its record is
+/// already durable on another one): the runner fails clearly, and once
+/// space is freed the next ordinary run completes the publication by
+/// itself (nobody runs `repair`), and everything verifies.
+#[test]
+fn an_output_disk_full_during_publication_is_completed_by_the_next_run_once_space_is_freed() {
+    let ws = Workspace::new();
+    let Some(_disk) = SmallDisk::mount(ws.path("disk"), "2m") else {
+        return;
+    };
+    assert_eq!(ws.cordon(&["key", "generate", "--env", "dev"], &[]).code, 0);
+    write_step(&ws, "a.txt", "first");
+    // The state directory is on the workspace's disk, the output on the
+    // small one: publishing copies across file systems.
+    assert_eq!(ws.cordon(&["run", "step.toml"], &[]).code, 0);
+    let filler = ws.path("disk/filler");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        while f.write_all(&[0u8; 512]).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let big = "x".repeat(96 * 1024);
+    write_step(&ws, "a.txt", &big);
+    let out = ws.cordon(&["run", "step.toml"], &[]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("No space left on device"), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path("disk/out/a.txt")).unwrap(),
+        "first",
+        "the output is the old tree, whole"
+    );
+    // As the failure left it: verify names the unfinished publication.
+    assert_eq!(ws.cordon(&["verify"], &[]).code, 1);
+
+    std::fs::remove_file(&filler).unwrap();
+    let next = ws.cordon(&["run", "step.toml"], &[]);
+    assert_eq!(next.code, 0, "{next:?}");
+    assert!(
+        next.stderr.contains("recovered: 1 publication completed"),
+        "{next:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path("disk/out/a.txt")).unwrap(),
+        big
+    );
+    let v = ws.cordon(&["verify"], &[]);
+    assert_eq!(v.code, 0, "{v:?}");
+}

@@ -412,12 +412,13 @@ fn a_python_step_fetches_over_wasi_http_with_a_bound_secret_and_relative_redirec
         );
     }
     assert!(other.seen().is_empty(), "nothing reached an ungranted host");
-    let rec = &project_records(&ws.path("fetch"))[0];
+    // The workspace's `cordon.toml` is at its root: so is its state.
+    let rec = &project_records(ws.root())[0];
     assert_eq!(rec["report"]["annotations"]["fetched"], "weights", "{rec}");
     assert_eq!(rec["network"].as_array().map(Vec::len), Some(3), "{rec}");
     assert!(!run.stdout.contains(TOKEN) && !run.stderr.contains(TOKEN));
     let mut state = Vec::new();
-    for f in walk_files(&ws.path("fetch/.cordon")) {
+    for f in walk_files(&ws.path(".cordon")) {
         state.extend(std::fs::read(f).unwrap_or_default());
     }
     assert!(
