@@ -698,11 +698,9 @@ mod tests {
         );
     }
 
-    /// Each part of the action key is there: changing any one of them gives
-    /// a different key, so a run that differs in it is never served another
-    /// run's outputs.
-    #[test]
-    fn every_part_of_the_action_key_changes_it() {
+    /// The plan of a step `s` with one read mount `/in`, in a temporary
+    /// workspace (kept alive by the returned directory).
+    fn one_read_mount_plan() -> (tempfile::TempDir, cordon_manifest::plan::StepPlan) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("c.wasm"), b"component").unwrap();
         let digest = Sha256Digest::of(b"component");
@@ -725,6 +723,15 @@ mod tests {
             hash_index: None,
         };
         let plan = cordon_manifest::plan::plan_step(&m, &ctx).unwrap();
+        (dir, plan)
+    }
+
+    /// Each part of the action key is there: changing any one of them gives
+    /// a different key, so a run that differs in it is never served another
+    /// run's outputs.
+    #[test]
+    fn every_part_of_the_action_key_changes_it() {
+        let (_dir, plan) = one_read_mount_plan();
         let inputs = vec![("/in".to_string(), Sha256Digest::of(b"tree"))];
         let secret = ResolvedSecret {
             name: "k".into(),
@@ -838,28 +845,7 @@ mod tests {
     /// checkout directory shares it, nothing else does.
     #[test]
     fn the_shared_key_leaves_out_host_paths_and_nothing_else() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("c.wasm"), b"component").unwrap();
-        let digest = Sha256Digest::of(b"component");
-        let manifest = dir.path().join("step.toml");
-        std::fs::write(
-            &manifest,
-            format!("[step]\nname = \"s\"\ncomponent = \"c.wasm\"\ndigest = \"{digest}\"\n\n[[mount]]\nguest = \"/in\"\nhost = \"data\"\naccess = \"read\"\npurpose = \"p\"\n"),
-        )
-        .unwrap();
-        std::fs::create_dir(dir.path().join("data")).unwrap();
-        let m = cordon_manifest::manifest::Manifest::load(&manifest).unwrap();
-        let ws = cordon_manifest::config::WorkspaceConfig::implicit(dir.path());
-        let env = ws.env(cordon_manifest::config::DEFAULT_ENV).unwrap();
-        let state = dir.path().join(".cordon");
-        let ctx = cordon_manifest::plan::PlanContext {
-            env,
-            workspace_dir: dir.path(),
-            state_dir: &state,
-            produced: &[],
-            hash_index: None,
-        };
-        let plan = cordon_manifest::plan::plan_step(&m, &ctx).unwrap();
+        let (_dir, plan) = one_read_mount_plan();
         let inputs = vec![("/in".to_string(), Sha256Digest::of(b"tree"))];
         let base = action_keys(&plan, &inputs, &[]);
         assert_ne!(base.local, base.shared);
