@@ -82,7 +82,12 @@ fn known_steps(known: &[String]) -> String {
     if known.is_empty() {
         return String::new();
     }
-    let names: Vec<String> = known.iter().map(|s| format!("`{s}`")).collect();
+    // Step names come from record files anyone who can write the state
+    // directory can edit.
+    let names: Vec<String> = known
+        .iter()
+        .map(|s| format!("`{}`", cordon_core::sanitize::escape_for_terminal(s)))
+        .collect();
     format!(" (it has runs of {})", names.join(", "))
 }
 
@@ -111,6 +116,41 @@ fn newest_first(dir: &Path) -> Result<Vec<PathBuf>, RunLookupError> {
     Ok(paths)
 }
 
+/// Reads the documents of `dir` newest first (each capped and typed; one
+/// that `keep` refuses or that does not read is passed over) and returns
+/// the id of the first that has a step `want` (any, without `want`);
+/// when none has, the step names the others had.
+fn newest_with_step<R: serde::de::DeserializeOwned>(
+    dir: &Path,
+    want: Option<&str>,
+    keep: impl Fn(&[u8]) -> bool,
+    steps: impl Fn(&R) -> Vec<String>,
+    id: impl Fn(R) -> String,
+) -> Result<Result<String, Vec<String>>, RunLookupError> {
+    let mut known: Vec<String> = Vec::new();
+    for path in newest_first(dir)? {
+        let Some(doc) = cordon_core::fsutil::read_regular(&path, crate::record::MAX_RECORD_BYTES)
+            .ok()
+            .filter(|b| keep(b))
+            .and_then(|b| serde_json::from_slice::<R>(&b).ok())
+        else {
+            continue;
+        };
+        let names = steps(&doc);
+        match want {
+            Some(step) if !names.iter().any(|n| n == step) => {
+                for n in names {
+                    if !known.contains(&n) {
+                        known.push(n);
+                    }
+                }
+            }
+            _ => return Ok(Ok(id(doc))),
+        }
+    }
+    Ok(Err(known))
+}
+
 /// The step-run id `name` means in `records_dir`: an exact id as given
 /// (whether it exists is the command's to check, with its own message),
 /// `latest` the newest step record, `latest:STEP` the newest record of step
@@ -121,24 +161,17 @@ pub fn resolve_run(records_dir: &Path, name: &str) -> Result<String, RunLookupEr
         RunName::Latest => None,
         RunName::LatestOf(step) => Some(step),
     };
-    let mut known: Vec<String> = Vec::new();
-    for path in newest_first(records_dir)? {
-        let Some(record) = std::fs::read(&path)
-            .ok()
-            .filter(|b| !is_repair_record(b))
-            .and_then(|b| serde_json::from_slice::<StepRecord>(&b).ok())
-        else {
-            continue;
-        };
-        match want {
-            Some(step) if record.step != step => {
-                if !known.contains(&record.step) {
-                    known.push(record.step);
-                }
-            }
-            _ => return Ok(record.run_id),
-        }
-    }
+    let found = newest_with_step(
+        records_dir,
+        want,
+        |b| !is_repair_record(b),
+        |r: &StepRecord| vec![r.step.clone()],
+        |r| r.run_id,
+    )?;
+    let mut known = match found {
+        Ok(id) => return Ok(id),
+        Err(known) => known,
+    };
     known.sort();
     Err(match want {
         None => RunLookupError::NoRun(records_dir.to_path_buf()),
@@ -159,25 +192,17 @@ pub fn resolve_pipeline_run(pipelines_dir: &Path, name: &str) -> Result<String, 
         RunName::Latest => None,
         RunName::LatestOf(step) => Some(step),
     };
-    let mut known: Vec<String> = Vec::new();
-    for path in newest_first(pipelines_dir)? {
-        let Some(record) = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<PipelineRecord>(&b).ok())
-        else {
-            continue;
-        };
-        match want {
-            Some(step) if !record.steps.iter().any(|s| s.name == step) => {
-                for s in record.steps {
-                    if !known.contains(&s.name) {
-                        known.push(s.name);
-                    }
-                }
-            }
-            _ => return Ok(record.run_id),
-        }
-    }
+    let found = newest_with_step(
+        pipelines_dir,
+        want,
+        |_| true,
+        |r: &PipelineRecord| r.steps.iter().map(|s| s.name.clone()).collect(),
+        |r| r.run_id,
+    )?;
+    let mut known = match found {
+        Ok(id) => return Ok(id),
+        Err(known) => known,
+    };
     known.sort();
     Err(match want {
         None => RunLookupError::NoPipelineRun(pipelines_dir.to_path_buf()),
