@@ -41,6 +41,16 @@ impl Drop for SmallDisk {
     }
 }
 
+/// Fills the file system holding `filler` to its last block.
+fn fill(filler: &std::path::Path) {
+    use std::io::Write as _;
+    let mut f = std::fs::File::create(filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    while f.write_all(&[0u8; 512]).is_ok() {}
+    let _ = f.sync_all();
+}
+
 /// `cordon ARGS --state disk/state` in the workspace.
 fn on_disk(ws: &Workspace, args: &[&str]) -> Output {
     let mut all: Vec<&str> = args.to_vec();
@@ -108,14 +118,7 @@ fn a_disk_too_full_for_the_record_fails_the_runner_clearly_and_publishes_nothing
 
     // Something else fills the disk, to the last block.
     let filler = ws.path("disk/filler");
-    {
-        use std::io::Write as _;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0u8; 64 * 1024];
-        while f.write_all(&chunk).is_ok() {}
-        while f.write_all(&[0u8; 512]).is_ok() {}
-        let _ = f.sync_all();
-    }
+    fill(&filler);
     write_step(&ws, "a.txt", "second");
     let out = on_disk(&ws, &["run", "step.toml", "--no-cache"]);
     assert_eq!(out.code, 3, "the runner itself failed: {out:?}");
@@ -164,14 +167,7 @@ fn an_output_disk_full_during_publication_is_completed_by_the_next_run_once_spac
     // small one: publishing copies across file systems.
     assert_eq!(ws.cordon(&["run", "step.toml"], &[]).code, 0);
     let filler = ws.path("disk/filler");
-    {
-        use std::io::Write as _;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0u8; 64 * 1024];
-        while f.write_all(&chunk).is_ok() {}
-        while f.write_all(&[0u8; 512]).is_ok() {}
-        let _ = f.sync_all();
-    }
+    fill(&filler);
     let big = "x".repeat(96 * 1024);
     write_step(&ws, "a.txt", &big);
     let out = ws.cordon(&["run", "step.toml"], &[]);

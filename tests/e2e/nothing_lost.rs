@@ -332,6 +332,12 @@ fn a_kill_while_a_restore_publishes_is_completed_by_the_next_command() {
         ws.write("raw/people.csv", "name,age\nbo,7\n");
         let next = ws.run(&[]);
         assert_eq!(next.code, 0, "{point}: {next:?}");
+        let beside: Vec<String> = std::fs::read_dir(ws.root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".cordon-new-") || n.contains(".cordon-old-"))
+            .collect();
+        assert!(beside.is_empty(), "{point}: {beside:?}");
         let v = ws.cordon(&["verify"], &[]);
         assert_eq!(v.code, 0, "{point}: {v:?}");
     }

@@ -993,6 +993,12 @@ fn a_promotion_killed_at_any_point_leaves_the_old_tree_or_the_new_tree_with_its_
                 .map_or(true, |mut d| d.next().is_none()),
             "{point}: an intent is left"
         );
+        let beside: Vec<String> = std::fs::read_dir(ws.path("data/prod"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".cordon-new-") || n.contains(".cordon-old-"))
+            .collect();
+        assert!(beside.is_empty(), "{point}: {beside:?}");
         let v = ws.cordon(&["verify"], &[]);
         assert_eq!(v.code, 0, "{point}: {v:?}");
     }

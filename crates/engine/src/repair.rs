@@ -257,6 +257,15 @@ pub fn recover(state: &Path) -> io::Result<Vec<Repair>> {
     repair_state(state, false)
 }
 
+/// The run ids the chain in `records_dir` lists.
+fn chained_runs(records_dir: &Path) -> io::Result<std::collections::BTreeSet<String>> {
+    Ok(cordon_record::chain::read_lines(records_dir)?
+        .iter()
+        .filter_map(|l| cordon_record::chain::LogEntry::parse(l).ok())
+        .map(|e| e.run)
+        .collect())
+}
+
 /// Whether anything a stopped runner could have left is there at all.
 fn left_behind(state: &Path) -> io::Result<bool> {
     let non_empty = |dir: &Path| -> io::Result<bool> {
@@ -285,9 +294,12 @@ fn left_behind(state: &Path) -> io::Result<bool> {
     if !records_dir.is_dir() {
         return Ok(false);
     }
-    let chained = cordon_record::chain::read_lines(&records_dir)?.len();
-    let on_disk = cordon_record::verify::record_files(&records_dir)?.len();
-    Ok(on_disk > chained)
+    // A record file the chain does not list: compared by run id, so a
+    // removed file cannot hide an unchained one by keeping the counts equal.
+    let chained = chained_runs(&records_dir)?;
+    Ok(cordon_record::verify::record_files(&records_dir)?
+        .iter()
+        .any(|run| !chained.contains(run)))
 }
 
 /// Everything `cordon repair` does to a state directory, in order: under
@@ -308,12 +320,7 @@ pub fn repair_state(state: &Path, dry_run: bool) -> io::Result<Vec<Repair>> {
     } else {
         None
     };
-    let chained: std::collections::BTreeSet<String> =
-        cordon_record::chain::read_lines(&records_dir)?
-            .iter()
-            .filter_map(|l| cordon_record::chain::LogEntry::parse(l).ok())
-            .map(|e| e.run)
-            .collect();
+    let chained = chained_runs(&records_dir)?;
     let on_disk = if records_dir.is_dir() {
         cordon_record::verify::record_files(&records_dir)?
     } else {
@@ -333,6 +340,14 @@ pub fn repair_state(state: &Path, dry_run: bool) -> io::Result<Vec<Repair>> {
         }
         done.push(Repair::Orphaned { run: run.clone() });
     }
+    // The destinations of unfinished publications (runs, restores and
+    // promotions alike), taken before they are finished: a kill inside an
+    // exchange leaves its swap leftover beside one of them.
+    let mut outputs: Vec<PathBuf> = pending(state)?
+        .0
+        .iter()
+        .flat_map(|i| i.trees.iter().map(|t| t.dest.clone()))
+        .collect();
     done.extend(repair(state, dry_run, &|run| chained.contains(run))?);
     // Cache entries that point at a run without a chained record (left by
     // an older runner, or whose record was just moved aside) or that are
@@ -343,22 +358,23 @@ pub fn repair_state(state: &Path, dry_run: bool) -> io::Result<Vec<Repair>> {
         }
         done.push(Repair::StaleCacheEntry { path });
     }
-    // Every host path a record publishes to.
-    let mut outputs = Vec::new();
+    // Every host path a chained record publishes to, read through the
+    // record types.
     for run in &chained {
         let path = cordon_record::chain::record_path(&records_dir, run);
-        let Ok(text) = fsutil::read_regular_to_string(&path, 64 << 20) else {
+        let Ok(bytes) = fsutil::read_regular(&path, cordon_record::record::MAX_RECORD_BYTES) else {
             continue;
         };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        for m in v["mounts"].as_array().into_iter().flatten() {
-            if m["access"] == "write"
-                && let Some(h) = m["host"].as_str()
-            {
-                outputs.push(PathBuf::from(h));
-            }
+        if let Ok(r) = serde_json::from_slice::<cordon_record::record::StepRecord>(&bytes) {
+            outputs.extend(
+                r.mounts
+                    .into_iter()
+                    .filter(|m| m.access == cordon_manifest::manifest::Access::Write)
+                    .map(|m| m.host),
+            );
+        } else if let Ok(r) = serde_json::from_slice::<cordon_record::record::RestoreRecord>(&bytes)
+        {
+            outputs.extend(r.trees.into_iter().map(|t| t.host));
         }
     }
     outputs.sort();
