@@ -542,7 +542,7 @@ pub fn execute_step(
             classification: m.classification,
             before: before.as_ref().map(|t| tree_record(t, true)),
             after,
-            replaced: replaced.get(i).cloned().flatten(),
+            replaced: replaced[i].clone(),
         });
     }
 

@@ -438,15 +438,24 @@ pub fn private_key_warning(key: &Path) -> String {
         || "<secrets home>/reviewers/".into(),
         |d| format!("{}/", d.display()),
     );
+    // The file's name comes from a checkout anyone may have written: it is
+    // escaped before it reaches the terminal.
+    let key = cordon_core::sanitize::escape_for_terminal(&key.display().to_string());
+    let to = cordon_core::sanitize::escape_for_terminal(&to);
     format!(
-        "{} is a private key inside the workspace, where a step's mount or a commit can reach it\n  fix: move it out of the workspace: `mkdir -p {to} && mv {} {to}`, then pass the new path to `cordon approve --key` (a public key the configuration names stays where it is)",
-        key.display(),
-        key.display(),
+        "{key} is a private key inside the workspace, where a step's mount or a commit can reach it\n  fix: move it out of the workspace: `mkdir -p {to} && mv {key} {to}`, then pass the new path to `cordon approve --key` (a public key the configuration names stays where it is)"
     )
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_private_key_named_with_terminal_escapes_is_shown_escaped() {
+        let w = private_key_warning(std::path::Path::new("/w/keys/a\x1b[2J\nb.key"));
+        assert!(!w.contains('\x1b'), "{w:?}");
+        assert_eq!(w.lines().count(), 2, "one warning line and its fix: {w:?}");
+    }
+
     use super::*;
     use cordon_manifest::config::WorkspaceConfig;
 

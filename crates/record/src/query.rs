@@ -145,7 +145,14 @@ fn newest_with_step<R: serde::de::DeserializeOwned>(
                     }
                 }
             }
-            _ => return Ok(Ok(id(doc))),
+            // An id read from a file becomes a path later: only a run id
+            // as the runner makes them is named.
+            _ => {
+                let id = id(doc);
+                if crate::chain::is_run_id(&id) {
+                    return Ok(Ok(id));
+                }
+            }
         }
     }
     Ok(Err(known))
