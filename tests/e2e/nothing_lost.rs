@@ -26,6 +26,8 @@ fn a_users_file_in_a_write_mount_refuses_the_run_and_survives() {
     let out = ws.run(&[]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("my-notes.txt"), "{}", out.stderr);
+    // The message points at the mount's line in the manifest.
+    assert!(out.stderr.contains("step.toml:"), "{}", out.stderr);
     assert!(
         out.stderr.contains("existing = \"keep\"") && out.stderr.contains("nothing ran"),
         "{}",

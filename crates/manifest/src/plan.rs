@@ -46,6 +46,10 @@ pub struct PlannedMount {
     /// refused.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub keep_existing: bool,
+    /// Where the mount's `host` is written in its manifest, for messages
+    /// that point at it.
+    #[serde(skip)]
+    pub host_at: crate::manifest::Location,
 }
 
 /// One step, ready to run.
@@ -654,6 +658,7 @@ pub fn plan_step_with(
                 classification: m.classification,
                 requires_promoted: m.requires_promoted,
                 keep_existing: m.keep_existing,
+                host_at: m.host_at,
             })
             .collect(),
         secrets: manifest.secrets.clone(),

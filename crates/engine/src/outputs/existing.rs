@@ -107,6 +107,8 @@ pub struct Refusal {
     pub step: String,
     /// Its manifest.
     pub manifest: PathBuf,
+    /// Where the mount's `host` is written in it.
+    pub at: cordon_manifest::manifest::Location,
     /// The guest path.
     pub guest: String,
     /// The host path.
@@ -119,20 +121,25 @@ fn describe(refusals: &[Refusal]) -> String {
     let mut out = Vec::new();
     for r in refusals {
         let host = escape_for_terminal(&r.host.display().to_string());
-        let manifest = escape_for_terminal(&r.manifest.display().to_string());
+        let manifest = format!(
+            "{}:{}:{}",
+            escape_for_terminal(&r.manifest.display().to_string()),
+            r.at.line,
+            r.at.column
+        );
         match &r.unrecorded {
             None => {
                 out.push(format!(
-                    "step `{}`: write mount {} ({host}) is not a directory; publishing the step's output there would destroy it",
+                    "{manifest}: step `{}`: write mount {} ({host}) is not a directory; publishing the step's output there would destroy it",
                     r.step, r.guest
                 ));
                 out.push(format!(
-                    "  fix: move {host} out of the way, or point the mount's `host` in {manifest} at a directory"
+                    "  fix: move {host} out of the way, or point the mount's `host` at a directory"
                 ));
             }
             Some(u) => {
                 out.push(format!(
-                    "step `{}`: write mount {} ({host}) holds {} that no recorded run published there; publishing the step's output would replace {}:",
+                    "{manifest}: step `{}`: write mount {} ({host}) holds {} that no recorded run published there; publishing the step's output would replace {}:",
                     r.step,
                     r.guest,
                     match u.count {
@@ -148,8 +155,7 @@ fn describe(refusals: &[Refusal]) -> String {
                     out.push(format!("    … and {} more", u.count - u.listed.len()));
                 }
                 out.push(format!(
-                    "  fix: move them out of {host}, or add `existing = \"keep\"` to the mount {} in {manifest} to keep them in the content store before they are replaced (`cordon restore --run RUN --replaced` brings them back)",
-                    r.guest
+                    "  fix: move them out of {host}, or add `existing = \"keep\"` to this [[mount]] to keep them in the content store before they are replaced (`cordon restore --run RUN --replaced` brings them back)"
                 ));
             }
         }
@@ -249,6 +255,7 @@ pub fn refuse_unrecorded(
             refusals.push(Refusal {
                 step: plan.name.clone(),
                 manifest: plan.manifest_path.clone(),
+                at: m.host_at,
                 guest: m.guest.clone(),
                 host: m.host.clone(),
                 unrecorded,
